@@ -1,0 +1,301 @@
+//! Record batches (magic v2) as they travel: validated, never re-encoded.
+//!
+//! The broker stores batches exactly as the producer sent them, compression included. It only
+//! rewrites the two header fields the CRC does not cover: the base offset and the partition
+//! leader epoch. Everything else is checked here, once, on the way in.
+
+use bytes::Buf;
+
+/// Size of the fixed v2 batch header that precedes the records.
+pub const HEADER_BYTES: usize = 61;
+/// Bytes before the `batch_length` field's payload starts (base offset + length).
+pub const LOG_OVERHEAD: usize = 12;
+const MAGIC_OFFSET: usize = 16;
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+
+/// Why a batch was refused; maps onto Kafka's CORRUPT_MESSAGE / INVALID_RECORD.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    /// Fewer bytes than a header or than the announced length.
+    #[error("record batch truncated: need {needed} bytes, have {have}")]
+    Truncated {
+        /// Bytes the header says are needed.
+        needed: usize,
+        /// Bytes present.
+        have: usize,
+    },
+    /// Only magic v2 batches are accepted.
+    #[error("unsupported record batch magic {0} (only v2 is accepted)")]
+    Magic(i8),
+    /// CRC-32C over attributes..end does not match.
+    #[error("record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc {
+        /// CRC in the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// A header field holds an impossible value.
+    #[error("invalid record batch: {0}")]
+    Invalid(&'static str),
+}
+
+/// The header fields of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// First offset in the batch.
+    pub base_offset: i64,
+    /// Bytes after the length field; the batch occupies `LOG_OVERHEAD + batch_length` bytes.
+    pub batch_length: i32,
+    /// Leader epoch (Raft term in cluster mode) at append time.
+    pub partition_leader_epoch: i32,
+    /// Batch attributes: compression, timestamp type, transactional, control.
+    pub attributes: i16,
+    /// `last offset - base offset`.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Idempotent producer id, or -1.
+    pub producer_id: i64,
+    /// Idempotent producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, or -1.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the fixed header from the first [`HEADER_BYTES`] of `buf` (no CRC check).
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < HEADER_BYTES {
+            return Err(BatchError::Truncated {
+                needed: HEADER_BYTES,
+                have: buf.len(),
+            });
+        }
+        let mut b = &buf[..HEADER_BYTES];
+        let base_offset = b.get_i64();
+        let batch_length = b.get_i32();
+        let partition_leader_epoch = b.get_i32();
+        let magic = b.get_i8();
+        if magic != 2 {
+            return Err(BatchError::Magic(magic));
+        }
+        let _crc = b.get_u32();
+        let header = BatchHeader {
+            base_offset,
+            batch_length,
+            partition_leader_epoch,
+            attributes: b.get_i16(),
+            last_offset_delta: b.get_i32(),
+            base_timestamp: b.get_i64(),
+            max_timestamp: b.get_i64(),
+            producer_id: b.get_i64(),
+            producer_epoch: b.get_i16(),
+            base_sequence: b.get_i32(),
+            records_count: b.get_i32(),
+        };
+        if (batch_length as i64) < (HEADER_BYTES - LOG_OVERHEAD) as i64 {
+            return Err(BatchError::Invalid("batch length shorter than its header"));
+        }
+        Ok(header)
+    }
+
+    /// Total bytes of the batch on the wire and on disk.
+    pub fn total_bytes(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    /// Last offset in the batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn compression(&self) -> i16 {
+        self.attributes & 0x7
+    }
+
+    /// Whether this is a transaction control batch.
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+}
+
+/// Validates one complete batch at the start of `buf` and returns its header.
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    let total = header.total_bytes();
+    if buf.len() < total {
+        return Err(BatchError::Truncated {
+            needed: total,
+            have: buf.len(),
+        });
+    }
+    let stored = u32::from_be_bytes(buf[CRC_OFFSET..CRC_OFFSET + 4].try_into().unwrap());
+    let computed = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..total]);
+    if stored != computed {
+        return Err(BatchError::Crc { stored, computed });
+    }
+    if header.compression() > 4 {
+        return Err(BatchError::Invalid("unknown compression codec"));
+    }
+    if header.last_offset_delta < 0 || header.records_count < 0 {
+        return Err(BatchError::Invalid("negative record count"));
+    }
+    if header.records_count == 0 && !header.is_control() {
+        return Err(BatchError::Invalid("empty record batch"));
+    }
+    if header.records_count as i64 > header.last_offset_delta as i64 + 1 {
+        return Err(BatchError::Invalid("more records than offsets"));
+    }
+    debug_assert_eq!(buf[MAGIC_OFFSET], 2);
+    Ok(header)
+}
+
+/// Validates every batch in a produce payload; the payload must hold whole batches only.
+pub fn validate_all(mut buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    if buf.is_empty() {
+        return Err(BatchError::Invalid("no record batch"));
+    }
+    let mut headers = Vec::with_capacity(1);
+    while !buf.is_empty() {
+        let h = validate(buf)?;
+        buf = &buf[h.total_bytes()..];
+        headers.push(h);
+    }
+    Ok(headers)
+}
+
+/// Rewrites the base offset and leader epoch of the batch at the start of `buf`.
+///
+/// Neither field is covered by the CRC, so the batch stays valid.
+pub fn assign(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    buf[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Walks batch headers in a buffer of whole-or-partial batches read from a log.
+///
+/// Yields `(position, header)` for every batch whose header is complete; the caller decides
+/// what to do with a batch whose body extends past the buffer.
+pub fn headers(buf: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let h = BatchHeader::parse(buf.get(pos..)?).ok()?;
+        let at = pos;
+        pos += h.total_bytes();
+        Some((at, h))
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// Encodes `n` records into one batch with the given compression.
+    pub(crate) fn batch(n: usize, compression: Compression, ts: i64) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: ts + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(format!("value-{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn valid_batches_pass_in_every_codec() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let b = batch(10, c, 1000);
+            let hs = validate_all(&b).unwrap();
+            assert_eq!(hs.len(), 1, "{c:?}");
+            assert_eq!(hs[0].records_count, 10);
+            assert_eq!(hs[0].last_offset_delta, 9);
+            assert_eq!(hs[0].max_timestamp, 1009);
+        }
+    }
+
+    #[test]
+    fn assigning_offsets_keeps_crc_valid() {
+        let b = batch(3, Compression::None, 0);
+        let mut m = BytesMut::from(&b[..]);
+        assign(&mut m, 4242, 7);
+        let h = validate(&m).unwrap();
+        assert_eq!(h.base_offset, 4242);
+        assert_eq!(h.partition_leader_epoch, 7);
+        assert_eq!(h.last_offset(), 4244);
+    }
+
+    #[test]
+    fn any_flipped_byte_after_the_crc_is_caught() {
+        let b = batch(3, Compression::None, 0);
+        for i in ATTRIBUTES_OFFSET..b.len() {
+            let mut m = b.to_vec();
+            m[i] ^= 0x40;
+            assert!(validate_all(&m).is_err(), "flip at {i} not detected");
+        }
+    }
+
+    #[test]
+    fn truncation_is_an_error_not_a_panic() {
+        let b = batch(3, Compression::None, 0);
+        for len in 0..b.len() {
+            assert!(validate_all(&b[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let good = batch(5, Compression::Lz4, 0);
+        for _ in 0..20_000 {
+            let mut m = good.to_vec();
+            let flips = rng.gen_range(1..8);
+            for _ in 0..flips {
+                let i = rng.gen_range(0..m.len());
+                m[i] = rng.r#gen();
+            }
+            let cut = rng.gen_range(0..=m.len());
+            let _ = validate_all(&m[..cut]);
+            let junk: Vec<u8> = (0..rng.gen_range(0..200)).map(|_| rng.r#gen()).collect();
+            let _ = validate_all(&junk);
+            let _ = headers(&junk).count();
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeLogDirs.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    TopicName,
+};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{Broker, Topic, partition_dir, str, valid_topic_name};
+use crate::log::PartitionLog;
+use crate::topic_config;
+
+type AdminError = (ResponseError, Option<String>);
+
+impl Broker {
+    /// Creates a topic (directories first, then the metadata that makes it exist).
+    pub(super) fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Uuid, AdminError> {
+        if self.topics.contains_key(name) {
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                Some(format!("Topic '{name}' already exists.")),
+            ));
+        }
+        valid_topic_name(name).map_err(|m| (ResponseError::InvalidTopicException, Some(m)))?;
+        if !(1..=100_000).contains(&partitions) {
+            return Err((
+                ResponseError::InvalidPartitions,
+                Some(format!("Number of partitions must be between 1 and 100000, got {partitions}")),
+            ));
+        }
+        let log_config = topic_config::log_config(&configs);
+        let mut logs = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let log = PartitionLog::open(self.fs.clone(), partition_dir(name, p), log_config.clone(), now_ms)
+                .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+            logs.push(log);
+        }
+        let id = self.new_uuid();
+        self.topics.insert(
+            name.to_string(),
+            Topic {
+                id,
+                configs,
+                partitions: logs,
+            },
+        );
+        if let Err(e) = self.persist_topics() {
+            self.topics.remove(name);
+            for p in 0..partitions {
+                let _ = self.fs.remove_dir_all(&partition_dir(name, p));
+            }
+            return Err((ResponseError::KafkaStorageError, Some(e.to_string())));
+        }
+        self.ids.insert(id, name.to_string());
+        info!(topic = name, partitions, topic_id = %id, "topic created");
+        Ok(id)
+    }
+
+    pub(super) fn create_topics(&mut self, req: CreateTopicsRequest, version: i16, now_ms: i64) -> CreateTopicsResponse {
+        let mut response = CreateTopicsResponse::default();
+        for t in req.topics {
+            let name = t.name.0.to_string();
+            let mut result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            let partitions = if t.num_partitions == -1 { self.config.default_partitions } else { t.num_partitions };
+            let outcome = (|| -> Result<Uuid, AdminError> {
+                if !t.assignments.is_empty() {
+                    let node = self.config.node_id;
+                    if t.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != node)) {
+                        return Err((ResponseError::InvalidReplicaAssignment, Some(format!("only broker {node} exists"))));
+                    }
+                }
+                if !(t.replication_factor == -1 || t.replication_factor == 1) {
+                    return Err((
+                        ResponseError::InvalidReplicationFactor,
+                        Some(format!(
+                            "Replication factor {} is larger than the number of brokers (1)",
+                            t.replication_factor
+                        )),
+                    ));
+                }
+                let mut configs = BTreeMap::new();
+                for c in &t.configs {
+                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    topic_config::validate(&c.name, &value).map_err(|m| (ResponseError::InvalidConfig, Some(m)))?;
+                    configs.insert(c.name.to_string(), value);
+                }
+                if req.validate_only {
+                    if self.topics.contains_key(&name) {
+                        return Err((ResponseError::TopicAlreadyExists, Some(format!("Topic '{name}' already exists."))));
+                    }
+                    valid_topic_name(&name).map_err(|m| (ResponseError::InvalidTopicException, Some(m)))?;
+                    return Ok(Uuid::nil());
+                }
+                self.create_topic(&name, partitions, configs, now_ms)
+            })();
+            match outcome {
+                Ok(id) => {
+                    result.topic_id = id;
+                    result.num_partitions = partitions;
+                    result.replication_factor = 1;
+                    if version >= 5 {
+                        let overrides = self.topics.get(&name).map(|t| t.configs.clone()).unwrap_or_default();
+                        result.configs = Some(
+                            topic_config::TOPIC_CONFIGS
+                                .iter()
+                                .map(|k| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(str(k.name))
+                                        .with_value(Some(str(topic_config::effective(&overrides, k))))
+                                        .with_config_source(if overrides.contains_key(k.name) { 1 } else { 5 })
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                Err((e, msg)) => {
+                    result.error_code = e.code();
+                    result.error_message = msg.map(|m| str(&m));
+                }
+            }
+            response.topics.push(result);
+        }
+        response
+    }
+
+    pub(super) fn delete_topics(&mut self, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut targets: Vec<(Option<String>, Uuid)> = req
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect();
+        for t in req.topics {
+            match t.name {
+                Some(n) => targets.push((Some(n.0.to_string()), Uuid::nil())),
+                None => targets.push((self.ids.get(&t.topic_id).cloned(), t.topic_id)),
+            }
+        }
+        let mut response = DeleteTopicsResponse::default();
+        for (name, id) in targets {
+            let mut r = DeletableTopicResult::default()
+                .with_name(name.as_ref().map(|n| TopicName(str(n))))
+                .with_topic_id(id);
+            match name.as_deref().map(|n| self.delete_topic(n)) {
+                None => r.error_code = ResponseError::UnknownTopicId.code(),
+                Some(Ok(deleted_id)) => r.topic_id = deleted_id,
+                Some(Err((e, msg))) => {
+                    r.error_code = e.code();
+                    r.error_message = msg.map(|m| str(&m));
+                }
+            }
+            response.responses.push(r);
+        }
+        response
+    }
+
+    fn delete_topic(&mut self, name: &str) -> Result<Uuid, AdminError> {
+        let Some(topic) = self.topics.remove(name) else {
+            return Err((ResponseError::UnknownTopicOrPartition, None));
+        };
+        // Metadata first: once it is gone the topic is gone, even if removing files is cut short.
+        if let Err(e) = self.persist_topics() {
+            self.topics.insert(name.to_string(), topic);
+            return Err((ResponseError::KafkaStorageError, Some(e.to_string())));
+        }
+        self.ids.remove(&topic.id);
+        for p in 0..topic.partitions.len() as i32 {
+            if let Err(e) = self.fs.remove_dir_all(&partition_dir(name, p)) {
+                warn!(topic = name, partition = p, error = %e, "could not remove partition directory; it is removed on next start");
+            }
+        }
+        info!(topic = name, "topic deleted");
+        Ok(topic.id)
+    }
+
+    pub(super) fn create_partitions(&mut self, req: CreatePartitionsRequest, now_ms: i64) -> CreatePartitionsResponse {
+        let mut response = CreatePartitionsResponse::default();
+        for t in req.topics {
+            let name = t.name.0.to_string();
+            let outcome = (|| -> Result<(), AdminError> {
+                let topic = self.topics.get(&name).ok_or((ResponseError::UnknownTopicOrPartition, None))?;
+                let current = topic.partitions.len() as i32;
+                if t.count <= current {
+                    return Err((
+                        ResponseError::InvalidPartitions,
+                        Some(format!("Topic currently has {current} partitions, which is higher than or equal to the requested {}.", t.count)),
+                    ));
+                }
+                if t.count > 100_000 {
+                    return Err((ResponseError::InvalidPartitions, Some("at most 100000 partitions".into())));
+                }
+                if req.validate_only {
+                    return Ok(());
+                }
+                let log_config = topic_config::log_config(&topic.configs);
+                let mut added = Vec::new();
+                for p in current..t.count {
+                    let log = PartitionLog::open(self.fs.clone(), partition_dir(&name, p), log_config.clone(), now_ms)
+                        .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+                    added.push(log);
+                }
+                self.topics.get_mut(&name).unwrap().partitions.extend(added);
+                self.persist_topics().map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+                info!(topic = %name, partitions = t.count, "partitions added");
+                Ok(())
+            })();
+            let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+            if let Err((e, msg)) = outcome {
+                r.error_code = e.code();
+                r.error_message = msg.map(|m| str(&m));
+            }
+            response.results.push(r);
+        }
+        response
+    }
+
+    pub(super) fn describe_log_dirs(&self, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+        let wanted: Option<BTreeMap<String, Vec<i32>>> = req
+            .topics
+            .map(|ts| ts.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect());
+        let mut topics = Vec::new();
+        for (name, t) in &self.topics {
+            let filter = match &wanted {
+                None => None,
+                Some(w) => match w.get(name) {
+                    None => continue,
+                    Some(ps) => Some(ps),
+                },
+            };
+            let partitions = t
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| filter.is_none_or(|ps| ps.contains(&(*p as i32))))
+                .map(|(p, log)| {
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(p as i32)
+                        .with_partition_size(log.size_bytes() as i64)
+                        .with_offset_lag(0)
+                })
+                .collect();
+            topics.push(DescribeLogDirsTopic::default().with_name(TopicName(str(name))).with_partitions(partitions));
+        }
+        DescribeLogDirsResponse::default().with_results(vec![
+            DescribeLogDirsResult::default()
+                .with_log_dir(str(&self.fs.describe()))
+                .with_topics(topics)
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1),
+        ])
+    }
+}

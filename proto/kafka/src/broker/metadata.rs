@@ -1,0 +1,102 @@
+//! Metadata and DescribeCluster: who the brokers are and where every partition lives.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
+
+use super::{Broker, str, valid_topic_name};
+
+impl Broker {
+    pub(super) fn metadata(&mut self, req: MetadataRequest, version: i16, now_ms: i64) -> MetadataResponse {
+        let node = BrokerId(self.config.node_id);
+        let mut response = MetadataResponse::default()
+            .with_brokers(vec![
+                MetadataResponseBroker::default()
+                    .with_node_id(node)
+                    .with_host(str(&self.config.advertised_host))
+                    .with_port(self.config.advertised_port),
+            ])
+            .with_cluster_id(Some(str(&self.cluster_id)))
+            .with_controller_id(node);
+        // v0 has no "all topics" null: an empty list means all.
+        let requested: Option<Vec<_>> = match req.topics {
+            Some(t) if !(version == 0 && t.is_empty()) => Some(t),
+            _ => None,
+        };
+        let auto_create = self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        let names: Vec<(Option<String>, Option<uuid::Uuid>)> = match requested {
+            None => self.topics.keys().map(|n| (Some(n.clone()), None)).collect(),
+            Some(list) => list
+                .into_iter()
+                .map(|t| match t.name {
+                    Some(n) => (Some(n.0.to_string()), None),
+                    None => (self.ids.get(&t.topic_id).cloned(), Some(t.topic_id)),
+                })
+                .collect(),
+        };
+        for (name, by_id) in names {
+            let Some(name) = name else {
+                response.topics.push(
+                    MetadataResponseTopic::default()
+                        .with_error_code(ResponseError::UnknownTopicId.code())
+                        .with_topic_id(by_id.unwrap_or_default()),
+                );
+                continue;
+            };
+            let mut error = None;
+            if !self.topics.contains_key(&name) {
+                if let Err(_msg) = valid_topic_name(&name) {
+                    error = Some(ResponseError::InvalidTopicException);
+                } else if auto_create && by_id.is_none() {
+                    let partitions = self.config.default_partitions;
+                    if let Err((e, _)) = self.create_topic(&name, partitions, Default::default(), now_ms) {
+                        error = Some(e);
+                    }
+                } else {
+                    error = Some(ResponseError::UnknownTopicOrPartition);
+                }
+            }
+            let mut mt = MetadataResponseTopic::default()
+                .with_name(Some(TopicName(str(&name))))
+                .with_is_internal(false);
+            if let Some(e) = error {
+                mt.error_code = e.code();
+                response.topics.push(mt);
+                continue;
+            }
+            let t = &self.topics[&name];
+            mt.topic_id = t.id;
+            mt.partitions = (0..t.partitions.len() as i32)
+                .map(|p| {
+                    MetadataResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_leader_id(node)
+                        .with_leader_epoch(self.leader_epoch())
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(vec![node])
+                })
+                .collect();
+            response.topics.push(mt);
+        }
+        response
+    }
+
+    pub(super) fn describe_cluster(&self, _req: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
+        let node = BrokerId(self.config.node_id);
+        DescribeClusterResponse::default()
+            .with_cluster_id(str(&self.cluster_id))
+            .with_controller_id(node)
+            .with_brokers(vec![
+                DescribeClusterBroker::default()
+                    .with_broker_id(node)
+                    .with_host(str(&self.config.advertised_host))
+                    .with_port(self.config.advertised_port),
+            ])
+    }
+}

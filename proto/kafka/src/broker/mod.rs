@@ -1,0 +1,516 @@
+//! The broker core: topics, partitions and the handling of every request, with no I/O of its own.
+//!
+//! [`Broker::handle`] takes a decoded request and the current time and answers with a [`Reply`]:
+//! a response to send now, a produce response to send once the data is synced, or a fetch the
+//! runtime should re-evaluate when new data becomes visible or its wait expires. The runtime
+//! drives syncing through [`Broker::take_sync_work`] / [`Broker::complete_sync`] — that is
+//! group commit: every append between two syncs shares one fdatasync per file.
+
+mod admin;
+mod configs;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ProduceResponse, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::codec::RequestContext;
+use crate::log::{LogError, PartitionLog, SyncWork};
+use crate::storage::{Storage, StoreFile};
+use crate::topic_config;
+use crate::versions;
+
+pub use fetch::FetchOutcome;
+
+/// Settings of the broker core.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This broker's id.
+    pub node_id: i32,
+    /// Host clients should connect to (Metadata).
+    pub advertised_host: String,
+    /// Port clients should connect to (Metadata).
+    pub advertised_port: i32,
+    /// Create unknown topics on Metadata/Produce.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1.
+    pub default_partitions: i32,
+    /// Acknowledge produces only after fdatasync (the default). Off: after the write.
+    pub sync_writes: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: true,
+            default_partitions: 1,
+            sync_writes: true,
+        }
+    }
+}
+
+/// Errors opening the broker's state.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Reading or writing metadata failed.
+    #[error("metadata storage error at {path}: {source}")]
+    Meta {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Metadata exists but does not parse.
+    #[error("metadata file {path} is corrupt: {reason}")]
+    CorruptMeta {
+        /// File.
+        path: String,
+        /// Parser's message.
+        reason: String,
+    },
+    /// A partition log failed to open.
+    #[error("opening partition {topic}-{partition}: {source}")]
+    Log {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Cause.
+        #[source]
+        source: LogError,
+    },
+}
+
+/// What to do with a handled request.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this response now.
+    Now(ResponseKind),
+    /// Send nothing (Produce with acks=0).
+    Nothing,
+    /// Send this produce response once [`Broker::synced_seq`] reaches `seq`; if a sync fails
+    /// first, answer KAFKA_STORAGE_ERROR instead.
+    AfterSync {
+        /// Sync sequence that must complete.
+        seq: u64,
+        /// Response to send then.
+        response: ProduceResponse,
+    },
+    /// Long-poll: call [`Broker::fetch`] again when data arrives, until it is satisfied or
+    /// `max_wait_ms` passed.
+    Fetch(Box<kafka_protocol::messages::FetchRequest>),
+}
+
+/// A topic and its partitions.
+#[derive(Debug)]
+pub struct Topic {
+    /// Topic id (KIP-516).
+    pub id: Uuid,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+    /// Partition logs, indexed by partition number.
+    pub partitions: Vec<PartitionLog>,
+}
+
+/// A sync the runtime must perform: fdatasync every file, then call
+/// [`Broker::complete_sync`].
+#[derive(Debug)]
+pub struct SyncBatch {
+    /// Sequence this sync completes.
+    pub seq: u64,
+    /// Files to sync.
+    pub files: Vec<Arc<dyn StoreFile>>,
+    /// Which partitions become durable up to which offset.
+    pub ends: Vec<(String, i32, i64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTopic {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCluster {
+    cluster_id: String,
+    node_id: i32,
+}
+
+const TOPICS_FILE: &str = "meta/topics.json";
+const CLUSTER_FILE: &str = "meta/cluster.json";
+
+/// The broker core.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    fs: Arc<dyn Storage>,
+    cluster_id: String,
+    topics: BTreeMap<String, Topic>,
+    ids: HashMap<Uuid, String>,
+    rng: StdRng,
+    write_seq: u64,
+    synced_seq: u64,
+    storage_failure: Option<String>,
+}
+
+pub(crate) fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub(crate) fn partition_dir(topic: &str, partition: i32) -> String {
+    format!("logs/{topic}-{partition}")
+}
+
+impl Broker {
+    /// Opens the broker's state from `fs` (creating it on first start) and recovers every log.
+    ///
+    /// `seed` feeds the generator of topic and cluster ids.
+    pub fn open(
+        fs: Arc<dyn Storage>,
+        config: BrokerConfig,
+        seed: u64,
+        now_ms: i64,
+    ) -> Result<Self, BrokerError> {
+        let meta_err = |path: &str| {
+            let path = path.to_string();
+            move |source| BrokerError::Meta { path, source }
+        };
+        fs.create_dir_all("meta").map_err(meta_err("meta"))?;
+        fs.create_dir_all("logs").map_err(meta_err("logs"))?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cluster: Option<StoredCluster> = read_json(&*fs, CLUSTER_FILE)?;
+        let cluster_id = match cluster {
+            Some(c) => c.cluster_id,
+            None => {
+                let id = kafka_uuid_string(random_uuid(&mut rng));
+                let c = StoredCluster {
+                    cluster_id: id.clone(),
+                    node_id: config.node_id,
+                };
+                fs.write_file_atomic(CLUSTER_FILE, &serde_json::to_vec_pretty(&c).unwrap())
+                    .map_err(meta_err(CLUSTER_FILE))?;
+                id
+            }
+        };
+        let stored: Vec<StoredTopic> = read_json(&*fs, TOPICS_FILE)?.unwrap_or_default();
+        let mut topics = BTreeMap::new();
+        let mut ids = HashMap::new();
+        let mut wanted_dirs = std::collections::HashSet::new();
+        for t in stored {
+            let log_config = topic_config::log_config(&t.configs);
+            let mut partitions = Vec::new();
+            for p in 0..t.partitions {
+                let dir = partition_dir(&t.name, p);
+                wanted_dirs.insert(dir.clone());
+                let log = PartitionLog::open(fs.clone(), dir, log_config.clone(), now_ms).map_err(
+                    |source| BrokerError::Log {
+                        topic: t.name.clone(),
+                        partition: p,
+                        source,
+                    },
+                )?;
+                partitions.push(log);
+            }
+            ids.insert(t.id, t.name.clone());
+            topics.insert(
+                t.name,
+                Topic {
+                    id: t.id,
+                    configs: t.configs,
+                    partitions,
+                },
+            );
+        }
+        // Directories of topics deleted before a crash finished removing them.
+        for name in fs.list_dir("logs").map_err(meta_err("logs"))? {
+            let dir = format!("logs/{name}");
+            if !wanted_dirs.contains(&dir) {
+                warn!(dir = %dir, "removing directory of a deleted topic");
+                fs.remove_dir_all(&dir).map_err(meta_err(&dir))?;
+            }
+        }
+        let broker = Broker {
+            config,
+            fs,
+            cluster_id,
+            topics,
+            ids,
+            rng,
+            write_seq: 0,
+            synced_seq: 0,
+            storage_failure: None,
+        };
+        info!(
+            node_id = broker.config.node_id,
+            topics = broker.topics.len(),
+            partitions = broker.topics.values().map(|t| t.partitions.len()).sum::<usize>(),
+            cluster_id = %broker.cluster_id,
+            "broker state recovered"
+        );
+        Ok(broker)
+    }
+
+    /// The cluster id (generated on first start).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Topics by name.
+    pub fn topics(&self) -> &BTreeMap<String, Topic> {
+        &self.topics
+    }
+
+    /// Handles one request.
+    pub fn handle(&mut self, ctx: &RequestContext, body: RequestKind, now_ms: i64) -> Reply {
+        let v = ctx.api_version;
+        match body {
+            RequestKind::ApiVersions(_) => {
+                Reply::Now(ResponseKind::ApiVersions(versions::api_versions_response()))
+            }
+            RequestKind::Metadata(r) => Reply::Now(ResponseKind::Metadata(self.metadata(r, v, now_ms))),
+            RequestKind::Produce(r) => self.produce(r, v, now_ms),
+            RequestKind::Fetch(r) => Reply::Fetch(Box::new(r)),
+            RequestKind::ListOffsets(r) => {
+                Reply::Now(ResponseKind::ListOffsets(self.list_offsets(r, v)))
+            }
+            RequestKind::CreateTopics(r) => {
+                Reply::Now(ResponseKind::CreateTopics(self.create_topics(r, v, now_ms)))
+            }
+            RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(self.delete_topics(r))),
+            RequestKind::CreatePartitions(r) => {
+                Reply::Now(ResponseKind::CreatePartitions(self.create_partitions(r, now_ms)))
+            }
+            RequestKind::DescribeConfigs(r) => {
+                Reply::Now(ResponseKind::DescribeConfigs(self.describe_configs(r, v)))
+            }
+            RequestKind::AlterConfigs(r) => Reply::Now(ResponseKind::AlterConfigs(self.alter_configs(r))),
+            RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r)),
+            ),
+            RequestKind::DescribeCluster(r) => {
+                Reply::Now(ResponseKind::DescribeCluster(self.describe_cluster(r, v)))
+            }
+            RequestKind::DescribeLogDirs(r) => {
+                Reply::Now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))
+            }
+            RequestKind::DeleteRecords(r) => {
+                Reply::Now(ResponseKind::DeleteRecords(self.delete_records(r)))
+            }
+            RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(
+                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r)),
+            ),
+            other => {
+                // Unreachable for versions we advertise: decode_request refuses unknown APIs.
+                warn!(api = ?ctx.api_key, "request for an API this broker does not serve");
+                let _ = other;
+                Reply::Nothing
+            }
+        }
+    }
+
+    /// Takes the pending sync: all files written since the last one, and the sequence it
+    /// completes. `None` when nothing was written.
+    pub fn take_sync_work(&mut self) -> Option<SyncBatch> {
+        let mut files = Vec::new();
+        let mut ends = Vec::new();
+        for (name, t) in &mut self.topics {
+            for (p, log) in t.partitions.iter_mut().enumerate() {
+                if let Some(SyncWork {
+                    files: f,
+                    end_offset,
+                }) = log.take_sync_work()
+                {
+                    files.extend(f);
+                    ends.push((name.clone(), p as i32, end_offset));
+                }
+            }
+        }
+        if files.is_empty() && self.synced_seq == self.write_seq {
+            return None;
+        }
+        Some(SyncBatch {
+            seq: self.write_seq,
+            files,
+            ends,
+        })
+    }
+
+    /// Reports the outcome of a [`SyncBatch`]. On success its data becomes visible to consumers
+    /// and the produces waiting for it are answered; on failure the broker stops accepting
+    /// writes (a failed fsync leaves the page cache in an unknown state).
+    pub fn complete_sync(&mut self, seq: u64, ends: &[(String, i32, i64)], result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                for (topic, p, end) in ends {
+                    if let Some(log) = self
+                        .topics
+                        .get_mut(topic)
+                        .and_then(|t| t.partitions.get_mut(*p as usize))
+                    {
+                        log.mark_durable(*end);
+                    }
+                }
+                self.synced_seq = self.synced_seq.max(seq);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fsync failed: refusing further writes");
+                self.storage_failure = Some(e);
+            }
+        }
+    }
+
+    /// The last completed sync sequence.
+    pub fn synced_seq(&self) -> u64 {
+        self.synced_seq
+    }
+
+    /// Set once a sync failed; every later produce is answered KAFKA_STORAGE_ERROR.
+    pub fn storage_failure(&self) -> Option<&str> {
+        self.storage_failure.as_deref()
+    }
+
+    /// Deletes expired segments of every partition.
+    pub fn apply_retention(&mut self, now_ms: i64) {
+        for (name, t) in &mut self.topics {
+            for (p, log) in t.partitions.iter_mut().enumerate() {
+                if let Err(e) = log.apply_retention(now_ms) {
+                    warn!(topic = %name, partition = p, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Clean shutdown: syncs every log and writes their indexes.
+    pub fn close(&mut self) {
+        for (name, t) in &mut self.topics {
+            for (p, log) in t.partitions.iter_mut().enumerate() {
+                if let Err(e) = log.close() {
+                    warn!(topic = %name, partition = p, error = %e, "closing log failed");
+                }
+            }
+        }
+        self.synced_seq = self.write_seq;
+    }
+
+    fn new_uuid(&mut self) -> Uuid {
+        random_uuid(&mut self.rng)
+    }
+
+    fn persist_topics(&self) -> Result<(), std::io::Error> {
+        let stored: Vec<StoredTopic> = self
+            .topics
+            .iter()
+            .map(|(name, t)| StoredTopic {
+                name: name.clone(),
+                id: t.id,
+                partitions: t.partitions.len() as i32,
+                configs: t.configs.clone(),
+            })
+            .collect();
+        self.fs
+            .write_file_atomic(TOPICS_FILE, &serde_json::to_vec_pretty(&stored).unwrap())
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Result<&PartitionLog, ResponseError> {
+        self.topics
+            .get(topic)
+            .and_then(|t| usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)))
+            .ok_or(ResponseError::UnknownTopicOrPartition)
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionLog, ResponseError> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| usize::try_from(partition).ok().and_then(|p| t.partitions.get_mut(p)))
+            .ok_or(ResponseError::UnknownTopicOrPartition)
+    }
+
+    /// Leader epoch of every partition: always 0 on a standalone broker.
+    fn leader_epoch(&self) -> i32 {
+        0
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(fs: &dyn Storage, path: &str) -> Result<Option<T>, BrokerError> {
+    let Some(raw) = fs.read_file(path).map_err(|source| BrokerError::Meta {
+        path: path.to_string(),
+        source,
+    })?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&raw)
+        .map(Some)
+        .map_err(|e| BrokerError::CorruptMeta {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn random_uuid(rng: &mut StdRng) -> Uuid {
+    uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid()
+}
+
+/// Kafka prints cluster ids as URL-safe base64 of the UUID without padding.
+fn kafka_uuid_string(id: Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = id.as_bytes();
+    let mut out = String::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+/// Checks a topic name as Kafka does.
+pub(crate) fn valid_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("Topic name '{name}' is illegal"));
+    }
+    if name.len() > 249 {
+        return Err(format!("Topic name is longer than 249 characters: {name}"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "Topic name '{name}' contains '{c}'; legal characters are ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

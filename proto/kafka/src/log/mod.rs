@@ -1,0 +1,581 @@
+//! The partition log: segments of record batches, offsets, retention and recovery.
+//!
+//! Appends go to the active (last) segment. Bytes become visible to consumers only once they
+//! are durable: the high watermark moves when the flusher reports a completed sync
+//! ([`PartitionLog::mark_durable`]), or immediately when the broker runs without fsync.
+
+mod segment;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tracing::{info, warn};
+
+use crate::batch::{self, BatchHeader};
+use crate::storage::{Storage, StoreFile};
+use segment::Segment;
+
+/// Per-partition settings derived from the topic's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Roll to a new segment past this size.
+    pub segment_bytes: u64,
+    /// Roll to a new segment after this age.
+    pub segment_ms: i64,
+    /// Delete closed segments whose newest record is older than this (-1: never).
+    pub retention_ms: i64,
+    /// Delete the oldest closed segments while the log is larger than this (-1: never).
+    pub retention_bytes: i64,
+    /// Distance between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// Largest batch accepted.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+/// Errors of the partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The disk refused a read or write.
+    #[error("storage error in {dir}: {source}")]
+    Io {
+        /// Partition directory.
+        dir: String,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Requested offset is outside `[log start, log end]`.
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        /// Requested.
+        offset: i64,
+        /// Log start offset.
+        start: i64,
+        /// Log end offset.
+        end: i64,
+    },
+    /// A batch is larger than `max.message.bytes`.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
+    TooLarge {
+        /// Batch size.
+        size: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// A batch failed validation.
+    #[error(transparent)]
+    Batch(#[from] batch::BatchError),
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+}
+
+/// Result of a read for Fetch.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Whole batches, possibly starting before the requested offset (clients skip those).
+    pub records: Bytes,
+}
+
+/// Files that need a sync before `end_offset` is durable.
+#[derive(Debug)]
+pub struct SyncWork {
+    /// Files to fdatasync.
+    pub files: Vec<Arc<dyn StoreFile>>,
+    /// Log end offset the sync covers.
+    pub end_offset: i64,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    fs: Arc<dyn Storage>,
+    dir: String,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    high_watermark: i64,
+    /// Files written since the last sync was taken.
+    unsynced: Vec<Arc<dyn StoreFile>>,
+}
+
+fn io_err(dir: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        dir: dir.to_string(),
+        source,
+    }
+}
+
+const LOG_START_FILE: &str = "log-start-offset";
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub fn open(
+        fs: Arc<dyn Storage>,
+        dir: String,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        fs.create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut bases: Vec<i64> = fs
+            .list_dir(&dir)
+            .map_err(io_err(&dir))?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log")?.parse().ok())
+            .collect();
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let last = bases.last().copied();
+        for base in bases {
+            let verify = Some(base) == last;
+            let (seg, truncation) = Segment::open(
+                &*fs,
+                &dir,
+                base,
+                verify,
+                config.index_interval_bytes,
+                now_ms,
+            )
+            .map_err(io_err(&dir))?;
+            if let Some(t) = truncation {
+                warn!(
+                    partition = %dir,
+                    segment = base,
+                    at_position = t.at_position,
+                    dropped_bytes = t.dropped_bytes,
+                    reason = %t.reason,
+                    "truncated torn or corrupt log tail"
+                );
+            }
+            segments.insert(base, seg);
+        }
+        let stored_start = fs
+            .read_file(&format!("{dir}/{LOG_START_FILE}"))
+            .map_err(io_err(&dir))?
+            .and_then(|b| String::from_utf8(b).ok()?.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        if segments.is_empty() {
+            let seg = Segment::create(&*fs, &dir, stored_start, now_ms).map_err(io_err(&dir))?;
+            fs.sync_dir(&dir).map_err(io_err(&dir))?;
+            segments.insert(stored_start, seg);
+        }
+        let first_base = *segments.keys().next().unwrap();
+        let mut log = PartitionLog {
+            fs,
+            dir,
+            config,
+            segments,
+            log_start_offset: 0,
+            high_watermark: 0,
+            unsynced: Vec::new(),
+        };
+        let end = log.log_end_offset();
+        log.log_start_offset = stored_start.max(first_base).min(end);
+        // Whatever survived recovery is on disk: it is all durable now.
+        log.high_watermark = end;
+        Ok(log)
+    }
+
+    /// Directory of this log (relative to the data dir).
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// Offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// First offset still readable.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Last durable offset + 1; consumers read below it.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Bytes on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the settings; they apply from the next append or retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    /// Validates and appends the batches in `records`, assigning offsets from the log end.
+    ///
+    /// On a write error the file is cut back to its previous length, so a failed append leaves
+    /// no partial batch behind.
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Appended, LogError> {
+        let headers = batch::validate_all(records)?;
+        for h in &headers {
+            if h.total_bytes() > self.config.max_message_bytes {
+                return Err(LogError::TooLarge {
+                    size: h.total_bytes(),
+                    limit: self.config.max_message_bytes,
+                });
+            }
+        }
+        self.maybe_roll(records.len() as u64, now_ms)?;
+        let mut buf = records.to_vec();
+        let mut next = self.log_end_offset();
+        let base_offset = next;
+        let mut assigned = Vec::with_capacity(headers.len());
+        let mut pos = 0usize;
+        for h in &headers {
+            let total = h.total_bytes();
+            batch::assign(&mut buf[pos..pos + total], next, leader_epoch);
+            let mut h2 = *h;
+            h2.base_offset = next;
+            h2.partition_leader_epoch = leader_epoch;
+            assigned.push((pos, h2));
+            next += h.last_offset_delta as i64 + 1;
+            pos += total;
+        }
+        let interval = self.config.index_interval_bytes;
+        let seg = self.active_mut();
+        let at = seg.size;
+        if let Err(e) = seg.file.write_at(&buf, at) {
+            let _ = seg.file.set_len(at);
+            return Err(io_err(&self.dir)(e));
+        }
+        if seg.size == 0 {
+            seg.created_ms = now_ms;
+        }
+        for (p, h) in &assigned {
+            seg.note_batch(h, at + *p as u64, interval);
+        }
+        let file = seg.file.clone();
+        if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+            self.unsynced.push(file);
+        }
+        Ok(Appended {
+            base_offset,
+            last_offset: next - 1,
+        })
+    }
+
+    /// Starts a new segment when the active one is full or old.
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
+        let cfg = &self.config;
+        let active = self.active();
+        let full = active.size > 0 && active.size + incoming > cfg.segment_bytes;
+        let old = active.size > 0 && now_ms - active.created_ms >= cfg.segment_ms;
+        if !(full || old) {
+            return Ok(());
+        }
+        self.roll(now_ms)
+    }
+
+    fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        // The closed segment is synced now, so recovery only ever has to check the last one.
+        let dir = self.dir.clone();
+        let active = self.active();
+        active.file.sync_data().map_err(io_err(&dir))?;
+        active.write_index(&*self.fs, &dir).map_err(io_err(&dir))?;
+        let base = active.next_offset;
+        let seg = Segment::create(&*self.fs, &dir, base, now_ms).map_err(io_err(&dir))?;
+        self.fs.sync_dir(&dir).map_err(io_err(&dir))?;
+        self.segments.insert(base, seg);
+        Ok(())
+    }
+
+    /// Takes the files that need a sync for everything appended so far to be durable.
+    pub fn take_sync_work(&mut self) -> Option<SyncWork> {
+        if self.unsynced.is_empty() {
+            return None;
+        }
+        Some(SyncWork {
+            files: std::mem::take(&mut self.unsynced),
+            end_offset: self.log_end_offset(),
+        })
+    }
+
+    /// Everything below `end_offset` is durable: consumers may now read it.
+    pub fn mark_durable(&mut self, end_offset: i64) {
+        debug_assert!(end_offset <= self.log_end_offset());
+        if end_offset > self.high_watermark {
+            self.high_watermark = end_offset;
+        }
+    }
+
+    /// Reads whole batches from `offset`, up to `max_bytes` (the first batch may exceed it when
+    /// `allow_oversize`, per KIP-74), never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize, allow_oversize: bool) -> Result<Read, LogError> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        let limit = self.high_watermark;
+        if offset >= limit {
+            return Ok(Read::default());
+        }
+        let mut out = BytesMut::new();
+        let mut first = true;
+        for seg in self.segments.range(..=offset).next_back().into_iter().map(|(_, s)| s).chain(
+            self.segments.range(offset + 1..).map(|(_, s)| s),
+        ) {
+            if seg.next_offset <= offset {
+                continue;
+            }
+            let room = max_bytes.saturating_sub(out.len());
+            if room == 0 && !first {
+                break;
+            }
+            let stop = self.read_segment(seg, offset, limit, room, first && allow_oversize, &mut out)?;
+            first = out.is_empty();
+            if stop {
+                break;
+            }
+        }
+        Ok(Read {
+            records: out.freeze(),
+        })
+    }
+
+    /// Appends whole batches from one segment to `out`; returns true when reading should stop.
+    fn read_segment(
+        &self,
+        seg: &Segment,
+        offset: i64,
+        limit: i64,
+        room: usize,
+        oversize_ok: bool,
+        out: &mut BytesMut,
+    ) -> Result<bool, LogError> {
+        let mut pos = seg.position_for(offset);
+        let dir = &self.dir;
+        // Skip batches that end before `offset` (at most one index interval of them).
+        loop {
+            if pos >= seg.size {
+                return Ok(false);
+            }
+            let mut hb = [0u8; batch::HEADER_BYTES];
+            seg.file.read_exact_at(&mut hb, pos).map_err(io_err(dir))?;
+            let h = BatchHeader::parse(&hb)?;
+            if h.last_offset() >= offset {
+                break;
+            }
+            pos += h.total_bytes() as u64;
+        }
+        let want = (room as u64).min(seg.size - pos) as usize;
+        let mut buf = vec![0u8; want.max(batch::HEADER_BYTES.min((seg.size - pos) as usize))];
+        seg.file.read_exact_at(&mut buf, pos).map_err(io_err(dir))?;
+        let mut keep = 0usize;
+        let mut stop = false;
+        let mut oversized = None;
+        for (at, h) in batch::headers(&buf) {
+            if h.base_offset >= limit {
+                stop = true;
+                break;
+            }
+            if at + h.total_bytes() > buf.len() {
+                if at == 0 && oversize_ok {
+                    oversized = Some(h.total_bytes());
+                }
+                stop = true;
+                break;
+            }
+            keep = at + h.total_bytes();
+        }
+        if let Some(total) = oversized {
+            // KIP-74: the first batch is returned whole even if it exceeds the limit.
+            buf.resize(total, 0);
+            seg.file.read_exact_at(&mut buf, pos).map_err(io_err(dir))?;
+            keep = total;
+        }
+        if keep < buf.len() {
+            stop = true;
+        }
+        out.extend_from_slice(&buf[..keep]);
+        Ok(stop || seg.next_offset >= limit)
+    }
+
+    /// The first offset whose record timestamp is at or after `ts`, with that timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp < ts || seg.base_offset >= self.high_watermark {
+                continue;
+            }
+            let mut pos = seg.position_for_timestamp(ts);
+            while pos < seg.size {
+                let mut hb = [0u8; batch::HEADER_BYTES];
+                seg.file.read_exact_at(&mut hb, pos).map_err(io_err(&self.dir))?;
+                let h = BatchHeader::parse(&hb)?;
+                if h.base_offset >= self.high_watermark {
+                    break;
+                }
+                if h.max_timestamp >= ts && h.last_offset() >= self.log_start_offset {
+                    let mut full = vec![0u8; h.total_bytes()];
+                    seg.file.read_exact_at(&mut full, pos).map_err(io_err(&self.dir))?;
+                    return Ok(first_record_at_or_after(&full, ts, self.log_start_offset)
+                        .or(Some((h.base_offset.max(self.log_start_offset), h.max_timestamp))));
+                }
+                pos += h.total_bytes() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let max = self
+            .segments
+            .values()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(-1);
+        if max < 0 {
+            return Ok(None);
+        }
+        self.offset_for_timestamp(max)
+    }
+
+    /// Applies retention by time and size and the log start offset; returns segments removed.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let mut removed = 0;
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let (&base, first) = self.segments.iter().next().unwrap();
+            let next_base = first.next_offset;
+            let by_start = next_base <= self.log_start_offset;
+            let by_time = self.config.retention_ms >= 0
+                && first.max_timestamp >= 0
+                && now_ms - first.max_timestamp > self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0
+                && total - first.size as i64 >= self.config.retention_bytes;
+            // Never delete what consumers cannot see yet.
+            if !(by_start || by_time || by_size) || next_base > self.high_watermark {
+                break;
+            }
+            total -= first.size as i64;
+            self.delete_segment(base)?;
+            removed += 1;
+            if next_base > self.log_start_offset {
+                self.log_start_offset = next_base;
+            }
+        }
+        if removed > 0 {
+            info!(partition = %self.dir, removed, log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        Ok(removed)
+    }
+
+    fn delete_segment(&mut self, base: i64) -> Result<(), LogError> {
+        self.segments.remove(&base);
+        let dir = self.dir.clone();
+        let _ = self.fs.remove_file(&segment::index_path(&dir, base));
+        self.fs
+            .remove_file(&segment::log_path(&dir, base))
+            .map_err(io_err(&dir))?;
+        Ok(())
+    }
+
+    /// DeleteRecords: moves the log start offset forward (persisted) and drops whole segments.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset < 0 || offset > self.high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: self.high_watermark,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.fs
+                .write_file_atomic(
+                    &format!("{}/{LOG_START_FILE}", self.dir),
+                    offset.to_string().as_bytes(),
+                )
+                .map_err(io_err(&self.dir))?;
+            self.log_start_offset = offset;
+            // Segments wholly below the new start go at once.
+            let saved = self.config.clone();
+            self.config.retention_ms = -1;
+            self.config.retention_bytes = -1;
+            let r = self.apply_retention(i64::MAX);
+            self.config = saved;
+            r?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Syncs everything and writes the active segment's index (clean shutdown).
+    pub fn close(&mut self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let active = self.active();
+        active.file.sync_data().map_err(io_err(&dir))?;
+        active.write_index(&*self.fs, &dir).map_err(io_err(&dir))?;
+        self.unsynced.clear();
+        self.high_watermark = self.log_end_offset();
+        Ok(())
+    }
+}
+
+/// Decodes a batch to find the first record at or after `ts` (exact ListOffsets answers even for
+/// compressed batches).
+fn first_record_at_or_after(batch_bytes: &[u8], ts: i64, min_offset: i64) -> Option<(i64, i64)> {
+    let mut b = Bytes::copy_from_slice(batch_bytes);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= ts && r.offset >= min_offset)
+        .map(|r| (r.offset, r.timestamp))
+}
+
+#[cfg(test)]
+mod tests;

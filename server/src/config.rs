@@ -1,0 +1,273 @@
+//! Command line, environment and config file, merged: flags beat `SLUICE_*` env, env beats the
+//! TOML file, the file beats defaults. Every problem is reported before anything is touched.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// When a produce is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After fdatasync: an acknowledged write survives power loss (default).
+    Fsync,
+    /// After the write reaches the OS; synced every `flush-interval-ms`. Survives a process
+    /// crash (kill -9), not a machine crash.
+    Os,
+}
+
+/// Sluice: a Kafka-compatible streaming server.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+pub struct Cli {
+    /// Address the Kafka listener binds [default: 127.0.0.1:9092]
+    #[arg(long, env = "SLUICE_KAFKA_ADDR", value_name = "HOST:PORT")]
+    pub kafka_addr: Option<String>,
+    /// Address clients are told to connect to [default: the --kafka-addr]
+    #[arg(long, env = "SLUICE_ADVERTISED_ADDR", value_name = "HOST:PORT")]
+    pub advertised_addr: Option<String>,
+    /// Directory holding all data [default: ./data]
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file; keys are the long flag names with '_' for '-'
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This broker's id [default: 1]
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// When produces are acknowledged: after fsync, or after the OS has the write [default: fsync]
+    #[arg(long, env = "SLUICE_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// With --durability=os: how often data is synced [default: 1000]
+    #[arg(long, env = "SLUICE_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Create topics on first use by Metadata or Produce [default: true]
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics [default: 1]
+    #[arg(long, env = "SLUICE_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Largest request frame accepted, in bytes [default: 104857600]
+    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Memory for requests in flight across all connections; reading stops when it is used up
+    /// [default: 268435456]
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<usize>,
+    /// How often retention deletes expired segments [default: 30000]
+    #[arg(long, env = "SLUICE_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Runtime worker threads, 0 for one per core [default: 0]
+    #[arg(long, env = "SLUICE_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// The config file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    kafka_addr: Option<String>,
+    advertised_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    node_id: Option<i32>,
+    durability: Option<Durability>,
+    flush_interval_ms: Option<u64>,
+    auto_create_topics: Option<bool>,
+    num_partitions: Option<i32>,
+    max_frame_bytes: Option<usize>,
+    max_inflight_bytes: Option<usize>,
+    retention_check_interval_ms: Option<u64>,
+    workers: Option<usize>,
+}
+
+/// Settings after merging, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener address.
+    pub kafka_addr: SocketAddr,
+    /// Advertised host.
+    pub advertised_host: String,
+    /// Advertised port.
+    pub advertised_port: u16,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Broker id.
+    pub node_id: i32,
+    /// Ack policy.
+    pub durability: Durability,
+    /// Background sync period with `Durability::Os`.
+    pub flush_interval_ms: u64,
+    /// Auto-create topics.
+    pub auto_create_topics: bool,
+    /// Default partitions.
+    pub num_partitions: i32,
+    /// Frame limit.
+    pub max_frame_bytes: usize,
+    /// In-flight request memory.
+    pub max_inflight_bytes: usize,
+    /// Retention period check.
+    pub retention_check_interval_ms: u64,
+    /// Runtime threads.
+    pub workers: usize,
+}
+
+impl Cli {
+    /// Merges flags/env with the config file and defaults, and validates the result.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let file: FileConfig = match &self.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "config file {}: {}",
+                        path.display(),
+                        e.to_string().lines().collect::<Vec<_>>().join(" ")
+                    )
+                })?
+            }
+        };
+        let kafka_addr_s = self
+            .kafka_addr
+            .or(file.kafka_addr)
+            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let kafka_addr = resolve_addr(&kafka_addr_s).context("--kafka-addr")?;
+        let advertised = self.advertised_addr.or(file.advertised_addr);
+        let (advertised_host, advertised_port) = match advertised {
+            Some(a) => split_host_port(&a).context("--advertised-addr")?,
+            None => {
+                if kafka_addr.ip().is_unspecified() {
+                    bail!(
+                        "--kafka-addr {kafka_addr_s} listens on all interfaces: set --advertised-addr to the address clients should use"
+                    );
+                }
+                (kafka_addr.ip().to_string(), kafka_addr.port())
+            }
+        };
+        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        if node_id < 0 {
+            bail!("--node-id must be 0 or more, got {node_id}");
+        }
+        let num_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if !(1..=100_000).contains(&num_partitions) {
+            bail!("--num-partitions must be between 1 and 100000, got {num_partitions}");
+        }
+        let max_frame_bytes = self
+            .max_frame_bytes
+            .or(file.max_frame_bytes)
+            .unwrap_or(100 << 20);
+        if !(1024..=i32::MAX as usize).contains(&max_frame_bytes) {
+            bail!("--max-frame-bytes must be between 1024 and {}, got {max_frame_bytes}", i32::MAX);
+        }
+        let max_inflight_bytes = self
+            .max_inflight_bytes
+            .or(file.max_inflight_bytes)
+            .unwrap_or(256 << 20);
+        if max_inflight_bytes < max_frame_bytes {
+            bail!(
+                "--max-inflight-bytes ({max_inflight_bytes}) must be at least --max-frame-bytes ({max_frame_bytes})"
+            );
+        }
+        let flush_interval_ms = self.flush_interval_ms.or(file.flush_interval_ms).unwrap_or(1000);
+        if flush_interval_ms == 0 {
+            bail!("--flush-interval-ms must be at least 1");
+        }
+        let retention_check_interval_ms = self
+            .retention_check_interval_ms
+            .or(file.retention_check_interval_ms)
+            .unwrap_or(30_000);
+        if retention_check_interval_ms == 0 {
+            bail!("--retention-check-interval-ms must be at least 1");
+        }
+        Ok(Config {
+            kafka_addr,
+            advertised_host,
+            advertised_port,
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            node_id,
+            durability: self.durability.or(file.durability).unwrap_or(Durability::Fsync),
+            flush_interval_ms,
+            auto_create_topics: self
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(true),
+            num_partitions,
+            max_frame_bytes,
+            max_inflight_bytes,
+            retention_check_interval_ms,
+            workers: self.workers.or(file.workers).unwrap_or(0),
+        })
+    }
+}
+
+fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("'{s}' is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("'{port}' in '{s}' is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("'{s}' has no host");
+    }
+    Ok((host.to_string(), port))
+}
+
+fn resolve_addr(s: &str) -> anyhow::Result<SocketAddr> {
+    split_host_port(s)?;
+    s.to_socket_addrs()
+        .with_context(|| format!("cannot resolve '{s}'"))?
+        .next()
+        .with_context(|| format!("'{s}' resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        let mut v = vec!["sluice"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)?.resolve()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.kafka_addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "kafka_addr = \"127.0.0.1:9500\"\nnum_partitions = 3\n").unwrap();
+        let c = parse(&["--config", f.to_str().unwrap(), "--num-partitions", "5"]).unwrap();
+        assert_eq!(c.kafka_addr.port(), 9500);
+        assert_eq!(c.num_partitions, 5);
+        std::fs::write(&f, "kafka_adr = \"x\"\n").unwrap();
+        let e = parse(&["--config", f.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--kafka-addr", "nonsense"]).is_err());
+        assert!(parse(&["--num-partitions", "0"]).is_err());
+        assert!(parse(&["--kafka-addr", "0.0.0.0:9092"]).is_err());
+        assert!(parse(&["--max-frame-bytes", "10"]).is_err());
+    }
+}

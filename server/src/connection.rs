@@ -1,0 +1,257 @@
+//! One client connection: frames in, responses out, in request order.
+//!
+//! The reading half decodes each request and hands it to the broker at once, so the work of
+//! request N+1 (say, appending a produce) overlaps the wait of request N (its fsync). What the
+//! broker answers is queued, in order, to the writing half, which waits for each answer to be
+//! ready (a sync to complete, a long-poll to be satisfied) and writes it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{FetchRequest, ProduceResponse, ResponseKind};
+use sluice_proto::broker::Reply;
+use sluice_proto::codec::{self, DecodeError, RequestContext};
+use sluice_proto::frame::FrameDecoder;
+use sluice_proto::runtime::{Reader, Runtime, Writer};
+use tracing::{debug, warn};
+
+use crate::budget::Permit;
+use crate::server::{Shared, now_ms};
+
+/// Requests one connection may have in flight before reading pauses.
+const MAX_IN_FLIGHT: usize = 128;
+
+/// A response on its way out.
+enum Pending {
+    Ready(Bytes, Option<Permit>),
+    AfterSync {
+        ctx: RequestContext,
+        seq: u64,
+        response: ProduceResponse,
+        _permit: Option<Permit>,
+    },
+    Fetch {
+        ctx: RequestContext,
+        request: Box<FetchRequest>,
+        deadline: Instant,
+        _permit: Option<Permit>,
+    },
+    /// Write this (if anything) and close the connection.
+    Close(Option<Bytes>),
+}
+
+/// Serves one connection until the peer closes it or it misbehaves.
+pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
+    rt: R,
+    shared: Arc<Shared>,
+    reader: Rd,
+    writer: W,
+    peer: std::net::SocketAddr,
+) {
+    let (tx, rx) = async_channel::bounded::<Pending>(MAX_IN_FLIGHT);
+    let read_side = read_requests(shared.clone(), reader, tx, peer);
+    let write_side = write_responses(rt, shared, writer, rx, peer);
+    futures_lite::future::zip(read_side, write_side).await;
+    debug!(%peer, "connection closed");
+}
+
+async fn read_requests<Rd: Reader>(
+    shared: Arc<Shared>,
+    mut reader: Rd,
+    tx: async_channel::Sender<Pending>,
+    peer: std::net::SocketAddr,
+) {
+    let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut permit: Option<Permit> = None;
+    loop {
+        loop {
+            match decoder.pending_frame_bytes() {
+                Some(Err(e)) => {
+                    warn!(node_id = shared.config.node_id, %peer, error = %e, "closing connection: bad frame");
+                    let _ = tx.send(Pending::Close(None)).await;
+                    return;
+                }
+                Some(Ok(n)) if permit.is_none() => {
+                    permit = Some(shared.budget.acquire(n + 4).await);
+                }
+                _ => {}
+            }
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => unreachable!("length errors are reported by pending_frame_bytes"),
+            };
+            let pending = handle_frame(&shared, frame, permit.take(), peer);
+            let close = matches!(pending, Pending::Close(_));
+            if tx.send(pending).await.is_err() || close {
+                return;
+            }
+        }
+        match reader.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => decoder.extend(&buf[..n]),
+            Err(e) => {
+                debug!(%peer, error = %e, "read failed");
+                return;
+            }
+        }
+    }
+}
+
+fn handle_frame(shared: &Shared, frame: Bytes, permit: Option<Permit>, peer: std::net::SocketAddr) -> Pending {
+    let request = match codec::decode_request(frame) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(node_id = shared.config.node_id, %peer, error = %e, "refusing request");
+            let reply = e.response().and_then(|(ctx, resp)| codec::encode_response(&ctx, &resp).ok());
+            return match (&e, reply) {
+                // KIP-511: the client retries ApiVersions at the version we told it.
+                (DecodeError::UnsupportedVersion { .. }, Some(bytes)) => Pending::Ready(bytes, permit),
+                (_, reply) => Pending::Close(reply),
+            };
+        }
+    };
+    let ctx = request.ctx;
+    let received = Instant::now();
+    let reply = {
+        let mut broker = shared.broker.lock().unwrap();
+        broker.handle(&ctx, request.body, now_ms())
+    };
+    match reply {
+        Reply::Now(resp) => {
+            if matches!(resp, ResponseKind::Produce(_)) {
+                // Visible at once without fsync: wake long-polling fetches.
+                shared.visible.notify(usize::MAX);
+            }
+            encode(&ctx, &resp, permit)
+        }
+        Reply::Nothing => {
+            shared.flush.notify(1);
+            shared.visible.notify(usize::MAX);
+            Pending::Ready(Bytes::new(), permit)
+        }
+        Reply::AfterSync { seq, response } => {
+            shared.flush.notify(1);
+            Pending::AfterSync {
+                ctx,
+                seq,
+                response,
+                _permit: permit,
+            }
+        }
+        Reply::Fetch(request) => {
+            let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+            Pending::Fetch {
+                ctx,
+                request,
+                deadline: received + wait,
+                _permit: permit,
+            }
+        }
+    }
+}
+
+fn encode(ctx: &RequestContext, resp: &ResponseKind, permit: Option<Permit>) -> Pending {
+    match codec::encode_response(ctx, resp) {
+        Ok(b) => Pending::Ready(b, permit),
+        Err(e) => {
+            warn!(api = ?ctx.api_key, version = ctx.api_version, error = %e, "cannot encode response; closing connection");
+            Pending::Close(None)
+        }
+    }
+}
+
+async fn write_responses<R: Runtime, W: Writer>(
+    rt: R,
+    shared: Arc<Shared>,
+    mut writer: W,
+    rx: async_channel::Receiver<Pending>,
+    peer: std::net::SocketAddr,
+) {
+    while let Ok(pending) = rx.recv().await {
+        let (bytes, close) = match pending {
+            Pending::Ready(b, _permit) => (b, false),
+            Pending::Close(b) => (b.unwrap_or_default(), true),
+            Pending::AfterSync { ctx, seq, response, .. } => {
+                let resp = wait_for_sync(&shared, seq, response).await;
+                match codec::encode_response(&ctx, &ResponseKind::Produce(resp)) {
+                    Ok(b) => (b, false),
+                    Err(_) => (Bytes::new(), true),
+                }
+            }
+            Pending::Fetch { ctx, request, deadline, .. } => {
+                let resp = long_poll(&rt, &shared, &ctx, &request, deadline).await;
+                match codec::encode_response(&ctx, &ResponseKind::Fetch(resp)) {
+                    Ok(b) => (b, false),
+                    Err(e) => {
+                        warn!(version = ctx.api_version, error = %e, "cannot encode fetch response");
+                        (Bytes::new(), true)
+                    }
+                }
+            }
+        };
+        if !bytes.is_empty() {
+            if let Err(e) = writer.write_all(&bytes).await {
+                debug!(%peer, error = %e, "write failed");
+                break;
+            }
+        }
+        if close {
+            break;
+        }
+    }
+    rx.close();
+}
+
+/// Waits for the sync that makes a produce durable; a failed sync turns it into an error.
+async fn wait_for_sync(shared: &Shared, seq: u64, mut response: ProduceResponse) -> ProduceResponse {
+    loop {
+        let listener = shared.synced.listen();
+        {
+            let broker = shared.broker.lock().unwrap();
+            if broker.synced_seq() >= seq {
+                return response;
+            }
+            if broker.storage_failure().is_some() {
+                for t in &mut response.responses {
+                    for p in &mut t.partition_responses {
+                        if p.error_code == 0 {
+                            p.error_code = ResponseError::KafkaStorageError.code();
+                            p.base_offset = -1;
+                        }
+                    }
+                }
+                return response;
+            }
+        }
+        listener.await;
+    }
+}
+
+/// Re-evaluates a fetch whenever new data becomes visible, until it has `min_bytes` or its
+/// deadline passes.
+async fn long_poll<R: Runtime>(
+    rt: &R,
+    shared: &Shared,
+    ctx: &RequestContext,
+    request: &FetchRequest,
+    deadline: Instant,
+) -> kafka_protocol::messages::FetchResponse {
+    loop {
+        let listener = shared.visible.listen();
+        let outcome = shared.broker.lock().unwrap().fetch(request, ctx.api_version);
+        let now = Instant::now();
+        if outcome.has_error
+            || outcome.bytes >= request.min_bytes.max(0) as usize
+            || now >= deadline
+            || shared.shutting_down()
+        {
+            return outcome.response;
+        }
+        let timeout = rt.sleep(deadline - now);
+        futures_lite::future::or(listener, timeout).await;
+    }
+}

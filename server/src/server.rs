@@ -1,0 +1,252 @@
+//! The server: wires the broker core to a runtime — listener, connections, flusher, retention,
+//! shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use event_listener::Event;
+use sluice_proto::broker::{Broker, BrokerConfig};
+use sluice_proto::runtime::{Listener, Runtime};
+use sluice_proto::storage::StoreFile;
+use tracing::{debug, error, info, warn};
+
+use crate::budget::MemoryBudget;
+use crate::config::{Config, Durability};
+use crate::disk::DiskStorage;
+
+/// State shared by every task of the server.
+pub struct Shared {
+    /// The broker core; held only for the synchronous part of a request.
+    pub broker: Mutex<Broker>,
+    /// Notified when a sync completes (produce acks wait on it).
+    pub synced: Event,
+    /// Notified when new data becomes readable (long-polling fetches wait on it).
+    pub visible: Event,
+    /// Notified when there is data to sync.
+    pub flush: Event,
+    /// In-flight request memory.
+    pub budget: Arc<MemoryBudget>,
+    /// Settings.
+    pub config: Config,
+    stopping: AtomicBool,
+    stop: Event,
+}
+
+impl Shared {
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Begins shutdown.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify(usize::MAX);
+        self.visible.notify(usize::MAX);
+        self.flush.notify(usize::MAX);
+    }
+
+    async fn stopped(&self) {
+        loop {
+            let l = self.stop.listen();
+            if self.shutting_down() {
+                return;
+            }
+            l.await;
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A running server, for `main` and tests.
+pub struct Server<R: Runtime> {
+    rt: R,
+    shared: Arc<Shared>,
+    listener: R::Listener,
+}
+
+impl<R: Runtime> Server<R> {
+    /// Opens the data dir, recovers the logs and binds the listener.
+    pub async fn start(rt: R, config: Config) -> anyhow::Result<Self> {
+        let storage = Arc::new(DiskStorage::open(&config.data_dir)?);
+        let data_dir = storage_describe(&storage);
+        let broker_config = BrokerConfig {
+            node_id: config.node_id,
+            advertised_host: config.advertised_host.clone(),
+            advertised_port: config.advertised_port as i32,
+            auto_create_topics: config.auto_create_topics,
+            default_partitions: config.num_partitions,
+            sync_writes: config.durability == Durability::Fsync,
+        };
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 32);
+        let open_storage = storage.clone();
+        let broker = rt
+            .spawn_blocking(move || Broker::open(open_storage, broker_config, seed, now_ms()))
+            .await
+            .with_context(|| format!("node {}: opening data dir {data_dir}", config.node_id))?;
+        let listener = rt
+            .bind(config.kafka_addr)
+            .await
+            .with_context(|| format!("node {}: cannot listen on {}", config.node_id, config.kafka_addr))?;
+        info!(
+            node_id = config.node_id,
+            version = env!("CARGO_PKG_VERSION"),
+            runtime = rt.name(),
+            kafka_addr = %listener.local_addr()?,
+            advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
+            data_dir = %data_dir,
+            durability = ?config.durability,
+            cluster_id = broker.cluster_id(),
+            "sluice started"
+        );
+        let shared = Arc::new(Shared {
+            broker: Mutex::new(broker),
+            synced: Event::new(),
+            visible: Event::new(),
+            flush: Event::new(),
+            budget: MemoryBudget::new(config.max_inflight_bytes),
+            config,
+            stopping: AtomicBool::new(false),
+            stop: Event::new(),
+        });
+        Ok(Server { rt, shared, listener })
+    }
+
+    /// Shared state (tests use it to trigger shutdown).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until shutdown is requested, then syncs everything and returns.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let rt = self.rt.clone();
+        let shared = self.shared.clone();
+        let (flusher_done_tx, flusher_done) = async_channel::bounded::<()>(1);
+        rt.spawn(flusher(rt.clone(), shared.clone(), flusher_done_tx));
+        rt.spawn(retention(rt.clone(), shared.clone()));
+        loop {
+            let accept = async { Some(self.listener.accept().await) };
+            let stop = async {
+                shared.stopped().await;
+                None
+            };
+            match futures_lite::future::or(accept, stop).await {
+                None => break,
+                Some(Ok((reader, writer, peer))) => {
+                    debug!(%peer, "connection accepted");
+                    rt.spawn(crate::connection::serve(rt.clone(), shared.clone(), reader, writer, peer));
+                }
+                Some(Err(e)) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(node_id = shared.config.node_id, error = %e, "accept failed");
+                    rt.sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        info!(node_id = shared.config.node_id, "shutting down: syncing logs");
+        let _ = flusher_done.recv().await;
+        let closing = shared.clone();
+        rt.spawn_blocking(move || closing.broker.lock().unwrap().close()).await;
+        info!(node_id = shared.config.node_id, "shutdown complete");
+        Ok(())
+    }
+}
+
+fn storage_describe(s: &DiskStorage) -> String {
+    use sluice_proto::storage::Storage;
+    s.describe()
+}
+
+/// Group commit: syncs everything written since the previous sync, as one batch, as soon as the
+/// previous sync finished (or every flush interval without fsync-before-ack).
+async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Sender<()>) {
+    let interval = match shared.config.durability {
+        Durability::Fsync => None,
+        Durability::Os => Some(Duration::from_millis(shared.config.flush_interval_ms)),
+    };
+    loop {
+        let listener = shared.flush.listen();
+        let work = shared.broker.lock().unwrap().take_sync_work();
+        let Some(work) = work else {
+            if shared.shutting_down() {
+                break;
+            }
+            match interval {
+                None => listener.await,
+                Some(d) => futures_lite::future::or(listener, rt.sleep(d)).await,
+            }
+            continue;
+        };
+        let files: Vec<Arc<dyn StoreFile>> = work.files;
+        let result = rt
+            .spawn_blocking(move || -> Result<(), String> {
+                for f in &files {
+                    f.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = &result {
+            error!(node_id = shared.config.node_id, error = %e, "sync failed");
+        }
+        shared.broker.lock().unwrap().complete_sync(work.seq, &work.ends, result);
+        shared.synced.notify(usize::MAX);
+        shared.visible.notify(usize::MAX);
+        if let Some(d) = interval {
+            if !shared.shutting_down() {
+                futures_lite::future::or(shared.stopped(), rt.sleep(d)).await;
+            }
+        }
+    }
+    let _ = done.send(()).await;
+}
+
+/// Deletes expired segments periodically.
+async fn retention<R: Runtime>(rt: R, shared: Arc<Shared>) {
+    let period = Duration::from_millis(shared.config.retention_check_interval_ms);
+    while !shared.shutting_down() {
+        futures_lite::future::or(shared.stopped(), rt.sleep(period)).await;
+        if shared.shutting_down() {
+            break;
+        }
+        let s = shared.clone();
+        rt.spawn_blocking(move || s.broker.lock().unwrap().apply_retention(now_ms())).await;
+    }
+}
+
+/// Starts a thread that turns SIGINT/SIGTERM into a graceful shutdown; a second signal exits
+/// at once.
+pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    warn!(node_id = shared.config.node_id, "second signal: exiting without a clean shutdown");
+                    std::process::exit(130);
+                }
+                info!(node_id = shared.config.node_id, signal = sig, "signal received: shutting down");
+                shared.begin_shutdown();
+            }
+        })
+        .context("spawning the signal thread")?;
+    Ok(())
+}
