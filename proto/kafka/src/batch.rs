@@ -217,6 +217,7 @@ pub(crate) mod tests {
                 key: Some(Bytes::from(format!("key-{i}"))),
                 value: Some(Bytes::from(format!("value-{i}"))),
                 headers: Default::default(),
+                delete_horizon: false,
             })
             .collect();
         let mut buf = BytesMut::new();

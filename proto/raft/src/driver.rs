@@ -1,0 +1,853 @@
+//! One Raft group as a pure state machine: inputs are method calls, outputs are [`Task`]s.
+//!
+//! The driver wraps `raft::RawNode` and runs raft-rs's asynchronous ready flow:
+//!
+//! 1. After any input, [`Driver::handle_ready`] takes one `Ready`, writes its snapshot, entries
+//!    and hard state into the in-memory [`LogStore`] (raft-rs must be able to read them back at
+//!    once) and emits a [`Task::Persist`] carrying the same data, then calls
+//!    `advance_append_async`: the driver does not wait for the disk.
+//! 2. Messages raft-rs allows before persistence (a leader's appends and heartbeats) are emitted
+//!    at once as [`Task::Send`]. Messages that must wait (votes, append responses; everything a
+//!    non-leader sends) are held until the runtime reports [`Driver::persisted`] for their ready.
+//!    Then the driver calls `on_persist_ready`, which lets raft-rs count the local replica in the
+//!    commit quorum and release committed entries.
+//! 3. Committed entries are emitted as [`Task::Apply`]; the runtime applies them whenever it likes
+//!    and reports [`Driver::applied`]. Applying never blocks ticks, heartbeats or persistence.
+//!
+//! Time only enters through [`Driver::tick`]; the multi-group node converts milliseconds into
+//! ticks. Nothing here touches a clock, a socket, a file or a thread.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+};
+use raft::{RawNode, StateRole};
+
+use crate::GroupId;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::storage::LogStore;
+
+/// Work the runtime must do durably, in emission order, before calling [`Driver::persisted`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Persist {
+    /// Ready number to acknowledge with [`Driver::persisted`] once written.
+    pub number: u64,
+    /// Snapshot to install before the entries (a far-behind follower catching up).
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append; any held entries at or after the first index are overwritten.
+    pub entries: Vec<Entry>,
+    /// New hard state (term, vote, commit).
+    pub hard_state: Option<HardState>,
+    /// False when only the commit index moved: the write may be lazy (no fsync), and the driver
+    /// has not held any message back for it.
+    pub must_sync: bool,
+}
+
+/// State-machine work: apply in emission order, then call [`Driver::applied`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Apply {
+    /// Committed entries, contiguous and in index order (empty-data entries are leader no-ops;
+    /// configuration changes were already applied to Raft by the driver).
+    Entries(Vec<Entry>),
+    /// Replace the state machine with this image (its metadata index is the new applied index).
+    Snapshot(Snapshot),
+}
+
+/// Role, term and known leader of this replica, reported whenever one of them changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleChange {
+    /// Raft role now.
+    pub role: StateRole,
+    /// Current term.
+    pub term: u64,
+    /// Known leader (0 if none).
+    pub leader_id: u64,
+}
+
+/// An output of the driver. The runtime executes tasks; the driver never waits for them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    /// Write durably, then acknowledge with [`Driver::persisted`].
+    Persist(Persist),
+    /// Send these messages to their `to` peers (already cleared to go).
+    Send(Vec<Message>),
+    /// Apply to the state machine, then acknowledge with [`Driver::applied`].
+    Apply(Apply),
+    /// A linearizable read may be served once the state machine has applied `index`.
+    ReadReady {
+        /// The context passed to [`Driver::read_index`].
+        ctx: Vec<u8>,
+        /// Commit index at the time the leader confirmed its leadership.
+        index: u64,
+    },
+    /// Role, term or leader changed (e.g. to redirect clients or start serving as leader).
+    RoleChanged(RoleChange),
+    /// A follower needs a snapshot newer than the stored one (e.g. it just joined and the stored
+    /// snapshot's membership predates it): call [`Driver::compact`] at the applied index.
+    SnapshotWanted,
+}
+
+/// Messages and snapshot installs waiting for the persistence of their ready.
+#[derive(Debug)]
+struct Held {
+    number: u64,
+    /// Whether the disk must confirm this ready before its messages may leave.
+    blocking: bool,
+    messages: Vec<Message>,
+    snapshot: Option<Snapshot>,
+}
+
+/// One Raft group on one node (see the module docs for the flow).
+pub struct Driver {
+    group: GroupId,
+    node_id: u64,
+    raw: RawNode<LogStore>,
+    rng: Rng,
+    election_ticks: (u64, u64),
+    /// Count of raft-rs `reset`s observed through the logger (see `logger.rs`).
+    resets: Arc<AtomicU64>,
+    resets_seen: u64,
+    held: VecDeque<Held>,
+    persisted_number: u64,
+    tasks: VecDeque<Task>,
+    last_role: Option<RoleChange>,
+    /// Index of the last membership change applied to raft-rs: a snapshot below it would pair
+    /// an old index with a newer membership.
+    conf_index: u64,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("group", &self.group)
+            .field("node_id", &self.node_id)
+            .field("role", &self.raw.raft.state)
+            .field("term", &self.raw.raft.term)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// Starts (or restarts) a replica of `group` from `store`, whose state machine has already
+    /// applied up to `applied` (e.g. the snapshot index after a restart).
+    pub fn new(config: &Config, group: GroupId, store: LogStore, applied: u64) -> Result<Self> {
+        config.validate()?;
+        let (logger, resets) = crate::logger::raft_logger(config.node_id, group);
+        let raw = RawNode::new(&config.raft_config(applied), store, &logger)?;
+        let seed = config.seed ^ group.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut driver = Driver {
+            group,
+            node_id: config.node_id,
+            raw,
+            rng: Rng::new(seed),
+            election_ticks: (
+                config.election_ticks_min as u64,
+                config.election_ticks_max as u64,
+            ),
+            resets,
+            resets_seen: 0,
+            held: VecDeque::new(),
+            persisted_number: 0,
+            tasks: VecDeque::new(),
+            last_role: None,
+            conf_index: 0,
+        };
+        driver.reseed_election_timeout();
+        driver.note_role();
+        tracing::debug!(
+            node = driver.node_id,
+            group,
+            term = driver.term(),
+            applied,
+            last_index = driver.store().last_index(),
+            "raft group started"
+        );
+        Ok(driver)
+    }
+
+    /// The group this driver replicates.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// Current role.
+    pub fn role(&self) -> StateRole {
+        self.raw.raft.state
+    }
+
+    /// Known leader id (0 if none).
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    /// Highest index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Highest index the runtime reported applied.
+    pub fn applied_index(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
+    /// The in-memory log (persisted and not yet persisted entries alike).
+    pub fn store(&self) -> &LogStore {
+        self.raw.store()
+    }
+
+    /// Escape hatch for diagnostics and tests: the wrapped raft-rs node.
+    pub fn raw_node(&self) -> &RawNode<LogStore> {
+        &self.raw
+    }
+
+    /// Advances Raft's logical clock by one tick. Returns whether there is new work.
+    pub fn tick(&mut self) -> bool {
+        let ready = self.raw.tick();
+        self.reseed_election_timeout();
+        ready || self.raw.has_ready()
+    }
+
+    /// Feeds a message from a peer (its `to` must be this node).
+    pub fn step(&mut self, msg: Message) -> Result<()> {
+        tracing::trace!(
+            node = self.node_id,
+            group = self.group,
+            term = self.raw.raft.term,
+            msg_type = ?msg.get_msg_type(),
+            from = msg.from,
+            to = msg.to,
+            msg_term = msg.term,
+            "recv"
+        );
+        let result = self.raw.step(msg);
+        self.reseed_election_timeout();
+        result.map_err(Error::from)
+    }
+
+    /// Proposes `data` as a new log entry (followers forward to the leader).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<()> {
+        self.raw.propose(Vec::new(), data).map_err(Error::from)
+    }
+
+    /// Proposes a membership change (single-step `ConfChange` or joint `ConfChangeV2`).
+    pub fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<()> {
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(Error::from)
+    }
+
+    /// Asks for a linearizable read point; answered by [`Task::ReadReady`] with the same `ctx`
+    /// (which should be unique per request).
+    pub fn read_index(&mut self, ctx: Vec<u8>) {
+        self.raw.read_index(ctx);
+        self.reseed_election_timeout();
+    }
+
+    /// Hands leadership to `to` (graceful shutdown or rebalancing). Only acts on the leader.
+    pub fn transfer_leader(&mut self, to: u64) {
+        tracing::debug!(
+            node = self.node_id,
+            group = self.group,
+            term = self.term(),
+            to,
+            "transfer leader"
+        );
+        self.raw.transfer_leader(to);
+        self.reseed_election_timeout();
+    }
+
+    /// Starts an election now (tests, or bootstrapping a single-node group).
+    pub fn campaign(&mut self) -> Result<()> {
+        let result = self.raw.campaign();
+        self.reseed_election_timeout();
+        result.map_err(Error::from)
+    }
+
+    /// The runtime wrote every [`Persist`] up to and including ready `number`.
+    pub fn persisted(&mut self, number: u64) {
+        if number > self.persisted_number {
+            self.persisted_number = number;
+            self.release_held();
+        }
+    }
+
+    /// The state machine applied everything up to `index`.
+    pub fn applied(&mut self, index: u64) {
+        if index > self.raw.raft.raft_log.applied {
+            self.raw.advance_apply_to(index);
+        }
+    }
+
+    /// Log retention: drops applied entries up to `index`, keeping `data` (the state machine
+    /// image at `index`) as the snapshot sent to replicas that fall behind it.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<()> {
+        let applied = self.applied_index();
+        if index > applied || index < self.conf_index {
+            return Err(Error::CompactBeyondApplied { index, applied });
+        }
+        self.raw.mut_store().compact(index, data);
+        Ok(())
+    }
+
+    /// Tells raft-rs a peer could not be reached (pauses appends to it until it answers).
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+    }
+
+    /// The transport finished (or failed) shipping a snapshot to `peer`; raft-rs stops sending
+    /// appends to a peer while a snapshot is in flight, so every snapshot send must be reported.
+    pub fn report_snapshot(&mut self, peer: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(peer, status);
+    }
+
+    /// Whether raft-rs has produced work not yet turned into tasks.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// Next pending task, if any. Call [`Driver::handle_ready`] first after inputs.
+    pub fn poll_task(&mut self) -> Option<Task> {
+        self.tasks.pop_front()
+    }
+
+    /// Turns raft-rs's pending `Ready` (if any) into tasks. Call after a batch of inputs.
+    pub fn handle_ready(&mut self) {
+        // A ready can enable another (e.g. becoming leader appends a no-op): bound the loop.
+        for _ in 0..4 {
+            if !self.raw.has_ready() {
+                break;
+            }
+            self.handle_one_ready();
+        }
+        self.note_role();
+        if self.raw.store().take_snapshot_wanted() {
+            self.tasks.push_back(Task::SnapshotWanted);
+        }
+    }
+
+    fn handle_one_ready(&mut self) {
+        let mut rd = self.raw.ready();
+        let number = rd.number();
+
+        for rs in rd.take_read_states() {
+            self.tasks.push_back(Task::ReadReady {
+                ctx: rs.request_ctx,
+                index: rs.index,
+            });
+        }
+
+        let now = rd.take_messages();
+        if !now.is_empty() {
+            self.trace_send(&now);
+            self.tasks.push_back(Task::Send(now));
+        }
+
+        let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+        let entries = rd.take_entries();
+        let hard_state = rd.hs().cloned();
+        let must_sync = rd.must_sync();
+        {
+            let store = self.raw.mut_store();
+            if let Some(snapshot) = &snapshot {
+                store.apply_snapshot(snapshot);
+            }
+            store.append(&entries);
+            if let Some(hs) = &hard_state {
+                store.set_hard_state(hs.clone());
+            }
+        }
+        let needs_persist = snapshot.is_some() || !entries.is_empty() || hard_state.is_some();
+        if needs_persist {
+            tracing::debug!(
+                node = self.node_id,
+                group = self.group,
+                term = self.raw.raft.term,
+                number,
+                entries = entries.len(),
+                snapshot = snapshot.is_some(),
+                must_sync,
+                "persist"
+            );
+            self.tasks.push_back(Task::Persist(Persist {
+                number,
+                snapshot: snapshot.clone(),
+                entries,
+                hard_state,
+                must_sync,
+            }));
+        }
+
+        let committed = rd.take_committed_entries();
+        if !committed.is_empty() {
+            self.apply_conf_changes(&committed);
+            self.tasks.push_back(Task::Apply(Apply::Entries(committed)));
+        }
+
+        self.held.push_back(Held {
+            number,
+            blocking: needs_persist && must_sync,
+            messages: rd.take_persisted_messages(),
+            snapshot,
+        });
+        self.raw.advance_append_async(rd);
+        self.release_held();
+    }
+
+    /// Releases held messages (and snapshot installs) whose readies are persisted, in order.
+    fn release_held(&mut self) {
+        let mut released = None;
+        while let Some(front) = self.held.front() {
+            if front.blocking && front.number > self.persisted_number {
+                break;
+            }
+            let held = self.held.pop_front().expect("front exists");
+            if !held.messages.is_empty() {
+                self.trace_send(&held.messages);
+                self.tasks.push_back(Task::Send(held.messages));
+            }
+            if let Some(snapshot) = held.snapshot {
+                self.tasks.push_back(Task::Apply(Apply::Snapshot(snapshot)));
+            }
+            released = Some(held.number);
+        }
+        if let Some(number) = released {
+            // Every earlier ready is persisted (or had nothing that needed it).
+            self.raw.on_persist_ready(number);
+        }
+    }
+
+    /// raft-rs expects membership changes applied as their entries are handed out.
+    fn apply_conf_changes(&mut self, committed: &[Entry]) {
+        use prost::Message as _;
+        for entry in committed {
+            let cs = match entry.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    let Ok(cc) = ConfChange::decode(entry.data.as_slice()) else {
+                        continue;
+                    };
+                    self.raw.apply_conf_change(&cc)
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let Ok(cc) = ConfChangeV2::decode(entry.data.as_slice()) else {
+                        continue;
+                    };
+                    self.raw.apply_conf_change(&cc)
+                }
+                EntryType::EntryNormal => continue,
+            };
+            match cs {
+                Ok(cs) => {
+                    self.conf_index = entry.index;
+                    tracing::info!(
+                        node = self.node_id,
+                        group = self.group,
+                        term = self.raw.raft.term,
+                        index = entry.index,
+                        voters = ?cs.voters,
+                        "membership changed"
+                    );
+                    self.raw.mut_store().set_conf_state(cs);
+                }
+                Err(error) => tracing::warn!(
+                    node = self.node_id,
+                    group = self.group,
+                    term = self.raw.raft.term,
+                    %error,
+                    "conf change rejected"
+                ),
+            }
+        }
+    }
+
+    /// Replaces raft-rs's thread_rng election timeout with one from the seeded PRNG.
+    fn reseed_election_timeout(&mut self) {
+        let resets = self.resets.load(Ordering::Relaxed);
+        if resets != self.resets_seen {
+            self.resets_seen = resets;
+            let (low, high) = self.election_ticks;
+            let timeout = self.rng.range(low, high) as usize;
+            self.raw.raft.set_randomized_election_timeout(timeout);
+        }
+    }
+
+    fn note_role(&mut self) {
+        let now = RoleChange {
+            role: self.raw.raft.state,
+            term: self.raw.raft.term,
+            leader_id: self.raw.raft.leader_id,
+        };
+        if self.last_role != Some(now) {
+            tracing::info!(
+                node = self.node_id,
+                group = self.group,
+                term = now.term,
+                role = ?now.role,
+                leader = now.leader_id,
+                "role changed"
+            );
+            self.last_role = Some(now);
+            self.tasks.push_back(Task::RoleChanged(now));
+        }
+    }
+
+    fn trace_send(&self, messages: &[Message]) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for m in messages {
+                tracing::trace!(
+                    node = self.node_id,
+                    group = self.group,
+                    term = self.raw.raft.term,
+                    msg_type = ?m.get_msg_type(),
+                    from = m.from,
+                    to = m.to,
+                    msg_term = m.term,
+                    "send"
+                );
+            }
+        }
+    }
+}
+
+/// Whether a message answers a request (used to tell apart heartbeat traffic in stats).
+pub fn is_response(msg: &Message) -> bool {
+    matches!(
+        msg.get_msg_type(),
+        MessageType::MsgAppendResponse
+            | MessageType::MsgHeartbeatResponse
+            | MessageType::MsgRequestVoteResponse
+            | MessageType::MsgRequestPreVoteResponse
+            | MessageType::MsgReadIndexResp
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: u64) -> Config {
+        Config {
+            seed: 99,
+            ..Config::new(id)
+        }
+    }
+
+    fn cluster(n: u64) -> Vec<Driver> {
+        let voters: Vec<u64> = (1..=n).collect();
+        (1..=n)
+            .map(|id| Driver::new(&config(id), 7, LogStore::new(&voters), 0).unwrap())
+            .collect()
+    }
+
+    /// Runs every task with an instant disk and network until nothing is left; returns the
+    /// applied entries' data per node.
+    fn pump(drivers: &mut [Driver], applied: &mut [Vec<Vec<u8>>]) {
+        loop {
+            let mut inbox = Vec::new();
+            for (i, d) in drivers.iter_mut().enumerate() {
+                // Twice: persisting releases held messages and committed entries.
+                for _ in 0..2 {
+                    d.handle_ready();
+                    while let Some(task) = d.poll_task() {
+                        match task {
+                            Task::Persist(p) => d.persisted(p.number),
+                            Task::Send(msgs) => inbox.extend(msgs),
+                            Task::Apply(Apply::Entries(es)) => {
+                                let last = es.last().unwrap().index;
+                                applied[i].extend(
+                                    es.into_iter()
+                                        .filter(|e| {
+                                            !e.data.is_empty()
+                                                && e.get_entry_type() == EntryType::EntryNormal
+                                        })
+                                        .map(|e| e.data),
+                                );
+                                d.applied(last);
+                            }
+                            Task::Apply(Apply::Snapshot(s)) => d.applied(s.metadata.unwrap().index),
+                            Task::SnapshotWanted => {
+                                let applied = d.applied_index();
+                                d.compact(applied, b"image".to_vec()).unwrap();
+                            }
+                            Task::ReadReady { .. } | Task::RoleChanged(_) => {}
+                        }
+                    }
+                }
+            }
+            if inbox.is_empty() && drivers.iter().all(|d| !d.has_ready()) {
+                return;
+            }
+            for m in inbox {
+                let to = (m.to - 1) as usize;
+                let _ = drivers[to].step(m);
+            }
+        }
+    }
+
+    #[test]
+    fn single_voter_commits_only_after_persist() {
+        let mut d = Driver::new(&config(1), 1, LogStore::new(&[1]), 0).unwrap();
+        d.campaign().unwrap();
+        d.handle_ready();
+        let mut numbers = Vec::new();
+        while let Some(t) = d.poll_task() {
+            if let Task::Persist(p) = t {
+                numbers.push(p.number);
+            }
+        }
+        for n in numbers {
+            d.persisted(n);
+        }
+        d.handle_ready();
+        while d.poll_task().is_some() {}
+        assert_eq!(d.role(), StateRole::Leader);
+
+        d.propose(b"batch-1".to_vec()).unwrap();
+        d.handle_ready();
+        let mut persist = None;
+        while let Some(t) = d.poll_task() {
+            match t {
+                Task::Persist(p) => persist = Some(p),
+                Task::Apply(Apply::Entries(es)) => {
+                    assert!(
+                        es.iter().all(|e| e.data != b"batch-1"),
+                        "applied before persisted"
+                    )
+                }
+                _ => {}
+            }
+        }
+        let persist = persist.expect("entry must be persisted");
+        assert_eq!(persist.entries.last().unwrap().data, b"batch-1");
+        assert!(persist.must_sync);
+        // raft-rs reads unpersisted entries from the store in the async flow.
+        assert_eq!(
+            d.store().last_index(),
+            persist.entries.last().unwrap().index
+        );
+        d.persisted(persist.number);
+        d.handle_ready();
+        let applied: Vec<Vec<u8>> = std::iter::from_fn(|| d.poll_task())
+            .filter_map(|t| match t {
+                Task::Apply(Apply::Entries(es)) => Some(es),
+                _ => None,
+            })
+            .flatten()
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(applied, vec![b"batch-1".to_vec()]);
+    }
+
+    #[test]
+    fn vote_is_sent_only_after_it_is_persisted() {
+        let mut ds = cluster(3);
+        ds[0].campaign().unwrap();
+        ds[0].handle_ready();
+        // Pre-vote request goes out first; pre-votes persist nothing.
+        let mut to_two: Vec<Message> = std::iter::from_fn(|| ds[0].poll_task())
+            .filter_map(|t| if let Task::Send(m) = t { Some(m) } else { None })
+            .flatten()
+            .filter(|m| m.to == 2)
+            .collect();
+        assert_eq!(to_two[0].get_msg_type(), MessageType::MsgRequestPreVote);
+        ds[1].step(to_two.remove(0)).unwrap();
+        ds[1].handle_ready();
+        let pre: Vec<Message> = std::iter::from_fn(|| ds[1].poll_task())
+            .filter_map(|t| if let Task::Send(m) = t { Some(m) } else { None })
+            .flatten()
+            .collect();
+        assert_eq!(
+            pre[0].get_msg_type(),
+            MessageType::MsgRequestPreVoteResponse
+        );
+        ds[0].step(pre[0].clone()).unwrap();
+        ds[0].handle_ready();
+        // The candidate's own vote for itself is persisted before its vote requests leave.
+        let tasks: Vec<Task> = std::iter::from_fn(|| ds[0].poll_task()).collect();
+        assert!(!tasks.iter().any(|t| matches!(t, Task::Send(_))));
+        for t in tasks {
+            if let Task::Persist(p) = t {
+                ds[0].persisted(p.number);
+            }
+        }
+        let vote: Vec<Message> = std::iter::from_fn(|| ds[0].poll_task())
+            .filter_map(|t| if let Task::Send(m) = t { Some(m) } else { None })
+            .flatten()
+            .filter(|m| m.to == 2)
+            .collect();
+        assert_eq!(vote[0].get_msg_type(), MessageType::MsgRequestVote);
+
+        ds[1].step(vote[0].clone()).unwrap();
+        ds[1].handle_ready();
+        let tasks: Vec<Task> = std::iter::from_fn(|| ds[1].poll_task()).collect();
+        let persist = tasks
+            .iter()
+            .find_map(|t| {
+                if let Task::Persist(p) = t {
+                    Some(p.clone())
+                } else {
+                    None
+                }
+            })
+            .expect("the vote must be persisted");
+        assert_eq!(persist.hard_state.as_ref().unwrap().vote, 1);
+        assert!(
+            !tasks.iter().any(|t| matches!(t, Task::Send(_))),
+            "vote sent before persisted"
+        );
+        ds[1].persisted(persist.number);
+        let sent: Vec<Message> = std::iter::from_fn(|| ds[1].poll_task())
+            .filter_map(|t| if let Task::Send(m) = t { Some(m) } else { None })
+            .flatten()
+            .collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].get_msg_type(), MessageType::MsgRequestVoteResponse);
+        assert!(!sent[0].reject);
+    }
+
+    #[test]
+    fn leader_replicates_before_its_own_persist() {
+        let mut ds = cluster(3);
+        let mut applied = vec![Vec::new(); 3];
+        ds[0].campaign().unwrap();
+        pump(&mut ds, &mut applied);
+        assert_eq!(ds[0].role(), StateRole::Leader);
+        ds[0].propose(b"x".to_vec()).unwrap();
+        ds[0].handle_ready();
+        let tasks: Vec<Task> = std::iter::from_fn(|| ds[0].poll_task()).collect();
+        let send_pos = tasks
+            .iter()
+            .position(|t| matches!(t, Task::Send(m) if m.iter().any(|m| m.get_msg_type() == MessageType::MsgAppend)))
+            .expect("append sent without waiting for the disk");
+        assert!(tasks.iter().any(|t| matches!(t, Task::Persist(_))));
+        assert!(send_pos < tasks.len());
+    }
+
+    #[test]
+    fn three_replicas_apply_the_same_entries() {
+        let mut ds = cluster(3);
+        let mut applied = vec![Vec::new(); 3];
+        ds[0].campaign().unwrap();
+        pump(&mut ds, &mut applied);
+        for i in 0..10u8 {
+            // Proposals to a follower are forwarded to the leader.
+            ds[(i % 3) as usize].propose(vec![i]).unwrap();
+            pump(&mut ds, &mut applied);
+        }
+        assert_eq!(applied[0].len(), 10);
+        assert_eq!(applied[0], applied[1]);
+        assert_eq!(applied[0], applied[2]);
+    }
+
+    #[test]
+    fn transfer_leader_and_read_index() {
+        let mut ds = cluster(3);
+        let mut applied = vec![Vec::new(); 3];
+        ds[0].campaign().unwrap();
+        pump(&mut ds, &mut applied);
+        ds[0].transfer_leader(3);
+        pump(&mut ds, &mut applied);
+        assert_eq!(ds[2].role(), StateRole::Leader);
+        assert_eq!(ds[0].leader_id(), 3);
+
+        ds[2].propose(b"w".to_vec()).unwrap();
+        pump(&mut ds, &mut applied);
+        let commit = ds[2].commit_index();
+        // Read from a follower: forwarded to the leader, answered with the commit index.
+        ds[1].read_index(b"r1".to_vec());
+        let mut answer = None;
+        for _ in 0..10 {
+            for i in 0..3 {
+                ds[i].handle_ready();
+                let tasks: Vec<Task> = std::iter::from_fn(|| ds[i].poll_task()).collect();
+                for t in tasks {
+                    match t {
+                        Task::ReadReady { ctx, index } => answer = Some((i, ctx, index)),
+                        Task::Send(ms) => {
+                            for m in ms {
+                                let to = (m.to - 1) as usize;
+                                ds[to].step(m).unwrap();
+                            }
+                        }
+                        Task::Persist(p) => ds[i].persisted(p.number),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let (node, ctx, index) = answer.expect("read index answered");
+        assert_eq!((node, ctx.as_slice()), (1, &b"r1"[..]));
+        assert!(index >= commit);
+    }
+
+    #[test]
+    fn election_timeouts_come_from_the_seed() {
+        let a = cluster(3);
+        let b = cluster(3);
+        for (x, y) in a.iter().zip(&b) {
+            let t = x.raw_node().raft.randomized_election_timeout();
+            assert_eq!(t, y.raw_node().raft.randomized_election_timeout());
+            assert!((20..40).contains(&t));
+        }
+    }
+
+    #[test]
+    fn compaction_is_limited_to_applied() {
+        let mut ds = cluster(3);
+        let mut applied = vec![Vec::new(); 3];
+        ds[0].campaign().unwrap();
+        pump(&mut ds, &mut applied);
+        ds[0].propose(b"a".to_vec()).unwrap();
+        pump(&mut ds, &mut applied);
+        let idx = ds[0].applied_index();
+        assert!(matches!(
+            ds[0].compact(idx + 1, vec![]),
+            Err(Error::CompactBeyondApplied { .. })
+        ));
+        ds[0].compact(idx, b"img".to_vec()).unwrap();
+        assert_eq!(ds[0].store().first_index(), idx + 1);
+    }
+
+    #[test]
+    fn add_a_voter_by_conf_change() {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeType};
+        let mut ds = cluster(3);
+        let mut applied = vec![Vec::new(); 4];
+        ds[0].campaign().unwrap();
+        pump(&mut ds, &mut applied);
+        ds[0].propose(b"before".to_vec()).unwrap();
+        pump(&mut ds, &mut applied);
+        // A joining replica starts empty and is seeded by a snapshot listing it.
+        ds.push(Driver::new(&config(4), 7, LogStore::joining(), 0).unwrap());
+        let cc = ConfChangeV2 {
+            changes: vec![ConfChangeSingle {
+                change_type: ConfChangeType::AddNode as i32,
+                node_id: 4,
+            }],
+            ..Default::default()
+        };
+        ds[0].propose_conf_change(cc).unwrap();
+        pump(&mut ds, &mut applied);
+        assert_eq!(ds[0].store().conf_state().voters.len(), 4);
+        ds[0].propose(b"after".to_vec()).unwrap();
+        pump(&mut ds, &mut applied);
+        // "before" reached the new replica inside the snapshot image, "after" through the log.
+        assert_eq!(applied[3], vec![b"after".to_vec()]);
+        assert!(ds[3].store().snapshot_index() >= 2);
+        assert_eq!(ds[3].store().conf_state().voters.len(), 4);
+    }
+}

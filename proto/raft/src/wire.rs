@@ -1,0 +1,82 @@
+//! Wire form of the traffic between two nodes: one [`PeerBatch`] per peer per flush, carrying
+//! group-tagged raft-rs messages.
+//!
+//! It is a small prost message (raft-rs's messages are prost 0.11 structs with the
+//! `prost-codec` feature), so a transport ships `encode()`'d bytes in one frame/stream write and
+//! the receiver calls [`PeerBatch::decode_from`]. Framing (length prefix, QUIC stream) belongs
+//! to the transport.
+
+use prost::Message as _;
+use raft::eraftpb::Message;
+
+use crate::GroupId;
+use crate::error::Result;
+
+/// One raft-rs message and the group it belongs to.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupMessage {
+    /// Raft group id (0 = `__meta`, others = partitions; see docs/raft.md).
+    #[prost(uint64, tag = "1")]
+    pub group: GroupId,
+    /// The raft-rs message (its `to` is the receiving node).
+    #[prost(message, optional, tag = "2")]
+    pub message: Option<Message>,
+}
+
+/// All messages from one node to one peer gathered during one flush.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PeerBatch {
+    /// Sending node.
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    /// Receiving node.
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+    /// Messages in the order raft-rs produced them (per group order matters; across groups not).
+    #[prost(message, repeated, tag = "3")]
+    pub messages: Vec<GroupMessage>,
+}
+
+impl PeerBatch {
+    /// Serializes the batch (protobuf, no outer length prefix).
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    /// Parses a batch produced by [`PeerBatch::encode`].
+    pub fn decode_from(bytes: &[u8]) -> Result<Self> {
+        Ok(<PeerBatch as prost::Message>::decode(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{Entry, MessageType};
+
+    #[test]
+    fn batch_roundtrip() {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.from = 1;
+        m.to = 2;
+        m.term = 7;
+        m.entries = vec![Entry {
+            index: 5,
+            term: 7,
+            data: b"record batch".to_vec(),
+            ..Default::default()
+        }];
+        let batch = PeerBatch {
+            from: 1,
+            to: 2,
+            messages: vec![GroupMessage {
+                group: 42,
+                message: Some(m),
+            }],
+        };
+        let bytes = batch.encode();
+        assert_eq!(PeerBatch::decode_from(&bytes).unwrap(), batch);
+        assert!(PeerBatch::decode_from(&[0xff, 0xff]).is_err());
+    }
+}
