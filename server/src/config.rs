@@ -63,6 +63,14 @@ pub struct Cli {
     /// Runtime worker threads, 0 for one per core [default: 0]
     #[arg(long, env = "SLUICE_WORKERS")]
     pub workers: Option<usize>,
+    /// Partitions of the internal `__consumer_offsets` topic, fixed when it is first created
+    /// (Kafka's offsets.topic.num.partitions) [default: 50]
+    #[arg(long, env = "SLUICE_OFFSETS_PARTITIONS")]
+    pub offsets_partitions: Option<i32>,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// The config file: the same settings as the flags.
@@ -81,6 +89,8 @@ struct FileConfig {
     max_inflight_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
     workers: Option<usize>,
+    offsets_partitions: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// Settings after merging, validated.
@@ -112,6 +122,10 @@ pub struct Config {
     pub retention_check_interval_ms: u64,
     /// Runtime threads.
     pub workers: usize,
+    /// Partitions of `__consumer_offsets`.
+    pub offsets_partitions: i32,
+    /// Initial rebalance delay of empty groups.
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Cli {
@@ -183,6 +197,14 @@ impl Cli {
         if retention_check_interval_ms == 0 {
             bail!("--retention-check-interval-ms must be at least 1");
         }
+        let offsets_partitions = self.offsets_partitions.or(file.offsets_partitions).unwrap_or(50);
+        if !(1..=1000).contains(&offsets_partitions) {
+            bail!("--offsets-partitions must be between 1 and 1000, got {offsets_partitions}");
+        }
+        let group_initial_rebalance_delay_ms = self
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+            .unwrap_or(3000);
         Ok(Config {
             kafka_addr,
             advertised_host,
@@ -203,6 +225,8 @@ impl Cli {
             max_inflight_bytes,
             retention_check_interval_ms,
             workers: self.workers.or(file.workers).unwrap_or(0),
+            offsets_partitions,
+            group_initial_rebalance_delay_ms,
         })
     }
 }

@@ -3,15 +3,22 @@
 //! The reading half decodes each request and hands it to the broker at once, so the work of
 //! request N+1 (say, appending a produce) overlaps the wait of request N (its fsync). What the
 //! broker answers is queued, in order, to the writing half, which waits for each answer to be
-//! ready (a sync to complete, a long-poll to be satisfied) and writes it.
+//! ready (a sync to complete, a long-poll to be satisfied, a parked group request to be answered)
+//! and writes it.
+//!
+//! Group requests the coordinator parks (JoinGroup until the rebalance completes, SyncGroup until
+//! the leader's assignment) get a oneshot registered in [`Shared::parked`] under their token while
+//! the broker lock is still held; whoever produces the answer later (another connection's request,
+//! the coordinator timer) delivers it there ([`crate::server::deliver`]). Unlike Kafka, the reader
+//! does not stop reading while a request is parked: later requests are handled meanwhile, but
+//! their responses still leave in request order.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{FetchRequest, ProduceResponse, ResponseKind};
-use sluice_proto::broker::Reply;
+use kafka_protocol::messages::{ApiKey, FetchRequest, ResponseKind};
+use sluice_proto::broker::{Deferred, Reply};
 use sluice_proto::codec::{self, DecodeError, RequestContext};
 use sluice_proto::frame::FrameDecoder;
 use sluice_proto::runtime::{Reader, Runtime, Writer};
@@ -26,10 +33,17 @@ const MAX_IN_FLIGHT: usize = 128;
 /// A response on its way out.
 enum Pending {
     Ready(Bytes, Option<Permit>),
+    /// Send once the sync `seq` completed (a produce ack, a group commit's answer).
     AfterSync {
         ctx: RequestContext,
         seq: u64,
-        response: ProduceResponse,
+        response: ResponseKind,
+        _permit: Option<Permit>,
+    },
+    /// A request parked by the group coordinator: its answer arrives on `rx`.
+    Parked {
+        ctx: RequestContext,
+        rx: async_channel::Receiver<Deferred>,
         _permit: Option<Permit>,
     },
     Fetch {
@@ -52,17 +66,27 @@ pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
 ) {
     let (tx, rx) = async_channel::bounded::<Pending>(MAX_IN_FLIGHT);
     let read_side = read_requests(shared.clone(), reader, tx, peer);
-    let write_side = write_responses(rt, shared, writer, rx, peer);
-    futures_lite::future::zip(read_side, write_side).await;
+    let write_side = write_responses(rt, shared.clone(), writer, rx, peer);
+    let (parked, ()) = futures_lite::future::zip(read_side, write_side).await;
+    // Responses still owed to this connection have nowhere to go.
+    let mut map = shared.parked.lock().unwrap();
+    for token in parked {
+        map.remove(&token);
+    }
+    drop(map);
     debug!(%peer, "connection closed");
 }
 
+/// Reads and handles requests until the peer closes; returns the tokens of requests this
+/// connection parked (so teardown can drop their registrations).
 async fn read_requests<Rd: Reader>(
     shared: Arc<Shared>,
     mut reader: Rd,
     tx: async_channel::Sender<Pending>,
     peer: std::net::SocketAddr,
-) {
+) -> Vec<u64> {
+    let client_host = format!("/{}", peer.ip());
+    let mut parked: Vec<u64> = Vec::new();
     let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let mut permit: Option<Permit> = None;
@@ -72,7 +96,7 @@ async fn read_requests<Rd: Reader>(
                 Some(Err(e)) => {
                     warn!(node_id = shared.config.node_id, %peer, error = %e, "closing connection: bad frame");
                     let _ = tx.send(Pending::Close(None)).await;
-                    return;
+                    return parked;
                 }
                 Some(Ok(n)) if permit.is_none() => {
                     permit = Some(shared.budget.acquire(n + 4).await);
@@ -84,24 +108,50 @@ async fn read_requests<Rd: Reader>(
                 Ok(None) => break,
                 Err(_) => unreachable!("length errors are reported by pending_frame_bytes"),
             };
-            let pending = handle_frame(&shared, frame, permit.take(), peer);
+            let pending = handle_frame(&shared, frame, permit.take(), peer, &client_host, &mut parked);
             let close = matches!(pending, Pending::Close(_));
             if tx.send(pending).await.is_err() || close {
-                return;
+                return parked;
             }
         }
         match reader.read(&mut buf).await {
-            Ok(0) => return,
+            Ok(0) => return parked,
             Ok(n) => decoder.extend(&buf[..n]),
             Err(e) => {
                 debug!(%peer, error = %e, "read failed");
-                return;
+                return parked;
             }
         }
     }
 }
 
-fn handle_frame(shared: &Shared, frame: Bytes, permit: Option<Permit>, peer: std::net::SocketAddr) -> Pending {
+/// APIs served by the group coordinator: after them the coordinator's timer may need re-arming.
+fn is_group_api(key: ApiKey) -> bool {
+    matches!(
+        key,
+        ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::OffsetDelete
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroups
+            | ApiKey::DeleteGroups
+            | ApiKey::InitProducerId
+            | ApiKey::DeleteTopics
+    )
+}
+
+fn handle_frame(
+    shared: &Shared,
+    frame: Bytes,
+    permit: Option<Permit>,
+    peer: std::net::SocketAddr,
+    client_host: &str,
+    parked: &mut Vec<u64>,
+) -> Pending {
     let request = match codec::decode_request(frame) {
         Ok(r) => r,
         Err(e) => {
@@ -116,10 +166,32 @@ fn handle_frame(shared: &Shared, frame: Bytes, permit: Option<Permit>, peer: std
     };
     let ctx = request.ctx;
     let received = Instant::now();
-    let reply = {
+    let group_api = is_group_api(ctx.api_key);
+    let (reply, parked_rx) = {
         let mut broker = shared.broker.lock().unwrap();
-        broker.handle(&ctx, request.body, now_ms())
+        let reply = broker.handle_from(&ctx, client_host, request.body, now_ms());
+        // Register before the lock is released: the answer may come from the next request.
+        let parked_rx = match &reply {
+            Reply::Parked { token } => {
+                let (tx, rx) = async_channel::bounded(1);
+                shared.parked.lock().unwrap().insert(*token, tx);
+                if parked.len() >= 64 {
+                    let live = shared.parked.lock().unwrap();
+                    parked.retain(|t| live.contains_key(t));
+                }
+                parked.push(*token);
+                Some(rx)
+            }
+            _ => None,
+        };
+        if group_api {
+            crate::server::deliver(shared, &mut broker);
+        }
+        (reply, parked_rx)
     };
+    if group_api {
+        shared.timer.notify(usize::MAX);
+    }
     match reply {
         Reply::Now(resp) => {
             if matches!(resp, ResponseKind::Produce(_)) {
@@ -138,10 +210,24 @@ fn handle_frame(shared: &Shared, frame: Bytes, permit: Option<Permit>, peer: std
             Pending::AfterSync {
                 ctx,
                 seq,
+                response: ResponseKind::Produce(response),
+                _permit: permit,
+            }
+        }
+        Reply::Durable { seq, response } => {
+            shared.flush.notify(1);
+            Pending::AfterSync {
+                ctx,
+                seq,
                 response,
                 _permit: permit,
             }
         }
+        Reply::Parked { .. } => Pending::Parked {
+            ctx,
+            rx: parked_rx.expect("registered above"),
+            _permit: permit,
+        },
         Reply::Fetch(request) => {
             let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
             Pending::Fetch {
@@ -176,10 +262,31 @@ async fn write_responses<R: Runtime, W: Writer>(
             Pending::Ready(b, _permit) => (b, false),
             Pending::Close(b) => (b.unwrap_or_default(), true),
             Pending::AfterSync { ctx, seq, response, .. } => {
-                let resp = wait_for_sync(&shared, seq, response).await;
-                match codec::encode_response(&ctx, &ResponseKind::Produce(resp)) {
+                let resp = wait_for_sync(&shared, seq, response, ctx.api_version).await;
+                match codec::encode_response(&ctx, &resp) {
                     Ok(b) => (b, false),
                     Err(_) => (Bytes::new(), true),
+                }
+            }
+            Pending::Parked { ctx, rx, .. } => {
+                // The sender is dropped only at shutdown or when the broker forgot the token.
+                let answer = futures_lite::future::or(async { rx.recv().await.ok() }, async {
+                    shared.stopped().await;
+                    None
+                })
+                .await;
+                match answer {
+                    None => (Bytes::new(), true),
+                    Some(d) => {
+                        let resp = wait_for_sync(&shared, d.seq, d.response, ctx.api_version).await;
+                        match codec::encode_response(&ctx, &resp) {
+                            Ok(b) => (b, false),
+                            Err(e) => {
+                                warn!(api = ?ctx.api_key, version = ctx.api_version, error = %e, "cannot encode deferred response");
+                                (Bytes::new(), true)
+                            }
+                        }
+                    }
                 }
             }
             Pending::Fetch { ctx, request, deadline, .. } => {
@@ -206,8 +313,9 @@ async fn write_responses<R: Runtime, W: Writer>(
     rx.close();
 }
 
-/// Waits for the sync that makes a produce durable; a failed sync turns it into an error.
-async fn wait_for_sync(shared: &Shared, seq: u64, mut response: ProduceResponse) -> ProduceResponse {
+/// Waits for the sync that makes a response's writes durable; a failed sync turns it into an
+/// error.
+async fn wait_for_sync(shared: &Shared, seq: u64, response: ResponseKind, api_version: i16) -> ResponseKind {
     loop {
         let listener = shared.synced.listen();
         {
@@ -216,15 +324,7 @@ async fn wait_for_sync(shared: &Shared, seq: u64, mut response: ProduceResponse)
                 return response;
             }
             if broker.storage_failure().is_some() {
-                for t in &mut response.responses {
-                    for p in &mut t.partition_responses {
-                        if p.error_code == 0 {
-                            p.error_code = ResponseError::KafkaStorageError.code();
-                            p.base_offset = -1;
-                        }
-                    }
-                }
-                return response;
+                return sluice_proto::broker::sync_failed(response, api_version);
             }
         }
         listener.await;

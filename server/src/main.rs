@@ -59,7 +59,7 @@ fn make_runtime(workers: usize) -> anyhow::Result<impl Runtime> {
 
 #[cfg(all(feature = "runtime-smol", not(feature = "runtime-tokio")))]
 fn make_runtime(workers: usize) -> anyhow::Result<impl Runtime> {
-    Ok(sluice_io_smol::SmolRuntime::new(workers))
+    Ok(sluice_io_smol::SmolRuntime::new(workers)?)
 }
 
 fn run(config: config::Config) -> anyhow::Result<()> {

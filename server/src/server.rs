@@ -1,13 +1,14 @@
 //! The server: wires the broker core to a runtime — listener, connections, flusher, retention,
-//! shutdown.
+//! the group coordinator's timer, shutdown.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use event_listener::Event;
-use sluice_proto::broker::{Broker, BrokerConfig};
+use sluice_proto::broker::{Broker, BrokerConfig, Deferred};
 use sluice_proto::runtime::{Listener, Runtime};
 use sluice_proto::storage::StoreFile;
 use tracing::{debug, error, info, warn};
@@ -30,6 +31,11 @@ pub struct Shared {
     pub budget: Arc<MemoryBudget>,
     /// Settings.
     pub config: Config,
+    /// Requests parked by the group coordinator, by token: where their answer goes.
+    /// Lock order: `broker`, then `parked`.
+    pub parked: Mutex<HashMap<u64, async_channel::Sender<Deferred>>>,
+    /// Notified after every group-coordinator call: its next deadline may have moved.
+    pub timer: Event,
     stopping: AtomicBool,
     stop: Event,
 }
@@ -46,9 +52,11 @@ impl Shared {
         self.stop.notify(usize::MAX);
         self.visible.notify(usize::MAX);
         self.flush.notify(usize::MAX);
+        self.timer.notify(usize::MAX);
     }
 
-    async fn stopped(&self) {
+    /// Resolves once shutdown has begun.
+    pub async fn stopped(&self) {
         loop {
             let l = self.stop.listen();
             if self.shutting_down() {
@@ -56,6 +64,31 @@ impl Shared {
             }
             l.await;
         }
+    }
+}
+
+/// Hands the coordinator's answers to parked requests to their connections. Call with the broker
+/// lock held, after every call that may produce them (group requests, `tick`).
+pub fn deliver(shared: &Shared, broker: &mut Broker) {
+    let answers = broker.take_deferred();
+    if answers.is_empty() {
+        return;
+    }
+    let mut wait_sync = false;
+    let mut parked = shared.parked.lock().unwrap();
+    for d in answers {
+        wait_sync |= d.seq > 0;
+        match parked.remove(&d.token) {
+            // A full or closed channel means the connection is gone: drop the answer.
+            Some(tx) => {
+                let _ = tx.try_send(d);
+            }
+            None => debug!(node_id = shared.config.node_id, token = d.token, "answer for a closed connection dropped"),
+        }
+    }
+    drop(parked);
+    if wait_sync {
+        shared.flush.notify(1);
     }
 }
 
@@ -86,6 +119,8 @@ impl<R: Runtime> Server<R> {
             auto_create_topics: config.auto_create_topics,
             default_partitions: config.num_partitions,
             sync_writes: config.durability == Durability::Fsync,
+            offsets_partitions: config.offsets_partitions,
+            group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as i64,
         };
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -119,6 +154,8 @@ impl<R: Runtime> Server<R> {
             flush: Event::new(),
             budget: MemoryBudget::new(config.max_inflight_bytes),
             config,
+            parked: Mutex::new(HashMap::new()),
+            timer: Event::new(),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
         });
@@ -137,6 +174,7 @@ impl<R: Runtime> Server<R> {
         let (flusher_done_tx, flusher_done) = async_channel::bounded::<()>(1);
         rt.spawn(flusher(rt.clone(), shared.clone(), flusher_done_tx));
         rt.spawn(retention(rt.clone(), shared.clone()));
+        rt.spawn(coordinator_timer(rt.clone(), shared.clone()));
         loop {
             let accept = async { Some(self.listener.accept().await) };
             let stop = async {
@@ -212,6 +250,35 @@ async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Se
         }
     }
     let _ = done.send(()).await;
+}
+
+/// Drives the group coordinator's timers (session timeouts, rebalance deadlines, the initial
+/// rebalance delay, offset retention): sleeps until `poll_timeout()`, re-armed whenever a group
+/// request may have moved the deadline ([`Shared::timer`]), then `tick`s.
+async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
+    let mut last_fired: Option<i64> = None;
+    while !shared.shutting_down() {
+        let listener = shared.timer.listen();
+        let next = shared.broker.lock().unwrap().poll_timeout();
+        let now = now_ms();
+        match next {
+            Some(at) if at <= now => {
+                if last_fired == Some(at) {
+                    // The same deadline again right after a tick: do not spin on it.
+                    futures_lite::future::or(shared.stopped(), rt.sleep(Duration::from_millis(10))).await;
+                }
+                last_fired = Some(at);
+                let mut broker = shared.broker.lock().unwrap();
+                broker.tick(now_ms());
+                deliver(&shared, &mut broker);
+            }
+            Some(at) => {
+                let sleep = rt.sleep(Duration::from_millis((at - now) as u64));
+                futures_lite::future::or(futures_lite::future::or(listener, sleep), shared.stopped()).await;
+            }
+            None => futures_lite::future::or(listener, shared.stopped()).await,
+        }
+    }
 }
 
 /// Deletes expired segments periodically.

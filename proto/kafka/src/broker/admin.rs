@@ -143,7 +143,7 @@ impl Broker {
         response
     }
 
-    pub(super) fn delete_topics(&mut self, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    pub(super) fn delete_topics(&mut self, req: DeleteTopicsRequest, now_ms: i64) -> DeleteTopicsResponse {
         let mut targets: Vec<(Option<String>, Uuid)> = req
             .topic_names
             .iter()
@@ -160,7 +160,7 @@ impl Broker {
             let mut r = DeletableTopicResult::default()
                 .with_name(name.as_ref().map(|n| TopicName(str(n))))
                 .with_topic_id(id);
-            match name.as_deref().map(|n| self.delete_topic(n)) {
+            match name.as_deref().map(|n| self.delete_topic(n, now_ms)) {
                 None => r.error_code = ResponseError::UnknownTopicId.code(),
                 Some(Ok(deleted_id)) => r.topic_id = deleted_id,
                 Some(Err((e, msg))) => {
@@ -173,7 +173,13 @@ impl Broker {
         response
     }
 
-    fn delete_topic(&mut self, name: &str) -> Result<Uuid, AdminError> {
+    fn delete_topic(&mut self, name: &str, now_ms: i64) -> Result<Uuid, AdminError> {
+        if name == super::OFFSETS_TOPIC {
+            return Err((
+                ResponseError::InvalidTopicException,
+                Some(format!("{name} is an internal topic and cannot be deleted")),
+            ));
+        }
         let Some(topic) = self.topics.remove(name) else {
             return Err((ResponseError::UnknownTopicOrPartition, None));
         };
@@ -188,6 +194,7 @@ impl Broker {
                 warn!(topic = name, partition = p, error = %e, "could not remove partition directory; it is removed on next start");
             }
         }
+        self.on_topic_deleted(name, now_ms);
         info!(topic = name, "topic deleted");
         Ok(topic.id)
     }
@@ -197,6 +204,10 @@ impl Broker {
         for t in req.topics {
             let name = t.name.0.to_string();
             let outcome = (|| -> Result<(), AdminError> {
+                if name == super::OFFSETS_TOPIC {
+                    // Adding partitions would move groups to other partitions (partition_for).
+                    return Err((ResponseError::InvalidRequest, Some(format!("{name} is an internal topic"))));
+                }
                 let topic = self.topics.get(&name).ok_or((ResponseError::UnknownTopicOrPartition, None))?;
                 let current = topic.partitions.len() as i32;
                 if t.count <= current {

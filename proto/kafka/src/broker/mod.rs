@@ -9,6 +9,7 @@
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -21,6 +22,7 @@ use kafka_protocol::messages::{ProduceResponse, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
+use sluice_coordinator::{GroupConfig, GroupCoordinator, ProducerIdAllocator, ProducerStateTable};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -31,6 +33,7 @@ use crate::topic_config;
 use crate::versions;
 
 pub use fetch::FetchOutcome;
+pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};
 
 /// Settings of the broker core.
 #[derive(Debug, Clone)]
@@ -47,6 +50,12 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Acknowledge produces only after fdatasync (the default). Off: after the write.
     pub sync_writes: bool,
+    /// Partitions of `__consumer_offsets` when it is created (Kafka's
+    /// `offsets.topic.num.partitions`); an existing topic keeps its count.
+    pub offsets_partitions: i32,
+    /// How long the first rebalance of an empty group waits (Kafka's
+    /// `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -58,6 +67,8 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             sync_writes: true,
+            offsets_partitions: 50,
+            group_initial_rebalance_delay_ms: 3000,
         }
     }
 }
@@ -113,6 +124,22 @@ pub enum Reply {
     /// Long-poll: call [`Broker::fetch`] again when data arrives, until it is satisfied or
     /// `max_wait_ms` passed.
     Fetch(Box<kafka_protocol::messages::FetchRequest>),
+    /// Send this response (of any kind, e.g. an OffsetCommit whose records were appended to
+    /// `__consumer_offsets`) once [`Broker::synced_seq`] reaches `seq`; if a sync fails first,
+    /// answer it as failed.
+    Durable {
+        /// Sync sequence that must complete.
+        seq: u64,
+        /// Response to send then.
+        response: ResponseKind,
+    },
+    /// The group coordinator parked the request (JoinGroup waiting for the rebalance, SyncGroup
+    /// waiting for the leader): its response comes later from [`Broker::take_deferred`] with this
+    /// token, after some other request or [`Broker::tick`].
+    Parked {
+        /// Identifies the response in [`Broker::take_deferred`].
+        token: u64,
+    },
 }
 
 /// A topic and its partitions.
@@ -167,6 +194,18 @@ pub struct Broker {
     write_seq: u64,
     synced_seq: u64,
     storage_failure: Option<String>,
+    /// Consumer groups and committed offsets (state in `__consumer_offsets`).
+    coordinator: GroupCoordinator,
+    /// Idempotent producer ids (blocks reserved in `__consumer_offsets` partition 0).
+    producer_ids: ProducerIdAllocator,
+    /// Producer block records appended: (sync sequence, block end).
+    pending_id_blocks: Vec<(u64, i64)>,
+    /// Idempotent-producer state per data partition.
+    producers: HashMap<(String, i32), ProducerStateTable>,
+    /// Last coordinator token handed out.
+    next_token: u64,
+    /// Responses to parked requests, for the runtime to deliver.
+    deferred: Vec<groups::Deferred>,
 }
 
 pub(crate) fn str(s: &str) -> StrBytes {
@@ -245,7 +284,13 @@ impl Broker {
                 fs.remove_dir_all(&dir).map_err(meta_err(&dir))?;
             }
         }
-        let broker = Broker {
+        let group_config = GroupConfig {
+            num_partitions: config.offsets_partitions,
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            member_id_seed: rng.r#gen(),
+            ..GroupConfig::default()
+        };
+        let mut broker = Broker {
             config,
             fs,
             cluster_id,
@@ -255,7 +300,14 @@ impl Broker {
             write_seq: 0,
             synced_seq: 0,
             storage_failure: None,
+            coordinator: GroupCoordinator::new(group_config),
+            producer_ids: ProducerIdAllocator::new(ProducerIdAllocator::DEFAULT_BLOCK_SIZE),
+            pending_id_blocks: Vec::new(),
+            producers: HashMap::new(),
+            next_token: 0,
+            deferred: Vec::new(),
         };
+        broker.open_groups(now_ms)?;
         info!(
             node_id = broker.config.node_id,
             topics = broker.topics.len(),
@@ -283,7 +335,16 @@ impl Broker {
 
     /// Handles one request.
     pub fn handle(&mut self, ctx: &RequestContext, body: RequestKind, now_ms: i64) -> Reply {
+        self.handle_from(ctx, "", body, now_ms)
+    }
+
+    /// Handles one request from `client_host` (as Kafka shows it, e.g. `/127.0.0.1`; the group
+    /// coordinator reports it in DescribeGroups).
+    pub fn handle_from(&mut self, ctx: &RequestContext, client_host: &str, body: RequestKind, now_ms: i64) -> Reply {
         let v = ctx.api_version;
+        if groups::is_group_request(&body) {
+            return self.group_request(ctx, client_host, body, now_ms);
+        }
         match body {
             RequestKind::ApiVersions(_) => {
                 Reply::Now(ResponseKind::ApiVersions(versions::api_versions_response()))
@@ -297,7 +358,9 @@ impl Broker {
             RequestKind::CreateTopics(r) => {
                 Reply::Now(ResponseKind::CreateTopics(self.create_topics(r, v, now_ms)))
             }
-            RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(self.delete_topics(r))),
+            RequestKind::DeleteTopics(r) => {
+                Reply::Now(ResponseKind::DeleteTopics(self.delete_topics(r, now_ms)))
+            }
             RequestKind::CreatePartitions(r) => {
                 Reply::Now(ResponseKind::CreatePartitions(self.create_partitions(r, now_ms)))
             }
@@ -372,6 +435,7 @@ impl Broker {
                     }
                 }
                 self.synced_seq = self.synced_seq.max(seq);
+                self.id_blocks_synced();
             }
             Err(e) => {
                 tracing::error!(error = %e, "fsync failed: refusing further writes");
@@ -411,6 +475,51 @@ impl Broker {
             }
         }
         self.synced_seq = self.write_seq;
+    }
+
+    /// Creates `__consumer_offsets` on first start, replays it into the group coordinator and the
+    /// producer-id allocator, and rebuilds every data partition's idempotent-producer state.
+    fn open_groups(&mut self, now_ms: i64) -> Result<(), BrokerError> {
+        if !self.topics.contains_key(OFFSETS_TOPIC) {
+            // No compaction yet: keep every record (retention would lose committed offsets).
+            let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+            let n = self.config.offsets_partitions;
+            self.create_topic(OFFSETS_TOPIC, n, configs, now_ms)
+                .map_err(|(e, msg)| BrokerError::Meta {
+                    path: TOPICS_FILE.into(),
+                    source: std::io::Error::other(format!("creating {OFFSETS_TOPIC}: {e:?} {}", msg.unwrap_or_default())),
+                })?;
+        }
+        let n = self.topics[OFFSETS_TOPIC].partitions.len() as i32;
+        if n != self.config.offsets_partitions {
+            warn!(node_id = self.config.node_id, existing = n, configured = self.config.offsets_partitions,
+                "__consumer_offsets keeps the partition count it was created with");
+        }
+        // The coordinator must hash groups over the partitions that exist.
+        if n != self.config.offsets_partitions {
+            let group_config = GroupConfig {
+                num_partitions: n,
+                initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms,
+                member_id_seed: self.rng.r#gen(),
+                ..GroupConfig::default()
+            };
+            self.coordinator = GroupCoordinator::new(group_config);
+        }
+        // Standalone: this node leads every internal partition.
+        for p in 0..n {
+            self.load_offsets_partition(p, now_ms);
+        }
+        let data: Vec<(String, i32)> = self
+            .topics
+            .iter()
+            .filter(|(name, _)| name.as_str() != OFFSETS_TOPIC)
+            .flat_map(|(name, t)| (0..t.partitions.len() as i32).map(move |p| (name.clone(), p)))
+            .collect();
+        for (topic, p) in &data {
+            self.rebuild_producer_state(topic, *p);
+        }
+        info!(node_id = self.config.node_id, offsets_partitions = n, producer_partitions = data.len(), "group coordinator loaded");
+        Ok(())
     }
 
     fn new_uuid(&mut self) -> Uuid {
@@ -514,3 +623,6 @@ pub(crate) fn valid_topic_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod group_tests;

@@ -5,7 +5,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::{debug, warn};
 
-use super::{Broker, Reply, str};
+use sluice_coordinator::BatchCheck;
+
+use super::{Broker, Reply, groups, str};
+use crate::batch;
 use crate::log::LogError;
 
 impl Broker {
@@ -25,6 +28,8 @@ impl Broker {
                     Some(ResponseError::TransactionalIdAuthorizationFailed)
                 }
                 None => Some(ResponseError::UnknownTopicId),
+                // Only the group coordinator writes the internal topic (as Kafka).
+                Some(n) if n == super::OFFSETS_TOPIC => Some(ResponseError::InvalidTopicException),
                 Some(n) => self.ensure_topic_for_write(n, now_ms).err(),
             };
             let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
@@ -76,6 +81,49 @@ impl Broker {
         }
     }
 
+    /// The idempotence check of a produced record set: `Ok(Ok(Some(..)))` to append and record,
+    /// `Ok(Ok(None))` for a non-idempotent append, `Ok(Err(base_offset))` for a duplicate.
+    #[allow(clippy::type_complexity)]
+    fn check_idempotent(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> Result<Result<Option<(sluice_coordinator::BatchInfo, i64)>, i64>, (ResponseError, Option<String>)> {
+        let headers: Vec<_> = batch::headers(records).map(|(_, h)| h).collect();
+        let Some(first) = headers.first() else {
+            return Ok(Ok(None)); // the append reports what is wrong
+        };
+        if headers.iter().all(|h| h.producer_id < 0) {
+            return Ok(Ok(None));
+        }
+        if headers.len() > 1 {
+            return Err((
+                ResponseError::InvalidRecord,
+                Some("an idempotent produce must carry exactly one record batch".into()),
+            ));
+        }
+        if first.attributes & 0x10 != 0 {
+            return Err((
+                ResponseError::TransactionalIdAuthorizationFailed,
+                Some("transactions are not supported".into()),
+            ));
+        }
+        let info = groups::batch_info(first);
+        let check = self
+            .producers
+            .get(&(topic.to_string(), partition))
+            .map_or(BatchCheck::Append, |t| t.check(&info));
+        match check {
+            BatchCheck::Append => Ok(Ok(Some((info, first.max_timestamp)))),
+            BatchCheck::Duplicate { base_offset, .. } => {
+                debug!(topic, partition, producer_id = info.producer_id, base_sequence = info.base_sequence, base_offset, "duplicate batch");
+                Ok(Err(base_offset))
+            }
+            BatchCheck::Reject(e) => Err((e, None)),
+        }
+    }
+
     /// Looks a topic up for a write, creating it when auto-creation is on.
     fn ensure_topic_for_write(&mut self, name: &str, now_ms: i64) -> Result<(), ResponseError> {
         if self.topics.contains_key(name) {
@@ -94,6 +142,10 @@ impl Broker {
     }
 
     /// Appends to one partition; returns (base offset, log start offset).
+    ///
+    /// Batches of idempotent producers (`producer_id >= 0`) go through the partition's
+    /// [`sluice_coordinator::ProducerStateTable`]: a retried batch is answered with its original
+    /// offset and not written again; an out-of-order or fenced one is refused.
     #[allow(clippy::type_complexity)]
     fn append_partition(
         &mut self,
@@ -107,10 +159,19 @@ impl Broker {
         }
         let epoch = self.leader_epoch();
         let sync_writes = self.config.sync_writes;
-        let log = self.partition_mut(topic, partition).map_err(|e| (e, None))?;
+        self.partition(topic, partition).map_err(|e| (e, None))?;
         let Some(records) = records else {
             return Err((ResponseError::InvalidRecord, Some("no records".into())));
         };
+        let idempotent = match self.check_idempotent(topic, partition, records) {
+            Ok(Ok(info)) => info,
+            Ok(Err(duplicate_base)) => {
+                let start = self.partition(topic, partition).map_err(|e| (e, None))?.log_start_offset();
+                return Ok((duplicate_base, start));
+            }
+            Err(e) => return Err(e),
+        };
+        let log = self.partition_mut(topic, partition).map_err(|e| (e, None))?;
         match log.append(records, epoch, now_ms) {
             Ok(a) => {
                 debug!(topic, partition, base_offset = a.base_offset, last_offset = a.last_offset, "appended");
@@ -119,7 +180,15 @@ impl Broker {
                     let end = log.log_end_offset();
                     log.mark_durable(end);
                 }
-                Ok((a.base_offset, log.log_start_offset()))
+                let log_start = log.log_start_offset();
+                if let Some((info, max_ts)) = idempotent {
+                    // Before the next batch of this partition is checked (we hold the broker).
+                    self.producers
+                        .entry((topic.to_string(), partition))
+                        .or_default()
+                        .record_append(&info, a.base_offset, max_ts);
+                }
+                Ok((a.base_offset, log_start))
             }
             Err(LogError::Batch(e)) => {
                 let code = match e {

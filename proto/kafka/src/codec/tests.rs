@@ -178,7 +178,8 @@ fn every_api_round_trips_at_lowest_and_highest_version() {
                 Reply::Now(r) => r,
                 Reply::AfterSync { response, .. } => ResponseKind::Produce(response),
                 Reply::Fetch(req) => ResponseKind::Fetch(b.fetch(&req, version).response),
-                Reply::Nothing => panic!("{key:?} v{version}: no response"),
+                Reply::Durable { response, .. } => response,
+                Reply::Nothing | Reply::Parked { .. } => panic!("{key:?} v{version}: no response"),
             };
             let out = encode_response(&decoded.ctx, &response)
                 .unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));

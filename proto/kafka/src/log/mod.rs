@@ -446,6 +446,32 @@ impl PartitionLog {
         Ok(stop || seg.next_offset >= limit)
     }
 
+    /// Calls `f` with the header of every stored batch that ends at or after `from_offset`, in
+    /// offset order (one small read per batch: meant for startup scans such as rebuilding the
+    /// idempotent-producer state, not for the request path).
+    pub fn for_each_batch_header(
+        &self,
+        from_offset: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        for seg in self.segments.values() {
+            if seg.next_offset <= from_offset {
+                continue;
+            }
+            let mut pos = seg.position_for(from_offset.max(seg.base_offset));
+            while pos + batch::HEADER_BYTES as u64 <= seg.size {
+                let mut hb = [0u8; batch::HEADER_BYTES];
+                seg.file.read_exact_at(&mut hb, pos).map_err(io_err(&self.dir))?;
+                let h = BatchHeader::parse(&hb)?;
+                if h.last_offset() >= from_offset {
+                    f(&h);
+                }
+                pos += h.total_bytes() as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// The first offset whose record timestamp is at or after `ts`, with that timestamp.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         for seg in self.segments.values() {

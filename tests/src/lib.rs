@@ -1,0 +1,308 @@
+//! Test harness: starts the real `sluice` binary on a free port with a temporary data dir, runs
+//! real Kafka clients (Python scripts in `tests/clients/`) against it, and stops every process
+//! it started.
+//!
+//! The binary is `$SLUICE_BIN` if set (CI points it at the tokio and the smol build in turn),
+//! else `target/debug/sluice`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod kafka;
+
+/// Path of the broker binary under test.
+pub fn bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SLUICE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p = root.join("target/debug/sluice");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build -p sluice-server` first (or set SLUICE_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running broker process.
+pub struct Broker {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    port: u16,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+    log_path: PathBuf,
+    starts: u32,
+}
+
+impl Broker {
+    /// Starts a broker with a fresh data dir.
+    pub fn start(extra: &[&str]) -> Broker {
+        let tmp = tempfile::Builder::new().prefix("sluice-test-").tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut b = Broker {
+            child: None,
+            addr: String::new(),
+            port: free_port(),
+            dir,
+            _tmp: Some(tmp),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_path: PathBuf::new(),
+            starts: 0,
+        };
+        b.spawn();
+        b
+    }
+
+    /// Data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        self.addr = format!("127.0.0.1:{}", self.port);
+        self.log_path = self.dir.join(format!("broker-{}.log", self.starts));
+        let log = std::fs::File::create(&self.log_path).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("--kafka-addr")
+            .arg(&self.addr)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.extra)
+            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn sluice");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("broker exited at start with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "broker did not listen within 30 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the current (last started) process logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Everything every process of this broker logged.
+    pub fn all_logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| std::fs::read_to_string(self.dir.join(format!("broker-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// SIGKILL, no chance to sync or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("broker ignored SIGTERM for 30 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same port and data dir.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.spawn();
+    }
+
+    /// PID of the running process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- broker log ----\n{}", self.all_logs());
+        }
+    }
+}
+
+/// `tests/clients/<name>`.
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients").join(name)
+}
+
+/// Runs a Python client script to completion; panics with its output if it fails.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = python_output(script, args);
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a Python client script to completion and returns whatever happened.
+pub fn python_output(script: &str, args: &[&str]) -> Output {
+    let mut child = Command::new("python3")
+        .arg(client_script(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Drain both pipes while waiting, so a chatty client never blocks on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    // Bounded: a client that hangs fails the test instead of hanging CI.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
+}
+
+/// A client process whose stdout lines are collected as they arrive.
+pub struct Streaming {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Streaming {
+    /// Starts a Python client script.
+    pub fn start(script: &str, args: &[&str]) -> Streaming {
+        let mut child = Command::new("python3")
+            .arg(client_script(script))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Streaming { child, lines: rx }
+    }
+
+    /// Waits for the next line, up to `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Stops the process (SIGKILL) and returns every line not yet taken.
+    pub fn kill_and_drain(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut v = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            v.push(l);
+        }
+        v
+    }
+
+    /// Waits up to `timeout` for the process to exit, then returns all remaining lines.
+    pub fn wait_and_drain(mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_and_drain()
+    }
+
+    /// Signals the process.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads from a raw socket until `n` bytes or EOF.
+pub fn read_exact_or_eof(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    buf.truncate(got);
+    buf
+}
+
+/// Writes bytes to a raw socket.
+pub fn write_all(s: &mut TcpStream, b: &[u8]) {
+    s.write_all(b).unwrap();
+}
