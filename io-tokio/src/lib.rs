@@ -69,12 +69,10 @@ impl Runtime for TokioRuntime {
         tokio::time::sleep(d)
     }
 
-    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TokioListener>> + Send {
-        async move {
-            Ok(TokioListener {
-                inner: tokio::net::TcpListener::bind(addr).await?,
-            })
-        }
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TokioListener> {
+        Ok(TokioListener {
+            inner: tokio::net::TcpListener::bind(addr).await?,
+        })
     }
 }
 
@@ -87,15 +85,11 @@ impl Listener for TokioListener {
     type Reader = TokioReader;
     type Writer = TokioWriter;
 
-    fn accept(
-        &mut self,
-    ) -> impl Future<Output = io::Result<(TokioReader, TokioWriter, SocketAddr)>> + Send {
-        async move {
-            let (stream, addr) = self.inner.accept().await?;
-            stream.set_nodelay(true)?;
-            let (r, w) = stream.into_split();
-            Ok((TokioReader(r), TokioWriter(w), addr))
-        }
+    async fn accept(&mut self) -> io::Result<(TokioReader, TokioWriter, SocketAddr)> {
+        let (stream, addr) = self.inner.accept().await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok((TokioReader(r), TokioWriter(w), addr))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

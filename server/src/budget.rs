@@ -36,7 +36,9 @@ impl MemoryBudget {
 
     fn try_take(&self, bytes: usize) -> bool {
         self.available
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| a.checked_sub(bytes))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                a.checked_sub(bytes)
+            })
             .is_ok()
     }
 
@@ -58,12 +60,13 @@ impl MemoryBudget {
             bytes,
         }
     }
-
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.budget.available.fetch_add(self.bytes, Ordering::AcqRel);
+        self.budget
+            .available
+            .fetch_add(self.bytes, Ordering::AcqRel);
         self.budget.freed.notify(usize::MAX);
     }
 }

@@ -175,7 +175,10 @@ impl Cli {
             .or(file.max_frame_bytes)
             .unwrap_or(100 << 20);
         if !(1024..=i32::MAX as usize).contains(&max_frame_bytes) {
-            bail!("--max-frame-bytes must be between 1024 and {}, got {max_frame_bytes}", i32::MAX);
+            bail!(
+                "--max-frame-bytes must be between 1024 and {}, got {max_frame_bytes}",
+                i32::MAX
+            );
         }
         let max_inflight_bytes = self
             .max_inflight_bytes
@@ -186,7 +189,10 @@ impl Cli {
                 "--max-inflight-bytes ({max_inflight_bytes}) must be at least --max-frame-bytes ({max_frame_bytes})"
             );
         }
-        let flush_interval_ms = self.flush_interval_ms.or(file.flush_interval_ms).unwrap_or(1000);
+        let flush_interval_ms = self
+            .flush_interval_ms
+            .or(file.flush_interval_ms)
+            .unwrap_or(1000);
         if flush_interval_ms == 0 {
             bail!("--flush-interval-ms must be at least 1");
         }
@@ -197,7 +203,10 @@ impl Cli {
         if retention_check_interval_ms == 0 {
             bail!("--retention-check-interval-ms must be at least 1");
         }
-        let offsets_partitions = self.offsets_partitions.or(file.offsets_partitions).unwrap_or(50);
+        let offsets_partitions = self
+            .offsets_partitions
+            .or(file.offsets_partitions)
+            .unwrap_or(50);
         if !(1..=1000).contains(&offsets_partitions) {
             bail!("--offsets-partitions must be between 1 and 1000, got {offsets_partitions}");
         }
@@ -214,7 +223,10 @@ impl Cli {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./data")),
             node_id,
-            durability: self.durability.or(file.durability).unwrap_or(Durability::Fsync),
+            durability: self
+                .durability
+                .or(file.durability)
+                .unwrap_or(Durability::Fsync),
             flush_interval_ms,
             auto_create_topics: self
                 .auto_create_topics
@@ -282,7 +294,9 @@ mod tests {
         assert_eq!(c.kafka_addr.port(), 9500);
         assert_eq!(c.num_partitions, 5);
         std::fs::write(&f, "kafka_adr = \"x\"\n").unwrap();
-        let e = parse(&["--config", f.to_str().unwrap()]).unwrap_err().to_string();
+        let e = parse(&["--config", f.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -37,7 +37,7 @@ enum Pending {
     AfterSync {
         ctx: RequestContext,
         seq: u64,
-        response: ResponseKind,
+        response: Box<ResponseKind>,
         _permit: Option<Permit>,
     },
     /// A request parked by the group coordinator: its answer arrives on `rx`.
@@ -108,7 +108,14 @@ async fn read_requests<Rd: Reader>(
                 Ok(None) => break,
                 Err(_) => unreachable!("length errors are reported by pending_frame_bytes"),
             };
-            let pending = handle_frame(&shared, frame, permit.take(), peer, &client_host, &mut parked);
+            let pending = handle_frame(
+                &shared,
+                frame,
+                permit.take(),
+                peer,
+                &client_host,
+                &mut parked,
+            );
             let close = matches!(pending, Pending::Close(_));
             if tx.send(pending).await.is_err() || close {
                 return parked;
@@ -156,10 +163,14 @@ fn handle_frame(
         Ok(r) => r,
         Err(e) => {
             warn!(node_id = shared.config.node_id, %peer, error = %e, "refusing request");
-            let reply = e.response().and_then(|(ctx, resp)| codec::encode_response(&ctx, &resp).ok());
+            let reply = e
+                .response()
+                .and_then(|(ctx, resp)| codec::encode_response(&ctx, &resp).ok());
             return match (&e, reply) {
                 // KIP-511: the client retries ApiVersions at the version we told it.
-                (DecodeError::UnsupportedVersion { .. }, Some(bytes)) => Pending::Ready(bytes, permit),
+                (DecodeError::UnsupportedVersion { .. }, Some(bytes)) => {
+                    Pending::Ready(bytes, permit)
+                }
                 (_, reply) => Pending::Close(reply),
             };
         }
@@ -210,7 +221,7 @@ fn handle_frame(
             Pending::AfterSync {
                 ctx,
                 seq,
-                response: ResponseKind::Produce(response),
+                response: Box::new(ResponseKind::Produce(response)),
                 _permit: permit,
             }
         }
@@ -219,7 +230,7 @@ fn handle_frame(
             Pending::AfterSync {
                 ctx,
                 seq,
-                response,
+                response: Box::new(response),
                 _permit: permit,
             }
         }
@@ -261,8 +272,10 @@ async fn write_responses<R: Runtime, W: Writer>(
         let (bytes, close) = match pending {
             Pending::Ready(b, _permit) => (b, false),
             Pending::Close(b) => (b.unwrap_or_default(), true),
-            Pending::AfterSync { ctx, seq, response, .. } => {
-                let resp = wait_for_sync(&shared, seq, response, ctx.api_version).await;
+            Pending::AfterSync {
+                ctx, seq, response, ..
+            } => {
+                let resp = wait_for_sync(&shared, seq, *response, ctx.api_version).await;
                 match codec::encode_response(&ctx, &resp) {
                     Ok(b) => (b, false),
                     Err(_) => (Bytes::new(), true),
@@ -289,7 +302,12 @@ async fn write_responses<R: Runtime, W: Writer>(
                     }
                 }
             }
-            Pending::Fetch { ctx, request, deadline, .. } => {
+            Pending::Fetch {
+                ctx,
+                request,
+                deadline,
+                ..
+            } => {
                 let resp = long_poll(&rt, &shared, &ctx, &request, deadline).await;
                 match codec::encode_response(&ctx, &ResponseKind::Fetch(resp)) {
                     Ok(b) => (b, false),
@@ -300,11 +318,11 @@ async fn write_responses<R: Runtime, W: Writer>(
                 }
             }
         };
-        if !bytes.is_empty() {
-            if let Err(e) = writer.write_all(&bytes).await {
-                debug!(%peer, error = %e, "write failed");
-                break;
-            }
+        if !bytes.is_empty()
+            && let Err(e) = writer.write_all(&bytes).await
+        {
+            debug!(%peer, error = %e, "write failed");
+            break;
         }
         if close {
             break;
@@ -315,7 +333,12 @@ async fn write_responses<R: Runtime, W: Writer>(
 
 /// Waits for the sync that makes a response's writes durable; a failed sync turns it into an
 /// error.
-async fn wait_for_sync(shared: &Shared, seq: u64, response: ResponseKind, api_version: i16) -> ResponseKind {
+async fn wait_for_sync(
+    shared: &Shared,
+    seq: u64,
+    response: ResponseKind,
+    api_version: i16,
+) -> ResponseKind {
     loop {
         let listener = shared.synced.listen();
         {
@@ -342,7 +365,11 @@ async fn long_poll<R: Runtime>(
 ) -> kafka_protocol::messages::FetchResponse {
     loop {
         let listener = shared.visible.listen();
-        let outcome = shared.broker.lock().unwrap().fetch(request, ctx.api_version);
+        let outcome = shared
+            .broker
+            .lock()
+            .unwrap()
+            .fetch(request, ctx.api_version);
         let now = Instant::now();
         if outcome.has_error
             || outcome.bytes >= request.min_bytes.max(0) as usize

@@ -1,7 +1,9 @@
 //! `sluice`: parse the command line, pick the runtime, run the server.
 
 #[cfg(all(feature = "runtime-tokio", feature = "runtime-smol"))]
-compile_error!("choose one runtime: build with either feature `runtime-tokio` (default) or `runtime-smol`, not both");
+compile_error!(
+    "choose one runtime: build with either feature `runtime-tokio` (default) or `runtime-smol`, not both"
+);
 #[cfg(not(any(feature = "runtime-tokio", feature = "runtime-smol")))]
 compile_error!("choose a runtime: build with feature `runtime-tokio` (default) or `runtime-smol`");
 
@@ -24,7 +26,10 @@ fn main() {
             }
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("sluice: {} (see sluice --help)", first.trim_start_matches("error: "));
+            eprintln!(
+                "sluice: {} (see sluice --help)",
+                first.trim_start_matches("error: ")
+            );
             std::process::exit(2);
         }
     };

@@ -83,7 +83,11 @@ pub fn deliver(shared: &Shared, broker: &mut Broker) {
             Some(tx) => {
                 let _ = tx.try_send(d);
             }
-            None => debug!(node_id = shared.config.node_id, token = d.token, "answer for a closed connection dropped"),
+            None => debug!(
+                node_id = shared.config.node_id,
+                token = d.token,
+                "answer for a closed connection dropped"
+            ),
         }
     }
     drop(parked);
@@ -132,10 +136,12 @@ impl<R: Runtime> Server<R> {
             .spawn_blocking(move || Broker::open(open_storage, broker_config, seed, now_ms()))
             .await
             .with_context(|| format!("node {}: opening data dir {data_dir}", config.node_id))?;
-        let listener = rt
-            .bind(config.kafka_addr)
-            .await
-            .with_context(|| format!("node {}: cannot listen on {}", config.node_id, config.kafka_addr))?;
+        let listener = rt.bind(config.kafka_addr).await.with_context(|| {
+            format!(
+                "node {}: cannot listen on {}",
+                config.node_id, config.kafka_addr
+            )
+        })?;
         info!(
             node_id = config.node_id,
             version = env!("CARGO_PKG_VERSION"),
@@ -159,7 +165,11 @@ impl<R: Runtime> Server<R> {
             stopping: AtomicBool::new(false),
             stop: Event::new(),
         });
-        Ok(Server { rt, shared, listener })
+        Ok(Server {
+            rt,
+            shared,
+            listener,
+        })
     }
 
     /// Shared state (tests use it to trigger shutdown).
@@ -185,7 +195,13 @@ impl<R: Runtime> Server<R> {
                 None => break,
                 Some(Ok((reader, writer, peer))) => {
                     debug!(%peer, "connection accepted");
-                    rt.spawn(crate::connection::serve(rt.clone(), shared.clone(), reader, writer, peer));
+                    rt.spawn(crate::connection::serve(
+                        rt.clone(),
+                        shared.clone(),
+                        reader,
+                        writer,
+                        peer,
+                    ));
                 }
                 Some(Err(e)) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -194,10 +210,14 @@ impl<R: Runtime> Server<R> {
                 }
             }
         }
-        info!(node_id = shared.config.node_id, "shutting down: syncing logs");
+        info!(
+            node_id = shared.config.node_id,
+            "shutting down: syncing logs"
+        );
         let _ = flusher_done.recv().await;
         let closing = shared.clone();
-        rt.spawn_blocking(move || closing.broker.lock().unwrap().close()).await;
+        rt.spawn_blocking(move || closing.broker.lock().unwrap().close())
+            .await;
         info!(node_id = shared.config.node_id, "shutdown complete");
         Ok(())
     }
@@ -240,13 +260,17 @@ async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Se
         if let Err(e) = &result {
             error!(node_id = shared.config.node_id, error = %e, "sync failed");
         }
-        shared.broker.lock().unwrap().complete_sync(work.seq, &work.ends, result);
+        shared
+            .broker
+            .lock()
+            .unwrap()
+            .complete_sync(work.seq, &work.ends, result);
         shared.synced.notify(usize::MAX);
         shared.visible.notify(usize::MAX);
-        if let Some(d) = interval {
-            if !shared.shutting_down() {
-                futures_lite::future::or(shared.stopped(), rt.sleep(d)).await;
-            }
+        if let Some(d) = interval
+            && !shared.shutting_down()
+        {
+            futures_lite::future::or(shared.stopped(), rt.sleep(d)).await;
         }
     }
     let _ = done.send(()).await;
@@ -265,7 +289,8 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
             Some(at) if at <= now => {
                 if last_fired == Some(at) {
                     // The same deadline again right after a tick: do not spin on it.
-                    futures_lite::future::or(shared.stopped(), rt.sleep(Duration::from_millis(10))).await;
+                    futures_lite::future::or(shared.stopped(), rt.sleep(Duration::from_millis(10)))
+                        .await;
                 }
                 last_fired = Some(at);
                 let mut broker = shared.broker.lock().unwrap();
@@ -274,7 +299,11 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
             }
             Some(at) => {
                 let sleep = rt.sleep(Duration::from_millis((at - now) as u64));
-                futures_lite::future::or(futures_lite::future::or(listener, sleep), shared.stopped()).await;
+                futures_lite::future::or(
+                    futures_lite::future::or(listener, sleep),
+                    shared.stopped(),
+                )
+                .await;
             }
             None => futures_lite::future::or(listener, shared.stopped()).await,
         }
@@ -290,7 +319,8 @@ async fn retention<R: Runtime>(rt: R, shared: Arc<Shared>) {
             break;
         }
         let s = shared.clone();
-        rt.spawn_blocking(move || s.broker.lock().unwrap().apply_retention(now_ms())).await;
+        rt.spawn_blocking(move || s.broker.lock().unwrap().apply_retention(now_ms()))
+            .await;
     }
 }
 
@@ -307,10 +337,17 @@ pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
             for sig in signals.forever() {
                 seen += 1;
                 if seen > 1 {
-                    warn!(node_id = shared.config.node_id, "second signal: exiting without a clean shutdown");
+                    warn!(
+                        node_id = shared.config.node_id,
+                        "second signal: exiting without a clean shutdown"
+                    );
                     std::process::exit(130);
                 }
-                info!(node_id = shared.config.node_id, signal = sig, "signal received: shutting down");
+                info!(
+                    node_id = shared.config.node_id,
+                    signal = sig,
+                    "signal received: shutting down"
+                );
                 shared.begin_shutdown();
             }
         })

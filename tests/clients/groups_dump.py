@@ -1,6 +1,6 @@
 """Reads a whole topic (no group) up to each partition's high watermark and prints
 {"values": {partition: [values in offset order]}, "offsets": {partition: [offsets]}} as JSON."""
-import argparse, json, time
+import argparse, json, os, sys, time
 from confluent_kafka import Consumer, TopicPartition
 
 ap = argparse.ArgumentParser()
@@ -23,4 +23,7 @@ while any(pos[p] < high[p] for p in parts) and time.time() < deadline:
     values[m.partition()].append(m.value().decode())
     offsets[m.partition()].append(m.offset())
     pos[m.partition()] = m.offset() + 1
-print(json.dumps({"values": values, "offsets": offsets}))
+print(json.dumps({"values": values, "offsets": offsets}), flush=True)
+c.close()
+sys.stdout.flush()
+os._exit(0)

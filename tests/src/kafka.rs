@@ -20,7 +20,9 @@ impl Conn {
     /// Connects.
     pub fn connect(addr: &str) -> Conn {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
         Conn { stream, next_id: 1 }
     }
@@ -29,7 +31,10 @@ impl Conn {
     pub fn frame(&mut self, key: ApiKey, version: i16, body: &RequestKind) -> (i32, Bytes) {
         let id = self.next_id;
         self.next_id += 1;
-        (id, codec::encode_request(key, version, id, Some("sluice-tests"), body).unwrap())
+        (
+            id,
+            codec::encode_request(key, version, id, Some("sluice-tests"), body).unwrap(),
+        )
     }
 
     /// Sends a request and reads its response.

@@ -30,7 +30,11 @@ pub fn bin() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running broker process.
@@ -49,7 +53,10 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with a fresh data dir.
     pub fn start(extra: &[&str]) -> Broker {
-        let tmp = tempfile::Builder::new().prefix("sluice-test-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let mut b = Broker {
             child: None,
@@ -81,7 +88,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.extra)
-            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().expect("spawn sluice");
@@ -94,7 +104,11 @@ impl Broker {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("broker exited at start with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "broker did not listen within 30 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "broker did not listen within 30 s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -107,7 +121,10 @@ impl Broker {
     /// Everything every process of this broker logged.
     pub fn all_logs(&self) -> String {
         (1..=self.starts)
-            .map(|i| std::fs::read_to_string(self.dir.join(format!("broker-{i}.log"))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("broker-{i}.log")))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -162,7 +179,9 @@ impl Drop for Broker {
 
 /// `tests/clients/<name>`.
 pub fn client_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(name)
 }
 
 /// Runs a Python client script to completion; panics with its output if it fails.

@@ -5,7 +5,11 @@ use std::process::Command;
 use sluice_tests::{Broker, bin};
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).env_remove("RUST_LOG").output().unwrap();
+    let out = Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -35,11 +39,19 @@ fn bad_config_file_is_refused_before_anything_is_touched() {
     let cfg = dir.path().join("sluice.toml");
     std::fs::write(&cfg, "kafka_addr = \"127.0.0.1:1\"\nnot_a_setting = 3\n").unwrap();
     let data = dir.path().join("data");
-    let (code, _, err) = run(&["--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let (code, _, err) = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not_a_setting"), "{err}");
     assert!(!data.exists(), "data dir created despite a bad config");
-    let (code, _, err) = run(&["--config", dir.path().join("missing.toml").to_str().unwrap()]);
+    let (code, _, err) = run(&[
+        "--config",
+        dir.path().join("missing.toml").to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("missing.toml"));
 }
@@ -48,7 +60,14 @@ fn bad_config_file_is_refused_before_anything_is_touched() {
 fn help_documents_every_option() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    for flag in ["--kafka-addr", "--advertised-addr", "--data-dir", "--config", "--durability", "--max-frame-bytes"] {
+    for flag in [
+        "--kafka-addr",
+        "--advertised-addr",
+        "--data-dir",
+        "--config",
+        "--durability",
+        "--max-frame-bytes",
+    ] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
 }
@@ -58,26 +77,54 @@ fn config_file_and_env_apply_with_flags_winning() {
     let dir = tempfile::tempdir().unwrap();
     let port = sluice_tests::free_port();
     let cfg = dir.path().join("sluice.toml");
-    std::fs::write(&cfg, format!("kafka_addr = \"127.0.0.1:{port}\"\nnum_partitions = 4\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("kafka_addr = \"127.0.0.1:{port}\"\nnum_partitions = 4\n"),
+    )
+    .unwrap();
     let mut child = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().join("d").to_str().unwrap()])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+        ])
         .env("SLUICE_NUM_PARTITIONS", "6")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "did not listen on the config file's port");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not listen on the config file's port"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let out = sluice_tests::python("admin.py", &["--bootstrap", &format!("127.0.0.1:{port}"), "create", "envtopic", "1"]);
+    let out = sluice_tests::python(
+        "admin.py",
+        &[
+            "--bootstrap",
+            &format!("127.0.0.1:{port}"),
+            "create",
+            "envtopic",
+            "1",
+        ],
+    );
     assert!(out.contains("ok"));
     let _ = child.kill();
     let _ = child.wait();
     // The env value (6) beat the file (4): check the auto-create default through a fresh start.
     let data = dir.path().join("d");
     let mut b = Command::new(bin())
-        .args(["--kafka-addr", &format!("127.0.0.1:{port}"), "--data-dir", data.to_str().unwrap(), "--num-partitions", "2"])
+        .args([
+            "--kafka-addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--num-partitions",
+            "2",
+        ])
         .env("SLUICE_NUM_PARTITIONS", "6")
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -87,7 +134,10 @@ fn config_file_and_env_apply_with_flags_winning() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let md = sluice_tests::python("metadata.py", &["--bootstrap", &format!("127.0.0.1:{port}"), "auto1"]);
+    let md = sluice_tests::python(
+        "metadata.py",
+        &["--bootstrap", &format!("127.0.0.1:{port}"), "auto1"],
+    );
     assert_eq!(md.trim(), "2", "flag must beat env");
     let _ = b.kill();
     let _ = b.wait();
@@ -96,7 +146,12 @@ fn config_file_and_env_apply_with_flags_winning() {
 #[test]
 fn second_broker_on_the_same_data_dir_is_refused() {
     let b = Broker::start(&[]);
-    let (code, _, err) = run(&["--kafka-addr", &format!("127.0.0.1:{}", sluice_tests::free_port()), "--data-dir", b.data_dir().to_str().unwrap()]);
+    let (code, _, err) = run(&[
+        "--kafka-addr",
+        &format!("127.0.0.1:{}", sluice_tests::free_port()),
+        "--data-dir",
+        b.data_dir().to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("in use"), "{err}");
 }

@@ -21,14 +21,23 @@ fn kafka_python_round_trip() {
 #[test]
 fn data_and_topics_survive_a_clean_restart() {
     let mut b = Broker::start(&["--num-partitions", "2"]);
-    let p = sluice_tests::Streaming::start("acked_producer.py", &["--bootstrap", &b.addr, "--topic", "keep", "--count", "500"]);
+    let p = sluice_tests::Streaming::start(
+        "acked_producer.py",
+        &["--bootstrap", &b.addr, "--topic", "keep", "--count", "500"],
+    );
     let lines = p.wait_and_drain(std::time::Duration::from_secs(60));
     let acked: Vec<&String> = lines.iter().filter(|l| l.starts_with("ACK ")).collect();
     assert_eq!(acked.len(), 500, "{lines:?}");
-    let before = python("dump_topic.py", &["--bootstrap", &b.addr, "--topic", "keep"]);
+    let before = python(
+        "dump_topic.py",
+        &["--bootstrap", &b.addr, "--topic", "keep"],
+    );
     assert!(b.terminate().success());
     assert!(b.log().contains("shutdown complete"), "{}", b.log());
     b.restart();
-    let after = python("dump_topic.py", &["--bootstrap", &b.addr, "--topic", "keep"]);
+    let after = python(
+        "dump_topic.py",
+        &["--bootstrap", &b.addr, "--topic", "keep"],
+    );
     assert_eq!(before, after);
 }

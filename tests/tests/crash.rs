@@ -11,7 +11,12 @@ fn seed() -> u64 {
     std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64)
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
 }
 
 fn crash_once(durability: &str) {
@@ -20,7 +25,10 @@ fn crash_once(durability: &str) {
     let delay_ms = 300 + seed % 1500;
     eprintln!("crash test: CRASH_SEED={seed} (kill after {delay_ms} ms, durability {durability})");
     let mut b = Broker::start(&["--num-partitions", "3", "--durability", durability]);
-    let producer = Streaming::start("acked_producer.py", &["--bootstrap", &b.addr, "--topic", "crash"]);
+    let producer = Streaming::start(
+        "acked_producer.py",
+        &["--bootstrap", &b.addr, "--topic", "crash"],
+    );
     let mut acked: Vec<String> = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(delay_ms) {
@@ -35,44 +43,83 @@ fn crash_once(durability: &str) {
         .iter()
         .filter_map(|l| {
             let mut it = l.strip_prefix("ACK ")?.split(' ');
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.to_string()))
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+                it.next()?.to_string(),
+            ))
         })
         .collect();
-    assert!(acked.len() > 100, "producer got too few acks before the kill ({}); seed {seed}", acked.len());
+    assert!(
+        acked.len() > 100,
+        "producer got too few acks before the kill ({}); seed {seed}",
+        acked.len()
+    );
     b.restart();
-    let dump = python("dump_topic.py", &["--bootstrap", &b.addr, "--topic", "crash"]);
+    let dump = python(
+        "dump_topic.py",
+        &["--bootstrap", &b.addr, "--topic", "crash"],
+    );
     let mut stored: BTreeMap<(i32, i64), String> = BTreeMap::new();
     let mut ends: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for line in dump.lines() {
         let parts: Vec<&str> = line.split(' ').collect();
         if parts[0] == "END" {
-            ends.insert(parts[1].parse().unwrap(), (parts[2].parse().unwrap(), parts[3].parse().unwrap()));
+            ends.insert(
+                parts[1].parse().unwrap(),
+                (parts[2].parse().unwrap(), parts[3].parse().unwrap()),
+            );
         } else {
-            stored.insert((parts[0].parse().unwrap(), parts[1].parse().unwrap()), parts[2].to_string());
+            stored.insert(
+                (parts[0].parse().unwrap(), parts[1].parse().unwrap()),
+                parts[2].to_string(),
+            );
         }
     }
     for (p, o, v) in &acked {
-        assert_eq!(stored.get(&(*p, *o)), Some(v), "acknowledged {v} at {p}/{o} lost or changed; seed {seed}");
+        assert_eq!(
+            stored.get(&(*p, *o)),
+            Some(v),
+            "acknowledged {v} at {p}/{o} lost or changed; seed {seed}"
+        );
     }
     // Dense offsets from 0 to the high watermark, each value a whole message, none twice.
     let mut seen = HashSet::new();
     for (p, (lo, hi)) in &ends {
         assert_eq!(*lo, 0);
         for o in 0..*hi {
-            let v = stored.get(&(*p, o)).unwrap_or_else(|| panic!("hole at {p}/{o}; seed {seed}"));
-            assert!(v.starts_with("msg-") && v[4..].parse::<u64>().is_ok(), "garbage {v:?}; seed {seed}");
+            let v = stored
+                .get(&(*p, o))
+                .unwrap_or_else(|| panic!("hole at {p}/{o}; seed {seed}"));
+            assert!(
+                v.starts_with("msg-") && v[4..].parse::<u64>().is_ok(),
+                "garbage {v:?}; seed {seed}"
+            );
             assert!(seen.insert(v.clone()), "{v} stored twice; seed {seed}");
         }
     }
     // Per partition, messages keep the order they were produced in.
     for p in ends.keys() {
-        let nums: Vec<u64> = stored.range((*p, 0)..(*p, i64::MAX)).map(|(_, v)| v[4..].parse().unwrap()).collect();
-        assert!(nums.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order; seed {seed}");
+        let nums: Vec<u64> = stored
+            .range((*p, 0)..(*p, i64::MAX))
+            .map(|(_, v)| v[4..].parse().unwrap())
+            .collect();
+        assert!(
+            nums.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order; seed {seed}"
+        );
     }
     // The restarted broker takes writes again, continuing the offsets.
-    let more = Streaming::start("acked_producer.py", &["--bootstrap", &b.addr, "--topic", "crash", "--count", "50"]);
+    let more = Streaming::start(
+        "acked_producer.py",
+        &["--bootstrap", &b.addr, "--topic", "crash", "--count", "50"],
+    );
     let lines = more.wait_and_drain(Duration::from_secs(60));
-    assert_eq!(lines.iter().filter(|l| l.starts_with("ACK ")).count(), 50, "{lines:?}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("ACK ")).count(),
+        50,
+        "{lines:?}"
+    );
 }
 
 #[test]

@@ -21,12 +21,19 @@ struct Seen {
 
 impl Seen {
     fn apply(&mut self, line: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { return };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
         let parts = || -> BTreeSet<i64> {
-            v["partitions"].as_array().map(|a| a.iter().filter_map(|p| p.as_i64()).collect()).unwrap_or_default()
+            v["partitions"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_i64()).collect())
+                .unwrap_or_default()
         };
         match v["event"].as_str() {
-            Some("assign") if v["incremental"].as_bool() == Some(true) => self.assignment.extend(parts()),
+            Some("assign") if v["incremental"].as_bool() == Some(true) => {
+                self.assignment.extend(parts())
+            }
             Some("assign") => self.assignment = parts(),
             Some("revoke") | Some("lost") => {
                 for p in parts() {
@@ -47,7 +54,12 @@ fn consumer(b: &Broker, topic: &str, group: &str, extra: &[&str]) -> Streaming {
 }
 
 /// Reads lines from every consumer until `done(seen)` holds or `timeout` passes.
-fn follow(cs: &[&Streaming], seen: &mut [Seen], timeout: Duration, done: impl Fn(&[Seen]) -> bool) -> bool {
+fn follow(
+    cs: &[&Streaming],
+    seen: &mut [Seen],
+    timeout: Duration,
+    done: impl Fn(&[Seen]) -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for (c, s) in cs.iter().zip(seen.iter_mut()) {
@@ -71,7 +83,18 @@ fn disjoint_and_complete(assignments: &[&BTreeSet<i64>], partitions: i64) -> boo
 fn produce(b: &Broker, topic: &str, start: usize, count: usize) {
     let out = python(
         "groups_produce.py",
-        &["--bootstrap", &b.addr, "--topic", topic, "--partitions", "6", "--start", &start.to_string(), "--count", &count.to_string()],
+        &[
+            "--bootstrap",
+            &b.addr,
+            "--topic",
+            topic,
+            "--partitions",
+            "6",
+            "--start",
+            &start.to_string(),
+            "--count",
+            &count.to_string(),
+        ],
     );
     assert!(out.contains(&format!("\"produced\": {count}")), "{out}");
 }
@@ -84,7 +107,9 @@ fn expected(start: usize, count: usize) -> BTreeSet<String> {
 fn three_consumers_split_partitions_and_survive_a_sigkilled_member() {
     let b = Broker::start(BROKER_FLAGS);
     produce(&b, "orders", 0, 600);
-    let cs: Vec<Streaming> = (0..3).map(|_| consumer(&b, "orders", "g3", &["--run-s", "90"])).collect();
+    let cs: Vec<Streaming> = (0..3)
+        .map(|_| consumer(&b, "orders", "g3", &["--run-s", "90"]))
+        .collect();
     let mut seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
     let refs: Vec<&Streaming> = cs.iter().collect();
     let ok = follow(&refs, &mut seen, Duration::from_secs(60), |s| {
@@ -104,20 +129,40 @@ fn three_consumers_split_partitions_and_survive_a_sigkilled_member() {
     let start = Instant::now();
     let all = expected(0, 900);
     let ok = follow(&refs, &mut seen, Duration::from_secs(60), |s| {
-        let got: HashSet<&String> = s.iter().flat_map(|x| x.values.iter()).chain(killed_seen.values.iter()).collect();
+        let got: HashSet<&String> = s
+            .iter()
+            .flat_map(|x| x.values.iter())
+            .chain(killed_seen.values.iter())
+            .collect();
         disjoint_and_complete(&s.iter().map(|x| &x.assignment).collect::<Vec<_>>(), 6)
             && all.iter().all(|v| got.contains(v))
     });
-    assert!(ok, "survivors did not take over every partition and message: {:?}\n{}", seen.iter().map(|s| (&s.assignment, s.values.len())).collect::<Vec<_>>(), b.log());
+    assert!(
+        ok,
+        "survivors did not take over every partition and message: {:?}\n{}",
+        seen.iter()
+            .map(|s| (&s.assignment, s.values.len()))
+            .collect::<Vec<_>>(),
+        b.log()
+    );
     // The session timeout (6 s) plus a rebalance, well inside the allowed time.
-    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn committed_offsets_survive_consumer_and_broker_restarts() {
     let mut b = Broker::start(BROKER_FLAGS);
     produce(&b, "resume", 0, 120);
-    let first = consumer(&b, "resume", "gr", &["--max-messages", "50", "--close", "--run-s", "60"]);
+    let first = consumer(
+        &b,
+        "resume",
+        "gr",
+        &["--max-messages", "50", "--close", "--run-s", "60"],
+    );
     let lines = first.wait_and_drain(Duration::from_secs(60));
     let mut s1 = Seen::default();
     lines.iter().for_each(|l| s1.apply(l));
@@ -125,13 +170,22 @@ fn committed_offsets_survive_consumer_and_broker_restarts() {
     // SIGKILL: commits were acknowledged only once synced, so they must be there.
     b.kill9();
     b.restart();
-    let second = consumer(&b, "resume", "gr", &["--idle-exit-s", "4", "--close", "--run-s", "60"]);
+    let second = consumer(
+        &b,
+        "resume",
+        "gr",
+        &["--idle-exit-s", "4", "--close", "--run-s", "60"],
+    );
     let lines = second.wait_and_drain(Duration::from_secs(60));
     let mut s2 = Seen::default();
     lines.iter().for_each(|l| s2.apply(l));
     let a: BTreeSet<String> = s1.values.iter().cloned().collect();
     let c: BTreeSet<String> = s2.values.iter().cloned().collect();
-    assert!(a.is_disjoint(&c), "re-delivered after the committed offset: {:?}", a.intersection(&c).collect::<Vec<_>>());
+    assert!(
+        a.is_disjoint(&c),
+        "re-delivered after the committed offset: {:?}",
+        a.intersection(&c).collect::<Vec<_>>()
+    );
     let union: BTreeSet<String> = a.union(&c).cloned().collect();
     assert_eq!(union, expected(0, 120), "{lines:?}");
     assert_eq!(s2.values.len(), 70, "{lines:?}");
@@ -141,7 +195,16 @@ fn committed_offsets_survive_consumer_and_broker_restarts() {
 fn cooperative_sticky_static_members_split_and_consume_everything() {
     let b = Broker::start(BROKER_FLAGS);
     produce(&b, "coop", 0, 300);
-    let extra = |id: &'static str| ["--strategy", "cooperative-sticky", "--instance-id", id, "--run-s", "90"];
+    let extra = |id: &'static str| {
+        [
+            "--strategy",
+            "cooperative-sticky",
+            "--instance-id",
+            id,
+            "--run-s",
+            "90",
+        ]
+    };
     let c1 = consumer(&b, "coop", "gc", &extra("i1"));
     let c2 = consumer(&b, "coop", "gc", &extra("i2"));
     let mut seen = vec![Seen::default(), Seen::default()];
@@ -152,7 +215,14 @@ fn cooperative_sticky_static_members_split_and_consume_everything() {
             && disjoint_and_complete(&s.iter().map(|x| &x.assignment).collect::<Vec<_>>(), 6)
             && all.iter().all(|v| got.contains(v))
     });
-    assert!(ok, "{:?}\n{}", seen.iter().map(|s| (&s.assignment, s.values.len())).collect::<Vec<_>>(), b.log());
+    assert!(
+        ok,
+        "{:?}\n{}",
+        seen.iter()
+            .map(|s| (&s.assignment, s.values.len()))
+            .collect::<Vec<_>>(),
+        b.log()
+    );
     // A static member restarted with the same instance id (SIGKILL, no leave) gets its
     // partitions back without the other member losing its own.
     let kept = seen[1].assignment.clone();
@@ -161,10 +231,17 @@ fn cooperative_sticky_static_members_split_and_consume_everything() {
     }
     let c1 = consumer(&b, "coop", "gc", &extra("i1"));
     let mut again = vec![Seen::default()];
-    let ok = follow(&[&c1], &mut again, Duration::from_secs(30), |s| !s[0].assignment.is_empty());
+    let ok = follow(&[&c1], &mut again, Duration::from_secs(30), |s| {
+        !s[0].assignment.is_empty()
+    });
     assert!(ok, "restarted static member got nothing\n{}", b.log());
-    follow(&[&c2], &mut seen[1..], Duration::from_millis(500), |_| false);
-    assert_eq!(seen[1].assignment, kept, "the other member's partitions moved");
+    follow(&[&c2], &mut seen[1..], Duration::from_millis(500), |_| {
+        false
+    });
+    assert_eq!(
+        seen[1].assignment, kept,
+        "the other member's partitions moved"
+    );
     assert!(again[0].assignment.is_disjoint(&kept));
 }
 
@@ -173,7 +250,16 @@ fn idempotent_producer_through_broker_sigkill_has_no_duplicates_or_gaps() {
     let mut b = Broker::start(&["--num-partitions", "3"]);
     let producer = Streaming::start(
         "groups_idempotent_producer.py",
-        &["--bootstrap", &b.addr, "--topic", "idem", "--count", "6000", "--rate", "2000"],
+        &[
+            "--bootstrap",
+            &b.addr,
+            "--topic",
+            "idem",
+            "--count",
+            "6000",
+            "--rate",
+            "2000",
+        ],
     );
     std::thread::sleep(Duration::from_millis(1500));
     b.kill9();
@@ -182,17 +268,43 @@ fn idempotent_producer_through_broker_sigkill_has_no_duplicates_or_gaps() {
     let lines = producer.wait_and_drain(Duration::from_secs(150));
     let summary = lines.last().cloned().unwrap_or_default();
     assert!(summary.contains("\"acked\": 6000"), "{summary}");
-    let dump: Value = serde_json::from_str(&python("groups_dump.py", &["--bootstrap", &b.addr, "--topic", "idem"])).unwrap();
+    let dump: Value = serde_json::from_str(&python(
+        "groups_dump.py",
+        &["--bootstrap", &b.addr, "--topic", "idem"],
+    ))
+    .unwrap();
     let mut count = BTreeMap::<String, usize>::new();
     for (_, vs) in dump["values"].as_object().unwrap() {
-        let nums: Vec<u64> = vs.as_array().unwrap().iter().map(|v| v.as_str().unwrap()[2..].parse().unwrap()).collect();
-        assert!(nums.windows(2).all(|w| w[0] < w[1]), "out of order or duplicated within a partition");
+        let nums: Vec<u64> = vs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap()[2..].parse().unwrap())
+            .collect();
+        assert!(
+            nums.windows(2).all(|w| w[0] < w[1]),
+            "out of order or duplicated within a partition"
+        );
         for v in vs.as_array().unwrap() {
             *count.entry(v.as_str().unwrap().to_string()).or_default() += 1;
         }
     }
     let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dups.is_empty(), "duplicates: {dups:?}");
-    let missing: Vec<usize> = (0..6000).filter(|i| !count.contains_key(&format!("v-{i}"))).collect();
+    let missing: Vec<usize> = (0..6000)
+        .filter(|i| !count.contains_key(&format!("v-{i}")))
+        .collect();
     assert!(missing.is_empty(), "gaps: {missing:?}");
+}
+
+#[test]
+fn kafka_python_group_members_share_partitions_and_honour_commits() {
+    // kafka-python is a protocol implementation independent of librdkafka; its producer is
+    // idempotent by default, so InitProducerId and sequence tracking are exercised too.
+    let b = Broker::start(BROKER_FLAGS);
+    let out = python("groups_kafka_python.py", &["--bootstrap", &b.addr]);
+    assert!(
+        out.contains("\"consumed\": 400") && out.contains("\"committed\": 400"),
+        "{out}"
+    );
 }

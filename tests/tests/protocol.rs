@@ -6,7 +6,9 @@ use std::io::Write;
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use sluice_tests::Broker;
 use sluice_tests::kafka::Conn;
 
@@ -16,9 +18,17 @@ fn s(v: &str) -> StrBytes {
 
 fn api_versions_ok(addr: &str) {
     let mut c = Conn::connect(addr);
-    let ResponseKind::ApiVersions(r) = c.call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(
-        ApiVersionsRequest::default().with_client_software_name(s("t")).with_client_software_version(s("1")),
-    )) else { panic!() };
+    let ResponseKind::ApiVersions(r) = c.call(
+        ApiKey::ApiVersions,
+        3,
+        RequestKind::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(s("t"))
+                .with_client_software_version(s("1")),
+        ),
+    ) else {
+        panic!()
+    };
     assert_eq!(r.error_code, 0);
 }
 
@@ -41,22 +51,41 @@ fn batch(records: usize, value_bytes: usize) -> Bytes {
         })
         .collect();
     let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
     buf.freeze()
 }
 
 fn produce(c: &mut Conn, topic: &str, records: Bytes, acks: i16) -> Option<ProduceResponse> {
-    let body = RequestKind::Produce(ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
-        produce_request::TopicProduceData::default().with_name(TopicName(s(topic))).with_partition_data(vec![
-            produce_request::PartitionProduceData::default().with_index(0).with_records(Some(records)),
-        ]),
-    ]));
+    let body = RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records)),
+                    ]),
+            ]),
+    );
     if acks == 0 {
         let (_, f) = c.frame(ApiKey::Produce, 9, &body);
         c.stream.write_all(&f).unwrap();
         return None;
     }
-    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, body) else { panic!() };
+    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, body) else {
+        panic!()
+    };
     Some(r)
 }
 
@@ -66,10 +95,18 @@ fn unknown_api_key_closes_only_that_connection() {
     let mut other = Conn::connect(&b.addr);
     let mut c = Conn::connect(&b.addr);
     // api key 9999, version 0, correlation 1, null client id
-    c.stream.write_all(&[0, 0, 0, 10, 0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+    c.stream
+        .write_all(&[0, 0, 0, 10, 0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+        .unwrap();
     assert!(c.is_closed());
     api_versions_ok(&b.addr);
-    let ResponseKind::ApiVersions(_) = other.call(ApiKey::ApiVersions, 0, RequestKind::ApiVersions(ApiVersionsRequest::default())) else { panic!() };
+    let ResponseKind::ApiVersions(_) = other.call(
+        ApiKey::ApiVersions,
+        0,
+        RequestKind::ApiVersions(ApiVersionsRequest::default()),
+    ) else {
+        panic!()
+    };
 }
 
 #[test]
@@ -77,7 +114,9 @@ fn unsupported_api_versions_version_gets_v0_error_with_ranges() {
     let b = Broker::start(&[]);
     let mut c = Conn::connect(&b.addr);
     // ApiVersions v99, flexible header: client id null, no tags.
-    c.stream.write_all(&[0, 0, 0, 11, 0, 18, 0, 99, 0, 0, 0, 5, 0xff, 0xff, 0]).unwrap();
+    c.stream
+        .write_all(&[0, 0, 0, 11, 0, 18, 0, 99, 0, 0, 0, 5, 0xff, 0xff, 0])
+        .unwrap();
     let frame = c.read_frame().expect("an answer");
     let (corr, body) = sluice_proto::codec::decode_api_versions_v0(frame).unwrap();
     assert_eq!(corr, 5);
@@ -85,7 +124,13 @@ fn unsupported_api_versions_version_gets_v0_error_with_ranges() {
     let produce = body.api_keys.iter().find(|k| k.api_key == 0).unwrap();
     assert_eq!((produce.min_version, produce.max_version), (3, 13));
     // The connection stays usable for the retry.
-    let ResponseKind::ApiVersions(r) = c.call(ApiKey::ApiVersions, 0, RequestKind::ApiVersions(ApiVersionsRequest::default())) else { panic!() };
+    let ResponseKind::ApiVersions(r) = c.call(
+        ApiKey::ApiVersions,
+        0,
+        RequestKind::ApiVersions(ApiVersionsRequest::default()),
+    ) else {
+        panic!()
+    };
     assert_eq!(r.error_code, 0);
 }
 
@@ -100,7 +145,11 @@ fn oversized_and_malformed_frames_are_refused_without_harm() {
     assert!(c.is_closed());
     // A Metadata v12 request whose body is garbage.
     let mut c = Conn::connect(&b.addr);
-    c.stream.write_all(&[0, 0, 0, 16, 0, 3, 0, 12, 0, 0, 0, 9, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap();
+    c.stream
+        .write_all(&[
+            0, 0, 0, 16, 0, 3, 0, 12, 0, 0, 0, 9, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ])
+        .unwrap();
     assert!(c.is_closed());
     // A frame announcing 2 MiB that never arrives must not stop other clients.
     let mut slow = Conn::connect(&b.addr);
@@ -117,13 +166,38 @@ fn pipelined_requests_are_answered_in_order() {
     let mut wire = Vec::new();
     for i in 0..60 {
         let (key, v, body) = match i % 3 {
-            0 => (ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default().with_client_software_name(s("t")).with_client_software_version(s("1")))),
-            1 => (ApiKey::Produce, 9, RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
-                produce_request::TopicProduceData::default().with_name(TopicName(s("pipe"))).with_partition_data(vec![
-                    produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch(2, 10))),
-                ]),
-            ]))),
-            _ => (ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))),
+            0 => (
+                ApiKey::ApiVersions,
+                3,
+                RequestKind::ApiVersions(
+                    ApiVersionsRequest::default()
+                        .with_client_software_name(s("t"))
+                        .with_client_software_version(s("1")),
+                ),
+            ),
+            1 => (
+                ApiKey::Produce,
+                9,
+                RequestKind::Produce(
+                    ProduceRequest::default()
+                        .with_acks(-1)
+                        .with_timeout_ms(5000)
+                        .with_topic_data(vec![
+                            produce_request::TopicProduceData::default()
+                                .with_name(TopicName(s("pipe")))
+                                .with_partition_data(vec![
+                                    produce_request::PartitionProduceData::default()
+                                        .with_index(0)
+                                        .with_records(Some(batch(2, 10))),
+                                ]),
+                        ]),
+                ),
+            ),
+            _ => (
+                ApiKey::Metadata,
+                12,
+                RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+            ),
         };
         let (id, f) = c.frame(key, v, &body);
         wire.extend_from_slice(&f);
@@ -153,21 +227,42 @@ fn fetch_honours_max_bytes_and_partition_max_bytes() {
     }
     let batch_len = batch(10, 1000).len();
     let fetch = |c: &mut Conn, max: i32, part_max: i32, offset: i64| -> usize {
-        let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(
-            FetchRequest::default().with_max_wait_ms(0).with_min_bytes(1).with_max_bytes(max).with_replica_id(BrokerId(-1)).with_topics(vec![
-                fetch_request::FetchTopic::default().with_topic(TopicName(s("limits"))).with_partitions(vec![
-                    fetch_request::FetchPartition::default().with_fetch_offset(offset).with_partition_max_bytes(part_max),
-                ]),
-            ]),
-        )) else { panic!() };
+        let ResponseKind::Fetch(r) = c.call(
+            ApiKey::Fetch,
+            12,
+            RequestKind::Fetch(
+                FetchRequest::default()
+                    .with_max_wait_ms(0)
+                    .with_min_bytes(1)
+                    .with_max_bytes(max)
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![
+                        fetch_request::FetchTopic::default()
+                            .with_topic(TopicName(s("limits")))
+                            .with_partitions(vec![
+                                fetch_request::FetchPartition::default()
+                                    .with_fetch_offset(offset)
+                                    .with_partition_max_bytes(part_max),
+                            ]),
+                    ]),
+            ),
+        ) else {
+            panic!()
+        };
         let p = &r.responses[0].partitions[0];
         assert_eq!(p.error_code, 0);
         assert_eq!(p.high_watermark, 200);
         p.records.as_ref().map(|r| r.len()).unwrap_or(0)
     };
     assert_eq!(fetch(&mut c, 10 << 20, 10 << 20, 0), 20 * batch_len);
-    assert_eq!(fetch(&mut c, 3 * batch_len as i32 + 5, 10 << 20, 0), 3 * batch_len);
-    assert_eq!(fetch(&mut c, 10 << 20, 2 * batch_len as i32, 0), 2 * batch_len);
+    assert_eq!(
+        fetch(&mut c, 3 * batch_len as i32 + 5, 10 << 20, 0),
+        3 * batch_len
+    );
+    assert_eq!(
+        fetch(&mut c, 10 << 20, 2 * batch_len as i32, 0),
+        2 * batch_len
+    );
     // KIP-74: a first batch larger than the limit still comes back, whole and alone.
     assert_eq!(fetch(&mut c, 100, 100, 0), batch_len);
     // Fetching from the middle of a batch returns that whole batch.
@@ -180,11 +275,22 @@ fn fetch_long_poll_returns_when_data_arrives() {
     let b = Broker::start(&[]);
     let mut c = Conn::connect(&b.addr);
     produce(&mut c, "poll", batch(1, 10), -1).unwrap();
-    let body = RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(10_000).with_min_bytes(1).with_max_bytes(1 << 20).with_replica_id(BrokerId(-1)).with_topics(vec![
-        fetch_request::FetchTopic::default().with_topic(TopicName(s("poll"))).with_partitions(vec![
-            fetch_request::FetchPartition::default().with_fetch_offset(1).with_partition_max_bytes(1 << 20),
-        ]),
-    ]));
+    let body = RequestKind::Fetch(
+        FetchRequest::default()
+            .with_max_wait_ms(10_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(s("poll")))
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default()
+                            .with_fetch_offset(1)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]),
+    );
     let (_, f) = c.frame(ApiKey::Fetch, 12, &body);
     let started = std::time::Instant::now();
     c.stream.write_all(&f).unwrap();
@@ -192,11 +298,16 @@ fn fetch_long_poll_returns_when_data_arrives() {
     let mut p = Conn::connect(&b.addr);
     produce(&mut p, "poll", batch(3, 10), 1).unwrap();
     let (_, resp) = c.read_response(ApiKey::Fetch, 12).unwrap();
-    let ResponseKind::Fetch(r) = resp else { panic!() };
+    let ResponseKind::Fetch(r) = resp else {
+        panic!()
+    };
     let part = &r.responses[0].partitions[0];
     assert_eq!(part.high_watermark, 4);
-    assert!(part.records.as_ref().unwrap().len() > 0);
-    assert!(started.elapsed() < std::time::Duration::from_secs(9), "long poll did not wake on new data");
+    assert!(!part.records.as_ref().unwrap().is_empty());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "long poll did not wake on new data"
+    );
 }
 
 #[test]
@@ -208,16 +319,25 @@ fn bad_batches_get_kafka_errors_and_write_nothing() {
     let n = bad.len();
     bad[n - 1] ^= 1;
     let r = produce(&mut c, "bad", Bytes::from(bad), -1).unwrap();
-    assert_eq!(r.responses[0].partition_responses[0].error_code, 2, "CORRUPT_MESSAGE");
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 2,
+        "CORRUPT_MESSAGE"
+    );
     let mut magic1 = good.to_vec();
     magic1[16] = 1;
     let r = produce(&mut c, "bad", Bytes::from(magic1), -1).unwrap();
     assert_ne!(r.responses[0].partition_responses[0].error_code, 0);
     let r = produce(&mut c, "bad", good, -1).unwrap();
-    assert_eq!(r.responses[0].partition_responses[0].base_offset, 0, "nothing was written by the bad batches");
+    assert_eq!(
+        r.responses[0].partition_responses[0].base_offset, 0,
+        "nothing was written by the bad batches"
+    );
     let big = batch(1, 2 << 20);
     let r = produce(&mut c, "bad", big, -1).unwrap();
-    assert_eq!(r.responses[0].partition_responses[0].error_code, 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 10,
+        "MESSAGE_TOO_LARGE"
+    );
 }
 
 #[test]

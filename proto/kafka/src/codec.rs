@@ -111,7 +111,9 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     let mut buf = frame;
     if version < min || version > max {
         // Parse what we can of the header (client id) for the log line; ignore the body.
-        let client_id = RequestHeader::decode(&mut buf, 1).ok().and_then(|h| h.client_id.map(|c| c.to_string()));
+        let client_id = RequestHeader::decode(&mut buf, 1)
+            .ok()
+            .and_then(|h| h.client_id.map(|c| c.to_string()));
         return Err(DecodeError::UnsupportedVersion {
             ctx: RequestContext {
                 api_key,
@@ -124,20 +126,22 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
         });
     }
     let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(&mut buf, header_version).map_err(|e| DecodeError::Malformed {
-        what: "request header",
-        reason: e.to_string(),
-    })?;
+    let header =
+        RequestHeader::decode(&mut buf, header_version).map_err(|e| DecodeError::Malformed {
+            what: "request header",
+            reason: e.to_string(),
+        })?;
     let ctx = RequestContext {
         api_key,
         api_version: version,
         correlation_id,
         client_id: header.client_id.map(|c| c.to_string()),
     };
-    let body = RequestKind::decode(api_key, &mut buf, version).map_err(|e| DecodeError::Malformed {
-        what: "request body",
-        reason: format!("{:?} v{version}: {e:#}", api_key),
-    })?;
+    let body =
+        RequestKind::decode(api_key, &mut buf, version).map_err(|e| DecodeError::Malformed {
+            what: "request body",
+            reason: format!("{:?} v{version}: {e:#}", api_key),
+        })?;
     Ok(Request { ctx, body })
 }
 

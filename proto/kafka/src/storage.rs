@@ -160,9 +160,7 @@ impl Storage for MemStorage {
         let mut inner = self.inner.lock().unwrap();
         let prefix = format!("{path}/");
         inner.files.retain(|k, _| !k.starts_with(&prefix));
-        inner
-            .dirs
-            .retain(|k| k != path && !k.starts_with(&prefix));
+        inner.dirs.retain(|k| k != path && !k.starts_with(&prefix));
         Ok(())
     }
 

@@ -36,16 +36,86 @@ pub struct ConfigKey {
 
 /// Every topic config Sluice understands; anything else is refused with INVALID_CONFIG.
 pub const TOPIC_CONFIGS: &[ConfigKey] = &[
-    ConfigKey { name: "cleanup.policy", kind: ConfigType::List, default: "delete", doc: "Only 'delete' is supported (no compaction yet).", min: 0, allowed: &["delete"] },
-    ConfigKey { name: "retention.ms", kind: ConfigType::Long, default: "604800000", doc: "Delete closed segments whose newest record is older than this; -1 keeps forever.", min: -1, allowed: &[] },
-    ConfigKey { name: "retention.bytes", kind: ConfigType::Long, default: "-1", doc: "Delete the oldest closed segments while a partition is larger than this; -1 for no limit.", min: -1, allowed: &[] },
-    ConfigKey { name: "segment.bytes", kind: ConfigType::Int, default: "1073741824", doc: "Roll to a new segment file past this size.", min: 14, allowed: &[] },
-    ConfigKey { name: "segment.ms", kind: ConfigType::Long, default: "604800000", doc: "Roll to a new segment file after this time.", min: 1, allowed: &[] },
-    ConfigKey { name: "max.message.bytes", kind: ConfigType::Int, default: "1048588", doc: "Largest record batch accepted.", min: 0, allowed: &[] },
-    ConfigKey { name: "index.interval.bytes", kind: ConfigType::Int, default: "4096", doc: "Bytes between sparse index entries.", min: 0, allowed: &[] },
-    ConfigKey { name: "message.timestamp.type", kind: ConfigType::String, default: "CreateTime", doc: "Only CreateTime is supported.", min: 0, allowed: &["CreateTime"] },
-    ConfigKey { name: "compression.type", kind: ConfigType::String, default: "producer", doc: "Batches are stored as the producer compressed them.", min: 0, allowed: &["producer"] },
-    ConfigKey { name: "min.insync.replicas", kind: ConfigType::Int, default: "1", doc: "Replicas that must have a write for acks=all.", min: 1, allowed: &[] },
+    ConfigKey {
+        name: "cleanup.policy",
+        kind: ConfigType::List,
+        default: "delete",
+        doc: "Only 'delete' is supported (no compaction yet).",
+        min: 0,
+        allowed: &["delete"],
+    },
+    ConfigKey {
+        name: "retention.ms",
+        kind: ConfigType::Long,
+        default: "604800000",
+        doc: "Delete closed segments whose newest record is older than this; -1 keeps forever.",
+        min: -1,
+        allowed: &[],
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        kind: ConfigType::Long,
+        default: "-1",
+        doc: "Delete the oldest closed segments while a partition is larger than this; -1 for no limit.",
+        min: -1,
+        allowed: &[],
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        kind: ConfigType::Int,
+        default: "1073741824",
+        doc: "Roll to a new segment file past this size.",
+        min: 14,
+        allowed: &[],
+    },
+    ConfigKey {
+        name: "segment.ms",
+        kind: ConfigType::Long,
+        default: "604800000",
+        doc: "Roll to a new segment file after this time.",
+        min: 1,
+        allowed: &[],
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        kind: ConfigType::Int,
+        default: "1048588",
+        doc: "Largest record batch accepted.",
+        min: 0,
+        allowed: &[],
+    },
+    ConfigKey {
+        name: "index.interval.bytes",
+        kind: ConfigType::Int,
+        default: "4096",
+        doc: "Bytes between sparse index entries.",
+        min: 0,
+        allowed: &[],
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        kind: ConfigType::String,
+        default: "CreateTime",
+        doc: "Only CreateTime is supported.",
+        min: 0,
+        allowed: &["CreateTime"],
+    },
+    ConfigKey {
+        name: "compression.type",
+        kind: ConfigType::String,
+        default: "producer",
+        doc: "Batches are stored as the producer compressed them.",
+        min: 0,
+        allowed: &["producer"],
+    },
+    ConfigKey {
+        name: "min.insync.replicas",
+        kind: ConfigType::Int,
+        default: "1",
+        doc: "Replicas that must have a write for acks=all.",
+        min: 1,
+        allowed: &[],
+    },
 ];
 
 /// Looks up a key.
@@ -58,12 +128,13 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let k = key(name).ok_or_else(|| format!("Unknown or unsupported topic config '{name}'"))?;
     match k.kind {
         ConfigType::Long | ConfigType::Int => {
-            let v: i64 = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("Invalid value {value} for configuration {name}: not a number"))?;
+            let v: i64 = value.trim().parse().map_err(|_| {
+                format!("Invalid value {value} for configuration {name}: not a number")
+            })?;
             if k.kind == ConfigType::Int && i32::try_from(v).is_err() {
-                return Err(format!("Invalid value {value} for configuration {name}: out of range"));
+                return Err(format!(
+                    "Invalid value {value} for configuration {name}: out of range"
+                ));
             }
             if v < k.min {
                 return Err(format!(
@@ -89,14 +160,20 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
 
 /// The effective value: the override, else the default.
 pub fn effective<'a>(overrides: &'a BTreeMap<String, String>, k: &'a ConfigKey) -> &'a str {
-    overrides.get(k.name).map(String::as_str).unwrap_or(k.default)
+    overrides
+        .get(k.name)
+        .map(String::as_str)
+        .unwrap_or(k.default)
 }
 
 /// Builds the log settings for a topic from its overrides.
 pub fn log_config(overrides: &BTreeMap<String, String>) -> LogConfig {
     let num = |name: &str| -> i64 {
         let k = key(name).expect("known key");
-        effective(overrides, k).trim().parse().unwrap_or_else(|_| k.default.parse().unwrap())
+        effective(overrides, k)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| k.default.parse().unwrap())
     };
     LogConfig {
         segment_bytes: num("segment.bytes") as u64,

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -42,14 +44,21 @@ impl Broker {
         if !(1..=100_000).contains(&partitions) {
             return Err((
                 ResponseError::InvalidPartitions,
-                Some(format!("Number of partitions must be between 1 and 100000, got {partitions}")),
+                Some(format!(
+                    "Number of partitions must be between 1 and 100000, got {partitions}"
+                )),
             ));
         }
         let log_config = topic_config::log_config(&configs);
         let mut logs = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let log = PartitionLog::open(self.fs.clone(), partition_dir(name, p), log_config.clone(), now_ms)
-                .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+            let log = PartitionLog::open(
+                self.fs.clone(),
+                partition_dir(name, p),
+                log_config.clone(),
+                now_ms,
+            )
+            .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
             logs.push(log);
         }
         let id = self.new_uuid();
@@ -73,7 +82,12 @@ impl Broker {
         Ok(id)
     }
 
-    pub(super) fn create_topics(&mut self, req: CreateTopicsRequest, version: i16, now_ms: i64) -> CreateTopicsResponse {
+    pub(super) fn create_topics(
+        &mut self,
+        req: CreateTopicsRequest,
+        version: i16,
+        now_ms: i64,
+    ) -> CreateTopicsResponse {
         let mut response = CreateTopicsResponse::default();
         for t in req.topics {
             let name = t.name.0.to_string();
@@ -81,12 +95,22 @@ impl Broker {
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
-            let partitions = if t.num_partitions == -1 { self.config.default_partitions } else { t.num_partitions };
+            let partitions = if t.num_partitions == -1 {
+                self.config.default_partitions
+            } else {
+                t.num_partitions
+            };
             let outcome = (|| -> Result<Uuid, AdminError> {
                 if !t.assignments.is_empty() {
                     let node = self.config.node_id;
-                    if t.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != node)) {
-                        return Err((ResponseError::InvalidReplicaAssignment, Some(format!("only broker {node} exists"))));
+                    if t.assignments
+                        .iter()
+                        .any(|a| a.broker_ids.iter().any(|b| b.0 != node))
+                    {
+                        return Err((
+                            ResponseError::InvalidReplicaAssignment,
+                            Some(format!("only broker {node} exists")),
+                        ));
                     }
                 }
                 if !(t.replication_factor == -1 || t.replication_factor == 1) {
@@ -101,14 +125,19 @@ impl Broker {
                 let mut configs = BTreeMap::new();
                 for c in &t.configs {
                     let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-                    topic_config::validate(&c.name, &value).map_err(|m| (ResponseError::InvalidConfig, Some(m)))?;
+                    topic_config::validate(&c.name, &value)
+                        .map_err(|m| (ResponseError::InvalidConfig, Some(m)))?;
                     configs.insert(c.name.to_string(), value);
                 }
                 if req.validate_only {
                     if self.topics.contains_key(&name) {
-                        return Err((ResponseError::TopicAlreadyExists, Some(format!("Topic '{name}' already exists."))));
+                        return Err((
+                            ResponseError::TopicAlreadyExists,
+                            Some(format!("Topic '{name}' already exists.")),
+                        ));
                     }
-                    valid_topic_name(&name).map_err(|m| (ResponseError::InvalidTopicException, Some(m)))?;
+                    valid_topic_name(&name)
+                        .map_err(|m| (ResponseError::InvalidTopicException, Some(m)))?;
                     return Ok(Uuid::nil());
                 }
                 self.create_topic(&name, partitions, configs, now_ms)
@@ -119,15 +148,25 @@ impl Broker {
                     result.num_partitions = partitions;
                     result.replication_factor = 1;
                     if version >= 5 {
-                        let overrides = self.topics.get(&name).map(|t| t.configs.clone()).unwrap_or_default();
+                        let overrides = self
+                            .topics
+                            .get(&name)
+                            .map(|t| t.configs.clone())
+                            .unwrap_or_default();
                         result.configs = Some(
                             topic_config::TOPIC_CONFIGS
                                 .iter()
                                 .map(|k| {
                                     CreatableTopicConfigs::default()
                                         .with_name(str(k.name))
-                                        .with_value(Some(str(topic_config::effective(&overrides, k))))
-                                        .with_config_source(if overrides.contains_key(k.name) { 1 } else { 5 })
+                                        .with_value(Some(str(topic_config::effective(
+                                            &overrides, k,
+                                        ))))
+                                        .with_config_source(if overrides.contains_key(k.name) {
+                                            1
+                                        } else {
+                                            5
+                                        })
                                 })
                                 .collect(),
                         );
@@ -143,7 +182,11 @@ impl Broker {
         response
     }
 
-    pub(super) fn delete_topics(&mut self, req: DeleteTopicsRequest, now_ms: i64) -> DeleteTopicsResponse {
+    pub(super) fn delete_topics(
+        &mut self,
+        req: DeleteTopicsRequest,
+        now_ms: i64,
+    ) -> DeleteTopicsResponse {
         let mut targets: Vec<(Option<String>, Uuid)> = req
             .topic_names
             .iter()
@@ -199,25 +242,41 @@ impl Broker {
         Ok(topic.id)
     }
 
-    pub(super) fn create_partitions(&mut self, req: CreatePartitionsRequest, now_ms: i64) -> CreatePartitionsResponse {
+    pub(super) fn create_partitions(
+        &mut self,
+        req: CreatePartitionsRequest,
+        now_ms: i64,
+    ) -> CreatePartitionsResponse {
         let mut response = CreatePartitionsResponse::default();
         for t in req.topics {
             let name = t.name.0.to_string();
             let outcome = (|| -> Result<(), AdminError> {
                 if name == super::OFFSETS_TOPIC {
                     // Adding partitions would move groups to other partitions (partition_for).
-                    return Err((ResponseError::InvalidRequest, Some(format!("{name} is an internal topic"))));
+                    return Err((
+                        ResponseError::InvalidRequest,
+                        Some(format!("{name} is an internal topic")),
+                    ));
                 }
-                let topic = self.topics.get(&name).ok_or((ResponseError::UnknownTopicOrPartition, None))?;
+                let topic = self
+                    .topics
+                    .get(&name)
+                    .ok_or((ResponseError::UnknownTopicOrPartition, None))?;
                 let current = topic.partitions.len() as i32;
                 if t.count <= current {
                     return Err((
                         ResponseError::InvalidPartitions,
-                        Some(format!("Topic currently has {current} partitions, which is higher than or equal to the requested {}.", t.count)),
+                        Some(format!(
+                            "Topic currently has {current} partitions, which is higher than or equal to the requested {}.",
+                            t.count
+                        )),
                     ));
                 }
                 if t.count > 100_000 {
-                    return Err((ResponseError::InvalidPartitions, Some("at most 100000 partitions".into())));
+                    return Err((
+                        ResponseError::InvalidPartitions,
+                        Some("at most 100000 partitions".into()),
+                    ));
                 }
                 if req.validate_only {
                     return Ok(());
@@ -225,12 +284,18 @@ impl Broker {
                 let log_config = topic_config::log_config(&topic.configs);
                 let mut added = Vec::new();
                 for p in current..t.count {
-                    let log = PartitionLog::open(self.fs.clone(), partition_dir(&name, p), log_config.clone(), now_ms)
-                        .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+                    let log = PartitionLog::open(
+                        self.fs.clone(),
+                        partition_dir(&name, p),
+                        log_config.clone(),
+                        now_ms,
+                    )
+                    .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
                     added.push(log);
                 }
                 self.topics.get_mut(&name).unwrap().partitions.extend(added);
-                self.persist_topics().map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+                self.persist_topics()
+                    .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
                 info!(topic = %name, partitions = t.count, "partitions added");
                 Ok(())
             })();
@@ -245,9 +310,11 @@ impl Broker {
     }
 
     pub(super) fn describe_log_dirs(&self, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
-        let wanted: Option<BTreeMap<String, Vec<i32>>> = req
-            .topics
-            .map(|ts| ts.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect());
+        let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.topic.0.to_string(), t.partitions))
+                .collect()
+        });
         let mut topics = Vec::new();
         for (name, t) in &self.topics {
             let filter = match &wanted {
@@ -269,7 +336,11 @@ impl Broker {
                         .with_offset_lag(0)
                 })
                 .collect();
-            topics.push(DescribeLogDirsTopic::default().with_name(TopicName(str(name))).with_partitions(partitions));
+            topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(str(name)))
+                    .with_partitions(partitions),
+            );
         }
         DescribeLogDirsResponse::default().with_results(vec![
             DescribeLogDirsResult::default()

@@ -26,10 +26,16 @@ const SOURCE_DEFAULT: i8 = 5;
 type ConfigError = (ResponseError, Option<String>);
 
 impl Broker {
-    pub(super) fn describe_configs(&self, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+    pub(super) fn describe_configs(
+        &self,
+        req: DescribeConfigsRequest,
+        version: i16,
+    ) -> DescribeConfigsResponse {
         let mut response = DescribeConfigsResponse::default();
         for res in req.resources {
-            let keys: Option<Vec<String>> = res.configuration_keys.map(|k| k.iter().map(|s| s.to_string()).collect());
+            let keys: Option<Vec<String>> = res
+                .configuration_keys
+                .map(|k| k.iter().map(|s| s.to_string()).collect());
             let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
             let mut result = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
@@ -38,7 +44,10 @@ impl Broker {
                 RESOURCE_TOPIC => match self.topics.get(res.resource_name.as_str()) {
                     None => {
                         result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                        result.error_message = Some(str(&format!("Topic '{}' does not exist", res.resource_name.as_str())));
+                        result.error_message = Some(str(&format!(
+                            "Topic '{}' does not exist",
+                            res.resource_name.as_str()
+                        )));
                     }
                     Some(t) => {
                         for k in TOPIC_CONFIGS.iter().filter(|k| wanted(k.name)) {
@@ -47,7 +56,11 @@ impl Broker {
                                 .with_name(str(k.name))
                                 .with_value(Some(str(topic_config::effective(&t.configs, k))))
                                 .with_read_only(false)
-                                .with_config_source(if overridden { SOURCE_DYNAMIC_TOPIC } else { SOURCE_DEFAULT })
+                                .with_config_source(if overridden {
+                                    SOURCE_DYNAMIC_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                })
                                 .with_is_sensitive(false);
                             if version >= 3 {
                                 c.config_type = k.kind as i8;
@@ -80,7 +93,8 @@ impl Broker {
                 }
                 _ => {
                     result.error_code = ResponseError::InvalidRequest.code();
-                    result.error_message = Some(str("only topic and broker resources are supported"));
+                    result.error_message =
+                        Some(str("only topic and broker resources are supported"));
                 }
             }
             response.results.push(result);
@@ -91,17 +105,34 @@ impl Broker {
     fn broker_configs(&self) -> Vec<(String, String)> {
         vec![
             ("broker.id".into(), self.config.node_id.to_string()),
-            ("num.partitions".into(), self.config.default_partitions.to_string()),
-            ("auto.create.topics.enable".into(), self.config.auto_create_topics.to_string()),
+            (
+                "num.partitions".into(),
+                self.config.default_partitions.to_string(),
+            ),
+            (
+                "auto.create.topics.enable".into(),
+                self.config.auto_create_topics.to_string(),
+            ),
             ("log.dirs".into(), self.fs.describe()),
-            ("sluice.sync.writes".into(), self.config.sync_writes.to_string()),
+            (
+                "sluice.sync.writes".into(),
+                self.config.sync_writes.to_string(),
+            ),
         ]
     }
 
     /// Validates and installs new overrides for a topic, updating its logs.
-    fn set_topic_configs(&mut self, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), ConfigError> {
+    fn set_topic_configs(
+        &mut self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), ConfigError> {
         if !self.topics.contains_key(name) {
-            return Err((ResponseError::UnknownTopicOrPartition, Some(format!("Topic '{name}' does not exist"))));
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                Some(format!("Topic '{name}' does not exist")),
+            ));
         }
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(|m| (ResponseError::InvalidConfig, Some(m)))?;
@@ -128,7 +159,10 @@ impl Broker {
         let mut response = AlterConfigsResponse::default();
         for res in req.resources {
             let outcome = if res.resource_type != RESOURCE_TOPIC {
-                Err((ResponseError::InvalidRequest, Some("only topic configs can be altered".to_string())))
+                Err((
+                    ResponseError::InvalidRequest,
+                    Some("only topic configs can be altered".to_string()),
+                ))
             } else {
                 let configs = res
                     .configs
@@ -149,25 +183,36 @@ impl Broker {
         response
     }
 
-    pub(super) fn incremental_alter_configs(&mut self, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    pub(super) fn incremental_alter_configs(
+        &mut self,
+        req: IncrementalAlterConfigsRequest,
+    ) -> IncrementalAlterConfigsResponse {
         let mut response = IncrementalAlterConfigsResponse::default();
         for res in req.resources {
             let name = res.resource_name.to_string();
             let outcome = (|| -> Result<(), ConfigError> {
                 if res.resource_type != RESOURCE_TOPIC {
-                    return Err((ResponseError::InvalidRequest, Some("only topic configs can be altered".into())));
+                    return Err((
+                        ResponseError::InvalidRequest,
+                        Some("only topic configs can be altered".into()),
+                    ));
                 }
                 let mut configs = self
                     .topics
                     .get(&name)
-                    .ok_or((ResponseError::UnknownTopicOrPartition, Some(format!("Topic '{name}' does not exist"))))?
+                    .ok_or((
+                        ResponseError::UnknownTopicOrPartition,
+                        Some(format!("Topic '{name}' does not exist")),
+                    ))?
                     .configs
                     .clone();
                 for c in &res.configs {
                     let key = c.name.to_string();
                     let value = c.value.as_ref().map(|v| v.to_string());
-                    let k = topic_config::key(&key)
-                        .ok_or((ResponseError::InvalidConfig, Some(format!("Unknown or unsupported topic config '{key}'"))))?;
+                    let k = topic_config::key(&key).ok_or((
+                        ResponseError::InvalidConfig,
+                        Some(format!("Unknown or unsupported topic config '{key}'")),
+                    ))?;
                     match c.config_operation {
                         0 => {
                             configs.insert(key, value.unwrap_or_default());
@@ -177,8 +222,17 @@ impl Broker {
                         }
                         2 | 3 if k.kind == topic_config::ConfigType::List => {
                             let current = topic_config::effective(&configs, k).to_string();
-                            let mut items: Vec<String> = current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                            for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                            let mut items: Vec<String> = current
+                                .split(',')
+                                .map(|s| s.trim().to_string())
+                                .filter(|s| !s.is_empty())
+                                .collect();
+                            for v in value
+                                .unwrap_or_default()
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|s| !s.is_empty())
+                            {
                                 if c.config_operation == 2 {
                                     if !items.iter().any(|i| i == v) {
                                         items.push(v.to_string());
@@ -190,9 +244,17 @@ impl Broker {
                             configs.insert(key, items.join(","));
                         }
                         2 | 3 => {
-                            return Err((ResponseError::InvalidConfig, Some(format!("{key} is not a list: APPEND/SUBTRACT do not apply"))));
+                            return Err((
+                                ResponseError::InvalidConfig,
+                                Some(format!("{key} is not a list: APPEND/SUBTRACT do not apply")),
+                            ));
                         }
-                        op => return Err((ResponseError::InvalidRequest, Some(format!("unknown config operation {op}")))),
+                        op => {
+                            return Err((
+                                ResponseError::InvalidRequest,
+                                Some(format!("unknown config operation {op}")),
+                            ));
+                        }
                     }
                 }
                 self.set_topic_configs(&name, configs, req.validate_only)

@@ -58,19 +58,21 @@ impl Broker {
                     None => Err(ResponseError::UnknownTopicId),
                     Some(n) => self.partition(n, fp.partition),
                 };
-                let log = match log.and_then(|l| self.check_epoch(fp.current_leader_epoch).map(|_| l)) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        pd.error_code = e.code();
-                        has_error = true;
-                        partitions.push(pd);
-                        continue;
-                    }
-                };
+                let log =
+                    match log.and_then(|l| self.check_epoch(fp.current_leader_epoch).map(|_| l)) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            pd.error_code = e.code();
+                            has_error = true;
+                            partitions.push(pd);
+                            continue;
+                        }
+                    };
                 pd.high_watermark = log.high_watermark();
                 pd.last_stable_offset = log.high_watermark();
                 pd.log_start_offset = log.log_start_offset();
-                let room = (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+                let room =
+                    (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
                 match log.read(fp.fetch_offset, room, total == 0) {
                     Ok(read) => {
                         total += read.records.len();

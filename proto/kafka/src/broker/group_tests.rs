@@ -7,16 +7,20 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, GroupId, InitProducerIdRequest, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-    ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest, TopicName,
+    ApiKey, GroupId, InitProducerIdRequest, JoinGroupRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use super::{Broker, BrokerConfig, OFFSETS_TOPIC, Reply};
 use crate::codec::RequestContext;
@@ -44,7 +48,13 @@ fn config() -> BrokerConfig {
 }
 
 fn open(fs: &MemStorage, now_ms: i64) -> Broker {
-    Broker::open(Arc::new(fs.clone()) as Arc<dyn Storage>, config(), 7, now_ms).unwrap()
+    Broker::open(
+        Arc::new(fs.clone()) as Arc<dyn Storage>,
+        config(),
+        7,
+        now_ms,
+    )
+    .unwrap()
 }
 
 /// What the flusher does: sync every written file, then report it.
@@ -62,7 +72,10 @@ fn answer(b: &mut Broker, reply: Reply) -> ResponseKind {
     match reply {
         Reply::Now(r) => r,
         Reply::Durable { seq, response } => {
-            assert!(b.synced_seq() < seq, "a durable answer waits for a sync not yet done");
+            assert!(
+                b.synced_seq() < seq,
+                "a durable answer waits for a sync not yet done"
+            );
             sync(b);
             assert!(b.synced_seq() >= seq);
             response
@@ -142,14 +155,18 @@ fn create_topic(b: &mut Broker, topic: &str) {
             ]))
             .with_allow_auto_topic_creation(true),
     );
-    let Reply::Now(ResponseKind::Metadata(m)) = b_handle(b, ApiKey::Metadata, 12, req, 0) else { panic!() };
+    let Reply::Now(ResponseKind::Metadata(m)) = b_handle(b, ApiKey::Metadata, 12, req, 0) else {
+        panic!()
+    };
     assert_eq!(m.topics[0].error_code, 0);
 }
 
 /// Joins a one-member group and completes the rebalance; returns (member id, generation).
 fn join_and_sync(b: &mut Broker, now_ms: i64) -> (String, i32) {
     // v5: KIP-394 asks a new dynamic member to rejoin with the id it is given.
-    let Reply::Now(ResponseKind::JoinGroup(r)) = b_handle(b, ApiKey::JoinGroup, 5, join(""), now_ms) else {
+    let Reply::Now(ResponseKind::JoinGroup(r)) =
+        b_handle(b, ApiKey::JoinGroup, 5, join(""), now_ms)
+    else {
         panic!("first join is answered at once")
     };
     assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
@@ -160,14 +177,19 @@ fn join_and_sync(b: &mut Broker, now_ms: i64) -> (String, i32) {
     };
     assert!(b.take_deferred().is_empty());
     let deadline = b.poll_timeout().expect("the delay is a deadline");
-    assert!(deadline > now_ms && deadline <= now_ms + 10_000, "{deadline}");
+    assert!(
+        deadline > now_ms && deadline <= now_ms + 10_000,
+        "{deadline}"
+    );
     b.tick(deadline);
     let mut answers = b.take_deferred();
     assert_eq!(answers.len(), 1);
     let d = answers.pop().unwrap();
     assert_eq!(d.token, token);
     assert_eq!(d.seq, 0, "a join answer needs no write");
-    let ResponseKind::JoinGroup(j) = d.response else { panic!() };
+    let ResponseKind::JoinGroup(j) = d.response else {
+        panic!()
+    };
     assert_eq!(j.error_code, 0);
     assert_eq!(j.leader.as_str(), member);
     assert_eq!(j.members.len(), 1);
@@ -185,7 +207,9 @@ fn join_and_sync(b: &mut Broker, now_ms: i64) -> (String, i32) {
     // The leader's assignment is persisted first: the answer waits for the sync.
     let reply = b_handle(b, ApiKey::SyncGroup, 3, sync_req, deadline);
     assert!(matches!(reply, Reply::Durable { .. }), "{reply:?}");
-    let ResponseKind::SyncGroup(sg) = answer(b, reply) else { panic!() };
+    let ResponseKind::SyncGroup(sg) = answer(b, reply) else {
+        panic!()
+    };
     assert_eq!(sg.error_code, 0);
     assert_eq!(&sg.assignment[..], b"assigned");
     (member, j.generation_id)
@@ -197,17 +221,21 @@ fn offsets_topic_is_created_internal_and_not_writable() {
     let mut b = open(&fs, 0);
     assert_eq!(b.topics()[OFFSETS_TOPIC].partitions.len(), 4);
     let req = RequestKind::Produce(
-        ProduceRequest::default().with_acks(-1).with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(s(OFFSETS_TOPIC)))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(idempotent_batch(-1, 0, 1))),
-                ]),
-        ]),
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(s(OFFSETS_TOPIC)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(idempotent_batch(-1, 0, 1))),
+                    ]),
+            ]),
     );
-    let Reply::Now(ResponseKind::Produce(r)) = b_handle(&mut b, ApiKey::Produce, 9, req, 0) else { panic!() };
+    let Reply::Now(ResponseKind::Produce(r)) = b_handle(&mut b, ApiKey::Produce, 9, req, 0) else {
+        panic!()
+    };
     assert_eq!(
         r.responses[0].partition_responses[0].error_code,
         ResponseError::InvalidTopicException.code()
@@ -220,19 +248,32 @@ fn group_join_sync_commit_and_fetch_through_handle() {
     let mut b = open(&fs, 1_000);
     create_topic(&mut b, "t");
     let (member, generation) = join_and_sync(&mut b, 1_000);
-    let ResponseKind::OffsetCommit(c) = call(&mut b, ApiKey::OffsetCommit, 8, commit(&member, generation, "t", 42), 1_200)
-    else {
+    let ResponseKind::OffsetCommit(c) = call(
+        &mut b,
+        ApiKey::OffsetCommit,
+        8,
+        commit(&member, generation, "t", 42),
+        1_200,
+    ) else {
         panic!()
     };
     assert_eq!(c.topics[0].partitions[0].error_code, 0);
     assert_eq!(fetch_offset(&mut b, "t"), 42);
     // Unknown topics are refused before the coordinator sees them.
-    let ResponseKind::OffsetCommit(c) =
-        call(&mut b, ApiKey::OffsetCommit, 8, commit(&member, generation, "nope", 1), 1_200)
-    else {
+    let ResponseKind::OffsetCommit(c) = call(
+        &mut b,
+        ApiKey::OffsetCommit,
+        8,
+        commit(&member, generation, "nope", 1),
+        1_200,
+    ) else {
         panic!()
     };
-    let codes: Vec<i16> = c.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
+    let codes: Vec<i16> = c
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect();
     assert_eq!(codes, vec![ResponseError::UnknownTopicOrPartition.code()]);
 }
 
@@ -242,18 +283,34 @@ fn synced_offset_commit_survives_a_crash_and_unsynced_one_does_not() {
     let mut b = open(&fs, 1_000);
     create_topic(&mut b, "t");
     let (member, generation) = join_and_sync(&mut b, 1_000);
-    call(&mut b, ApiKey::OffsetCommit, 8, commit(&member, generation, "t", 10), 1_100);
+    call(
+        &mut b,
+        ApiKey::OffsetCommit,
+        8,
+        commit(&member, generation, "t", 10),
+        1_100,
+    );
     // A second commit is appended but its sync never happens.
-    let reply = b_handle(&mut b, ApiKey::OffsetCommit, 8, commit(&member, generation, "t", 20), 1_200);
+    let reply = b_handle(
+        &mut b,
+        ApiKey::OffsetCommit,
+        8,
+        commit(&member, generation, "t", 20),
+        1_200,
+    );
     assert!(matches!(reply, Reply::Durable { .. }));
     drop(b);
     fs.crash();
     let mut b = open(&fs, 2_000);
     assert_eq!(fetch_offset(&mut b, "t"), 10);
     // The group came back with its member, which may keep committing.
-    let ResponseKind::OffsetCommit(c) =
-        call(&mut b, ApiKey::OffsetCommit, 8, commit(&member, generation, "t", 30), 2_100)
-    else {
+    let ResponseKind::OffsetCommit(c) = call(
+        &mut b,
+        ApiKey::OffsetCommit,
+        8,
+        commit(&member, generation, "t", 30),
+        2_100,
+    ) else {
         panic!()
     };
     assert_eq!(c.topics[0].partitions[0].error_code, 0);
@@ -272,7 +329,11 @@ fn idempotent_batch(producer_id: i64, base_sequence: i32, n: usize) -> Bytes {
             producer_epoch: if producer_id >= 0 { 0 } else { -1 },
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if producer_id >= 0 { base_sequence + i as i32 } else { i as i32 - 1 },
+            sequence: if producer_id >= 0 {
+                base_sequence + i as i32
+            } else {
+                i as i32 - 1
+            },
             timestamp: 1_000,
             key: None,
             value: Some(Bytes::from(format!("v{i}"))),
@@ -294,11 +355,18 @@ fn idempotent_batch(producer_id: i64, base_sequence: i32, n: usize) -> Bytes {
 
 fn produce(b: &mut Broker, batch: Bytes) -> (i16, i64) {
     let req = RequestKind::Produce(
-        ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(s("t")))
-                .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))]),
-        ]),
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch)),
+                    ]),
+            ]),
     );
     let resp = match b_handle(b, ApiKey::Produce, 9, req, 1_000) {
         Reply::AfterSync { response, .. } => {
@@ -315,10 +383,17 @@ fn produce(b: &mut Broker, batch: Bytes) -> (i16, i64) {
 /// InitProducerId; `reserves_block`: the answer must wait for a new id block to be durable
 /// (later ids of a durable block are answered at once).
 fn init_producer_id(b: &mut Broker, reserves_block: bool) -> i64 {
-    let req = RequestKind::InitProducerId(InitProducerIdRequest::default().with_transactional_id(None));
+    let req =
+        RequestKind::InitProducerId(InitProducerIdRequest::default().with_transactional_id(None));
     let reply = b_handle(b, ApiKey::InitProducerId, 4, req, 0);
-    assert_eq!(matches!(reply, Reply::Durable { .. }), reserves_block, "{reply:?}");
-    let ResponseKind::InitProducerId(r) = answer(b, reply) else { panic!() };
+    assert_eq!(
+        matches!(reply, Reply::Durable { .. }),
+        reserves_block,
+        "{reply:?}"
+    );
+    let ResponseKind::InitProducerId(r) = answer(b, reply) else {
+        panic!()
+    };
     assert_eq!(r.error_code, 0);
     assert_eq!(r.producer_epoch, 0);
     r.producer_id.0

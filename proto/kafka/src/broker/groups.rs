@@ -160,7 +160,11 @@ impl Broker {
             .unwrap_or(Reply::Parked { token })
     }
 
-    fn find_coordinator(&self, req: &FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    fn find_coordinator(
+        &self,
+        req: &FindCoordinatorRequest,
+        version: i16,
+    ) -> FindCoordinatorResponse {
         let node = self.config.node_id;
         let host = self.config.advertised_host.clone();
         let port = self.config.advertised_port;
@@ -173,26 +177,40 @@ impl Broker {
 
     /// OffsetCommit: partitions of unknown topics are answered UNKNOWN_TOPIC_OR_PARTITION here
     /// (as KafkaApis does); the rest goes to the coordinator.
-    fn offset_commit(&mut self, cctx: &CoordContext, mut req: OffsetCommitRequest, now_ms: i64) -> Vec<Action> {
+    fn offset_commit(
+        &mut self,
+        cctx: &CoordContext,
+        mut req: OffsetCommitRequest,
+        now_ms: i64,
+    ) -> Vec<Action> {
         let mut unknown = Vec::new();
         for t in &mut req.topics {
-            let count = self.topics.get(t.name.as_str()).map_or(0, |x| x.partitions.len() as i32);
+            let count = self
+                .topics
+                .get(t.name.as_str())
+                .map_or(0, |x| x.partitions.len() as i32);
             let (known, missing): (Vec<_>, Vec<_>) = std::mem::take(&mut t.partitions)
                 .into_iter()
-                .partition(|p| (0..count).contains(&p.partition_index) && t.name.as_str() != OFFSETS_TOPIC);
+                .partition(|p| {
+                    (0..count).contains(&p.partition_index) && t.name.as_str() != OFFSETS_TOPIC
+                });
             t.partitions = known;
             if !missing.is_empty() {
                 unknown.push(
-                    OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
-                        missing
-                            .iter()
-                            .map(|p| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            })
-                            .collect(),
-                    ),
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            missing
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(
+                                            ResponseError::UnknownTopicOrPartition.code(),
+                                        )
+                                })
+                                .collect(),
+                        ),
                 );
             }
         }
@@ -236,7 +254,12 @@ impl Broker {
 
     /// Executes coordinator actions in order. Returns the reply for `current` if one of the
     /// actions answers it; every other response goes to the outbox.
-    pub(super) fn execute(&mut self, actions: Vec<Action>, current: Option<u64>, now_ms: i64) -> Option<Reply> {
+    pub(super) fn execute(
+        &mut self,
+        actions: Vec<Action>,
+        current: Option<u64>,
+        now_ms: i64,
+    ) -> Option<Reply> {
         let mut mine = None;
         for action in actions {
             match action {
@@ -263,7 +286,10 @@ impl Broker {
                             mine = Some(if seq == 0 {
                                 Reply::Now(body)
                             } else {
-                                Reply::Durable { seq, response: body }
+                                Reply::Durable {
+                                    seq,
+                                    response: body,
+                                }
                             });
                         } else {
                             self.deferred.push(Deferred {
@@ -297,7 +323,9 @@ impl Broker {
                 let log = self
                     .partition_mut(OFFSETS_TOPIC, *p)
                     .map_err(|e| format!("no partition {p} of {OFFSETS_TOPIC}: {e:?}"))?;
-                let appended = log.append(&batch, epoch, now_ms).map_err(|e| e.to_string())?;
+                let appended = log
+                    .append(&batch, epoch, now_ms)
+                    .map_err(|e| e.to_string())?;
                 if !sync_writes {
                     let end = log.log_end_offset();
                     log.mark_durable(end);
@@ -305,7 +333,13 @@ impl Broker {
                 Ok(appended)
             });
             match result {
-                Ok(a) => debug!(node_id = self.config.node_id, partition = p, base_offset = a.base_offset, records = records.len(), "group state appended"),
+                Ok(a) => debug!(
+                    node_id = self.config.node_id,
+                    partition = p,
+                    base_offset = a.base_offset,
+                    records = records.len(),
+                    "group state appended"
+                ),
                 Err(e) => {
                     warn!(node_id = self.config.node_id, partition = p, error = %e, "group state append failed");
                     failed.push(*p);
@@ -361,7 +395,9 @@ impl Broker {
     }
 
     fn read_store_records(&self, partition: i32) -> Result<Vec<StoreRecord>, String> {
-        let log = self.partition(OFFSETS_TOPIC, partition).map_err(|e| format!("{e:?}"))?;
+        let log = self
+            .partition(OFFSETS_TOPIC, partition)
+            .map_err(|e| format!("{e:?}"))?;
         let mut offset = log.log_start_offset();
         let mut out = Vec::new();
         loop {

@@ -13,7 +13,12 @@ use kafka_protocol::messages::{
 use super::{Broker, str, valid_topic_name};
 
 impl Broker {
-    pub(super) fn metadata(&mut self, req: MetadataRequest, version: i16, now_ms: i64) -> MetadataResponse {
+    pub(super) fn metadata(
+        &mut self,
+        req: MetadataRequest,
+        version: i16,
+        now_ms: i64,
+    ) -> MetadataResponse {
         let node = BrokerId(self.config.node_id);
         let mut response = MetadataResponse::default()
             .with_brokers(vec![
@@ -29,9 +34,14 @@ impl Broker {
             Some(t) if !(version == 0 && t.is_empty()) => Some(t),
             _ => None,
         };
-        let auto_create = self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        let auto_create =
+            self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
         let names: Vec<(Option<String>, Option<uuid::Uuid>)> = match requested {
-            None => self.topics.keys().map(|n| (Some(n.clone()), None)).collect(),
+            None => self
+                .topics
+                .keys()
+                .map(|n| (Some(n.clone()), None))
+                .collect(),
             Some(list) => list
                 .into_iter()
                 .map(|t| match t.name {
@@ -55,7 +65,9 @@ impl Broker {
                     error = Some(ResponseError::InvalidTopicException);
                 } else if auto_create && by_id.is_none() {
                     let partitions = self.config.default_partitions;
-                    if let Err((e, _)) = self.create_topic(&name, partitions, Default::default(), now_ms) {
+                    if let Err((e, _)) =
+                        self.create_topic(&name, partitions, Default::default(), now_ms)
+                    {
                         error = Some(e);
                     }
                 } else {
@@ -87,7 +99,11 @@ impl Broker {
         response
     }
 
-    pub(super) fn describe_cluster(&self, _req: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
+    pub(super) fn describe_cluster(
+        &self,
+        _req: DescribeClusterRequest,
+        _version: i16,
+    ) -> DescribeClusterResponse {
         let node = BrokerId(self.config.node_id);
         DescribeClusterResponse::default()
             .with_cluster_id(str(&self.cluster_id))

@@ -340,7 +340,13 @@ impl Broker {
 
     /// Handles one request from `client_host` (as Kafka shows it, e.g. `/127.0.0.1`; the group
     /// coordinator reports it in DescribeGroups).
-    pub fn handle_from(&mut self, ctx: &RequestContext, client_host: &str, body: RequestKind, now_ms: i64) -> Reply {
+    pub fn handle_from(
+        &mut self,
+        ctx: &RequestContext,
+        client_host: &str,
+        body: RequestKind,
+        now_ms: i64,
+    ) -> Reply {
         let v = ctx.api_version;
         if groups::is_group_request(&body) {
             return self.group_request(ctx, client_host, body, now_ms);
@@ -349,7 +355,9 @@ impl Broker {
             RequestKind::ApiVersions(_) => {
                 Reply::Now(ResponseKind::ApiVersions(versions::api_versions_response()))
             }
-            RequestKind::Metadata(r) => Reply::Now(ResponseKind::Metadata(self.metadata(r, v, now_ms))),
+            RequestKind::Metadata(r) => {
+                Reply::Now(ResponseKind::Metadata(self.metadata(r, v, now_ms)))
+            }
             RequestKind::Produce(r) => self.produce(r, v, now_ms),
             RequestKind::Fetch(r) => Reply::Fetch(Box::new(r)),
             RequestKind::ListOffsets(r) => {
@@ -361,13 +369,15 @@ impl Broker {
             RequestKind::DeleteTopics(r) => {
                 Reply::Now(ResponseKind::DeleteTopics(self.delete_topics(r, now_ms)))
             }
-            RequestKind::CreatePartitions(r) => {
-                Reply::Now(ResponseKind::CreatePartitions(self.create_partitions(r, now_ms)))
-            }
+            RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
+                self.create_partitions(r, now_ms),
+            )),
             RequestKind::DescribeConfigs(r) => {
                 Reply::Now(ResponseKind::DescribeConfigs(self.describe_configs(r, v)))
             }
-            RequestKind::AlterConfigs(r) => Reply::Now(ResponseKind::AlterConfigs(self.alter_configs(r))),
+            RequestKind::AlterConfigs(r) => {
+                Reply::Now(ResponseKind::AlterConfigs(self.alter_configs(r)))
+            }
             RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r)),
             ),
@@ -380,9 +390,9 @@ impl Broker {
             RequestKind::DeleteRecords(r) => {
                 Reply::Now(ResponseKind::DeleteRecords(self.delete_records(r)))
             }
-            RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(
-                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r)),
-            ),
+            RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
+                self.offset_for_leader_epoch(r),
+            )),
             other => {
                 // Unreachable for versions we advertise: decode_request refuses unknown APIs.
                 warn!(api = ?ctx.api_key, "request for an API this broker does not serve");
@@ -422,7 +432,12 @@ impl Broker {
     /// Reports the outcome of a [`SyncBatch`]. On success its data becomes visible to consumers
     /// and the produces waiting for it are answered; on failure the broker stops accepting
     /// writes (a failed fsync leaves the page cache in an unknown state).
-    pub fn complete_sync(&mut self, seq: u64, ends: &[(String, i32, i64)], result: Result<(), String>) {
+    pub fn complete_sync(
+        &mut self,
+        seq: u64,
+        ends: &[(String, i32, i64)],
+        result: Result<(), String>,
+    ) {
         match result {
             Ok(()) => {
                 for (topic, p, end) in ends {
@@ -487,13 +502,20 @@ impl Broker {
             self.create_topic(OFFSETS_TOPIC, n, configs, now_ms)
                 .map_err(|(e, msg)| BrokerError::Meta {
                     path: TOPICS_FILE.into(),
-                    source: std::io::Error::other(format!("creating {OFFSETS_TOPIC}: {e:?} {}", msg.unwrap_or_default())),
+                    source: std::io::Error::other(format!(
+                        "creating {OFFSETS_TOPIC}: {e:?} {}",
+                        msg.unwrap_or_default()
+                    )),
                 })?;
         }
         let n = self.topics[OFFSETS_TOPIC].partitions.len() as i32;
         if n != self.config.offsets_partitions {
-            warn!(node_id = self.config.node_id, existing = n, configured = self.config.offsets_partitions,
-                "__consumer_offsets keeps the partition count it was created with");
+            warn!(
+                node_id = self.config.node_id,
+                existing = n,
+                configured = self.config.offsets_partitions,
+                "__consumer_offsets keeps the partition count it was created with"
+            );
         }
         // The coordinator must hash groups over the partitions that exist.
         if n != self.config.offsets_partitions {
@@ -518,7 +540,12 @@ impl Broker {
         for (topic, p) in &data {
             self.rebuild_producer_state(topic, *p);
         }
-        info!(node_id = self.config.node_id, offsets_partitions = n, producer_partitions = data.len(), "group coordinator loaded");
+        info!(
+            node_id = self.config.node_id,
+            offsets_partitions = n,
+            producer_partitions = data.len(),
+            "group coordinator loaded"
+        );
         Ok(())
     }
 
@@ -544,14 +571,26 @@ impl Broker {
     fn partition(&self, topic: &str, partition: i32) -> Result<&PartitionLog, ResponseError> {
         self.topics
             .get(topic)
-            .and_then(|t| usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)))
+            .and_then(|t| {
+                usize::try_from(partition)
+                    .ok()
+                    .and_then(|p| t.partitions.get(p))
+            })
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 
-    fn partition_mut(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionLog, ResponseError> {
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionLog, ResponseError> {
         self.topics
             .get_mut(topic)
-            .and_then(|t| usize::try_from(partition).ok().and_then(|p| t.partitions.get_mut(p)))
+            .and_then(|t| {
+                usize::try_from(partition)
+                    .ok()
+                    .and_then(|p| t.partitions.get_mut(p))
+            })
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 
@@ -561,7 +600,10 @@ impl Broker {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(fs: &dyn Storage, path: &str) -> Result<Option<T>, BrokerError> {
+fn read_json<T: for<'de> Deserialize<'de>>(
+    fs: &dyn Storage,
+    path: &str,
+) -> Result<Option<T>, BrokerError> {
     let Some(raw) = fs.read_file(path).map_err(|source| BrokerError::Meta {
         path: path.to_string(),
         source,

@@ -25,7 +25,11 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 impl Broker {
-    pub(super) fn list_offsets(&self, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    pub(super) fn list_offsets(
+        &self,
+        req: ListOffsetsRequest,
+        version: i16,
+    ) -> ListOffsetsResponse {
         let mut response = ListOffsetsResponse::default();
         for t in req.topics {
             let name = t.name.0.to_string();
@@ -66,7 +70,11 @@ impl Broker {
                 }
                 partitions.push(r);
             }
-            response.topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+            response.topics.push(
+                ListOffsetsTopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
         }
         response
     }
@@ -83,7 +91,11 @@ impl Broker {
                 match self.partition_mut(&name, p.partition_index) {
                     Err(e) => r.error_code = e.code(),
                     Ok(log) => {
-                        let offset = if p.offset == -1 { log.high_watermark() } else { p.offset };
+                        let offset = if p.offset == -1 {
+                            log.high_watermark()
+                        } else {
+                            p.offset
+                        };
                         match log.delete_records_before(offset) {
                             Ok(low) => r.low_watermark = low,
                             Err(LogError::OffsetOutOfRange { .. }) => {
@@ -98,12 +110,19 @@ impl Broker {
                 }
                 partitions.push(r);
             }
-            response.topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+            response.topics.push(
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
         }
         response
     }
 
-    pub(super) fn offset_for_leader_epoch(&self, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    pub(super) fn offset_for_leader_epoch(
+        &self,
+        req: OffsetForLeaderEpochRequest,
+    ) -> OffsetForLeaderEpochResponse {
         let mut response = OffsetForLeaderEpochResponse::default();
         let ours = self.leader_epoch();
         for t in req.topics {
@@ -129,7 +148,11 @@ impl Broker {
                 }
                 partitions.push(r);
             }
-            response.topics.push(OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions));
+            response.topics.push(
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(t.topic)
+                    .with_partitions(partitions),
+            );
         }
         response
     }

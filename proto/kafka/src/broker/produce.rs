@@ -41,7 +41,9 @@ impl Broker {
                     .with_log_start_offset(-1);
                 let result = match (topic_error, &name) {
                     (Some(e), _) => Err((e, None)),
-                    (None, Some(n)) => self.append_partition(n, pd.index, pd.records.as_deref(), now_ms),
+                    (None, Some(n)) => {
+                        self.append_partition(n, pd.index, pd.records.as_deref(), now_ms)
+                    }
                     (None, None) => unreachable!("topic error set when the name is unknown"),
                 };
                 match result {
@@ -89,7 +91,10 @@ impl Broker {
         topic: &str,
         partition: i32,
         records: &[u8],
-    ) -> Result<Result<Option<(sluice_coordinator::BatchInfo, i64)>, i64>, (ResponseError, Option<String>)> {
+    ) -> Result<
+        Result<Option<(sluice_coordinator::BatchInfo, i64)>, i64>,
+        (ResponseError, Option<String>),
+    > {
         let headers: Vec<_> = batch::headers(records).map(|(_, h)| h).collect();
         let Some(first) = headers.first() else {
             return Ok(Ok(None)); // the append reports what is wrong
@@ -117,7 +122,14 @@ impl Broker {
         match check {
             BatchCheck::Append => Ok(Ok(Some((info, first.max_timestamp)))),
             BatchCheck::Duplicate { base_offset, .. } => {
-                debug!(topic, partition, producer_id = info.producer_id, base_sequence = info.base_sequence, base_offset, "duplicate batch");
+                debug!(
+                    topic,
+                    partition,
+                    producer_id = info.producer_id,
+                    base_sequence = info.base_sequence,
+                    base_offset,
+                    "duplicate batch"
+                );
                 Ok(Err(base_offset))
             }
             BatchCheck::Reject(e) => Err((e, None)),
@@ -155,7 +167,10 @@ impl Broker {
         now_ms: i64,
     ) -> Result<(i64, i64), (ResponseError, Option<String>)> {
         if let Some(f) = &self.storage_failure {
-            return Err((ResponseError::KafkaStorageError, Some(format!("storage failed: {f}"))));
+            return Err((
+                ResponseError::KafkaStorageError,
+                Some(format!("storage failed: {f}")),
+            ));
         }
         let epoch = self.leader_epoch();
         let sync_writes = self.config.sync_writes;
@@ -166,15 +181,26 @@ impl Broker {
         let idempotent = match self.check_idempotent(topic, partition, records) {
             Ok(Ok(info)) => info,
             Ok(Err(duplicate_base)) => {
-                let start = self.partition(topic, partition).map_err(|e| (e, None))?.log_start_offset();
+                let start = self
+                    .partition(topic, partition)
+                    .map_err(|e| (e, None))?
+                    .log_start_offset();
                 return Ok((duplicate_base, start));
             }
             Err(e) => return Err(e),
         };
-        let log = self.partition_mut(topic, partition).map_err(|e| (e, None))?;
+        let log = self
+            .partition_mut(topic, partition)
+            .map_err(|e| (e, None))?;
         match log.append(records, epoch, now_ms) {
             Ok(a) => {
-                debug!(topic, partition, base_offset = a.base_offset, last_offset = a.last_offset, "appended");
+                debug!(
+                    topic,
+                    partition,
+                    base_offset = a.base_offset,
+                    last_offset = a.last_offset,
+                    "appended"
+                );
                 if !sync_writes {
                     // Without fsync, written is as durable as it gets: visible at once.
                     let end = log.log_end_offset();
@@ -192,14 +218,15 @@ impl Broker {
             }
             Err(LogError::Batch(e)) => {
                 let code = match e {
-                    crate::batch::BatchError::Crc { .. } | crate::batch::BatchError::Truncated { .. } => {
-                        ResponseError::CorruptMessage
-                    }
+                    crate::batch::BatchError::Crc { .. }
+                    | crate::batch::BatchError::Truncated { .. } => ResponseError::CorruptMessage,
                     _ => ResponseError::InvalidRecord,
                 };
                 Err((code, Some(e.to_string())))
             }
-            Err(e @ LogError::TooLarge { .. }) => Err((ResponseError::MessageTooLarge, Some(e.to_string()))),
+            Err(e @ LogError::TooLarge { .. }) => {
+                Err((ResponseError::MessageTooLarge, Some(e.to_string())))
+            }
             Err(e) => {
                 warn!(topic, partition, error = %e, "append failed");
                 Err((ResponseError::KafkaStorageError, Some(e.to_string())))

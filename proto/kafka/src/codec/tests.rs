@@ -34,7 +34,11 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             } else {
                 td.name = topic();
             }
-            RequestKind::Produce(ProduceRequest::default().with_acks(1).with_topic_data(vec![td]))
+            RequestKind::Produce(
+                ProduceRequest::default()
+                    .with_acks(1)
+                    .with_topic_data(vec![td]),
+            )
         }
         ApiKey::Fetch => {
             let mut ft = fetch_request::FetchTopic::default().with_partitions(vec![
@@ -52,21 +56,23 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                 FetchRequest::default()
                     .with_max_bytes(1 << 20)
                     .with_topics(vec![ft])
-                    .with_replica_id(if version < 15 { BrokerId(-1) } else { BrokerId(-1) }),
+                    .with_replica_id(BrokerId(-1)),
             )
         }
-        ApiKey::ListOffsets => RequestKind::ListOffsets(
-            ListOffsetsRequest::default().with_topics(vec![
+        ApiKey::ListOffsets => {
+            RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
                 list_offsets_request::ListOffsetsTopic::default()
                     .with_name(topic())
                     .with_partitions(vec![
                         list_offsets_request::ListOffsetsPartition::default().with_timestamp(-2),
                     ]),
-            ]),
-        ),
-        ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
-            metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
-        ]))),
+            ]))
+        }
+        ApiKey::Metadata => {
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
+            ])))
+        }
         ApiKey::ApiVersions => RequestKind::ApiVersions(if version >= 3 {
             ApiVersionsRequest::default()
                 .with_client_software_name(s("test"))
@@ -74,64 +80,179 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         } else {
             ApiVersionsRequest::default()
         }),
-        ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+        ApiKey::CreateTopics => {
+            RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
             create_topics_request::CreatableTopic::default()
                 .with_name(TopicName(s(&format!("new-{version}"))))
                 .with_num_partitions(2)
                 .with_replication_factor(1),
-        ])),
+        ]))
+        }
         ApiKey::DeleteTopics => RequestKind::DeleteTopics(if version >= 6 {
             DeleteTopicsRequest::default().with_topics(vec![
-                delete_topics_request::DeleteTopicState::default().with_name(Some(TopicName(s("nope")))),
+                delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(TopicName(s("nope")))),
             ])
         } else {
             DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("nope"))])
         }),
-        ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
-            delete_records_request::DeleteRecordsTopic::default()
-                .with_name(topic())
-                .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default().with_offset(0)]),
-        ])),
+        ApiKey::DeleteRecords => {
+            RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default().with_offset(0),
+                    ]),
+            ]))
+        }
         ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
             OffsetForLeaderEpochRequest::default().with_topics(vec![
                 offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
                     .with_topic(topic())
                     .with_partitions(vec![
-                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default().with_leader_epoch(0),
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_leader_epoch(0),
                     ]),
             ]),
         ),
-        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+        ApiKey::DescribeConfigs => {
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
             describe_configs_request::DescribeConfigsResource::default()
                 .with_resource_type(2)
                 .with_resource_name(s("rt")),
-        ])),
-        ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+        ]))
+        }
+        ApiKey::AlterConfigs => {
+            RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
             alter_configs_request::AlterConfigsResource::default()
                 .with_resource_type(2)
                 .with_resource_name(s("rt"))
                 .with_configs(vec![alter_configs_request::AlterableConfig::default()
                     .with_name(s("retention.ms"))
                     .with_value(Some(s("100000")))]),
-        ])),
-        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
-        ApiKey::CreatePartitions => RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+        ]))
+        }
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
+        }
+        ApiKey::CreatePartitions => {
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
             create_partitions_request::CreatePartitionsTopic::default()
                 .with_name(topic())
                 .with_count(1),
-        ])),
+        ]))
+        }
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
             IncrementalAlterConfigsRequest::default().with_resources(vec![
                 incremental_alter_configs_request::AlterConfigsResource::default()
                     .with_resource_type(2)
                     .with_resource_name(s("rt"))
-                    .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
-                        .with_name(s("retention.bytes"))
-                        .with_config_operation(0)
-                        .with_value(Some(s("1000000")))]),
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.bytes"))
+                            .with_config_operation(0)
+                            .with_value(Some(s("1000000"))),
+                    ]),
             ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::FindCoordinator => RequestKind::FindCoordinator(if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
+        } else {
+            FindCoordinatorRequest::default().with_key(s("g"))
+        }),
+        ApiKey::JoinGroup => {
+            let mut r = JoinGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_session_timeout_ms(10_000)
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(Bytes::from_static(b"meta")),
+                ]);
+            if version >= 1 {
+                r.rebalance_timeout_ms = 10_000;
+            }
+            RequestKind::JoinGroup(r)
+        }
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id(1)
+                .with_member_id(s("m")),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id(1)
+                .with_member_id(s("m")),
+        ),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(if version >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_members(vec![
+                    leave_group_request::MemberIdentity::default().with_member_id(s("m")),
+                ])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("m"))
+        }),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(if version >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(topic())
+                            .with_partition_indexes(vec![0]),
+                    ])),
+            ])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0]),
+                ]))
+        }),
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+        ),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]),
+        ),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default(),
+                        ]),
+                ]),
+        ),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+        ),
         other => panic!("no test request for {other:?}"),
     }
 }
@@ -155,7 +276,9 @@ fn broker() -> (Broker, uuid::Uuid) {
         ])),
         0,
     );
-    let Reply::Now(ResponseKind::CreateTopics(r)) = r else { panic!() };
+    let Reply::Now(ResponseKind::CreateTopics(r)) = r else {
+        panic!()
+    };
     assert_eq!(r.topics[0].error_code, 0);
     (b, r.topics[0].topic_id)
 }
@@ -179,7 +302,16 @@ fn every_api_round_trips_at_lowest_and_highest_version() {
                 Reply::AfterSync { response, .. } => ResponseKind::Produce(response),
                 Reply::Fetch(req) => ResponseKind::Fetch(b.fetch(&req, version).response),
                 Reply::Durable { response, .. } => response,
-                Reply::Nothing | Reply::Parked { .. } => panic!("{key:?} v{version}: no response"),
+                Reply::Parked { token } => {
+                    // Parked joins complete when the initial rebalance delay has passed.
+                    b.tick(1_000_000);
+                    b.take_deferred()
+                        .into_iter()
+                        .find(|d| d.token == token)
+                        .unwrap_or_else(|| panic!("{key:?} v{version}: parked and never answered"))
+                        .response
+                }
+                Reply::Nothing => panic!("{key:?} v{version}: no response"),
             };
             let out = encode_response(&decoded.ctx, &response)
                 .unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));
@@ -196,8 +328,15 @@ fn every_api_round_trips_at_lowest_and_highest_version() {
 #[test]
 fn produced_batches_come_back_on_fetch_at_every_fetch_version() {
     let (mut b, id) = broker();
-    let ctx = |key, v| RequestContext { api_key: key, api_version: v, correlation_id: 1, client_id: None };
-    let Reply::AfterSync { response, .. } = b.handle(&ctx(ApiKey::Produce, 9), request(ApiKey::Produce, 9, id), 0) else {
+    let ctx = |key, v| RequestContext {
+        api_key: key,
+        api_version: v,
+        correlation_id: 1,
+        client_id: None,
+    };
+    let Reply::AfterSync { response, .. } =
+        b.handle(&ctx(ApiKey::Produce, 9), request(ApiKey::Produce, 9, id), 0)
+    else {
         panic!()
     };
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
@@ -207,13 +346,18 @@ fn produced_batches_come_back_on_fetch_at_every_fetch_version() {
     }
     b.complete_sync(work.seq, &work.ends, Ok(()));
     for v in 4..=18 {
-        let RequestKind::Fetch(req) = request(ApiKey::Fetch, v, id) else { panic!() };
+        let RequestKind::Fetch(req) = request(ApiKey::Fetch, v, id) else {
+            panic!()
+        };
         let out = b.fetch(&req, v);
         let p = &out.response.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "v{v}");
         assert_eq!(p.high_watermark, 3, "v{v}");
         let recs = p.records.clone().unwrap();
-        assert_eq!(crate::batch::validate_all(&recs).unwrap()[0].records_count, 3);
+        assert_eq!(
+            crate::batch::validate_all(&recs).unwrap()[0].records_count,
+            3
+        );
     }
 }
 
@@ -240,19 +384,35 @@ fn unsupported_api_versions_gets_a_v0_error_with_ranges() {
     let (corr, body) = decode_api_versions_v0(bytes.slice(4..)).unwrap();
     assert_eq!(corr, 77);
     assert_eq!(body.error_code, 35);
-    assert!(body.api_keys.iter().any(|k| k.api_key == 0 && k.max_version == 13));
+    assert!(
+        body.api_keys
+            .iter()
+            .any(|k| k.api_key == 0 && k.max_version == 13)
+    );
 }
 
 #[test]
 fn unknown_api_key_and_unsupported_versions_are_errors() {
     let mut raw = vec![0x7f, 0x00, 0, 0, 0, 0, 0, 5, 0xff, 0xff];
-    assert!(matches!(decode_request(Bytes::from(raw.clone())), Err(DecodeError::UnknownApiKey { api_key: 0x7f00, correlation_id: 5 })));
+    assert!(matches!(
+        decode_request(Bytes::from(raw.clone())),
+        Err(DecodeError::UnknownApiKey {
+            api_key: 0x7f00,
+            correlation_id: 5
+        })
+    ));
     raw[0] = 0;
     raw[1] = 0; // Produce v0: older than we serve
-    assert!(matches!(decode_request(Bytes::from(raw.clone())), Err(DecodeError::UnsupportedVersion { .. })));
+    assert!(matches!(
+        decode_request(Bytes::from(raw.clone())),
+        Err(DecodeError::UnsupportedVersion { .. })
+    ));
     // An API Kafka defines but we do not serve (e.g. SaslHandshake = 17).
     raw[1] = 17;
-    assert!(matches!(decode_request(Bytes::from(raw)), Err(DecodeError::UnknownApiKey { .. })));
+    assert!(matches!(
+        decode_request(Bytes::from(raw)),
+        Err(DecodeError::UnknownApiKey { .. })
+    ));
 }
 
 #[test]
@@ -263,7 +423,11 @@ fn truncated_and_mutated_frames_never_panic() {
     let mut frames = Vec::new();
     for &(key, lo, hi) in SUPPORTED {
         for v in [lo, hi] {
-            frames.push(encode_request(key, v, 1, Some("c"), &request(key, v, id)).unwrap().slice(4..));
+            frames.push(
+                encode_request(key, v, 1, Some("c"), &request(key, v, id))
+                    .unwrap()
+                    .slice(4..),
+            );
         }
     }
     let (mut b, _) = broker();
@@ -283,7 +447,10 @@ fn truncated_and_mutated_frames_never_panic() {
         // Whatever decodes must also be handled without panicking.
         if let Ok(r) = decode_request(Bytes::from(m)) {
             // Creating up to 100k partitions per request is legal but slow on MemStorage.
-            if matches!(r.body, RequestKind::CreateTopics(_) | RequestKind::CreatePartitions(_)) {
+            if matches!(
+                r.body,
+                RequestKind::CreateTopics(_) | RequestKind::CreatePartitions(_)
+            ) {
                 continue;
             }
             if let Reply::Fetch(req) = b.handle(&r.ctx, r.body, 0) {

@@ -238,7 +238,10 @@ impl PartitionLog {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
@@ -352,7 +355,12 @@ impl PartitionLog {
 
     /// Reads whole batches from `offset`, up to `max_bytes` (the first batch may exceed it when
     /// `allow_oversize`, per KIP-74), never past the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize, allow_oversize: bool) -> Result<Read, LogError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        allow_oversize: bool,
+    ) -> Result<Read, LogError> {
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
             return Err(LogError::OffsetOutOfRange {
@@ -367,9 +375,14 @@ impl PartitionLog {
         }
         let mut out = BytesMut::new();
         let mut first = true;
-        for seg in self.segments.range(..=offset).next_back().into_iter().map(|(_, s)| s).chain(
-            self.segments.range(offset + 1..).map(|(_, s)| s),
-        ) {
+        for seg in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .map(|(_, s)| s)
+            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+        {
             if seg.next_offset <= offset {
                 continue;
             }
@@ -377,7 +390,8 @@ impl PartitionLog {
             if room == 0 && !first {
                 break;
             }
-            let stop = self.read_segment(seg, offset, limit, room, first && allow_oversize, &mut out)?;
+            let stop =
+                self.read_segment(seg, offset, limit, room, first && allow_oversize, &mut out)?;
             first = out.is_empty();
             if stop {
                 break;
@@ -461,7 +475,9 @@ impl PartitionLog {
             let mut pos = seg.position_for(from_offset.max(seg.base_offset));
             while pos + batch::HEADER_BYTES as u64 <= seg.size {
                 let mut hb = [0u8; batch::HEADER_BYTES];
-                seg.file.read_exact_at(&mut hb, pos).map_err(io_err(&self.dir))?;
+                seg.file
+                    .read_exact_at(&mut hb, pos)
+                    .map_err(io_err(&self.dir))?;
                 let h = BatchHeader::parse(&hb)?;
                 if h.last_offset() >= from_offset {
                     f(&h);
@@ -481,16 +497,24 @@ impl PartitionLog {
             let mut pos = seg.position_for_timestamp(ts);
             while pos < seg.size {
                 let mut hb = [0u8; batch::HEADER_BYTES];
-                seg.file.read_exact_at(&mut hb, pos).map_err(io_err(&self.dir))?;
+                seg.file
+                    .read_exact_at(&mut hb, pos)
+                    .map_err(io_err(&self.dir))?;
                 let h = BatchHeader::parse(&hb)?;
                 if h.base_offset >= self.high_watermark {
                     break;
                 }
                 if h.max_timestamp >= ts && h.last_offset() >= self.log_start_offset {
                     let mut full = vec![0u8; h.total_bytes()];
-                    seg.file.read_exact_at(&mut full, pos).map_err(io_err(&self.dir))?;
-                    return Ok(first_record_at_or_after(&full, ts, self.log_start_offset)
-                        .or(Some((h.base_offset.max(self.log_start_offset), h.max_timestamp))));
+                    seg.file
+                        .read_exact_at(&mut full, pos)
+                        .map_err(io_err(&self.dir))?;
+                    return Ok(
+                        first_record_at_or_after(&full, ts, self.log_start_offset).or(Some((
+                            h.base_offset.max(self.log_start_offset),
+                            h.max_timestamp,
+                        ))),
+                    );
                 }
                 pos += h.total_bytes() as u64;
             }

@@ -96,17 +96,16 @@ impl Segment {
         let file_len = file.len()?;
         let mut seg = Self::empty(file, base_offset, now_ms);
         let mut start = 0u64;
-        if !verify {
-            if let Some(index) = load_index(fs, dir, base_offset, file_len)? {
-                if let Some(last) = index.last() {
-                    start = last.position;
-                    seg.next_offset = last.offset;
-                    seg.max_timestamp = last.max_timestamp;
-                    seg.index = index;
-                    seg.index.pop();
-                    seg.bytes_since_index = index_interval_bytes;
-                }
-            }
+        if !verify
+            && let Some(index) = load_index(fs, dir, base_offset, file_len)?
+            && let Some(last) = index.last().copied()
+        {
+            start = last.position;
+            seg.next_offset = last.offset;
+            seg.max_timestamp = last.max_timestamp;
+            seg.index = index;
+            seg.index.pop();
+            seg.bytes_since_index = index_interval_bytes;
         }
         let truncation = seg.scan_from(start, file_len, verify, index_interval_bytes)?;
         if let Some(t) = &truncation {
@@ -136,10 +135,11 @@ impl Segment {
             if end - pos < HEADER_BYTES as u64 {
                 return truncate(pos, format!("torn batch header ({} bytes)", end - pos));
             }
-            let header = match BatchHeader::parse(window.get(&*self.file, pos, HEADER_BYTES, end)?) {
-                Ok(h) => h,
-                Err(e) => return truncate(pos, e.to_string()),
-            };
+            let header =
+                match BatchHeader::parse(window.get(&*self.file, pos, HEADER_BYTES, end)?) {
+                    Ok(h) => h,
+                    Err(e) => return truncate(pos, e.to_string()),
+                };
             let total = header.total_bytes();
             if pos + total as u64 > end {
                 return truncate(
@@ -152,10 +152,10 @@ impl Segment {
                     ),
                 );
             }
-            if verify {
-                if let Err(e) = batch::validate(window.get(&*self.file, pos, total, end)?) {
-                    return truncate(pos, format!("batch at offset {}: {e}", header.base_offset));
-                }
+            if verify
+                && let Err(e) = batch::validate(window.get(&*self.file, pos, total, end)?)
+            {
+                return truncate(pos, format!("batch at offset {}: {e}", header.base_offset));
             }
             if header.base_offset != self.next_offset {
                 return truncate(
@@ -191,13 +191,21 @@ impl Segment {
     /// The position of the last indexed batch starting at or before `offset`.
     pub fn position_for(&self, offset: i64) -> u64 {
         let i = self.index.partition_point(|e| e.offset <= offset);
-        if i == 0 { 0 } else { self.index[i - 1].position }
+        if i == 0 {
+            0
+        } else {
+            self.index[i - 1].position
+        }
     }
 
     /// The position of the last indexed batch whose running max timestamp is below `ts`.
     pub fn position_for_timestamp(&self, ts: i64) -> u64 {
         let i = self.index.partition_point(|e| e.max_timestamp < ts);
-        if i == 0 { 0 } else { self.index[i - 1].position }
+        if i == 0 {
+            0
+        } else {
+            self.index[i - 1].position
+        }
     }
 
     /// Persists the index beside the segment (called when the segment is closed).

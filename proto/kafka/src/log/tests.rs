@@ -31,7 +31,9 @@ fn small_segments() -> LogConfig {
 }
 
 fn offsets_in(bytes: &[u8]) -> Vec<i64> {
-    crate::batch::headers(bytes).map(|(_, h)| h.base_offset).collect()
+    crate::batch::headers(bytes)
+        .map(|(_, h)| h.base_offset)
+        .collect()
 }
 
 #[test]
@@ -48,10 +50,20 @@ fn appends_assign_dense_offsets_and_reads_return_them() {
     sync(&mut log);
     assert_eq!(log.high_watermark(), 30);
     let r = log.read(0, 1 << 20, true).unwrap();
-    assert_eq!(offsets_in(&r.records), (0..10).map(|i| i * 3).collect::<Vec<_>>());
+    assert_eq!(
+        offsets_in(&r.records),
+        (0..10).map(|i| i * 3).collect::<Vec<_>>()
+    );
     let r = log.read(16, 1 << 20, true).unwrap();
-    assert_eq!(offsets_in(&r.records)[0], 15, "the batch holding offset 16 starts at 15");
-    assert!(matches!(log.read(31, 100, true), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(
+        offsets_in(&r.records)[0],
+        15,
+        "the batch holding offset 16 starts at 15"
+    );
+    assert!(matches!(
+        log.read(31, 100, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -68,7 +80,11 @@ fn segments_roll_and_reads_cross_them() {
     for start in [0, 7, 33, 100, 119] {
         let r = log.read(start, 1 << 20, true).unwrap();
         let offs = offsets_in(&r.records);
-        assert!(offs[0] <= start && start < offs[0] + 2, "start {start}: {:?}", &offs[..2]);
+        assert!(
+            offs[0] <= start && start < offs[0] + 2,
+            "start {start}: {:?}",
+            &offs[..2]
+        );
         assert_eq!(*offs.last().unwrap(), 118);
     }
 }
@@ -89,7 +105,10 @@ fn reopen_after_clean_close_and_after_crash() {
     fs.crash();
     let log = open(&fs, small_segments());
     assert_eq!(log.log_end_offset(), 80);
-    assert_eq!(offsets_in(&log.read(0, 1 << 20, true).unwrap().records).len(), 40);
+    assert_eq!(
+        offsets_in(&log.read(0, 1 << 20, true).unwrap().records).len(),
+        40
+    );
     let mut log = log;
     log.close().unwrap();
     let log = open(&fs, small_segments());
@@ -112,7 +131,11 @@ fn torn_and_corrupt_tails_are_truncated() {
     fs.set_raw(path, good[..good.len() - 7].to_vec());
     let log = open(&fs, LogConfig::default());
     assert_eq!(log.log_end_offset(), 16);
-    assert_eq!(fs.raw(path).unwrap().len(), 4 * one, "file truncated to the last whole batch");
+    assert_eq!(
+        fs.raw(path).unwrap().len(),
+        4 * one,
+        "file truncated to the last whole batch"
+    );
     drop(log);
     // Corrupt: a flipped byte inside batch 3 drops it and everything after.
     let mut bad = good.clone();
@@ -154,7 +177,8 @@ fn retention_by_size_time_and_delete_records() {
     let fs = MemStorage::new();
     let mut log = open(&fs, small_segments());
     for i in 0..60 {
-        log.append(&batch(2, Compression::None, 1_000 + i), 0, 0).unwrap();
+        log.append(&batch(2, Compression::None, 1_000 + i), 0, 0)
+            .unwrap();
     }
     sync(&mut log);
     let segs = log.segment_count();
@@ -166,8 +190,14 @@ fn retention_by_size_time_and_delete_records() {
     assert!(log.size_bytes() <= 2500 + 1000);
     let start = log.log_start_offset();
     assert!(start > 0);
-    assert!(matches!(log.read(0, 100, true), Err(LogError::OffsetOutOfRange { .. })));
-    assert_eq!(offsets_in(&log.read(start, 1 << 20, true).unwrap().records)[0], start);
+    assert!(matches!(
+        log.read(0, 100, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        offsets_in(&log.read(start, 1 << 20, true).unwrap().records)[0],
+        start
+    );
     // Time: everything but the active segment is older than a minute.
     cfg.retention_bytes = -1;
     cfg.retention_ms = 60_000;
@@ -177,7 +207,10 @@ fn retention_by_size_time_and_delete_records() {
     // DeleteRecords moves the start inside the active segment, persisted across reopen.
     let end = log.high_watermark();
     assert_eq!(log.delete_records_before(end - 2).unwrap(), end - 2);
-    assert!(matches!(log.delete_records_before(end + 1), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.delete_records_before(end + 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     drop(log);
     let log = open(&fs, cfg);
     assert_eq!(log.log_start_offset(), end - 2);
@@ -189,12 +222,16 @@ fn offsets_for_timestamps() {
     let mut log = open(&fs, small_segments());
     for i in 0..50 {
         // Records i*10, i*10+1, i*10+2 with timestamps 10_000 + i*100 + j.
-        log.append(&batch(3, Compression::Gzip, 10_000 + i * 100), 0, 0).unwrap();
+        log.append(&batch(3, Compression::Gzip, 10_000 + i * 100), 0, 0)
+            .unwrap();
     }
     sync(&mut log);
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
     assert_eq!(log.offset_for_timestamp(10_101).unwrap(), Some((4, 10_101)));
-    assert_eq!(log.offset_for_timestamp(12_550).unwrap(), Some((78, 12_600)));
+    assert_eq!(
+        log.offset_for_timestamp(12_550).unwrap(),
+        Some((78, 12_600))
+    );
     assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
     assert_eq!(log.max_timestamp_offset().unwrap(), Some((149, 14_902)));
 }
@@ -205,7 +242,10 @@ fn a_full_disk_fails_the_append_and_leaves_no_partial_batch() {
     let mut log = open(&fs, LogConfig::default());
     log.append(&batch(2, Compression::None, 0), 0, 0).unwrap();
     fs.set_space_left(Some(10));
-    assert!(matches!(log.append(&batch(2, Compression::None, 0), 0, 0), Err(LogError::Io { .. })));
+    assert!(matches!(
+        log.append(&batch(2, Compression::None, 0), 0, 0),
+        Err(LogError::Io { .. })
+    ));
     fs.set_space_left(None);
     let a = log.append(&batch(2, Compression::None, 0), 0, 0).unwrap();
     assert_eq!(a.base_offset, 2);
@@ -223,6 +263,9 @@ fn oversized_batches_are_refused() {
         ..LogConfig::default()
     };
     let mut log = open(&fs, cfg);
-    assert!(matches!(log.append(&batch(20, Compression::None, 0), 0, 0), Err(LogError::TooLarge { .. })));
+    assert!(matches!(
+        log.append(&batch(20, Compression::None, 0), 0, 0),
+        Err(LogError::TooLarge { .. })
+    ));
     assert_eq!(log.log_end_offset(), 0);
 }
