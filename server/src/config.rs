@@ -54,7 +54,7 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
     /// Memory for requests in flight across all connections; reading stops when it is used up
-    /// [default: 268435456]
+    /// [default: 134217728]
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_BYTES")]
     pub max_inflight_bytes: Option<usize>,
     /// How often retention deletes expired segments [default: 30000]
@@ -183,7 +183,7 @@ impl Cli {
         let max_inflight_bytes = self
             .max_inflight_bytes
             .or(file.max_inflight_bytes)
-            .unwrap_or(256 << 20);
+            .unwrap_or(128 << 20);
         if max_inflight_bytes < max_frame_bytes {
             bail!(
                 "--max-inflight-bytes ({max_inflight_bytes}) must be at least --max-frame-bytes ({max_frame_bytes})"

@@ -128,6 +128,8 @@ fn io_err(dir: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
 }
 
 const LOG_START_FILE: &str = "log-start-offset";
+/// Base offset, length and leader epoch: the header bytes the broker rewrites.
+const PREFIX_BYTES: usize = 16;
 
 impl PartitionLog {
     /// Opens (recovering) or creates the log in `dir`.
@@ -271,25 +273,34 @@ impl PartitionLog {
             }
         }
         self.maybe_roll(records.len() as u64, now_ms)?;
-        let mut buf = records.to_vec();
         let mut next = self.log_end_offset();
         let base_offset = next;
         let mut assigned = Vec::with_capacity(headers.len());
         let mut pos = 0usize;
         for h in &headers {
-            let total = h.total_bytes();
-            batch::assign(&mut buf[pos..pos + total], next, leader_epoch);
             let mut h2 = *h;
             h2.base_offset = next;
             h2.partition_leader_epoch = leader_epoch;
             assigned.push((pos, h2));
             next += h.last_offset_delta as i64 + 1;
-            pos += total;
+            pos += h.total_bytes();
         }
         let interval = self.config.index_interval_bytes;
         let seg = self.active_mut();
         let at = seg.size;
-        if let Err(e) = seg.file.write_at(&buf, at) {
+        // Each batch goes out as its rewritten 16-byte prefix plus the producer's bytes, so a
+        // large produce is never copied in memory.
+        let written = assigned.iter().try_for_each(|(p, h)| {
+            let mut prefix = [0u8; PREFIX_BYTES];
+            prefix.copy_from_slice(&records[*p..*p + PREFIX_BYTES]);
+            batch::assign(&mut prefix, h.base_offset, leader_epoch);
+            seg.file.write_at(&prefix, at + *p as u64)?;
+            seg.file.write_at(
+                &records[*p + PREFIX_BYTES..*p + h.total_bytes()],
+                at + (*p + PREFIX_BYTES) as u64,
+            )
+        });
+        if let Err(e) = written {
             let _ = seg.file.set_len(at);
             return Err(io_err(&self.dir)(e));
         }
@@ -428,17 +439,22 @@ impl PartitionLog {
             pos += h.total_bytes() as u64;
         }
         let want = (room as u64).min(seg.size - pos) as usize;
-        let mut buf = vec![0u8; want.max(batch::HEADER_BYTES.min((seg.size - pos) as usize))];
-        seg.file.read_exact_at(&mut buf, pos).map_err(io_err(dir))?;
+        let want = want.max(batch::HEADER_BYTES.min((seg.size - pos) as usize));
+        // Read straight into the response buffer, then cut it back to whole batches.
+        let base = out.len();
+        out.resize(base + want, 0);
+        seg.file
+            .read_exact_at(&mut out[base..], pos)
+            .map_err(io_err(dir))?;
         let mut keep = 0usize;
         let mut stop = false;
         let mut oversized = None;
-        for (at, h) in batch::headers(&buf) {
+        for (at, h) in batch::headers(&out[base..]) {
             if h.base_offset >= limit {
                 stop = true;
                 break;
             }
-            if at + h.total_bytes() > buf.len() {
+            if at + h.total_bytes() > want {
                 if at == 0 && oversize_ok {
                     oversized = Some(h.total_bytes());
                 }
@@ -449,14 +465,16 @@ impl PartitionLog {
         }
         if let Some(total) = oversized {
             // KIP-74: the first batch is returned whole even if it exceeds the limit.
-            buf.resize(total, 0);
-            seg.file.read_exact_at(&mut buf, pos).map_err(io_err(dir))?;
+            out.resize(base + total, 0);
+            seg.file
+                .read_exact_at(&mut out[base..], pos)
+                .map_err(io_err(dir))?;
             keep = total;
         }
-        if keep < buf.len() {
+        if keep < want {
             stop = true;
         }
-        out.extend_from_slice(&buf[..keep]);
+        out.truncate(base + keep);
         Ok(stop || seg.next_offset >= limit)
     }
 
