@@ -2,7 +2,7 @@
 librdkafka: two members share a topic's partitions disjointly, every message produced by an
 idempotent producer (kafka-python's default) is consumed exactly once, commits are honoured by a
 later member of the same group. Prints a JSON summary; exits non-zero on any mismatch."""
-import argparse, json, time
+import argparse, json, sys, time
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
@@ -67,4 +67,24 @@ committed = sum(c3.committed(TopicPartition(a.topic, q)) or 0 for q in range(PAR
 c3.close()
 assert extra == 0, f"{extra} messages re-delivered after commit"
 assert committed == a.count, committed
-print(json.dumps({"consumed": len(seen), "by_member": by_member, "committed": committed}))
+
+# Group administration: ListGroups, DescribeGroups, OffsetFetch via admin, OffsetDelete,
+# DeleteGroups.
+admin = KafkaAdminClient(bootstrap_servers=a.bootstrap)
+print("list_groups:", admin.list_groups(), file=sys.stderr)
+assert a.group in json.dumps(admin.list_groups(), default=str)
+desc = admin.describe_groups([a.group])
+print("describe_groups:", desc, file=sys.stderr)
+assert "Empty" in json.dumps(desc, default=str), desc
+offs = admin.list_group_offsets(a.group)[a.group]
+assert sum(o.offset for o in offs.values()) == a.count, offs
+admin.delete_group_offsets(a.group, [TopicPartition(a.topic, 0)])
+offs = admin.list_group_offsets(a.group)[a.group]
+print("after OffsetDelete:", offs, file=sys.stderr)
+p0 = offs.get(TopicPartition(a.topic, 0))
+assert p0 is None or p0.offset == -1, offs
+assert sum(o.offset for o in offs.values() if o.offset >= 0) < a.count
+admin.delete_groups([a.group])
+listed = json.dumps(admin.list_groups(), default=str)
+assert a.group not in listed, listed
+print(json.dumps({"consumed": len(seen), "by_member": by_member, "committed": committed, "admin": "ok"}))

@@ -2,7 +2,7 @@
 list offsets, configs. Exits non-zero on any mismatch; prints a JSON summary."""
 import argparse, json, sys, time
 from confluent_kafka import Consumer, Producer, TopicPartition, KafkaException
-from confluent_kafka.admin import (AdminClient, NewTopic, ConfigResource, ConfigEntry,
+from confluent_kafka.admin import (AdminClient, NewTopic, NewPartitions, ConfigResource, ConfigEntry,
                                    AlterConfigOpType, ResourceType)
 
 ap = argparse.ArgumentParser()
@@ -91,6 +91,21 @@ try:
     raise AssertionError("invalid config accepted")
 except KafkaException as e:
     assert "INVALID_CONFIG" in str(e) or "Invalid value" in str(e), e
+
+# DescribeCluster, DeleteRecords, CreatePartitions.
+cluster = admin.describe_cluster().result(30)
+assert len(cluster.nodes) == 1 and cluster.cluster_id, cluster
+p0_count = marks[0]
+assert p0_count > 10
+dr = admin.delete_records([TopicPartition(topic, 0, 10)])
+low = list(dr.values())[0].result(30)
+assert low.low_watermark == 10, low.low_watermark
+c2 = Consumer({"bootstrap.servers": bs, "group.id": "unused2"})
+lo, hi = c2.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+assert (lo, hi) == (10, p0_count), (lo, hi)
+c2.close()
+admin.create_partitions([NewPartitions(topic, PARTS + 2)])[topic].result(30)
+assert len(admin.list_topics(timeout=10).topics[topic].partitions) == PARTS + 2
 
 # Delete.
 admin.delete_topics([topic])[topic].result(30)

@@ -63,6 +63,9 @@ desc = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)],
 flat = json.dumps(desc, default=str)
 assert "1073741824" in flat, flat[:2000]
 
+dirs = json.dumps(admin.describe_log_dirs(), default=str)
+assert topic in dirs, dirs[:2000]
+
 admin.delete_topics([topic])
 deadline = time.time() + 10
 while topic in admin.list_topics():

@@ -152,9 +152,7 @@ impl Segment {
                     ),
                 );
             }
-            if verify
-                && let Err(e) = batch::validate(window.get(&*self.file, pos, total, end)?)
-            {
+            if verify && let Err(e) = batch::validate(window.get(&*self.file, pos, total, end)?) {
                 return truncate(pos, format!("batch at offset {}: {e}", header.base_offset));
             }
             if header.base_offset != self.next_offset {

@@ -269,3 +269,30 @@ fn oversized_batches_are_refused() {
     ));
     assert_eq!(log.log_end_offset(), 0);
 }
+
+#[test]
+fn segments_roll_by_age() {
+    let fs = MemStorage::new();
+    let cfg = LogConfig {
+        segment_ms: 1_000,
+        ..LogConfig::default()
+    };
+    let mut log = open(&fs, cfg);
+    log.append(&batch(1, Compression::None, 0), 0, 10_000)
+        .unwrap();
+    log.append(&batch(1, Compression::None, 0), 0, 10_500)
+        .unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch(1, Compression::None, 0), 0, 11_001)
+        .unwrap();
+    assert_eq!(
+        log.segment_count(),
+        2,
+        "a segment older than segment.ms rolls"
+    );
+    sync(&mut log);
+    assert_eq!(
+        offsets_in(&log.read(0, 1 << 20, true).unwrap().records),
+        vec![0, 1, 2]
+    );
+}
