@@ -24,53 +24,67 @@ pub enum Durability {
 #[command(name = "sluice", version, about, long_about = None)]
 pub struct Cli {
     /// Address the Kafka listener binds [default: 127.0.0.1:9092]
-    #[arg(long, env = "SLUICE_KAFKA_ADDR", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_KAFKA_ADDR",
+        value_name = "HOST:PORT"
+    )]
     pub kafka_addr: Option<String>,
     /// Address clients are told to connect to [default: the --kafka-addr]
-    #[arg(long, env = "SLUICE_ADVERTISED_ADDR", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_ADVERTISED_ADDR",
+        value_name = "HOST:PORT"
+    )]
     pub advertised_addr: Option<String>,
     /// Directory holding all data [default: ./data]
-    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML config file; keys are the long flag names with '_' for '-'
-    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This broker's id [default: 1]
-    #[arg(long, env = "SLUICE_NODE_ID")]
+    #[arg(long, global = true, env = "SLUICE_NODE_ID")]
     pub node_id: Option<i32>,
     /// When produces are acknowledged: after fsync, or after the OS has the write [default: fsync]
-    #[arg(long, env = "SLUICE_DURABILITY", value_enum)]
+    #[arg(long, global = true, env = "SLUICE_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
     /// With --durability=os: how often data is synced [default: 1000]
-    #[arg(long, env = "SLUICE_FLUSH_INTERVAL_MS")]
+    #[arg(long, global = true, env = "SLUICE_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
     /// Create topics on first use by Metadata or Produce [default: true]
-    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
+    #[arg(long, global = true, env = "SLUICE_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
     /// Partitions of auto-created topics [default: 1]
-    #[arg(long, env = "SLUICE_NUM_PARTITIONS")]
+    #[arg(long, global = true, env = "SLUICE_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
     /// Largest request frame accepted, in bytes [default: 104857600]
-    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES")]
+    #[arg(long, global = true, env = "SLUICE_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
     /// Memory for requests in flight across all connections; reading stops when it is used up
     /// [default: 134217728]
-    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BYTES")]
+    #[arg(long, global = true, env = "SLUICE_MAX_INFLIGHT_BYTES")]
     pub max_inflight_bytes: Option<usize>,
     /// How often retention deletes expired segments [default: 30000]
-    #[arg(long, env = "SLUICE_RETENTION_CHECK_INTERVAL_MS")]
+    #[arg(long, global = true, env = "SLUICE_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
     /// Runtime worker threads, 0 for one per core [default: 0]
-    #[arg(long, env = "SLUICE_WORKERS")]
+    #[arg(long, global = true, env = "SLUICE_WORKERS")]
     pub workers: Option<usize>,
     /// Partitions of the internal `__consumer_offsets` topic, fixed when it is first created
     /// (Kafka's offsets.topic.num.partitions) [default: 50]
-    #[arg(long, env = "SLUICE_OFFSETS_PARTITIONS")]
+    #[arg(long, global = true, env = "SLUICE_OFFSETS_PARTITIONS")]
     pub offsets_partitions: Option<i32>,
     /// How long the first rebalance of an empty group waits for more members
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
-    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    #[arg(long, global = true, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// What to run: nothing for the standalone broker, `raft-cluster` for cluster mode,
+    /// `certs` to create a cluster's certificates.
+    #[command(subcommand)]
+    pub command: Option<crate::cluster::cli::Command>,
 }
 
 /// The config file: the same settings as the flags.
@@ -91,6 +105,8 @@ struct FileConfig {
     workers: Option<usize>,
     offsets_partitions: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// Cluster mode settings (`sluice raft-cluster`); ignored by the standalone broker.
+    cluster: Option<crate::cluster::cli::FileCluster>,
 }
 
 /// Settings after merging, validated.
@@ -106,6 +122,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Broker id.
     pub node_id: i32,
+    /// Whether the node id was given (flag, env or file) rather than defaulted: cluster mode
+    /// requires it.
+    pub node_id_given: bool,
+    /// The config file's `[cluster]` table, if any.
+    pub file_cluster: Option<crate::cluster::cli::FileCluster>,
     /// Ack policy.
     pub durability: Durability,
     /// Background sync period with `Durability::Os`.
@@ -162,7 +183,8 @@ impl Cli {
                 (kafka_addr.ip().to_string(), kafka_addr.port())
             }
         };
-        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        let node_id_given = self.node_id.or(file.node_id);
+        let node_id = node_id_given.unwrap_or(1);
         if node_id < 0 {
             bail!("--node-id must be 0 or more, got {node_id}");
         }
@@ -223,6 +245,8 @@ impl Cli {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./data")),
             node_id,
+            node_id_given: node_id_given.is_some(),
+            file_cluster: file.cluster,
             durability: self
                 .durability
                 .or(file.durability)

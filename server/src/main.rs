@@ -8,6 +8,7 @@ compile_error!(
 compile_error!("choose a runtime: build with feature `runtime-tokio` (default) or `runtime-smol`");
 
 mod budget;
+mod cluster;
 mod config;
 mod connection;
 mod disk;
@@ -17,7 +18,8 @@ use clap::Parser;
 use sluice_proto::runtime::Runtime;
 
 fn main() {
-    let cli = match config::Cli::try_parse() {
+    let started = std::time::Instant::now();
+    let mut cli = match config::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -33,6 +35,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let command = cli.command.take();
+    if let Some(cluster::cli::Command::Certs(args)) = command {
+        if let Err(e) = cluster::cli::run_certs(args) {
+            eprintln!("sluice: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let config = match cli.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -40,6 +50,28 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(cluster::cli::Command::RaftCluster(args)) = command {
+        // Every refusal (settings, certificates, a data dir of another node or cluster) is one
+        // line and exit status 2, before anything runs.
+        let prepared = cluster::cli::resolve(args, &config).and_then(|cc| {
+            let p = cluster::node::prepare(&config.data_dir, &cc)?;
+            Ok((cc, p))
+        });
+        let (cc, prepared) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("sluice: {e:#}");
+                std::process::exit(2);
+            }
+        };
+        init_tracing();
+        let node_id = cc.node_id;
+        if let Err(e) = run_cluster(config, cc, prepared, started) {
+            tracing::error!(node_id, "{e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     init_tracing();
     if let Err(e) = run(config) {
         tracing::error!("{e:#}");
@@ -51,9 +83,12 @@ fn main() {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -72,9 +107,55 @@ fn run(config: config::Config) -> anyhow::Result<()> {
     let rt = make_runtime(config.workers)
         .map_err(|e| anyhow::anyhow!("node {node_id}: cannot start the runtime: {e}"))?;
     let rt2 = rt.clone();
-    rt.block_on(async move {
-        let server = server::Server::start(rt2, config).await?;
-        server::handle_signals(server.shared())?;
-        server.run().await
-    })
+    // Every line the broker logs, from any task, carries its node id.
+    let span = tracing::info_span!("node", node_id);
+    rt.block_on(tracing::Instrument::instrument(
+        async move {
+            let server = server::Server::start(rt2, config).await?;
+            server::handle_signals(server.shared())?;
+            server.run().await
+        },
+        span,
+    ))
+}
+
+fn run_cluster(
+    config: config::Config,
+    cc: cluster::cli::ClusterConfig,
+    prepared: cluster::node::Prepared,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    use tracing::Instrument;
+    let node_id = cc.node_id;
+    let rt = make_runtime(config.workers)
+        .map_err(|e| anyhow::anyhow!("node {node_id}: cannot start the runtime: {e}"))?;
+    let stop = cluster_signals(node_id)?;
+    let span = tracing::info_span!("cluster", node_id);
+    let rt2 = rt.clone();
+    rt.block_on(
+        cluster::node::run(rt2, cluster::quic_runtime(), cc, prepared, started, stop)
+            .instrument(span),
+    )
+}
+
+/// SIGINT/SIGTERM stop the cluster node gracefully; a second signal exits at once.
+fn cluster_signals(node_id: u64) -> anyhow::Result<async_channel::Receiver<()>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| anyhow::anyhow!("node {node_id}: installing signal handlers: {e}"))?;
+    let (tx, rx) = async_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            for (seen, sig) in signals.forever().enumerate() {
+                if seen > 0 {
+                    tracing::warn!(node_id, "second signal: exiting without a clean shutdown");
+                    std::process::exit(130);
+                }
+                tracing::info!(node_id, signal = sig, "signal received: shutting down");
+                let _ = tx.try_send(());
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("node {node_id}: spawning the signal thread: {e}"))?;
+    Ok(rx)
 }

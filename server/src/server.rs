@@ -11,7 +11,7 @@ use event_listener::Event;
 use sluice_proto::broker::{Broker, BrokerConfig, Deferred};
 use sluice_proto::runtime::{Listener, Runtime};
 use sluice_proto::storage::StoreFile;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::budget::MemoryBudget;
 use crate::config::{Config, Durability};
@@ -133,7 +133,10 @@ impl<R: Runtime> Server<R> {
             ^ ((std::process::id() as u64) << 32);
         let open_storage = storage.clone();
         let broker = rt
-            .spawn_blocking(move || Broker::open(open_storage, broker_config, seed, now_ms()))
+            .spawn_blocking({
+                let span = tracing::Span::current();
+                move || span.in_scope(|| Broker::open(open_storage, broker_config, seed, now_ms()))
+            })
             .await
             .with_context(|| format!("node {}: opening data dir {data_dir}", config.node_id))?;
         let listener = rt.bind(config.kafka_addr).await.with_context(|| {
@@ -182,9 +185,11 @@ impl<R: Runtime> Server<R> {
         let rt = self.rt.clone();
         let shared = self.shared.clone();
         let (flusher_done_tx, flusher_done) = async_channel::bounded::<()>(1);
-        rt.spawn(flusher(rt.clone(), shared.clone(), flusher_done_tx));
-        rt.spawn(retention(rt.clone(), shared.clone()));
-        rt.spawn(coordinator_timer(rt.clone(), shared.clone()));
+        // Spawned tasks keep the caller's span (node id) on their log lines.
+        let span = tracing::Span::current();
+        rt.spawn(flusher(rt.clone(), shared.clone(), flusher_done_tx).instrument(span.clone()));
+        rt.spawn(retention(rt.clone(), shared.clone()).instrument(span.clone()));
+        rt.spawn(coordinator_timer(rt.clone(), shared.clone()).instrument(span.clone()));
         loop {
             let accept = async { Some(self.listener.accept().await) };
             let stop = async {
@@ -195,13 +200,10 @@ impl<R: Runtime> Server<R> {
                 None => break,
                 Some(Ok((reader, writer, peer))) => {
                     debug!(%peer, "connection accepted");
-                    rt.spawn(crate::connection::serve(
-                        rt.clone(),
-                        shared.clone(),
-                        reader,
-                        writer,
-                        peer,
-                    ));
+                    rt.spawn(
+                        crate::connection::serve(rt.clone(), shared.clone(), reader, writer, peer)
+                            .instrument(span.clone()),
+                    );
                 }
                 Some(Err(e)) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -216,7 +218,8 @@ impl<R: Runtime> Server<R> {
         );
         let _ = flusher_done.recv().await;
         let closing = shared.clone();
-        rt.spawn_blocking(move || closing.broker.lock().unwrap().close())
+        let span = tracing::Span::current();
+        rt.spawn_blocking(move || span.in_scope(|| closing.broker.lock().unwrap().close()))
             .await;
         info!(node_id = shared.config.node_id, "shutdown complete");
         Ok(())
@@ -319,8 +322,11 @@ async fn retention<R: Runtime>(rt: R, shared: Arc<Shared>) {
             break;
         }
         let s = shared.clone();
-        rt.spawn_blocking(move || s.broker.lock().unwrap().apply_retention(now_ms()))
-            .await;
+        let span = tracing::Span::current();
+        rt.spawn_blocking(move || {
+            span.in_scope(|| s.broker.lock().unwrap().apply_retention(now_ms()))
+        })
+        .await;
     }
 }
 

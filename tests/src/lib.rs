@@ -325,3 +325,197 @@ pub fn read_exact_or_eof(s: &mut TcpStream, n: usize) -> Vec<u8> {
 pub fn write_all(s: &mut TcpStream, b: &[u8]) {
     s.write_all(b).unwrap();
 }
+
+/// A UDP port on 127.0.0.1 nobody is bound to right now (for `--raft-addr`).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` distinct UDP ports on 127.0.0.1, all free right now (bound together, then released).
+pub fn free_udp_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Runs `sluice ARGS` to completion (no `SLUICE_*` or `RUST_LOG` from the test's environment);
+/// returns (exit code, stdout, stderr).
+pub fn run_sluice(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") && k != "SLUICE_BIN" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Removes ANSI escape sequences (the log is colored), so fields read `term=1`.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte (0x40..=0x7e)
+            for d in chars.by_ref() {
+                if ('@'..='~').contains(&d) && d != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of `field=` in a log line (`term=1` → "1").
+pub fn log_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let key = format!(" {field}=");
+    let start = line.find(&key)? + key.len();
+    let rest = &line[start..];
+    Some(rest.split_whitespace().next().unwrap_or(""))
+}
+
+/// A `sluice` process started with any arguments (e.g. a subcommand), stderr logged to a file
+/// in `log_dir`. Killed (SIGKILL) when dropped; its logs are printed if the test panics.
+pub struct Process {
+    child: Option<Child>,
+    /// Name used for its log files.
+    pub name: String,
+    args: Vec<String>,
+    log_dir: PathBuf,
+    log_path: PathBuf,
+    starts: u32,
+    /// When the current process was spawned.
+    pub started: Instant,
+}
+
+impl Process {
+    /// Spawns `sluice ARGS` at once (does not wait for anything).
+    pub fn start(name: &str, args: &[String], log_dir: &Path) -> Process {
+        let mut p = Process {
+            child: None,
+            name: name.to_string(),
+            args: args.to_vec(),
+            log_dir: log_dir.to_path_buf(),
+            log_path: PathBuf::new(),
+            starts: 0,
+            started: Instant::now(),
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        self.log_path = self
+            .log_dir
+            .join(format!("{}-{}.log", self.name, self.starts));
+        let log = std::fs::File::create(&self.log_path).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SLUICE_") && k != "SLUICE_BIN" && k != "SLUICE_TEST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        self.started = Instant::now();
+        self.child = Some(cmd.spawn().expect("spawn sluice"));
+    }
+
+    /// The current process's log, without colors.
+    pub fn log(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.log_path).unwrap_or_default())
+    }
+
+    /// Every process's log, without colors.
+    pub fn all_logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                let p = self.log_dir.join(format!("{}-{i}.log", self.name));
+                strip_ansi(&std::fs::read_to_string(p).unwrap_or_default())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The first line of the current log containing `needle`, waiting up to `timeout`.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log().lines().find(|l| l.contains(needle)) {
+                return Some(l.to_string());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Exit status if the process has ended.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit status (None if still running).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same command again (after [`Process::kill9`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the process first");
+        self.spawn();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.all_logs());
+        }
+    }
+}

@@ -554,7 +554,7 @@ impl GroupCoordinator {
         self.partitions.insert(partition, PartitionStatus::Active);
         self.next_expiry_check_ms
             .get_or_insert(now_ms + self.cfg.offsets_retention_check_interval_ms);
-        tracing::info!(
+        tracing::debug!(
             partition,
             groups = self
                 .groups

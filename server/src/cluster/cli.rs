@@ -1,0 +1,304 @@
+//! Cluster mode's command line: the `raft-cluster` and `certs` subcommands, the `[cluster]`
+//! table of the config file, and their merge (flag > `SLUICE_*` env > file) into a
+//! [`ClusterConfig`]. Every problem is one line naming the node id and what to add or change.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// Subcommands of `sluice`. Without one, `sluice` runs the standalone broker.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as a node of a Raft cluster (this slice: the `__meta` group elects a leader; no
+    /// Kafka traffic is served yet).
+    RaftCluster(ClusterArgs),
+    /// Create a cluster CA and one certificate per node in a new directory.
+    Certs(CertsArgs),
+}
+
+/// `sluice raft-cluster` options.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Address the QUIC endpoint for Raft traffic binds [default: this node's entry in --peers]
+    #[arg(long, env = "SLUICE_RAFT_ADDR", value_name = "HOST:PORT")]
+    pub raft_addr: Option<String>,
+    /// Every node of the cluster, this one included: ID@HOST:PORT,ID@HOST:PORT,...
+    #[arg(long, env = "SLUICE_PEERS", value_name = "ID@HOST:PORT,...")]
+    pub peers: Option<String>,
+    /// Directory with ca.pem, node-<id>.pem and node-<id>.key (see `sluice certs`)
+    #[arg(long, env = "SLUICE_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Cluster id checked at every handshake [default: derived from the sorted --peers]
+    #[arg(long, env = "SLUICE_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<String>,
+}
+
+/// `sluice certs` options.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Node ids to issue certificates for: 1,2,3
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', required = true)]
+    pub nodes: Vec<u64>,
+    /// Output directory (created; existing files are never overwritten)
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: PathBuf,
+}
+
+/// The `[cluster]` table of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    raft_addr: Option<String>,
+    /// `["1@host:port", ...]`
+    peers: Option<Vec<String>>,
+    tls_dir: Option<PathBuf>,
+    cluster_id: Option<String>,
+}
+
+/// Cluster mode settings after merging, validated.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's id (explicit, non-zero, listed in `peers`).
+    pub node_id: u64,
+    /// Address the QUIC endpoint binds.
+    pub raft_addr: SocketAddr,
+    /// Every node, this one included, sorted by id.
+    pub peers: Vec<(u64, SocketAddr)>,
+    /// Certificate directory.
+    pub tls_dir: PathBuf,
+    /// Cluster id (given, or derived from `peers`).
+    pub cluster_id: String,
+    /// Whether `cluster_id` was given rather than derived.
+    pub cluster_id_given: bool,
+}
+
+impl ClusterConfig {
+    /// The other nodes.
+    pub fn others(&self) -> Vec<(u64, SocketAddr)> {
+        self.peers
+            .iter()
+            .copied()
+            .filter(|&(id, _)| id != self.node_id)
+            .collect()
+    }
+}
+
+/// Renders a peer list the way `--peers` takes it.
+pub fn peers_string(peers: &[(u64, SocketAddr)]) -> String {
+    peers
+        .iter()
+        .map(|(id, a)| format!("{id}@{a}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The cluster id every node derives from the same peer list: `sluice-` and the FNV-1a 64 hash
+/// of the sorted `id@ip:port` list, in hex. Any node given the same `--peers` (in any order)
+/// gets the same id.
+pub fn derive_cluster_id(peers: &[(u64, SocketAddr)]) -> String {
+    let mut sorted = peers.to_vec();
+    sorted.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in peers_string(&sorted).bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("sluice-{hash:016x}")
+}
+
+/// Merges the `raft-cluster` flags/env with the config file's `[cluster]` table and checks them
+/// against the node id.
+pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConfig> {
+    let file = config.file_cluster.clone().unwrap_or_default();
+    let peers_s: Option<Vec<String>> = match args.peers {
+        Some(s) => Some(s.split(',').map(|p| p.trim().to_string()).collect()),
+        None => file.peers,
+    };
+    let who = if config.node_id_given {
+        format!("node {}: ", config.node_id)
+    } else {
+        String::new()
+    };
+    let Some(peers_s) = peers_s.filter(|p| p.iter().any(|s| !s.is_empty())) else {
+        bail!(
+            "{who}cluster mode needs the cluster's nodes: add --peers 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT (or SLUICE_PEERS, or peers in [cluster] of the config file)"
+        );
+    };
+    let mut peers = Vec::new();
+    let mut seen = BTreeSet::new();
+    for p in peers_s.iter().filter(|s| !s.is_empty()) {
+        let (id, addr) =
+            sluice_transport_quic::parse_peer(p).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
+        if !seen.insert(id) {
+            bail!("--peers lists node {id} twice");
+        }
+        peers.push((id, addr));
+    }
+    peers.sort();
+    let listed = peers_string(&peers);
+    if !config.node_id_given {
+        bail!(
+            "cluster mode needs this node's id: add --node-id ID (or SLUICE_NODE_ID, or node_id in the config file), one of the ids in --peers {listed}"
+        );
+    }
+    if config.node_id <= 0 {
+        bail!(
+            "--node-id {} is not a valid cluster node id (0 is reserved by Raft): use one of the ids in --peers {listed}",
+            config.node_id
+        );
+    }
+    let node_id = config.node_id as u64;
+    let Some(&(_, own_addr)) = peers.iter().find(|&&(id, _)| id == node_id) else {
+        bail!(
+            "node {node_id} is not in --peers {listed}: add {node_id}@HOST:PORT to --peers on every node, or start this node with one of the listed ids"
+        );
+    };
+    let raft_addr = match args.raft_addr.or(file.raft_addr) {
+        Some(a) => sluice_transport_quic::parse_peer(&format!("{node_id}@{a}"))
+            .map(|(_, addr)| addr)
+            .map_err(|e| anyhow::anyhow!("node {node_id}: --raft-addr {a}: {}", e.detail))?,
+        None => own_addr,
+    };
+    let Some(tls_dir) = args.tls_dir.or(file.tls_dir) else {
+        bail!(
+            "node {node_id}: cluster mode needs certificates: add --tls-dir DIR (create it with `sluice certs --nodes {} --out DIR`)",
+            peers
+                .iter()
+                .map(|(id, _)| id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    };
+    let given = args.cluster_id.or(file.cluster_id);
+    let cluster_id_given = given.is_some();
+    let cluster_id = given.unwrap_or_else(|| derive_cluster_id(&peers));
+    if cluster_id.is_empty() || cluster_id.len() > 255 {
+        bail!("node {node_id}: --cluster-id must be 1 to 255 bytes");
+    }
+    Ok(ClusterConfig {
+        node_id,
+        raft_addr,
+        peers,
+        tls_dir,
+        cluster_id,
+        cluster_id_given,
+    })
+}
+
+/// `sluice certs`: writes the CA and one pair per node, refusing to overwrite anything.
+pub fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
+    let files = sluice_transport_quic::certs::generate(&args.nodes, &args.out)
+        .with_context(|| format!("certificates in {}", args.out.display()))?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> anyhow::Result<ClusterConfig> {
+        let mut v = vec!["sluice"];
+        v.extend_from_slice(args);
+        let mut cli = crate::config::Cli::try_parse_from(v)?;
+        let Some(Command::RaftCluster(c)) = cli.command.take() else {
+            panic!("no raft-cluster")
+        };
+        resolve(c, &cli.resolve()?)
+    }
+
+    const PEERS: &str = "3@127.0.0.1:7003,1@127.0.0.1:7001,2@127.0.0.1:7002";
+
+    #[test]
+    fn global_flags_before_or_after_the_subcommand() {
+        let a = parse(&[
+            "--node-id",
+            "2",
+            "raft-cluster",
+            "--peers",
+            PEERS,
+            "--tls-dir",
+            "c",
+        ])
+        .unwrap();
+        let b = parse(&[
+            "raft-cluster",
+            "--peers",
+            PEERS,
+            "--tls-dir",
+            "c",
+            "--node-id",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(a.node_id, 2);
+        assert_eq!(b.node_id, 2);
+        assert_eq!(a.raft_addr.port(), 7002);
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert_eq!(a.others().len(), 2);
+    }
+
+    #[test]
+    fn cluster_id_is_independent_of_peer_order() {
+        let mut p: Vec<(u64, SocketAddr)> = vec![
+            (2, "127.0.0.1:7002".parse().unwrap()),
+            (1, "127.0.0.1:7001".parse().unwrap()),
+        ];
+        let a = derive_cluster_id(&p);
+        p.reverse();
+        assert_eq!(a, derive_cluster_id(&p));
+        p[0].1 = "127.0.0.1:7009".parse().unwrap();
+        assert_ne!(a, derive_cluster_id(&p));
+    }
+
+    #[test]
+    fn refusals_say_what_to_add() {
+        let e = parse(&["raft-cluster", "--peers", PEERS, "--tls-dir", "c"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--node-id"), "{e}");
+        let e = parse(&[
+            "--node-id",
+            "4",
+            "raft-cluster",
+            "--peers",
+            PEERS,
+            "--tls-dir",
+            "c",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("node 4 is not in --peers"), "{e}");
+        assert!(e.contains("1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003"));
+        let e = parse(&["--node-id", "1", "raft-cluster", "--peers", PEERS])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-dir"), "{e}");
+    }
+
+    #[test]
+    fn file_table() {
+        let dir = std::env::temp_dir().join(format!("sluice-ccfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "node_id = 3\n[cluster]\npeers = [\"1@127.0.0.1:7001\", \"2@127.0.0.1:7002\", \"3@127.0.0.1:7003\"]\ntls_dir = \"certs\"\ncluster_id = \"prod\"\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", f.to_str().unwrap(), "raft-cluster"]).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.cluster_id, "prod");
+        assert_eq!(c.tls_dir, PathBuf::from("certs"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
