@@ -161,8 +161,9 @@ pub struct SyncBatch {
     pub seq: u64,
     /// Files to sync.
     pub files: Vec<Arc<dyn StoreFile>>,
-    /// Which partitions become durable up to which offset.
-    pub ends: Vec<(String, i32, i64)>,
+    /// Which partitions become durable up to which offset, by topic id: a topic deleted and
+    /// re-created under the same name while the sync ran is another log.
+    pub ends: Vec<(Uuid, i32, i64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -407,7 +408,7 @@ impl Broker {
     pub fn take_sync_work(&mut self) -> Option<SyncBatch> {
         let mut files = Vec::new();
         let mut ends = Vec::new();
-        for (name, t) in &mut self.topics {
+        for t in self.topics.values_mut() {
             for (p, log) in t.partitions.iter_mut().enumerate() {
                 if let Some(SyncWork {
                     files: f,
@@ -415,7 +416,7 @@ impl Broker {
                 }) = log.take_sync_work()
                 {
                     files.extend(f);
-                    ends.push((name.clone(), p as i32, end_offset));
+                    ends.push((t.id, p as i32, end_offset));
                 }
             }
         }
@@ -435,15 +436,16 @@ impl Broker {
     pub fn complete_sync(
         &mut self,
         seq: u64,
-        ends: &[(String, i32, i64)],
+        ends: &[(Uuid, i32, i64)],
         result: Result<(), String>,
     ) {
         match result {
             Ok(()) => {
-                for (topic, p, end) in ends {
+                for (id, p, end) in ends {
                     if let Some(log) = self
-                        .topics
-                        .get_mut(topic)
+                        .ids
+                        .get(id)
+                        .and_then(|name| self.topics.get_mut(name))
                         .and_then(|t| t.partitions.get_mut(*p as usize))
                     {
                         log.mark_durable(*end);

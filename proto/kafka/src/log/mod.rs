@@ -357,11 +357,15 @@ impl PartitionLog {
     }
 
     /// Everything below `end_offset` is durable: consumers may now read it.
+    ///
+    /// Clamped to the log end: a sync taken before a topic was deleted and re-created under the
+    /// same name may report an end the new, shorter log never reached.
     pub fn mark_durable(&mut self, end_offset: i64) {
-        debug_assert!(end_offset <= self.log_end_offset());
+        let end_offset = end_offset.min(self.log_end_offset());
         if end_offset > self.high_watermark {
             self.high_watermark = end_offset;
         }
+        debug_assert!(self.high_watermark <= self.log_end_offset());
     }
 
     /// Reads whole batches from `offset`, up to `max_bytes` (the first batch may exceed it when

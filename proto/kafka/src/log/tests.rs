@@ -296,3 +296,12 @@ fn segments_roll_by_age() {
         vec![0, 1, 2]
     );
 }
+
+#[test]
+fn a_stale_sync_never_moves_the_high_watermark_past_the_log_end() {
+    let fs = MemStorage::new();
+    let mut log = open(&fs, LogConfig::default());
+    log.append(&batch(2, Compression::None, 0), 0, 0).unwrap();
+    log.mark_durable(50);
+    assert_eq!(log.high_watermark(), 2);
+}
