@@ -6,7 +6,10 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, RequestKind, ResponseKind, TopicName, produce_request,
+};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -105,4 +108,22 @@ pub fn batch(records: usize, value_bytes: usize, fill: u8) -> Bytes {
     )
     .unwrap();
     buf.freeze()
+}
+
+/// A Produce request for partition 0 of `topic`.
+pub fn produce_request(topic: &str, records: Bytes, acks: i16) -> RequestKind {
+    RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.into())))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records)),
+                    ]),
+            ]),
+    )
 }

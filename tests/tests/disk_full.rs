@@ -23,20 +23,7 @@ fn produce(c: &mut Conn, topic: &str, records: Bytes) -> (i16, i64) {
     let ResponseKind::Produce(r) = c.call(
         ApiKey::Produce,
         9,
-        RequestKind::Produce(
-            ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![
-                    produce_request::TopicProduceData::default()
-                        .with_name(TopicName(s(topic)))
-                        .with_partition_data(vec![
-                            produce_request::PartitionProduceData::default()
-                                .with_index(0)
-                                .with_records(Some(records)),
-                        ]),
-                ]),
-        ),
+        sluice_tests::kafka::produce_request(topic, records, -1),
     ) else {
         panic!()
     };

@@ -34,20 +34,7 @@ fn batch(records: usize, value_bytes: usize) -> Bytes {
 }
 
 fn produce(c: &mut Conn, topic: &str, records: Bytes, acks: i16) -> Option<ProduceResponse> {
-    let body = RequestKind::Produce(
-        ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![
-                produce_request::TopicProduceData::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partition_data(vec![
-                        produce_request::PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(records)),
-                    ]),
-            ]),
-    );
+    let body = sluice_tests::kafka::produce_request(topic, records, acks);
     if acks == 0 {
         let (_, f) = c.frame(ApiKey::Produce, 9, &body);
         c.stream.write_all(&f).unwrap();
@@ -148,20 +135,7 @@ fn pipelined_requests_are_answered_in_order() {
             1 => (
                 ApiKey::Produce,
                 9,
-                RequestKind::Produce(
-                    ProduceRequest::default()
-                        .with_acks(-1)
-                        .with_timeout_ms(5000)
-                        .with_topic_data(vec![
-                            produce_request::TopicProduceData::default()
-                                .with_name(TopicName(s("pipe")))
-                                .with_partition_data(vec![
-                                    produce_request::PartitionProduceData::default()
-                                        .with_index(0)
-                                        .with_records(Some(batch(2, 10))),
-                                ]),
-                        ]),
-                ),
+                sluice_tests::kafka::produce_request("pipe", batch(2, 10), -1),
             ),
             _ => (
                 ApiKey::Metadata,
