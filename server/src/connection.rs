@@ -195,8 +195,14 @@ fn handle_frame(
             }
             _ => None,
         };
-        if group_api {
+        let cluster = broker.is_cluster();
+        if group_api || cluster {
             crate::server::deliver(shared, &mut broker);
+        }
+        drop(broker);
+        if cluster {
+            // Proposals were queued: the Raft loop picks them up.
+            shared.raft_wake.notify(1);
         }
         (reply, parked_rx)
     };

@@ -145,11 +145,32 @@ fn run_cluster(
     let rt = make_runtime(config.workers)
         .map_err(|e| anyhow::anyhow!("node {node_id}: cannot start the runtime: {e}"))?;
     let stop = cluster_signals(node_id)?;
-    let span = tracing::info_span!("cluster", node_id);
+    let span = tracing::info_span!("node", node_id);
     let rt2 = rt.clone();
+    let members: Vec<i32> = cc.peers.iter().map(|&(id, _)| id as i32).collect();
+    let mut config = config;
+    config.node_id = node_id as i32;
     rt.block_on(
-        cluster::node::run(rt2, cluster::quic_runtime(), cc, prepared, started, stop)
-            .instrument(span),
+        async move {
+            let cluster::node::Prepared {
+                storage,
+                data_dir,
+                tls,
+            } = prepared;
+            let server =
+                server::Server::start_with(rt2.clone(), config, storage, Some(members)).await?;
+            let shared = server.shared();
+            let params = cluster::node::NodeParams {
+                cc,
+                tls,
+                data_dir,
+                started,
+            };
+            let raft = cluster::node::run(rt2, cluster::quic_runtime(), params, shared, stop);
+            let (served, raft) = futures_lite::future::zip(server.run(), raft).await;
+            served.and(raft)
+        }
+        .instrument(span),
     )
 }
 

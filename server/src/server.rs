@@ -36,6 +36,8 @@ pub struct Shared {
     pub parked: Mutex<HashMap<u64, async_channel::Sender<Deferred>>>,
     /// Notified after every group-coordinator call: its next deadline may have moved.
     pub timer: Event,
+    /// Cluster mode: the broker queued Raft proposals.
+    pub raft_wake: Event,
     stopping: AtomicBool,
     stop: Event,
 }
@@ -115,6 +117,17 @@ impl<R: Runtime> Server<R> {
     /// Opens the data dir, recovers the logs and binds the listener.
     pub async fn start(rt: R, config: Config) -> anyhow::Result<Self> {
         let storage = Arc::new(DiskStorage::open(&config.data_dir)?);
+        Self::start_with(rt, config, storage, None).await
+    }
+
+    /// Starts on an opened (locked) data dir; `cluster_members` makes the broker a cluster
+    /// replica whose topics come from `__meta`.
+    pub async fn start_with(
+        rt: R,
+        config: Config,
+        storage: Arc<DiskStorage>,
+        cluster_members: Option<Vec<i32>>,
+    ) -> anyhow::Result<Self> {
         let data_dir = storage_describe(&storage);
         let broker_config = BrokerConfig {
             node_id: config.node_id,
@@ -125,6 +138,7 @@ impl<R: Runtime> Server<R> {
             sync_writes: config.durability == Durability::Fsync,
             offsets_partitions: config.offsets_partitions,
             group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as i64,
+            cluster_members,
         };
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -165,6 +179,7 @@ impl<R: Runtime> Server<R> {
             config,
             parked: Mutex::new(HashMap::new()),
             timer: Event::new(),
+            raft_wake: Event::new(),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
         });

@@ -16,6 +16,7 @@
 
 pub mod batch;
 pub mod broker;
+pub mod cluster;
 pub mod codec;
 pub mod frame;
 pub mod log;

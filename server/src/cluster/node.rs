@@ -1,13 +1,15 @@
 //! A cluster node: checks its identity against the data dir, starts the QUIC transport and runs
-//! the `__meta` Raft group on the server's runtime.
+//! the Raft groups (`__meta` and one per hosted partition) beside the Kafka server.
 //!
 //! One task drives the sans-IO [`sluice_raft::Node`]: it ticks it on a monotonic clock
 //! (`poll_timeout` / `handle_timeout`), feeds it the batches from the transport's inbox
-//! (`step`), ships its per-peer batches (`poll_transmit` → `Transport::send`, which never waits)
-//! and executes its tasks: `Persist` is written to `DATA/raft/meta/` and fsynced on the blocking
-//! pool before `persisted(n)` is reported; `Apply` only records the applied index for now (the
-//! metadata state machine comes later).
+//! (`step`), proposes what the broker queued, ships its per-peer batches (`poll_transmit` →
+//! `Transport::send`, which never waits) and executes its tasks: `Persist` is written to
+//! `DATA/raft/<group>/` and fsynced on the blocking pool before `persisted(n)` is reported (only
+//! then are the messages that depended on it sent); `Apply` goes to a separate applier task
+//! that appends to the broker's logs, so ticks never wait on it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,15 +17,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_lite::future;
+use sluice_proto::broker::GroupChange;
 use sluice_proto::runtime::Runtime;
-use sluice_raft::eraftpb::MessageType;
-use sluice_raft::{Apply, META_GROUP, PeerBatch, StateRole, Task};
+use sluice_raft::eraftpb::{Entry, EntryType, MessageType};
+use sluice_raft::{Apply, META_GROUP, PeerBatch, Persist, StateRole, Task};
 use sluice_transport_quic::{Inbox, Limits, NodeIdentity, Transport, TransportConfig};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::cli::ClusterConfig;
 use super::raft_store::RaftStore;
 use crate::disk::DiskStorage;
+use crate::server::Shared;
 
 /// Where a node records which node and cluster its data dir belongs to (shared with the
 /// standalone broker, which writes the same file).
@@ -32,9 +36,12 @@ const CLUSTER_FILE: &str = "meta/cluster.json";
 /// What [`prepare`] checked and holds: the data dir lock and the TLS identity.
 #[derive(Debug)]
 pub struct Prepared {
-    _lock: DiskStorage,
-    data_dir: PathBuf,
-    tls: NodeIdentity,
+    /// The locked data dir (the broker's storage).
+    pub storage: Arc<DiskStorage>,
+    /// Canonical data dir path.
+    pub data_dir: PathBuf,
+    /// This node's certificate and the cluster CA.
+    pub tls: NodeIdentity,
 }
 
 /// Everything that can refuse a start, before the runtime exists: the certificates, the data
@@ -79,27 +86,64 @@ pub fn prepare(data_dir: &Path, cc: &ClusterConfig) -> anyhow::Result<Prepared> 
         std::fs::File::open(data_dir.join("meta"))?.sync_all()?;
     }
     Ok(Prepared {
-        _lock: lock,
+        storage: Arc::new(lock),
         data_dir,
         tls,
     })
 }
 
-/// Runs the node until `stop` yields (a signal), then shuts the transport down.
+/// What a node runs with, beside the runtime and the Kafka side.
+#[derive(Debug)]
+pub struct NodeParams {
+    /// Cluster settings.
+    pub cc: ClusterConfig,
+    /// This node's certificate and the cluster CA.
+    pub tls: NodeIdentity,
+    /// Canonical data dir.
+    pub data_dir: PathBuf,
+    /// Process start (for "elected after" logs).
+    pub started: Instant,
+}
+
+/// Runs the node until `stop` yields (a signal): the Raft loop for `__meta` and every hosted
+/// partition group, feeding the broker (which serves Kafka on the same runtime) with committed
+/// entries and proposing what it queues. On stop, leadership is handed off first.
 pub async fn run<R: Runtime>(
     rt: R,
     quic: Arc<dyn quinn::Runtime>,
+    params: NodeParams,
+    shared: Arc<Shared>,
+    stop: async_channel::Receiver<()>,
+) -> anyhow::Result<()> {
+    let NodeParams {
+        cc,
+        tls,
+        data_dir,
+        started,
+    } = params;
+    let result = run_inner(rt, quic, cc, tls, data_dir, shared.clone(), started, stop).await;
+    // Whatever ended the loop, the Kafka side stops too.
+    shared.begin_shutdown();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_inner<R: Runtime>(
+    rt: R,
+    quic: Arc<dyn quinn::Runtime>,
     cc: ClusterConfig,
-    prepared: Prepared,
+    tls: NodeIdentity,
+    data_dir: PathBuf,
+    shared: Arc<Shared>,
     started: Instant,
     stop: async_channel::Receiver<()>,
 ) -> anyhow::Result<()> {
     let node_id = cc.node_id;
     let voters: Vec<u64> = cc.peers.iter().map(|&(id, _)| id).collect();
-    let dir = prepared.data_dir.join("raft/meta");
+    let dir = data_dir.join("raft/meta");
     let open_dir = dir.clone();
     let open_voters = voters.clone();
-    let (mut disk, loaded) = rt
+    let (disk, loaded) = rt
         .spawn_blocking(move || RaftStore::open(&open_dir, &open_voters))
         .await
         .with_context(|| format!("node {node_id}: loading the raft log in {}", dir.display()))?;
@@ -120,7 +164,9 @@ pub async fn run<R: Runtime>(
     let mut config = sluice_raft::Config::new(node_id);
     config.seed = entropy() ^ node_id;
     let mut node = sluice_raft::Node::new(config)?;
+    // `__meta` is re-applied from the start on every boot (its state lives in memory only).
     node.add_group(META_GROUP, loaded.store, 0)?;
+    let mut stores: HashMap<u64, RaftStore> = HashMap::from([(META_GROUP, disk)]);
 
     let (transport, inbox) = Transport::start(
         TransportConfig {
@@ -128,7 +174,7 @@ pub async fn run<R: Runtime>(
             cluster_id: cc.cluster_id.clone(),
             listen: cc.raft_addr,
             peers: cc.others(),
-            tls: prepared.tls,
+            tls,
             limits: Limits::default(),
         },
         quic,
@@ -142,76 +188,329 @@ pub async fn run<R: Runtime>(
         peers = %super::cli::peers_string(&cc.peers),
         cluster_id = %cc.cluster_id,
         cluster_id_derived = !cc.cluster_id_given,
-        data_dir = %prepared.data_dir.display(),
+        data_dir = %data_dir.display(),
         "sluice cluster node started"
     );
-    warn!(
-        node_id,
-        "cluster mode serves no Kafka traffic yet (raft bootstrap only)"
-    );
+
+    let (apply_tx, apply_rx) = async_channel::unbounded::<ApplyJob>();
+    let (done_tx, done_rx) = async_channel::unbounded::<(u64, u64)>();
+    let span = tracing::Span::current();
+    rt.spawn(applier(shared.clone(), apply_rx, done_tx).instrument(span));
 
     let mut state = Loop {
         node_id,
         started,
-        applied: 0,
         leader: (0, 0),
+        shared: shared.clone(),
+        apply_tx,
     };
     let clock = Instant::now();
     let now_ms = || clock.elapsed().as_millis() as u64;
     node.handle_timeout(now_ms());
+    let mut next_housekeeping = 0u64;
+    let mut stopping: Option<u64> = None;
+    let mut last_transfer = 0u64;
     loop {
         // Drain what arrived, tick if due, then run the node until it is quiet.
         while let Some((from, bytes)) = inbox.try_recv() {
             step(&mut node, node_id, from, &bytes);
         }
+        while let Ok((group, index)) = done_rx.try_recv() {
+            if node.group(group).is_some()
+                && let Err(e) = node.applied(group, index)
+            {
+                warn!(node_id, group, error = %e, "reporting applied failed");
+            }
+        }
         let now = now_ms();
         if node.poll_timeout().is_none_or(|t| now >= t) {
             node.handle_timeout(now);
         }
+        if now >= next_housekeeping {
+            next_housekeeping = now + 200;
+            let meta = node.group(META_GROUP).expect("meta group");
+            let caught_up = meta.applied_index() >= meta.commit_index();
+            let marks = {
+                let mut broker = shared.broker.lock().unwrap();
+                broker.cluster_tick(caught_up, crate::server::now_ms());
+                crate::server::deliver(&shared, &mut broker);
+                broker.take_applied_marks()
+            };
+            if !marks.is_empty() {
+                let dir = data_dir.clone();
+                rt.spawn_blocking(move || write_marks(&dir, &marks)).await;
+            }
+        }
+        let (proposals, changes) = {
+            let mut broker = shared.broker.lock().unwrap();
+            (broker.take_proposals(), broker.take_group_changes())
+        };
+        for change in changes {
+            apply_group_change(&rt, &mut node, &mut stores, &data_dir, &shared, change).await?;
+        }
+        for p in proposals {
+            if let Err(e) = node.propose(p.group, p.data.clone()) {
+                debug!(node_id, group = p.group, error = %e, "proposal dropped");
+                shared
+                    .broker
+                    .lock()
+                    .unwrap()
+                    .proposal_dropped(p.group, &p.data);
+            }
+        }
+        if let Some(since) = stopping {
+            let leading = led_groups(&node);
+            if leading == 0 || now.saturating_sub(since) > 2000 {
+                info!(
+                    node_id,
+                    still_leading = leading,
+                    "leadership handed off; stopping"
+                );
+                break;
+            }
+            if now.saturating_sub(last_transfer) >= 500 {
+                last_transfer = now;
+                transfer_leadership(&mut node);
+            }
+        }
         loop {
-            let mut persists = Vec::new();
+            let mut persists: Vec<(u64, Persist)> = Vec::new();
             while let Some((group, task)) = node.poll_task() {
                 match task {
-                    Task::Persist(p) => persists.push(p),
-                    other => state.on_task(&mut node, group, other),
+                    Task::Persist(p) => persists.push((group, p)),
+                    other => state.on_task(&mut node, group, other, now_ms()),
                 }
             }
             ship(&mut node, &transport);
             if persists.is_empty() {
                 break;
             }
-            let last = persists.last().expect("non-empty").number;
+            let mut taken = std::mem::take(&mut stores);
             let (back, result) = rt
                 .spawn_blocking(move || {
-                    let r = disk.write(&persists);
-                    (disk, r)
+                    let r = write_persists(&mut taken, &persists);
+                    (taken, r)
                 })
                 .await;
-            disk = back;
-            result.with_context(|| {
-                format!("node {node_id}: writing the raft log in {}", dir.display())
-            })?;
-            node.persisted(META_GROUP, last)?;
+            stores = back;
+            let done = result.with_context(|| format!("node {node_id}: writing the raft log"))?;
+            for (group, number) in done {
+                if node.group(group).is_some() {
+                    node.persisted(group, number)?;
+                }
+            }
         }
         let wait_ms = node
             .poll_timeout()
             .unwrap_or(now + 50)
+            .min(next_housekeeping)
             .saturating_sub(now_ms());
-        match wait(&rt, &inbox, &stop, wait_ms).await {
+        match wait(&rt, &inbox, &stop, &done_rx, &shared, wait_ms).await {
             Wake::Batch(from, bytes) => step(&mut node, node_id, from, &bytes),
+            Wake::Applied(group, index) => {
+                if node.group(group).is_some() {
+                    node.applied(group, index)?;
+                }
+            }
             Wake::Timer => {}
             Wake::Closed => bail!("node {node_id}: the raft transport stopped"),
-            Wake::Stop => break,
+            Wake::Stop => {
+                if stopping.is_none() {
+                    info!(
+                        node_id,
+                        leading = led_groups(&node),
+                        "stopping: handing off leadership"
+                    );
+                    stopping = Some(now_ms());
+                    last_transfer = now_ms();
+                    transfer_leadership(&mut node);
+                }
+            }
         }
     }
     info!(node_id, "shutting down the raft transport");
     transport.shutdown().await;
-    info!(node_id, "shutdown complete");
+    info!(node_id, "raft stopped");
     Ok(())
+}
+
+/// Committed entries for the applier task.
+struct ApplyJob {
+    group: u64,
+    entries: Vec<Entry>,
+}
+
+/// Applies committed entries off the Raft loop (so ticks and heartbeats never wait on log
+/// writes) and reports the applied index back.
+async fn applier(
+    shared: Arc<Shared>,
+    jobs: async_channel::Receiver<ApplyJob>,
+    done: async_channel::Sender<(u64, u64)>,
+) {
+    while let Ok(job) = jobs.recv().await {
+        let Some(last) = job.entries.last().map(|e| e.index) else {
+            continue;
+        };
+        {
+            let mut broker = shared.broker.lock().unwrap();
+            let now = crate::server::now_ms();
+            if job.group == META_GROUP {
+                let entries: Vec<(u64, Vec<u8>)> = job
+                    .entries
+                    .into_iter()
+                    .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
+                    .map(|e| (e.index, e.data.to_vec()))
+                    .collect();
+                broker.apply_meta(&entries, now);
+            } else {
+                let entries: Vec<(u64, u64, Vec<u8>)> = job
+                    .entries
+                    .into_iter()
+                    .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
+                    .map(|e| (e.index, e.term, e.data.to_vec()))
+                    .collect();
+                broker.apply_partition(job.group, &entries, now);
+            }
+            broker.finish_apply();
+            crate::server::deliver(&shared, &mut broker);
+        }
+        shared.flush.notify(1);
+        shared.raft_wake.notify(1);
+        if done.send((job.group, last)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Starts or stops hosting a partition group.
+async fn apply_group_change<R: Runtime>(
+    rt: &R,
+    node: &mut sluice_raft::Node,
+    stores: &mut HashMap<u64, RaftStore>,
+    data_dir: &Path,
+    shared: &Arc<Shared>,
+    change: GroupChange,
+) -> anyhow::Result<()> {
+    let node_id = node.id();
+    match change {
+        GroupChange::Add {
+            group,
+            voters,
+            applied,
+            campaign,
+            topic,
+            partition,
+        } => {
+            if node.group(group).is_some() {
+                return Ok(());
+            }
+            let dir = group_dir(data_dir, group);
+            let open_dir = dir.clone();
+            let (store, loaded) = rt
+                .spawn_blocking(move || RaftStore::open(&open_dir, &voters))
+                .await
+                .with_context(|| {
+                    format!(
+                        "node {node_id}: opening the raft log of {topic}-{partition} in {}",
+                        dir.display()
+                    )
+                })?;
+            if let Some((bytes, reason)) = &loaded.truncated {
+                warn!(node_id, group, topic = %topic, partition, bytes, reason = %reason, "truncated torn or corrupt raft log tail");
+            }
+            let fresh = loaded.store.last_index() == 0;
+            // Raft refuses an applied index beyond the durable commit; entries in between are
+            // skipped by the broker (it remembers what its log holds).
+            let applied = applied.min(loaded.store.hard_state().commit);
+            node.add_group(group, loaded.store, applied)?;
+            stores.insert(group, store);
+            debug!(node_id, group, topic = %topic, partition, applied, fresh, "hosting partition group");
+            if campaign && fresh {
+                node.campaign(group)?;
+            }
+        }
+        GroupChange::Remove { group } => {
+            node.remove_group(group);
+            stores.remove(&group);
+            let dir = group_dir(data_dir, group);
+            rt.spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&dir);
+            })
+            .await;
+            let _ = shared;
+            info!(node_id, group, "partition group removed");
+        }
+    }
+    Ok(())
+}
+
+fn group_dir(data_dir: &Path, group: u64) -> PathBuf {
+    data_dir.join(format!("raft/g-{group}"))
+}
+
+/// Writes every group's persists; returns the last persist number per group.
+fn write_persists(
+    stores: &mut HashMap<u64, RaftStore>,
+    persists: &[(u64, Persist)],
+) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut by_group: BTreeMap<u64, Vec<Persist>> = BTreeMap::new();
+    for (g, p) in persists {
+        by_group.entry(*g).or_default().push(p.clone());
+    }
+    let mut done = Vec::new();
+    for (group, ps) in by_group {
+        let Some(store) = stores.get_mut(&group) else {
+            continue; // removed meanwhile
+        };
+        store.write(&ps)?;
+        done.push((group, ps.last().expect("non-empty").number));
+    }
+    Ok(done)
+}
+
+/// Records the applied marks of partitions (atomic replace, fsynced).
+fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
+    for (group, path, bytes) in marks {
+        let full = data_dir.join(path);
+        let tmp = full.with_extension("tmp");
+        let r = (|| -> std::io::Result<()> {
+            std::fs::write(&tmp, bytes)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &full)
+        })();
+        if let Err(e) = r {
+            debug!(group, path = %full.display(), error = %e, "writing an applied mark failed");
+        }
+    }
+}
+
+fn led_groups(node: &sluice_raft::Node) -> usize {
+    node.group_ids()
+        .filter(|g| {
+            node.group(*g)
+                .is_some_and(|d| d.role() == StateRole::Leader)
+        })
+        .count()
+}
+
+/// Hands every group this node leads to a follower whose log is complete.
+fn transfer_leadership(node: &mut sluice_raft::Node) {
+    node.transfer_all_leadership(|_, driver| {
+        let raft = &driver.raw_node().raft;
+        let last = raft.raft_log.last_index();
+        let me = raft.id;
+        raft.prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .max_by_key(|(_, pr)| pr.matched)
+            .filter(|(_, pr)| pr.matched + 1 >= last)
+            .map(|(id, _)| *id)
+    });
 }
 
 enum Wake {
     Batch(u64, Bytes),
+    Applied(u64, u64),
     Timer,
     Closed,
     Stop,
@@ -221,12 +520,21 @@ async fn wait<R: Runtime>(
     rt: &R,
     inbox: &Inbox,
     stop: &async_channel::Receiver<()>,
+    done: &async_channel::Receiver<(u64, u64)>,
+    shared: &Shared,
     wait_ms: u64,
 ) -> Wake {
+    let raft_wake = shared.raft_wake.listen();
     let batch = async {
         match inbox.recv().await {
             Some((from, bytes)) => Wake::Batch(from, bytes),
             None => Wake::Closed,
+        }
+    };
+    let applied = async {
+        match done.recv().await {
+            Ok((g, i)) => Wake::Applied(g, i),
+            Err(_) => std::future::pending().await,
         }
     };
     let timer = async {
@@ -235,41 +543,55 @@ async fn wait<R: Runtime>(
         }
         Wake::Timer
     };
+    let woken = async {
+        raft_wake.await;
+        Wake::Timer
+    };
     let stopped = async {
         let _ = stop.recv().await;
         Wake::Stop
     };
-    future::or(stopped, future::or(batch, timer)).await
+    future::or(
+        stopped,
+        future::or(batch, future::or(applied, future::or(woken, timer))),
+    )
+    .await
 }
 
 /// What the loop remembers between tasks.
 struct Loop {
     node_id: u64,
     started: Instant,
-    applied: u64,
-    /// (term, leader id) last reported.
+    /// (term, leader id) of `__meta` last reported.
     leader: (u64, u64),
+    shared: Arc<Shared>,
+    apply_tx: async_channel::Sender<ApplyJob>,
 }
 
 impl Loop {
-    fn on_task(&mut self, node: &mut sluice_raft::Node, group: u64, task: Task) {
+    fn on_task(&mut self, node: &mut sluice_raft::Node, group: u64, task: Task, _now: u64) {
         let node_id = self.node_id;
         match task {
             Task::Persist(_) | Task::Send(_) => unreachable!("handled by the loop / Node"),
-            Task::Apply(apply) => {
-                let index = match &apply {
-                    Apply::Entries(es) => es.last().map_or(self.applied, |e| e.index),
-                    Apply::Snapshot(s) => s.metadata.as_ref().map_or(self.applied, |m| m.index),
-                };
-                // No metadata state machine yet: applying is recording the index.
-                self.applied = self.applied.max(index);
-                debug!(node_id, group, applied = self.applied, "applied");
-                if let Err(e) = node.applied(group, self.applied) {
-                    warn!(node_id, group, error = %e, "applied failed");
-                }
+            Task::Apply(Apply::Entries(entries)) => {
+                let _ = self.apply_tx.try_send(ApplyJob { group, entries });
             }
-            Task::RoleChanged(rc) => {
+            Task::Apply(Apply::Snapshot(s)) => {
+                // Logs are never compacted yet, so no snapshot is ever made or sent.
+                warn!(
+                    node_id,
+                    group,
+                    index = s.metadata.as_ref().map_or(0, |m| m.index),
+                    "snapshot received but snapshots are not supported yet; ignored"
+                );
+            }
+            Task::RoleChanged(rc) if group == META_GROUP => {
                 debug!(node_id, group, role = ?rc.role, term = rc.term, leader_id = rc.leader_id, "meta role changed");
+                self.shared
+                    .broker
+                    .lock()
+                    .unwrap()
+                    .meta_role_changed(rc.leader_id, rc.term);
                 if rc.leader_id != 0 && (rc.term, rc.leader_id) != self.leader {
                     self.leader = (rc.term, rc.leader_id);
                     info!(
@@ -282,11 +604,24 @@ impl Loop {
                     );
                 }
             }
+            Task::RoleChanged(rc) => {
+                debug!(node_id, group, role = ?rc.role, term = rc.term, leader_id = rc.leader_id, "partition role changed");
+                let last_index = node
+                    .group(group)
+                    .map_or(0, |d| d.raw_node().raft.raft_log.last_index());
+                self.shared.broker.lock().unwrap().partition_role_changed(
+                    group,
+                    rc.leader_id,
+                    rc.term,
+                    last_index,
+                    crate::server::now_ms(),
+                );
+            }
             Task::SnapshotWanted => {
-                // No state machine image yet: an empty image at the applied index.
-                if let Err(e) = node.compact(group, self.applied, Vec::new()) {
-                    warn!(node_id, group, error = %e, "compaction for a snapshot failed");
-                }
+                warn!(
+                    node_id,
+                    group, "a peer needs a snapshot, which is not supported yet"
+                );
             }
             Task::ReadReady { .. } => {}
         }

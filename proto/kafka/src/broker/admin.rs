@@ -34,6 +34,18 @@ impl Broker {
         configs: BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<Uuid, AdminError> {
+        self.create_topic_with(name, partitions, configs, None, now_ms)
+    }
+
+    /// Creates a topic with a given id (cluster mode: the id `__meta` chose) or a new one.
+    pub(super) fn create_topic_with(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        id: Option<Uuid>,
+        now_ms: i64,
+    ) -> Result<Uuid, AdminError> {
         if self.topics.contains_key(name) {
             return Err((
                 ResponseError::TopicAlreadyExists,
@@ -61,7 +73,7 @@ impl Broker {
             .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
             logs.push(log);
         }
-        let id = self.new_uuid();
+        let id = id.unwrap_or_else(|| self.new_uuid());
         self.topics.insert(
             name.to_string(),
             Topic {
@@ -223,6 +235,15 @@ impl Broker {
                 Some(format!("{name} is an internal topic and cannot be deleted")),
             ));
         }
+        self.delete_topic_local(name, now_ms)
+    }
+
+    /// Removes a topic's logs and metadata here (cluster mode: `__meta` deleted it).
+    pub(super) fn delete_topic_local(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Uuid, AdminError> {
         let Some(topic) = self.topics.remove(name) else {
             return Err((ResponseError::UnknownTopicOrPartition, None));
         };
@@ -307,6 +328,52 @@ impl Broker {
             response.results.push(r);
         }
         response
+    }
+
+    /// Grows a topic's local partitions to `count` (cluster mode: `__meta` added them).
+    pub(super) fn add_partitions_local(
+        &mut self,
+        name: &str,
+        count: i32,
+        now_ms: i64,
+    ) -> Result<(), AdminError> {
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or((ResponseError::UnknownTopicOrPartition, None))?;
+        let current = topic.partitions.len() as i32;
+        let log_config = topic_config::log_config(&topic.configs);
+        let mut added = Vec::new();
+        for p in current..count {
+            let log = PartitionLog::open(
+                self.fs.clone(),
+                partition_dir(name, p),
+                log_config.clone(),
+                now_ms,
+            )
+            .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+            added.push(log);
+        }
+        self.topics.get_mut(name).unwrap().partitions.extend(added);
+        self.persist_topics()
+            .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
+        info!(topic = %name, partitions = count, "partitions added");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides here (cluster mode: `__meta` changed them).
+    pub(super) fn set_configs_local(&mut self, name: &str, configs: BTreeMap<String, String>) {
+        let Some(t) = self.topics.get_mut(name) else {
+            return;
+        };
+        let log_config = topic_config::log_config(&configs);
+        t.configs = configs;
+        for log in &mut t.partitions {
+            log.set_config(log_config.clone());
+        }
+        if let Err(e) = self.persist_topics() {
+            warn!(topic = %name, error = %e, "persisting topic configs failed");
+        }
     }
 
     pub(super) fn describe_log_dirs(&self, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {

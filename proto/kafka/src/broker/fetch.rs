@@ -5,8 +5,10 @@
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
 use super::Broker;
 use crate::log::LogError;
@@ -38,6 +40,7 @@ impl Broker {
         let mut total = 0usize;
         let mut has_error = false;
         let read_committed = req.isolation_level == 1;
+        let mut hinted: Vec<i32> = Vec::new();
         for ft in &req.topics {
             let name = if version >= 13 {
                 self.ids.get(&ft.topic_id).cloned()
@@ -58,16 +61,28 @@ impl Broker {
                     None => Err(ResponseError::UnknownTopicId),
                     Some(n) => self.partition(n, fp.partition),
                 };
-                let log =
-                    match log.and_then(|l| self.check_epoch(fp.current_leader_epoch).map(|_| l)) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            pd.error_code = e.code();
-                            has_error = true;
-                            partitions.push(pd);
-                            continue;
+                let log = match log.and_then(|l| {
+                    let n = name.as_deref().unwrap_or_default();
+                    if let Err(h) = self.check_leader(n, fp.partition) {
+                        if h.leader >= 0 {
+                            pd.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(h.leader))
+                                .with_leader_epoch(h.epoch);
+                            hinted.push(h.leader);
                         }
-                    };
+                        return Err(h.error);
+                    }
+                    self.check_epoch(n, fp.partition, fp.current_leader_epoch)
+                        .map(|_| l)
+                }) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        pd.error_code = e.code();
+                        has_error = true;
+                        partitions.push(pd);
+                        continue;
+                    }
+                };
                 pd.high_watermark = log.high_watermark();
                 pd.last_stable_offset = log.high_watermark();
                 pd.log_start_offset = log.log_start_offset();
@@ -98,6 +113,20 @@ impl Broker {
             }
             response.responses.push(tr);
         }
+        if version >= 16 {
+            hinted.sort_unstable();
+            hinted.dedup();
+            for node in hinted {
+                if let Some((host, port)) = self.node_endpoint(node) {
+                    response.node_endpoints.push(
+                        NodeEndpoint::default()
+                            .with_node_id(BrokerId(node))
+                            .with_host(super::str(&host))
+                            .with_port(port),
+                    );
+                }
+            }
+        }
         FetchOutcome {
             response,
             bytes: total,
@@ -106,8 +135,13 @@ impl Broker {
     }
 
     /// KIP-320 leader epoch check: -1 means the client does not know.
-    pub(super) fn check_epoch(&self, current_leader_epoch: i32) -> Result<(), ResponseError> {
-        let ours = self.leader_epoch();
+    pub(super) fn check_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+    ) -> Result<(), ResponseError> {
+        let ours = self.epoch_of(topic, partition);
         match current_leader_epoch {
             -1 => Ok(()),
             e if e > ours => Err(ResponseError::UnknownLeaderEpoch),

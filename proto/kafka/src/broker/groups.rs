@@ -168,7 +168,9 @@ impl Broker {
         let node = self.config.node_id;
         let host = self.config.advertised_host.clone();
         let port = self.config.advertised_port;
-        find_coordinator(req, version, |kind, _key| match kind {
+        let cluster = self.is_cluster();
+        find_coordinator(req, version, |kind, key| match kind {
+            CoordinatorType::Group if cluster => self.coordinator_node(key),
             // Standalone: this node leads every partition of __consumer_offsets.
             CoordinatorType::Group => Ok((node, host.clone(), port)),
             CoordinatorType::Transaction => Err(ResponseError::TransactionalIdAuthorizationFailed),
@@ -274,6 +276,9 @@ impl Broker {
                         });
                     }
                 }
+                Action::Persist { writes, then } if self.is_cluster() => {
+                    self.persist_replicated(&writes, then, now_ms);
+                }
                 Action::Persist { writes, then } => {
                     let outcome = self.persist(&writes, now_ms);
                     for r in then {
@@ -305,6 +310,38 @@ impl Broker {
         mine
     }
 
+    /// Cluster mode: the writes of one Persist become one entry per internal partition; the
+    /// responses wait (parked) until the last entry is applied here.
+    fn persist_replicated(&mut self, writes: &[StoreWrite], then: Vec<Response>, now_ms: i64) {
+        let mut by_partition: BTreeMap<i32, Vec<&StoreRecord>> = BTreeMap::new();
+        for w in writes {
+            by_partition.entry(w.partition).or_default().push(&w.record);
+        }
+        let last = by_partition.keys().next_back().copied();
+        let mut then = Some(then);
+        for (p, records) in &by_partition {
+            let responses = if Some(*p) == last {
+                then.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let refused = match encode_store_batch(records, now_ms) {
+                Ok(batch) => self.persist_cluster(*p, &batch, responses, now_ms).err(),
+                Err(e) => {
+                    warn!(node_id = self.config.node_id, partition = p, error = %e, "encoding group state failed");
+                    Some(responses)
+                }
+            };
+            for r in refused.unwrap_or_default() {
+                self.deferred.push(Deferred {
+                    token: r.token,
+                    seq: 0,
+                    response: r.into_error(ResponseError::NotCoordinator).body,
+                });
+            }
+        }
+    }
+
     /// Appends the writes of one Persist (one batch per internal partition); returns the sync
     /// sequence that makes them durable (0 when writes are acknowledged without fsync).
     fn persist(&mut self, writes: &[StoreWrite], now_ms: i64) -> Result<u64, ResponseError> {
@@ -315,7 +352,7 @@ impl Broker {
         for w in writes {
             by_partition.entry(w.partition).or_default().push(&w.record);
         }
-        let epoch = self.leader_epoch();
+        let epoch = 0;
         let sync_writes = self.config.sync_writes;
         let mut failed = Vec::new();
         for (p, records) in &by_partition {

@@ -89,7 +89,7 @@ impl Broker {
                     MetadataResponsePartition::default()
                         .with_partition_index(p)
                         .with_leader_id(node)
-                        .with_leader_epoch(self.leader_epoch())
+                        .with_leader_epoch(0)
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node])
                 })
@@ -104,6 +104,22 @@ impl Broker {
         _req: DescribeClusterRequest,
         _version: i16,
     ) -> DescribeClusterResponse {
+        if let Some((brokers, controller)) = self.cluster_brokers() {
+            return DescribeClusterResponse::default()
+                .with_cluster_id(str(&self.cluster_id))
+                .with_controller_id(BrokerId(controller))
+                .with_brokers(
+                    brokers
+                        .into_iter()
+                        .map(|(id, host, port)| {
+                            DescribeClusterBroker::default()
+                                .with_broker_id(BrokerId(id))
+                                .with_host(str(&host))
+                                .with_port(port)
+                        })
+                        .collect(),
+                );
+        }
         let node = BrokerId(self.config.node_id);
         DescribeClusterResponse::default()
             .with_cluster_id(str(&self.cluster_id))

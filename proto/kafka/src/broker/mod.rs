@@ -7,6 +7,7 @@
 //! group commit: every append between two syncs shares one fdatasync per file.
 
 mod admin;
+mod cluster;
 mod configs;
 mod fetch;
 mod groups;
@@ -32,6 +33,7 @@ use crate::storage::{Storage, StoreFile};
 use crate::topic_config;
 use crate::versions;
 
+pub use cluster::{GroupChange, META_GROUP, Proposal};
 pub use fetch::FetchOutcome;
 pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};
 
@@ -56,6 +58,8 @@ pub struct BrokerConfig {
     /// How long the first rebalance of an empty group waits (Kafka's
     /// `group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: i64,
+    /// Cluster mode: the node ids of every cluster member (None: standalone).
+    pub cluster_members: Option<Vec<i32>>,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +73,7 @@ impl Default for BrokerConfig {
             sync_writes: true,
             offsets_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,
+            cluster_members: None,
         }
     }
 }
@@ -207,6 +212,8 @@ pub struct Broker {
     next_token: u64,
     /// Responses to parked requests, for the runtime to deliver.
     deferred: Vec<groups::Deferred>,
+    /// Cluster mode state (None: standalone).
+    cluster: Option<cluster::ClusterState>,
 }
 
 pub(crate) fn str(s: &str) -> StrBytes {
@@ -307,8 +314,19 @@ impl Broker {
             producers: HashMap::new(),
             next_token: 0,
             deferred: Vec::new(),
+            cluster: None,
         };
-        broker.open_groups(now_ms)?;
+        if let Some(members) = broker.config.cluster_members.clone() {
+            // Topics, the offsets topic and coordinator partitions come from `__meta` and
+            // partition leadership; local logs are reconciled once `__meta` is applied.
+            broker.cluster = Some(cluster::ClusterState::new(
+                broker.config.node_id,
+                &members,
+                now_ms,
+            ));
+        } else {
+            broker.open_groups(now_ms)?;
+        }
         info!(
             node_id = broker.config.node_id,
             topics = broker.topics.len(),
@@ -342,6 +360,39 @@ impl Broker {
     /// Handles one request from `client_host` (as Kafka shows it, e.g. `/127.0.0.1`; the group
     /// coordinator reports it in DescribeGroups).
     pub fn handle_from(
+        &mut self,
+        ctx: &RequestContext,
+        client_host: &str,
+        body: RequestKind,
+        now_ms: i64,
+    ) -> Reply {
+        let v = ctx.api_version;
+        if self.cluster.is_some() {
+            match body {
+                RequestKind::Metadata(r) => {
+                    return Reply::Now(ResponseKind::Metadata(self.metadata_cluster(r, v, now_ms)));
+                }
+                RequestKind::Produce(r) => return self.produce_cluster(r, v, now_ms),
+                RequestKind::CreateTopics(r) => return self.create_topics_cluster(r, now_ms),
+                RequestKind::DeleteTopics(r) => return self.delete_topics_cluster(r, now_ms),
+                RequestKind::CreatePartitions(r) => {
+                    return self.create_partitions_cluster(r, now_ms);
+                }
+                RequestKind::InitProducerId(r) => {
+                    return Reply::Now(self.init_producer_id_cluster(&r));
+                }
+                RequestKind::AlterConfigs(_)
+                | RequestKind::IncrementalAlterConfigs(_)
+                | RequestKind::DeleteRecords(_) => {
+                    return Reply::Now(cluster_unsupported(body, v));
+                }
+                other => return self.handle_common(ctx, client_host, other, now_ms),
+            }
+        }
+        self.handle_common(ctx, client_host, body, now_ms)
+    }
+
+    fn handle_common(
         &mut self,
         ctx: &RequestContext,
         client_host: &str,
@@ -450,6 +501,7 @@ impl Broker {
                     {
                         log.mark_durable(*end);
                     }
+                    self.cluster_synced(*id, *p, *end);
                 }
                 self.synced_seq = self.synced_seq.max(seq);
                 self.id_blocks_synced();
@@ -595,10 +647,74 @@ impl Broker {
             })
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
+}
 
-    /// Leader epoch of every partition: always 0 on a standalone broker.
-    fn leader_epoch(&self) -> i32 {
-        0
+/// What a cluster node answers for admin APIs it does not replicate yet: the request's own
+/// error shape with INVALID_REQUEST and a message saying so (never a silent local change that
+/// replicas would not see).
+fn cluster_unsupported(body: RequestKind, _version: i16) -> ResponseKind {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    use kafka_protocol::messages::delete_records_response::{
+        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+    };
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncResource;
+    use kafka_protocol::messages::{
+        AlterConfigsResponse, DeleteRecordsResponse, IncrementalAlterConfigsResponse,
+    };
+    let msg = Some(str("not supported in cluster mode yet"));
+    let code = ResponseError::InvalidRequest.code();
+    match body {
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(
+            AlterConfigsResponse::default().with_responses(
+                r.resources
+                    .into_iter()
+                    .map(|x| {
+                        AlterConfigsResourceResponse::default()
+                            .with_error_code(code)
+                            .with_error_message(msg.clone())
+                            .with_resource_type(x.resource_type)
+                            .with_resource_name(x.resource_name)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsResponse::default().with_responses(
+                r.resources
+                    .into_iter()
+                    .map(|x| {
+                        IncResource::default()
+                            .with_error_code(code)
+                            .with_error_message(msg.clone())
+                            .with_resource_type(x.resource_type)
+                            .with_resource_name(x.resource_name)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(
+            DeleteRecordsResponse::default().with_topics(
+                r.topics
+                    .into_iter()
+                    .map(|t| {
+                        DeleteRecordsTopicResult::default()
+                            .with_name(t.name)
+                            .with_partitions(
+                                t.partitions
+                                    .into_iter()
+                                    .map(|p| {
+                                        DeleteRecordsPartitionResult::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_low_watermark(-1)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        other => unreachable!("only called for the APIs above, got {other:?}"),
     }
 }
 

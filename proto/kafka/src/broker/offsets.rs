@@ -42,7 +42,12 @@ impl Broker {
                     .with_leader_epoch(-1);
                 let outcome = self
                     .partition(&name, p.partition_index)
-                    .and_then(|log| self.check_epoch(p.current_leader_epoch).map(|_| log))
+                    .and_then(|log| {
+                        self.check_leader(&name, p.partition_index)
+                            .map_err(|h| h.error)?;
+                        self.check_epoch(&name, p.partition_index, p.current_leader_epoch)
+                            .map(|_| log)
+                    })
                     .and_then(|log| {
                         let found = match p.timestamp {
                             LATEST => Ok(Some((log.high_watermark(), -1))),
@@ -62,7 +67,7 @@ impl Broker {
                         r.offset = offset;
                         r.timestamp = ts;
                         if version >= 4 {
-                            r.leader_epoch = self.leader_epoch();
+                            r.leader_epoch = self.epoch_of(&name, p.partition_index);
                         }
                     }
                     Ok(None) => {}
@@ -124,7 +129,6 @@ impl Broker {
         req: OffsetForLeaderEpochRequest,
     ) -> OffsetForLeaderEpochResponse {
         let mut response = OffsetForLeaderEpochResponse::default();
-        let ours = self.leader_epoch();
         for t in req.topics {
             let name = t.topic.0.to_string();
             let mut partitions = Vec::new();
@@ -133,17 +137,33 @@ impl Broker {
                     .with_partition(p.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
-                match self
-                    .partition(&name, p.partition)
-                    .and_then(|log| self.check_epoch(p.current_leader_epoch).map(|_| log))
-                {
+                let ours = self.epoch_of(&name, p.partition);
+                match self.partition(&name, p.partition).and_then(|log| {
+                    self.check_leader(&name, p.partition).map_err(|h| h.error)?;
+                    self.check_epoch(&name, p.partition, p.current_leader_epoch)
+                        .map(|_| log)
+                }) {
                     Err(e) => r.error_code = e.code(),
+                    Ok(log) if p.leader_epoch >= ours => {
+                        r.leader_epoch = ours;
+                        r.end_offset = log.log_end_offset();
+                    }
                     Ok(log) => {
-                        // One epoch only on a standalone broker: it ends at the log end.
-                        if p.leader_epoch <= ours {
-                            r.leader_epoch = ours;
-                            r.end_offset = log.log_end_offset();
-                        }
+                        // The largest epoch <= the requested one, and where the next began.
+                        let mut found = (-1, log.log_start_offset());
+                        let mut end = None;
+                        let _ = log.for_each_batch_header(log.log_start_offset(), |h| {
+                            if end.is_some() {
+                                return;
+                            }
+                            if h.partition_leader_epoch <= p.leader_epoch {
+                                found.0 = h.partition_leader_epoch;
+                            } else {
+                                end = Some(h.base_offset);
+                            }
+                        });
+                        r.leader_epoch = if found.0 < 0 { p.leader_epoch } else { found.0 };
+                        r.end_offset = end.unwrap_or(log.log_end_offset()).max(found.1);
                     }
                 }
                 partitions.push(r);

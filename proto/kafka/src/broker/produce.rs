@@ -166,13 +166,26 @@ impl Broker {
         records: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(i64, i64), (ResponseError, Option<String>)> {
+        self.append_partition_at(topic, partition, records, 0, now_ms)
+    }
+
+    /// [`Broker::append_partition`] stamping `epoch` as the batches' leader epoch (cluster
+    /// mode: the Raft term of the entry).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn append_partition_at(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Option<&[u8]>,
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<(i64, i64), (ResponseError, Option<String>)> {
         if let Some(f) = &self.storage_failure {
             return Err((
                 ResponseError::KafkaStorageError,
                 Some(format!("storage failed: {f}")),
             ));
         }
-        let epoch = self.leader_epoch();
         let sync_writes = self.config.sync_writes;
         self.partition(topic, partition).map_err(|e| (e, None))?;
         let Some(records) = records else {

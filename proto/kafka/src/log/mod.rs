@@ -626,6 +626,57 @@ impl PartitionLog {
         Ok(self.log_start_offset)
     }
 
+    /// Cuts the log back so `offset` is its end (cluster mode: entries past the last applied
+    /// Raft index recorded durable are re-applied from the Raft log after a restart).
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let doomed: Vec<i64> = self
+            .segments
+            .range(offset..)
+            .map(|(b, _)| *b)
+            .filter(|b| *b > *self.segments.keys().next().expect("one segment"))
+            .collect();
+        for b in doomed {
+            self.delete_segment(b)?;
+        }
+        let interval = self.config.index_interval_bytes;
+        let (base, cut) = {
+            let seg = self.active();
+            let mut pos = seg.position_for(offset.max(seg.base_offset));
+            let mut header = [0u8; batch::HEADER_BYTES];
+            while pos < seg.size {
+                seg.file
+                    .read_exact_at(&mut header, pos)
+                    .map_err(io_err(&dir))?;
+                let h = batch::BatchHeader::parse(&header)?;
+                if h.base_offset >= offset {
+                    break;
+                }
+                pos += h.total_bytes() as u64;
+            }
+            (seg.base_offset, pos)
+        };
+        let _ = self.fs.remove_file(&segment::index_path(&dir, base));
+        let file = self
+            .fs
+            .open(&segment::log_path(&dir, base), false)
+            .map_err(io_err(&dir))?;
+        file.set_len(cut).map_err(io_err(&dir))?;
+        file.sync_data().map_err(io_err(&dir))?;
+        let (seg, _) =
+            Segment::open(&*self.fs, &dir, base, true, interval, now_ms).map_err(io_err(&dir))?;
+        self.segments.insert(base, seg);
+        self.unsynced.clear();
+        let end = self.log_end_offset();
+        self.high_watermark = self.high_watermark.min(end);
+        self.log_start_offset = self.log_start_offset.min(end);
+        info!(partition = %dir, end_offset = end, "log truncated");
+        Ok(())
+    }
+
     /// Syncs everything and writes the active segment's index (clean shutdown).
     pub fn close(&mut self) -> Result<(), LogError> {
         let dir = self.dir.clone();

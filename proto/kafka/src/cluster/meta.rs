@@ -1,0 +1,539 @@
+//! The metadata state machine replicated by the `__meta` Raft group: brokers, topics,
+//! partitions, replica assignments, configs and the last known leader of every partition.
+//!
+//! Commands are validated when they are *applied*, not when proposed: two nodes may propose
+//! conflicting commands (two CreateTopics of one name), and only Raft order decides which wins.
+//! Everything an apply decides (group ids, replica placement) depends only on the state and the
+//! command, so every node computes the same result.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Identifies a proposal so the node that proposed it can answer the waiting client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProposalId {
+    /// Proposing node.
+    pub node: u64,
+    /// Proposer-local sequence.
+    pub seq: u64,
+}
+
+/// A change to the cluster metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// A node announces where clients reach it.
+    RegisterBroker {
+        /// Node id.
+        node_id: i32,
+        /// Advertised Kafka host.
+        host: String,
+        /// Advertised Kafka port.
+        port: i32,
+    },
+    /// Creates a topic; replicas are placed at apply time.
+    CreateTopic {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// Topic name.
+        name: String,
+        /// Topic id chosen by the proposer.
+        id: Uuid,
+        /// Partition count.
+        partitions: i32,
+        /// Replicas per partition.
+        replication_factor: i32,
+        /// Config overrides.
+        configs: BTreeMap<String, String>,
+    },
+    /// Deletes a topic.
+    DeleteTopic {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// Topic name.
+        name: String,
+    },
+    /// Grows a topic to `count` partitions.
+    CreatePartitions {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// Topic name.
+        name: String,
+        /// New total partition count.
+        count: i32,
+    },
+    /// Replaces a topic's config overrides.
+    SetConfigs {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// Topic name.
+        name: String,
+        /// The complete new overrides.
+        configs: BTreeMap<String, String>,
+    },
+    /// A node became leader of a partition group in `term`.
+    Leader {
+        /// Partition group.
+        group: u64,
+        /// The new leader.
+        leader: i32,
+        /// Its Raft term (the leader epoch).
+        term: u64,
+    },
+}
+
+impl MetaCommand {
+    /// Entry data for the `__meta` log.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("meta commands serialize")
+    }
+
+    /// Parses entry data; `None` for an empty (no-op) entry.
+    pub fn decode(data: &[u8]) -> Result<Option<Self>, String> {
+        if data.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(data)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One partition as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaPartition {
+    /// Its Raft group id.
+    pub group: u64,
+    /// Replica node ids; the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    /// Last leader reported through `__meta` (-1: none yet).
+    pub leader: i32,
+    /// That leader's term.
+    pub leader_epoch: i32,
+}
+
+/// A topic as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaTopic {
+    /// Topic id.
+    pub id: Uuid,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+    /// Partitions by index.
+    pub partitions: Vec<MetaPartition>,
+}
+
+/// What applying a command changed, for the node to act on (create logs, start groups,
+/// answer the proposer).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaEvent {
+    /// A broker's address is known (or changed).
+    BrokerRegistered {
+        /// Node id.
+        node_id: i32,
+    },
+    /// A topic exists now.
+    TopicCreated {
+        /// Topic.
+        name: String,
+        /// Waiting request.
+        request: Option<ProposalId>,
+    },
+    /// A topic is gone, with the groups of its partitions.
+    TopicDeleted {
+        /// Topic.
+        name: String,
+        /// Its id.
+        id: Uuid,
+        /// Partition groups to stop.
+        groups: Vec<u64>,
+        /// Waiting request.
+        request: Option<ProposalId>,
+    },
+    /// Partitions `from..` of a topic exist now.
+    PartitionsCreated {
+        /// Topic.
+        name: String,
+        /// First new partition.
+        from: i32,
+        /// Waiting request.
+        request: Option<ProposalId>,
+    },
+    /// A topic's configs changed.
+    ConfigsChanged {
+        /// Topic.
+        name: String,
+        /// Waiting request.
+        request: Option<ProposalId>,
+    },
+    /// A command was refused.
+    Refused {
+        /// Waiting request.
+        request: Option<ProposalId>,
+        /// Kafka error.
+        error: ResponseError,
+        /// Why.
+        message: String,
+    },
+    /// A partition leader was recorded.
+    LeaderRecorded {
+        /// Partition group.
+        group: u64,
+    },
+}
+
+/// The replicated metadata (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    members: Vec<i32>,
+    /// Advertised Kafka addresses by node id.
+    pub brokers: BTreeMap<i32, (String, i32)>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, MetaTopic>,
+    /// Partition group id → (topic, partition).
+    pub groups: BTreeMap<u64, (String, i32)>,
+    next_group: u64,
+    placements: u64,
+}
+
+impl MetaState {
+    /// The empty state of a cluster whose nodes are `members`.
+    pub fn new(members: &[i32]) -> Self {
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        MetaState {
+            members,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            next_group: 1,
+            placements: 0,
+        }
+    }
+
+    /// The cluster's node ids, ascending.
+    pub fn members(&self) -> &[i32] {
+        &self.members
+    }
+
+    /// The partition behind a group id.
+    pub fn group(&self, group: u64) -> Option<(&str, i32)> {
+        self.groups.get(&group).map(|(t, p)| (t.as_str(), *p))
+    }
+
+    /// A partition's metadata.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&MetaPartition> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .get(usize::try_from(partition).ok()?)
+    }
+
+    /// Applies one command (see the module docs).
+    pub fn apply(&mut self, cmd: MetaCommand) -> Vec<MetaEvent> {
+        match cmd {
+            MetaCommand::RegisterBroker {
+                node_id,
+                host,
+                port,
+            } => {
+                if !self.members.contains(&node_id) {
+                    return vec![refused(
+                        None,
+                        ResponseError::BrokerIdNotRegistered,
+                        format!("node {node_id} is not a cluster member"),
+                    )];
+                }
+                self.brokers.insert(node_id, (host, port));
+                vec![MetaEvent::BrokerRegistered { node_id }]
+            }
+            MetaCommand::CreateTopic {
+                request,
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                if self.topics.contains_key(&name) {
+                    return vec![refused(
+                        request,
+                        ResponseError::TopicAlreadyExists,
+                        format!("Topic '{name}' already exists."),
+                    )];
+                }
+                if let Err(e) = self.check_placement(partitions, replication_factor) {
+                    return vec![refused(request, e.0, e.1)];
+                }
+                let parts = (0..partitions)
+                    .map(|p| self.place(&name, p, replication_factor))
+                    .collect();
+                self.topics.insert(
+                    name.clone(),
+                    MetaTopic {
+                        id,
+                        configs,
+                        partitions: parts,
+                    },
+                );
+                vec![MetaEvent::TopicCreated { name, request }]
+            }
+            MetaCommand::DeleteTopic { request, name } => match self.topics.remove(&name) {
+                None => vec![refused(
+                    request,
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                )],
+                Some(t) => {
+                    let groups: Vec<u64> = t.partitions.iter().map(|p| p.group).collect();
+                    for g in &groups {
+                        self.groups.remove(g);
+                    }
+                    vec![MetaEvent::TopicDeleted {
+                        name,
+                        id: t.id,
+                        groups,
+                        request,
+                    }]
+                }
+            },
+            MetaCommand::CreatePartitions {
+                request,
+                name,
+                count,
+            } => {
+                let Some(t) = self.topics.get(&name) else {
+                    return vec![refused(
+                        request,
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("Topic '{name}' does not exist."),
+                    )];
+                };
+                let from = t.partitions.len() as i32;
+                if count <= from {
+                    return vec![refused(
+                        request,
+                        ResponseError::InvalidPartitions,
+                        format!(
+                            "Topic currently has {from} partitions, {count} would not be an increase."
+                        ),
+                    )];
+                }
+                let rf = t.partitions.first().map_or(1, |p| p.replicas.len() as i32);
+                if let Err(e) = self.check_placement(count - from, rf) {
+                    return vec![refused(request, e.0, e.1)];
+                }
+                let parts: Vec<MetaPartition> =
+                    (from..count).map(|p| self.place(&name, p, rf)).collect();
+                self.topics
+                    .get_mut(&name)
+                    .expect("checked")
+                    .partitions
+                    .extend(parts);
+                vec![MetaEvent::PartitionsCreated {
+                    name,
+                    from,
+                    request,
+                }]
+            }
+            MetaCommand::SetConfigs {
+                request,
+                name,
+                configs,
+            } => match self.topics.get_mut(&name) {
+                None => vec![refused(
+                    request,
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                )],
+                Some(t) => {
+                    t.configs = configs;
+                    vec![MetaEvent::ConfigsChanged { name, request }]
+                }
+            },
+            MetaCommand::Leader {
+                group,
+                leader,
+                term,
+            } => {
+                let Some((topic, p)) = self.groups.get(&group).cloned() else {
+                    return Vec::new();
+                };
+                let Some(part) = self
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|t| t.partitions.get_mut(p as usize))
+                else {
+                    return Vec::new();
+                };
+                let term = i32::try_from(term).unwrap_or(i32::MAX);
+                if term < part.leader_epoch {
+                    return Vec::new();
+                }
+                part.leader = leader;
+                part.leader_epoch = term;
+                vec![MetaEvent::LeaderRecorded { group }]
+            }
+        }
+    }
+
+    fn check_placement(&self, partitions: i32, rf: i32) -> Result<(), (ResponseError, String)> {
+        if !(1..=100_000).contains(&partitions) {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be between 1 and 100000, got {partitions}"),
+            ));
+        }
+        if rf < 1 || rf as usize > self.members.len() {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "Replication factor {rf} must be between 1 and the number of brokers ({})",
+                    self.members.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Places one new partition: replicas rotate over the members, so preferred leaders (the
+    /// first replica) spread evenly across nodes.
+    fn place(&mut self, topic: &str, partition: i32, rf: i32) -> MetaPartition {
+        let n = self.members.len();
+        let start = (self.placements % n as u64) as usize;
+        self.placements += 1;
+        let replicas = (0..rf as usize)
+            .map(|i| self.members[(start + i) % n])
+            .collect();
+        let group = self.next_group;
+        self.next_group += 1;
+        self.groups.insert(group, (topic.to_string(), partition));
+        MetaPartition {
+            group,
+            replicas,
+            leader: -1,
+            leader_epoch: 0,
+        }
+    }
+}
+
+fn refused(request: Option<ProposalId>, error: ResponseError, message: String) -> MetaEvent {
+    MetaEvent::Refused {
+        request,
+        error,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, partitions: i32, rf: i32) -> MetaCommand {
+        MetaCommand::CreateTopic {
+            request: None,
+            name: name.into(),
+            id: Uuid::from_u128(name.len() as u128),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn replicas_rotate_so_leaders_spread_and_groups_are_unique() {
+        let mut m = MetaState::new(&[3, 1, 2]);
+        assert_eq!(
+            m.apply(create("t", 6, 3)),
+            vec![MetaEvent::TopicCreated {
+                name: "t".into(),
+                request: None
+            }]
+        );
+        let t = &m.topics["t"];
+        let mut preferred = BTreeMap::new();
+        for p in &t.partitions {
+            assert_eq!(p.replicas.len(), 3);
+            *preferred.entry(p.replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(
+            preferred.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
+        let groups: Vec<u64> = t.partitions.iter().map(|p| p.group).collect();
+        assert_eq!(groups, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(m.group(4), Some(("t", 3)));
+    }
+
+    #[test]
+    fn conflicting_commands_are_decided_by_log_order() {
+        let mut m = MetaState::new(&[1, 2, 3]);
+        m.apply(create("t", 1, 1));
+        let again = m.apply(create("t", 2, 1));
+        assert!(matches!(
+            &again[..],
+            [MetaEvent::Refused {
+                error: ResponseError::TopicAlreadyExists,
+                ..
+            }]
+        ));
+        assert!(matches!(
+            &m.apply(create("u", 1, 4))[..],
+            [MetaEvent::Refused {
+                error: ResponseError::InvalidReplicationFactor,
+                ..
+            }]
+        ));
+        assert_eq!(m.topics["t"].partitions.len(), 1);
+    }
+
+    #[test]
+    fn leaders_only_move_forward_in_term_and_delete_frees_groups() {
+        let mut m = MetaState::new(&[1, 2, 3]);
+        m.apply(create("t", 2, 3));
+        m.apply(MetaCommand::Leader {
+            group: 1,
+            leader: 2,
+            term: 5,
+        });
+        m.apply(MetaCommand::Leader {
+            group: 1,
+            leader: 3,
+            term: 4,
+        });
+        assert_eq!(m.partition("t", 0).unwrap().leader, 2);
+        assert_eq!(m.partition("t", 0).unwrap().leader_epoch, 5);
+        let ev = m.apply(MetaCommand::DeleteTopic {
+            request: None,
+            name: "t".into(),
+        });
+        assert!(
+            matches!(&ev[..], [MetaEvent::TopicDeleted { groups, .. }] if groups == &vec![1, 2])
+        );
+        assert!(m.groups.is_empty());
+        // New groups never reuse ids of deleted ones.
+        m.apply(create("t", 1, 1));
+        assert_eq!(m.topics["t"].partitions[0].group, 3);
+        let grown = m.apply(MetaCommand::CreatePartitions {
+            request: None,
+            name: "t".into(),
+            count: 3,
+        });
+        assert!(matches!(
+            &grown[..],
+            [MetaEvent::PartitionsCreated { from: 1, .. }]
+        ));
+        assert_eq!(m.topics["t"].partitions.len(), 3);
+    }
+
+    #[test]
+    fn commands_round_trip_through_the_log_encoding() {
+        let c = create("x", 3, 2);
+        assert_eq!(MetaCommand::decode(&c.encode()).unwrap(), Some(c));
+        assert_eq!(MetaCommand::decode(&[]).unwrap(), None);
+        assert!(MetaCommand::decode(b"{").is_err());
+    }
+}

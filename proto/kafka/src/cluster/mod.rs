@@ -1,0 +1,9 @@
+//! Cluster mode, sans-IO: the replicated metadata state machine (`__meta`) and the format of
+//! the entries of partition Raft groups. The runtime moves entries between these and the Raft
+//! driver; the [`crate::broker::Broker`] applies them.
+
+pub mod entry;
+pub mod meta;
+
+pub use entry::PartitionEntry;
+pub use meta::{MetaCommand, MetaEvent, MetaPartition, MetaState, MetaTopic, ProposalId};
