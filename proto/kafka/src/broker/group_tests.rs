@@ -26,11 +26,11 @@ use super::{Broker, BrokerConfig, OFFSETS_TOPIC, Reply};
 use crate::codec::RequestContext;
 use crate::storage::{MemStorage, Storage};
 
-fn s(v: &str) -> StrBytes {
+pub(super) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn ctx(api_key: ApiKey, api_version: i16) -> RequestContext {
+pub(super) fn ctx(api_key: ApiKey, api_version: i16) -> RequestContext {
     RequestContext {
         api_key,
         api_version,
@@ -58,7 +58,7 @@ fn open(fs: &MemStorage, now_ms: i64) -> Broker {
 }
 
 /// What the flusher does: sync every written file, then report it.
-fn sync(b: &mut Broker) {
+pub(super) fn sync(b: &mut Broker) {
     if let Some(work) = b.take_sync_work() {
         for f in &work.files {
             f.sync_data().unwrap();
@@ -318,7 +318,7 @@ fn synced_offset_commit_survives_a_crash_and_unsynced_one_does_not() {
 }
 
 /// One batch of `n` records from an idempotent producer.
-fn idempotent_batch(producer_id: i64, base_sequence: i32, n: usize) -> Bytes {
+pub(super) fn idempotent_batch(producer_id: i64, base_sequence: i32, n: usize) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,

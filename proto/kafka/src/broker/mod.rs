@@ -786,3 +786,6 @@ mod tests;
 
 #[cfg(test)]
 mod group_tests;
+
+#[cfg(test)]
+mod cluster_tests;

@@ -1,0 +1,376 @@
+//! Cluster mode without Raft or sockets: three brokers on [`MemStorage`], and a test "log" that
+//! commits every proposal in order and applies it on all three, as Raft would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, MetadataRequest, ProduceRequest, ProduceResponse, RequestKind,
+    ResponseKind, TopicName,
+};
+
+use super::group_tests::{ctx, idempotent_batch, s, sync};
+use super::{Broker, BrokerConfig, GroupChange, META_GROUP, Reply};
+use crate::storage::{MemStorage, Storage};
+
+struct Cluster {
+    fs: Vec<MemStorage>,
+    brokers: Vec<Broker>,
+    /// Committed entries per group: (index, term, data).
+    logs: BTreeMap<u64, Vec<(u64, u64, Vec<u8>)>>,
+    term: u64,
+    hosted: Vec<Vec<GroupChange>>,
+}
+
+fn open(fs: &MemStorage, node: i32) -> Broker {
+    let config = BrokerConfig {
+        node_id: node,
+        advertised_port: 9090 + node,
+        offsets_partitions: 2,
+        cluster_members: Some(vec![1, 2, 3]),
+        ..BrokerConfig::default()
+    };
+    Broker::open(
+        Arc::new(fs.clone()) as Arc<dyn Storage>,
+        config,
+        node as u64,
+        0,
+    )
+    .unwrap()
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let fs: Vec<MemStorage> = (0..3).map(|_| MemStorage::new()).collect();
+        let brokers = fs
+            .iter()
+            .enumerate()
+            .map(|(i, f)| open(f, i as i32 + 1))
+            .collect();
+        let mut c = Cluster {
+            fs,
+            brokers,
+            logs: BTreeMap::new(),
+            term: 1,
+            hosted: vec![Vec::new(); 3],
+        };
+        for b in &mut c.brokers {
+            b.meta_role_changed(1, 1);
+        }
+        for _ in 0..3 {
+            for b in &mut c.brokers {
+                b.cluster_tick(true, 0);
+            }
+            c.run();
+        }
+        c
+    }
+
+    /// Commits every queued proposal (in node order) and applies it everywhere, until quiet.
+    fn run(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..3 {
+                for p in self.brokers[i].take_proposals() {
+                    any = true;
+                    let log = self.logs.entry(p.group).or_default();
+                    let index = log.len() as u64 + 1;
+                    log.push((index, self.term, p.data.clone()));
+                    for b in &mut self.brokers {
+                        if p.group == META_GROUP {
+                            b.apply_meta(&[(index, p.data.clone())], 0);
+                        } else {
+                            b.apply_partition(p.group, &[(index, self.term, p.data.clone())], 0);
+                        }
+                        b.finish_apply();
+                    }
+                }
+                let changes = self.brokers[i].take_group_changes();
+                self.hosted[i].extend(changes);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn lead(&mut self, group: u64, leader: u64) {
+        for b in &mut self.brokers {
+            let last = self.logs.get(&group).map_or(0, |l| l.len() as u64);
+            b.partition_role_changed(group, leader, self.term, last, 0);
+        }
+        self.run();
+    }
+
+    fn group_of(&self, topic: &str, p: i32) -> u64 {
+        self.brokers[0]
+            .meta()
+            .unwrap()
+            .partition(topic, p)
+            .unwrap()
+            .group
+    }
+}
+
+fn produce_req(topic: &str, batch: Bytes) -> RequestKind {
+    RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch)),
+                    ]),
+            ]),
+    )
+}
+
+/// The parked produce's response, once its entry applied and the proposer synced.
+fn delivered(b: &mut Broker, token: u64) -> ProduceResponse {
+    sync(b);
+    let d = b
+        .take_deferred()
+        .into_iter()
+        .find(|d| d.token == token)
+        .expect("answered after apply");
+    assert!(b.synced_seq() >= d.seq, "answered only once durable");
+    match d.response {
+        ResponseKind::Produce(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn create_topic(c: &mut Cluster, name: &str, partitions: i32) {
+    let req = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(s(name)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(3),
+    ]));
+    let Reply::Parked { token } = c.brokers[1].handle(&ctx(ApiKey::CreateTopics, 7), req, 0) else {
+        panic!("create topics waits for __meta")
+    };
+    c.run();
+    let d = c.brokers[1].take_deferred();
+    let ResponseKind::CreateTopics(r) = &d.iter().find(|d| d.token == token).unwrap().response
+    else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    assert_eq!(r.topics[0].replication_factor, 3);
+}
+
+#[test]
+fn a_produce_is_answered_after_apply_and_every_replica_holds_the_same_log() {
+    let mut c = Cluster::new();
+    // Every node registered, and the __meta leader created the offsets topic.
+    assert_eq!(c.brokers[2].meta().unwrap().brokers.len(), 3);
+    assert!(
+        c.brokers[0]
+            .meta()
+            .unwrap()
+            .topics
+            .contains_key(super::OFFSETS_TOPIC)
+    );
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    for hosted in &c.hosted {
+        assert!(hosted.iter().any(|h| matches!(h, GroupChange::Add { group, voters, .. } if *group == g && voters.len() == 3)));
+    }
+    c.lead(g, 2);
+
+    // A follower refuses with a hint to the leader (KIP-951).
+    let r = c.brokers[0].handle(
+        &ctx(ApiKey::Produce, 11),
+        produce_req("t", idempotent_batch(-1, 0, 3)),
+        0,
+    );
+    let Reply::Now(ResponseKind::Produce(r)) = r else {
+        panic!("{r:?}")
+    };
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(p.current_leader.leader_id.0, 2);
+    assert_eq!(p.current_leader.leader_epoch, 1);
+    assert_eq!(r.node_endpoints[0].port, 9092);
+
+    // The leader proposes; nothing is in any log until the entry commits and applies.
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let reply = c.brokers[1].handle(
+            &ctx(ApiKey::Produce, 11),
+            produce_req("t", idempotent_batch(-1, 0, 2 + i)),
+            0,
+        );
+        let Reply::Parked { token } = reply else {
+            panic!("{reply:?}")
+        };
+        tokens.push(token);
+        assert_eq!(
+            c.brokers[1].partition("t", 0).unwrap().log_end_offset(),
+            [0, 2, 5][i]
+        );
+        c.run();
+    }
+    sync(&mut c.brokers[1]);
+    let answers = c.brokers[1].take_deferred();
+    assert!(answers.iter().all(|d| c.brokers[1].synced_seq() >= d.seq));
+    let bases: Vec<i64> = tokens
+        .iter()
+        .map(
+            |t| match &answers.iter().find(|d| d.token == *t).unwrap().response {
+                ResponseKind::Produce(r) => r.responses[0].partition_responses[0].base_offset,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(bases, vec![0, 2, 5]);
+    for i in 0..3 {
+        sync(&mut c.brokers[i]);
+    }
+    let files: Vec<_> =
+        c.fs.iter()
+            .map(|fs| fs.raw("logs/t-0/00000000000000000000.log").unwrap())
+            .collect();
+    assert_eq!(files[0], files[1]);
+    assert_eq!(files[1], files[2]);
+    // The leader epoch stamped into the batches is the entry's term.
+    let h = crate::batch::BatchHeader::parse(&files[0]).unwrap();
+    assert_eq!(h.partition_leader_epoch, 1);
+}
+
+#[test]
+fn idempotent_retries_are_deduplicated_at_apply_on_every_replica() {
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    let pid = 42;
+    for _ in 0..2 {
+        // The second is a retry of the first (same producer, same sequence).
+        let reply = c.brokers[0].handle(
+            &ctx(ApiKey::Produce, 11),
+            produce_req("t", idempotent_batch(pid, 0, 4)),
+            0,
+        );
+        let Reply::Parked { token } = reply else {
+            panic!()
+        };
+        c.run();
+        let r = delivered(&mut c.brokers[0], token);
+        assert_eq!(r.responses[0].partition_responses[0].base_offset, 0);
+    }
+    for b in &c.brokers {
+        assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 4);
+    }
+}
+
+#[test]
+fn losing_leadership_fails_waiting_produces_with_a_hint() {
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    let reply = c.brokers[0].handle(
+        &ctx(ApiKey::Produce, 11),
+        produce_req("t", idempotent_batch(-1, 0, 1)),
+        0,
+    );
+    let Reply::Parked { token } = reply else {
+        panic!()
+    };
+    // The proposal is lost (never committed): node 3 takes over in a later term.
+    let _ = c.brokers[0].take_proposals();
+    c.term = 2;
+    c.lead(g, 3);
+    let d = c.brokers[0].take_deferred();
+    let ResponseKind::Produce(r) = &d.iter().find(|d| d.token == token).unwrap().response else {
+        panic!()
+    };
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(p.current_leader.leader_id.0, 3);
+    assert_eq!(p.current_leader.leader_epoch, 2);
+    // Metadata on every node names the new leader and epoch.
+    for b in &mut c.brokers {
+        let r = b.handle(
+            &ctx(ApiKey::Metadata, 12),
+            RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+            0,
+        );
+        let Reply::Now(ResponseKind::Metadata(m)) = r else {
+            panic!()
+        };
+        let t = m
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().unwrap().as_str() == "t")
+            .unwrap();
+        assert_eq!(t.partitions[0].leader_id.0, 3);
+        assert_eq!(t.partitions[0].leader_epoch, 2);
+        assert_eq!(m.brokers.len(), 3);
+        assert_eq!(m.controller_id.0, 1);
+    }
+}
+
+#[test]
+fn a_restart_truncates_to_the_applied_mark_and_skips_what_it_holds() {
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    for i in 0..2 {
+        let reply = c.brokers[0].handle(
+            &ctx(ApiKey::Produce, 11),
+            produce_req("t", idempotent_batch(-1, 0, 2)),
+            0,
+        );
+        let Reply::Parked { .. } = reply else {
+            panic!()
+        };
+        c.run();
+        if i == 0 {
+            // The first entry is synced on node 2 and its mark written; the second is not.
+            sync(&mut c.brokers[1]);
+            for (_, path, bytes) in c.brokers[1].take_applied_marks() {
+                c.fs[1].write_file_atomic(&path, &bytes).unwrap();
+            }
+        }
+    }
+    let mark = c.brokers[1].durable_applied(g);
+    assert!(mark > 0);
+    // Node 2 restarts with its whole log on disk (4 records), but only 2 recorded applied.
+    let meta_log = c.logs[&META_GROUP].clone();
+    let mut b = open(&c.fs[1], 2);
+    let entries: Vec<(u64, Vec<u8>)> = meta_log.iter().map(|(i, _, d)| (*i, d.clone())).collect();
+    b.apply_meta(&entries, 0);
+    let changes = b.take_group_changes();
+    let add = changes
+        .iter()
+        .find_map(|ch| match ch {
+            GroupChange::Add { group, applied, .. } if *group == g => Some(*applied),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(add, mark);
+    assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 2);
+    // Raft re-delivers from before the mark (its commit index may lag): those are skipped.
+    let all = c.logs[&g].clone();
+    b.apply_partition(g, &all, 0);
+    b.finish_apply();
+    assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 4);
+    sync(&mut b);
+    sync(&mut c.brokers[0]);
+    assert_eq!(
+        c.fs[1].raw("logs/t-0/00000000000000000000.log"),
+        c.fs[0].raw("logs/t-0/00000000000000000000.log")
+    );
+}
