@@ -506,10 +506,11 @@ impl Broker {
                 }
             }
         }
-        self.reconcile(now_ms);
+        // Deletions first (by id), then creations: a batch may delete and re-create a name.
         for ev in events {
-            self.meta_event(ev);
+            self.meta_event(ev, now_ms);
         }
+        self.reconcile(now_ms);
         self.deliver_finished();
     }
 
@@ -523,20 +524,14 @@ impl Broker {
             .iter()
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        let stale: Vec<String> = self
-            .topics
-            .iter()
-            .filter(|(n, t)| c.meta.topics.get(*n).is_none_or(|m| m.id != t.id))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in stale {
-            if let Err((e, m)) = self.delete_topic_local(&name, now_ms) {
-                warn!(node_id = me, topic = %name, error = ?e, message = ?m, "removing a deleted topic failed");
-            }
-        }
         for (name, mt) in wanted {
             let count = mt.partitions.len() as i32;
             match self.topics.get(&name) {
+                Some(t) if t.id != mt.id => {
+                    // Only a replayed TopicDeleted removes local data (see `meta_event`).
+                    warn!(node_id = me, topic = %name, local_id = %t.id, cluster_id = %mt.id, "local topic has another id than the cluster's; left alone");
+                    continue;
+                }
                 None => {
                     if let Err((e, m)) = self.create_topic_with(
                         &name,
@@ -628,7 +623,7 @@ impl Broker {
         mark
     }
 
-    fn meta_event(&mut self, ev: MetaEvent) {
+    fn meta_event(&mut self, ev: MetaEvent, now_ms: i64) {
         let me = self.config.node_id as u64;
         let mine = |r: &Option<ProposalId>| r.filter(|r| r.node == me).map(|r| r.seq);
         match ev {
@@ -642,6 +637,11 @@ impl Broker {
                 name, request, id, ..
             } => {
                 info!(node_id = me, topic = %name, topic_id = %id, "topic deleted from the cluster");
+                if self.topics.get(&name).is_some_and(|t| t.id == id)
+                    && let Err((e, m)) = self.delete_topic_local(&name, now_ms)
+                {
+                    warn!(node_id = me, topic = %name, error = ?e, message = ?m, "removing a deleted topic failed");
+                }
                 if let Some(seq) = mine(&request) {
                     self.admin_done(seq, None, &name);
                 }

@@ -374,3 +374,49 @@ fn a_restart_truncates_to_the_applied_mark_and_skips_what_it_holds() {
         c.fs[0].raw("logs/t-0/00000000000000000000.log")
     );
 }
+
+#[test]
+fn replaying_meta_after_a_restart_never_drops_a_recreated_topic() {
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let req = RequestKind::DeleteTopics(
+        kafka_protocol::messages::DeleteTopicsRequest::default()
+            .with_topic_names(vec![TopicName(s("t"))]),
+    );
+    let Reply::Parked { .. } = c.brokers[0].handle(&ctx(ApiKey::DeleteTopics, 4), req, 0) else {
+        panic!()
+    };
+    c.run();
+    assert!(
+        c.brokers[2].partition("t", 0).is_err(),
+        "deleted on every node"
+    );
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    let reply = c.brokers[0].handle(
+        &ctx(ApiKey::Produce, 11),
+        produce_req("t", idempotent_batch(-1, 0, 3)),
+        0,
+    );
+    let Reply::Parked { .. } = reply else {
+        panic!()
+    };
+    c.run();
+    sync(&mut c.brokers[1]);
+    for (_, path, bytes) in c.brokers[1].take_applied_marks() {
+        c.fs[1].write_file_atomic(&path, &bytes).unwrap();
+    }
+    let id = c.brokers[1].topics()["t"].id;
+    // Restart node 2: the replay creates and deletes the first "t" before creating this one.
+    let mut b = open(&c.fs[1], 2);
+    let entries: Vec<(u64, Vec<u8>)> = c.logs[&META_GROUP]
+        .iter()
+        .map(|(i, _, d)| (*i, d.clone()))
+        .collect();
+    for e in &entries {
+        b.apply_meta(std::slice::from_ref(e), 0);
+    }
+    assert_eq!(b.topics()["t"].id, id);
+    assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 3);
+}
