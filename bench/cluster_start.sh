@@ -13,18 +13,20 @@ BIN=${SLUICE_BIN:-target/debug/sluice}
 work=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 "$BIN" certs --nodes 1,2,3 --out "$work/certs" >/dev/null
+# Three UDP ports (Raft) and three TCP ports (Kafka: every cluster node serves it), free now.
 ports() { python3 -c 'import socket
-s=[socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+s=[socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)] + [socket.socket() for _ in range(3)]
 [x.bind(("127.0.0.1",0)) for x in s]; print(" ".join(str(x.getsockname()[1]) for x in s))'; }
 field() { sed -e 's/\x1b\[[0-9;]*m//g' | grep -o " $1=[^ ]*" | head -1 | cut -d= -f2; }
 results=()
 for run in $(seq "$RUNS"); do
-  read -r p1 p2 p3 <<<"$(ports)"
+  read -r p1 p2 p3 k1 k2 k3 <<<"$(ports)"
+  kafka=(x $k1 $k2 $k3)
   peers="1@127.0.0.1:$p1,2@127.0.0.1:$p2,3@127.0.0.1:$p3"
   dir="$work/run$run"; mkdir -p "$dir"
   pids=()
   for id in 1 2 3; do
-    RUST_LOG=info "$BIN" --node-id $id --data-dir "$dir/d$id" raft-cluster \
+    RUST_LOG=info "$BIN" --node-id $id --data-dir "$dir/d$id" --kafka-addr "127.0.0.1:${kafka[$id]}" raft-cluster \
       --peers "$peers" --tls-dir "$work/certs" 2>"$dir/log$id" &
     pids+=($!)
   done

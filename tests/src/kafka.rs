@@ -33,6 +33,11 @@ impl Conn {
         Conn { stream, next_id: 1 }
     }
 
+    /// Wraps a socket the caller connected (with its own timeouts).
+    pub fn from_stream(stream: TcpStream) -> Conn {
+        Conn { stream, next_id: 1 }
+    }
+
     /// Encodes a request frame with the next correlation id.
     pub fn frame(&mut self, key: ApiKey, version: i16, body: &RequestKind) -> (i32, Bytes) {
         let id = self.next_id;
@@ -79,8 +84,18 @@ impl Conn {
 /// One uncompressed record batch of `records` records, each with a `value_bytes`-byte value
 /// filled with `fill`.
 pub fn batch(records: usize, value_bytes: usize, fill: u8) -> Bytes {
-    let recs: Vec<Record> = (0..records)
-        .map(|i| Record {
+    let values: Vec<Bytes> = (0..records)
+        .map(|_| Bytes::from(vec![fill; value_bytes]))
+        .collect();
+    batch_of(&values)
+}
+
+/// One uncompressed record batch holding `values` in order (no keys, no producer id).
+pub fn batch_of(values: &[Bytes]) -> Bytes {
+    let recs: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
@@ -92,7 +107,7 @@ pub fn batch(records: usize, value_bytes: usize, fill: u8) -> Bytes {
             sequence: i as i32,
             timestamp: 1_700_000_000_000,
             key: None,
-            value: Some(Bytes::from(vec![fill; value_bytes])),
+            value: Some(v.clone()),
             headers: Default::default(),
             delete_horizon: false,
         })

@@ -346,6 +346,17 @@ pub fn free_udp_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// `n` distinct TCP ports on 127.0.0.1, all free right now (bound together, then released).
+pub fn free_tcp_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// Runs `sluice ARGS` to completion (no `SLUICE_*` or `RUST_LOG` from the test's environment);
 /// returns (exit code, stdout, stderr).
 pub fn run_sluice(args: &[&str]) -> (i32, String, String) {

@@ -323,7 +323,13 @@ async fn run_inner<R: Runtime>(
                     );
                     stopping = Some(now_ms());
                     last_transfer = now_ms();
-                    transfer_leadership(&mut node);
+                    if led_groups(&node) == 0 {
+                        break;
+                    }
+                    if transfer_leadership(&mut node) == 0 {
+                        info!(node_id, "no live peer to hand leadership to; stopping");
+                        break;
+                    }
                 }
             }
         }
@@ -493,19 +499,25 @@ fn led_groups(node: &sluice_raft::Node) -> usize {
         .count()
 }
 
-/// Hands every group this node leads to a follower whose log is complete.
-fn transfer_leadership(node: &mut sluice_raft::Node) {
+/// Hands every group this node leads to a live follower whose log is complete; returns how
+/// many transfers started (0: nobody to hand to, e.g. the last node standing).
+fn transfer_leadership(node: &mut sluice_raft::Node) -> usize {
+    let mut started = 0;
     node.transfer_all_leadership(|_, driver| {
         let raft = &driver.raw_node().raft;
         let last = raft.raft_log.last_index();
         let me = raft.id;
-        raft.prs()
+        let to = raft
+            .prs()
             .iter()
-            .filter(|(id, _)| **id != me)
+            .filter(|(id, pr)| **id != me && pr.recent_active)
             .max_by_key(|(_, pr)| pr.matched)
             .filter(|(_, pr)| pr.matched + 1 >= last)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| *id);
+        started += usize::from(to.is_some());
+        to
     });
+    started
 }
 
 enum Wake {

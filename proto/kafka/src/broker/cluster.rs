@@ -199,14 +199,16 @@ impl ClusterState {
         let Some(mp) = self.meta.partition(topic, partition) else {
             return (-1, -1);
         };
-        let mut best = (mp.leader, mp.leader_epoch);
-        if let Some(r) = self.roles.get(&mp.group)
-            && r.leader > 0
-            && r.term as i32 >= best.1
-        {
-            best = (r.leader, r.term as i32);
+        match self.roles.get(&mp.group) {
+            // A replica knows best once its term caught up with the record: no leader in its
+            // current term (an election, or an isolated old leader that stepped down) means
+            // none, not the stale one `__meta` recorded.
+            Some(r) if r.term as i32 >= mp.leader_epoch && r.term > 0 => {
+                let leader = if r.leader > 0 { r.leader } else { -1 };
+                (leader, r.term as i32)
+            }
+            _ => (mp.leader, mp.leader_epoch),
         }
-        best
     }
 
     fn is_local_leader(&self, group: u64) -> bool {
@@ -1148,9 +1150,14 @@ impl Broker {
         };
         let mut to_create = Vec::new();
         let c = self.cluster.as_ref().expect("cluster");
-        let brokers: Vec<MetadataResponseBroker> = c
-            .meta
-            .brokers
+        // This node is always listed, registered yet or not: clients need a live broker to ask
+        // (librdkafka's admin client gives up on an empty list).
+        let mut listed = c.meta.brokers.clone();
+        listed.entry(c.node_id).or_insert((
+            self.config.advertised_host.clone(),
+            self.config.advertised_port,
+        ));
+        let brokers: Vec<MetadataResponseBroker> = listed
             .iter()
             .map(|(id, (host, port))| {
                 MetadataResponseBroker::default()
