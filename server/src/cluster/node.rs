@@ -163,6 +163,10 @@ async fn run_inner<R: Runtime>(
 
     let mut config = sluice_raft::Config::new(node_id);
     config.seed = entropy() ^ node_id;
+    // Elections after 0.8–1.6 s of leader silence (5+ heartbeats of 150 ms): clients see a new
+    // partition leader about 1.5 s after a node dies (docs/OPERATIONS.md, measured).
+    config.election_ticks_min = 16;
+    config.election_ticks_max = 32;
     let mut node = sluice_raft::Node::new(config)?;
     // `__meta` is re-applied from the start on every boot (its state lives in memory only).
     node.add_group(META_GROUP, loaded.store, 0)?;

@@ -1,0 +1,489 @@
+//! Metadata and the admin APIs through `__meta`; coordinator lookup and group-state writes.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProducerId, ResponseKind, TopicName,
+};
+use uuid::Uuid;
+
+use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
+use super::{AdminWait, BrokerAddr, META_GROUP, Proposal, Wait};
+use crate::cluster::{MetaCommand, PartitionEntry, ProposalId};
+use crate::topic_config;
+
+impl Broker {
+    /// Metadata from the replicated state.
+    pub(in crate::broker) fn metadata_cluster(
+        &mut self,
+        req: MetadataRequest,
+        version: i16,
+        now_ms: i64,
+    ) -> MetadataResponse {
+        let auto_create =
+            self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        let requested: Option<Vec<_>> = match req.topics {
+            Some(t) if !(version == 0 && t.is_empty()) => Some(t),
+            _ => None,
+        };
+        let mut to_create = Vec::new();
+        let c = self.cluster.as_ref().expect("cluster");
+        // This node is always listed, registered yet or not: clients need a live broker to ask
+        // (librdkafka's admin client gives up on an empty list).
+        let mut listed = c.meta.brokers.clone();
+        listed.entry(c.node_id).or_insert((
+            self.config.advertised_host.clone(),
+            self.config.advertised_port,
+        ));
+        let brokers: Vec<MetadataResponseBroker> = listed
+            .iter()
+            .map(|(id, (host, port))| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(*id))
+                    .with_host(str(host))
+                    .with_port(*port)
+            })
+            .collect();
+        let controller = if c.meta_leader.0 > 0 && c.meta.brokers.contains_key(&c.meta_leader.0) {
+            c.meta_leader.0
+        } else {
+            c.node_id
+        };
+        let mut response = MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(str(&self.cluster_id)))
+            .with_controller_id(BrokerId(controller));
+        let names: Vec<(Option<String>, Option<Uuid>)> = match requested {
+            None => c
+                .meta
+                .topics
+                .keys()
+                .map(|n| (Some(n.clone()), None))
+                .collect(),
+            Some(list) => list
+                .into_iter()
+                .map(|t| match t.name {
+                    Some(n) => (Some(n.0.to_string()), None),
+                    None => (
+                        c.meta
+                            .topics
+                            .iter()
+                            .find(|(_, m)| m.id == t.topic_id)
+                            .map(|(n, _)| n.clone()),
+                        Some(t.topic_id),
+                    ),
+                })
+                .collect(),
+        };
+        for (name, by_id) in names {
+            let Some(name) = name else {
+                response.topics.push(
+                    MetadataResponseTopic::default()
+                        .with_error_code(ResponseError::UnknownTopicId.code())
+                        .with_topic_id(by_id.unwrap_or_default()),
+                );
+                continue;
+            };
+            let mut mt = MetadataResponseTopic::default()
+                .with_name(Some(TopicName(str(&name))))
+                .with_is_internal(name == OFFSETS_TOPIC);
+            let Some(topic) = c.meta.topics.get(&name) else {
+                mt.error_code = if valid_topic_name(&name).is_err() {
+                    ResponseError::InvalidTopicException.code()
+                } else if auto_create && by_id.is_none() {
+                    to_create.push(name.clone());
+                    ResponseError::LeaderNotAvailable.code()
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                response.topics.push(mt);
+                continue;
+            };
+            mt.topic_id = topic.id;
+            mt.partitions = topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(p, mp)| {
+                    let (leader, epoch) = c.leader_of(&name, p as i32);
+                    let replicas: Vec<BrokerId> =
+                        mp.replicas.iter().map(|&r| BrokerId(r)).collect();
+                    MetadataResponsePartition::default()
+                        .with_error_code(if leader < 0 {
+                            ResponseError::LeaderNotAvailable.code()
+                        } else {
+                            0
+                        })
+                        .with_partition_index(p as i32)
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(epoch.max(0))
+                        .with_replica_nodes(replicas.clone())
+                        .with_isr_nodes(replicas)
+                })
+                .collect();
+            response.topics.push(mt);
+        }
+        for name in to_create {
+            self.auto_create(&name, now_ms);
+        }
+        response
+    }
+
+    /// The broker list and controller for DescribeCluster.
+    pub(in crate::broker) fn cluster_brokers(&self) -> Option<(Vec<BrokerAddr>, i32)> {
+        let c = self.cluster.as_ref()?;
+        let brokers = c
+            .meta
+            .brokers
+            .iter()
+            .map(|(id, (h, p))| (*id, h.clone(), *p))
+            .collect();
+        let controller = if c.meta_leader.0 > 0 {
+            c.meta_leader.0
+        } else {
+            c.node_id
+        };
+        Some((brokers, controller))
+    }
+
+    pub(super) fn admin_proposal(
+        &mut self,
+        token: u64,
+        slot: usize,
+        cmd: impl FnOnce(ProposalId) -> MetaCommand,
+        now_ms: i64,
+    ) {
+        let c = self.cluster.as_mut().expect("cluster");
+        let id = c.proposal_id();
+        c.waits.insert(
+            id.seq,
+            Wait::Admin {
+                token,
+                slot,
+                since_ms: now_ms,
+            },
+        );
+        c.proposals.push(Proposal {
+            group: META_GROUP,
+            data: cmd(id).encode(),
+        });
+    }
+
+    /// CreateTopics through `__meta`: answered when the creation is applied here.
+    pub(in crate::broker) fn create_topics_cluster(
+        &mut self,
+        req: CreateTopicsRequest,
+        now_ms: i64,
+    ) -> Reply {
+        let token = self.new_token();
+        let members = self.meta().map_or(1, |m| m.members().len()) as i32;
+        let mut response = CreateTopicsResponse::default();
+        let mut pending = Vec::new();
+        for t in req.topics {
+            let name = t.name.0.to_string();
+            let mut result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            let partitions = if t.num_partitions == -1 {
+                self.config.default_partitions
+            } else {
+                t.num_partitions
+            };
+            let rf = if t.replication_factor == -1 {
+                members.min(3)
+            } else {
+                i32::from(t.replication_factor)
+            };
+            let check = (|| -> Result<BTreeMap<String, String>, (ResponseError, String)> {
+                valid_topic_name(&name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
+                if !t.assignments.is_empty() {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        "manual replica assignment is not supported; replicas are placed by the cluster".into(),
+                    ));
+                }
+                if rf < 1 || rf > members {
+                    return Err((
+                        ResponseError::InvalidReplicationFactor,
+                        format!(
+                            "Replication factor {rf} must be between 1 and the number of brokers ({members})"
+                        ),
+                    ));
+                }
+                if self.meta().is_some_and(|m| m.topics.contains_key(&name)) {
+                    return Err((
+                        ResponseError::TopicAlreadyExists,
+                        format!("Topic '{name}' already exists."),
+                    ));
+                }
+                let mut configs = BTreeMap::new();
+                for c in &t.configs {
+                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    topic_config::validate(&c.name, &value)
+                        .map_err(|m| (ResponseError::InvalidConfig, m))?;
+                    configs.insert(c.name.to_string(), value);
+                }
+                Ok(configs)
+            })();
+            match check {
+                Err((e, m)) => {
+                    result.error_code = e.code();
+                    result.error_message = Some(str(&m));
+                }
+                Ok(_) if req.validate_only => {
+                    result.num_partitions = partitions;
+                    result.replication_factor = rf as i16;
+                }
+                Ok(configs) => pending.push((response.topics.len(), name, partitions, rf, configs)),
+            }
+            response.topics.push(result);
+        }
+        if pending.is_empty() {
+            return Reply::Now(ResponseKind::CreateTopics(response));
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        c.admins
+            .insert(token, (AdminWait::Create(response), pending.len()));
+        for (slot, name, partitions, rf, configs) in pending {
+            let id = crate::broker::random_uuid(&mut self.rng);
+            self.admin_proposal(
+                token,
+                slot,
+                |request| MetaCommand::CreateTopic {
+                    request: Some(request),
+                    name,
+                    id,
+                    partitions,
+                    replication_factor: rf,
+                    configs,
+                },
+                now_ms,
+            );
+        }
+        Reply::Parked { token }
+    }
+
+    /// DeleteTopics through `__meta`.
+    pub(in crate::broker) fn delete_topics_cluster(
+        &mut self,
+        req: DeleteTopicsRequest,
+        now_ms: i64,
+    ) -> Reply {
+        let token = self.new_token();
+        let meta = self.meta().expect("cluster").clone();
+        let mut targets: Vec<(Option<String>, Uuid)> = req
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect();
+        for t in req.topics {
+            match t.name {
+                Some(n) => targets.push((Some(n.0.to_string()), Uuid::nil())),
+                None => targets.push((
+                    meta.topics
+                        .iter()
+                        .find(|(_, m)| m.id == t.topic_id)
+                        .map(|(n, _)| n.clone()),
+                    t.topic_id,
+                )),
+            }
+        }
+        let mut response = DeleteTopicsResponse::default();
+        let mut pending = Vec::new();
+        for (name, id) in targets {
+            let mut r = DeletableTopicResult::default()
+                .with_name(name.as_ref().map(|n| TopicName(str(n))))
+                .with_topic_id(id);
+            match name {
+                None => r.error_code = ResponseError::UnknownTopicId.code(),
+                Some(n) if n == OFFSETS_TOPIC => {
+                    r.error_code = ResponseError::InvalidTopicException.code();
+                    r.error_message = Some(str(&format!(
+                        "{n} is an internal topic and cannot be deleted"
+                    )));
+                }
+                Some(n) => match meta.topics.get(&n) {
+                    None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                    Some(t) => {
+                        r.topic_id = t.id;
+                        pending.push((response.responses.len(), n));
+                    }
+                },
+            }
+            response.responses.push(r);
+        }
+        if pending.is_empty() {
+            return Reply::Now(ResponseKind::DeleteTopics(response));
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        c.admins
+            .insert(token, (AdminWait::Delete(response), pending.len()));
+        for (slot, name) in pending {
+            self.admin_proposal(
+                token,
+                slot,
+                |request| MetaCommand::DeleteTopic {
+                    request: Some(request),
+                    name,
+                },
+                now_ms,
+            );
+        }
+        Reply::Parked { token }
+    }
+
+    /// CreatePartitions through `__meta`.
+    pub(in crate::broker) fn create_partitions_cluster(
+        &mut self,
+        req: CreatePartitionsRequest,
+        now_ms: i64,
+    ) -> Reply {
+        let token = self.new_token();
+        let meta = self.meta().expect("cluster").clone();
+        let mut response = CreatePartitionsResponse::default();
+        let mut pending = Vec::new();
+        for t in req.topics {
+            let name = t.name.0.to_string();
+            let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let check = match meta.topics.get(&name) {
+                _ if name == OFFSETS_TOPIC => Err((
+                    ResponseError::InvalidRequest,
+                    format!("{name} is an internal topic"),
+                )),
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                )),
+                Some(_) if t.assignments.is_some() => Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual replica assignment is not supported".into(),
+                )),
+                Some(mt) if t.count <= mt.partitions.len() as i32 => Err((
+                    ResponseError::InvalidPartitions,
+                    format!(
+                        "Topic currently has {} partitions, which is higher than or equal to the requested {}.",
+                        mt.partitions.len(),
+                        t.count
+                    ),
+                )),
+                Some(_) => Ok(()),
+            };
+            match check {
+                Err((e, m)) => {
+                    r.error_code = e.code();
+                    r.error_message = Some(str(&m));
+                }
+                Ok(()) if req.validate_only => {}
+                Ok(()) => pending.push((response.results.len(), name, t.count)),
+            }
+            response.results.push(r);
+        }
+        if pending.is_empty() {
+            return Reply::Now(ResponseKind::CreatePartitions(response));
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        c.admins
+            .insert(token, (AdminWait::Partitions(response), pending.len()));
+        for (slot, name, count) in pending {
+            self.admin_proposal(
+                token,
+                slot,
+                |request| MetaCommand::CreatePartitions {
+                    request: Some(request),
+                    name,
+                    count,
+                },
+                now_ms,
+            );
+        }
+        Reply::Parked { token }
+    }
+
+    /// InitProducerId without a transactional id: ids are unique per node without
+    /// coordination (node id in the top bits), so any broker answers at once.
+    pub(in crate::broker) fn init_producer_id_cluster(
+        &mut self,
+        req: &InitProducerIdRequest,
+    ) -> ResponseKind {
+        let mut r = InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        if req.transactional_id.is_some() {
+            r.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return ResponseKind::InitProducerId(r);
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        c.next_producer_id += 1;
+        r.producer_id = ProducerId(c.next_producer_id);
+        r.producer_epoch = 0;
+        ResponseKind::InitProducerId(r)
+    }
+
+    /// Coordinator of a group in cluster mode: the leader of its `__consumer_offsets` partition.
+    pub(in crate::broker) fn coordinator_node(
+        &self,
+        key: &str,
+    ) -> Result<(i32, String, i32), ResponseError> {
+        let c = self.cluster.as_ref().expect("cluster");
+        let Some(t) = c.meta.topics.get(OFFSETS_TOPIC) else {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        let p = sluice_coordinator::partition_for(key, t.partitions.len() as i32);
+        let (leader, _) = c.leader_of(OFFSETS_TOPIC, p);
+        c.meta
+            .brokers
+            .get(&leader)
+            .map(|(h, port)| (leader, h.clone(), *port))
+            .ok_or(ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// Group-state writes in cluster mode: proposed to the offsets partition's group; the
+    /// responses wait until they apply. `Err` when this node no longer leads the partition.
+    pub(in crate::broker) fn persist_cluster(
+        &mut self,
+        partition: i32,
+        batch: &[u8],
+        responses: Vec<sluice_coordinator::Response>,
+        now_ms: i64,
+    ) -> Result<(), Vec<sluice_coordinator::Response>> {
+        let Some(c) = &mut self.cluster else {
+            return Err(responses);
+        };
+        let Some(group) = c.meta.partition(OFFSETS_TOPIC, partition).map(|p| p.group) else {
+            return Err(responses);
+        };
+        if !c.is_local_leader(group) {
+            return Err(responses);
+        }
+        let seq = c.seq();
+        c.proposals.push(Proposal {
+            group,
+            data: PartitionEntry {
+                proposer: c.node_id as u64,
+                seq,
+                now_ms,
+                records: batch,
+            }
+            .encode(),
+        });
+        c.waits.insert(
+            seq,
+            Wait::Coordinator {
+                group,
+                responses,
+                since_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+}

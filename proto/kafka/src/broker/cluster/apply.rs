@@ -1,0 +1,398 @@
+//! Applying committed entries: `__meta` commands reconcile local topics and hosted groups;
+//! partition entries are appended on every replica; leadership changes move coordinators.
+
+use kafka_protocol::error::ResponseError;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::super::{Broker, OFFSETS_TOPIC, partition_dir};
+use super::{APPLIED_FILE, Applied, GroupChange, META_GROUP, Proposal, Role, Wait};
+use crate::cluster::{MetaCommand, MetaEvent, PartitionEntry, ProposalId};
+
+impl Broker {
+    /// Leadership of a hosted partition group changed. `last_index` is the group's last log
+    /// index now (a new leader's first entry of its term).
+    pub fn partition_role_changed(
+        &mut self,
+        group: u64,
+        leader: u64,
+        term: u64,
+        last_index: u64,
+        now_ms: i64,
+    ) {
+        let Some(c) = &mut self.cluster else { return };
+        let me = c.node_id;
+        let role = c.roles.entry(group).or_default();
+        let was_leader = role.leader == me;
+        role.leader = leader as i32;
+        role.term = term;
+        let is_leader = leader as i32 == me;
+        let place = c.meta.group(group).map(|(t, p)| (t.to_string(), p));
+        if is_leader && !was_leader {
+            role.load_at = Some(last_index);
+            if let Some((topic, partition)) = &place {
+                info!(node_id = me, topic = %topic, partition, term, leader_id = leader, "partition leader elected");
+            }
+            c.proposals.push(Proposal {
+                group: META_GROUP,
+                data: MetaCommand::Leader {
+                    group,
+                    leader: me,
+                    term,
+                }
+                .encode(),
+            });
+            // The coordinator loads the partition once the previous terms are applied.
+            let applied = c.applied.get(&group).map_or(0, |a| a.index);
+            if applied >= last_index {
+                self.on_leader_caught_up(group, now_ms);
+            }
+        } else if was_leader && !is_leader {
+            role.load_at = None;
+            let failed: Vec<u64> = c
+                .waits
+                .iter()
+                .filter(|(_, w)| match w {
+                    Wait::Produce { group: g, .. } | Wait::Coordinator { group: g, .. } => {
+                        *g == group
+                    }
+                    Wait::Admin { .. } => false,
+                })
+                .map(|(s, _)| *s)
+                .collect();
+            for seq in failed {
+                self.fail_wait(seq, ResponseError::NotLeaderOrFollower);
+            }
+            if let Some((topic, partition)) = place
+                && topic == OFFSETS_TOPIC
+            {
+                let actions = self.coordinator.unload_partition(partition);
+                self.execute(actions, None, now_ms);
+                info!(
+                    node_id = me,
+                    partition, "group coordinator partition unloaded"
+                );
+            }
+            self.deliver_finished();
+        }
+    }
+
+    pub(super) fn on_leader_caught_up(&mut self, group: u64, now_ms: i64) {
+        let Some(c) = &mut self.cluster else { return };
+        let Some(role) = c.roles.get_mut(&group) else {
+            return;
+        };
+        if role.load_at.take().is_none() {
+            return;
+        }
+        if let Some((topic, partition)) = c.meta.group(group)
+            && topic == OFFSETS_TOPIC
+        {
+            self.load_offsets_partition(partition, now_ms);
+            info!(
+                node_id = self.config.node_id,
+                partition, "group coordinator partition loaded"
+            );
+        }
+    }
+
+    /// Applies committed `__meta` entries, then brings local topics and hosted groups in line
+    /// with the result.
+    pub fn apply_meta(&mut self, entries: &[(u64, Vec<u8>)], now_ms: i64) {
+        let Some(c) = &mut self.cluster else { return };
+        let mut events = Vec::new();
+        for (index, data) in entries {
+            match MetaCommand::decode(data) {
+                Ok(Some(cmd)) => {
+                    debug!(node_id = c.node_id, index, command = ?cmd, "meta apply");
+                    events.extend(c.meta.apply(cmd));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(node_id = c.node_id, index, error = %e, "undecodable meta entry skipped")
+                }
+            }
+        }
+        // Deletions first (by id), then creations: a batch may delete and re-create a name.
+        for ev in events {
+            self.meta_event(ev, now_ms);
+        }
+        self.reconcile(now_ms);
+        self.deliver_finished();
+    }
+
+    /// Makes local topics and hosted groups match the replicated metadata.
+    pub(super) fn reconcile(&mut self, now_ms: i64) {
+        let Some(c) = &self.cluster else { return };
+        let me = c.node_id;
+        let wanted: Vec<(String, crate::cluster::MetaTopic)> = c
+            .meta
+            .topics
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        for (name, mt) in wanted {
+            let count = mt.partitions.len() as i32;
+            match self.topics.get(&name) {
+                Some(t) if t.id != mt.id => {
+                    // Only a replayed TopicDeleted removes local data (see `meta_event`).
+                    warn!(node_id = me, topic = %name, local_id = %t.id, cluster_id = %mt.id, "local topic has another id than the cluster's; left alone");
+                    continue;
+                }
+                None => {
+                    if let Err((e, m)) = self.create_topic_with(
+                        &name,
+                        count,
+                        mt.configs.clone(),
+                        Some(mt.id),
+                        now_ms,
+                    ) {
+                        warn!(node_id = me, topic = %name, error = ?e, message = ?m, "creating a replica failed");
+                        continue;
+                    }
+                }
+                Some(t) => {
+                    let grow = (t.partitions.len() as i32) < count;
+                    let reconfigure = t.configs != mt.configs;
+                    if grow && let Err((e, m)) = self.add_partitions_local(&name, count, now_ms) {
+                        warn!(node_id = me, topic = %name, error = ?e, message = ?m, "adding partitions failed");
+                    }
+                    if reconfigure {
+                        self.set_configs_local(&name, mt.configs.clone());
+                    }
+                }
+            }
+            for (p, mp) in mt.partitions.iter().enumerate() {
+                let c = self.cluster.as_ref().expect("cluster");
+                if !mp.replicas.contains(&me) || c.applied.contains_key(&mp.group) {
+                    continue;
+                }
+                let applied = self.recover_replica(&name, p as i32, now_ms);
+                let c = self.cluster.as_mut().expect("cluster");
+                c.applied.insert(
+                    mp.group,
+                    Applied {
+                        index: applied.0,
+                        durable: applied,
+                        recorded: applied.0,
+                        ..Applied::default()
+                    },
+                );
+                c.roles.insert(mp.group, Role::default());
+                c.group_changes.push(GroupChange::Add {
+                    group: mp.group,
+                    voters: mp.replicas.iter().map(|&r| r as u64).collect(),
+                    applied: applied.0,
+                    campaign: mp.replicas.first() == Some(&me) && applied.0 == 0,
+                    topic: name.clone(),
+                    partition: p as i32,
+                });
+            }
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        let gone: Vec<u64> = c
+            .applied
+            .keys()
+            .filter(|g| !c.meta.groups.contains_key(g))
+            .copied()
+            .collect();
+        for group in gone {
+            c.applied.remove(&group);
+            c.roles.remove(&group);
+            c.group_changes.push(GroupChange::Remove { group });
+        }
+    }
+
+    /// Reads the partition's applied mark and cuts the local log back to it: anything after
+    /// was not recorded durable and is re-applied from the Raft log.
+    pub(super) fn recover_replica(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        now_ms: i64,
+    ) -> (u64, i64) {
+        let path = format!("{}/{APPLIED_FILE}", partition_dir(topic, partition));
+        let mark = self
+            .fs
+            .read_file(&path)
+            .ok()
+            .flatten()
+            .and_then(|b| {
+                let s = String::from_utf8(b).ok()?;
+                let mut it = s.split_whitespace();
+                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+            })
+            .unwrap_or((0u64, 0i64));
+        if let Ok(log) = self.partition_mut(topic, partition) {
+            let end = log.log_end_offset();
+            if end > mark.1
+                && let Err(e) = log.truncate_to(mark.1, now_ms)
+            {
+                warn!(node_id = self.config.node_id, topic, partition, error = %e, "truncating to the applied mark failed");
+            }
+        }
+        self.rebuild_producer_state(topic, partition);
+        mark
+    }
+
+    pub(super) fn meta_event(&mut self, ev: MetaEvent, now_ms: i64) {
+        let me = self.config.node_id as u64;
+        let mine = |r: &Option<ProposalId>| r.filter(|r| r.node == me).map(|r| r.seq);
+        match ev {
+            MetaEvent::TopicCreated { name, request } => {
+                info!(node_id = me, topic = %name, "topic created in the cluster");
+                if let Some(seq) = mine(&request) {
+                    self.admin_done(seq, None, &name);
+                }
+            }
+            MetaEvent::TopicDeleted {
+                name, request, id, ..
+            } => {
+                info!(node_id = me, topic = %name, topic_id = %id, "topic deleted from the cluster");
+                if self.topics.get(&name).is_some_and(|t| t.id == id)
+                    && let Err((e, m)) = self.delete_topic_local(&name, now_ms)
+                {
+                    warn!(node_id = me, topic = %name, error = ?e, message = ?m, "removing a deleted topic failed");
+                }
+                if let Some(seq) = mine(&request) {
+                    self.admin_done(seq, None, &name);
+                }
+            }
+            MetaEvent::PartitionsCreated { name, request, .. }
+            | MetaEvent::ConfigsChanged { name, request } => {
+                if let Some(seq) = mine(&request) {
+                    self.admin_done(seq, None, &name);
+                }
+            }
+            MetaEvent::Refused {
+                request,
+                error,
+                message,
+            } => {
+                if let Some(seq) = mine(&request) {
+                    self.admin_done(seq, Some((error, message)), "");
+                }
+            }
+            MetaEvent::BrokerRegistered { node_id } => {
+                info!(node_id = me, broker = node_id, "broker registered");
+            }
+            MetaEvent::LeaderRecorded { .. } => {}
+        }
+    }
+
+    /// Applies committed entries of a partition group to the local log.
+    pub fn apply_partition(&mut self, group: u64, entries: &[(u64, u64, Vec<u8>)], now_ms: i64) {
+        let me = self.config.node_id as u64;
+        for (index, term, data) in entries {
+            let Some(c) = &mut self.cluster else { return };
+            let Some(applied) = c.applied.get_mut(&group) else {
+                return;
+            };
+            if *index <= applied.index {
+                continue;
+            }
+            applied.index = *index;
+            let Some((topic, partition)) = c.meta.group(group).map(|(t, p)| (t.to_string(), p))
+            else {
+                continue;
+            };
+            if let Some(e) = PartitionEntry::decode(data) {
+                let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
+                let result =
+                    self.append_partition_at(&topic, partition, Some(e.records), epoch, e.now_ms);
+                let c = self.cluster.as_mut().expect("cluster");
+                if result.is_ok() {
+                    c.wrote = true;
+                }
+                if let Err((err, msg)) = &result
+                    && e.proposer != me
+                {
+                    warn!(node_id = me, topic = %topic, partition, index, error = ?err, message = ?msg, "a committed entry did not apply");
+                }
+                let end = self
+                    .partition(&topic, partition)
+                    .map_or(0, |l| l.log_end_offset());
+                let sync_writes = self.config.sync_writes;
+                let c = self.cluster.as_mut().expect("cluster");
+                let applied = c.applied.get_mut(&group).expect("checked");
+                if sync_writes {
+                    applied.unsynced.push_back((*index, end));
+                } else {
+                    applied.durable = (*index, end);
+                }
+                if e.proposer == me {
+                    self.complete_wait(e.seq, result);
+                }
+            }
+            let c = self.cluster.as_mut().expect("cluster");
+            if c.roles
+                .get(&group)
+                .and_then(|r| r.load_at)
+                .is_some_and(|at| *index >= at)
+            {
+                self.on_leader_caught_up(group, now_ms);
+            }
+        }
+    }
+
+    /// Ends an apply round: one sync covers everything applied, and finished requests are
+    /// answered once it completes.
+    pub fn finish_apply(&mut self) {
+        if let Some(c) = &mut self.cluster
+            && std::mem::take(&mut c.wrote)
+        {
+            self.write_seq += 1;
+        }
+        self.deliver_finished();
+    }
+
+    /// Called by `complete_sync`: entries whose data is now durable.
+    pub(in crate::broker) fn cluster_synced(&mut self, topic_id: Uuid, partition: i32, end: i64) {
+        let Some(c) = &mut self.cluster else { return };
+        let Some(name) = self.ids.get(&topic_id) else {
+            return;
+        };
+        let Some(mp) = c.meta.partition(name, partition) else {
+            return;
+        };
+        if let Some(a) = c.applied.get_mut(&mp.group) {
+            while let Some(&(index, e)) = a.unsynced.front() {
+                if e > end {
+                    break;
+                }
+                a.durable = (index, e);
+                a.unsynced.pop_front();
+            }
+        }
+    }
+
+    /// Applied marks that moved since last asked: (group, file path, contents). The runtime
+    /// writes them (atomically); Raft entries up to them never need re-applying.
+    pub fn take_applied_marks(&mut self) -> Vec<(u64, String, Vec<u8>)> {
+        let Some(c) = &mut self.cluster else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (group, a) in c.applied.iter_mut() {
+            if a.durable.0 > a.recorded
+                && let Some((topic, p)) = c.meta.group(*group)
+            {
+                a.recorded = a.durable.0;
+                out.push((
+                    *group,
+                    format!("{}/{APPLIED_FILE}", partition_dir(topic, p)),
+                    format!("{} {}\n", a.durable.0, a.durable.1).into_bytes(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The index up to which the local log of `group` is durable (what a restart resumes from).
+    pub fn durable_applied(&self, group: u64) -> u64 {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.applied.get(&group))
+            .map_or(0, |a| a.durable.0)
+    }
+}

@@ -1,0 +1,398 @@
+//! Cluster mode: the broker as one replica among several.
+//!
+//! Writes do not touch the local log when a client sends them. The partition leader validates a
+//! produce and turns it into a [`Proposal`] for the partition's Raft group; the runtime proposes
+//! it, and every replica appends it when Raft hands the committed entry back
+//! ([`Broker::apply_partition`]), assigning offsets from its own log end in log order. The
+//! client's response waits (parked) until the proposer applied the entry and synced it, so
+//! acks=all means "committed on a majority and durable here". Metadata changes go the same way
+//! through the `__meta` group ([`Broker::apply_meta`]), which is the single source of topics,
+//! replicas and broker addresses on every node.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::NodeEndpoint;
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
+    ProduceResponse, ResponseKind,
+};
+
+use super::{Broker, OFFSETS_TOPIC, str};
+
+mod admin;
+mod apply;
+mod produce;
+mod waits;
+use crate::cluster::{MetaCommand, MetaState, PartitionEntry, ProposalId};
+
+/// A broker's id, host and port.
+pub(super) type BrokerAddr = (i32, String, i32);
+
+/// Raft group id of `__meta`.
+pub const META_GROUP: u64 = 0;
+/// File in a partition directory recording the last Raft entry whose data is durable there.
+const APPLIED_FILE: &str = "raft-applied";
+/// How long a write waits for its entry to commit before the client hears REQUEST_TIMED_OUT.
+const WAIT_MS_MAX: i64 = 30_000;
+
+/// An entry for the runtime to propose.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// Raft group ([`META_GROUP`] or a partition's).
+    pub group: u64,
+    /// Entry data.
+    pub data: Vec<u8>,
+}
+
+/// A partition group this node starts or stops hosting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// Start hosting `group` (a replica here).
+    Add {
+        /// Group id.
+        group: u64,
+        /// The partition's replicas (the group's voters).
+        voters: Vec<u64>,
+        /// Entries up to this index are already in the local log.
+        applied: u64,
+        /// This node is the preferred leader: campaign at once rather than after a timeout.
+        campaign: bool,
+        /// For logs: the partition.
+        topic: String,
+        /// For logs: the partition.
+        partition: i32,
+    },
+    /// Stop hosting `group` and delete its Raft state.
+    Remove {
+        /// Group id.
+        group: u64,
+    },
+}
+
+/// What this node knows about a hosted group's leadership.
+#[derive(Debug, Clone, Copy, Default)]
+struct Role {
+    leader: i32,
+    term: u64,
+    /// Leader here: the coordinator partition is loaded once entries up to this index applied.
+    load_at: Option<u64>,
+}
+
+/// Apply progress of one hosted partition group.
+#[derive(Debug, Default)]
+struct Applied {
+    /// Last entry applied to the local log.
+    index: u64,
+    /// Applied entries not yet synced: (index, log end after it).
+    unsynced: VecDeque<(u64, i64)>,
+    /// Last entry known durable locally, and the log end after it.
+    durable: (u64, i64),
+    /// `durable` as last handed out to be written to [`APPLIED_FILE`].
+    recorded: u64,
+}
+
+/// A client request waiting for entries to apply.
+#[derive(Debug)]
+enum Wait {
+    /// One partition of a parked produce.
+    Produce {
+        token: u64,
+        topic: usize,
+        partition: usize,
+        group: u64,
+        since_ms: i64,
+    },
+    /// Coordinator responses waiting for their group-state write.
+    Coordinator {
+        group: u64,
+        responses: Vec<sluice_coordinator::Response>,
+        since_ms: i64,
+    },
+    /// One topic of a parked admin request.
+    Admin {
+        token: u64,
+        slot: usize,
+        since_ms: i64,
+    },
+}
+
+/// A parked admin request being assembled.
+#[derive(Debug)]
+enum AdminWait {
+    Create(CreateTopicsResponse),
+    Delete(DeleteTopicsResponse),
+    Partitions(CreatePartitionsResponse),
+}
+
+/// Cluster-mode state of the broker.
+#[derive(Debug)]
+pub struct ClusterState {
+    node_id: i32,
+    meta: MetaState,
+    /// `__meta` leader and term as last reported (-1: unknown).
+    meta_leader: (i32, u64),
+    /// Hosted partition groups.
+    roles: HashMap<u64, Role>,
+    applied: HashMap<u64, Applied>,
+    proposals: Vec<Proposal>,
+    group_changes: Vec<GroupChange>,
+    next_seq: u64,
+    waits: HashMap<u64, Wait>,
+    produces: HashMap<u64, (ProduceResponse, usize)>,
+    admins: HashMap<u64, (AdminWait, usize)>,
+    /// Tokens whose response is complete, delivered at the end of the apply batch.
+    finished: Vec<(u64, ResponseKind, bool)>,
+    wrote: bool,
+    last_registration_ms: i64,
+    last_offsets_create_ms: i64,
+    next_producer_id: i64,
+}
+
+impl ClusterState {
+    pub(super) fn new(node_id: i32, members: &[i32], now_ms: i64) -> Self {
+        ClusterState {
+            node_id,
+            meta: MetaState::new(members),
+            meta_leader: (-1, 0),
+            roles: HashMap::new(),
+            applied: HashMap::new(),
+            proposals: Vec::new(),
+            group_changes: Vec::new(),
+            next_seq: 0,
+            waits: HashMap::new(),
+            produces: HashMap::new(),
+            admins: HashMap::new(),
+            finished: Vec::new(),
+            wrote: false,
+            last_registration_ms: i64::MIN,
+            last_offsets_create_ms: i64::MIN,
+            // Unique across nodes (node id in the top bits) and restarts (start time below).
+            next_producer_id: (i64::from(node_id) << 48) | ((now_ms & ((1 << 42) - 1)) << 6),
+        }
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn proposal_id(&mut self) -> ProposalId {
+        ProposalId {
+            node: self.node_id as u64,
+            seq: self.seq(),
+        }
+    }
+
+    /// Leader and epoch of a partition: what a hosted group knows beats `__meta`'s record when
+    /// its term is newer.
+    fn leader_of(&self, topic: &str, partition: i32) -> (i32, i32) {
+        let Some(mp) = self.meta.partition(topic, partition) else {
+            return (-1, -1);
+        };
+        match self.roles.get(&mp.group) {
+            // A replica knows best once its term caught up with the record: no leader in its
+            // current term (an election, or an isolated old leader that stepped down) means
+            // none, not the stale one `__meta` recorded.
+            Some(r) if r.term as i32 >= mp.leader_epoch && r.term > 0 => {
+                let leader = if r.leader > 0 { r.leader } else { -1 };
+                (leader, r.term as i32)
+            }
+            _ => (mp.leader, mp.leader_epoch),
+        }
+    }
+
+    fn is_local_leader(&self, group: u64) -> bool {
+        self.roles
+            .get(&group)
+            .is_some_and(|r| r.leader == self.node_id)
+    }
+
+    fn endpoint(&self, node: i32) -> Option<NodeEndpoint> {
+        let (host, port) = self.meta.brokers.get(&node)?;
+        Some(
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(node))
+                .with_host(str(host))
+                .with_port(*port),
+        )
+    }
+}
+
+/// Why a partition is not writable or readable here.
+pub(super) struct NotHere {
+    pub error: ResponseError,
+    pub leader: i32,
+    pub epoch: i32,
+}
+
+impl Broker {
+    /// Whether this broker runs as a cluster replica.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The replicated metadata (cluster mode).
+    pub fn meta(&self) -> Option<&MetaState> {
+        self.cluster.as_ref().map(|c| &c.meta)
+    }
+
+    /// Entries to propose, in order.
+    pub fn take_proposals(&mut self) -> Vec<Proposal> {
+        self.cluster
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.proposals))
+            .unwrap_or_default()
+    }
+
+    /// Partition groups to start or stop hosting.
+    pub fn take_group_changes(&mut self) -> Vec<GroupChange> {
+        self.cluster
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.group_changes))
+            .unwrap_or_default()
+    }
+
+    /// Leader epoch of a partition (the Raft term of its leader; 0 standalone).
+    pub(super) fn epoch_of(&self, topic: &str, partition: i32) -> i32 {
+        match &self.cluster {
+            None => 0,
+            Some(c) => c.leader_of(topic, partition).1.max(0),
+        }
+    }
+
+    /// Cluster mode: `Ok` when this node leads the partition, else the error and the leader
+    /// hint to answer with.
+    pub(super) fn check_leader(&self, topic: &str, partition: i32) -> Result<(), NotHere> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let Some(mp) = c.meta.partition(topic, partition) else {
+            return Err(NotHere {
+                error: ResponseError::UnknownTopicOrPartition,
+                leader: -1,
+                epoch: -1,
+            });
+        };
+        if c.is_local_leader(mp.group) {
+            return Ok(());
+        }
+        let (leader, epoch) = c.leader_of(topic, partition);
+        Err(NotHere {
+            error: if leader < 0 {
+                ResponseError::LeaderNotAvailable
+            } else {
+                ResponseError::NotLeaderOrFollower
+            },
+            leader,
+            epoch,
+        })
+    }
+
+    /// Address of a broker for KIP-951 hints.
+    pub(super) fn node_endpoint(&self, node: i32) -> Option<(String, i32)> {
+        self.cluster.as_ref()?.meta.brokers.get(&node).cloned()
+    }
+
+    /// `__meta` leadership as the Raft driver reports it.
+    pub fn meta_role_changed(&mut self, leader: u64, term: u64) {
+        if let Some(c) = &mut self.cluster {
+            c.meta_leader = (leader as i32, term);
+        }
+    }
+
+    /// Periodic cluster duties: announce this broker, create `__consumer_offsets` (the `__meta`
+    /// leader does), time out writes whose entries never committed.
+    pub fn cluster_tick(&mut self, meta_caught_up: bool, now_ms: i64) {
+        let advertised = (
+            self.config.advertised_host.clone(),
+            self.config.advertised_port,
+        );
+        let offsets_partitions = self.config.offsets_partitions;
+        let Some(c) = &mut self.cluster else { return };
+        let registered = c.meta.brokers.get(&c.node_id) == Some(&advertised);
+        if !registered
+            && c.meta_leader.0 > 0
+            && now_ms.saturating_sub(c.last_registration_ms) >= 1000
+        {
+            c.last_registration_ms = now_ms;
+            c.proposals.push(Proposal {
+                group: META_GROUP,
+                data: MetaCommand::RegisterBroker {
+                    node_id: c.node_id,
+                    host: advertised.0,
+                    port: advertised.1,
+                }
+                .encode(),
+            });
+        }
+        if c.meta_leader.0 == c.node_id
+            && meta_caught_up
+            && !c.meta.topics.contains_key(OFFSETS_TOPIC)
+            && now_ms.saturating_sub(c.last_offsets_create_ms) >= 2000
+        {
+            c.last_offsets_create_ms = now_ms;
+            let rf = c.meta.members().len().min(3) as i32;
+            // No compaction yet: keep every record (retention would lose committed offsets).
+            let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+            let id = super::random_uuid(&mut self.rng);
+            let c = self.cluster.as_mut().expect("cluster");
+            c.proposals.push(Proposal {
+                group: META_GROUP,
+                data: MetaCommand::CreateTopic {
+                    request: None,
+                    name: OFFSETS_TOPIC.into(),
+                    id,
+                    partitions: offsets_partitions,
+                    replication_factor: rf,
+                    configs,
+                }
+                .encode(),
+            });
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        let expired: Vec<u64> = c
+            .waits
+            .iter()
+            .filter(|(_, w)| {
+                let since = match w {
+                    Wait::Produce { since_ms, .. }
+                    | Wait::Coordinator { since_ms, .. }
+                    | Wait::Admin { since_ms, .. } => *since_ms,
+                };
+                now_ms - since > WAIT_MS_MAX
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in expired {
+            self.fail_wait(seq, ResponseError::RequestTimedOut);
+        }
+        self.deliver_finished();
+    }
+
+    /// A proposal the Raft driver refused (no leader known, or not the leader any more).
+    pub fn proposal_dropped(&mut self, group: u64, data: &[u8]) {
+        let seq = if group == META_GROUP {
+            match MetaCommand::decode(data) {
+                Ok(Some(
+                    MetaCommand::CreateTopic { request, .. }
+                    | MetaCommand::DeleteTopic { request, .. }
+                    | MetaCommand::CreatePartitions { request, .. }
+                    | MetaCommand::SetConfigs { request, .. },
+                )) => request.map(|r| r.seq),
+                _ => None,
+            }
+        } else {
+            PartitionEntry::decode(data).map(|e| e.seq)
+        };
+        if let Some(seq) = seq {
+            let error = if group == META_GROUP {
+                ResponseError::NotController
+            } else {
+                ResponseError::NotLeaderOrFollower
+            };
+            self.fail_wait(seq, error);
+            self.deliver_finished();
+        }
+    }
+}

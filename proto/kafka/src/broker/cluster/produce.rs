@@ -1,0 +1,200 @@
+//! Produce on the partition leader: validate, then propose (nothing is written before commit).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
+
+use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
+use super::{META_GROUP, Proposal, Wait};
+use crate::batch;
+use crate::cluster::{MetaCommand, PartitionEntry};
+
+impl Broker {
+    pub(super) fn new_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Produce in cluster mode: validate on the leader, propose one entry per partition.
+    pub(in crate::broker) fn produce_cluster(
+        &mut self,
+        req: ProduceRequest,
+        version: i16,
+        now_ms: i64,
+    ) -> Reply {
+        let acks = req.acks;
+        let token = self.new_token();
+        let mut response = ProduceResponse::default();
+        let mut proposed = 0usize;
+        for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
+            let name = if version >= 13 {
+                self.ids.get(&topic_data.topic_id).cloned()
+            } else {
+                Some(topic_data.name.0.to_string())
+            };
+            let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+            for (pi, pd) in topic_data.partition_data.into_iter().enumerate() {
+                let mut pr = PartitionProduceResponse::default()
+                    .with_index(pd.index)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1);
+                let outcome = (|| -> Result<u64, (ResponseError, Option<String>, i32, i32)> {
+                    if !matches!(acks, -1..=1) {
+                        return Err((ResponseError::InvalidRequiredAcks, None, -1, -1));
+                    }
+                    if req.transactional_id.is_some() {
+                        return Err((
+                            ResponseError::TransactionalIdAuthorizationFailed,
+                            None,
+                            -1,
+                            -1,
+                        ));
+                    }
+                    let Some(n) = &name else {
+                        return Err((ResponseError::UnknownTopicId, None, -1, -1));
+                    };
+                    if n == OFFSETS_TOPIC {
+                        return Err((ResponseError::InvalidTopicException, None, -1, -1));
+                    }
+                    if !self.meta().is_some_and(|m| m.topics.contains_key(n)) {
+                        self.auto_create(n, now_ms);
+                        return Err((ResponseError::UnknownTopicOrPartition, None, -1, -1));
+                    }
+                    self.check_leader(n, pd.index)
+                        .map_err(|h| (h.error, None, h.leader, h.epoch))?;
+                    if let Some(f) = &self.storage_failure {
+                        return Err((
+                            ResponseError::KafkaStorageError,
+                            Some(format!("storage failed: {f}")),
+                            -1,
+                            -1,
+                        ));
+                    }
+                    let Some(records) = pd.records.as_deref() else {
+                        return Err((
+                            ResponseError::InvalidRecord,
+                            Some("no records".into()),
+                            -1,
+                            -1,
+                        ));
+                    };
+                    let limit = self
+                        .partition(n, pd.index)
+                        .map(|l| l.config().max_message_bytes)
+                        .unwrap_or(usize::MAX);
+                    let headers = batch::validate_all(records).map_err(|e| {
+                        let code = match e {
+                            batch::BatchError::Crc { .. } | batch::BatchError::Truncated { .. } => {
+                                ResponseError::CorruptMessage
+                            }
+                            _ => ResponseError::InvalidRecord,
+                        };
+                        (code, Some(e.to_string()), -1, -1)
+                    })?;
+                    if let Some(h) = headers.iter().find(|h| h.total_bytes() > limit) {
+                        return Err((
+                            ResponseError::MessageTooLarge,
+                            Some(format!(
+                                "batch of {} bytes exceeds max.message.bytes {limit}",
+                                h.total_bytes()
+                            )),
+                            -1,
+                            -1,
+                        ));
+                    }
+                    let c = self.cluster.as_mut().expect("cluster");
+                    let group = c.meta.partition(n, pd.index).expect("checked").group;
+                    let seq = c.seq();
+                    c.proposals.push(Proposal {
+                        group,
+                        data: PartitionEntry {
+                            proposer: c.node_id as u64,
+                            seq,
+                            now_ms,
+                            records,
+                        }
+                        .encode(),
+                    });
+                    if acks != 0 {
+                        c.waits.insert(
+                            seq,
+                            Wait::Produce {
+                                token,
+                                topic: ti,
+                                partition: pi,
+                                group,
+                                since_ms: now_ms,
+                            },
+                        );
+                    }
+                    Ok(seq)
+                })();
+                match outcome {
+                    Ok(_) => proposed += 1,
+                    Err((e, msg, leader, epoch)) => {
+                        pr.error_code = e.code();
+                        pr.error_message = msg.map(|m| str(&m));
+                        if leader >= 0 && version >= 10 {
+                            pr.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch);
+                            if let Some(ep) = self.cluster.as_ref().and_then(|c| c.endpoint(leader))
+                                && !response
+                                    .node_endpoints
+                                    .iter()
+                                    .any(|x| x.node_id.0 == leader)
+                            {
+                                response.node_endpoints.push(ep);
+                            }
+                        }
+                    }
+                }
+                partitions.push(pr);
+            }
+            let mut tr = TopicProduceResponse::default().with_partition_responses(partitions);
+            if version >= 13 {
+                tr.topic_id = topic_data.topic_id;
+            } else {
+                tr.name = topic_data.name;
+            }
+            response.responses.push(tr);
+        }
+        if acks == 0 {
+            return Reply::Nothing;
+        }
+        if proposed == 0 {
+            return Reply::Now(ResponseKind::Produce(response));
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        c.produces.insert(token, (response, proposed));
+        Reply::Parked { token }
+    }
+
+    /// Proposes the creation of a topic a client asked for by name (auto-creation).
+    pub(in crate::broker) fn auto_create(&mut self, name: &str, _now_ms: i64) {
+        if !self.config.auto_create_topics || valid_topic_name(name).is_err() {
+            return;
+        }
+        let partitions = self.config.default_partitions;
+        let id = crate::broker::random_uuid(&mut self.rng);
+        let Some(c) = &mut self.cluster else { return };
+        let rf = c.meta.members().len().min(3) as i32;
+        c.proposals.push(Proposal {
+            group: META_GROUP,
+            data: MetaCommand::CreateTopic {
+                request: None,
+                name: name.to_string(),
+                id,
+                partitions,
+                replication_factor: rf,
+                configs: BTreeMap::new(),
+            }
+            .encode(),
+        });
+    }
+}

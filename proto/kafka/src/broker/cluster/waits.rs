@@ -1,0 +1,180 @@
+//! Requests parked until their entries apply: completing, failing and delivering them.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::LeaderIdAndEpoch;
+use kafka_protocol::messages::{BrokerId, ResponseKind};
+
+use super::super::{Broker, Deferred, str};
+use super::{AdminWait, Wait};
+
+impl Broker {
+    pub(super) fn complete_wait(
+        &mut self,
+        seq: u64,
+        result: Result<(i64, i64), (ResponseError, Option<String>)>,
+    ) {
+        let ok = result.is_ok();
+        let Some(c) = &mut self.cluster else { return };
+        match c.waits.remove(&seq) {
+            Some(Wait::Produce {
+                token,
+                topic,
+                partition,
+                ..
+            }) => {
+                if let Some((resp, outstanding)) = c.produces.get_mut(&token) {
+                    let pr = &mut resp.responses[topic].partition_responses[partition];
+                    match result {
+                        Ok((base, start)) => {
+                            pr.base_offset = base;
+                            pr.log_start_offset = start;
+                        }
+                        Err((e, msg)) => {
+                            pr.error_code = e.code();
+                            pr.error_message = msg.map(|m| str(&m));
+                        }
+                    }
+                    *outstanding -= 1;
+                    if *outstanding == 0 {
+                        let (resp, _) = c.produces.remove(&token).expect("present");
+                        c.finished.push((token, ResponseKind::Produce(resp), ok));
+                    }
+                }
+            }
+            Some(Wait::Coordinator { responses, .. }) => {
+                for r in responses {
+                    let token = r.token;
+                    let body = if ok {
+                        r.body
+                    } else {
+                        r.into_error(ResponseError::CoordinatorNotAvailable).body
+                    };
+                    c.finished.push((token, body, ok));
+                }
+            }
+            Some(Wait::Admin { .. }) | None => {}
+        }
+    }
+
+    pub(super) fn fail_wait(&mut self, seq: u64, error: ResponseError) {
+        let Some(c) = &mut self.cluster else { return };
+        match c.waits.remove(&seq) {
+            Some(Wait::Produce {
+                token,
+                topic,
+                partition,
+                group,
+                ..
+            }) => {
+                let hint = c
+                    .meta
+                    .group(group)
+                    .map(|(t, p)| c.leader_of(t, p))
+                    .unwrap_or((-1, -1));
+                let endpoint = c.endpoint(hint.0);
+                if let Some((resp, outstanding)) = c.produces.get_mut(&token) {
+                    let pr = &mut resp.responses[topic].partition_responses[partition];
+                    pr.error_code = error.code();
+                    if hint.0 >= 0 && hint.0 != c.node_id {
+                        pr.current_leader = LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(hint.0))
+                            .with_leader_epoch(hint.1);
+                        if let Some(ep) = endpoint
+                            && !resp.node_endpoints.iter().any(|e| e.node_id.0 == hint.0)
+                        {
+                            resp.node_endpoints.push(ep);
+                        }
+                    }
+                    *outstanding -= 1;
+                    if *outstanding == 0 {
+                        let (resp, _) = c.produces.remove(&token).expect("present");
+                        c.finished.push((token, ResponseKind::Produce(resp), false));
+                    }
+                }
+            }
+            Some(Wait::Coordinator { responses, .. }) => {
+                for r in responses {
+                    let token = r.token;
+                    c.finished.push((
+                        token,
+                        r.into_error(ResponseError::NotCoordinator).body,
+                        false,
+                    ));
+                }
+            }
+            Some(Wait::Admin { .. }) => {
+                self.admin_done(seq, Some((error, error.to_string())), "");
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn deliver_finished(&mut self) {
+        let seq = self.write_seq;
+        let sync = self.config.sync_writes;
+        let Some(c) = &mut self.cluster else { return };
+        for (token, response, wrote) in c.finished.drain(..) {
+            self.deferred.push(Deferred {
+                token,
+                seq: if wrote && sync { seq } else { 0 },
+                response,
+            });
+        }
+    }
+
+    pub(super) fn admin_done(
+        &mut self,
+        seq: u64,
+        error: Option<(ResponseError, String)>,
+        _name: &str,
+    ) {
+        let Some(c) = &mut self.cluster else { return };
+        let Some(Wait::Admin { token, slot, .. }) = c.waits.remove(&seq) else {
+            return;
+        };
+        let Some((wait, outstanding)) = c.admins.get_mut(&token) else {
+            return;
+        };
+        match wait {
+            AdminWait::Create(r) => {
+                let t = &mut r.topics[slot];
+                match &error {
+                    Some((e, m)) => {
+                        t.error_code = e.code();
+                        t.error_message = Some(str(m));
+                    }
+                    None => {
+                        if let Some(mt) = c.meta.topics.get(t.name.as_str()) {
+                            t.topic_id = mt.id;
+                            t.num_partitions = mt.partitions.len() as i32;
+                            t.replication_factor =
+                                mt.partitions.first().map_or(1, |p| p.replicas.len() as i16);
+                        }
+                    }
+                }
+            }
+            AdminWait::Delete(r) => {
+                if let Some((e, m)) = &error {
+                    r.responses[slot].error_code = e.code();
+                    r.responses[slot].error_message = Some(str(m));
+                }
+            }
+            AdminWait::Partitions(r) => {
+                if let Some((e, m)) = &error {
+                    r.results[slot].error_code = e.code();
+                    r.results[slot].error_message = Some(str(m));
+                }
+            }
+        }
+        *outstanding -= 1;
+        if *outstanding == 0 {
+            let (wait, _) = c.admins.remove(&token).expect("present");
+            let response = match wait {
+                AdminWait::Create(r) => ResponseKind::CreateTopics(r),
+                AdminWait::Delete(r) => ResponseKind::DeleteTopics(r),
+                AdminWait::Partitions(r) => ResponseKind::CreatePartitions(r),
+            };
+            c.finished.push((token, response, false));
+        }
+    }
+}
