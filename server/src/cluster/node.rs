@@ -171,6 +171,9 @@ async fn run_inner<R: Runtime>(
     // `__meta` is re-applied from the start on every boot (its state lives in memory only).
     node.add_group(META_GROUP, loaded.store, 0)?;
     let mut stores: HashMap<u64, RaftStore> = HashMap::from([(META_GROUP, disk)]);
+    // Preferred leader (first replica) of each hosted partition group.
+    let mut preferred: HashMap<u64, u64> = HashMap::new();
+    let mut next_balance = 0u64;
 
     let (transport, inbox) = Transport::start(
         TransportConfig {
@@ -245,11 +248,23 @@ async fn run_inner<R: Runtime>(
                 rt.spawn_blocking(move || write_marks(&dir, &marks)).await;
             }
         }
+        if now >= next_balance && stopping.is_none() {
+            next_balance = now + 2000;
+            balance_leaders(&mut node, &preferred);
+        }
         let (proposals, changes) = {
             let mut broker = shared.broker.lock().unwrap();
             (broker.take_proposals(), broker.take_group_changes())
         };
         for change in changes {
+            match &change {
+                GroupChange::Add { group, voters, .. } => {
+                    preferred.insert(*group, voters.first().copied().unwrap_or(0));
+                }
+                GroupChange::Remove { group } => {
+                    preferred.remove(group);
+                }
+            }
             apply_group_change(&rt, &mut node, &mut stores, &data_dir, &shared, change).await?;
         }
         for p in proposals {
@@ -491,6 +506,39 @@ fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
         if let Err(e) = r {
             debug!(group, path = %full.display(), error = %e, "writing an applied mark failed");
         }
+    }
+}
+
+/// Preferred-leader election (Kafka's auto leader rebalance): a group led by another replica
+/// than its first one is handed back once that replica is live and caught up, so leaders stay
+/// spread evenly after elections that ignored placement (first start, failover, restart).
+fn balance_leaders(node: &mut sluice_raft::Node, preferred: &HashMap<u64, u64>) {
+    let me = node.id();
+    let mut moves = Vec::new();
+    for (&group, &to) in preferred {
+        if to == me || to == 0 {
+            continue;
+        }
+        let Some(driver) = node.group(group) else {
+            continue;
+        };
+        if driver.role() != StateRole::Leader {
+            continue;
+        }
+        let raft = &driver.raw_node().raft;
+        let last = raft.raft_log.last_index();
+        if raft
+            .prs()
+            .get(to)
+            .is_some_and(|pr| pr.recent_active && pr.matched >= last)
+        {
+            moves.push((group, to));
+        }
+    }
+    // A few per round: a restarted node takes its partitions back gradually.
+    for (group, to) in moves.into_iter().take(16) {
+        debug!(node_id = me, group, to, "handing leadership to the preferred replica");
+        let _ = node.transfer_leader(group, to);
     }
 }
 

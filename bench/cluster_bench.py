@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Cluster-mode cost: the same producer against a standalone broker and a 3-node RF=3 cluster,
+in one invocation, so the cluster numbers are read as ratios of the standalone baseline.
+
+For each target: produce --messages 100 B messages (acks=all, idempotent, linger.ms=5) to a
+3-partition topic and report msgs/s; then ack latency p50/p99 at a fixed --rate; and the
+brokers' peak RSS (the cluster keeps its Raft logs in memory: RSS grows with data written).
+Usage: bench/cluster_bench.py [--bin target/release/sluice] [--messages 300000] [--rate 5000]
+"""
+import argparse, json, os, socket, subprocess, tempfile, time
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "sluice"))
+ap.add_argument("--messages", type=int, default=300_000)
+ap.add_argument("--rate", type=int, default=5_000)
+ap.add_argument("--rate-seconds", type=float, default=8)
+args = ap.parse_args()
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def start(target, tmp):
+    procs, bootstrap = [], []
+    if target == "standalone":
+        port = free_port()
+        procs.append(subprocess.Popen([args.bin, "--kafka-addr", f"127.0.0.1:{port}", "--data-dir", f"{tmp}/s"],
+                                      stderr=open(f"{tmp}/s.log", "w")))
+        bootstrap.append(f"127.0.0.1:{port}")
+    else:
+        subprocess.run([args.bin, "certs", "--nodes", "1,2,3", "--out", f"{tmp}/certs"], check=True,
+                       stdout=subprocess.DEVNULL)
+        raft = [free_port(socket.SOCK_DGRAM) for _ in range(3)]
+        peers = ",".join(f"{i + 1}@127.0.0.1:{raft[i]}" for i in range(3))
+        for i in range(3):
+            port = free_port()
+            procs.append(subprocess.Popen(
+                [args.bin, "--node-id", str(i + 1), "--kafka-addr", f"127.0.0.1:{port}", "--data-dir", f"{tmp}/d{i + 1}",
+                 "raft-cluster", "--raft-addr", f"127.0.0.1:{raft[i]}", "--peers", peers, "--tls-dir", f"{tmp}/certs"],
+                stderr=open(f"{tmp}/n{i + 1}.log", "w")))
+            bootstrap.append(f"127.0.0.1:{port}")
+    bs = ",".join(bootstrap)
+    deadline = time.time() + 30
+    admin = AdminClient({"bootstrap.servers": bs})
+    while True:
+        try:
+            fs = admin.create_topics([NewTopic("bench", 3, 3 if target == "cluster" else 1)], request_timeout=10)
+            fs["bench"].result(15)
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    # Wait for every partition to have a leader.
+    while time.time() < deadline:
+        md = admin.list_topics("bench", timeout=5)
+        t = md.topics.get("bench")
+        if t and len(t.partitions) == 3 and all(p.leader >= 0 for p in t.partitions.values()):
+            break
+        time.sleep(0.2)
+    return procs, bs
+
+
+def producer(bs):
+    return Producer({"bootstrap.servers": bs, "acks": "all", "enable.idempotence": True, "linger.ms": 5,
+                     "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000})
+
+
+def throughput(bs, procs, peak):
+    p = producer(bs)
+    payload = b"x" * 100
+    acked = [0]
+
+    def cb(err, _m):
+        if err is None:
+            acked[0] += 1
+    t0 = time.time()
+    for i in range(args.messages):
+        while True:
+            try:
+                p.produce("bench", payload, partition=i % 3, on_delivery=cb)
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 10000 == 0:
+            p.poll(0)
+            peak[0] = max(peak[0], sum(rss_kib(x.pid) for x in procs))
+    p.flush(120)
+    dt = time.time() - t0
+    peak[0] = max(peak[0], sum(rss_kib(x.pid) for x in procs))
+    return acked[0] / dt, acked[0]
+
+
+def latency(bs):
+    p = producer(bs)
+    lat = []
+    interval = 1.0 / args.rate
+    t_end = time.time() + args.rate_seconds
+    nxt = time.time()
+    i = 0
+    while time.time() < t_end:
+        now = time.time()
+        if now < nxt:
+            p.poll(min(nxt - now, 0.001))
+            continue
+        sent = time.time()
+        p.produce("bench", b"y" * 100, partition=i % 3,
+                  on_delivery=lambda err, m, s=sent: lat.append(time.time() - s) if err is None else None)
+        i += 1
+        nxt += interval
+    p.flush(60)
+    lat.sort()
+    q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] * 1000 if lat else float("nan")
+    return q(0.5), q(0.99)
+
+
+results = {}
+for target in ["standalone", "cluster"]:
+    with tempfile.TemporaryDirectory() as tmp:
+        procs, bs = start(target, tmp)
+        try:
+            peak = [0]
+            rate, acked = throughput(bs, procs, peak)
+            p50, p99 = latency(bs)
+            results[target] = {"msgs_per_s": round(rate), "acked": acked, "p50_ms": round(p50, 2),
+                               "p99_ms": round(p99, 2), "peak_rss_mib_total": round(peak[0] / 1024, 1)}
+        finally:
+            for x in procs:
+                x.terminate()
+            for x in procs:
+                try:
+                    x.wait(10)
+                except subprocess.TimeoutExpired:
+                    x.kill()
+    print(json.dumps({target: results[target]}), flush=True)
+
+s, c = results["standalone"], results["cluster"]
+print(json.dumps({"cluster_over_standalone": {
+    "throughput": round(c["msgs_per_s"] / s["msgs_per_s"], 2),
+    "p50": round(c["p50_ms"] / s["p50_ms"], 2),
+    "p99": round(c["p99_ms"] / s["p99_ms"], 2)}}))
