@@ -25,7 +25,26 @@ use crate::topic_config;
 
 type AdminError = (ResponseError, Option<String>);
 
+/// A CreateTopics result for `t` before anything is known about the outcome.
+pub(in crate::broker) fn creatable_result(
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> CreatableTopicResult {
+    CreatableTopicResult::default()
+        .with_name(t.name.clone())
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+}
+
 impl Broker {
+    /// Partitions a CreateTopics entry asks for (-1: the broker default).
+    pub(super) fn requested_partitions(&self, num_partitions: i32) -> i32 {
+        if num_partitions == -1 {
+            self.config.default_partitions
+        } else {
+            num_partitions
+        }
+    }
+
     /// Creates a topic (directories first, then the metadata that makes it exist).
     pub(super) fn create_topic(
         &mut self,
@@ -103,15 +122,8 @@ impl Broker {
         let mut response = CreateTopicsResponse::default();
         for t in req.topics {
             let name = t.name.0.to_string();
-            let mut result = CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
-            let partitions = if t.num_partitions == -1 {
-                self.config.default_partitions
-            } else {
-                t.num_partitions
-            };
+            let mut result = creatable_result(&t);
+            let partitions = self.requested_partitions(t.num_partitions);
             let outcome = (|| -> Result<Uuid, AdminError> {
                 if !t.assignments.is_empty() {
                     let node = self.config.node_id;

@@ -12,6 +12,13 @@ use kafka_protocol::messages::{
 
 use super::{Broker, str, valid_topic_name};
 
+/// The Metadata entry for a topic id nobody knows.
+pub(in crate::broker) fn unknown_topic_id(id: Option<uuid::Uuid>) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(ResponseError::UnknownTopicId.code())
+        .with_topic_id(id.unwrap_or_default())
+}
+
 impl Broker {
     pub(super) fn metadata(
         &mut self,
@@ -52,11 +59,7 @@ impl Broker {
         };
         for (name, by_id) in names {
             let Some(name) = name else {
-                response.topics.push(
-                    MetadataResponseTopic::default()
-                        .with_error_code(ResponseError::UnknownTopicId.code())
-                        .with_topic_id(by_id.unwrap_or_default()),
-                );
+                response.topics.push(unknown_topic_id(by_id));
                 continue;
             };
             let mut error = None;

@@ -11,6 +11,21 @@ use super::{Broker, Reply, groups, str};
 use crate::batch;
 use crate::log::LogError;
 
+/// A topic's produce response, naming the topic the way the request version does (v13+: id).
+pub(in crate::broker) fn topic_response(
+    version: i16,
+    name: kafka_protocol::messages::TopicName,
+    id: uuid::Uuid,
+    partitions: Vec<PartitionProduceResponse>,
+) -> TopicProduceResponse {
+    let tr = TopicProduceResponse::default().with_partition_responses(partitions);
+    if version >= 13 {
+        tr.with_topic_id(id)
+    } else {
+        tr.with_name(name)
+    }
+}
+
 impl Broker {
     pub(super) fn produce(&mut self, req: ProduceRequest, version: i16, now_ms: i64) -> Reply {
         let acks = req.acks;
@@ -59,13 +74,12 @@ impl Broker {
                 }
                 partitions.push(pr);
             }
-            let mut tr = TopicProduceResponse::default().with_partition_responses(partitions);
-            if version >= 13 {
-                tr.topic_id = topic_data.topic_id;
-            } else {
-                tr.name = topic_data.name;
-            }
-            response.responses.push(tr);
+            response.responses.push(topic_response(
+                version,
+                topic_data.name,
+                topic_data.topic_id,
+                partitions,
+            ));
         }
         if wrote {
             self.write_seq += 1;

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -18,7 +17,7 @@ use uuid::Uuid;
 
 use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
 use super::{AdminWait, BrokerAddr, META_GROUP, Proposal, Wait};
-use crate::cluster::{MetaCommand, PartitionEntry, ProposalId};
+use crate::cluster::{MetaCommand, ProposalId};
 use crate::topic_config;
 
 impl Broker {
@@ -86,11 +85,9 @@ impl Broker {
         };
         for (name, by_id) in names {
             let Some(name) = name else {
-                response.topics.push(
-                    MetadataResponseTopic::default()
-                        .with_error_code(ResponseError::UnknownTopicId.code())
-                        .with_topic_id(by_id.unwrap_or_default()),
-                );
+                response
+                    .topics
+                    .push(crate::broker::metadata::unknown_topic_id(by_id));
                 continue;
             };
             let mut mt = MetadataResponseTopic::default()
@@ -190,15 +187,8 @@ impl Broker {
         let mut pending = Vec::new();
         for t in req.topics {
             let name = t.name.0.to_string();
-            let mut result = CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
-            let partitions = if t.num_partitions == -1 {
-                self.config.default_partitions
-            } else {
-                t.num_partitions
-            };
+            let mut result = crate::broker::admin::creatable_result(&t);
+            let partitions = self.requested_partitions(t.num_partitions);
             let rf = if t.replication_factor == -1 {
                 members.min(3)
             } else {
@@ -465,17 +455,7 @@ impl Broker {
         if !c.is_local_leader(group) {
             return Err(responses);
         }
-        let seq = c.seq();
-        c.proposals.push(Proposal {
-            group,
-            data: PartitionEntry {
-                proposer: c.node_id as u64,
-                seq,
-                now_ms,
-                records: batch,
-            }
-            .encode(),
-        });
+        let seq = c.propose_entry(group, now_ms, batch);
         c.waits.insert(
             seq,
             Wait::Coordinator {

@@ -139,7 +139,8 @@ pub struct ClusterState {
     group_changes: Vec<GroupChange>,
     next_seq: u64,
     waits: HashMap<u64, Wait>,
-    produces: HashMap<u64, (ProduceResponse, usize)>,
+    /// Parked produces: response so far, partitions outstanding, whether any wrote.
+    produces: HashMap<u64, (ProduceResponse, usize, bool)>,
     admins: HashMap<u64, (AdminWait, usize)>,
     /// Tokens whose response is complete, delivered at the end of the apply batch.
     finished: Vec<(u64, ResponseKind, bool)>,
@@ -175,6 +176,39 @@ impl ClusterState {
     fn seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq
+    }
+
+    /// Queues a partition entry proposed by this node; returns its sequence.
+    fn propose_entry(&mut self, group: u64, now_ms: i64, records: &[u8]) -> u64 {
+        let seq = self.seq();
+        self.proposals.push(Proposal {
+            group,
+            data: PartitionEntry {
+                proposer: self.node_id as u64,
+                seq,
+                now_ms,
+                records,
+            }
+            .encode(),
+        });
+        seq
+    }
+
+    /// One partition of the parked produce `token` is answered; when it was the last, the
+    /// response is ready for delivery.
+    /// `wrote`: this partition's records were appended here. The response waits for the sync
+    /// if any partition of the request wrote.
+    fn produce_partition_done(&mut self, token: u64, wrote: bool) {
+        let Some((_, outstanding, wrote_any)) = self.produces.get_mut(&token) else {
+            return;
+        };
+        *outstanding -= 1;
+        *wrote_any |= wrote;
+        if *outstanding == 0 {
+            let (resp, _, wrote_any) = self.produces.remove(&token).expect("present");
+            self.finished
+                .push((token, ResponseKind::Produce(resp), wrote_any));
+        }
     }
 
     fn proposal_id(&mut self) -> ProposalId {

@@ -3,15 +3,13 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
-};
+use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, PartitionProduceResponse};
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
 use super::{META_GROUP, Proposal, Wait};
 use crate::batch;
-use crate::cluster::{MetaCommand, PartitionEntry};
+use crate::cluster::MetaCommand;
 
 impl Broker {
     pub(super) fn new_token(&mut self) -> u64 {
@@ -109,17 +107,7 @@ impl Broker {
                     }
                     let c = self.cluster.as_mut().expect("cluster");
                     let group = c.meta.partition(n, pd.index).expect("checked").group;
-                    let seq = c.seq();
-                    c.proposals.push(Proposal {
-                        group,
-                        data: PartitionEntry {
-                            proposer: c.node_id as u64,
-                            seq,
-                            now_ms,
-                            records,
-                        }
-                        .encode(),
-                    });
+                    let seq = c.propose_entry(group, now_ms, records);
                     if acks != 0 {
                         c.waits.insert(
                             seq,
@@ -156,13 +144,14 @@ impl Broker {
                 }
                 partitions.push(pr);
             }
-            let mut tr = TopicProduceResponse::default().with_partition_responses(partitions);
-            if version >= 13 {
-                tr.topic_id = topic_data.topic_id;
-            } else {
-                tr.name = topic_data.name;
-            }
-            response.responses.push(tr);
+            response
+                .responses
+                .push(crate::broker::produce::topic_response(
+                    version,
+                    topic_data.name,
+                    topic_data.topic_id,
+                    partitions,
+                ));
         }
         if acks == 0 {
             return Reply::Nothing;
@@ -171,7 +160,7 @@ impl Broker {
             return Reply::Now(ResponseKind::Produce(response));
         }
         let c = self.cluster.as_mut().expect("cluster");
-        c.produces.insert(token, (response, proposed));
+        c.produces.insert(token, (response, proposed, false));
         Reply::Parked { token }
     }
 

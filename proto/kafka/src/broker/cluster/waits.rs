@@ -22,7 +22,7 @@ impl Broker {
                 partition,
                 ..
             }) => {
-                if let Some((resp, outstanding)) = c.produces.get_mut(&token) {
+                if let Some((resp, _, _)) = c.produces.get_mut(&token) {
                     let pr = &mut resp.responses[topic].partition_responses[partition];
                     match result {
                         Ok((base, start)) => {
@@ -34,12 +34,8 @@ impl Broker {
                             pr.error_message = msg.map(|m| str(&m));
                         }
                     }
-                    *outstanding -= 1;
-                    if *outstanding == 0 {
-                        let (resp, _) = c.produces.remove(&token).expect("present");
-                        c.finished.push((token, ResponseKind::Produce(resp), ok));
-                    }
                 }
+                c.produce_partition_done(token, ok);
             }
             Some(Wait::Coordinator { responses, .. }) => {
                 for r in responses {
@@ -72,7 +68,7 @@ impl Broker {
                     .map(|(t, p)| c.leader_of(t, p))
                     .unwrap_or((-1, -1));
                 let endpoint = c.endpoint(hint.0);
-                if let Some((resp, outstanding)) = c.produces.get_mut(&token) {
+                if let Some((resp, _, _)) = c.produces.get_mut(&token) {
                     let pr = &mut resp.responses[topic].partition_responses[partition];
                     pr.error_code = error.code();
                     if hint.0 >= 0 && hint.0 != c.node_id {
@@ -85,12 +81,8 @@ impl Broker {
                             resp.node_endpoints.push(ep);
                         }
                     }
-                    *outstanding -= 1;
-                    if *outstanding == 0 {
-                        let (resp, _) = c.produces.remove(&token).expect("present");
-                        c.finished.push((token, ResponseKind::Produce(resp), false));
-                    }
                 }
+                c.produce_partition_done(token, false);
             }
             Some(Wait::Coordinator { responses, .. }) => {
                 for r in responses {
