@@ -537,7 +537,10 @@ fn balance_leaders(node: &mut sluice_raft::Node, preferred: &HashMap<u64, u64>) 
     }
     // A few per round: a restarted node takes its partitions back gradually.
     for (group, to) in moves.into_iter().take(16) {
-        debug!(node_id = me, group, to, "handing leadership to the preferred replica");
+        debug!(
+            node_id = me,
+            group, to, "handing leadership to the preferred replica"
+        );
         let _ = node.transfer_leader(group, to);
     }
 }
