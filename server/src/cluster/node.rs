@@ -270,11 +270,9 @@ async fn run_inner<R: Runtime>(
         for p in proposals {
             if let Err(e) = node.propose(p.group, p.data.clone()) {
                 debug!(node_id, group = p.group, error = %e, "proposal dropped");
-                shared
-                    .broker
-                    .lock()
-                    .unwrap()
-                    .proposal_dropped(p.group, &p.data);
+                let mut broker = shared.broker.lock().unwrap();
+                broker.proposal_dropped(p.group, &p.data);
+                crate::server::deliver(&shared, &mut broker);
             }
         }
         if let Some(since) = stopping {

@@ -420,3 +420,38 @@ fn replaying_meta_after_a_restart_never_drops_a_recreated_topic() {
     assert_eq!(b.topics()["t"].id, id);
     assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 3);
 }
+
+#[test]
+fn an_admin_request_waits_for_a_meta_leader_and_times_out_without_one() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 1);
+    // No `__meta` leader yet: raft-rs drops the proposal.
+    let req = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_num_partitions(1)
+            .with_replication_factor(3),
+    ]));
+    let Reply::Parked { token } = b.handle(&ctx(ApiKey::CreateTopics, 7), req, 0) else {
+        panic!()
+    };
+    // Dropped proposals are proposed again on every tick while the request waits.
+    for now in [200, 400] {
+        let p = b.take_proposals();
+        assert_eq!(p.len(), 1, "proposed again at {now}");
+        b.proposal_dropped(p[0].group, &p[0].data);
+        assert!(b.take_deferred().is_empty());
+        b.cluster_tick(false, now);
+    }
+    // Still no leader after 30 s: the client hears REQUEST_TIMED_OUT.
+    b.cluster_tick(false, 31_000);
+    let d = b.take_deferred();
+    let ResponseKind::CreateTopics(r) = &d.iter().find(|d| d.token == token).unwrap().response
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::RequestTimedOut.code()
+    );
+}

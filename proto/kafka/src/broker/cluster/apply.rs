@@ -242,7 +242,7 @@ impl Broker {
             MetaEvent::TopicCreated { name, request } => {
                 info!(node_id = me, topic = %name, "topic created in the cluster");
                 if let Some(seq) = mine(&request) {
-                    self.admin_done(seq, None, &name);
+                    self.admin_done(seq, None);
                 }
             }
             MetaEvent::TopicDeleted {
@@ -255,13 +255,13 @@ impl Broker {
                     warn!(node_id = me, topic = %name, error = ?e, message = ?m, "removing a deleted topic failed");
                 }
                 if let Some(seq) = mine(&request) {
-                    self.admin_done(seq, None, &name);
+                    self.admin_done(seq, None);
                 }
             }
-            MetaEvent::PartitionsCreated { name, request, .. }
-            | MetaEvent::ConfigsChanged { name, request } => {
+            MetaEvent::PartitionsCreated { request, .. }
+            | MetaEvent::ConfigsChanged { request, .. } => {
                 if let Some(seq) = mine(&request) {
-                    self.admin_done(seq, None, &name);
+                    self.admin_done(seq, None);
                 }
             }
             MetaEvent::Refused {
@@ -270,7 +270,7 @@ impl Broker {
                 message,
             } => {
                 if let Some(seq) = mine(&request) {
-                    self.admin_done(seq, Some((error, message)), "");
+                    self.admin_done(seq, Some((error, message)));
                 }
             }
             MetaEvent::BrokerRegistered { node_id } => {

@@ -137,6 +137,8 @@ pub struct ClusterState {
     applied: HashMap<u64, Applied>,
     proposals: Vec<Proposal>,
     group_changes: Vec<GroupChange>,
+    /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
+    retry: Vec<(u64, Vec<u8>)>,
     next_seq: u64,
     waits: HashMap<u64, Wait>,
     /// Parked produces: response so far, partitions outstanding, whether any wrote.
@@ -160,6 +162,7 @@ impl ClusterState {
             applied: HashMap::new(),
             proposals: Vec::new(),
             group_changes: Vec::new(),
+            retry: Vec::new(),
             next_seq: 0,
             waits: HashMap::new(),
             produces: HashMap::new(),
@@ -385,6 +388,14 @@ impl Broker {
             });
         }
         let c = self.cluster.as_mut().expect("cluster");
+        for (seq, data) in std::mem::take(&mut c.retry) {
+            if c.waits.contains_key(&seq) {
+                c.proposals.push(Proposal {
+                    group: META_GROUP,
+                    data,
+                });
+            }
+        }
         let expired: Vec<u64> = c
             .waits
             .iter()
@@ -406,8 +417,10 @@ impl Broker {
 
     /// A proposal the Raft driver refused (no leader known, or not the leader any more).
     pub fn proposal_dropped(&mut self, group: u64, data: &[u8]) {
-        let seq = if group == META_GROUP {
-            match MetaCommand::decode(data) {
+        if group == META_GROUP {
+            // No `__meta` leader right now (start-up, election): keep the request waiting and
+            // propose again on the next tick, until it applies or its wait expires.
+            let waiting = match MetaCommand::decode(data) {
                 Ok(Some(
                     MetaCommand::CreateTopic { request, .. }
                     | MetaCommand::DeleteTopic { request, .. }
@@ -415,17 +428,17 @@ impl Broker {
                     | MetaCommand::SetConfigs { request, .. },
                 )) => request.map(|r| r.seq),
                 _ => None,
-            }
-        } else {
-            PartitionEntry::decode(data).map(|e| e.seq)
-        };
-        if let Some(seq) = seq {
-            let error = if group == META_GROUP {
-                ResponseError::NotController
-            } else {
-                ResponseError::NotLeaderOrFollower
             };
-            self.fail_wait(seq, error);
+            if let Some(c) = &mut self.cluster
+                && let Some(seq) = waiting
+                && c.waits.contains_key(&seq)
+            {
+                c.retry.push((seq, data.to_vec()));
+            }
+            return;
+        }
+        if let Some(e) = PartitionEntry::decode(data) {
+            self.fail_wait(e.seq, ResponseError::NotLeaderOrFollower);
             self.deliver_finished();
         }
     }

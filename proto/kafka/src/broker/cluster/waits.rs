@@ -94,8 +94,9 @@ impl Broker {
                     ));
                 }
             }
-            Some(Wait::Admin { .. }) => {
-                self.admin_done(seq, Some((error, error.to_string())), "");
+            Some(Wait::Admin { token, slot, .. }) => {
+                // Answered like Kafka: the client retries (NOT_CONTROLLER refreshes metadata).
+                self.admin_slot_done(token, slot, Some((error, error.to_string())));
             }
             None => {}
         }
@@ -114,16 +115,17 @@ impl Broker {
         }
     }
 
-    pub(super) fn admin_done(
-        &mut self,
-        seq: u64,
-        error: Option<(ResponseError, String)>,
-        _name: &str,
-    ) {
+    /// An admin proposal of this node applied (`error`: refused) or was dropped.
+    pub(super) fn admin_done(&mut self, seq: u64, error: Option<(ResponseError, String)>) {
         let Some(c) = &mut self.cluster else { return };
         let Some(Wait::Admin { token, slot, .. }) = c.waits.remove(&seq) else {
             return;
         };
+        self.admin_slot_done(token, slot, error);
+    }
+
+    fn admin_slot_done(&mut self, token: u64, slot: usize, error: Option<(ResponseError, String)>) {
+        let Some(c) = &mut self.cluster else { return };
         let Some((wait, outstanding)) = c.admins.get_mut(&token) else {
             return;
         };
