@@ -111,6 +111,10 @@ def throughput(bs, procs, peak):
 
 def latency(bs):
     p = producer(bs)
+    # Warm up: connections and metadata are not what is measured.
+    for i in range(300):
+        p.produce("bench", b"w" * 100, partition=i % 3)
+    p.flush(30)
     lat = []
     interval = 1.0 / args.rate
     t_end = time.time() + args.rate_seconds
