@@ -689,3 +689,57 @@ fn cluster_isolated_leader_acknowledges_nothing_and_its_tail_is_discarded() {
         &wrong[..wrong.len().min(10)]
     );
 }
+
+/// SIGTERM on a partition leader: the node hands every group it leads to a caught-up follower
+/// before it stops (a rolling restart waits for no election timeout), exits 0, and a producer
+/// running through it loses nothing.
+#[test]
+fn cluster_sigterm_hands_leadership_off_before_stopping() {
+    const TOPIC: &str = "handoff";
+    const PARTS: i32 = 3;
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    create_topic(&all, TOPIC, PARTS as u32, 3);
+    let mut producer = StreamingProducer::start(&all, TOPIC, PARTS as u32, 500);
+    producer.until("50 acks on every partition", Duration::from_secs(20), |s| {
+        (0..PARTS).all(|p| s.on(p).count() >= 50)
+    });
+    let (leader, term) = c.agreed_leader(TOPIC, 0, Duration::from_secs(10));
+    let victim = leader as usize - 1;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let stopped_ms = now_ms();
+    let status = c.nodes[victim]
+        .terminate(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("node {leader} still running 15 s after SIGTERM"));
+    let log = c.nodes[victim].log();
+    assert!(
+        status.success(),
+        "node {leader} exited with {status}:\n{log}"
+    );
+    let handed = log
+        .lines()
+        .find(|l| l.contains("leadership handed off; stopping"))
+        .unwrap_or_else(|| panic!("node {leader} did not hand leadership off:\n{log}"));
+    assert_eq!(
+        sluice_tests::cluster::field_u64(handed, "still_leading"),
+        0,
+        "{handed}"
+    );
+    let (new_term, new_leader) =
+        c.wait_for_partition_election(TOPIC, 0, &survivors, term, Duration::from_secs(15));
+    assert_ne!(new_leader, leader, "term {new_term}");
+    producer.until(
+        "100 acks on partition 0 after the stop",
+        Duration::from_secs(20),
+        |s| s.on(0).filter(|a| a.ms > stopped_ms).count() >= 100,
+    );
+    let produced = producer.stop();
+    assert!(
+        produced.failures.is_empty(),
+        "failed deliveries: {:?}",
+        &produced.failures[..produced.failures.len().min(5)]
+    );
+}
