@@ -39,6 +39,9 @@ pub struct Cluster {
     certs: PathBuf,
     /// Global options every node gets (before the subcommand), e.g. `--offsets-partitions 6`.
     flags: Vec<String>,
+    /// `raft-cluster` options every node gets (after the subcommand), e.g.
+    /// `--raft-compact-entries 20`. Set before [`Cluster::start_all`].
+    pub cluster_flags: Vec<String>,
     /// Kept (and printed) if the test fails or `SLUICE_TEST_KEEP` is set.
     dir: Option<tempfile::TempDir>,
 }
@@ -87,6 +90,7 @@ impl Cluster {
             addrs,
             certs,
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            cluster_flags: Vec::new(),
             dir: Some(dir),
         }
     }
@@ -138,6 +142,7 @@ impl Cluster {
             .iter()
             .map(|s| s.to_string()),
         );
+        args.extend(self.cluster_flags.iter().cloned());
         args
     }
 

@@ -396,6 +396,9 @@ fn cluster_rf3_topic_survives_sigkill_of_a_partition_leader() {
     const TOPIC: &str = "failover";
     const PARTS: i32 = 3;
     let mut c = Cluster::new(["127.0.0.1"; 3]);
+    // Compact every ~20 entries, so the kill, the restart and the catch-up all cross
+    // compacted Raft logs.
+    c.cluster_flags = vec!["--raft-compact-entries".into(), "20".into()];
     c.start_all();
     c.wait_for_meta_leader();
     c.wait_for_kafka();

@@ -37,6 +37,10 @@ pub struct ClusterArgs {
     /// Cluster id checked at every handshake [default: derived from the sorted --peers]
     #[arg(long, env = "SLUICE_CLUSTER_ID", value_name = "ID")]
     pub cluster_id: Option<String>,
+    /// Compact a partition's Raft log once this many entries are applied, durable and held by
+    /// every replica [default: 1000]
+    #[arg(long, env = "SLUICE_RAFT_COMPACT_ENTRIES", value_name = "N")]
+    pub raft_compact_entries: Option<u64>,
 }
 
 /// `sluice certs` options.
@@ -59,6 +63,7 @@ pub struct FileCluster {
     peers: Option<Vec<String>>,
     tls_dir: Option<PathBuf>,
     cluster_id: Option<String>,
+    raft_compact_entries: Option<u64>,
 }
 
 /// Cluster mode settings after merging, validated.
@@ -76,6 +81,8 @@ pub struct ClusterConfig {
     pub cluster_id: String,
     /// Whether `cluster_id` was given rather than derived.
     pub cluster_id_given: bool,
+    /// Raft log compaction step, in entries (≥ 1).
+    pub raft_compact_entries: u64,
 }
 
 impl ClusterConfig {
@@ -181,6 +188,13 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
     if cluster_id.is_empty() || cluster_id.len() > 255 {
         bail!("node {node_id}: --cluster-id must be 1 to 255 bytes");
     }
+    let raft_compact_entries = args
+        .raft_compact_entries
+        .or(file.raft_compact_entries)
+        .unwrap_or(1000);
+    if raft_compact_entries == 0 {
+        bail!("node {node_id}: --raft-compact-entries must be 1 or more");
+    }
     Ok(ClusterConfig {
         node_id,
         raft_addr,
@@ -188,6 +202,7 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
         tls_dir,
         cluster_id,
         cluster_id_given,
+        raft_compact_entries,
     })
 }
 

@@ -173,6 +173,9 @@ async fn run_inner<R: Runtime>(
     let mut stores: HashMap<u64, RaftStore> = HashMap::from([(META_GROUP, disk)]);
     // Preferred leader (first replica) of each hosted partition group.
     let mut preferred: HashMap<u64, u64> = HashMap::new();
+    // Last compaction hint proposed per led group, and the compaction step.
+    let mut hinted: HashMap<u64, u64> = HashMap::new();
+    let compact_step = cc.raft_compact_entries;
     let mut next_balance = 0u64;
 
     let (transport, inbox) = Transport::start(
@@ -237,15 +240,22 @@ async fn run_inner<R: Runtime>(
             next_housekeeping = now + 200;
             let meta = node.group(META_GROUP).expect("meta group");
             let caught_up = meta.applied_index() >= meta.commit_index();
-            let marks = {
+            let (marks, compactions) = {
                 let mut broker = shared.broker.lock().unwrap();
                 broker.cluster_tick(caught_up, crate::server::now_ms());
                 crate::server::deliver(&shared, &mut broker);
-                broker.take_applied_marks()
+                (
+                    broker.take_applied_marks(),
+                    broker.take_compactions(compact_step),
+                )
             };
             if !marks.is_empty() {
                 let dir = data_dir.clone();
                 rt.spawn_blocking(move || write_marks(&dir, &marks)).await;
+            }
+            propose_compact_hints(&mut node, &mut hinted, compact_step);
+            for (group, index) in compactions {
+                compact_group(&rt, &mut node, &mut stores, group, index).await;
             }
         }
         if now >= next_balance && stopping.is_none() {
@@ -444,7 +454,13 @@ async fn apply_group_change<R: Runtime>(
             let fresh = loaded.store.last_index() == 0;
             // Raft refuses an applied index beyond the durable commit; entries in between are
             // skipped by the broker (it remembers what its log holds).
-            let applied = applied.min(loaded.store.hard_state().commit);
+            let mut applied = applied.min(loaded.store.hard_state().commit);
+            let compacted = loaded.store.snapshot_index();
+            // A fresh group's log starts with its voters at index 1: nothing was compacted.
+            if applied < compacted && compacted > 1 {
+                tracing::error!(node_id, group, topic = %topic, partition, applied, compacted, "the applied mark is below the compacted raft log (its write failed?): entries in between cannot be re-applied");
+                applied = compacted;
+            }
             node.add_group(group, loaded.store, applied)?;
             stores.insert(group, store);
             debug!(node_id, group, topic = %topic, partition, applied, fresh, "hosting partition group");
@@ -503,6 +519,78 @@ fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
         })();
         if let Err(e) = r {
             debug!(group, path = %full.display(), error = %e, "writing an applied mark failed");
+        }
+    }
+}
+
+/// A leader proposes a compaction hint once every replica holds `step` more entries: each
+/// replica then drops what it also has durably in its segment log (see `compact_group`).
+fn propose_compact_hints(node: &mut sluice_raft::Node, hinted: &mut HashMap<u64, u64>, step: u64) {
+    let ids: Vec<u64> = node.group_ids().filter(|g| *g != META_GROUP).collect();
+    hinted.retain(|g, _| ids.contains(g));
+    for group in ids {
+        let Some(driver) = node.group(group) else {
+            continue;
+        };
+        if driver.role() != StateRole::Leader {
+            continue;
+        }
+        let held = driver
+            .raw_node()
+            .raft
+            .prs()
+            .iter()
+            .map(|(_, pr)| pr.matched)
+            .min()
+            .unwrap_or(0);
+        let last = hinted.get(&group).copied().unwrap_or(0);
+        if held >= last + step {
+            hinted.insert(group, held);
+            let _ = node.propose(group, sluice_proto::cluster::encode_compact_hint(held));
+        }
+    }
+}
+
+/// Drops a partition group's Raft log up to `index` in memory and on disk.
+async fn compact_group<R: Runtime>(
+    rt: &R,
+    node: &mut sluice_raft::Node,
+    stores: &mut HashMap<u64, RaftStore>,
+    group: u64,
+    index: u64,
+) {
+    let node_id = node.id();
+    let Some(driver) = node.group(group) else {
+        return;
+    };
+    let index = index.min(driver.applied_index());
+    if index <= driver.store().snapshot_index() {
+        return;
+    }
+    if let Err(e) = node.compact(group, index, Vec::new()) {
+        debug!(node_id, group, index, error = %e, "compaction skipped");
+        return;
+    }
+    let store = node.group(group).expect("checked").store();
+    let (snapshot, entries, hard_state) = (
+        store.snapshot_ref().clone(),
+        store.entries_slice().to_vec(),
+        store.hard_state().clone(),
+    );
+    let Some(mut disk) = stores.remove(&group) else {
+        return;
+    };
+    let (disk, result) = rt
+        .spawn_blocking(move || {
+            let r = disk.compact(&snapshot, &entries, &hard_state);
+            (disk, r)
+        })
+        .await;
+    stores.insert(group, disk);
+    match result {
+        Ok(()) => debug!(node_id, group, index, "raft log compacted"),
+        Err(e) => {
+            warn!(node_id, group, index, error = %e, "compacting the raft log on disk failed; the in-memory log is compacted, the file keeps everything")
         }
     }
 }
@@ -642,12 +730,13 @@ impl Loop {
                 let _ = self.apply_tx.try_send(ApplyJob { group, entries });
             }
             Task::Apply(Apply::Snapshot(s)) => {
-                // Logs are never compacted yet, so no snapshot is ever made or sent.
-                warn!(
+                // Logs are compacted only below what every replica holds, so a snapshot reaches
+                // only a replica that lost its disk; rebuilding one is not supported yet.
+                tracing::error!(
                     node_id,
                     group,
                     index = s.metadata.as_ref().map_or(0, |m| m.index),
-                    "snapshot received but snapshots are not supported yet; ignored"
+                    "this replica lost entries every other replica compacted away; rebuilding a replica from a snapshot is not supported yet: give it its old data dir back"
                 );
             }
             Task::RoleChanged(rc) if group == META_GROUP => {

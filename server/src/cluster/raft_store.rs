@@ -14,7 +14,10 @@
 //! - `snapshot`: the latest installed snapshot (protobuf `eraftpb::Snapshot`), replaced
 //!   atomically; installing one empties `log`.
 //!
-//! The log is never compacted yet: `__meta` holds a handful of entries per term.
+//! Compaction ([`RaftStore::compact`]) writes the snapshot point (index, term, voters; no data)
+//! and a new `log` holding only the later entries, then swaps them in: `__meta` is never
+//! compacted (a handful of entries per topic and term); partition groups are, once every
+//! replica holds the log up to the point and the segment log has it durably.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -35,6 +38,9 @@ pub struct RaftStore {
     log: File,
     /// Hard state received with a non-syncing persist, not yet written.
     pending_hard_state: Option<HardState>,
+    /// The snapshot index: no hard state with a lower commit is ever written (a restart would
+    /// find commit < snapshot).
+    min_commit: u64,
 }
 
 /// What [`RaftStore::open`] found.
@@ -62,6 +68,8 @@ impl RaftStore {
             store.apply_snapshot(&snap);
         }
         let log_path = dir.join("log");
+        // A compaction cut short leaves its new log behind: the old one is still whole.
+        let _ = fs::remove_file(dir.join("log.tmp"));
         let created = !log_path.exists();
         let mut log = OpenOptions::new()
             .create(true)
@@ -120,11 +128,13 @@ impl RaftStore {
             }
             store.set_hard_state(hs);
         }
+        let min_commit = store.snapshot_index();
         Ok((
             RaftStore {
                 dir: dir.to_path_buf(),
                 log,
                 pending_hard_state: None,
+                min_commit,
             },
             Loaded {
                 store,
@@ -164,13 +174,55 @@ impl RaftStore {
             }
         }
         if must_sync && let Some(hs) = self.pending_hard_state.take() {
-            let payload = hs.encode_to_vec();
-            let mut bytes = Vec::with_capacity(payload.len() + RECORD_HEADER_BYTES);
-            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-            bytes.extend_from_slice(&payload);
-            self.replace("hard_state", &bytes)?;
+            self.write_hard_state(hs)?;
         }
+        Ok(())
+    }
+
+    fn write_hard_state(&mut self, mut hs: HardState) -> io::Result<()> {
+        hs.commit = hs.commit.max(self.min_commit);
+        let payload = hs.encode_to_vec();
+        let mut bytes = Vec::with_capacity(payload.len() + RECORD_HEADER_BYTES);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        self.replace("hard_state", &bytes)
+    }
+
+    /// Compaction: `snapshot` (its metadata: index, term, voters) becomes the start of the log,
+    /// `entries` (everything after it the in-memory log holds) the new `log`, `hard_state` (commit
+    /// at least the snapshot index) the hard state. Order makes every crash point recoverable:
+    /// hard state, then the new log beside the old, then the snapshot, then the swap.
+    pub fn compact(
+        &mut self,
+        snapshot: &Snapshot,
+        entries: &[Entry],
+        hard_state: &HardState,
+    ) -> io::Result<()> {
+        let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
+        self.min_commit = self.min_commit.max(index);
+        // The in-memory hard state is the newest (writing it early is safe: it is what the
+        // next persist would write).
+        self.pending_hard_state = None;
+        self.write_hard_state(hard_state.clone())?;
+        let tmp = self.dir.join("log.tmp");
+        let mut f = File::create(&tmp)?;
+        let mut buf = Vec::new();
+        for e in entries.iter().filter(|e| e.index > index) {
+            let payload = e.encode_to_vec();
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+            buf.extend_from_slice(&payload);
+        }
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        self.replace("snapshot", &snapshot.encode_to_vec())?;
+        fs::rename(&tmp, self.dir.join("log"))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.log = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(self.dir.join("log"))?;
         Ok(())
     }
 
@@ -281,6 +333,37 @@ mod tests {
         let (_, loaded) = RaftStore::open(&dir, &[1, 2, 3]).unwrap();
         assert_eq!(loaded.store.last_index(), 4);
         assert!(loaded.truncated.is_some());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_the_tail_and_survives_restarts_and_torn_swaps() {
+        let dir = std::env::temp_dir().join(format!("sluice-raftcompact-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut s, loaded) = RaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        let mut mem = loaded.store;
+        let entries: Vec<Entry> = (2..=10).map(|i| entry(i, 1)).collect();
+        let p = persist(entries.clone(), 1, 8, true);
+        s.write(std::slice::from_ref(&p)).unwrap();
+        mem.append(&entries);
+        // Commit-only news not yet written: compaction must not write a commit below its point.
+        s.write(&[persist(vec![], 1, 3, false)]).unwrap();
+        mem.compact(6, Vec::new());
+        s.compact(mem.snapshot_ref(), mem.entries_slice(), mem.hard_state())
+            .unwrap();
+        s.write(&[persist(vec![entry(11, 2)], 2, 9, true)]).unwrap();
+        drop(s);
+        let (_, loaded) = RaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(loaded.store.snapshot_index(), 6);
+        assert_eq!(loaded.store.first_index(), 7);
+        assert_eq!(loaded.store.last_index(), 11);
+        assert_eq!(loaded.store.entry(7).unwrap().data, vec![7u8; 3]);
+        assert!(loaded.store.hard_state().commit >= 6);
+        // A compaction cut off before its swap leaves log.tmp behind: ignored, nothing lost.
+        fs::write(dir.join("log.tmp"), b"half a log").unwrap();
+        let (_, loaded) = RaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(loaded.store.last_index(), 11);
+        assert!(!dir.join("log.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

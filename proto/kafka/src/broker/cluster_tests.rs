@@ -455,3 +455,35 @@ fn an_admin_request_waits_for_a_meta_leader_and_times_out_without_one() {
         ResponseError::RequestTimedOut.code()
     );
 }
+
+#[test]
+fn compaction_waits_for_the_hint_and_for_the_recorded_applied_mark() {
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    for _ in 0..3 {
+        let reply = c.brokers[0].handle(
+            &ctx(ApiKey::Produce, 11),
+            produce_req("t", idempotent_batch(-1, 0, 2)),
+            0,
+        );
+        let Reply::Parked { .. } = reply else {
+            panic!()
+        };
+        c.run();
+    }
+    let b = &mut c.brokers[1];
+    sync(b);
+    // The leader's hint: every replica holds entries up to 3.
+    let hint = crate::cluster::encode_compact_hint(3);
+    let index = c.logs[&g].len() as u64 + 1;
+    b.apply_partition(g, &[(index, 1, hint)], 0);
+    // Durable, hinted, but the applied mark was not handed out to be written yet: a restart
+    // would find its mark below the compacted log.
+    assert!(b.take_compactions(1).is_empty());
+    assert!(!b.take_applied_marks().is_empty());
+    assert_eq!(b.take_compactions(1), vec![(g, 3)]);
+    // Not again for less than a step.
+    assert!(b.take_compactions(1).is_empty());
+}

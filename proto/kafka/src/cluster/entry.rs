@@ -6,6 +6,27 @@
 
 /// Version byte of the encoding.
 const FORMAT: u8 = 1;
+/// Marks a compaction hint entry (see [`encode_compact_hint`]).
+const COMPACT_HINT: u8 = 2;
+
+/// A leader's note that every replica holds the log up to `index`: no replica will ever need
+/// entries at or below it again, so each may drop them once its own state machine has them
+/// durably. Proposed through the log so every replica learns it in order.
+pub fn encode_compact_hint(index: u64) -> Vec<u8> {
+    let mut out = vec![COMPACT_HINT];
+    out.extend_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// The index of a compaction hint entry.
+pub fn decode_compact_hint(data: &[u8]) -> Option<u64> {
+    match data {
+        [COMPACT_HINT, rest @ ..] if rest.len() == 8 => {
+            Some(u64::from_be_bytes(rest.try_into().expect("8 bytes")))
+        }
+        _ => None,
+    }
+}
 const HEADER_BYTES: usize = 1 + 8 + 8 + 8;
 
 /// A decoded partition entry borrowing the record bytes.
@@ -64,5 +85,9 @@ mod tests {
         assert_eq!(PartitionEntry::decode(&bytes), Some(e));
         assert_eq!(PartitionEntry::decode(&[]), None);
         assert_eq!(PartitionEntry::decode(&bytes[..10]), None);
+        let hint = encode_compact_hint(77);
+        assert_eq!(decode_compact_hint(&hint), Some(77));
+        assert_eq!(PartitionEntry::decode(&hint), None);
+        assert_eq!(decode_compact_hint(&bytes), None);
     }
 }

@@ -5,5 +5,5 @@
 pub mod entry;
 pub mod meta;
 
-pub use entry::PartitionEntry;
+pub use entry::{PartitionEntry, decode_compact_hint, encode_compact_hint};
 pub use meta::{MetaCommand, MetaEvent, MetaPartition, MetaState, MetaTopic, ProposalId};

@@ -296,6 +296,11 @@ impl Broker {
             else {
                 continue;
             };
+            if let Some(hint) = crate::cluster::decode_compact_hint(data) {
+                let a = c.applied.get_mut(&group).expect("checked");
+                a.compact_hint = a.compact_hint.max(hint);
+                continue;
+            }
             if let Some(e) = PartitionEntry::decode(data) {
                 let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
                 let result =
@@ -383,6 +388,26 @@ impl Broker {
                     format!("{}/{APPLIED_FILE}", partition_dir(topic, p)),
                     format!("{} {}\n", a.durable.0, a.durable.1).into_bytes(),
                 ));
+            }
+        }
+        out
+    }
+
+    /// Partition groups whose Raft log may now be compacted, and to which index: every replica
+    /// holds the log there (a leader's hint) and this node's segment log has it durably. Only
+    /// steps of at least `min_entries` are returned.
+    pub fn take_compactions(&mut self, min_entries: u64) -> Vec<(u64, u64)> {
+        let Some(c) = &mut self.cluster else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (group, a) in c.applied.iter_mut() {
+            // `recorded`: the applied mark handed out to be written, so a restart never finds
+            // its mark below the compacted log.
+            let to = a.compact_hint.min(a.recorded);
+            if to >= a.compacted + min_entries.max(1) {
+                a.compacted = to;
+                out.push((*group, to));
             }
         }
         out

@@ -90,6 +90,10 @@ struct Applied {
     durable: (u64, i64),
     /// `durable` as last handed out to be written to [`APPLIED_FILE`].
     recorded: u64,
+    /// Highest compaction hint applied: every replica holds the log up to here.
+    compact_hint: u64,
+    /// Raft index this node last compacted its log to.
+    compacted: u64,
 }
 
 /// A client request waiting for entries to apply.
