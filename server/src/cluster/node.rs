@@ -246,7 +246,8 @@ async fn run_inner<R: Runtime>(
                 crate::server::deliver(&shared, &mut broker);
                 (
                     broker.take_applied_marks(),
-                    broker.take_compactions(compact_step),
+                    // Hints are already spaced by the leader: act on each.
+                    broker.take_compactions(1),
                 )
             };
             if !marks.is_empty() {
@@ -523,8 +524,14 @@ fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
     }
 }
 
-/// A leader proposes a compaction hint once every replica holds `step` more entries: each
-/// replica then drops what it also has durably in its segment log (see `compact_group`).
+/// Bytes of entry data a group may hold in memory before its leader proposes a compaction hint
+/// even if fewer than `--raft-compact-entries` entries accumulated (entries are whole produce
+/// requests, up to megabytes each).
+const COMPACT_BYTES: usize = 16 << 20;
+
+/// A leader proposes a compaction hint once every replica holds `step` more entries (or the log
+/// holds [`COMPACT_BYTES`]): each replica then drops what it also has durably in its segment
+/// log (see `compact_group`).
 fn propose_compact_hints(node: &mut sluice_raft::Node, hinted: &mut HashMap<u64, u64>, step: u64) {
     let ids: Vec<u64> = node.group_ids().filter(|g| *g != META_GROUP).collect();
     hinted.retain(|g, _| ids.contains(g));
@@ -544,7 +551,13 @@ fn propose_compact_hints(node: &mut sluice_raft::Node, hinted: &mut HashMap<u64,
             .min()
             .unwrap_or(0);
         let last = hinted.get(&group).copied().unwrap_or(0);
-        if held >= last + step {
+        let bytes: usize = driver
+            .store()
+            .entries_slice()
+            .iter()
+            .map(|e| e.data.len())
+            .sum();
+        if held > last && (held >= last + step || bytes >= COMPACT_BYTES) {
             hinted.insert(group, held);
             let _ = node.propose(group, sluice_proto::cluster::encode_compact_hint(held));
         }
