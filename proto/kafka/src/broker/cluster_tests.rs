@@ -487,3 +487,48 @@ fn compaction_waits_for_the_hint_and_for_the_recorded_applied_mark() {
     // Not again for less than a step.
     assert!(b.take_compactions(1).is_empty());
 }
+
+#[test]
+fn topic_config_changes_go_through_meta_to_every_replica() {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let req = RequestKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("60000"))),
+                ]),
+        ]),
+    );
+    let Reply::Parked { token } =
+        c.brokers[2].handle(&ctx(ApiKey::IncrementalAlterConfigs, 1), req, 0)
+    else {
+        panic!("a config change waits for __meta")
+    };
+    // Nothing changes anywhere before the change is committed.
+    assert!(c.brokers[2].topics()["t"].configs.is_empty());
+    c.run();
+    let d = c.brokers[2].take_deferred();
+    let ResponseKind::IncrementalAlterConfigs(r) =
+        &d.iter().find(|d| d.token == token).unwrap().response
+    else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].error_code, 0, "{r:?}");
+    for b in &c.brokers {
+        assert_eq!(b.topics()["t"].configs["retention.ms"], "60000");
+        assert_eq!(
+            b.meta().unwrap().topics["t"].configs["retention.ms"],
+            "60000"
+        );
+    }
+}

@@ -140,6 +140,11 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        if let Some(c) = &mut self.cluster {
+            // Cluster mode: the change goes through `__meta` (see `alter_configs_cluster`).
+            c.pending_configs.push((name.to_string(), configs));
+            return Ok(());
+        }
         let topic = self.topics.get_mut(name).unwrap();
         let old = std::mem::replace(&mut topic.configs, configs);
         if let Err(e) = self.persist_topics() {

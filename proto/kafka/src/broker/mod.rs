@@ -381,9 +381,10 @@ impl Broker {
                 RequestKind::InitProducerId(r) => {
                     return Reply::Now(self.init_producer_id_cluster(&r));
                 }
-                RequestKind::AlterConfigs(_)
-                | RequestKind::IncrementalAlterConfigs(_)
-                | RequestKind::DeleteRecords(_) => {
+                RequestKind::AlterConfigs(_) | RequestKind::IncrementalAlterConfigs(_) => {
+                    return self.alter_configs_cluster(body, now_ms);
+                }
+                RequestKind::DeleteRecords(_) => {
                     return Reply::Now(cluster_unsupported(body, v));
                 }
                 other => return self.handle_common(ctx, client_host, other, now_ms),
@@ -649,49 +650,15 @@ impl Broker {
     }
 }
 
-/// What a cluster node answers for admin APIs it does not replicate yet: the request's own
-/// error shape with INVALID_REQUEST and a message saying so (never a silent local change that
-/// replicas would not see).
+/// What a cluster node answers for DeleteRecords, which it does not replicate yet: the request's
+/// own error shape with INVALID_REQUEST (never a silent local change replicas would not see).
 fn cluster_unsupported(body: RequestKind, _version: i16) -> ResponseKind {
-    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    use kafka_protocol::messages::DeleteRecordsResponse;
     use kafka_protocol::messages::delete_records_response::{
         DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
     };
-    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncResource;
-    use kafka_protocol::messages::{
-        AlterConfigsResponse, DeleteRecordsResponse, IncrementalAlterConfigsResponse,
-    };
-    let msg = Some(str("not supported in cluster mode yet"));
     let code = ResponseError::InvalidRequest.code();
     match body {
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(
-            AlterConfigsResponse::default().with_responses(
-                r.resources
-                    .into_iter()
-                    .map(|x| {
-                        AlterConfigsResourceResponse::default()
-                            .with_error_code(code)
-                            .with_error_message(msg.clone())
-                            .with_resource_type(x.resource_type)
-                            .with_resource_name(x.resource_name)
-                    })
-                    .collect(),
-            ),
-        ),
-        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
-            IncrementalAlterConfigsResponse::default().with_responses(
-                r.resources
-                    .into_iter()
-                    .map(|x| {
-                        IncResource::default()
-                            .with_error_code(code)
-                            .with_error_message(msg.clone())
-                            .with_resource_type(x.resource_type)
-                            .with_resource_name(x.resource_name)
-                    })
-                    .collect(),
-            ),
-        ),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(
             DeleteRecordsResponse::default().with_topics(
                 r.topics
@@ -714,7 +681,7 @@ fn cluster_unsupported(body: RequestKind, _version: i16) -> ResponseKind {
                     .collect(),
             ),
         ),
-        other => unreachable!("only called for the APIs above, got {other:?}"),
+        other => unreachable!("only called for DeleteRecords, got {other:?}"),
     }
 }
 

@@ -466,4 +466,60 @@ impl Broker {
         );
         Ok(())
     }
+
+    /// AlterConfigs / IncrementalAlterConfigs in cluster mode: the standalone code validates and
+    /// computes each topic's new overrides; they are proposed to `__meta` as `SetConfigs` and
+    /// the response waits until they apply here.
+    pub(in crate::broker) fn alter_configs_cluster(
+        &mut self,
+        body: kafka_protocol::messages::RequestKind,
+        now_ms: i64,
+    ) -> Reply {
+        let token = self.new_token();
+        let (wait, names) = match body {
+            kafka_protocol::messages::RequestKind::AlterConfigs(r) => {
+                let resp = self.alter_configs(r);
+                let names: Vec<String> = resp
+                    .responses
+                    .iter()
+                    .map(|x| x.resource_name.to_string())
+                    .collect();
+                (AdminWait::Alter(resp), names)
+            }
+            kafka_protocol::messages::RequestKind::IncrementalAlterConfigs(r) => {
+                let resp = self.incremental_alter_configs(r);
+                let names: Vec<String> = resp
+                    .responses
+                    .iter()
+                    .map(|x| x.resource_name.to_string())
+                    .collect();
+                (AdminWait::IncrementalAlter(resp), names)
+            }
+            other => unreachable!("only config requests come here, got {other:?}"),
+        };
+        let c = self.cluster.as_mut().expect("cluster");
+        let pending = std::mem::take(&mut c.pending_configs);
+        if pending.is_empty() {
+            return Reply::Now(match wait {
+                AdminWait::Alter(r) => ResponseKind::AlterConfigs(r),
+                AdminWait::IncrementalAlter(r) => ResponseKind::IncrementalAlterConfigs(r),
+                _ => unreachable!("built above"),
+            });
+        }
+        c.admins.insert(token, (wait, pending.len()));
+        for (name, configs) in pending {
+            let slot = names.iter().position(|n| *n == name).unwrap_or(0);
+            self.admin_proposal(
+                token,
+                slot,
+                |request| MetaCommand::SetConfigs {
+                    request: Some(request),
+                    name,
+                    configs,
+                },
+                now_ms,
+            );
+        }
+        Reply::Parked { token }
+    }
 }

@@ -127,6 +127,8 @@ enum AdminWait {
     Create(CreateTopicsResponse),
     Delete(DeleteTopicsResponse),
     Partitions(CreatePartitionsResponse),
+    Alter(kafka_protocol::messages::AlterConfigsResponse),
+    IncrementalAlter(kafka_protocol::messages::IncrementalAlterConfigsResponse),
 }
 
 /// Cluster-mode state of the broker.
@@ -143,6 +145,8 @@ pub struct ClusterState {
     group_changes: Vec<GroupChange>,
     /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
     retry: Vec<(u64, Vec<u8>)>,
+    /// Validated topic config changes of the request being handled, to propose.
+    pub(super) pending_configs: Vec<(String, BTreeMap<String, String>)>,
     next_seq: u64,
     waits: HashMap<u64, Wait>,
     /// Parked produces: response so far, partitions outstanding, whether any wrote.
@@ -167,6 +171,7 @@ impl ClusterState {
             proposals: Vec::new(),
             group_changes: Vec::new(),
             retry: Vec::new(),
+            pending_configs: Vec::new(),
             next_seq: 0,
             waits: HashMap::new(),
             produces: HashMap::new(),

@@ -159,6 +159,18 @@ impl Broker {
                     r.results[slot].error_message = Some(str(m));
                 }
             }
+            AdminWait::Alter(r) => {
+                if let Some((e, m)) = &error {
+                    r.responses[slot].error_code = e.code();
+                    r.responses[slot].error_message = Some(str(m));
+                }
+            }
+            AdminWait::IncrementalAlter(r) => {
+                if let Some((e, m)) = &error {
+                    r.responses[slot].error_code = e.code();
+                    r.responses[slot].error_message = Some(str(m));
+                }
+            }
         }
         *outstanding -= 1;
         if *outstanding == 0 {
@@ -167,6 +179,8 @@ impl Broker {
                 AdminWait::Create(r) => ResponseKind::CreateTopics(r),
                 AdminWait::Delete(r) => ResponseKind::DeleteTopics(r),
                 AdminWait::Partitions(r) => ResponseKind::CreatePartitions(r),
+                AdminWait::Alter(r) => ResponseKind::AlterConfigs(r),
+                AdminWait::IncrementalAlter(r) => ResponseKind::IncrementalAlterConfigs(r),
             };
             c.finished.push((token, response, false));
         }
