@@ -746,3 +746,37 @@ fn cluster_sigterm_hands_leadership_off_before_stopping() {
         &produced.failures[..produced.failures.len().min(5)]
     );
 }
+
+/// A topic config changed through one node reaches every node (it goes through `__meta`), as
+/// DescribeConfigs shows to librdkafka and kafka-python on each node alike.
+#[test]
+fn cluster_topic_config_change_reaches_every_node() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    create_topic(&all, "configured", 2, 3);
+    let out = python(
+        "cluster_configs.py",
+        &[
+            "--via",
+            &c.addrs[2].kafka,
+            "--nodes",
+            &all,
+            "configured",
+            "retention.ms",
+            "3600000",
+        ],
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for a in &c.addrs {
+        for client in ["librdkafka", "kafka_python"] {
+            assert_eq!(
+                v[client][&a.kafka], "3600000",
+                "{client} via {}: {v}",
+                a.kafka
+            );
+        }
+    }
+}
