@@ -6,6 +6,7 @@ finds each partition's leader itself. Prints one JSON object:
                                          "records": [[offset, value, leader_epoch], ...]}}}
 Exits non-zero if a partition cannot be read up to its high watermark within --timeout s."""
 import argparse, json, os, sys, time
+import cluster_retry
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bootstrap", required=True)
@@ -17,14 +18,7 @@ deadline = time.time() + a.timeout
 
 
 def retry(what, f):
-    """Calls f until it succeeds (leaders may be moving) or the deadline passes."""
-    while True:
-        try:
-            return f()
-        except Exception as e:  # noqa: BLE001 - any client error is retried until the deadline
-            if time.time() > deadline:
-                sys.exit(f"{what}: {e!r}")
-            time.sleep(0.2)
+    return cluster_retry.retry(what, f, deadline, 0.2)
 
 
 def confluent():

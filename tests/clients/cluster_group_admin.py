@@ -9,6 +9,7 @@ with the last error on stderr.
                    {"coordinator": ID, "offsets": {"TOPIC": {"P": OFFSET}}}
                    A fresh client per attempt, so no coordinator is remembered from a failed one."""
 import argparse, json, sys, time
+import cluster_retry
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bootstrap", required=True)
@@ -20,14 +21,7 @@ deadline = time.time() + a.timeout
 
 
 def retry(what, f):
-    while True:
-        try:
-            return f()
-        except Exception as e:  # noqa: BLE001 - any client error is retried until the deadline
-            if time.time() > deadline:
-                sys.exit(f"{what}: no answer within {a.timeout} s: {e!r}")
-            print(f"{what}: {e!r}; retrying", file=sys.stderr, flush=True)
-            time.sleep(0.3)
+    return cluster_retry.retry(what, f, deadline, 0.3)
 
 
 def describe():

@@ -25,6 +25,23 @@ use crate::topic_config;
 
 type AdminError = (ResponseError, Option<String>);
 
+/// The topics a DeleteTopics request names, as (name if known, id when named by id).
+pub(in crate::broker) fn delete_targets(
+    req: DeleteTopicsRequest,
+    name_of: impl Fn(Uuid) -> Option<String>,
+) -> Vec<(Option<String>, Uuid)> {
+    let by_name = req.topic_names.iter().map(|n| n.0.to_string());
+    let mut targets: Vec<(Option<String>, Uuid)> =
+        by_name.map(|n| (Some(n), Uuid::nil())).collect();
+    for t in req.topics {
+        targets.push(match t.name {
+            Some(n) => (Some(n.0.to_string()), Uuid::nil()),
+            None => (name_of(t.topic_id), t.topic_id),
+        });
+    }
+    targets
+}
+
 /// A CreateTopics result for `t` before anything is known about the outcome.
 pub(in crate::broker) fn creatable_result(
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
@@ -211,17 +228,7 @@ impl Broker {
         req: DeleteTopicsRequest,
         now_ms: i64,
     ) -> DeleteTopicsResponse {
-        let mut targets: Vec<(Option<String>, Uuid)> = req
-            .topic_names
-            .iter()
-            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
-            .collect();
-        for t in req.topics {
-            match t.name {
-                Some(n) => targets.push((Some(n.0.to_string()), Uuid::nil())),
-                None => targets.push((self.ids.get(&t.topic_id).cloned(), t.topic_id)),
-            }
-        }
+        let targets = delete_targets(req, |id| self.ids.get(&id).cloned());
         let mut response = DeleteTopicsResponse::default();
         for (name, id) in targets {
             let mut r = DeletableTopicResult::default()

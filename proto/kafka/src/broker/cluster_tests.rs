@@ -133,6 +133,14 @@ fn produce_req(topic: &str, batch: Bytes) -> RequestKind {
     )
 }
 
+/// A produce to `t`-0 the leader parks until its entry applies; returns the token.
+fn produce_parked(b: &mut Broker, batch: Bytes) -> u64 {
+    match b.handle(&ctx(ApiKey::Produce, 11), produce_req("t", batch), 0) {
+        Reply::Parked { token } => token,
+        other => panic!("a produce on the leader waits for its entry: {other:?}"),
+    }
+}
+
 /// The parked produce's response, once its entry applied and the proposer synced.
 fn delivered(b: &mut Broker, token: u64) -> ProduceResponse {
     sync(b);
@@ -205,15 +213,10 @@ fn a_produce_is_answered_after_apply_and_every_replica_holds_the_same_log() {
     // The leader proposes; nothing is in any log until the entry commits and applies.
     let mut tokens = Vec::new();
     for i in 0..3 {
-        let reply = c.brokers[1].handle(
-            &ctx(ApiKey::Produce, 11),
-            produce_req("t", idempotent_batch(-1, 0, 2 + i)),
-            0,
-        );
-        let Reply::Parked { token } = reply else {
-            panic!("{reply:?}")
-        };
-        tokens.push(token);
+        tokens.push(produce_parked(
+            &mut c.brokers[1],
+            idempotent_batch(-1, 0, 2 + i),
+        ));
         assert_eq!(
             c.brokers[1].partition("t", 0).unwrap().log_end_offset(),
             [0, 2, 5][i]
@@ -256,14 +259,7 @@ fn idempotent_retries_are_deduplicated_at_apply_on_every_replica() {
     let pid = 42;
     for _ in 0..2 {
         // The second is a retry of the first (same producer, same sequence).
-        let reply = c.brokers[0].handle(
-            &ctx(ApiKey::Produce, 11),
-            produce_req("t", idempotent_batch(pid, 0, 4)),
-            0,
-        );
-        let Reply::Parked { token } = reply else {
-            panic!()
-        };
+        let token = produce_parked(&mut c.brokers[0], idempotent_batch(pid, 0, 4));
         c.run();
         let r = delivered(&mut c.brokers[0], token);
         assert_eq!(r.responses[0].partition_responses[0].base_offset, 0);
@@ -279,14 +275,7 @@ fn losing_leadership_fails_waiting_produces_with_a_hint() {
     create_topic(&mut c, "t", 1);
     let g = c.group_of("t", 0);
     c.lead(g, 1);
-    let reply = c.brokers[0].handle(
-        &ctx(ApiKey::Produce, 11),
-        produce_req("t", idempotent_batch(-1, 0, 1)),
-        0,
-    );
-    let Reply::Parked { token } = reply else {
-        panic!()
-    };
+    let token = produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 1));
     // The proposal is lost (never committed): node 3 takes over in a later term.
     let _ = c.brokers[0].take_proposals();
     c.term = 2;
@@ -328,14 +317,7 @@ fn a_restart_truncates_to_the_applied_mark_and_skips_what_it_holds() {
     let g = c.group_of("t", 0);
     c.lead(g, 1);
     for i in 0..2 {
-        let reply = c.brokers[0].handle(
-            &ctx(ApiKey::Produce, 11),
-            produce_req("t", idempotent_batch(-1, 0, 2)),
-            0,
-        );
-        let Reply::Parked { .. } = reply else {
-            panic!()
-        };
+        produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 2));
         c.run();
         if i == 0 {
             // The first entry is synced on node 2 and its mark written; the second is not.
@@ -394,14 +376,7 @@ fn replaying_meta_after_a_restart_never_drops_a_recreated_topic() {
     create_topic(&mut c, "t", 1);
     let g = c.group_of("t", 0);
     c.lead(g, 1);
-    let reply = c.brokers[0].handle(
-        &ctx(ApiKey::Produce, 11),
-        produce_req("t", idempotent_batch(-1, 0, 3)),
-        0,
-    );
-    let Reply::Parked { .. } = reply else {
-        panic!()
-    };
+    produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 3));
     c.run();
     sync(&mut c.brokers[1]);
     for (_, path, bytes) in c.brokers[1].take_applied_marks() {
@@ -463,14 +438,7 @@ fn compaction_waits_for_the_hint_and_for_the_recorded_applied_mark() {
     let g = c.group_of("t", 0);
     c.lead(g, 1);
     for _ in 0..3 {
-        let reply = c.brokers[0].handle(
-            &ctx(ApiKey::Produce, 11),
-            produce_req("t", idempotent_batch(-1, 0, 2)),
-            0,
-        );
-        let Reply::Parked { .. } = reply else {
-            panic!()
-        };
+        produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 2));
         c.run();
     }
     let b = &mut c.brokers[1];

@@ -12,6 +12,26 @@ use kafka_protocol::messages::{
 
 use super::{Broker, str, valid_topic_name};
 
+/// The topics a Metadata request asks about, as (name if known, id when asked by id): all of
+/// `all` when it names none (v0: an empty list means all).
+pub(in crate::broker) fn requested_names(
+    req_topics: Option<Vec<kafka_protocol::messages::metadata_request::MetadataRequestTopic>>,
+    version: i16,
+    all: impl Iterator<Item = String>,
+    name_of: impl Fn(uuid::Uuid) -> Option<String>,
+) -> Vec<(Option<String>, Option<uuid::Uuid>)> {
+    match req_topics {
+        Some(list) if !(version == 0 && list.is_empty()) => list
+            .into_iter()
+            .map(|t| match t.name {
+                Some(n) => (Some(n.0.to_string()), None),
+                None => (name_of(t.topic_id), Some(t.topic_id)),
+            })
+            .collect(),
+        _ => all.map(|n| (Some(n), None)).collect(),
+    }
+}
+
 /// The Metadata entry for a topic id nobody knows.
 pub(in crate::broker) fn unknown_topic_id(id: Option<uuid::Uuid>) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
@@ -36,27 +56,11 @@ impl Broker {
             ])
             .with_cluster_id(Some(str(&self.cluster_id)))
             .with_controller_id(node);
-        // v0 has no "all topics" null: an empty list means all.
-        let requested: Option<Vec<_>> = match req.topics {
-            Some(t) if !(version == 0 && t.is_empty()) => Some(t),
-            _ => None,
-        };
         let auto_create =
             self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
-        let names: Vec<(Option<String>, Option<uuid::Uuid>)> = match requested {
-            None => self
-                .topics
-                .keys()
-                .map(|n| (Some(n.clone()), None))
-                .collect(),
-            Some(list) => list
-                .into_iter()
-                .map(|t| match t.name {
-                    Some(n) => (Some(n.0.to_string()), None),
-                    None => (self.ids.get(&t.topic_id).cloned(), Some(t.topic_id)),
-                })
-                .collect(),
-        };
+        let names = requested_names(req.topics, version, self.topics.keys().cloned(), |id| {
+            self.ids.get(&id).cloned()
+        });
         for (name, by_id) in names {
             let Some(name) = name else {
                 response.topics.push(unknown_topic_id(by_id));

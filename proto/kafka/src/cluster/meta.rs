@@ -219,6 +219,14 @@ impl MetaState {
         &self.members
     }
 
+    /// The name of the topic with id `id`.
+    pub fn name_of(&self, id: Uuid) -> Option<&str> {
+        self.topics
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(n, _)| n.as_str())
+    }
+
     /// The partition behind a group id.
     pub fn group(&self, group: u64) -> Option<(&str, i32)> {
         self.groups.get(&group).map(|(t, p)| (t.as_str(), *p))

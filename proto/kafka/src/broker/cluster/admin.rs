@@ -13,7 +13,6 @@ use kafka_protocol::messages::{
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
     InitProducerIdResponse, MetadataRequest, MetadataResponse, ProducerId, ResponseKind, TopicName,
 };
-use uuid::Uuid;
 
 use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
 use super::{AdminWait, BrokerAddr, META_GROUP, Proposal, Wait};
@@ -30,10 +29,6 @@ impl Broker {
     ) -> MetadataResponse {
         let auto_create =
             self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
-        let requested: Option<Vec<_>> = match req.topics {
-            Some(t) if !(version == 0 && t.is_empty()) => Some(t),
-            _ => None,
-        };
         let mut to_create = Vec::new();
         let c = self.cluster.as_ref().expect("cluster");
         // This node is always listed, registered yet or not: clients need a live broker to ask
@@ -61,28 +56,12 @@ impl Broker {
             .with_brokers(brokers)
             .with_cluster_id(Some(str(&self.cluster_id)))
             .with_controller_id(BrokerId(controller));
-        let names: Vec<(Option<String>, Option<Uuid>)> = match requested {
-            None => c
-                .meta
-                .topics
-                .keys()
-                .map(|n| (Some(n.clone()), None))
-                .collect(),
-            Some(list) => list
-                .into_iter()
-                .map(|t| match t.name {
-                    Some(n) => (Some(n.0.to_string()), None),
-                    None => (
-                        c.meta
-                            .topics
-                            .iter()
-                            .find(|(_, m)| m.id == t.topic_id)
-                            .map(|(n, _)| n.clone()),
-                        Some(t.topic_id),
-                    ),
-                })
-                .collect(),
-        };
+        let names = crate::broker::metadata::requested_names(
+            req.topics,
+            version,
+            c.meta.topics.keys().cloned(),
+            |id| c.meta.name_of(id).map(str::to_string),
+        );
         for (name, by_id) in names {
             let Some(name) = name else {
                 response
@@ -270,24 +249,9 @@ impl Broker {
         now_ms: i64,
     ) -> Reply {
         let token = self.new_token();
-        let meta = self.meta().expect("cluster").clone();
-        let mut targets: Vec<(Option<String>, Uuid)> = req
-            .topic_names
-            .iter()
-            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
-            .collect();
-        for t in req.topics {
-            match t.name {
-                Some(n) => targets.push((Some(n.0.to_string()), Uuid::nil())),
-                None => targets.push((
-                    meta.topics
-                        .iter()
-                        .find(|(_, m)| m.id == t.topic_id)
-                        .map(|(n, _)| n.clone()),
-                    t.topic_id,
-                )),
-            }
-        }
+        let meta = &self.cluster.as_ref().expect("cluster").meta;
+        let targets =
+            crate::broker::admin::delete_targets(req, |id| meta.name_of(id).map(str::to_string));
         let mut response = DeleteTopicsResponse::default();
         let mut pending = Vec::new();
         for (name, id) in targets {
@@ -339,7 +303,7 @@ impl Broker {
         now_ms: i64,
     ) -> Reply {
         let token = self.new_token();
-        let meta = self.meta().expect("cluster").clone();
+        let meta = &self.cluster.as_ref().expect("cluster").meta;
         let mut response = CreatePartitionsResponse::default();
         let mut pending = Vec::new();
         for t in req.topics {

@@ -129,48 +129,40 @@ impl Broker {
         let Some((wait, outstanding)) = c.admins.get_mut(&token) else {
             return;
         };
-        match wait {
+        // The slot's error fields; CreateTopics also learns the topic's id and shape on success.
+        let (code, message) = match wait {
             AdminWait::Create(r) => {
                 let t = &mut r.topics[slot];
-                match &error {
-                    Some((e, m)) => {
-                        t.error_code = e.code();
-                        t.error_message = Some(str(m));
-                    }
-                    None => {
-                        if let Some(mt) = c.meta.topics.get(t.name.as_str()) {
-                            t.topic_id = mt.id;
-                            t.num_partitions = mt.partitions.len() as i32;
-                            t.replication_factor =
-                                mt.partitions.first().map_or(1, |p| p.replicas.len() as i16);
-                        }
-                    }
+                if error.is_none()
+                    && let Some(mt) = c.meta.topics.get(t.name.as_str())
+                {
+                    t.topic_id = mt.id;
+                    t.num_partitions = mt.partitions.len() as i32;
+                    t.replication_factor =
+                        mt.partitions.first().map_or(1, |p| p.replicas.len() as i16);
                 }
+                (&mut t.error_code, &mut t.error_message)
             }
             AdminWait::Delete(r) => {
-                if let Some((e, m)) = &error {
-                    r.responses[slot].error_code = e.code();
-                    r.responses[slot].error_message = Some(str(m));
-                }
+                let x = &mut r.responses[slot];
+                (&mut x.error_code, &mut x.error_message)
             }
             AdminWait::Partitions(r) => {
-                if let Some((e, m)) = &error {
-                    r.results[slot].error_code = e.code();
-                    r.results[slot].error_message = Some(str(m));
-                }
+                let x = &mut r.results[slot];
+                (&mut x.error_code, &mut x.error_message)
             }
             AdminWait::Alter(r) => {
-                if let Some((e, m)) = &error {
-                    r.responses[slot].error_code = e.code();
-                    r.responses[slot].error_message = Some(str(m));
-                }
+                let x = &mut r.responses[slot];
+                (&mut x.error_code, &mut x.error_message)
             }
             AdminWait::IncrementalAlter(r) => {
-                if let Some((e, m)) = &error {
-                    r.responses[slot].error_code = e.code();
-                    r.responses[slot].error_message = Some(str(m));
-                }
+                let x = &mut r.responses[slot];
+                (&mut x.error_code, &mut x.error_message)
             }
+        };
+        if let Some((e, m)) = &error {
+            *code = e.code();
+            *message = Some(str(m));
         }
         *outstanding -= 1;
         if *outstanding == 0 {
