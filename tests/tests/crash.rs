@@ -21,7 +21,7 @@ fn seed() -> u64 {
 
 fn crash_once(durability: &str) {
     let seed = seed();
-    // Kill after 300..1800 ms of producing; print the seed so a failure can be replayed.
+    // Kill 300..1800 ms after the first acknowledgement; print the seed so a failure can be replayed.
     let delay_ms = 300 + seed % 1500;
     eprintln!("crash test: CRASH_SEED={seed} (kill after {delay_ms} ms, durability {durability})");
     let mut b = Broker::start(&["--num-partitions", "3", "--durability", durability]);
@@ -30,6 +30,18 @@ fn crash_once(durability: &str) {
         &["--bootstrap", &b.addr, "--topic", "crash"],
     );
     let mut acked: Vec<String> = Vec::new();
+    // The random moment counts from the first acknowledgement: on a loaded machine starting the
+    // Python client alone can take longer than the shortest delay.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !acked.iter().any(|l| l.starts_with("ACK ")) {
+        assert!(
+            Instant::now() < deadline,
+            "no acknowledgement within 30 s; seed {seed}: {acked:?}"
+        );
+        if let Some(l) = producer.next_line(Duration::from_millis(10)) {
+            acked.push(l);
+        }
+    }
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(delay_ms) {
         if let Some(l) = producer.next_line(Duration::from_millis(10)) {
