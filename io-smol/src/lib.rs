@@ -80,6 +80,12 @@ impl Runtime for SmolRuntime {
             inner: TcpListener::bind(addr).await?,
         })
     }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<(SmolReader, SmolWriter)> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok((SmolReader(stream.clone()), SmolWriter(stream)))
+    }
 }
 
 /// A smol TCP listener.

@@ -74,6 +74,13 @@ impl Runtime for TokioRuntime {
             inner: tokio::net::TcpListener::bind(addr).await?,
         })
     }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<(TokioReader, TokioWriter)> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok((TokioReader(r), TokioWriter(w)))
+    }
 }
 
 /// A tokio TCP listener.

@@ -4,7 +4,9 @@
 //!   acknowledged message exactly once, at the offset it was acknowledged at, in produce order;
 //! - a partition leader cut off from the other two nodes (iptables) acknowledges nothing, the
 //!   majority elects a new leader and takes writes, and once the network heals the unreplicated
-//!   tail of the old leader is gone: all three nodes hold byte-identical segment files.
+//!   tail of the old leader is gone: all three nodes hold byte-identical segment files;
+//! - a replica that was down while the leader compacted its Raft log, and one that lost its whole
+//!   data dir, catch up from snapshots by copying records from the other replicas.
 //!
 //! Clients (tests/clients/): `cluster_admin.py` (CreateTopics, Metadata), `cluster_producer.py`
 //! (acks=all, idempotent, one line per delivery report), `cluster_dump.py` (a group-less read of
@@ -102,6 +104,41 @@ impl StreamingProducer {
         }
         seen
     }
+}
+
+/// Starts the cluster, creates `topic` (RF 3) and a producer writing `rate` messages/s, and
+/// waits for `acks` acknowledgements on every partition.
+fn start_producing(
+    c: &mut Cluster,
+    topic: &str,
+    parts: i32,
+    rate: u32,
+    acks: usize,
+) -> StreamingProducer {
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    create_topic(&all, topic, parts as u32, 3);
+    let mut producer = StreamingProducer::start(&all, topic, parts as u32, rate);
+    producer.until(
+        &format!("{acks} acks on every partition"),
+        Duration::from_secs(20),
+        |s| (0..parts).all(|p| s.on(p).count() >= acks),
+    );
+    producer
+}
+
+/// Stops the producer (every message must have an outcome) and waits until the three replicas
+/// of every partition hold byte-identical segment files.
+fn stop_and_compare(producer: StreamingProducer, c: &Cluster, topic: &str, parts: i32) -> Produced {
+    let produced = producer.stop();
+    produced.assert_complete();
+    eprintln!("{} messages acknowledged", produced.acks.len());
+    for p in 0..parts {
+        c.wait_for_identical_logs(topic, p, Duration::from_secs(20));
+    }
+    produced
 }
 
 fn now_ms() -> u64 {
@@ -473,15 +510,9 @@ fn cluster_rf3_topic_survives_sigkill_of_a_partition_leader() {
         Duration::from_secs(20),
         |s| s.on(0).filter(|a| a.ms > restarted_ms).count() >= 200,
     );
-    let produced = producer.stop();
-    produced.assert_complete();
-    let acked: Vec<&Ack> = produced.acks.iter().collect();
-    eprintln!("{} messages acknowledged", acked.len());
-
     // Every replica, the restarted one included, holds the same batches.
-    for p in 0..PARTS {
-        c.wait_for_identical_logs(TOPIC, p, Duration::from_secs(20));
-    }
+    let produced = stop_and_compare(producer, &c, TOPIC, PARTS);
+    let acked: Vec<&Ack> = produced.acks.iter().collect();
 
     // Read through each node alone: the same, complete data.
     let mut first_read = None;
@@ -532,6 +563,115 @@ fn cluster_rf3_topic_survives_sigkill_of_a_partition_leader() {
         "{TOPIC}-0: epochs {} .. {} do not span the failover from term {term}",
         p0.first().unwrap().2,
         p0.last().unwrap().2
+    );
+}
+
+/// Waits until `node`'s current log says it installed a snapshot of `topic`-`partition`.
+fn wait_for_install(c: &Cluster, node: usize, topic: &str, partition: i32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let (t, p) = (format!("topic={topic}"), format!("partition={partition} "));
+    loop {
+        let log = c.nodes[node].log();
+        if log
+            .lines()
+            .any(|l| l.contains("snapshot installed") && l.contains(&t) && l.contains(&p))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {}: no snapshot of {topic}-{partition} installed within {timeout:?}",
+            node + 1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_their_disk() {
+    const TOPIC: &str = "snapshots";
+    const PARTS: i32 = 2;
+    let mut c = Cluster::with_flags(["127.0.0.1"; 3], &["--offsets-partitions", "3"]);
+    // Compact every ~20 entries and stop waiting for a replica silent for 1.5 s: a replica down
+    // longer than that returns to Raft logs compacted past it, and must copy records instead.
+    c.cluster_flags = [
+        "--raft-compact-entries",
+        "20",
+        "--raft-replica-timeout-ms",
+        "1500",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut producer = start_producing(&mut c, TOPIC, PARTS, 1000, 100);
+
+    // Round 1: a follower of partition 0 is down for a while, its disk intact: it copies what
+    // it missed. Round 2: another one loses its whole data dir: it copies everything.
+    let mut victims = Vec::new();
+    for (round, wipe) in [(1usize, false), (2, true)] {
+        let (leader, _) = c.agreed_leader(TOPIC, 0, Duration::from_secs(10));
+        let victim = (leader as usize - 1 + round) % 3;
+        victims.push(victim);
+        c.nodes[victim].kill9();
+        let killed = now_ms();
+        if wipe {
+            std::fs::remove_dir_all(c.data_dir(victim)).unwrap();
+        }
+        eprintln!(
+            "round {round}: SIGKILLed node {} (partition 0 led by node {leader}){}",
+            victim + 1,
+            if wipe {
+                " and deleted its data dir"
+            } else {
+                ""
+            }
+        );
+        producer.until(
+            "4 s and 1000 acks after the kill",
+            Duration::from_secs(30),
+            |s| now_ms() > killed + 4000 && s.acks.iter().filter(|a| a.ms > killed).count() >= 1000,
+        );
+        c.nodes[victim].restart();
+        let restarted = now_ms();
+        for p in 0..PARTS {
+            wait_for_install(&c, victim, TOPIC, p, Duration::from_secs(30));
+        }
+        producer.until(
+            "200 acks on every partition after the restart",
+            Duration::from_secs(20),
+            |s| (0..PARTS).all(|p| s.on(p).filter(|a| a.ms > restarted).count() >= 200),
+        );
+    }
+    let produced = stop_and_compare(producer, &c, TOPIC, PARTS);
+    let acked: Vec<&Ack> = produced.acks.iter().collect();
+    // Everything acknowledged, once, in order, read through each rebuilt node alone.
+    let d = dump(&c.addrs[victims[0]].kafka, TOPIC, "confluent");
+    check_read(&d, PARTS, &acked, "librdkafka via the node that was down");
+    let d = dump(&c.addrs[victims[1]].kafka, TOPIC, "kafka-python");
+    check_read(
+        &d,
+        PARTS,
+        &acked,
+        "kafka-python via the node that lost its disk",
+    );
+    // The wiped node copied from offset 0; the other resumed from its own log end.
+    let copied_from: Vec<Vec<u64>> = victims
+        .iter()
+        .map(|&v| {
+            c.nodes[v]
+                .log()
+                .lines()
+                .filter(|l| l.contains("installing a snapshot") && l.contains(TOPIC))
+                .map(|l| sluice_tests::cluster::field_u64(l, "local_end"))
+                .collect()
+        })
+        .collect();
+    assert!(
+        copied_from[0].iter().any(|&e| e > 0),
+        "the node that kept its disk copied only what it lacked: {copied_from:?}"
+    );
+    assert!(
+        copied_from[1].contains(&0),
+        "the node that lost its disk copied from the start: {copied_from:?}"
     );
 }
 
@@ -701,15 +841,7 @@ fn cluster_sigterm_hands_leadership_off_before_stopping() {
     const TOPIC: &str = "handoff";
     const PARTS: i32 = 3;
     let mut c = Cluster::new(["127.0.0.1"; 3]);
-    c.start_all();
-    c.wait_for_meta_leader();
-    c.wait_for_kafka();
-    let all = c.bootstrap(&[0, 1, 2]);
-    create_topic(&all, TOPIC, PARTS as u32, 3);
-    let mut producer = StreamingProducer::start(&all, TOPIC, PARTS as u32, 500);
-    producer.until("50 acks on every partition", Duration::from_secs(20), |s| {
-        (0..PARTS).all(|p| s.on(p).count() >= 50)
-    });
+    let mut producer = start_producing(&mut c, TOPIC, PARTS, 500, 50);
     let (leader, term) = c.agreed_leader(TOPIC, 0, Duration::from_secs(10));
     let victim = leader as usize - 1;
     let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();

@@ -1,7 +1,8 @@
 //! The interface between the server and an async runtime.
 //!
 //! The server is generic over [`Runtime`]; `io-tokio` and `io-smol` implement it. It holds only
-//! what differs between runtimes: spawning, a blocking pool, timers and TCP. Everything above it
+//! what differs between runtimes: spawning, a blocking pool, timers and TCP (listening, and
+//! connecting for replica catch-up). Everything above it
 //! (connection handling, group commit, long polls) is written once.
 
 use std::future::Future;
@@ -34,6 +35,18 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Binds a TCP listener.
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// Opens a TCP connection (a replica copying records from another), split into halves.
+    #[allow(clippy::type_complexity)]
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<
+        Output = io::Result<(
+            <Self::Listener as Listener>::Reader,
+            <Self::Listener as Listener>::Writer,
+        )>,
+    > + Send;
 }
 
 /// A TCP listener.

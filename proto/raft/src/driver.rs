@@ -218,7 +218,7 @@ impl Driver {
     }
 
     /// Feeds a message from a peer (its `to` must be this node).
-    pub fn step(&mut self, msg: Message) -> Result<()> {
+    pub fn step(&mut self, mut msg: Message) -> Result<()> {
         tracing::trace!(
             node = self.node_id,
             group = self.group,
@@ -229,6 +229,22 @@ impl Driver {
             msg_term = msg.term,
             "recv"
         );
+        // A leader remembers how far each follower's log reached. A replica rebuilt from an
+        // empty data dir holds less, and raft-rs panics on a heartbeat committing past its log.
+        // Committing less than the leader says is always safe: the entries follow in appends.
+        if msg.get_msg_type() == MessageType::MsgHeartbeat {
+            let last = self.raw.raft.raft_log.last_index();
+            if msg.commit > last {
+                tracing::debug!(
+                    node = self.node_id,
+                    group = self.group,
+                    commit = msg.commit,
+                    last_index = last,
+                    "heartbeat commits past this replica's log (rebuilt from an empty data dir?)"
+                );
+                msg.commit = last;
+            }
+        }
         let result = self.raw.step(msg);
         self.reseed_election_timeout();
         result.map_err(Error::from)
@@ -565,7 +581,15 @@ mod tests {
                     while let Some(task) = d.poll_task() {
                         match task {
                             Task::Persist(p) => d.persisted(p.number),
-                            Task::Send(msgs) => inbox.extend(msgs),
+                            Task::Send(msgs) => {
+                                // As the runtime does once a snapshot is shipped.
+                                for m in &msgs {
+                                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                                        d.report_snapshot(m.to, true);
+                                    }
+                                }
+                                inbox.extend(msgs)
+                            }
                             Task::Apply(Apply::Entries(es)) => {
                                 let last = es.last().unwrap().index;
                                 applied[i].extend(
@@ -820,6 +844,38 @@ mod tests {
         ));
         ds[0].compact(idx, b"img".to_vec()).unwrap();
         assert_eq!(ds[0].store().first_index(), idx + 1);
+    }
+
+    #[test]
+    fn a_replica_that_lost_its_log_catches_up_from_a_snapshot() {
+        let voters = [1, 2, 3];
+        let mut ds = cluster(3);
+        let mut applied = vec![Vec::new(); 3];
+        ds[0].campaign().unwrap();
+        pump(&mut ds, &mut applied);
+        ds[0].propose(b"a".to_vec()).unwrap();
+        ds[0].propose(b"b".to_vec()).unwrap();
+        pump(&mut ds, &mut applied);
+        // Node 3 loses its disk; the leader compacted its log meanwhile.
+        ds[2] = Driver::new(&config(3), 7, LogStore::new(&voters), 0).unwrap();
+        applied[2].clear();
+        let idx = ds[0].applied_index();
+        ds[0].compact(idx, b"image".to_vec()).unwrap();
+        // The leader still believes node 3 holds its old log: its heartbeats commit past the
+        // empty one (raft-rs would panic), then the probe finds the gap and sends the snapshot.
+        for _ in 0..3 {
+            ds[0].tick();
+        }
+        pump(&mut ds, &mut applied);
+        ds[0].propose(b"c".to_vec()).unwrap();
+        for _ in 0..3 {
+            ds[0].tick();
+            pump(&mut ds, &mut applied);
+        }
+        assert!(ds[2].store().snapshot_index() >= idx);
+        assert_eq!(ds[2].store().snapshot_ref().data, b"image");
+        assert_eq!(ds[2].store().last_index(), ds[0].store().last_index());
+        assert_eq!(applied[2], vec![b"c".to_vec()]);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct ClusterArgs {
     /// every replica [default: 1000]
     #[arg(long, env = "SLUICE_RAFT_COMPACT_ENTRIES", value_name = "N")]
     pub raft_compact_entries: Option<u64>,
+    /// A replica silent this long stops holding back Raft log compaction; when it returns it
+    /// catches up from a snapshot, copying records from another replica [default: 10000]
+    #[arg(long, env = "SLUICE_RAFT_REPLICA_TIMEOUT_MS", value_name = "MS")]
+    pub raft_replica_timeout_ms: Option<u64>,
 }
 
 /// `sluice certs` options.
@@ -64,6 +68,7 @@ pub struct FileCluster {
     tls_dir: Option<PathBuf>,
     cluster_id: Option<String>,
     raft_compact_entries: Option<u64>,
+    raft_replica_timeout_ms: Option<u64>,
 }
 
 /// Cluster mode settings after merging, validated.
@@ -83,6 +88,8 @@ pub struct ClusterConfig {
     pub cluster_id_given: bool,
     /// Raft log compaction step, in entries (≥ 1).
     pub raft_compact_entries: u64,
+    /// Silence after which a replica no longer holds back compaction (ms).
+    pub raft_replica_timeout_ms: u64,
 }
 
 impl ClusterConfig {
@@ -195,6 +202,15 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
     if raft_compact_entries == 0 {
         bail!("node {node_id}: --raft-compact-entries must be 1 or more");
     }
+    let raft_replica_timeout_ms = args
+        .raft_replica_timeout_ms
+        .or(file.raft_replica_timeout_ms)
+        .unwrap_or(10_000);
+    if raft_replica_timeout_ms < 1000 {
+        bail!(
+            "node {node_id}: --raft-replica-timeout-ms must be 1000 or more (a live replica answers every 150 ms)"
+        );
+    }
     Ok(ClusterConfig {
         node_id,
         raft_addr,
@@ -203,6 +219,7 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
         cluster_id,
         cluster_id_given,
         raft_compact_entries,
+        raft_replica_timeout_ms,
     })
 }
 

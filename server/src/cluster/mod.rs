@@ -1,8 +1,9 @@
 //! Cluster mode (`sluice raft-cluster`): command line ([`cli`]), durable Raft state
-//! ([`raft_store`]) and the node that runs the `__meta` group over the QUIC transport
-//! ([`node`]). This slice bootstraps the cluster (certificates, transport, leader election);
-//! no Kafka traffic is served yet.
+//! ([`raft_store`]), the node that runs `__meta` and the partition groups over the QUIC
+//! transport ([`node`]), and snapshot installs that copy records from another replica
+//! ([`catchup`]).
 
+pub mod catchup;
 pub mod cli;
 pub mod node;
 pub mod raft_store;

@@ -9,7 +9,7 @@
 //! then are the messages that depended on it sent); `Apply` goes to a separate applier task
 //! that appends to the broker's logs, so ticks never wait on it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_lite::future;
 use sluice_proto::broker::GroupChange;
+use sluice_proto::cluster::PartitionImage;
 use sluice_proto::runtime::Runtime;
 use sluice_raft::eraftpb::{Entry, EntryType, MessageType};
 use sluice_raft::{Apply, META_GROUP, PeerBatch, Persist, StateRole, Task};
@@ -175,7 +176,10 @@ async fn run_inner<R: Runtime>(
     let mut preferred: HashMap<u64, u64> = HashMap::new();
     // Last compaction hint proposed per led group, and the compaction step.
     let mut hinted: HashMap<u64, u64> = HashMap::new();
+    // Since when each (group, follower) of a led group has been silent.
+    let mut silent: HashMap<(u64, u64), u64> = HashMap::new();
     let compact_step = cc.raft_compact_entries;
+    let replica_timeout = cc.raft_replica_timeout_ms;
     let mut next_balance = 0u64;
 
     let (transport, inbox) = Transport::start(
@@ -205,7 +209,7 @@ async fn run_inner<R: Runtime>(
     let (apply_tx, apply_rx) = async_channel::unbounded::<ApplyJob>();
     let (done_tx, done_rx) = async_channel::unbounded::<(u64, u64)>();
     let span = tracing::Span::current();
-    rt.spawn(applier(shared.clone(), apply_rx, done_tx).instrument(span));
+    rt.spawn(applier(rt.clone(), node_id, shared.clone(), apply_rx, done_tx).instrument(span));
 
     let mut state = Loop {
         node_id,
@@ -254,9 +258,14 @@ async fn run_inner<R: Runtime>(
                 let dir = data_dir.clone();
                 rt.spawn_blocking(move || write_marks(&dir, &marks)).await;
             }
-            propose_compact_hints(&mut node, &mut hinted, compact_step);
-            for (group, index) in compactions {
-                compact_group(&rt, &mut node, &mut stores, group, index).await;
+            let liveness = Liveness {
+                silent: &mut silent,
+                now,
+                timeout: replica_timeout,
+            };
+            propose_compact_hints(&mut node, &mut hinted, liveness, compact_step);
+            for (group, index, image) in compactions {
+                compact_group(&rt, &mut node, &mut stores, group, index, image).await;
             }
         }
         if now >= next_balance && stopping.is_none() {
@@ -276,7 +285,15 @@ async fn run_inner<R: Runtime>(
                     preferred.remove(group);
                 }
             }
-            apply_group_change(&rt, &mut node, &mut stores, &data_dir, &shared, change).await?;
+            apply_group_change(
+                &rt,
+                &mut node,
+                &mut stores,
+                &data_dir,
+                &state.apply_tx,
+                change,
+            )
+            .await?;
         }
         for p in proposals {
             if let Err(e) = node.propose(p.group, p.data.clone()) {
@@ -368,52 +385,115 @@ async fn run_inner<R: Runtime>(
     Ok(())
 }
 
-/// Committed entries for the applier task.
-struct ApplyJob {
-    group: u64,
-    entries: Vec<Entry>,
+/// Work for the applier task.
+enum ApplyJob {
+    /// Committed entries of a group, in order.
+    Entries { group: u64, entries: Vec<Entry> },
+    /// A snapshot image to install; `index` (its Raft index) is reported applied when done.
+    Install {
+        group: u64,
+        index: u64,
+        image: PartitionImage,
+    },
+}
+
+impl ApplyJob {
+    fn group(&self) -> u64 {
+        match self {
+            ApplyJob::Entries { group, .. } | ApplyJob::Install { group, .. } => *group,
+        }
+    }
 }
 
 /// Applies committed entries off the Raft loop (so ticks and heartbeats never wait on log
-/// writes) and reports the applied index back.
-async fn applier(
+/// writes) and reports the applied index back. A snapshot install runs as its own task; the
+/// group's later jobs wait for it while other groups carry on.
+async fn applier<R: Runtime>(
+    rt: R,
+    node_id: u64,
     shared: Arc<Shared>,
     jobs: async_channel::Receiver<ApplyJob>,
     done: async_channel::Sender<(u64, u64)>,
 ) {
-    while let Ok(job) = jobs.recv().await {
-        let Some(last) = job.entries.last().map(|e| e.index) else {
-            continue;
-        };
-        {
-            let mut broker = shared.broker.lock().unwrap();
-            let now = crate::server::now_ms();
-            if job.group == META_GROUP {
-                let entries: Vec<(u64, Vec<u8>)> = job
-                    .entries
-                    .into_iter()
-                    .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
-                    .map(|e| (e.index, e.data.to_vec()))
-                    .collect();
-                broker.apply_meta(&entries, now);
-            } else {
-                let entries: Vec<(u64, u64, Vec<u8>)> = job
-                    .entries
-                    .into_iter()
-                    .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
-                    .map(|e| (e.index, e.term, e.data.to_vec()))
-                    .collect();
-                broker.apply_partition(job.group, &entries, now);
+    let (installed_tx, installed_rx) = async_channel::unbounded::<(u64, u64)>();
+    // Jobs of groups with an install in progress.
+    let mut held: HashMap<u64, VecDeque<ApplyJob>> = HashMap::new();
+    loop {
+        let next = future::or(async { jobs.recv().await.ok().map(Ok) }, async {
+            installed_rx.recv().await.ok().map(Err)
+        })
+        .await;
+        let ready = match next {
+            None => break,
+            Some(Ok(job)) => VecDeque::from([job]),
+            Some(Err((group, index))) => {
+                if done.send((group, index)).await.is_err() {
+                    break;
+                }
+                held.remove(&group).unwrap_or_default()
             }
-            broker.finish_apply();
-            crate::server::deliver(&shared, &mut broker);
-        }
-        shared.flush.notify(1);
-        shared.raft_wake.notify(1);
-        if done.send((job.group, last)).await.is_err() {
-            break;
+        };
+        for job in ready {
+            if let Some(queue) = held.get_mut(&job.group()) {
+                queue.push_back(job);
+                continue;
+            }
+            match job {
+                ApplyJob::Entries { group, entries } => {
+                    if let Some(last) = apply_entries(&shared, group, entries)
+                        && done.send((group, last)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                ApplyJob::Install {
+                    group,
+                    index,
+                    image,
+                } => {
+                    held.insert(group, VecDeque::new());
+                    let (rt2, shared, tx) = (rt.clone(), shared.clone(), installed_tx.clone());
+                    let span = tracing::Span::current();
+                    rt.spawn(
+                        async move {
+                            super::catchup::install(&rt2, &shared, node_id, group, image).await;
+                            let _ = tx.send((group, index)).await;
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
         }
     }
+}
+
+/// Applies one group's committed entries to the broker; returns the last index.
+fn apply_entries(shared: &Arc<Shared>, group: u64, entries: Vec<Entry>) -> Option<u64> {
+    let last = entries.last().map(|e| e.index)?;
+    {
+        let mut broker = shared.broker.lock().unwrap();
+        let now = crate::server::now_ms();
+        if group == META_GROUP {
+            let entries: Vec<(u64, Vec<u8>)> = entries
+                .into_iter()
+                .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
+                .map(|e| (e.index, e.data.to_vec()))
+                .collect();
+            broker.apply_meta(&entries, now);
+        } else {
+            let entries: Vec<(u64, u64, Vec<u8>)> = entries
+                .into_iter()
+                .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
+                .map(|e| (e.index, e.term, e.data.to_vec()))
+                .collect();
+            broker.apply_partition(group, &entries, now);
+        }
+        broker.finish_apply();
+        crate::server::deliver(shared, &mut broker);
+    }
+    shared.flush.notify(1);
+    shared.raft_wake.notify(1);
+    Some(last)
 }
 
 /// Starts or stops hosting a partition group.
@@ -422,7 +502,7 @@ async fn apply_group_change<R: Runtime>(
     node: &mut sluice_raft::Node,
     stores: &mut HashMap<u64, RaftStore>,
     data_dir: &Path,
-    shared: &Arc<Shared>,
+    apply_tx: &async_channel::Sender<ApplyJob>,
     change: GroupChange,
 ) -> anyhow::Result<()> {
     let node_id = node.id();
@@ -458,11 +538,28 @@ async fn apply_group_change<R: Runtime>(
             let mut applied = applied.min(loaded.store.hard_state().commit);
             let compacted = loaded.store.snapshot_index();
             // A fresh group's log starts with its voters at index 1: nothing was compacted.
+            let mut install = None;
             if applied < compacted && compacted > 1 {
-                tracing::error!(node_id, group, topic = %topic, partition, applied, compacted, "the applied mark is below the compacted raft log (its write failed?): entries in between cannot be re-applied");
+                match PartitionImage::decode(&loaded.store.snapshot_ref().data) {
+                    // A snapshot install was cut short: copy the records again.
+                    Some(image) => {
+                        info!(node_id, group, topic = %topic, partition, applied, compacted, "the local log is behind the installed snapshot: resuming the install");
+                        install = Some(ApplyJob::Install {
+                            group,
+                            index: compacted,
+                            image,
+                        });
+                    }
+                    None => {
+                        tracing::error!(node_id, group, topic = %topic, partition, applied, compacted, "the applied mark is below the compacted raft log and no snapshot image was kept: entries in between cannot be re-applied")
+                    }
+                }
                 applied = compacted;
             }
             node.add_group(group, loaded.store, applied)?;
+            if let Some(job) = install {
+                let _ = apply_tx.try_send(job);
+            }
             stores.insert(group, store);
             debug!(node_id, group, topic = %topic, partition, applied, fresh, "hosting partition group");
             if campaign && fresh {
@@ -477,7 +574,6 @@ async fn apply_group_change<R: Runtime>(
                 let _ = std::fs::remove_dir_all(&dir);
             })
             .await;
-            let _ = shared;
             info!(node_id, group, "partition group removed");
         }
     }
@@ -529,27 +625,58 @@ fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
 /// requests, up to megabytes each).
 const COMPACT_BYTES: usize = 16 << 20;
 
-/// A leader proposes a compaction hint once every replica holds `step` more entries (or the log
-/// holds [`COMPACT_BYTES`]): each replica then drops what it also has durably in its segment
-/// log (see `compact_group`).
-fn propose_compact_hints(node: &mut sluice_raft::Node, hinted: &mut HashMap<u64, u64>, step: u64) {
-    let ids: Vec<u64> = node.group_ids().filter(|g| *g != META_GROUP).collect();
+/// Which followers still hold back compaction: one silent for `timeout` ms (dead, cut off)
+/// does not, and catches up from a snapshot when it returns.
+struct Liveness<'a> {
+    /// Since when each (group, follower) has been silent, sampled every housekeeping round.
+    silent: &'a mut HashMap<(u64, u64), u64>,
+    now: u64,
+    timeout: u64,
+}
+
+/// A leader proposes a compaction hint once every live replica holds `step` more entries (or
+/// the log holds [`COMPACT_BYTES`]): each replica then drops what it also has durably in its
+/// segment log (see `compact_group`).
+fn propose_compact_hints(
+    node: &mut sluice_raft::Node,
+    hinted: &mut HashMap<u64, u64>,
+    live: Liveness<'_>,
+    step: u64,
+) {
+    let me = node.id();
+    let ids: Vec<u64> = node
+        .group_ids()
+        .filter(|g| {
+            *g != META_GROUP
+                && node
+                    .group(*g)
+                    .is_some_and(|d| d.role() == StateRole::Leader)
+        })
+        .collect();
     hinted.retain(|g, _| ids.contains(g));
+    live.silent.retain(|(g, _), _| ids.contains(g));
     for group in ids {
         let Some(driver) = node.group(group) else {
             continue;
         };
-        if driver.role() != StateRole::Leader {
-            continue;
+        // raft-rs clears `recent_active` at every quorum check and sets it on every message,
+        // so only a follower that stays silent keeps its entry here.
+        let mut held = u64::MAX;
+        for (&id, pr) in driver.raw_node().raft.prs().iter() {
+            let key = (group, id);
+            if id == me || pr.recent_active {
+                live.silent.remove(&key);
+            } else {
+                live.silent.entry(key).or_insert(live.now);
+            }
+            let gone = live
+                .silent
+                .get(&key)
+                .is_some_and(|since| live.now.saturating_sub(*since) >= live.timeout);
+            if !gone {
+                held = held.min(pr.matched);
+            }
         }
-        let held = driver
-            .raw_node()
-            .raft
-            .prs()
-            .iter()
-            .map(|(_, pr)| pr.matched)
-            .min()
-            .unwrap_or(0);
         let last = hinted.get(&group).copied().unwrap_or(0);
         let bytes: usize = driver
             .store()
@@ -557,20 +684,22 @@ fn propose_compact_hints(node: &mut sluice_raft::Node, hinted: &mut HashMap<u64,
             .iter()
             .map(|e| e.data.len())
             .sum();
-        if held > last && (held >= last + step || bytes >= COMPACT_BYTES) {
+        if held != u64::MAX && held > last && (held >= last + step || bytes >= COMPACT_BYTES) {
             hinted.insert(group, held);
             let _ = node.propose(group, sluice_proto::cluster::encode_compact_hint(held));
         }
     }
 }
 
-/// Drops a partition group's Raft log up to `index` in memory and on disk.
+/// Drops a partition group's Raft log up to `index` in memory and on disk, keeping `image`
+/// (where the segment log stood) as the snapshot for a replica that falls behind.
 async fn compact_group<R: Runtime>(
     rt: &R,
     node: &mut sluice_raft::Node,
     stores: &mut HashMap<u64, RaftStore>,
     group: u64,
     index: u64,
+    image: Vec<u8>,
 ) {
     let node_id = node.id();
     let Some(driver) = node.group(group) else {
@@ -580,7 +709,7 @@ async fn compact_group<R: Runtime>(
     if index <= driver.store().snapshot_index() {
         return;
     }
-    if let Err(e) = node.compact(group, index, Vec::new()) {
+    if let Err(e) = node.compact(group, index, image) {
         debug!(node_id, group, index, error = %e, "compaction skipped");
         return;
     }
@@ -740,17 +869,33 @@ impl Loop {
         match task {
             Task::Persist(_) | Task::Send(_) => unreachable!("handled by the loop / Node"),
             Task::Apply(Apply::Entries(entries)) => {
-                let _ = self.apply_tx.try_send(ApplyJob { group, entries });
+                let _ = self.apply_tx.try_send(ApplyJob::Entries { group, entries });
             }
             Task::Apply(Apply::Snapshot(s)) => {
-                // Logs are compacted only below what every replica holds, so a snapshot reaches
-                // only a replica that lost its disk; rebuilding one is not supported yet.
-                tracing::error!(
-                    node_id,
-                    group,
-                    index = s.metadata.as_ref().map_or(0, |m| m.index),
-                    "this replica lost entries every other replica compacted away; rebuilding a replica from a snapshot is not supported yet: give it its old data dir back"
-                );
+                let (index, term) = s.metadata.as_ref().map_or((0, 0), |m| (m.index, m.term));
+                match PartitionImage::decode(&s.data) {
+                    Some(image) if group != META_GROUP => {
+                        info!(
+                            node_id,
+                            group,
+                            index,
+                            term,
+                            end_offset = image.end_offset,
+                            "snapshot received: the leader compacted past this replica's log"
+                        );
+                        let _ = self.apply_tx.try_send(ApplyJob::Install {
+                            group,
+                            index,
+                            image,
+                        });
+                    }
+                    _ => tracing::error!(
+                        node_id,
+                        group,
+                        index,
+                        "a snapshot without a partition image arrived (from a node that compacted before snapshots carried one?); this replica cannot rebuild from it"
+                    ),
+                }
             }
             Task::RoleChanged(rc) if group == META_GROUP => {
                 debug!(node_id, group, role = ?rc.role, term = rc.term, leader_id = rc.leader_id, "meta role changed");
@@ -785,9 +930,10 @@ impl Loop {
                 );
             }
             Task::SnapshotWanted => {
-                warn!(
+                // Partition groups keep their voters, so every compaction's snapshot serves.
+                debug!(
                     node_id,
-                    group, "a peer needs a snapshot, which is not supported yet"
+                    group, "a peer asked for a newer snapshot than the stored one"
                 );
             }
             Task::ReadReady { .. } => {}

@@ -451,7 +451,13 @@ fn compaction_waits_for_the_hint_and_for_the_recorded_applied_mark() {
     // would find its mark below the compacted log.
     assert!(b.take_compactions(1).is_empty());
     assert!(!b.take_applied_marks().is_empty());
-    assert_eq!(b.take_compactions(1), vec![(g, 3)]);
+    let due = b.take_compactions(1);
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].0, due[0].1), (g, 3));
+    // The image kept with the snapshot: the durable applied mark and the log end there.
+    let image = crate::cluster::PartitionImage::decode(&due[0].2).unwrap();
+    assert_eq!(image.applied_index, b.durable_applied(g));
+    assert_eq!((image.start_offset, image.end_offset), (0, 6));
     // Not again for less than a step.
     assert!(b.take_compactions(1).is_empty());
 }
@@ -499,4 +505,81 @@ fn topic_config_changes_go_through_meta_to_every_replica() {
             "60000"
         );
     }
+}
+
+#[test]
+fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
+    use super::InstallStep;
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    // Node 3 is down while the others take idempotent writes.
+    // Commits an entry and applies it on the nodes `on` only.
+    let apply = |c: &mut Cluster, data: Vec<u8>, on: &[usize]| {
+        let log = c.logs.entry(g).or_default();
+        let index = log.len() as u64 + 1;
+        log.push((index, 1, data.clone()));
+        for &i in on {
+            c.brokers[i].apply_partition(g, &[(index, 1, data.clone())], 0);
+            c.brokers[i].finish_apply();
+        }
+    };
+    for seq in 0..5 {
+        produce_parked(&mut c.brokers[0], idempotent_batch(42, seq * 2, 2));
+        for p in c.brokers[0].take_proposals() {
+            apply(&mut c, p.data, &[0, 1]);
+        }
+    }
+    for i in 0..2 {
+        sync(&mut c.brokers[i]);
+        let _ = c.brokers[i].take_applied_marks();
+    }
+    // The leader hints past node 3 (it was not active) and compacts: node 3 needs a snapshot.
+    let hinted = c.logs[&g].len() as u64;
+    apply(&mut c, crate::cluster::encode_compact_hint(hinted), &[0, 1]);
+    let due = c.brokers[0].take_compactions(1);
+    let image = crate::cluster::PartitionImage::decode(&due[0].2).unwrap();
+    assert_eq!(image.end_offset, 10);
+
+    // Node 3 installs it, copying from node 2 (a follower: replicas serve replica fetches).
+    let mut step = c.brokers[2].install_begin(g, image, 0);
+    assert!(c.brokers[2].installing(g));
+    let mut rounds = 0;
+    while let InstallStep::Fetch {
+        request, sources, ..
+    } = step
+    {
+        assert_eq!(sources[0].0, 1, "the leader is asked first");
+        let response = c.brokers[1]
+            .fetch(&request, super::REPLICA_FETCH_VERSION)
+            .response;
+        c.brokers[2].install_fetched(g, &response, 0).unwrap();
+        step = c.brokers[2].install_next(g);
+        rounds += 1;
+    }
+    assert_eq!(step, InstallStep::Done);
+    assert!(rounds >= 1);
+    c.brokers[2].install_finish(g, 0);
+    assert!(!c.brokers[2].installing(g));
+    // Raft then hands over everything after its snapshot point: what the image covered is
+    // skipped, and a retry of the last idempotent batch is deduplicated on every replica.
+    let all = c.logs[&g].clone();
+    c.brokers[2].apply_partition(g, &all, 0);
+    c.brokers[2].finish_apply();
+    produce_parked(&mut c.brokers[0], idempotent_batch(42, 8, 2));
+    produce_parked(&mut c.brokers[0], idempotent_batch(42, 10, 3));
+    for p in c.brokers[0].take_proposals() {
+        apply(&mut c, p.data, &[0, 1, 2]);
+    }
+    for i in 0..3 {
+        sync(&mut c.brokers[i]);
+        assert_eq!(c.brokers[i].partition("t", 0).unwrap().log_end_offset(), 13);
+    }
+    assert_eq!(
+        c.fs[2].raw("logs/t-0/00000000000000000000.log"),
+        c.fs[0].raw("logs/t-0/00000000000000000000.log")
+    );
+    // Its applied mark moved to the image's index with the copied data durable.
+    assert!(c.brokers[2].durable_applied(g) > hinted);
 }

@@ -41,6 +41,14 @@ impl Broker {
         let mut has_error = false;
         let read_committed = req.isolation_level == 1;
         let mut hinted: Vec<i32> = Vec::new();
+        // Another replica copying records (cluster mode): any replica serves it, up to its
+        // own committed and durable end, whoever leads.
+        let replica_id = if version >= 15 {
+            req.replica_state.replica_id.0
+        } else {
+            req.replica_id.0
+        };
+        let replica = replica_id >= 0 && self.is_cluster_member(replica_id);
         for ft in &req.topics {
             let name = if version >= 13 {
                 self.ids.get(&ft.topic_id).cloned()
@@ -63,6 +71,9 @@ impl Broker {
                 };
                 let log = match log.and_then(|l| {
                     let n = name.as_deref().unwrap_or_default();
+                    if replica {
+                        return Ok(l);
+                    }
                     if let Err(h) = self.check_leader(n, fp.partition) {
                         if h.leader >= 0 {
                             pd.current_leader = LeaderIdAndEpoch::default()

@@ -33,7 +33,9 @@ use crate::storage::{Storage, StoreFile};
 use crate::topic_config;
 use crate::versions;
 
-pub use cluster::{GroupChange, META_GROUP, Proposal};
+pub use cluster::{
+    GroupChange, InstallStep, META_GROUP, Proposal, REPLICA_FETCH_VERSION, replica_fetch,
+};
 pub use fetch::FetchOutcome;
 pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};
 

@@ -320,6 +320,78 @@ impl PartitionLog {
         })
     }
 
+    /// Appends batches copied from another replica's log, offsets and leader epochs as they
+    /// are (a replica catching up after a snapshot). Batches below the log end are skipped;
+    /// `end` bounds what is taken (the snapshot's log end). Returns the new log end.
+    pub fn append_replicated(
+        &mut self,
+        records: &[u8],
+        end: i64,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
+        let headers = batch::validate_all(records)?;
+        let mut pos = 0usize;
+        for h in &headers {
+            let bytes = &records[pos..pos + h.total_bytes()];
+            pos += h.total_bytes();
+            let next = h.base_offset + h.last_offset_delta as i64 + 1;
+            let leo = self.log_end_offset();
+            if next <= leo {
+                continue;
+            }
+            if h.base_offset != leo || next > end {
+                // A gap, or a batch straddling the bound: the logs do not line up.
+                if h.base_offset >= end {
+                    break;
+                }
+                return Err(LogError::Batch(batch::BatchError::Invalid(
+                    "replicated batch does not line up with the log end",
+                )));
+            }
+            self.maybe_roll(bytes.len() as u64, now_ms)?;
+            let interval = self.config.index_interval_bytes;
+            let seg = self.active_mut();
+            let at = seg.size;
+            if let Err(e) = seg.file.write_at(bytes, at) {
+                let _ = seg.file.set_len(at);
+                return Err(io_err(&self.dir)(e));
+            }
+            if seg.size == 0 {
+                seg.created_ms = now_ms;
+            }
+            seg.note_batch(h, at, interval);
+            let file = seg.file.clone();
+            if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+                self.unsynced.push(file);
+            }
+        }
+        Ok(self.log_end_offset())
+    }
+
+    /// Empties the log and restarts it at `offset` (a replica catching up from a log whose
+    /// start moved past everything this one holds).
+    pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        self.fs
+            .write_file_atomic(
+                &format!("{dir}/{LOG_START_FILE}"),
+                offset.to_string().as_bytes(),
+            )
+            .map_err(io_err(&dir))?;
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for b in bases {
+            self.delete_segment(b)?;
+        }
+        let seg = Segment::create(&*self.fs, &dir, offset, now_ms).map_err(io_err(&dir))?;
+        self.fs.sync_dir(&dir).map_err(io_err(&dir))?;
+        self.segments.insert(offset, seg);
+        self.unsynced.clear();
+        self.log_start_offset = offset;
+        self.high_watermark = offset;
+        info!(partition = %dir, offset, "log reset");
+        Ok(())
+    }
+
     /// Starts a new segment when the active one is full or old.
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
         let cfg = &self.config;
@@ -343,6 +415,11 @@ impl PartitionLog {
         self.fs.sync_dir(&dir).map_err(io_err(&dir))?;
         self.segments.insert(base, seg);
         Ok(())
+    }
+
+    /// Whether appends since the last [`PartitionLog::take_sync_work`] await a sync.
+    pub fn has_unsynced(&self) -> bool {
+        !self.unsynced.is_empty()
     }
 
     /// Takes the files that need a sync for everything appended so far to be durable.

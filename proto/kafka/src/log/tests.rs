@@ -305,3 +305,51 @@ fn a_stale_sync_never_moves_the_high_watermark_past_the_log_end() {
     log.mark_durable(50);
     assert_eq!(log.high_watermark(), 2);
 }
+
+#[test]
+fn a_replica_copy_is_byte_identical_and_a_reset_restarts_the_log() {
+    let (src_fs, dst_fs) = (MemStorage::new(), MemStorage::new());
+    let mut src = open(&src_fs, small_segments());
+    for i in 0..12 {
+        src.append(&batch(3, Compression::None, i), 7, i).unwrap();
+    }
+    sync(&mut src);
+    let mut dst = PartitionLog::open(
+        Arc::new(dst_fs.clone()),
+        "logs/t-0".into(),
+        small_segments(),
+        0,
+    )
+    .unwrap();
+    // Copy up to offset 30 in pieces, overlapping what is already there.
+    let mut from = 0;
+    while dst.log_end_offset() < 30 {
+        let r = src.read(from, 400, true).unwrap();
+        let end = dst.append_replicated(&r.records, 30, 0).unwrap();
+        from = end.saturating_sub(2);
+    }
+    assert_eq!(dst.log_end_offset(), 30);
+    sync(&mut dst);
+    let a = src.read(0, 1 << 20, true).unwrap().records;
+    let b = dst.read(0, 1 << 20, true).unwrap().records;
+    assert_eq!(&a[..b.len()], &b[..], "same bytes, offsets and epochs");
+    // A batch that does not start at the log end is refused, and nothing is written.
+    let later = src.read(33, 1 << 20, true).unwrap().records;
+    assert!(dst.append_replicated(&later, 36, 0).is_err());
+    assert_eq!(dst.log_end_offset(), 30);
+    // A reset empties the log and restarts it (durably) at the given offset.
+    dst.reset_to(33, 0).unwrap();
+    assert_eq!((dst.log_start_offset(), dst.log_end_offset()), (33, 33));
+    dst.append_replicated(&later, 36, 0).unwrap();
+    assert_eq!(dst.log_end_offset(), 36);
+    sync(&mut dst);
+    drop(dst);
+    let dst = PartitionLog::open(
+        Arc::new(dst_fs.clone()),
+        "logs/t-0".into(),
+        small_segments(),
+        0,
+    )
+    .unwrap();
+    assert_eq!((dst.log_start_offset(), dst.log_end_offset()), (33, 36));
+}

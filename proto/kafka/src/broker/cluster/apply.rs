@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::super::{Broker, OFFSETS_TOPIC, partition_dir};
 use super::{APPLIED_FILE, Applied, GroupChange, META_GROUP, Proposal, Role, Wait};
-use crate::cluster::{MetaCommand, MetaEvent, PartitionEntry, ProposalId};
+use crate::cluster::{MetaCommand, MetaEvent, PartitionEntry, PartitionImage, ProposalId};
 
 impl Broker {
     /// Leadership of a hosted partition group changed. `last_index` is the group's last log
@@ -175,6 +175,7 @@ impl Broker {
                         index: applied.0,
                         durable: applied,
                         recorded: applied.0,
+                        recorded_end: applied.1,
                         ..Applied::default()
                     },
                 );
@@ -383,6 +384,7 @@ impl Broker {
                 && let Some((topic, p)) = c.meta.group(*group)
             {
                 a.recorded = a.durable.0;
+                a.recorded_end = a.durable.1;
                 out.push((
                     *group,
                     format!("{}/{APPLIED_FILE}", partition_dir(topic, p)),
@@ -393,22 +395,39 @@ impl Broker {
         out
     }
 
-    /// Partition groups whose Raft log may now be compacted, and to which index: every replica
-    /// holds the log there (a leader's hint) and this node's segment log has it durably. Only
-    /// steps of at least `min_entries` are returned.
-    pub fn take_compactions(&mut self, min_entries: u64) -> Vec<(u64, u64)> {
+    /// Partition groups whose Raft log may now be compacted, to which index, and the snapshot
+    /// image to keep there (sent to a replica that falls behind it): the leader hinted the
+    /// point and this node's segment log has it durably. Only steps of at least `min_entries`.
+    pub fn take_compactions(&mut self, min_entries: u64) -> Vec<(u64, u64, Vec<u8>)> {
         let Some(c) = &mut self.cluster else {
             return Vec::new();
         };
-        let mut out = Vec::new();
+        let mut due = Vec::new();
         for (group, a) in c.applied.iter_mut() {
             // `recorded`: the applied mark handed out to be written, so a restart never finds
             // its mark below the compacted log.
             let to = a.compact_hint.min(a.recorded);
-            if to >= a.compacted + min_entries.max(1) {
+            if to >= a.compacted + min_entries.max(1) && !c.installing.contains_key(group) {
                 a.compacted = to;
-                out.push((*group, to));
+                due.push((*group, to, a.recorded, a.recorded_end));
             }
+        }
+        let mut out = Vec::new();
+        for (group, to, applied_index, end_offset) in due {
+            let c = self.cluster.as_ref().expect("cluster");
+            let Some((topic, p)) = c.meta.group(group) else {
+                continue;
+            };
+            let start_offset = self
+                .partition(topic, p)
+                .map_or(0, |l| l.log_start_offset())
+                .min(end_offset);
+            let image = PartitionImage {
+                applied_index,
+                end_offset,
+                start_offset,
+            };
+            out.push((group, to, image.encode()));
         }
         out
     }

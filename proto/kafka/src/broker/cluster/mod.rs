@@ -22,9 +22,12 @@ use super::{Broker, OFFSETS_TOPIC, str};
 
 mod admin;
 mod apply;
+mod install;
 mod produce;
 mod waits;
-use crate::cluster::{MetaCommand, MetaState, PartitionEntry, ProposalId};
+pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
+
+use crate::cluster::{MetaCommand, MetaState, PartitionEntry, PartitionImage, ProposalId};
 
 /// A broker's id, host and port.
 pub(super) type BrokerAddr = (i32, String, i32);
@@ -90,6 +93,8 @@ struct Applied {
     durable: (u64, i64),
     /// `durable` as last handed out to be written to [`APPLIED_FILE`].
     recorded: u64,
+    /// The log end after `recorded`.
+    recorded_end: i64,
     /// Highest compaction hint applied: every replica holds the log up to here.
     compact_hint: u64,
     /// Raft index this node last compacted its log to.
@@ -141,6 +146,8 @@ pub struct ClusterState {
     /// Hosted partition groups.
     roles: HashMap<u64, Role>,
     applied: HashMap<u64, Applied>,
+    /// Groups copying records for a snapshot image (their entries wait in the runtime).
+    installing: HashMap<u64, PartitionImage>,
     proposals: Vec<Proposal>,
     group_changes: Vec<GroupChange>,
     /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
@@ -168,6 +175,7 @@ impl ClusterState {
             meta_leader: (-1, 0),
             roles: HashMap::new(),
             applied: HashMap::new(),
+            installing: HashMap::new(),
             proposals: Vec::new(),
             group_changes: Vec::new(),
             retry: Vec::new(),
@@ -276,6 +284,13 @@ impl Broker {
     /// Whether this broker runs as a cluster replica.
     pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()
+    }
+
+    /// Whether `node` is a broker of this cluster (registered in `__meta`).
+    pub(super) fn is_cluster_member(&self, node: i32) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.meta.brokers.contains_key(&node))
     }
 
     /// The replicated metadata (cluster mode).

@@ -1,0 +1,180 @@
+//! Snapshot installs, the I/O half: a replica whose Raft log fell behind the leader's compacted
+//! log copies the records it lacks from another replica with Kafka Fetch requests over TCP
+//! (`Broker::install_*` decides what to ask and appends the answers). It runs as its own task:
+//! the Raft loop keeps ticking and other groups keep applying meanwhile.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future;
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestKind, ResponseKind};
+use sluice_proto::broker::{InstallStep, REPLICA_FETCH_VERSION};
+use sluice_proto::cluster::PartitionImage;
+use sluice_proto::codec;
+use sluice_proto::runtime::{Reader, Runtime, Writer};
+use tracing::{debug, warn};
+
+use crate::server::{Shared, deliver, now_ms};
+
+/// Largest fetch response accepted (a fetch asks for 8 MiB; batches may exceed it by one).
+const RESPONSE_BYTES_MAX: usize = 128 << 20;
+/// A source that does not answer within this is dropped and another tried.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Conn<R> = (
+    <<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Reader,
+    <<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Writer,
+);
+
+/// Copies records until the local log reaches `image`, then completes the install. Returns
+/// false when the group is no longer hosted here (nothing to finish).
+pub async fn install<R: Runtime>(
+    rt: &R,
+    shared: &Arc<Shared>,
+    node_id: u64,
+    group: u64,
+    image: PartitionImage,
+) -> bool {
+    let mut step = shared
+        .broker
+        .lock()
+        .unwrap()
+        .install_begin(group, image, now_ms());
+    let mut conns: HashMap<i32, Conn<R>> = HashMap::new();
+    let mut correlation = 0i32;
+    let mut backoff = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        let (request, sources, from, to) = match step {
+            InstallStep::Done => {
+                let mut broker = shared.broker.lock().unwrap();
+                broker.install_finish(group, now_ms());
+                deliver(shared, &mut broker);
+                drop(broker);
+                shared.flush.notify(1);
+                return true;
+            }
+            InstallStep::Gone => return false,
+            InstallStep::Fetch {
+                request,
+                sources,
+                from,
+                to,
+            } => (request, sources, from, to),
+        };
+        let mut progressed = false;
+        let mut why = String::from("no other replica is registered");
+        for (source, host, port) in &sources {
+            correlation = correlation.wrapping_add(1);
+            let fetched = future::or(
+                fetch(rt, &mut conns, *source, host, *port, correlation, &request),
+                async {
+                    rt.sleep(FETCH_TIMEOUT).await;
+                    Err(format!("no answer in {FETCH_TIMEOUT:?}"))
+                },
+            )
+            .await;
+            let result = fetched.and_then(|response| {
+                shared
+                    .broker
+                    .lock()
+                    .unwrap()
+                    .install_fetched(group, &response, now_ms())
+            });
+            match result {
+                Ok(()) => {
+                    progressed = true;
+                    break;
+                }
+                Err(e) => {
+                    conns.remove(source);
+                    why = format!("node {source} ({host}:{port}): {e}");
+                }
+            }
+        }
+        if progressed {
+            backoff = Duration::from_millis(100);
+            failures = 0;
+        } else {
+            failures += 1;
+            if failures % 10 == 1 {
+                warn!(node_id, group, from, to, reason = %why, "snapshot install: no replica could serve the records yet; retrying");
+            } else {
+                debug!(node_id, group, from, to, reason = %why, "snapshot install: retrying");
+            }
+            rt.sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        step = shared.broker.lock().unwrap().install_next(group);
+    }
+}
+
+/// One replica fetch on a (cached) connection to `source`.
+async fn fetch<R: Runtime>(
+    rt: &R,
+    conns: &mut HashMap<i32, Conn<R>>,
+    source: i32,
+    host: &str,
+    port: i32,
+    correlation: i32,
+    request: &FetchRequest,
+) -> Result<FetchResponse, String> {
+    let (reader, writer) = match conns.entry(source) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let addr = resolve(rt, host, port).await?;
+            e.insert(rt.connect(addr).await.map_err(|e| e.to_string())?)
+        }
+    };
+    let frame = codec::encode_request(
+        ApiKey::Fetch,
+        REPLICA_FETCH_VERSION,
+        correlation,
+        Some("sluice-replica"),
+        &RequestKind::Fetch(request.clone()),
+    )?;
+    writer.write_all(&frame).await.map_err(|e| e.to_string())?;
+    let mut len = [0u8; 4];
+    read_exact(reader, &mut len).await?;
+    let len = i32::from_be_bytes(len);
+    if len < 0 || len as usize > RESPONSE_BYTES_MAX {
+        return Err(format!("response frame of {len} bytes"));
+    }
+    let mut body = vec![0u8; len as usize];
+    read_exact(reader, &mut body).await?;
+    match codec::decode_response(ApiKey::Fetch, REPLICA_FETCH_VERSION, Bytes::from(body))? {
+        (c, ResponseKind::Fetch(r)) if c == correlation => Ok(r),
+        (c, _) => Err(format!("unexpected response (correlation id {c})")),
+    }
+}
+
+async fn read_exact(reader: &mut impl Reader, mut buf: &mut [u8]) -> Result<(), String> {
+    while !buf.is_empty() {
+        let n = reader.read(buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        buf = &mut buf[n..];
+    }
+    Ok(())
+}
+
+/// A broker's advertised address as a socket address (names resolved off the runtime).
+async fn resolve<R: Runtime>(rt: &R, host: &str, port: i32) -> Result<SocketAddr, String> {
+    let port = u16::try_from(port).map_err(|_| format!("bad port {port}"))?;
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let host = host.to_string();
+    rt.spawn_blocking(move || {
+        (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("resolving {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))
+    })
+    .await
+}
