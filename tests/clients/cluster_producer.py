@@ -1,7 +1,8 @@
 """A producer for cluster tests (confluent-kafka / librdkafka): produces `<prefix>-<i>` (i zero
 padded to 8 digits, so no value is a prefix of another) to partition i % --partitions, at about
---rate messages per second, until --count messages (0: no limit) or SIGTERM/SIGINT. acks=all,
-idempotent unless --no-idempotence, uncompressed (values are readable in the segment files).
+--rate messages per second, until --count messages (0: no limit) or SIGTERM/SIGINT. acks=all
+(or --acks 1: then not idempotent, which needs acks=all), idempotent unless --no-idempotence,
+uncompressed (values are readable in the segment files).
 
 Prints, flushed at once, one line per delivery report:
   ACK <partition> <offset> <value> <wall-clock ms of the report>
@@ -22,6 +23,7 @@ ap.add_argument("--rate", type=float, default=1000)
 ap.add_argument("--prefix", default="v")
 ap.add_argument("--timeout-ms", type=int, default=30000, help="message.timeout.ms")
 ap.add_argument("--no-idempotence", action="store_true")
+ap.add_argument("--acks", default="all", choices=["all", "1"])
 ap.add_argument("--flush-s", type=float, default=30)
 a = ap.parse_args()
 
@@ -49,8 +51,8 @@ def on_error(e):
 
 p = Producer({
     "bootstrap.servers": a.bootstrap,
-    "acks": "all",
-    "enable.idempotence": not a.no_idempotence,
+    "acks": a.acks,
+    "enable.idempotence": a.acks == "all" and not a.no_idempotence,
     "compression.type": "none",
     "linger.ms": 5,
     "message.timeout.ms": a.timeout_ms,

@@ -451,7 +451,8 @@ impl Produced {
     }
 }
 
-/// cluster_producer.py with `--count`, run to completion.
+/// cluster_producer.py with `--count` and the options `extra` (e.g. `--acks 1`), run to
+/// completion.
 pub fn produce(
     bootstrap: &str,
     topic: &str,
@@ -459,26 +460,27 @@ pub fn produce(
     prefix: &str,
     count: u32,
     rate: u32,
+    extra: &[&str],
 ) -> Produced {
-    let out = python_output(
-        "cluster_producer.py",
-        &[
-            "--bootstrap",
-            bootstrap,
-            "--topic",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-            "--prefix",
-            prefix,
-            "--count",
-            &count.to_string(),
-            "--rate",
-            &rate.to_string(),
-            "--timeout-ms",
-            "25000",
-        ],
-    );
+    let (partitions, count, rate) = (partitions.to_string(), count.to_string(), rate.to_string());
+    let mut args = vec![
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        &partitions,
+        "--prefix",
+        prefix,
+        "--count",
+        &count,
+        "--rate",
+        &rate,
+        "--timeout-ms",
+        "25000",
+    ];
+    args.extend_from_slice(extra);
+    let out = python_output("cluster_producer.py", &args);
     let mut p = Produced {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         ..Produced::default()

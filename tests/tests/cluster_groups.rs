@@ -202,7 +202,7 @@ fn cluster_group_offsets_survive_sigkill_of_the_coordinator() {
     create_topic(&all, TOPIC, PARTS as u32, 3);
 
     // N numbered messages, acks=all: `m-<i>` on partition i % 3, offsets 0..1000 on each.
-    let produced = produce(&all, TOPIC, PARTS as u32, "m", N, 20_000);
+    let produced = produce(&all, TOPIC, PARTS as u32, "m", N, 20_000, &[]);
     produced.assert_complete();
     let stored: BTreeMap<(i32, i64), String> = produced
         .acks

@@ -566,6 +566,38 @@ fn cluster_rf3_topic_survives_sigkill_of_a_partition_leader() {
     );
 }
 
+#[test]
+fn cluster_acks_1_answers_carry_the_offsets_the_records_get_on_every_replica() {
+    const TOPIC: &str = "acks1";
+    const PARTS: i32 = 2;
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    create_topic(&all, TOPIC, PARTS as u32, 3);
+    // acks=1 is answered once the partition leader has the entry in its own Raft log, with the
+    // offset it predicts; plain acks=all writes interleave (answered at commit).
+    let (one, both) = std::thread::scope(|s| {
+        let one = s.spawn(|| {
+            let acks_1 = ["--acks", "1"];
+            produce(&all, TOPIC, PARTS as u32, "one", 3000, 3000, &acks_1)
+        });
+        let both = s.spawn(|| produce(&all, TOPIC, PARTS as u32, "all", 500, 500, &[]));
+        (one.join().unwrap(), both.join().unwrap())
+    });
+    one.assert_complete();
+    both.assert_complete();
+    let acked: Vec<&Ack> = one.acks.iter().chain(&both.acks).collect();
+    for p in 0..PARTS {
+        c.wait_for_identical_logs(TOPIC, p, Duration::from_secs(20));
+    }
+    let d = dump(&c.addrs[0].kafka, TOPIC, "confluent");
+    check_read(&d, PARTS, &acked, "librdkafka via node 1");
+    let d = dump(&c.addrs[2].kafka, TOPIC, "kafka-python");
+    check_read(&d, PARTS, &acked, "kafka-python via node 3");
+}
+
 /// Waits until `node`'s current log says it installed a snapshot of `topic`-`partition`.
 fn wait_for_install(c: &Cluster, node: usize, topic: &str, partition: i32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -609,7 +641,10 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
     let mut victims = Vec::new();
     for (round, wipe) in [(1usize, false), (2, true)] {
         let (leader, _) = c.agreed_leader(TOPIC, 0, Duration::from_secs(10));
-        let victim = (leader as usize - 1 + round) % 3;
+        // A follower of partition 0 that was not a victim yet.
+        let victim = (0..3)
+            .find(|&i| i != leader as usize - 1 && !victims.contains(&i))
+            .expect("a third node");
         victims.push(victim);
         c.nodes[victim].kill9();
         let killed = now_ms();
@@ -658,7 +693,7 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
         .iter()
         .map(|&v| {
             c.nodes[v]
-                .log()
+                .all_logs()
                 .lines()
                 .filter(|l| l.contains("installing a snapshot") && l.contains(TOPIC))
                 .map(|l| sluice_tests::cluster::field_u64(l, "local_end"))
@@ -688,7 +723,7 @@ fn cluster_isolated_leader_acknowledges_nothing_and_its_tail_is_discarded() {
     create_topic(&all, TOPIC, 1, 3);
 
     // Acknowledged before the network partition: every node keeps these.
-    let pre = produce(&all, TOPIC, 1, "pre", 200, 400);
+    let pre = produce(&all, TOPIC, 1, "pre", 200, 400, &[]);
     pre.assert_complete();
 
     let (leader, term) = c.agreed_leader(TOPIC, 0, Duration::from_secs(10));
@@ -751,7 +786,7 @@ fn cluster_isolated_leader_acknowledges_nothing_and_its_tail_is_discarded() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let maj = produce(&c.bootstrap(&majority), TOPIC, 1, "maj", 300, 200);
+    let maj = produce(&c.bootstrap(&majority), TOPIC, 1, "maj", 300, 200, &[]);
     maj.assert_complete();
 
     let outcomes = raw.join().unwrap();

@@ -295,13 +295,39 @@ async fn run_inner<R: Runtime>(
             )
             .await?;
         }
+        let mut indexed = Vec::new();
         for p in proposals {
-            if let Err(e) = node.propose(p.group, p.data.clone()) {
-                debug!(node_id, group = p.group, error = %e, "proposal dropped");
-                let mut broker = shared.broker.lock().unwrap();
-                broker.proposal_dropped(p.group, &p.data);
-                crate::server::deliver(&shared, &mut broker);
+            // A partition entry enters the log only through this node as leader (raft-rs would
+            // forward it): the leader's offset predictions (acks=1) rely on that.
+            let leads = p.group == META_GROUP
+                || node
+                    .group(p.group)
+                    .is_some_and(|d| d.role() == StateRole::Leader);
+            let proposed = if leads {
+                node.propose(p.group, p.data.clone())
+                    .map_err(|e| e.to_string())
+            } else {
+                Err("not the leader".to_string())
+            };
+            match proposed {
+                Ok(()) => {
+                    if let Some(e) = sluice_proto::cluster::PartitionEntry::decode(&p.data)
+                        && p.group != META_GROUP
+                        && let Some(d) = node.group(p.group)
+                    {
+                        indexed.push((p.group, e.seq, d.raw_node().raft.raft_log.last_index()));
+                    }
+                }
+                Err(e) => {
+                    debug!(node_id, group = p.group, error = %e, "proposal dropped");
+                    let mut broker = shared.broker.lock().unwrap();
+                    broker.proposal_dropped(p.group, &p.data);
+                    crate::server::deliver(&shared, &mut broker);
+                }
             }
+        }
+        if !indexed.is_empty() {
+            shared.broker.lock().unwrap().entries_indexed(&indexed);
         }
         if let Some(since) = stopping {
             let leading = led_groups(&node);
@@ -330,6 +356,13 @@ async fn run_inner<R: Runtime>(
             if persists.is_empty() {
                 break;
             }
+            // Last entry index written per group (acks=1 answers on the leader wait for it).
+            let mut written: BTreeMap<u64, u64> = BTreeMap::new();
+            for (group, p) in &persists {
+                if let Some(e) = p.entries.last() {
+                    written.insert(*group, e.index);
+                }
+            }
             let mut taken = std::mem::take(&mut stores);
             let (back, result) = rt
                 .spawn_blocking(move || {
@@ -343,6 +376,13 @@ async fn run_inner<R: Runtime>(
                 if node.group(group).is_some() {
                     node.persisted(group, number)?;
                 }
+            }
+            if !written.is_empty() {
+                let mut broker = shared.broker.lock().unwrap();
+                for (group, index) in written {
+                    broker.leader_persisted(group, index);
+                }
+                crate::server::deliver(&shared, &mut broker);
             }
         }
         let wait_ms = node

@@ -117,9 +117,13 @@ impl Cluster {
 }
 
 fn produce_req(topic: &str, batch: Bytes) -> RequestKind {
+    produce_req_acks(topic, batch, -1)
+}
+
+fn produce_req_acks(topic: &str, batch: Bytes, acks: i16) -> RequestKind {
     RequestKind::Produce(
         ProduceRequest::default()
-            .with_acks(-1)
+            .with_acks(acks)
             .with_timeout_ms(1000)
             .with_topic_data(vec![
                 TopicProduceData::default()
@@ -582,4 +586,106 @@ fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
     );
     // Its applied mark moved to the image's index with the copied data durable.
     assert!(c.brokers[2].durable_applied(g) > hinted);
+}
+
+#[test]
+fn acks_1_is_answered_once_the_leader_persisted_with_the_offset_apply_assigns() {
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    let plain =
+        |n: usize| crate::batch::tests::batch(n, kafka_protocol::records::Compression::None, 0);
+    // Two acks=1 produces of plain batches and one of an idempotent producer, in flight at once.
+    let mut tokens = Vec::new();
+    for (batch, acks) in [
+        (plain(3), 1),
+        (idempotent_batch(9, 0, 2), 1),
+        (plain(4), 1),
+        (plain(2), -1),
+    ] {
+        match c.brokers[0].handle(
+            &ctx(ApiKey::Produce, 9),
+            produce_req_acks("t", batch, acks),
+            0,
+        ) {
+            Reply::Parked { token } => tokens.push(token),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The runtime proposes them (Raft indexes follow the log) and persists them on the leader.
+    let proposals = c.brokers[0].take_proposals();
+    let first = c.logs.get(&g).map_or(0, |l| l.len() as u64) + 1;
+    let indexed: Vec<(u64, u64, u64)> = proposals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let e = crate::cluster::PartitionEntry::decode(&p.data).unwrap();
+            (g, e.seq, first + i as u64)
+        })
+        .collect();
+    c.brokers[0].entries_indexed(&indexed);
+    c.brokers[0].leader_persisted(g, first + 3);
+    let early = c.brokers[0].take_deferred();
+    // Only the first is answered: the idempotent batch may turn out a duplicate, so what
+    // follows it cannot be predicted; acks=all waits for the commit.
+    assert_eq!(early.len(), 1, "{early:?}");
+    assert_eq!(early[0].token, tokens[0]);
+    assert_eq!(early[0].seq, 0, "no segment sync awaited");
+    let ResponseKind::Produce(r) = &early[0].response else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 0);
+    assert_eq!(c.brokers[0].partition("t", 0).unwrap().log_end_offset(), 0);
+    // Commit and apply: the early answer's offset is where the batch landed; the others are
+    // answered now, once, at their applied offsets.
+    for (i, p) in proposals.into_iter().enumerate() {
+        let index = first + i as u64;
+        c.logs
+            .entry(g)
+            .or_default()
+            .push((index, 1, p.data.clone()));
+        for b in &mut c.brokers {
+            b.apply_partition(g, &[(index, 1, p.data.clone())], 0);
+            b.finish_apply();
+        }
+    }
+    let rest = delivered_all(&mut c.brokers[0]);
+    let bases: Vec<(u64, i64)> = rest
+        .iter()
+        .map(|(t, r)| (*t, r.responses[0].partition_responses[0].base_offset))
+        .collect();
+    assert_eq!(bases, vec![(tokens[1], 3), (tokens[2], 5), (tokens[3], 9)]);
+    let log = c.brokers[0].partition("t", 0).unwrap();
+    assert_eq!(log.log_end_offset(), 11);
+    // Once nothing is in flight, predictions resume from the log end.
+    let Reply::Parked { token } = c.brokers[0].handle(
+        &ctx(ApiKey::Produce, 9),
+        produce_req_acks("t", plain(1), 1),
+        0,
+    ) else {
+        panic!()
+    };
+    let p = c.brokers[0].take_proposals().remove(0);
+    let e = crate::cluster::PartitionEntry::decode(&p.data).unwrap();
+    c.brokers[0].entries_indexed(&[(g, e.seq, first + 4)]);
+    c.brokers[0].leader_persisted(g, first + 4);
+    let d = c.brokers[0].take_deferred();
+    assert_eq!(d[0].token, token);
+    let ResponseKind::Produce(r) = &d[0].response else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 11);
+}
+
+/// Every answered produce after a sync, in delivery order: (token, response).
+fn delivered_all(b: &mut Broker) -> Vec<(u64, ProduceResponse)> {
+    sync(b);
+    b.take_deferred()
+        .into_iter()
+        .map(|d| match d.response {
+            ResponseKind::Produce(r) => (d.token, r),
+            other => panic!("{other:?}"),
+        })
+        .collect()
 }

@@ -419,7 +419,7 @@ impl Broker {
         if !c.is_local_leader(group) {
             return Err(responses);
         }
-        let seq = c.propose_entry(group, now_ms, batch);
+        let (seq, _) = c.propose_entry(group, now_ms, batch);
         c.waits.insert(
             seq,
             Wait::Coordinator {

@@ -30,6 +30,7 @@ impl Broker {
         let place = c.meta.group(group).map(|(t, p)| (t.to_string(), p));
         if is_leader && !was_leader {
             role.load_at = Some(last_index);
+            c.start_predicting(group);
             if let Some((topic, partition)) = &place {
                 info!(node_id = me, topic = %topic, partition, term, leader_id = leader, "partition leader elected");
             }
@@ -49,6 +50,7 @@ impl Broker {
             }
         } else if was_leader && !is_leader {
             role.load_at = None;
+            c.stop_predicting(group);
             let failed: Vec<u64> = c
                 .waits
                 .iter()
@@ -85,6 +87,8 @@ impl Broker {
         if role.load_at.take().is_none() {
             return;
         }
+        self.resync_prediction(group);
+        let Some(c) = &mut self.cluster else { return };
         if let Some((topic, partition)) = c.meta.group(group)
             && topic == OFFSETS_TOPIC
         {
@@ -327,6 +331,7 @@ impl Broker {
                     applied.durable = (*index, end);
                 }
                 if e.proposer == me {
+                    self.prediction_applied(group, e.seq, result.as_ref().ok().map(|r| r.0));
                     self.complete_wait(e.seq, result);
                 }
             }

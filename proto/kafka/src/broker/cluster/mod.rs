@@ -22,6 +22,7 @@ use super::{Broker, OFFSETS_TOPIC, str};
 
 mod admin;
 mod apply;
+mod early;
 mod install;
 mod produce;
 mod waits;
@@ -148,6 +149,12 @@ pub struct ClusterState {
     applied: HashMap<u64, Applied>,
     /// Groups copying records for a snapshot image (their entries wait in the runtime).
     installing: HashMap<u64, PartitionImage>,
+    /// Led groups: offsets predicted for own entries (acks=1, see `early`).
+    predicted: HashMap<u64, early::Predicted>,
+    /// acks=1 produces to answer once the leader persisted (group, Raft index): (seq, base).
+    early: BTreeMap<(u64, u64), (u64, i64)>,
+    /// acks=1 produces with a predicted base, waiting for their Raft index: seq → (group, base).
+    early_pending: HashMap<u64, (u64, i64)>,
     proposals: Vec<Proposal>,
     group_changes: Vec<GroupChange>,
     /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
@@ -176,6 +183,9 @@ impl ClusterState {
             roles: HashMap::new(),
             applied: HashMap::new(),
             installing: HashMap::new(),
+            predicted: HashMap::new(),
+            early: BTreeMap::new(),
+            early_pending: HashMap::new(),
             proposals: Vec::new(),
             group_changes: Vec::new(),
             retry: Vec::new(),
@@ -198,9 +208,11 @@ impl ClusterState {
         self.next_seq
     }
 
-    /// Queues a partition entry proposed by this node; returns its sequence.
-    fn propose_entry(&mut self, group: u64, now_ms: i64, records: &[u8]) -> u64 {
+    /// Queues a partition entry proposed by this node; returns its sequence and, on a leader
+    /// that can tell, the offset it will be appended at.
+    fn propose_entry(&mut self, group: u64, now_ms: i64, records: &[u8]) -> (u64, Option<i64>) {
         let seq = self.seq();
+        let base = self.predict(group, seq, records);
         self.proposals.push(Proposal {
             group,
             data: PartitionEntry {
@@ -211,7 +223,7 @@ impl ClusterState {
             }
             .encode(),
         });
-        seq
+        (seq, base)
     }
 
     /// One partition of the parked produce `token` is answered; when it was the last, the
@@ -462,6 +474,9 @@ impl Broker {
             return;
         }
         if let Some(e) = PartitionEntry::decode(data) {
+            if let Some(c) = &mut self.cluster {
+                c.prediction_dropped(group, e.seq);
+            }
             self.fail_wait(e.seq, ResponseError::NotLeaderOrFollower);
             self.deliver_finished();
         }

@@ -107,7 +107,12 @@ impl Broker {
                     }
                     let c = self.cluster.as_mut().expect("cluster");
                     let group = c.meta.partition(n, pd.index).expect("checked").group;
-                    let seq = c.propose_entry(group, now_ms, records);
+                    let (seq, base) = c.propose_entry(group, now_ms, records);
+                    if acks == 1
+                        && let Some(base) = base
+                    {
+                        c.early_pending.insert(seq, (group, base));
+                    }
                     if acks != 0 {
                         c.waits.insert(
                             seq,

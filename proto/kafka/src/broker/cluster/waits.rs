@@ -14,6 +14,17 @@ impl Broker {
         result: Result<(i64, i64), (ResponseError, Option<String>)>,
     ) {
         let ok = result.is_ok();
+        self.complete_wait_as(seq, result, ok);
+    }
+
+    /// [`Broker::complete_wait`]; `wrote`: the answer waits for the local segment sync.
+    pub(super) fn complete_wait_as(
+        &mut self,
+        seq: u64,
+        result: Result<(i64, i64), (ResponseError, Option<String>)>,
+        wrote: bool,
+    ) {
+        let ok = result.is_ok();
         let Some(c) = &mut self.cluster else { return };
         match c.waits.remove(&seq) {
             Some(Wait::Produce {
@@ -35,7 +46,7 @@ impl Broker {
                         }
                     }
                 }
-                c.produce_partition_done(token, ok);
+                c.produce_partition_done(token, wrote);
             }
             Some(Wait::Coordinator { responses, .. }) => {
                 for r in responses {
