@@ -5,19 +5,24 @@
   describe [TOPIC]                     prints one Metadata response as JSON:
       {"controller": ID, "brokers": {"ID": "HOST:PORT"},
        "partitions": {"P": {"leader": ID, "replicas": [..], "isr": [..], "error": null}}}
+  delete-records TOPIC --partition P --offset O
+                                       DeleteRecords (retried while the cluster moves leaders);
+                                       prints {"low_watermark": N}
 Exits non-zero (with the reason on stderr) when the cluster does not answer in --timeout s.
 RDKAFKA_DEBUG=<contexts> (e.g. admin,metadata,broker) turns on librdkafka's debug log."""
 import argparse, json, os, sys, time
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bootstrap", required=True)
 ap.add_argument("--timeout", type=float, default=30)
-ap.add_argument("op", choices=["create", "describe"])
+ap.add_argument("op", choices=["create", "describe", "delete-records"])
 ap.add_argument("topic", nargs="?")
 ap.add_argument("--partitions", type=int, default=1)
 ap.add_argument("--rf", type=int, default=3)
+ap.add_argument("--partition", type=int, default=0)
+ap.add_argument("--offset", type=int, default=-1)
 ap.add_argument("config", nargs="*", help="k=v topic configs (create)")
 a = ap.parse_args()
 admin = AdminClient({"bootstrap.servers": a.bootstrap, "reconnect.backoff.max.ms": 500,
@@ -69,3 +74,15 @@ elif a.op == "describe":
             if time.time() > deadline:
                 sys.exit(f"no Metadata within {a.timeout} s: {e}")
             time.sleep(0.1)
+elif a.op == "delete-records":
+    while True:
+        try:
+            fut = admin.delete_records([TopicPartition(a.topic, a.partition, a.offset)],
+                                       operation_timeout=a.timeout)
+            low = list(fut.values())[0].result(a.timeout)
+            print(json.dumps({"low_watermark": low.low_watermark}), flush=True)
+            break
+        except KafkaException as e:
+            if time.time() > deadline:
+                sys.exit(f"DeleteRecords failed for {a.timeout} s: {e}")
+            time.sleep(0.2)

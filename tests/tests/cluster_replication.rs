@@ -6,7 +6,9 @@
 //!   majority elects a new leader and takes writes, and once the network heals the unreplicated
 //!   tail of the old leader is gone: all three nodes hold byte-identical segment files;
 //! - a replica that was down while the leader compacted its Raft log, and one that lost its whole
-//!   data dir, catch up from snapshots by copying records from the other replicas.
+//!   data dir, catch up from snapshots by copying records from the other replicas;
+//! - acks=1 answers (given before the commit) carry the offsets the records get, and
+//!   DeleteRecords moves the log start of every replica.
 //!
 //! Clients (tests/clients/): `cluster_admin.py` (CreateTopics, Metadata), `cluster_producer.py`
 //! (acks=all, idempotent, one line per delivery report), `cluster_dump.py` (a group-less read of
@@ -567,7 +569,7 @@ fn cluster_rf3_topic_survives_sigkill_of_a_partition_leader() {
 }
 
 #[test]
-fn cluster_acks_1_answers_carry_the_offsets_the_records_get_on_every_replica() {
+fn cluster_acks_1_offsets_and_delete_records_hold_on_every_replica() {
     const TOPIC: &str = "acks1";
     const PARTS: i32 = 2;
     let mut c = Cluster::new(["127.0.0.1"; 3]);
@@ -596,6 +598,39 @@ fn cluster_acks_1_answers_carry_the_offsets_the_records_get_on_every_replica() {
     check_read(&d, PARTS, &acked, "librdkafka via node 1");
     let d = dump(&c.addrs[2].kafka, TOPIC, "kafka-python");
     check_read(&d, PARTS, &acked, "kafka-python via node 3");
+
+    // DeleteRecords goes through the partition's log: every replica starts its log there.
+    let out = python(
+        "cluster_admin.py",
+        &[
+            "--bootstrap",
+            &all,
+            "delete-records",
+            TOPIC,
+            "--partition",
+            "1",
+            "--offset",
+            "100",
+        ],
+    );
+    assert_eq!(out.trim(), r#"{"low_watermark": 100}"#);
+    for i in 0..3 {
+        let start = c
+            .data_dir(i)
+            .join(format!("logs/{TOPIC}-1/log-start-offset"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&start).ok().as_deref() != Some("100") {
+            assert!(
+                Instant::now() < deadline,
+                "node {}: log start of {TOPIC}-1 is {:?}, not 100",
+                i + 1,
+                std::fs::read_to_string(&start).ok()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let d = dump(&all, TOPIC, "confluent");
+    assert_eq!(records(&d)[&1].first().map(|r| r.0), Some(100), "{d}");
 }
 
 /// Waits until `node`'s current log says it installed a snapshot of `topic`-`partition`.

@@ -689,3 +689,60 @@ fn delivered_all(b: &mut Broker) -> Vec<(u64, ProduceResponse)> {
         })
         .collect()
 }
+
+#[test]
+fn delete_records_goes_through_the_partition_log_to_every_replica() {
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let req = |offset: i64| {
+        RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(offset),
+                ]),
+        ]))
+    };
+    let answer = |r: Reply| match r {
+        Reply::Now(ResponseKind::DeleteRecords(r)) => r.topics[0].partitions[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    c.lead(g, 2);
+    for _ in 0..3 {
+        produce_parked(&mut c.brokers[1], idempotent_batch(-1, 0, 2));
+        c.run();
+    }
+    sync(&mut c.brokers[1]);
+    // A follower refuses; past the high watermark is out of range.
+    let r = answer(c.brokers[0].handle(&ctx(ApiKey::DeleteRecords, 2), req(2), 0));
+    assert_eq!(r.error_code, ResponseError::NotLeaderOrFollower.code());
+    let r = answer(c.brokers[1].handle(&ctx(ApiKey::DeleteRecords, 2), req(7), 0));
+    assert_eq!(r.error_code, ResponseError::OffsetOutOfRange.code());
+    // On the leader it waits for the entry, then every replica starts its log at 4.
+    let Reply::Parked { token } = c.brokers[1].handle(&ctx(ApiKey::DeleteRecords, 2), req(4), 0)
+    else {
+        panic!("DeleteRecords waits for its entry")
+    };
+    assert_eq!(
+        c.brokers[1].partition("t", 0).unwrap().log_start_offset(),
+        0
+    );
+    c.run();
+    let d = c.brokers[1].take_deferred();
+    let ResponseKind::DeleteRecords(r) = &d.iter().find(|d| d.token == token).unwrap().response
+    else {
+        panic!()
+    };
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 4));
+    for b in &c.brokers {
+        assert_eq!(b.partition("t", 0).unwrap().log_start_offset(), 4);
+    }
+}

@@ -386,9 +386,7 @@ impl Broker {
                 RequestKind::AlterConfigs(_) | RequestKind::IncrementalAlterConfigs(_) => {
                     return self.alter_configs_cluster(body, now_ms);
                 }
-                RequestKind::DeleteRecords(_) => {
-                    return Reply::Now(cluster_unsupported(body, v));
-                }
+                RequestKind::DeleteRecords(r) => return self.delete_records_cluster(r, now_ms),
                 other => return self.handle_common(ctx, client_host, other, now_ms),
             }
         }
@@ -649,41 +647,6 @@ impl Broker {
                     .and_then(|p| t.partitions.get_mut(p))
             })
             .ok_or(ResponseError::UnknownTopicOrPartition)
-    }
-}
-
-/// What a cluster node answers for DeleteRecords, which it does not replicate yet: the request's
-/// own error shape with INVALID_REQUEST (never a silent local change replicas would not see).
-fn cluster_unsupported(body: RequestKind, _version: i16) -> ResponseKind {
-    use kafka_protocol::messages::DeleteRecordsResponse;
-    use kafka_protocol::messages::delete_records_response::{
-        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
-    };
-    let code = ResponseError::InvalidRequest.code();
-    match body {
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(
-            DeleteRecordsResponse::default().with_topics(
-                r.topics
-                    .into_iter()
-                    .map(|t| {
-                        DeleteRecordsTopicResult::default()
-                            .with_name(t.name)
-                            .with_partitions(
-                                t.partitions
-                                    .into_iter()
-                                    .map(|p| {
-                                        DeleteRecordsPartitionResult::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_low_watermark(-1)
-                                            .with_error_code(code)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
-        ),
-        other => unreachable!("only called for DeleteRecords, got {other:?}"),
     }
 }
 

@@ -8,6 +8,44 @@
 const FORMAT: u8 = 1;
 /// Marks a compaction hint entry (see [`encode_compact_hint`]).
 const COMPACT_HINT: u8 = 2;
+/// Marks a DeleteRecords entry (see [`DeleteRecordsEntry`]).
+const DELETE_RECORDS: u8 = 3;
+
+/// DeleteRecords through the log: every replica moves its log start offset to `offset` when it
+/// applies the entry, so all agree on what is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteRecordsEntry {
+    /// Node that proposed it (answers the client when it applies).
+    pub proposer: u64,
+    /// Proposer-local sequence identifying the waiting request.
+    pub seq: u64,
+    /// The new log start offset.
+    pub offset: i64,
+}
+
+impl DeleteRecordsEntry {
+    /// Encodes the entry for `propose`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![DELETE_RECORDS];
+        out.extend_from_slice(&self.proposer.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out
+    }
+
+    /// Decodes entry data; `None` for any other kind of entry.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        if data.len() != 25 || data[0] != DELETE_RECORDS {
+            return None;
+        }
+        let u = |i: usize| u64::from_be_bytes(data[i..i + 8].try_into().expect("8 bytes"));
+        Some(DeleteRecordsEntry {
+            proposer: u(1),
+            seq: u(9),
+            offset: u(17) as i64,
+        })
+    }
+}
 
 /// A leader's note that every replica holds the log up to `index`: no replica will ever need
 /// entries at or below it again, so each may drop them once its own state machine has them
@@ -89,5 +127,13 @@ mod tests {
         assert_eq!(decode_compact_hint(&hint), Some(77));
         assert_eq!(PartitionEntry::decode(&hint), None);
         assert_eq!(decode_compact_hint(&bytes), None);
+        let d = DeleteRecordsEntry {
+            proposer: 2,
+            seq: 5,
+            offset: 1234,
+        };
+        assert_eq!(DeleteRecordsEntry::decode(&d.encode()), Some(d));
+        assert_eq!(DeleteRecordsEntry::decode(&hint), None);
+        assert_eq!(PartitionEntry::decode(&d.encode()), None);
     }
 }

@@ -677,11 +677,22 @@ impl PartitionLog {
 
     /// DeleteRecords: moves the log start offset forward (persisted) and drops whole segments.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
-        if offset < 0 || offset > self.high_watermark {
+        self.advance_start(offset, self.high_watermark)
+    }
+
+    /// DeleteRecords applied from the Raft log (cluster mode): the leader checked the offset
+    /// against its high watermark; here everything before the entry is applied, maybe not yet
+    /// synced, so the bound is the log end.
+    pub fn delete_records_replicated(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.advance_start(offset, self.log_end_offset())
+    }
+
+    fn advance_start(&mut self, offset: i64, limit: i64) -> Result<i64, LogError> {
+        if offset < 0 || offset > limit {
             return Err(LogError::OffsetOutOfRange {
                 offset,
                 start: self.log_start_offset,
-                end: self.high_watermark,
+                end: limit,
             });
         }
         if offset > self.log_start_offset {

@@ -145,6 +145,7 @@ impl Broker {
             Wait::Admin {
                 token,
                 slot,
+                group: None,
                 since_ms: now_ms,
             },
         );

@@ -58,7 +58,7 @@ impl Broker {
                     Wait::Produce { group: g, .. } | Wait::Coordinator { group: g, .. } => {
                         *g == group
                     }
-                    Wait::Admin { .. } => false,
+                    Wait::Admin { group: g, .. } => *g == Some(group),
                 })
                 .map(|(s, _)| *s)
                 .collect();
@@ -301,6 +301,10 @@ impl Broker {
             else {
                 continue;
             };
+            if let Some(d) = crate::cluster::DeleteRecordsEntry::decode(data) {
+                self.apply_delete_records(&topic, partition, d);
+                continue;
+            }
             if let Some(hint) = crate::cluster::decode_compact_hint(data) {
                 let a = c.applied.get_mut(&group).expect("checked");
                 a.compact_hint = a.compact_hint.max(hint);

@@ -25,6 +25,7 @@ mod apply;
 mod early;
 mod install;
 mod produce;
+mod records;
 mod waits;
 pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
 
@@ -119,10 +120,12 @@ enum Wait {
         responses: Vec<sluice_coordinator::Response>,
         since_ms: i64,
     },
-    /// One topic of a parked admin request.
+    /// One topic (or partition) of a parked admin request.
     Admin {
         token: u64,
         slot: usize,
+        /// The partition group it went through (DeleteRecords); `None`: `__meta`.
+        group: Option<u64>,
         since_ms: i64,
     },
 }
@@ -135,6 +138,11 @@ enum AdminWait {
     Partitions(CreatePartitionsResponse),
     Alter(kafka_protocol::messages::AlterConfigsResponse),
     IncrementalAlter(kafka_protocol::messages::IncrementalAlterConfigsResponse),
+    /// Slots are (topic, partition) positions in the response.
+    DeleteRecords(
+        kafka_protocol::messages::DeleteRecordsResponse,
+        Vec<(usize, usize)>,
+    ),
 }
 
 /// Cluster-mode state of the broker.
@@ -477,6 +485,9 @@ impl Broker {
             if let Some(c) = &mut self.cluster {
                 c.prediction_dropped(group, e.seq);
             }
+            self.fail_wait(e.seq, ResponseError::NotLeaderOrFollower);
+            self.deliver_finished();
+        } else if let Some(e) = crate::cluster::DeleteRecordsEntry::decode(data) {
             self.fail_wait(e.seq, ResponseError::NotLeaderOrFollower);
             self.deliver_finished();
         }

@@ -135,7 +135,12 @@ impl Broker {
         self.admin_slot_done(token, slot, error);
     }
 
-    fn admin_slot_done(&mut self, token: u64, slot: usize, error: Option<(ResponseError, String)>) {
+    pub(super) fn admin_slot_done(
+        &mut self,
+        token: u64,
+        slot: usize,
+        error: Option<(ResponseError, String)>,
+    ) {
         let Some(c) = &mut self.cluster else { return };
         let Some((wait, outstanding)) = c.admins.get_mut(&token) else {
             return;
@@ -170,6 +175,23 @@ impl Broker {
                 let x = &mut r.responses[slot];
                 (&mut x.error_code, &mut x.error_message)
             }
+            AdminWait::DeleteRecords(r, slots) => {
+                // No message field: the code says it.
+                let (t, p) = slots[slot];
+                let x = &mut r.topics[t].partitions[p];
+                if let Some((e, _)) = &error {
+                    x.error_code = e.code();
+                }
+                *outstanding -= 1;
+                if *outstanding == 0 {
+                    let Some((AdminWait::DeleteRecords(r, _), _)) = c.admins.remove(&token) else {
+                        unreachable!("matched above")
+                    };
+                    c.finished
+                        .push((token, ResponseKind::DeleteRecords(r), false));
+                }
+                return;
+            }
         };
         if let Some((e, m)) = &error {
             *code = e.code();
@@ -184,6 +206,7 @@ impl Broker {
                 AdminWait::Partitions(r) => ResponseKind::CreatePartitions(r),
                 AdminWait::Alter(r) => ResponseKind::AlterConfigs(r),
                 AdminWait::IncrementalAlter(r) => ResponseKind::IncrementalAlterConfigs(r),
+                AdminWait::DeleteRecords(..) => unreachable!("answered above"),
             };
             c.finished.push((token, response, false));
         }
