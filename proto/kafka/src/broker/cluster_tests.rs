@@ -546,6 +546,26 @@ fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
     let image = crate::cluster::PartitionImage::decode(&due[0].2).unwrap();
     assert_eq!(image.end_offset, 10);
 
+    // Node 3 starts copying, then crashes before the install completes: it comes back with its
+    // applied mark where it was and starts over from there (the copy was never recorded).
+    let InstallStep::Fetch { request, .. } = c.brokers[2].install_begin(g, image, 0) else {
+        panic!("node 3 lacks records")
+    };
+    let response = c.brokers[1]
+        .fetch(&request, super::REPLICA_FETCH_VERSION)
+        .response;
+    c.brokers[2].install_fetched(g, &response, 0).unwrap();
+    assert_eq!(c.brokers[2].partition("t", 0).unwrap().log_end_offset(), 10);
+    sync(&mut c.brokers[2]);
+    c.brokers[2] = open(&c.fs[2], 3);
+    let meta: Vec<(u64, Vec<u8>)> = c.logs[&META_GROUP]
+        .iter()
+        .map(|(i, _, d)| (*i, d.clone()))
+        .collect();
+    c.brokers[2].apply_meta(&meta, 0);
+    assert_eq!(c.brokers[2].partition("t", 0).unwrap().log_end_offset(), 0);
+    c.lead(g, 1);
+
     // Node 3 installs it, copying from node 2 (a follower: replicas serve replica fetches).
     let mut step = c.brokers[2].install_begin(g, image, 0);
     assert!(c.brokers[2].installing(g));
