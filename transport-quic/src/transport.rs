@@ -585,11 +585,20 @@ impl Shared {
         }
     }
 
-    /// Spawns a tracked task (shutdown waits for it), inside a span carrying `node_id`.
+    /// Spawns a tracked task (shutdown waits for it), inside a span carrying `node_id` (the
+    /// caller's, when it runs in one already, so log lines do not repeat it).
     fn spawn(this: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
         this.tasks_live.fetch_add(1, Ordering::AcqRel);
         let shared = this.clone();
-        let span = tracing::info_span!("raft_transport", node_id = this.node_id);
+        let current = tracing::Span::current();
+        let span = if current
+            .metadata()
+            .is_some_and(|m| m.name() == "raft_transport")
+        {
+            current
+        } else {
+            tracing::info_span!("raft_transport", node_id = this.node_id)
+        };
         let tracked = async move {
             task.await;
             if shared.tasks_live.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -600,12 +609,23 @@ impl Shared {
         this.runtime.spawn(Box::pin(tracked));
     }
 
-    fn record_refusal(&self, refusal: Refusal) {
+    /// Keeps `refusal` for [`Transport::refusals`]; returns how many kept ones it repeats (same
+    /// host, claimed id and reason: a peer redialing with backoff).
+    fn record_refusal(&self, refusal: Refusal) -> usize {
         let mut refusals = lock(&self.refusals);
+        let seen = refusals
+            .iter()
+            .filter(|r| {
+                r.remote.ip() == refusal.remote.ip()
+                    && r.claimed_id == refusal.claimed_id
+                    && r.reason == refusal.reason
+            })
+            .count();
         if refusals.len() == REFUSALS_KEPT_MAX {
             refusals.pop_front();
         }
         refusals.push_back(refusal);
+        seen
     }
 }
 
@@ -662,25 +682,33 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
             Ok(conn) => conn,
             Err(e) => {
                 let reason = format!("TLS handshake with {remote} failed: {e}");
-                warn!(%remote, error = %e, "refused a connection: TLS handshake failed");
-                shared.record_refusal(Refusal {
+                let seen = shared.record_refusal(Refusal {
                     remote,
                     claimed_id: None,
                     reason,
                 });
+                if worth_warning(seen) {
+                    warn!(%remote, error = %e, repeats = seen, "refused a connection: TLS handshake failed");
+                } else {
+                    debug!(%remote, error = %e, repeats = seen, "refused a connection: TLS handshake failed");
+                }
                 return None;
             }
         };
         match accept_handshake(&shared, &conn).await {
             Ok(peer) => Some((peer, conn)),
             Err((claimed_id, reason)) => {
-                warn!(%remote, claimed_id, reason = %reason, "refused a connection");
                 conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
-                shared.record_refusal(Refusal {
+                let seen = shared.record_refusal(Refusal {
                     remote,
                     claimed_id,
-                    reason,
+                    reason: reason.clone(),
                 });
+                if worth_warning(seen) {
+                    warn!(%remote, claimed_id, reason = %reason, repeats = seen, "refused a connection");
+                } else {
+                    debug!(%remote, claimed_id, reason = %reason, repeats = seen, "refused a connection");
+                }
                 None
             }
         }
@@ -793,10 +821,18 @@ async fn accept_handshake(
 // ---------------------------------------------------------------------------------------------
 // Dialing (this node has the lower id).
 
+/// A repeated failure is logged at warn the 1st, 2nd, 4th, 8th… time, else at debug: a peer that
+/// is down or refuses us is retried with backoff, and the log should say so without flooding.
+fn worth_warning(repeats: usize) -> bool {
+    (repeats + 1).is_power_of_two()
+}
+
 async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
     let min = Duration::from_millis(shared.limits.backoff_ms_min);
     let max = Duration::from_millis(shared.limits.backoff_ms_max);
     let mut backoff = min;
+    // The last dial error and how often it repeated since.
+    let mut failures: (String, usize) = (String::new(), 0);
     while !shared.is_shutting_down() {
         set_status(&peer, PeerState::Connecting, None);
         let attempt = future::or(dial_once(&shared, &peer), async {
@@ -806,19 +842,37 @@ async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
         match attempt.await {
             Ok(conn) => {
                 backoff = min;
+                failures = (String::new(), 0);
                 run_session(&shared, &peer, conn).await;
             }
             Err(error) => {
                 if shared.is_shutting_down() {
                     break;
                 }
-                warn!(
-                    peer_id = peer.id,
-                    addr = %peer.addr,
-                    error = %error,
-                    "connecting to node {} failed",
-                    peer.id
-                );
+                if failures.0 == error {
+                    failures.1 += 1;
+                } else {
+                    failures = (error.clone(), 0);
+                }
+                if worth_warning(failures.1) {
+                    warn!(
+                        peer_id = peer.id,
+                        addr = %peer.addr,
+                        error = %error,
+                        repeats = failures.1,
+                        "connecting to node {} failed",
+                        peer.id
+                    );
+                } else {
+                    debug!(
+                        peer_id = peer.id,
+                        addr = %peer.addr,
+                        error = %error,
+                        repeats = failures.1,
+                        "connecting to node {} failed",
+                        peer.id
+                    );
+                }
                 set_status(&peer, PeerState::Backoff, Some(error));
                 let delay = jittered(backoff);
                 backoff = (backoff * 2).min(max);
