@@ -659,6 +659,23 @@ async fn timeout<T>(
     future::or(work, expire).await
 }
 
+/// A repeated failure is logged at warn the 1st, 2nd, 4th, 8th… time, else at debug: a peer that
+/// is down or refuses us is retried with backoff, and the log should say so without flooding.
+fn worth_warning(repeats: usize) -> bool {
+    (repeats + 1).is_power_of_two()
+}
+
+/// `warn!` when the `repeats`-th repetition is [`worth_warning`], else `debug!`.
+macro_rules! log_repeated {
+    ($repeats:expr, $($arg:tt)+) => {
+        if worth_warning($repeats) {
+            warn!(repeats = $repeats, $($arg)+)
+        } else {
+            debug!(repeats = $repeats, $($arg)+)
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Accepting (this node has the higher id).
 
@@ -687,11 +704,7 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
                     claimed_id: None,
                     reason,
                 });
-                if worth_warning(seen) {
-                    warn!(%remote, error = %e, repeats = seen, "refused a connection: TLS handshake failed");
-                } else {
-                    debug!(%remote, error = %e, repeats = seen, "refused a connection: TLS handshake failed");
-                }
+                log_repeated!(seen, %remote, error = %e, "refused a connection: TLS handshake failed");
                 return None;
             }
         };
@@ -704,11 +717,7 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
                     claimed_id,
                     reason: reason.clone(),
                 });
-                if worth_warning(seen) {
-                    warn!(%remote, claimed_id, reason = %reason, repeats = seen, "refused a connection");
-                } else {
-                    debug!(%remote, claimed_id, reason = %reason, repeats = seen, "refused a connection");
-                }
+                log_repeated!(seen, %remote, claimed_id, reason = %reason, "refused a connection");
                 None
             }
         }
@@ -821,12 +830,6 @@ async fn accept_handshake(
 // ---------------------------------------------------------------------------------------------
 // Dialing (this node has the lower id).
 
-/// A repeated failure is logged at warn the 1st, 2nd, 4th, 8th… time, else at debug: a peer that
-/// is down or refuses us is retried with backoff, and the log should say so without flooding.
-fn worth_warning(repeats: usize) -> bool {
-    (repeats + 1).is_power_of_two()
-}
-
 async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
     let min = Duration::from_millis(shared.limits.backoff_ms_min);
     let max = Duration::from_millis(shared.limits.backoff_ms_max);
@@ -854,25 +857,14 @@ async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 } else {
                     failures = (error.clone(), 0);
                 }
-                if worth_warning(failures.1) {
-                    warn!(
-                        peer_id = peer.id,
-                        addr = %peer.addr,
-                        error = %error,
-                        repeats = failures.1,
-                        "connecting to node {} failed",
-                        peer.id
-                    );
-                } else {
-                    debug!(
-                        peer_id = peer.id,
-                        addr = %peer.addr,
-                        error = %error,
-                        repeats = failures.1,
-                        "connecting to node {} failed",
-                        peer.id
-                    );
-                }
+                log_repeated!(
+                    failures.1,
+                    peer_id = peer.id,
+                    addr = %peer.addr,
+                    error = %error,
+                    "connecting to node {} failed",
+                    peer.id
+                );
                 set_status(&peer, PeerState::Backoff, Some(error));
                 let delay = jittered(backoff);
                 backoff = (backoff * 2).min(max);
