@@ -117,11 +117,24 @@ impl Broker {
                 }
             }
         }
+        // Only topic changes touch local state; leader records (frequent during elections) and
+        // registrations do not, and reconciling costs a pass over every topic.
+        let reshaped = events.iter().any(|ev| {
+            matches!(
+                ev,
+                MetaEvent::TopicCreated { .. }
+                    | MetaEvent::TopicDeleted { .. }
+                    | MetaEvent::PartitionsCreated { .. }
+                    | MetaEvent::ConfigsChanged { .. }
+            )
+        });
         // Deletions first (by id), then creations: a batch may delete and re-create a name.
         for ev in events {
             self.meta_event(ev, now_ms);
         }
-        self.reconcile(now_ms);
+        if reshaped {
+            self.reconcile(now_ms);
+        }
         self.deliver_finished();
     }
 
