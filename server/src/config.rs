@@ -81,6 +81,14 @@ pub struct Cli {
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
     #[arg(long, global = true, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics [default: off]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_METRICS_ADDR",
+        value_name = "HOST:PORT"
+    )]
+    pub metrics_addr: Option<String>,
     /// What to run: nothing for the standalone broker, `raft-cluster` for cluster mode,
     /// `certs` to create a cluster's certificates.
     #[command(subcommand)]
@@ -105,6 +113,7 @@ struct FileConfig {
     workers: Option<usize>,
     offsets_partitions: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    metrics_addr: Option<String>,
     /// Cluster mode settings (`sluice raft-cluster`); ignored by the standalone broker.
     cluster: Option<crate::cluster::cli::FileCluster>,
 }
@@ -147,6 +156,8 @@ pub struct Config {
     pub offsets_partitions: i32,
     /// Initial rebalance delay of empty groups.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Where the metrics endpoint listens (none: off).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Cli {
@@ -236,6 +247,10 @@ impl Cli {
             .group_initial_rebalance_delay_ms
             .or(file.group_initial_rebalance_delay_ms)
             .unwrap_or(3000);
+        let metrics_addr = match self.metrics_addr.or(file.metrics_addr) {
+            None => None,
+            Some(a) => Some(resolve_addr(&a).context("--metrics-addr")?),
+        };
         Ok(Config {
             kafka_addr,
             advertised_host,
@@ -263,6 +278,7 @@ impl Cli {
             workers: self.workers.or(file.workers).unwrap_or(0),
             offsets_partitions,
             group_initial_rebalance_delay_ms,
+            metrics_addr,
         })
     }
 }

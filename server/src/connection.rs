@@ -25,6 +25,7 @@ use sluice_proto::runtime::{Reader, Runtime, Writer};
 use tracing::{debug, warn};
 
 use crate::budget::Permit;
+use crate::metrics::Counters;
 use crate::server::{Shared, now_ms};
 
 /// Requests one connection may have in flight before reading pauses.
@@ -64,6 +65,8 @@ pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
     writer: W,
     peer: std::net::SocketAddr,
 ) {
+    let open = &shared.metrics.connections_open;
+    open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = async_channel::bounded::<Pending>(MAX_IN_FLIGHT);
     let read_side = read_requests(shared.clone(), reader, tx, peer);
     let write_side = write_responses(rt, shared.clone(), writer, rx, peer);
@@ -74,6 +77,10 @@ pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
         map.remove(&token);
     }
     drop(map);
+    shared
+        .metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     debug!(%peer, "connection closed");
 }
 
@@ -123,7 +130,10 @@ async fn read_requests<Rd: Reader>(
         }
         match reader.read(&mut buf).await {
             Ok(0) => return parked,
-            Ok(n) => decoder.extend(&buf[..n]),
+            Ok(n) => {
+                Counters::add(&shared.metrics.bytes_received, n);
+                decoder.extend(&buf[..n]);
+            }
             Err(e) => {
                 debug!(%peer, error = %e, "read failed");
                 return parked;
@@ -162,6 +172,7 @@ fn handle_frame(
     let request = match codec::decode_request(frame) {
         Ok(r) => r,
         Err(e) => {
+            Counters::add(&shared.metrics.refused_requests, 1);
             warn!(node_id = shared.config.node_id, %peer, error = %e, "refusing request");
             let reply = e
                 .response()
@@ -176,6 +187,7 @@ fn handle_frame(
         }
     };
     let ctx = request.ctx;
+    shared.metrics.request(ctx.api_key);
     let received = Instant::now();
     let group_api = is_group_api(ctx.api_key);
     let (reply, parked_rx) = {
@@ -324,11 +336,12 @@ async fn write_responses<R: Runtime, W: Writer>(
                 }
             }
         };
-        if !bytes.is_empty()
-            && let Err(e) = writer.write_all(&bytes).await
-        {
-            debug!(%peer, error = %e, "write failed");
-            break;
+        if !bytes.is_empty() {
+            if let Err(e) = writer.write_all(&bytes).await {
+                debug!(%peer, error = %e, "write failed");
+                break;
+            }
+            Counters::add(&shared.metrics.bytes_sent, bytes.len());
         }
         if close {
             break;

@@ -12,6 +12,7 @@ mod cluster;
 mod config;
 mod connection;
 mod disk;
+mod metrics;
 mod server;
 
 use clap::Parser;

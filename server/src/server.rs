@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::budget::MemoryBudget;
 use crate::config::{Config, Durability};
 use crate::disk::DiskStorage;
+use crate::metrics::Counters;
 
 /// State shared by every task of the server.
 pub struct Shared {
@@ -38,6 +39,10 @@ pub struct Shared {
     pub timer: Event,
     /// Cluster mode: the broker queued Raft proposals.
     pub raft_wake: Event,
+    /// Request, byte and connection counters (`--metrics-addr`).
+    pub metrics: crate::metrics::Counters,
+    /// Cluster mode: Raft groups and peers as the node last published them.
+    pub cluster_gauges: Mutex<Option<crate::metrics::ClusterGauges>>,
     stopping: AtomicBool,
     stop: Event,
 }
@@ -111,6 +116,7 @@ pub struct Server<R: Runtime> {
     rt: R,
     shared: Arc<Shared>,
     listener: R::Listener,
+    metrics: Option<R::Listener>,
 }
 
 impl<R: Runtime> Server<R> {
@@ -159,11 +165,25 @@ impl<R: Runtime> Server<R> {
                 config.node_id, config.kafka_addr
             )
         })?;
+        let metrics = match config.metrics_addr {
+            None => None,
+            Some(addr) => Some(rt.bind(addr).await.with_context(|| {
+                format!(
+                    "node {}: cannot listen on {addr} (--metrics-addr)",
+                    config.node_id
+                )
+            })?),
+        };
+        let metrics_addr = match &metrics {
+            Some(l) => format!("http://{}/metrics", l.local_addr()?),
+            None => "off".to_string(),
+        };
         info!(
             node_id = config.node_id,
             version = env!("CARGO_PKG_VERSION"),
             runtime = rt.name(),
             kafka_addr = %listener.local_addr()?,
+            metrics = %metrics_addr,
             advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
             data_dir = %data_dir,
             durability = ?config.durability,
@@ -180,6 +200,8 @@ impl<R: Runtime> Server<R> {
             parked: Mutex::new(HashMap::new()),
             timer: Event::new(),
             raft_wake: Event::new(),
+            metrics: crate::metrics::Counters::default(),
+            cluster_gauges: Mutex::new(None),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
         });
@@ -187,6 +209,7 @@ impl<R: Runtime> Server<R> {
             rt,
             shared,
             listener,
+            metrics,
         })
     }
 
@@ -205,6 +228,12 @@ impl<R: Runtime> Server<R> {
         rt.spawn(flusher(rt.clone(), shared.clone(), flusher_done_tx).instrument(span.clone()));
         rt.spawn(retention(rt.clone(), shared.clone()).instrument(span.clone()));
         rt.spawn(coordinator_timer(rt.clone(), shared.clone()).instrument(span.clone()));
+        if let Some(listener) = self.metrics.take() {
+            rt.spawn(
+                crate::metrics::serve(rt.clone(), listener, shared.clone())
+                    .instrument(span.clone()),
+            );
+        }
         loop {
             let accept = async { Some(self.listener.accept().await) };
             let stop = async {
@@ -215,6 +244,7 @@ impl<R: Runtime> Server<R> {
                 None => break,
                 Some(Ok((reader, writer, peer))) => {
                     debug!(%peer, "connection accepted");
+                    Counters::add(&shared.metrics.connections_accepted, 1);
                     rt.spawn(
                         crate::connection::serve(rt.clone(), shared.clone(), reader, writer, peer)
                             .instrument(span.clone()),

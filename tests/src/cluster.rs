@@ -28,6 +28,8 @@ pub struct Addr {
     pub kafka: String,
     /// QUIC endpoint (UDP).
     pub raft: String,
+    /// `IP:PORT` of its metrics endpoint.
+    pub metrics: String,
 }
 
 /// Three `sluice raft-cluster` nodes with their certificates and data dirs in one temp dir.
@@ -72,17 +74,22 @@ impl Cluster {
             .iter()
             .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
             .collect();
+        let http: Vec<TcpListener> = ips
+            .iter()
+            .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
+            .collect();
         let udp: Vec<UdpSocket> = ips
             .iter()
             .map(|ip| UdpSocket::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
             .collect();
         let addrs = ips
             .iter()
-            .zip(tcp.iter().zip(&udp))
-            .map(|(ip, (t, u))| Addr {
+            .zip(tcp.iter().zip(&udp).zip(&http))
+            .map(|(ip, ((t, u), h))| Addr {
                 ip: ip.to_string(),
                 kafka: format!("{ip}:{}", t.local_addr().unwrap().port()),
                 raft: format!("{ip}:{}", u.local_addr().unwrap().port()),
+                metrics: format!("{ip}:{}", h.local_addr().unwrap().port()),
             })
             .collect();
         Cluster {
@@ -122,6 +129,8 @@ impl Cluster {
             &(i + 1).to_string(),
             "--kafka-addr",
             &self.addrs[i].kafka,
+            "--metrics-addr",
+            &self.addrs[i].metrics,
             "--data-dir",
             self.data_dir(i).to_str().unwrap(),
         ]

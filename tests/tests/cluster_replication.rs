@@ -29,7 +29,7 @@ use sluice_tests::cluster::{
     partition_elections, produce,
 };
 use sluice_tests::kafka::{Conn, batch_of, produce_request};
-use sluice_tests::{Streaming, python};
+use sluice_tests::{Streaming, http_get, metric, python};
 
 // ---------------------------------------------------------------------------------------------
 // Clients
@@ -743,6 +743,29 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
         copied_from[1].contains(&0),
         "the node that lost its disk copied from the start: {copied_from:?}"
     );
+    // The metrics endpoints tell the same story: installs counted, one leader per partition.
+    let (status, text) = http_get(&c.addrs[victims[1]].metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        metric(&text, "sluice_snapshot_installs_total").unwrap_or(0.0) >= PARTS as f64,
+        "{text}"
+    );
+    for p in 0..PARTS {
+        let series = format!("topic=\"{TOPIC}\",partition=\"{p}\"}}");
+        let leaders: f64 = (0..3)
+            .map(|i| {
+                let (_, t) = http_get(&c.addrs[i].metrics, "/metrics");
+                t.lines()
+                    .filter(|l| l.starts_with("sluice_raft_leader{") && l.contains(&series))
+                    .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                    .sum::<f64>()
+            })
+            .sum();
+        assert_eq!(
+            leaders, 1.0,
+            "{TOPIC}-{p}: leaders by the metrics of nodes 1-3"
+        );
+    }
 }
 
 #[test]

@@ -50,6 +50,7 @@ pub async fn install<R: Runtime>(
     loop {
         let (request, sources, from, to) = match step {
             InstallStep::Done => {
+                crate::metrics::Counters::add(&shared.metrics.snapshot_installs, 1);
                 let mut broker = shared.broker.lock().unwrap();
                 broker.install_finish(group, now_ms());
                 deliver(shared, &mut broker);

@@ -267,6 +267,7 @@ async fn run_inner<R: Runtime>(
             for (group, index, image) in compactions {
                 compact_group(&rt, &mut node, &mut stores, group, index, image).await;
             }
+            publish_gauges(&node, &transport, &shared);
         }
         if now >= next_balance && stopping.is_none() {
             next_balance = now + 2000;
@@ -775,6 +776,53 @@ async fn compact_group<R: Runtime>(
             warn!(node_id, group, index, error = %e, "compacting the raft log on disk failed; the in-memory log is compacted, the file keeps everything")
         }
     }
+}
+
+/// Publishes every group's Raft state and every peer connection for the metrics endpoint.
+fn publish_gauges(node: &sluice_raft::Node, transport: &Transport, shared: &Shared) {
+    use crate::metrics::{ClusterGauges, GroupGauge, PeerGauge};
+    let names: HashMap<u64, (String, i32)> = {
+        let broker = shared.broker.lock().unwrap();
+        let Some(meta) = broker.meta() else { return };
+        node.group_ids()
+            .filter_map(|g| meta.group(g).map(|(t, p)| (g, (t.to_string(), p))))
+            .collect()
+    };
+    let mut groups: Vec<GroupGauge> = node
+        .group_ids()
+        .filter_map(|g| {
+            let d = node.group(g)?;
+            let raft = &d.raw_node().raft;
+            let (topic, partition) = if g == META_GROUP {
+                ("__meta".to_string(), -1)
+            } else {
+                names.get(&g).cloned()?
+            };
+            Some(GroupGauge {
+                group: g,
+                topic,
+                partition,
+                leader: d.role() == StateRole::Leader,
+                term: raft.term,
+                commit: raft.raft_log.committed,
+                applied: d.applied_index(),
+                first_index: d.store().first_index(),
+                last_index: raft.raft_log.last_index(),
+            })
+        })
+        .collect();
+    groups.sort_by_key(|g| g.group);
+    let peers = transport
+        .peer_states()
+        .into_iter()
+        .map(|p| PeerGauge {
+            id: p.id,
+            connected: matches!(p.state, sluice_transport_quic::PeerState::Connected { .. }),
+            dropped_batches: p.dropped_batches,
+            connections: p.connections,
+        })
+        .collect();
+    *shared.cluster_gauges.lock().unwrap() = Some(ClusterGauges { groups, peers });
 }
 
 /// Preferred-leader election (Kafka's auto leader rebalance): a group led by another replica

@@ -344,6 +344,29 @@ impl Broker {
         &self.cluster_id
     }
 
+    /// Every local partition log, for metrics: (topic, partition, log start, high watermark,
+    /// log end, bytes on disk), sorted by topic and partition.
+    pub fn log_stats(&self) -> Vec<(String, i32, i64, i64, i64, u64)> {
+        let mut out: Vec<_> = self
+            .topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.partitions.iter().enumerate().map(move |(p, log)| {
+                    (
+                        name.clone(),
+                        p as i32,
+                        log.log_start_offset(),
+                        log.high_watermark(),
+                        log.log_end_offset(),
+                        log.size_bytes(),
+                    )
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
     /// Settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
