@@ -633,6 +633,28 @@ fn cluster_acks_1_offsets_and_delete_records_hold_on_every_replica() {
     assert_eq!(records(&d)[&1].first().map(|r| r.0), Some(100), "{d}");
 }
 
+/// Waits until Metadata through node `via + 1` lists exactly `want` as the ISR of `topic`-`p`.
+fn wait_for_isr(c: &Cluster, via: usize, topic: &str, p: i32, want: &[u64], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let md = describe(&c.addrs[via].kafka, topic);
+        let mut isr: Vec<u64> = md["partitions"][p.to_string()]["isr"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r.as_u64()).collect())
+            .unwrap_or_default();
+        isr.sort();
+        if isr == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}-{p}: ISR through node {} is {isr:?}, not {want:?}, after {timeout:?}: {md}",
+            via + 1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Waits until `node`'s current log says it installed a snapshot of `topic`-`partition`.
 fn wait_for_install(c: &Cluster, node: usize, topic: &str, partition: i32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -695,6 +717,13 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
                 ""
             }
         );
+        // The partition leaders drop it from their ISR once it has been silent for the replica
+        // timeout; Metadata on the other nodes says so.
+        let others: Vec<u64> = (1..=3).filter(|&n| n != victim as u64 + 1).collect();
+        let via = (victim + 1) % 3;
+        for p in 0..PARTS {
+            wait_for_isr(&c, via, TOPIC, p, &others, Duration::from_secs(15));
+        }
         producer.until(
             "4 s and 1000 acks after the kill",
             Duration::from_secs(30),
@@ -704,6 +733,7 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
         let restarted = now_ms();
         for p in 0..PARTS {
             wait_for_install(&c, victim, TOPIC, p, Duration::from_secs(30));
+            wait_for_isr(&c, via, TOPIC, p, &[1, 2, 3], Duration::from_secs(15));
         }
         producer.until(
             "200 acks on every partition after the restart",

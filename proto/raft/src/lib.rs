@@ -38,7 +38,7 @@ pub use config::Config;
 pub use driver::{Apply, Driver, Persist, RoleChange, Task};
 pub use error::{Error, Result};
 pub use multi::{META_GROUP, Node};
-pub use raft::StateRole;
 pub use raft::eraftpb;
+pub use raft::{ProgressState, StateRole};
 pub use storage::LogStore;
 pub use wire::{GroupMessage, PeerBatch};

@@ -264,6 +264,7 @@ async fn run_inner<R: Runtime>(
                 timeout: replica_timeout,
             };
             propose_compact_hints(&mut node, &mut hinted, liveness, compact_step);
+            report_isr(&node, &silent, now, replica_timeout, &shared);
             for (group, index, image) in compactions {
                 compact_group(&rt, &mut node, &mut stores, group, index, image).await;
             }
@@ -730,6 +731,52 @@ fn propose_compact_hints(
             let _ = node.propose(group, sluice_proto::cluster::encode_compact_hint(held));
         }
     }
+}
+
+/// Tells the broker, for every partition this node leads, which replicas are in sync: itself,
+/// and every follower heard from within the replica timeout that is not being sent a snapshot
+/// (it fell behind the leader's retained log).
+fn report_isr(
+    node: &sluice_raft::Node,
+    silent: &HashMap<(u64, u64), u64>,
+    now: u64,
+    timeout: u64,
+    shared: &Shared,
+) {
+    let me = node.id();
+    let mut reports = Vec::new();
+    for group in node.group_ids().filter(|g| *g != META_GROUP) {
+        let Some(driver) = node.group(group) else {
+            continue;
+        };
+        if driver.role() != StateRole::Leader {
+            continue;
+        }
+        let raft = &driver.raw_node().raft;
+        let isr: Vec<i32> = raft
+            .prs()
+            .iter()
+            .filter(|(id, pr)| {
+                **id == me
+                    || (silent
+                        .get(&(group, **id))
+                        .is_none_or(|since| now.saturating_sub(*since) < timeout)
+                        && pr.state != sluice_raft::ProgressState::Snapshot)
+            })
+            .map(|(id, _)| *id as i32)
+            .collect();
+        reports.push((group, raft.term, isr));
+    }
+    if reports.is_empty() {
+        return;
+    }
+    let mut broker = shared.broker.lock().unwrap();
+    let now_ms = crate::server::now_ms();
+    for (group, term, isr) in reports {
+        broker.report_isr(group, term, isr, now_ms);
+    }
+    drop(broker);
+    shared.raft_wake.notify(1);
 }
 
 /// Drops a partition group's Raft log up to `index` in memory and on disk, keeping `image`

@@ -82,6 +82,17 @@ pub enum MetaCommand {
         /// Its Raft term (the leader epoch).
         term: u64,
     },
+    /// The leader of a partition group in `term` reports which replicas keep up with it.
+    Isr {
+        /// Partition group.
+        group: u64,
+        /// The reporting leader.
+        leader: i32,
+        /// Its term; a report from an older term than the recorded leader's is ignored.
+        term: u64,
+        /// Replicas in sync, the leader included.
+        isr: Vec<i32>,
+    },
 }
 
 impl MetaCommand {
@@ -112,6 +123,19 @@ pub struct MetaPartition {
     pub leader: i32,
     /// That leader's term.
     pub leader_epoch: i32,
+    /// In-sync replicas as that leader last reported them (empty: not reported yet, all).
+    pub isr: Vec<i32>,
+}
+
+impl MetaPartition {
+    /// The in-sync replicas to report to clients.
+    pub fn in_sync(&self) -> &[i32] {
+        if self.isr.is_empty() {
+            &self.replicas
+        } else {
+            &self.isr
+        }
+    }
 }
 
 /// A topic as the cluster sees it.
@@ -367,25 +391,50 @@ impl MetaState {
                 leader,
                 term,
             } => {
-                let Some((topic, p)) = self.groups.get(&group).cloned() else {
-                    return Vec::new();
-                };
-                let Some(part) = self
-                    .topics
-                    .get_mut(&topic)
-                    .and_then(|t| t.partitions.get_mut(p as usize))
-                else {
+                let Some(part) = self.group_partition_mut(group) else {
                     return Vec::new();
                 };
                 let term = i32::try_from(term).unwrap_or(i32::MAX);
                 if term < part.leader_epoch {
                     return Vec::new();
                 }
+                if term > part.leader_epoch || leader != part.leader {
+                    // A new leader reports its own view of who keeps up.
+                    part.isr.clear();
+                }
                 part.leader = leader;
                 part.leader_epoch = term;
                 vec![MetaEvent::LeaderRecorded { group }]
             }
+            MetaCommand::Isr {
+                group,
+                leader,
+                term,
+                mut isr,
+            } => {
+                let Some(part) = self.group_partition_mut(group) else {
+                    return Vec::new();
+                };
+                let term = i32::try_from(term).unwrap_or(i32::MAX);
+                isr.sort_unstable();
+                isr.dedup();
+                if term != part.leader_epoch
+                    || leader != part.leader
+                    || !isr.contains(&leader)
+                    || isr.iter().any(|r| !part.replicas.contains(r))
+                {
+                    return Vec::new();
+                }
+                part.isr = isr;
+                vec![MetaEvent::LeaderRecorded { group }]
+            }
         }
+    }
+
+    /// The partition a group replicates.
+    fn group_partition_mut(&mut self, group: u64) -> Option<&mut MetaPartition> {
+        let (topic, p) = self.groups.get(&group)?;
+        self.topics.get_mut(topic)?.partitions.get_mut(*p as usize)
     }
 
     fn check_placement(&self, partitions: i32, rf: i32) -> Result<(), (ResponseError, String)> {
@@ -424,6 +473,7 @@ impl MetaState {
             replicas,
             leader: -1,
             leader_epoch: 0,
+            isr: Vec::new(),
         }
     }
 }
@@ -514,6 +564,32 @@ mod tests {
         });
         assert_eq!(m.partition("t", 0).unwrap().leader, 2);
         assert_eq!(m.partition("t", 0).unwrap().leader_epoch, 5);
+        // ISR reports: only from the recorded leader in its term, listing itself and replicas.
+        let isr = |leader: i32, term: u64, isr: Vec<i32>| MetaCommand::Isr {
+            group: 1,
+            leader,
+            term,
+            isr,
+        };
+        assert_eq!(m.partition("t", 0).unwrap().in_sync(), &[1, 2, 3]);
+        m.apply(isr(2, 5, vec![2, 1]));
+        assert_eq!(m.partition("t", 0).unwrap().in_sync(), &[1, 2]);
+        for stale in [
+            isr(3, 5, vec![3]),
+            isr(2, 4, vec![2]),
+            isr(2, 5, vec![1]),
+            isr(2, 5, vec![2, 7]),
+        ] {
+            m.apply(stale);
+            assert_eq!(m.partition("t", 0).unwrap().in_sync(), &[1, 2]);
+        }
+        // A new leader starts from "all" until it reports.
+        m.apply(MetaCommand::Leader {
+            group: 1,
+            leader: 3,
+            term: 6,
+        });
+        assert_eq!(m.partition("t", 0).unwrap().in_sync(), &[1, 2, 3]);
         let ev = m.apply(MetaCommand::DeleteTopic {
             request: None,
             name: "t".into(),

@@ -93,6 +93,7 @@ impl Broker {
                     let (leader, epoch) = c.leader_of(&name, p as i32);
                     let replicas: Vec<BrokerId> =
                         mp.replicas.iter().map(|&r| BrokerId(r)).collect();
+                    let isr: Vec<BrokerId> = mp.in_sync().iter().map(|&r| BrokerId(r)).collect();
                     MetadataResponsePartition::default()
                         .with_error_code(if leader < 0 {
                             ResponseError::LeaderNotAvailable.code()
@@ -102,8 +103,8 @@ impl Broker {
                         .with_partition_index(p as i32)
                         .with_leader_id(BrokerId(leader))
                         .with_leader_epoch(epoch.max(0))
-                        .with_replica_nodes(replicas.clone())
-                        .with_isr_nodes(replicas)
+                        .with_replica_nodes(replicas)
+                        .with_isr_nodes(isr)
                 })
                 .collect();
             response.topics.push(mt);

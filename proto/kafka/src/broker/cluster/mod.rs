@@ -163,6 +163,8 @@ pub struct ClusterState {
     early: BTreeMap<(u64, u64), (u64, i64)>,
     /// acks=1 produces with a predicted base, waiting for their Raft index: seq → (group, base).
     early_pending: HashMap<u64, (u64, i64)>,
+    /// ISR reports proposed to `__meta` and not yet seen applied: group → (isr, when).
+    isr_proposed: HashMap<u64, (Vec<i32>, i64)>,
     proposals: Vec<Proposal>,
     group_changes: Vec<GroupChange>,
     /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
@@ -194,6 +196,7 @@ impl ClusterState {
             predicted: HashMap::new(),
             early: BTreeMap::new(),
             early_pending: HashMap::new(),
+            isr_proposed: HashMap::new(),
             proposals: Vec::new(),
             group_changes: Vec::new(),
             retry: Vec::new(),
@@ -373,6 +376,50 @@ impl Broker {
     /// Address of a broker for KIP-951 hints.
     pub(super) fn node_endpoint(&self, node: i32) -> Option<(String, i32)> {
         self.cluster.as_ref()?.meta.brokers.get(&node).cloned()
+    }
+
+    /// The runtime's view, as leader of `group` in `term`, of the replicas that keep up with
+    /// it. Proposed to `__meta` when it differs from the recorded ISR (what Metadata reports);
+    /// a proposal not applied within 5 s is made again.
+    pub fn report_isr(&mut self, group: u64, term: u64, mut isr: Vec<i32>, now_ms: i64) {
+        let Some(c) = &mut self.cluster else { return };
+        let me = c.node_id;
+        isr.sort_unstable();
+        let Some(mp) = c
+            .meta
+            .group(group)
+            .and_then(|(t, p)| c.meta.partition(t, p))
+        else {
+            return;
+        };
+        // Wait until `__meta` records this leadership (its Leader entry goes first).
+        if mp.leader != me || mp.leader_epoch as u64 != term {
+            return;
+        }
+        let mut current = mp.in_sync().to_vec();
+        current.sort_unstable();
+        if current == isr {
+            c.isr_proposed.remove(&group);
+            return;
+        }
+        if c.isr_proposed
+            .get(&group)
+            .is_some_and(|(p, at)| *p == isr && now_ms - at < 5000)
+        {
+            return;
+        }
+        tracing::info!(node_id = me, group, term, isr = ?isr, was = ?current, "in-sync replicas changed");
+        c.isr_proposed.insert(group, (isr.clone(), now_ms));
+        c.proposals.push(Proposal {
+            group: META_GROUP,
+            data: MetaCommand::Isr {
+                group,
+                leader: me,
+                term,
+                isr,
+            }
+            .encode(),
+        });
     }
 
     /// `__meta` leadership as the Raft driver reports it.
