@@ -766,3 +766,78 @@ fn delete_records_goes_through_the_partition_log_to_every_replica() {
         assert_eq!(b.partition("t", 0).unwrap().log_start_offset(), 4);
     }
 }
+
+#[test]
+fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let mut c = Cluster::new();
+    let req = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_num_partitions(1)
+            .with_replication_factor(3)
+            .with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(s("min.insync.replicas"))
+                    .with_value(Some(s("3"))),
+            ]),
+    ]));
+    assert!(matches!(
+        c.brokers[0].handle(&ctx(ApiKey::CreateTopics, 7), req, 0),
+        Reply::Parked { .. }
+    ));
+    c.run();
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    let produce = |b: &mut Broker, acks: i16| {
+        b.handle(
+            &ctx(ApiKey::Produce, 9),
+            produce_req_acks("t", idempotent_batch(-1, 0, 1), acks),
+            0,
+        )
+    };
+    assert!(matches!(
+        produce(&mut c.brokers[0], -1),
+        Reply::Parked { .. }
+    ));
+    // The leader reports node 3 out of sync: Metadata says so on every node, acks=all is
+    // refused, acks=1 is not.
+    c.brokers[0].report_isr(g, 1, vec![2, 1], 0);
+    c.run();
+    for b in &mut c.brokers {
+        let Reply::Now(ResponseKind::Metadata(m)) = b.handle(
+            &ctx(ApiKey::Metadata, 12),
+            RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+            0,
+        ) else {
+            panic!()
+        };
+        let t = m
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().unwrap().as_str() == "t")
+            .unwrap();
+        let isr: Vec<i32> = t.partitions[0].isr_nodes.iter().map(|b| b.0).collect();
+        assert_eq!(isr, vec![1, 2]);
+        assert_eq!(t.partitions[0].replica_nodes.len(), 3);
+    }
+    let Reply::Now(ResponseKind::Produce(r)) = produce(&mut c.brokers[0], -1) else {
+        panic!("refused at once")
+    };
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::NotEnoughReplicas.code()
+    );
+    assert!(matches!(
+        produce(&mut c.brokers[0], 1),
+        Reply::Parked { .. }
+    ));
+    // Only the recorded leader's reports count; node 3 back in sync lifts the refusal.
+    c.brokers[1].report_isr(g, 1, vec![2], 0);
+    c.brokers[0].report_isr(g, 1, vec![1, 2, 3], 0);
+    c.run();
+    assert!(matches!(
+        produce(&mut c.brokers[0], -1),
+        Reply::Parked { .. }
+    ));
+}

@@ -437,3 +437,17 @@ fn producer_state_and_ids_survive_reopen() {
     let next = init_producer_id(&mut b, true);
     assert!(next > pid, "{next} after {pid}");
 }
+
+#[test]
+fn acks_all_is_refused_when_min_insync_replicas_exceeds_the_one_replica() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create_topic(&mut b, "t");
+    let two = std::collections::BTreeMap::from([("min.insync.replicas".into(), "2".into())]);
+    b.set_configs_local("t", two);
+    let (err, _) = produce(&mut b, idempotent_batch(-1, 0, 1));
+    assert_eq!(err, ResponseError::NotEnoughReplicas.code());
+    assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 0);
+    b.set_configs_local("t", std::collections::BTreeMap::new());
+    assert_eq!(produce(&mut b, idempotent_batch(-1, 0, 1)), (0, 0));
+}

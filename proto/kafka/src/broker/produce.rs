@@ -45,6 +45,10 @@ impl Broker {
                 None => Some(ResponseError::UnknownTopicId),
                 // Only the group coordinator writes the internal topic (as Kafka).
                 Some(n) if n == super::OFFSETS_TOPIC => Some(ResponseError::InvalidTopicException),
+                // One replica: acks=all cannot meet a min.insync.replicas above 1 (as Kafka).
+                Some(n) if acks == -1 && self.min_insync_replicas(n) > 1 => {
+                    Some(ResponseError::NotEnoughReplicas)
+                }
                 Some(n) => self.ensure_topic_for_write(n, now_ms).err(),
             };
             let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
@@ -95,6 +99,15 @@ impl Broker {
         } else {
             Reply::Now(kafka_protocol::messages::ResponseKind::Produce(response))
         }
+    }
+
+    /// The topic's `min.insync.replicas` (1 when unset).
+    pub(super) fn min_insync_replicas(&self, topic: &str) -> usize {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.configs.get("min.insync.replicas"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
     }
 
     /// The idempotence check of a produced record set: `Ok(Ok(Some(..)))` to append and record,

@@ -65,6 +65,10 @@ impl Broker {
                     }
                     self.check_leader(n, pd.index)
                         .map_err(|h| (h.error, None, h.leader, h.epoch))?;
+                    if acks == -1 {
+                        self.check_min_insync(n, pd.index)
+                            .map_err(|m| (ResponseError::NotEnoughReplicas, Some(m), -1, -1))?;
+                    }
                     if let Some(f) = &self.storage_failure {
                         return Err((
                             ResponseError::KafkaStorageError,
@@ -167,6 +171,22 @@ impl Broker {
         let c = self.cluster.as_mut().expect("cluster");
         c.produces.insert(token, (response, proposed, false));
         Reply::Parked { token }
+    }
+
+    /// acks=all on a partition whose ISR is smaller than the topic's `min.insync.replicas` is
+    /// refused, as Kafka does (the write itself still needs a Raft majority either way).
+    fn check_min_insync(&self, topic: &str, partition: i32) -> Result<(), String> {
+        let Some(mp) = self.meta().and_then(|m| m.partition(topic, partition)) else {
+            return Ok(());
+        };
+        let min = self.min_insync_replicas(topic);
+        let isr = mp.in_sync().len();
+        if isr < min {
+            return Err(format!(
+                "{isr} in-sync replicas, min.insync.replicas is {min}"
+            ));
+        }
+        Ok(())
     }
 
     /// Proposes the creation of a topic a client asked for by name (auto-creation).
