@@ -137,6 +137,29 @@ fn produce_req_acks(topic: &str, batch: Bytes, acks: i16) -> RequestKind {
     )
 }
 
+/// A Metadata response for every topic.
+fn metadata(b: &mut Broker) -> kafka_protocol::messages::MetadataResponse {
+    let r = b.handle(
+        &ctx(ApiKey::Metadata, 12),
+        RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+        0,
+    );
+    match r {
+        Reply::Now(ResponseKind::Metadata(m)) => m,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn topic_of<'a>(
+    m: &'a kafka_protocol::messages::MetadataResponse,
+    name: &str,
+) -> &'a kafka_protocol::messages::metadata_response::MetadataResponseTopic {
+    m.topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+        .unwrap_or_else(|| panic!("{name} not in {m:?}"))
+}
+
 /// A produce to `t`-0 the leader parks until its entry applies; returns the token.
 fn produce_parked(b: &mut Broker, batch: Bytes) -> u64 {
     match b.handle(&ctx(ApiKey::Produce, 11), produce_req("t", batch), 0) {
@@ -294,19 +317,8 @@ fn losing_leadership_fails_waiting_produces_with_a_hint() {
     assert_eq!(p.current_leader.leader_epoch, 2);
     // Metadata on every node names the new leader and epoch.
     for b in &mut c.brokers {
-        let r = b.handle(
-            &ctx(ApiKey::Metadata, 12),
-            RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
-            0,
-        );
-        let Reply::Now(ResponseKind::Metadata(m)) = r else {
-            panic!()
-        };
-        let t = m
-            .topics
-            .iter()
-            .find(|t| t.name.as_ref().unwrap().as_str() == "t")
-            .unwrap();
+        let m = metadata(b);
+        let t = topic_of(&m, "t");
         assert_eq!(t.partitions[0].leader_id.0, 3);
         assert_eq!(t.partitions[0].leader_epoch, 2);
         assert_eq!(m.brokers.len(), 3);
@@ -805,18 +817,8 @@ fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
     c.brokers[0].report_isr(g, 1, vec![2, 1], 0);
     c.run();
     for b in &mut c.brokers {
-        let Reply::Now(ResponseKind::Metadata(m)) = b.handle(
-            &ctx(ApiKey::Metadata, 12),
-            RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
-            0,
-        ) else {
-            panic!()
-        };
-        let t = m
-            .topics
-            .iter()
-            .find(|t| t.name.as_ref().unwrap().as_str() == "t")
-            .unwrap();
+        let m = metadata(b);
+        let t = topic_of(&m, "t");
         let isr: Vec<i32> = t.partitions[0].isr_nodes.iter().map(|b| b.0).collect();
         assert_eq!(isr, vec![1, 2]);
         assert_eq!(t.partitions[0].replica_nodes.len(), 3);
