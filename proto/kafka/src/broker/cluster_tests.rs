@@ -843,3 +843,42 @@ fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
         Reply::Parked { .. }
     ));
 }
+
+#[test]
+fn a_lost_leader_record_is_proposed_again_before_the_isr() {
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let g = c.group_of("t", 0);
+    // Node 1 becomes leader, but its Leader record never reaches `__meta` (no meta leader).
+    let last = c.logs.get(&g).map_or(0, |l| l.len() as u64);
+    for b in &mut c.brokers {
+        b.partition_role_changed(g, 1, 1, last, 0);
+    }
+    let _ = c.brokers[0].take_proposals();
+    c.brokers[0].report_isr(g, 1, vec![1, 2], 0);
+    c.run();
+    let mp = c.brokers[2]
+        .meta()
+        .unwrap()
+        .partition("t", 0)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (mp.leader, mp.leader_epoch),
+        (1, 1),
+        "re-proposed and applied"
+    );
+    assert!(
+        mp.isr.is_empty(),
+        "the ISR waits for the leader record: {mp:?}"
+    );
+    c.brokers[0].report_isr(g, 1, vec![1, 2], 0);
+    c.run();
+    let mp = c.brokers[2]
+        .meta()
+        .unwrap()
+        .partition("t", 0)
+        .unwrap()
+        .clone();
+    assert_eq!(mp.in_sync(), &[1, 2]);
+}

@@ -165,6 +165,9 @@ pub struct ClusterState {
     early_pending: HashMap<u64, (u64, i64)>,
     /// ISR reports proposed to `__meta` and not yet seen applied: group → (isr, when).
     isr_proposed: HashMap<u64, (Vec<i32>, i64)>,
+    /// Leader records proposed again (the first was lost, e.g. `__meta` was electing):
+    /// group → (term, when).
+    leader_reproposed: HashMap<u64, (u64, i64)>,
     proposals: Vec<Proposal>,
     group_changes: Vec<GroupChange>,
     /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
@@ -197,6 +200,7 @@ impl ClusterState {
             early: BTreeMap::new(),
             early_pending: HashMap::new(),
             isr_proposed: HashMap::new(),
+            leader_reproposed: HashMap::new(),
             proposals: Vec::new(),
             group_changes: Vec::new(),
             retry: Vec::new(),
@@ -392,10 +396,28 @@ impl Broker {
         else {
             return;
         };
-        // Wait until `__meta` records this leadership (its Leader entry goes first).
+        // Wait until `__meta` records this leadership (its Leader entry goes first). That
+        // entry is lost if `__meta` had no leader when it was proposed: propose it again.
         if mp.leader != me || mp.leader_epoch as u64 != term {
+            let due = c
+                .leader_reproposed
+                .get(&group)
+                .is_none_or(|(t, at)| *t != term || now_ms - at >= 2000);
+            if (mp.leader_epoch as u64) < term && due {
+                c.leader_reproposed.insert(group, (term, now_ms));
+                c.proposals.push(Proposal {
+                    group: META_GROUP,
+                    data: MetaCommand::Leader {
+                        group,
+                        leader: me,
+                        term,
+                    }
+                    .encode(),
+                });
+            }
             return;
         }
+        c.leader_reproposed.remove(&group);
         let mut current = mp.in_sync().to_vec();
         current.sort_unstable();
         if current == isr {
