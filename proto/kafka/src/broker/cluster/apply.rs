@@ -6,7 +6,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::super::{Broker, OFFSETS_TOPIC, partition_dir};
-use super::{APPLIED_FILE, Applied, GroupChange, META_GROUP, Proposal, Role, Wait};
+use super::{APPLIED_FILE, Applied, GroupChange, Role, Wait};
 use crate::cluster::{MetaCommand, MetaEvent, PartitionEntry, PartitionImage, ProposalId};
 
 impl Broker {
@@ -34,15 +34,7 @@ impl Broker {
             if let Some((topic, partition)) = &place {
                 info!(node_id = me, topic = %topic, partition, term, leader_id = leader, "partition leader elected");
             }
-            c.proposals.push(Proposal {
-                group: META_GROUP,
-                data: MetaCommand::Leader {
-                    group,
-                    leader: me,
-                    term,
-                }
-                .encode(),
-            });
+            c.propose_leader_record(group, term);
             // The coordinator loads the partition once the previous terms are applied.
             let applied = c.applied.get(&group).map_or(0, |a| a.index);
             if applied >= last_index {

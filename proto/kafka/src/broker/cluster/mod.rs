@@ -258,6 +258,19 @@ impl ClusterState {
         }
     }
 
+    /// Records in `__meta` that this node leads `group` in `term`.
+    fn propose_leader_record(&mut self, group: u64, term: u64) {
+        self.proposals.push(Proposal {
+            group: META_GROUP,
+            data: MetaCommand::Leader {
+                group,
+                leader: self.node_id,
+                term,
+            }
+            .encode(),
+        });
+    }
+
     fn proposal_id(&mut self) -> ProposalId {
         ProposalId {
             node: self.node_id as u64,
@@ -405,15 +418,7 @@ impl Broker {
                 .is_none_or(|(t, at)| *t != term || now_ms - at >= 2000);
             if (mp.leader_epoch as u64) < term && due {
                 c.leader_reproposed.insert(group, (term, now_ms));
-                c.proposals.push(Proposal {
-                    group: META_GROUP,
-                    data: MetaCommand::Leader {
-                        group,
-                        leader: me,
-                        term,
-                    }
-                    .encode(),
-                });
+                c.propose_leader_record(group, term);
             }
             return;
         }
