@@ -268,7 +268,9 @@ async fn run_inner<R: Runtime>(
             for (group, index, image) in compactions {
                 compact_group(&rt, &mut node, &mut stores, group, index, image).await;
             }
-            publish_gauges(&node, &transport, &shared);
+            if shared.config.metrics_addr.is_some() {
+                publish_gauges(&node, &transport, &shared);
+            }
         }
         if now >= next_balance && stopping.is_none() {
             next_balance = now + 2000;

@@ -106,6 +106,15 @@ impl Cluster {
         self.run();
     }
 
+    /// A cluster with topic `t` (one partition, RF 3) led by node `leader`; returns its group.
+    fn with_topic_led_by(leader: u64) -> (Cluster, u64) {
+        let mut c = Cluster::new();
+        create_topic(&mut c, "t", 1);
+        let g = c.group_of("t", 0);
+        c.lead(g, leader);
+        (c, g)
+    }
+
     fn group_of(&self, topic: &str, p: i32) -> u64 {
         self.brokers[0]
             .meta()
@@ -279,10 +288,7 @@ fn a_produce_is_answered_after_apply_and_every_replica_holds_the_same_log() {
 
 #[test]
 fn idempotent_retries_are_deduplicated_at_apply_on_every_replica() {
-    let mut c = Cluster::new();
-    create_topic(&mut c, "t", 1);
-    let g = c.group_of("t", 0);
-    c.lead(g, 1);
+    let (mut c, _) = Cluster::with_topic_led_by(1);
     let pid = 42;
     for _ in 0..2 {
         // The second is a retry of the first (same producer, same sequence).
@@ -298,10 +304,7 @@ fn idempotent_retries_are_deduplicated_at_apply_on_every_replica() {
 
 #[test]
 fn losing_leadership_fails_waiting_produces_with_a_hint() {
-    let mut c = Cluster::new();
-    create_topic(&mut c, "t", 1);
-    let g = c.group_of("t", 0);
-    c.lead(g, 1);
+    let (mut c, g) = Cluster::with_topic_led_by(1);
     let token = produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 1));
     // The proposal is lost (never committed): node 3 takes over in a later term.
     let _ = c.brokers[0].take_proposals();
@@ -328,10 +331,7 @@ fn losing_leadership_fails_waiting_produces_with_a_hint() {
 
 #[test]
 fn a_restart_truncates_to_the_applied_mark_and_skips_what_it_holds() {
-    let mut c = Cluster::new();
-    create_topic(&mut c, "t", 1);
-    let g = c.group_of("t", 0);
-    c.lead(g, 1);
+    let (mut c, g) = Cluster::with_topic_led_by(1);
     for i in 0..2 {
         produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 2));
         c.run();
@@ -449,10 +449,7 @@ fn an_admin_request_waits_for_a_meta_leader_and_times_out_without_one() {
 
 #[test]
 fn compaction_waits_for_the_hint_and_for_the_recorded_applied_mark() {
-    let mut c = Cluster::new();
-    create_topic(&mut c, "t", 1);
-    let g = c.group_of("t", 0);
-    c.lead(g, 1);
+    let (mut c, g) = Cluster::with_topic_led_by(1);
     for _ in 0..3 {
         produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 2));
         c.run();
@@ -526,10 +523,7 @@ fn topic_config_changes_go_through_meta_to_every_replica() {
 #[test]
 fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
     use super::InstallStep;
-    let mut c = Cluster::new();
-    create_topic(&mut c, "t", 1);
-    let g = c.group_of("t", 0);
-    c.lead(g, 1);
+    let (mut c, g) = Cluster::with_topic_led_by(1);
     // Node 3 is down while the others take idempotent writes.
     // Commits an entry and applies it on the nodes `on` only.
     let apply = |c: &mut Cluster, data: Vec<u8>, on: &[usize]| {
@@ -622,10 +616,7 @@ fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
 
 #[test]
 fn acks_1_is_answered_once_the_leader_persisted_with_the_offset_apply_assigns() {
-    let mut c = Cluster::new();
-    create_topic(&mut c, "t", 1);
-    let g = c.group_of("t", 0);
-    c.lead(g, 1);
+    let (mut c, g) = Cluster::with_topic_led_by(1);
     let plain =
         |n: usize| crate::batch::tests::batch(n, kafka_protocol::records::Compression::None, 0);
     // Two acks=1 produces of plain batches and one of an idempotent producer, in flight at once.
@@ -743,10 +734,7 @@ fn delete_records_goes_through_the_partition_log_to_every_replica() {
         Reply::Now(ResponseKind::DeleteRecords(r)) => r.topics[0].partitions[0].clone(),
         other => panic!("{other:?}"),
     };
-    let mut c = Cluster::new();
-    create_topic(&mut c, "t", 1);
-    let g = c.group_of("t", 0);
-    c.lead(g, 2);
+    let (mut c, _) = Cluster::with_topic_led_by(2);
     for _ in 0..3 {
         produce_parked(&mut c.brokers[1], idempotent_batch(-1, 0, 2));
         c.run();

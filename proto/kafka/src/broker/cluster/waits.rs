@@ -145,7 +145,8 @@ impl Broker {
         let Some((wait, outstanding)) = c.admins.get_mut(&token) else {
             return;
         };
-        // The slot's error fields; CreateTopics also learns the topic's id and shape on success.
+        // The slot's error fields (DeleteRecords has no message); CreateTopics also learns the
+        // topic's id and shape on success.
         let (code, message) = match wait {
             AdminWait::Create(r) => {
                 let t = &mut r.topics[slot];
@@ -157,45 +158,34 @@ impl Broker {
                     t.replication_factor =
                         mt.partitions.first().map_or(1, |p| p.replicas.len() as i16);
                 }
-                (&mut t.error_code, &mut t.error_message)
+                (&mut t.error_code, Some(&mut t.error_message))
             }
             AdminWait::Delete(r) => {
                 let x = &mut r.responses[slot];
-                (&mut x.error_code, &mut x.error_message)
+                (&mut x.error_code, Some(&mut x.error_message))
             }
             AdminWait::Partitions(r) => {
                 let x = &mut r.results[slot];
-                (&mut x.error_code, &mut x.error_message)
+                (&mut x.error_code, Some(&mut x.error_message))
             }
             AdminWait::Alter(r) => {
                 let x = &mut r.responses[slot];
-                (&mut x.error_code, &mut x.error_message)
+                (&mut x.error_code, Some(&mut x.error_message))
             }
             AdminWait::IncrementalAlter(r) => {
                 let x = &mut r.responses[slot];
-                (&mut x.error_code, &mut x.error_message)
+                (&mut x.error_code, Some(&mut x.error_message))
             }
             AdminWait::DeleteRecords(r, slots) => {
-                // No message field: the code says it.
                 let (t, p) = slots[slot];
-                let x = &mut r.topics[t].partitions[p];
-                if let Some((e, _)) = &error {
-                    x.error_code = e.code();
-                }
-                *outstanding -= 1;
-                if *outstanding == 0 {
-                    let Some((AdminWait::DeleteRecords(r, _), _)) = c.admins.remove(&token) else {
-                        unreachable!("matched above")
-                    };
-                    c.finished
-                        .push((token, ResponseKind::DeleteRecords(r), false));
-                }
-                return;
+                (&mut r.topics[t].partitions[p].error_code, None)
             }
         };
         if let Some((e, m)) = &error {
             *code = e.code();
-            *message = Some(str(m));
+            if let Some(message) = message {
+                *message = Some(str(m));
+            }
         }
         *outstanding -= 1;
         if *outstanding == 0 {
@@ -206,7 +196,7 @@ impl Broker {
                 AdminWait::Partitions(r) => ResponseKind::CreatePartitions(r),
                 AdminWait::Alter(r) => ResponseKind::AlterConfigs(r),
                 AdminWait::IncrementalAlter(r) => ResponseKind::IncrementalAlterConfigs(r),
-                AdminWait::DeleteRecords(..) => unreachable!("answered above"),
+                AdminWait::DeleteRecords(r, _) => ResponseKind::DeleteRecords(r),
             };
             c.finished.push((token, response, false));
         }
