@@ -734,6 +734,11 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
 }
 
+/// One address, also when one side is an IPv4-mapped IPv6 address (a dual-stack socket).
+fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
 /// Reads the dialer's hello, checks it, registers the connection and answers welcome. On
 /// refusal returns the claimed id (if known) and the reason.
 async fn accept_handshake(
@@ -789,21 +794,32 @@ async fn accept_handshake(
         let mut slot = lock(&peer.conn);
         if let Some(old) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
             let old_remote = old.remote_address();
-            if old_remote != remote {
+            if old_remote == remote {
+                info!(
+                    peer_id = from,
+                    %remote,
+                    "node reconnected from the same address (restart?); replacing the old connection"
+                );
+                old.close(
+                    VarInt::from_u32(CLOSE_REPLACED),
+                    b"replaced by a new connection from the same node",
+                );
+            } else if same_addr(remote, peer.addr) && !same_addr(old_remote, peer.addr) {
+                // Two nodes claim one id and the impostor came first: the one at the address
+                // `--peers` gives for that id takes the place (whatever the start order).
+                let reason = format!(
+                    "node {from} connected from {remote}, its address in --peers; closing the \
+                     connection from {old_remote}, which also claimed node {from}: refusing a \
+                     second node {from} from {old_remote}"
+                );
+                warn!(peer_id = from, %remote, %old_remote, "{reason}");
+                old.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+            } else {
                 return refuse(format!(
                     "node {from} is already connected from {old_remote}; refusing a second \
                      node {from} from {remote}"
                 ));
             }
-            info!(
-                peer_id = from,
-                %remote,
-                "node reconnected from the same address (restart?); replacing the old connection"
-            );
-            old.close(
-                VarInt::from_u32(CLOSE_REPLACED),
-                b"replaced by a new connection from the same node",
-            );
         }
         *slot = Some(conn.clone());
     }

@@ -265,6 +265,38 @@ async fn second_node_with_the_same_id_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_at_its_configured_address_displaces_an_impostor_that_came_first() {
+    let dir = cluster_certs("dup-first", &[2, 3]);
+    let (a2, a2b, a3) = (free_addr(), free_addr(), free_addr());
+    // Node 3 expects node 2 at a2; an impostor with node 2's certificate dials from a2b first.
+    let (t3, i3) = start(config(dir.path(), 3, a3, &[(2, a2)]));
+    let (dup, _idup) = start(config(dir.path(), 2, a2b, &[(3, a3)]));
+    dup.send(3, Bytes::from_static(b"impostor")).unwrap();
+    assert_eq!(recv_n(&i3, 1, LIMIT).await[0].1, "impostor");
+
+    // The real node 2 starts: it takes the place, the impostor is closed and then refused.
+    let (t2, _i2) = start(config(dir.path(), 2, a2, &[(3, a3)]));
+    t2.send(3, Bytes::from_static(b"genuine")).unwrap();
+    assert_eq!(recv_n(&i3, 1, LIMIT).await[0].1, "genuine");
+    let want =
+        format!("node 2 is already connected from {a2}; refusing a second node 2 from {a2b}");
+    wait_for("the impostor to be refused", LIMIT, || {
+        t3.recent_refusals()
+            .iter()
+            .any(|r| r.reason == want && r.claimed_id == Some(2))
+    })
+    .await;
+    dup.send(3, Bytes::from_static(b"impostor again")).unwrap();
+    t2.send(3, Bytes::from_static(b"still here")).unwrap();
+    assert_eq!(recv_n(&i3, 1, LIMIT).await[0].1, "still here");
+    assert_nothing_received(&i3, Duration::from_millis(300)).await;
+
+    dup.shutdown().await;
+    t2.shutdown().await;
+    t3.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_drops_oldest_and_send_never_blocks() {
     let dir = cluster_certs("queue", &[1, 2]);
     let mut cfg = config(dir.path(), 1, free_addr(), &[(2, free_addr())]); // nobody at node 2
