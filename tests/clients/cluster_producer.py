@@ -9,7 +9,8 @@ Prints, flushed at once, one line per delivery report:
   ERR <partition> <value> <error>
 and at the end (after flushing for up to --flush-s) one JSON line:
   {"produced": N, "acked": N, "failed": N, "unflushed": N, "errors": [..], "fatal": null|"..."}
-RDKAFKA_DEBUG=<contexts> (e.g. topic,metadata,eos,msg,broker) turns on librdkafka's debug log.
+--debug <contexts> or RDKAFKA_DEBUG=<contexts> (e.g. topic,metadata,eos,msg,broker) turns on
+librdkafka's debug log.
 Client errors go to stderr."""
 import argparse, json, os, signal, sys, time
 from confluent_kafka import Producer
@@ -25,6 +26,8 @@ ap.add_argument("--timeout-ms", type=int, default=30000, help="message.timeout.m
 ap.add_argument("--no-idempotence", action="store_true")
 ap.add_argument("--acks", default="all", choices=["all", "1"])
 ap.add_argument("--flush-s", type=float, default=30)
+ap.add_argument("--debug", default=os.environ.get("RDKAFKA_DEBUG", ""),
+                help="librdkafka debug contexts (its log goes to stderr)")
 a = ap.parse_args()
 
 stop = False
@@ -61,7 +64,7 @@ p = Producer({
     "reconnect.backoff.ms": 100,
     "reconnect.backoff.max.ms": 500,
     "error_cb": on_error,
-    **({"debug": os.environ["RDKAFKA_DEBUG"]} if os.environ.get("RDKAFKA_DEBUG") else {}),
+    **({"debug": a.debug} if a.debug else {}),
 })
 acked = failed = 0
 errors = []

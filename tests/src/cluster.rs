@@ -324,6 +324,17 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // First what usually explains a failure (CI shows the start of a failure's output),
+            // then every full log as the nodes are dropped.
+            for n in &self.nodes {
+                eprintln!(
+                    "---- {} log, digest ----\n{}",
+                    n.name,
+                    node_log_digest(&n.all_logs(), 60)
+                );
+            }
+        }
         // Kill the nodes (their logs are printed if the test failed) before their dir goes.
         self.nodes.clear();
         if (std::thread::panicking() || std::env::var_os("SLUICE_TEST_KEEP").is_some())
@@ -332,6 +343,54 @@ impl Drop for Cluster {
             eprintln!("cluster dir kept for inspection: {}", d.keep().display());
         }
     }
+}
+
+/// The lines of a node's log that usually explain a failed cluster test: warnings, errors,
+/// elections (but of `__consumer_offsets`, 50 of them), leadership hand-offs, snapshot installs,
+/// dropped proposals (the last `n`).
+pub fn node_log_digest(log: &str, n: usize) -> String {
+    const KEYS: [&str; 7] = [
+        " WARN ",
+        " ERROR ",
+        "elected",
+        "leadership",
+        "install",
+        "dropped",
+        "stopping",
+    ];
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| KEYS.iter().any(|k| l.contains(k)) && !l.contains("__consumer_offsets"))
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The lines of a librdkafka debug log (cluster_producer.py `--debug`) that say where the
+/// client sent what and what came back: leaders learned, connections chosen, producer ids,
+/// errors and retries (the last `n`).
+pub fn client_log_digest(log: &str, n: usize) -> String {
+    const KEYS: [&str; 9] = [
+        "leader",
+        "selected",
+        "acquir",
+        "err",
+        "fail",
+        "timed out",
+        "retry",
+        "drain",
+        "state change",
+    ];
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            KEYS.iter().any(|k| l.contains(k))
+                && !l.contains("produce messageset")
+                && !l.contains("terminat")
+                && !l.contains("_destroy")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The number in `field=` of a log line (quotes allowed); panics if there is none.
@@ -452,9 +511,11 @@ impl Produced {
                 && s["produced"] == s["acked"]
                 && self.failures.is_empty(),
             "not every produced message was acknowledged: {s}; failures: {:?}\n\
-             producer log (last 40 lines):\n{}",
+             producer log, digest (last 60 lines):\n{}\n\
+             producer log (last 20 lines):\n{}",
             &self.failures[..self.failures.len().min(10)],
-            tail(&self.stderr, 40)
+            client_log_digest(&self.stderr, 60),
+            tail(&self.stderr, 20)
         );
         assert_eq!(s["acked"].as_u64(), Some(self.acks.len() as u64), "{s}");
     }

@@ -254,7 +254,11 @@ fn cluster_refuses_a_duplicate_node_id_at_the_handshake() {
     let mut c = Cluster::new();
     c.start_all();
     c.wait_for_leader(&[0, 1, 2]);
-    // A second node 2 at another address: it dials node 3, which already has node 2.
+    // A second node 2 at another address: it dials node 3, which already has node 2 (a leader
+    // needs only two nodes: wait for node 3 to have accepted the real node 2 as well).
+    c.nodes[2]
+        .wait_for_line("accepted node 2", Duration::from_secs(15))
+        .expect("node 3 accepts node 2");
     let mut args = c.args(2, &c.certs);
     let dup_dir = c.path().join("dup").display().to_string();
     let dup_port = free_udp_port();

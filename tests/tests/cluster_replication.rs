@@ -852,33 +852,45 @@ fn cluster_isolated_leader_acknowledges_nothing_and_its_tail_is_discarded() {
     // writes. (The producer starts once the majority's Metadata names the new leader: a client
     // that first connects to the isolated node because stale Metadata named it may keep asking
     // that node, its only connection, for Metadata and never find the new leader.)
-    let (new_term, new_leader) =
-        c.wait_for_partition_election(TOPIC, 0, &majority, term, Duration::from_secs(15));
-    assert!(
-        majority.contains(&(new_leader as usize - 1)),
-        "term {new_term} leader is node {new_leader}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for &i in &majority {
-        loop {
-            let named = leader_of(&describe(&c.addrs[i].kafka, TOPIC), 0);
-            if named == new_leader as i64 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Metadata through node {} names leader {named}, not node {new_leader} \
-                 (term {new_term})",
-                i + 1
-            );
-            std::thread::sleep(Duration::from_millis(100));
+    c.wait_for_partition_election(TOPIC, 0, &majority, term, Duration::from_secs(15));
+    // The latest election on the majority side (a leadership hand-off may follow the first)
+    // and the Metadata of both majority nodes must agree.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (new_term, new_leader) = c
+            .latest_partition_election(TOPIC, 0, &majority)
+            .expect("an election was logged");
+        assert!(
+            majority.contains(&(new_leader as usize - 1)),
+            "term {new_term} leader is node {new_leader}"
+        );
+        let named: Vec<i64> = majority
+            .iter()
+            .map(|&i| leader_of(&describe(&c.addrs[i].kafka, TOPIC), 0))
+            .collect();
+        if named.iter().all(|&n| n == new_leader as i64) {
+            eprintln!("node {new_leader} leads {TOPIC}-0 in term {new_term} on the majority side");
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "Metadata through nodes {majority:?} (0-based) names leaders {named:?}, the latest \
+             election node {new_leader} (term {new_term})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let maj = produce(&c.bootstrap(&majority), TOPIC, 1, "maj", 300, 200, &[]);
-    maj.assert_complete();
-
+    let maj = produce(
+        &c.bootstrap(&majority),
+        TOPIC,
+        1,
+        "maj",
+        300,
+        200,
+        &["--debug", "broker,metadata,eos,topic,msg"],
+    );
     let outcomes = raw.join().unwrap();
     eprintln!("Produce to the isolated leader: {outcomes:?}");
+    maj.assert_complete();
     assert!(
         !outcomes.iter().any(|o| matches!(o, Outcome::Acked { .. })),
         "the isolated leader acknowledged acks=all writes: {outcomes:?}"
