@@ -94,6 +94,13 @@ async fn read_requests<Rd: Reader>(
 ) -> Vec<u64> {
     let client_host = format!("/{}", peer.ip());
     let mut parked: Vec<u64> = Vec::new();
+    if !shared.serving() {
+        debug!(node_id = shared.config.node_id, %peer, "connection waits until __meta caught up");
+        shared.until_serving().await;
+        if shared.shutting_down() {
+            return parked;
+        }
+    }
     let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let mut permit: Option<Permit> = None;

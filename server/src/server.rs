@@ -43,11 +43,40 @@ pub struct Shared {
     pub metrics: crate::metrics::Counters,
     /// Cluster mode: Raft groups and peers as the node last published them.
     pub cluster_gauges: Mutex<Option<crate::metrics::ClusterGauges>>,
+    /// Whether requests are served. Standalone: from the start. Cluster mode: once `__meta`
+    /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
+    serving: AtomicBool,
+    serving_event: Event,
     stopping: AtomicBool,
     stop: Event,
 }
 
 impl Shared {
+    /// Whether Kafka requests are served.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Cluster mode: this node's `__meta` caught up, so its Metadata is the cluster's. Before
+    /// that a restarted or wiped node would list only itself and no topics, and librdkafka
+    /// (2.10+) drops every broker a Metadata response leaves out: its producers would lose
+    /// their partition leaders. Kafka's brokers, too, serve only once caught up.
+    pub fn start_serving(&self) {
+        self.serving.store(true, Ordering::Release);
+        self.serving_event.notify(usize::MAX);
+    }
+
+    /// Waits until requests are served or shutdown begins.
+    pub async fn until_serving(&self) {
+        loop {
+            let l = self.serving_event.listen();
+            if self.serving() || self.shutting_down() {
+                return;
+            }
+            futures_lite::future::or(l, self.stopped()).await;
+        }
+    }
+
     /// Whether shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
@@ -190,6 +219,7 @@ impl<R: Runtime> Server<R> {
             cluster_id = broker.cluster_id(),
             "sluice started"
         );
+        let is_cluster = broker.is_cluster();
         let shared = Arc::new(Shared {
             broker: Mutex::new(broker),
             synced: Event::new(),
@@ -202,6 +232,8 @@ impl<R: Runtime> Server<R> {
             raft_wake: Event::new(),
             metrics: crate::metrics::Counters::default(),
             cluster_gauges: Mutex::new(None),
+            serving: AtomicBool::new(!is_cluster),
+            serving_event: Event::new(),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
         });

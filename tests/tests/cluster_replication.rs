@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, RequestKind, ResponseKind};
 use serde_json::Value;
 use sluice_tests::cluster::{
     Ack, Cluster, Produced, create_topic, describe, describe_difference, leader_of, log_bytes,
@@ -1046,4 +1046,79 @@ fn cluster_topic_config_change_reaches_every_node() {
             );
         }
     }
+}
+
+/// A node whose `__meta` has not caught up (here: restarted with its data dir deleted, alone)
+/// answers no client: librdkafka drops every broker a Metadata response leaves out, so a
+/// Metadata answer naming only this node, with no topics, would cut producers off from their
+/// partition leaders. Its clients' requests wait until the other nodes are back; the answer
+/// then names every broker and topic.
+#[test]
+fn cluster_node_answers_clients_only_once_its_meta_caught_up() {
+    const TOPIC: &str = "ready";
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    create_topic(&c.bootstrap(&[0, 1, 2]), TOPIC, 1, 3);
+    for n in &mut c.nodes {
+        n.kill9();
+    }
+    std::fs::remove_dir_all(c.data_dir(2)).unwrap();
+    c.nodes[2].restart();
+
+    let addr = c.addrs[2].kafka.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asked = Instant::now();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match TcpStream::connect(&addr) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("node 3 does not listen on {addr}: {e}"),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(40)))
+            .unwrap();
+        let mut conn = Conn::from_stream(stream);
+        let md = conn.call(
+            ApiKey::Metadata,
+            12,
+            RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+        );
+        let _ = tx.send(md);
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "node 3 answered Metadata alone, before its __meta caught up"
+    );
+
+    c.nodes[0].restart();
+    c.nodes[1].restart();
+    let md = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("node 3 answers once the cluster is back");
+    let ResponseKind::Metadata(md) = md else {
+        panic!("not a Metadata response: {md:?}")
+    };
+    let mut brokers: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+    brokers.sort();
+    assert_eq!(brokers, [1, 2, 3], "{md:?}");
+    let topics: BTreeSet<String> = md
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    assert!(topics.contains(TOPIC), "{topics:?}");
+    let line = c.nodes[2]
+        .wait_for_line("serving Kafka clients", Duration::from_secs(1))
+        .expect("node 3 logs when it starts serving");
+    eprintln!(
+        "node 3 answered {:?} after it was asked: {line}",
+        asked.elapsed()
+    );
 }

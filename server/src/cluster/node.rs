@@ -249,6 +249,15 @@ async fn run_inner<R: Runtime>(
             let (marks, compactions) = {
                 let mut broker = shared.broker.lock().unwrap();
                 broker.cluster_tick(caught_up, crate::server::now_ms());
+                if !shared.serving() && caught_up && broker.cluster_ready() {
+                    shared.start_serving();
+                    info!(
+                        node_id,
+                        applied = meta.applied_index(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "__meta caught up: serving Kafka clients"
+                    );
+                }
                 crate::server::deliver(&shared, &mut broker);
                 (
                     broker.take_applied_marks(),

@@ -326,6 +326,18 @@ impl Broker {
         self.cluster.is_some()
     }
 
+    /// Whether this replica's `__meta` view can answer clients: a `__meta` leader is known and
+    /// this node's own registration (with its advertised address) has applied. The runtime
+    /// also checks that everything committed is applied.
+    pub fn cluster_ready(&self) -> bool {
+        let Some(c) = &self.cluster else { return true };
+        let advertised = (
+            self.config.advertised_host.clone(),
+            self.config.advertised_port,
+        );
+        c.meta_leader.0 > 0 && c.meta.brokers.get(&c.node_id) == Some(&advertised)
+    }
+
     /// Whether `node` is a broker of this cluster (registered in `__meta`).
     pub(super) fn is_cluster_member(&self, node: i32) -> bool {
         self.cluster
