@@ -181,8 +181,6 @@ async fn run_inner<R: Runtime>(
     let compact_step = cc.raft_compact_entries;
     let replica_timeout = cc.raft_replica_timeout_ms;
     let mut next_balance = 0u64;
-    // Since when this node leads each group (as balancing first saw it).
-    let mut led_since: HashMap<u64, u64> = HashMap::new();
 
     let (transport, inbox) = Transport::start(
         TransportConfig {
@@ -284,8 +282,8 @@ async fn run_inner<R: Runtime>(
             }
         }
         if now >= next_balance && stopping.is_none() {
-            next_balance = now + 1000;
-            balance_leaders(&mut node, &preferred, &mut led_since, now);
+            next_balance = now + 2000;
+            balance_leaders(&mut node, &preferred);
         }
         let (proposals, changes) = {
             let mut broker = shared.broker.lock().unwrap();
@@ -885,26 +883,12 @@ fn publish_gauges(node: &sluice_raft::Node, transport: &Transport, shared: &Shar
     *shared.cluster_gauges.lock().unwrap() = Some(ClusterGauges { groups, peers });
 }
 
-/// How long a node leads a group before it hands it to the preferred replica: a failover is
-/// not followed at once by a second leader change (clients would chase two leaders in a row).
-const HANDBACK_AFTER_MS: u64 = 5000;
-
 /// Preferred-leader election (Kafka's auto leader rebalance): a group led by another replica
-/// than its first one for [`HANDBACK_AFTER_MS`] is handed back once that replica is live and
-/// caught up, so leaders stay spread evenly after elections that ignored placement (first
-/// start, failover, restart). `led_since` remembers when this node was first seen leading.
-fn balance_leaders(
-    node: &mut sluice_raft::Node,
-    preferred: &HashMap<u64, u64>,
-    led_since: &mut HashMap<u64, u64>,
-    now: u64,
-) {
+/// than its first one is handed back once that replica is live and caught up, so leaders stay
+/// spread evenly after elections that ignored placement (first start, failover, restart).
+fn balance_leaders(node: &mut sluice_raft::Node, preferred: &HashMap<u64, u64>) {
     let me = node.id();
     let mut moves = Vec::new();
-    led_since.retain(|group, _| {
-        node.group(*group)
-            .is_some_and(|d| d.role() == StateRole::Leader)
-    });
     for (&group, &to) in preferred {
         if to == me || to == 0 {
             continue;
@@ -913,10 +897,6 @@ fn balance_leaders(
             continue;
         };
         if driver.role() != StateRole::Leader {
-            continue;
-        }
-        let since = *led_since.entry(group).or_insert(now);
-        if now.saturating_sub(since) < HANDBACK_AFTER_MS {
             continue;
         }
         let raft = &driver.raw_node().raft;
