@@ -269,12 +269,18 @@ impl Cluster {
     /// The leader of `topic`/`partition` once Metadata (asked through every node in turn) and
     /// the latest logged election agree on it; returns (leader id, its term).
     pub fn agreed_leader(&self, topic: &str, partition: i32, timeout: Duration) -> (u64, u64) {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
         loop {
             let views: Vec<i64> = (0..3)
                 .map(|i| leader_of(&describe(&self.addrs[i].kafka, topic), partition))
                 .collect();
             let logged = self.latest_partition_election(topic, partition, &[0, 1, 2]);
+            // Printed with the test's output when it fails: how the views moved.
+            eprintln!(
+                "agreed_leader {topic}-{partition} after {:?}: views {views:?}, logged {logged:?}",
+                start.elapsed()
+            );
             if let Some((term, leader)) = logged
                 && views.iter().all(|&v| v == leader as i64)
             {
