@@ -331,11 +331,16 @@ impl Broker {
     /// also checks that everything committed is applied.
     pub fn cluster_ready(&self) -> bool {
         let Some(c) = &self.cluster else { return true };
-        let advertised = (
-            self.config.advertised_host.clone(),
-            self.config.advertised_port,
-        );
-        c.meta_leader.0 > 0 && c.meta.brokers.get(&c.node_id) == Some(&advertised)
+        c.meta_leader.0 > 0 && self.registered()
+    }
+
+    /// Whether `__meta` holds this node with the Kafka address it advertises now.
+    fn registered(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| {
+            c.meta.brokers.get(&c.node_id).is_some_and(|(host, port)| {
+                *host == self.config.advertised_host && *port == self.config.advertised_port
+            })
+        })
     }
 
     /// Whether `node` is a broker of this cluster (registered in `__meta`).
@@ -476,8 +481,8 @@ impl Broker {
             self.config.advertised_port,
         );
         let offsets_partitions = self.config.offsets_partitions;
+        let registered = self.registered();
         let Some(c) = &mut self.cluster else { return };
-        let registered = c.meta.brokers.get(&c.node_id) == Some(&advertised);
         if !registered
             && c.meta_leader.0 > 0
             && now_ms.saturating_sub(c.last_registration_ms) >= 1000
