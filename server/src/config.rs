@@ -89,6 +89,74 @@ pub struct Cli {
         value_name = "HOST:PORT"
     )]
     pub metrics_addr: Option<String>,
+    /// Kafka listeners: NAME://HOST:PORT,... with names PLAINTEXT, SSL, SASL_PLAINTEXT,
+    /// SASL_SSL (or any name mapped by --listener-security-protocol-map); replaces --kafka-addr
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LISTENERS",
+        value_name = "NAME://HOST:PORT,..."
+    )]
+    pub listeners: Option<String>,
+    /// Addresses clients are told, per listener: NAME://HOST:PORT,... [default: the bind address]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_ADVERTISED_LISTENERS",
+        value_name = "NAME://HOST:PORT,..."
+    )]
+    pub advertised_listeners: Option<String>,
+    /// Security protocol of custom listener names: NAME:PROTOCOL,...
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LISTENER_SECURITY_PROTOCOL_MAP",
+        value_name = "NAME:PROTOCOL,..."
+    )]
+    pub listener_security_protocol_map: Option<String>,
+    /// TLS certificate chain (PEM) of SSL and SASL_SSL listeners; reloaded on SIGHUP
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of SSL and SASL_SSL listeners; reloaded on SIGHUP
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Client certificates on TLS listeners: none, requested or required [default: none]
+    #[arg(long, global = true, env = "SLUICE_TLS_CLIENT_AUTH", value_enum)]
+    pub tls_client_auth: Option<ClientAuth>,
+    /// CA certificates (PEM) that client certificates must chain to
+    #[arg(long, global = true, env = "SLUICE_TLS_CLIENT_CA", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// SASL mechanisms offered on SASL listeners [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SASL_MECHANISMS",
+        value_name = "M,M,..."
+    )]
+    pub sasl_mechanisms: Option<String>,
+    /// Authorizer: none (everything allowed, as Kafka without one) or acl [default: none]
+    #[arg(long, global = true, env = "SLUICE_AUTHORIZER", value_enum)]
+    pub authorizer: Option<Authorizer>,
+    /// Principals allowed everything: User:admin;User:ops
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SUPER_USERS",
+        value_name = "User:NAME;..."
+    )]
+    pub super_users: Option<String>,
+    /// Delay before answering a failed authentication and closing the connection (Kafka's
+    /// connection.failed.authentication.delay.ms) [default: 100]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS"
+    )]
+    pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// SASL session lifetime; clients re-authenticate before it ends, others are disconnected
+    /// (Kafka's connections.max.reauth.ms; 0: no limit) [default: 0]
+    #[arg(long, global = true, env = "SLUICE_CONNECTIONS_MAX_REAUTH_MS")]
+    pub connections_max_reauth_ms: Option<u64>,
     /// What to run: nothing for the standalone broker, `raft-cluster` for cluster mode,
     /// `certs` to create a cluster's certificates.
     #[command(subcommand)]
@@ -114,6 +182,18 @@ struct FileConfig {
     offsets_partitions: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
     metrics_addr: Option<String>,
+    listeners: Option<String>,
+    advertised_listeners: Option<String>,
+    listener_security_protocol_map: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_auth: Option<ClientAuth>,
+    tls_client_ca: Option<PathBuf>,
+    sasl_mechanisms: Option<String>,
+    authorizer: Option<Authorizer>,
+    super_users: Option<String>,
+    connection_failed_authentication_delay_ms: Option<u64>,
+    connections_max_reauth_ms: Option<u64>,
     /// Cluster mode settings (`sluice raft-cluster`); ignored by the standalone broker.
     cluster: Option<crate::cluster::cli::FileCluster>,
 }
@@ -121,8 +201,6 @@ struct FileConfig {
 /// Settings after merging, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Listener address.
-    pub kafka_addr: SocketAddr,
     /// Advertised host.
     pub advertised_host: String,
     /// Advertised port.
@@ -158,6 +236,53 @@ pub struct Config {
     pub group_initial_rebalance_delay_ms: u64,
     /// Where the metrics endpoint listens (none: off).
     pub metrics_addr: Option<SocketAddr>,
+    /// Kafka listeners; the first is the one `kafka_addr` / `advertised_*` describe.
+    pub listeners: Vec<crate::listeners::ListenerConfig>,
+    /// Certificate and key of TLS listeners, and client-certificate checks.
+    pub tls: Option<TlsSettings>,
+    /// SASL mechanisms offered.
+    pub sasl_mechanisms: Vec<sluice_sasl::Mechanism>,
+    /// ACL enforcement and super users.
+    pub security: sluice_proto::security::SecurityConfig,
+    /// Delay before a failed authentication is answered and the connection closed.
+    pub failed_authentication_delay_ms: u64,
+    /// SASL session lifetime (0: unlimited).
+    pub reauth_ms: u64,
+}
+
+/// Client certificates on TLS listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Not asked for.
+    None,
+    /// Asked for; a client without one connects anonymously (or authenticates with SASL).
+    Requested,
+    /// Required: a client without a trusted certificate cannot connect.
+    Required,
+}
+
+/// Which authorizer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authorizer {
+    /// Everything is allowed.
+    None,
+    /// Kafka ACLs; with no matching ACL a request is denied.
+    Acl,
+}
+
+/// TLS files and client-certificate policy.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// Client certificates.
+    pub client_auth: ClientAuth,
+    /// Trust roots for client certificates.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Cli {
@@ -177,22 +302,119 @@ impl Cli {
                 })?
             }
         };
-        let kafka_addr_s = self
-            .kafka_addr
-            .or(file.kafka_addr)
-            .unwrap_or_else(|| "127.0.0.1:9092".into());
-        let kafka_addr = resolve_addr(&kafka_addr_s).context("--kafka-addr")?;
+        let listeners_s = self.listeners.or(file.listeners);
+        let kafka_addr_given = self.kafka_addr.or(file.kafka_addr);
         let advertised = self.advertised_addr.or(file.advertised_addr);
-        let (advertised_host, advertised_port) = match advertised {
-            Some(a) => split_host_port(&a).context("--advertised-addr")?,
-            None => {
-                if kafka_addr.ip().is_unspecified() {
+        let listeners = match listeners_s {
+            Some(l) => {
+                if kafka_addr_given.is_some() || advertised.is_some() {
                     bail!(
-                        "--kafka-addr {kafka_addr_s} listens on all interfaces: set --advertised-addr to the address clients should use"
+                        "--listeners replaces --kafka-addr and --advertised-addr: give one or the other (use --advertised-listeners)"
                     );
                 }
-                (kafka_addr.ip().to_string(), kafka_addr.port())
+                let map = match self
+                    .listener_security_protocol_map
+                    .or(file.listener_security_protocol_map)
+                {
+                    Some(m) => crate::listeners::parse_protocol_map(&m)
+                        .context("--listener-security-protocol-map")?,
+                    None => Default::default(),
+                };
+                let adv = self.advertised_listeners.or(file.advertised_listeners);
+                crate::listeners::parse(&l, adv.as_deref(), &map).context("--listeners")?
             }
+            None => {
+                if self.advertised_listeners.is_some() || file.advertised_listeners.is_some() {
+                    bail!("--advertised-listeners needs --listeners");
+                }
+                let kafka_addr_s = kafka_addr_given.unwrap_or_else(|| "127.0.0.1:9092".into());
+                let kafka_addr = resolve_addr(&kafka_addr_s).context("--kafka-addr")?;
+                let (host, port) = match advertised {
+                    Some(a) => split_host_port(&a).context("--advertised-addr")?,
+                    None => {
+                        if kafka_addr.ip().is_unspecified() {
+                            bail!(
+                                "--kafka-addr {kafka_addr_s} listens on all interfaces: set --advertised-addr to the address clients should use"
+                            );
+                        }
+                        (kafka_addr.ip().to_string(), kafka_addr.port())
+                    }
+                };
+                vec![crate::listeners::ListenerConfig {
+                    name: "PLAINTEXT".into(),
+                    protocol: sluice_proto::security::SecurityProtocol::Plaintext,
+                    bind: kafka_addr,
+                    advertised_host: host,
+                    advertised_port: port,
+                }]
+            }
+        };
+        let advertised_host = listeners[0].advertised_host.clone();
+        let advertised_port = listeners[0].advertised_port;
+        let tls_cert = self.tls_cert.or(file.tls_cert);
+        let tls_key = self.tls_key.or(file.tls_key);
+        let client_auth = self
+            .tls_client_auth
+            .or(file.tls_client_auth)
+            .unwrap_or(ClientAuth::None);
+        let client_ca = self.tls_client_ca.or(file.tls_client_ca);
+        let needs_tls = listeners.iter().any(|l| l.protocol.uses_tls());
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                if client_auth != ClientAuth::None && client_ca.is_none() {
+                    bail!(
+                        "--tls-client-auth {client_auth:?} needs --tls-client-ca PEM (the CA client certificates chain to)"
+                    );
+                }
+                Some(TlsSettings {
+                    cert,
+                    key,
+                    client_auth,
+                    client_ca,
+                })
+            }
+            (None, None) if needs_tls => bail!(
+                "an SSL or SASL_SSL listener needs --tls-cert PEM and --tls-key PEM (create them with `sluice certs --server-names localhost,127.0.0.1 --out DIR`)"
+            ),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let mechanisms_s = self
+            .sasl_mechanisms
+            .or(file.sasl_mechanisms)
+            .unwrap_or_else(|| "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into());
+        let mut sasl_mechanisms = Vec::new();
+        for m in mechanisms_s
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            let mech = sluice_sasl::Mechanism::from_name(m).with_context(|| {
+                format!("--sasl-mechanisms: '{m}' is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+            })?;
+            if !sasl_mechanisms.contains(&mech) {
+                sasl_mechanisms.push(mech);
+            }
+        }
+        if sasl_mechanisms.is_empty() && listeners.iter().any(|l| l.protocol.uses_sasl()) {
+            bail!("a SASL listener needs at least one mechanism in --sasl-mechanisms");
+        }
+        let mut super_users = Vec::new();
+        if let Some(su) = self.super_users.or(file.super_users) {
+            for p in su.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                match p.split_once(':') {
+                    Some((t, n)) if !t.is_empty() && !n.is_empty() => {
+                        super_users.push(p.to_string())
+                    }
+                    _ => bail!(
+                        "--super-users: '{p}' is not a principal (TYPE:NAME, e.g. User:admin; separate several with ';')"
+                    ),
+                }
+            }
+        }
+        let security = sluice_proto::security::SecurityConfig {
+            authorizer: self.authorizer.or(file.authorizer) == Some(Authorizer::Acl),
+            super_users,
         };
         let node_id_given = self.node_id.or(file.node_id);
         let node_id = node_id_given.unwrap_or(1);
@@ -252,7 +474,6 @@ impl Cli {
             Some(a) => Some(resolve_addr(&a).context("--metrics-addr")?),
         };
         Ok(Config {
-            kafka_addr,
             advertised_host,
             advertised_port,
             data_dir: self
@@ -279,11 +500,23 @@ impl Cli {
             offsets_partitions,
             group_initial_rebalance_delay_ms,
             metrics_addr,
+            listeners,
+            tls,
+            sasl_mechanisms,
+            security,
+            failed_authentication_delay_ms: self
+                .connection_failed_authentication_delay_ms
+                .or(file.connection_failed_authentication_delay_ms)
+                .unwrap_or(100),
+            reauth_ms: self
+                .connections_max_reauth_ms
+                .or(file.connections_max_reauth_ms)
+                .unwrap_or(0),
         })
     }
 }
 
-fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+pub(crate) fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = s
         .rsplit_once(':')
         .with_context(|| format!("'{s}' is not HOST:PORT"))?;
@@ -297,7 +530,7 @@ fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-fn resolve_addr(s: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) fn resolve_addr(s: &str) -> anyhow::Result<SocketAddr> {
     split_host_port(s)?;
     s.to_socket_addrs()
         .with_context(|| format!("cannot resolve '{s}'"))?
@@ -318,7 +551,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.kafka_addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:9092");
         assert_eq!(c.advertised_host, "127.0.0.1");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.durability, Durability::Fsync);
@@ -331,7 +564,7 @@ mod tests {
         let f = dir.join("c.toml");
         std::fs::write(&f, "kafka_addr = \"127.0.0.1:9500\"\nnum_partitions = 3\n").unwrap();
         let c = parse(&["--config", f.to_str().unwrap(), "--num-partitions", "5"]).unwrap();
-        assert_eq!(c.kafka_addr.port(), 9500);
+        assert_eq!(c.listeners[0].bind.port(), 9500);
         assert_eq!(c.num_partitions, 5);
         std::fs::write(&f, "kafka_adr = \"x\"\n").unwrap();
         let e = parse(&["--config", f.to_str().unwrap()])

@@ -16,15 +16,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, FetchRequest, ResponseKind};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, FetchRequest, RequestKind, ResponseKind};
 use sluice_proto::broker::{Deferred, Reply};
 use sluice_proto::codec::{self, DecodeError, RequestContext};
 use sluice_proto::frame::FrameDecoder;
 use sluice_proto::runtime::{Reader, Runtime, Writer};
-use tracing::{debug, warn};
+use sluice_proto::security::authorize::Denied;
+use sluice_proto::security::sasl::{ConnectionAuth, Outcome, SaslSettings};
+use sluice_proto::security::{ANONYMOUS, SecurityProtocol, Session};
+use tracing::{debug, info, warn};
 
 use crate::budget::Permit;
+use crate::listeners::ListenerConfig;
 use crate::metrics::Counters;
 use crate::server::{Shared, now_ms};
 
@@ -39,37 +43,95 @@ enum Pending {
         ctx: RequestContext,
         seq: u64,
         response: Box<ResponseKind>,
+        denied: Denied,
         _permit: Option<Permit>,
     },
     /// A request parked by the group coordinator: its answer arrives on `rx`.
     Parked {
         ctx: RequestContext,
         rx: async_channel::Receiver<Deferred>,
+        denied: Denied,
         _permit: Option<Permit>,
     },
     Fetch {
         ctx: RequestContext,
         request: Box<FetchRequest>,
         deadline: Instant,
+        denied: Denied,
         _permit: Option<Permit>,
     },
     /// Write this (if anything) and close the connection.
     Close(Option<Bytes>),
+    /// A failed authentication: wait the failure delay, write this (if anything), close.
+    AuthFailed(Option<Bytes>),
 }
 
-/// Serves one connection until the peer closes it or it misbehaves.
+/// Who is on the other end, as far as this connection knows.
+struct Peer {
+    addr: std::net::SocketAddr,
+    auth: ConnectionAuth,
+    session: Session,
+}
+
+/// Serves one connection of `listener` until the peer closes it or it misbehaves: the TLS
+/// handshake first on SSL and SASL_SSL listeners.
 pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
     rt: R,
     shared: Arc<Shared>,
+    listener: Arc<ListenerConfig>,
     reader: Rd,
     writer: W,
     peer: std::net::SocketAddr,
 ) {
+    if !listener.protocol.uses_tls() {
+        return serve_plain(rt, shared, listener, reader, writer, peer, None).await;
+    }
+    let Some(acceptor) = shared.tls.clone() else {
+        warn!(node_id = shared.config.node_id, %peer, listener = %listener.name, "no TLS configuration: closing");
+        return;
+    };
+    match acceptor.accept(&rt, reader, writer).await {
+        Ok((r, w, cn)) => serve_plain(rt, shared, listener, r, w, peer, cn).await,
+        Err(e) => {
+            Counters::add(&shared.metrics.tls_handshake_failures, 1);
+            info!(node_id = shared.config.node_id, %peer, listener = %listener.name, error = %e, "TLS handshake failed");
+        }
+    }
+}
+
+async fn serve_plain<R: Runtime, Rd: Reader, W: Writer>(
+    rt: R,
+    shared: Arc<Shared>,
+    listener: Arc<ListenerConfig>,
+    reader: Rd,
+    writer: W,
+    addr: std::net::SocketAddr,
+    client_cn: Option<String>,
+) {
+    let principal = match (&client_cn, listener.protocol) {
+        (Some(cn), SecurityProtocol::Ssl) => format!("User:{cn}"),
+        _ => ANONYMOUS.to_string(),
+    };
+    let sasl = listener.protocol.uses_sasl().then(|| SaslSettings {
+        mechanisms: shared.config.sasl_mechanisms.clone(),
+        reauth_ms: shared.config.reauth_ms as i64,
+        unknown_user_secret: shared.sasl_secret.clone(),
+    });
+    let peer = Peer {
+        addr,
+        session: Session {
+            principal: principal.clone(),
+            host: addr.ip().to_string(),
+            listener: listener.name.clone(),
+            node: None,
+        },
+        auth: ConnectionAuth::new(sasl, principal),
+    };
     let open = &shared.metrics.connections_open;
     open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = async_channel::bounded::<Pending>(MAX_IN_FLIGHT);
     let read_side = read_requests(shared.clone(), reader, tx, peer);
-    let write_side = write_responses(rt, shared.clone(), writer, rx, peer);
+    let write_side = write_responses(rt, shared.clone(), writer, rx, addr);
     let (parked, ()) = futures_lite::future::zip(read_side, write_side).await;
     // Responses still owed to this connection have nowhere to go.
     let mut map = shared.parked.lock().unwrap();
@@ -81,7 +143,7 @@ pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
         .metrics
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    debug!(%peer, "connection closed");
+    debug!(peer = %addr, "connection closed");
 }
 
 /// Reads and handles requests until the peer closes; returns the tokens of requests this
@@ -90,12 +152,11 @@ async fn read_requests<Rd: Reader>(
     shared: Arc<Shared>,
     mut reader: Rd,
     tx: async_channel::Sender<Pending>,
-    peer: std::net::SocketAddr,
+    mut peer: Peer,
 ) -> Vec<u64> {
-    let client_host = format!("/{}", peer.ip());
     let mut parked: Vec<u64> = Vec::new();
     if !shared.serving() {
-        debug!(node_id = shared.config.node_id, %peer, "connection waits until __meta caught up");
+        debug!(node_id = shared.config.node_id, peer = %peer.addr, "connection waits until __meta caught up");
         shared.until_serving().await;
         if shared.shutting_down() {
             return parked;
@@ -108,7 +169,7 @@ async fn read_requests<Rd: Reader>(
         loop {
             match decoder.pending_frame_bytes() {
                 Some(Err(e)) => {
-                    warn!(node_id = shared.config.node_id, %peer, error = %e, "closing connection: bad frame");
+                    warn!(node_id = shared.config.node_id, peer = %peer.addr, error = %e, "closing connection: bad frame");
                     let _ = tx.send(Pending::Close(None)).await;
                     return parked;
                 }
@@ -122,15 +183,12 @@ async fn read_requests<Rd: Reader>(
                 Ok(None) => break,
                 Err(_) => unreachable!("length errors are reported by pending_frame_bytes"),
             };
-            let pending = handle_frame(
-                &shared,
-                frame,
-                permit.take(),
-                peer,
-                &client_host,
-                &mut parked,
-            );
-            let close = matches!(pending, Pending::Close(_));
+            let pending = if peer.auth.expects_raw_token() {
+                raw_sasl_token(&shared, frame, permit.take(), &mut peer)
+            } else {
+                handle_frame(&shared, frame, permit.take(), &mut peer, &mut parked)
+            };
+            let close = matches!(pending, Pending::Close(_) | Pending::AuthFailed(_));
             if tx.send(pending).await.is_err() || close {
                 return parked;
             }
@@ -142,7 +200,7 @@ async fn read_requests<Rd: Reader>(
                 decoder.extend(&buf[..n]);
             }
             Err(e) => {
-                debug!(%peer, error = %e, "read failed");
+                debug!(peer = %peer.addr, error = %e, "read failed");
                 return parked;
             }
         }
@@ -168,19 +226,127 @@ fn is_group_api(key: ApiKey) -> bool {
     )
 }
 
+/// A random SCRAM server nonce: printable, no commas.
+fn server_nonce() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// Answers SaslHandshake and SaslAuthenticate (never the broker's business: they change only
+/// this connection).
+fn handle_sasl(
+    shared: &Shared,
+    ctx: &RequestContext,
+    body: RequestKind,
+    permit: Option<Permit>,
+    peer: &mut Peer,
+) -> Pending {
+    match body {
+        RequestKind::SaslHandshake(r) => {
+            let (resp, close) = peer.auth.handshake(&r, ctx.api_version, server_nonce());
+            if resp.error_code != 0 {
+                info!(node_id = shared.config.node_id, peer = %peer.addr, mechanism = %r.mechanism.as_str(), error_code = resp.error_code, "SASL handshake refused");
+            }
+            let resp = ResponseKind::SaslHandshake(resp);
+            if close {
+                Counters::add(&shared.metrics.authentication_failures, 1);
+                return match codec::encode_response(ctx, &resp) {
+                    Ok(b) => Pending::AuthFailed(Some(b)),
+                    Err(_) => Pending::AuthFailed(None),
+                };
+            }
+            encode(ctx, &resp, permit)
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let store = shared.broker.lock().unwrap().credentials();
+            let (resp, outcome) =
+                peer.auth
+                    .authenticate(&r.auth_bytes, ctx.api_version, &store, now_ms());
+            let resp = ResponseKind::SaslAuthenticate(resp);
+            match outcome {
+                Outcome::Continue => encode(ctx, &resp, permit),
+                Outcome::Authenticated(principal) => {
+                    authenticated(shared, peer, &principal);
+                    encode(ctx, &resp, permit)
+                }
+                Outcome::Failed(reason) => {
+                    auth_failed(shared, peer, &reason);
+                    match codec::encode_response(ctx, &resp) {
+                        Ok(b) => Pending::AuthFailed(Some(b)),
+                        Err(_) => Pending::AuthFailed(None),
+                    }
+                }
+            }
+        }
+        _ => unreachable!("only SASL requests come here"),
+    }
+}
+
+fn authenticated(shared: &Shared, peer: &mut Peer, principal: &str) {
+    Counters::add(&shared.metrics.authentications, 1);
+    info!(
+        node_id = shared.config.node_id,
+        peer = %peer.addr,
+        principal,
+        mechanism = peer.auth.mechanism().unwrap_or("-"),
+        "SASL authentication succeeded"
+    );
+    peer.session.principal = principal.to_string();
+}
+
+fn auth_failed(shared: &Shared, peer: &Peer, reason: &str) {
+    Counters::add(&shared.metrics.authentication_failures, 1);
+    warn!(
+        node_id = shared.config.node_id,
+        peer = %peer.addr,
+        mechanism = peer.auth.mechanism().unwrap_or("-"),
+        reason,
+        "SASL authentication failed"
+    );
+}
+
+/// A raw SASL token after SaslHandshake v0: the reply goes back length-prefixed, without a
+/// Kafka header; a failure closes the connection (Kafka's v0 behaviour).
+fn raw_sasl_token(
+    shared: &Shared,
+    frame: Bytes,
+    permit: Option<Permit>,
+    peer: &mut Peer,
+) -> Pending {
+    let store = shared.broker.lock().unwrap().credentials();
+    match peer.auth.raw_token(&frame, &store, now_ms()) {
+        Ok((reply, outcome)) => {
+            if let Outcome::Authenticated(principal) = &outcome {
+                authenticated(shared, peer, principal);
+            }
+            let mut b = BytesMut::with_capacity(4 + reply.len());
+            b.put_u32(reply.len() as u32);
+            b.put_slice(&reply);
+            Pending::Ready(b.freeze(), permit)
+        }
+        Err(reason) => {
+            auth_failed(shared, peer, &reason);
+            Pending::AuthFailed(None)
+        }
+    }
+}
+
 fn handle_frame(
     shared: &Shared,
     frame: Bytes,
     permit: Option<Permit>,
-    peer: std::net::SocketAddr,
-    client_host: &str,
+    peer: &mut Peer,
     parked: &mut Vec<u64>,
 ) -> Pending {
     let request = match codec::decode_request(frame) {
         Ok(r) => r,
         Err(e) => {
             Counters::add(&shared.metrics.refused_requests, 1);
-            warn!(node_id = shared.config.node_id, %peer, error = %e, "refusing request");
+            warn!(node_id = shared.config.node_id, peer = %peer.addr, error = %e, "refusing request");
             let reply = e
                 .response()
                 .and_then(|(ctx, resp)| codec::encode_response(&ctx, &resp).ok());
@@ -195,11 +361,22 @@ fn handle_frame(
     };
     let ctx = request.ctx;
     shared.metrics.request(ctx.api_key);
+    if let Err(refusal) = peer.auth.admit(ctx.api_key, now_ms()) {
+        Counters::add(&shared.metrics.refused_requests, 1);
+        warn!(node_id = shared.config.node_id, peer = %peer.addr, principal = %peer.session.principal, reason = %refusal, "closing connection");
+        return Pending::Close(None);
+    }
+    if matches!(
+        ctx.api_key,
+        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    ) {
+        return handle_sasl(shared, &ctx, request.body, permit, peer);
+    }
     let received = Instant::now();
     let group_api = is_group_api(ctx.api_key);
-    let (reply, parked_rx) = {
+    let (reply, denied, parked_rx) = {
         let mut broker = shared.broker.lock().unwrap();
-        let reply = broker.handle_from(&ctx, client_host, request.body, now_ms());
+        let (reply, denied) = broker.handle_session(&peer.session, &ctx, request.body, now_ms());
         // Register before the lock is released: the answer may come from the next request.
         let parked_rx = match &reply {
             Reply::Parked { token } => {
@@ -223,7 +400,7 @@ fn handle_frame(
             // Proposals were queued: the Raft loop picks them up.
             shared.raft_wake.notify(1);
         }
-        (reply, parked_rx)
+        (reply, denied, parked_rx)
     };
     if group_api {
         shared.timer.notify(usize::MAX);
@@ -247,6 +424,7 @@ fn handle_frame(
                 ctx,
                 seq,
                 response: Box::new(ResponseKind::Produce(response)),
+                denied,
                 _permit: permit,
             }
         }
@@ -256,12 +434,14 @@ fn handle_frame(
                 ctx,
                 seq,
                 response: Box::new(response),
+                denied,
                 _permit: permit,
             }
         }
         Reply::Parked { .. } => Pending::Parked {
             ctx,
             rx: parked_rx.expect("registered above"),
+            denied,
             _permit: permit,
         },
         Reply::Fetch(request) => {
@@ -270,6 +450,7 @@ fn handle_frame(
                 ctx,
                 request,
                 deadline: received + wait,
+                denied,
                 _permit: permit,
             }
         }
@@ -297,16 +478,29 @@ async fn write_responses<R: Runtime, W: Writer>(
         let (bytes, close) = match pending {
             Pending::Ready(b, _permit) => (b, false),
             Pending::Close(b) => (b.unwrap_or_default(), true),
+            Pending::AuthFailed(b) => {
+                // Kafka's connection.failed.authentication.delay.ms: slows password guessing.
+                let delay = Duration::from_millis(shared.config.failed_authentication_delay_ms);
+                futures_lite::future::or(rt.sleep(delay), shared.stopped()).await;
+                (b.unwrap_or_default(), true)
+            }
             Pending::AfterSync {
-                ctx, seq, response, ..
+                ctx,
+                seq,
+                response,
+                denied,
+                ..
             } => {
-                let resp = wait_for_sync(&shared, seq, *response, ctx.api_version).await;
+                let mut resp = wait_for_sync(&shared, seq, *response, ctx.api_version).await;
+                denied.apply(&mut resp);
                 match codec::encode_response(&ctx, &resp) {
                     Ok(b) => (b, false),
                     Err(_) => (Bytes::new(), true),
                 }
             }
-            Pending::Parked { ctx, rx, .. } => {
+            Pending::Parked {
+                ctx, rx, denied, ..
+            } => {
                 // The sender is dropped only at shutdown or when the broker forgot the token.
                 let answer = futures_lite::future::or(async { rx.recv().await.ok() }, async {
                     shared.stopped().await;
@@ -316,7 +510,9 @@ async fn write_responses<R: Runtime, W: Writer>(
                 match answer {
                     None => (Bytes::new(), true),
                     Some(d) => {
-                        let resp = wait_for_sync(&shared, d.seq, d.response, ctx.api_version).await;
+                        let mut resp =
+                            wait_for_sync(&shared, d.seq, d.response, ctx.api_version).await;
+                        denied.apply(&mut resp);
                         match codec::encode_response(&ctx, &resp) {
                             Ok(b) => (b, false),
                             Err(e) => {
@@ -331,10 +527,13 @@ async fn write_responses<R: Runtime, W: Writer>(
                 ctx,
                 request,
                 deadline,
+                denied,
                 ..
             } => {
                 let resp = long_poll(&rt, &shared, &ctx, &request, deadline).await;
-                match codec::encode_response(&ctx, &ResponseKind::Fetch(resp)) {
+                let mut resp = ResponseKind::Fetch(resp);
+                denied.apply(&mut resp);
+                match codec::encode_response(&ctx, &resp) {
                     Ok(b) => (b, false),
                     Err(e) => {
                         warn!(version = ctx.api_version, error = %e, "cannot encode fetch response");

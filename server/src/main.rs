@@ -8,12 +8,16 @@ compile_error!(
 compile_error!("choose a runtime: build with feature `runtime-tokio` (default) or `runtime-smol`");
 
 mod budget;
+mod certs;
 mod cluster;
 mod config;
 mod connection;
 mod disk;
+mod listeners;
 mod metrics;
 mod server;
+mod tls;
+mod users;
 
 use clap::Parser;
 use sluice_proto::runtime::Runtime;
@@ -40,6 +44,17 @@ fn main() {
     let command = cli.command.take();
     if let Some(cluster::cli::Command::Certs(args)) = command {
         if let Err(e) = cluster::cli::run_certs(args) {
+            eprintln!("sluice: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(cluster::cli::Command::Users(args)) = command {
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("./data"));
+        if let Err(e) = users::run(args, &data_dir) {
             eprintln!("sluice: {e:#}");
             std::process::exit(1);
         }
@@ -129,6 +144,7 @@ fn run(config: config::Config) -> anyhow::Result<()> {
         async move {
             let server = server::Server::start(rt2, config).await?;
             server::handle_signals(server.shared())?;
+            server::handle_reload(server.shared())?;
             server.run().await
         },
         span,
@@ -161,6 +177,7 @@ fn run_cluster(
             let server =
                 server::Server::start_with(rt2.clone(), config, storage, Some(members)).await?;
             let shared = server.shared();
+            server::handle_reload(shared.clone())?;
             let params = cluster::node::NodeParams {
                 cc,
                 tls,

@@ -38,6 +38,12 @@ pub struct Counters {
     pub connections_open: AtomicI64,
     /// Snapshot installs completed (cluster mode).
     pub snapshot_installs: AtomicU64,
+    /// TLS handshakes that failed (plaintext to a TLS port, untrusted client certificate...).
+    pub tls_handshake_failures: AtomicU64,
+    /// SASL authentications that succeeded.
+    pub authentications: AtomicU64,
+    /// SASL authentications that failed (wrong password, unknown user, bad mechanism).
+    pub authentication_failures: AtomicU64,
 }
 
 impl Default for Counters {
@@ -50,6 +56,9 @@ impl Default for Counters {
             connections_accepted: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             snapshot_installs: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            authentications: AtomicU64::new(0),
+            authentication_failures: AtomicU64::new(0),
         }
     }
 }
@@ -121,6 +130,7 @@ pub fn render(
     node_id: i32,
     counters: &Counters,
     logs: &LogStats,
+    denials: &[(String, u64)],
     cluster: Option<&ClusterGauges>,
 ) -> String {
     let mut out = String::new();
@@ -149,7 +159,25 @@ pub fn render(
             let _ = writeln!(out, "sluice_requests_total{{api=\"{api:?}\"}} {n}");
         }
     }
-    let scalars: [(&str, &str, &str, i64); 6] = [
+    let scalars: [(&str, &str, &str, i64); 9] = [
+        (
+            "sluice_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes on Kafka listeners that failed.",
+            counters.tls_handshake_failures.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "sluice_sasl_authentications_total",
+            "counter",
+            "SASL authentications that succeeded.",
+            counters.authentications.load(Ordering::Relaxed) as i64,
+        ),
+        (
+            "sluice_sasl_authentication_failures_total",
+            "counter",
+            "SASL authentications that failed.",
+            counters.authentication_failures.load(Ordering::Relaxed) as i64,
+        ),
         (
             "sluice_refused_requests_total",
             "counter",
@@ -190,6 +218,19 @@ pub fn render(
     for (name, kind, help, v) in scalars {
         head(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
+    }
+    head(
+        &mut out,
+        "sluice_authorization_denials_total",
+        "counter",
+        "Requests (or parts of them) the authorizer denied, by ACL resource type.",
+    );
+    for (rt, n) in denials {
+        let _ = writeln!(
+            out,
+            "sluice_authorization_denials_total{{resource_type=\"{}\"}} {n}",
+            escape(rt)
+        );
     }
     let per_log: [(&str, &str); 4] = [
         ("sluice_log_start_offset", "First readable offset."),
@@ -346,12 +387,16 @@ async fn answer<R: Runtime>(
 }
 
 fn scrape(shared: &Shared) -> String {
-    let logs = shared.broker.lock().unwrap().log_stats();
+    let (logs, denials) = {
+        let b = shared.broker.lock().unwrap();
+        (b.log_stats(), b.denials())
+    };
     let cluster = shared.cluster_gauges.lock().unwrap().clone();
     render(
         shared.config.node_id,
         &shared.metrics,
         &logs,
+        &denials,
         cluster.as_ref(),
     )
 }
@@ -387,7 +432,7 @@ mod tests {
                 connections: 1,
             }],
         };
-        let text = render(7, &c, &logs, Some(&cluster));
+        let text = render(7, &c, &logs, &[("TOPIC".into(), 2)], Some(&cluster));
         for line in [
             "sluice_info{node_id=\"7\",version=\"",
             "sluice_requests_total{api=\"Produce\"} 2",
@@ -411,6 +456,6 @@ mod tests {
             let value = l.rsplit(' ').next().unwrap();
             assert!(value.parse::<i64>().is_ok(), "{l}");
         }
-        assert!(!render(7, &c, &logs, None).contains("sluice_raft_"));
+        assert!(!render(7, &c, &logs, &[], None).contains("sluice_raft_"));
     }
 }

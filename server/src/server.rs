@@ -43,6 +43,10 @@ pub struct Shared {
     pub metrics: crate::metrics::Counters,
     /// Cluster mode: Raft groups and peers as the node last published them.
     pub cluster_gauges: Mutex<Option<crate::metrics::ClusterGauges>>,
+    /// TLS of SSL and SASL_SSL listeners (reloaded on SIGHUP).
+    pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
+    /// Secret of this run behind the decoy answers for unknown SCRAM users.
+    pub sasl_secret: Vec<u8>,
     /// Whether requests are served. Standalone: from the start. Cluster mode: once `__meta`
     /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
     serving: AtomicBool,
@@ -144,7 +148,7 @@ pub fn now_ms() -> i64 {
 pub struct Server<R: Runtime> {
     rt: R,
     shared: Arc<Shared>,
-    listener: R::Listener,
+    listeners: Vec<(Arc<crate::listeners::ListenerConfig>, R::Listener)>,
     metrics: Option<R::Listener>,
 }
 
@@ -174,6 +178,24 @@ impl<R: Runtime> Server<R> {
             offsets_partitions: config.offsets_partitions,
             group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as i64,
             cluster_members,
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| {
+                    (
+                        l.name.clone(),
+                        (l.advertised_host.clone(), l.advertised_port as i32),
+                    )
+                })
+                .collect(),
+            security: config.security.clone(),
+        };
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(
+                crate::tls::TlsAcceptor::new(t.clone())
+                    .with_context(|| format!("node {}: TLS settings", config.node_id))?,
+            )),
+            None => None,
         };
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -188,12 +210,16 @@ impl<R: Runtime> Server<R> {
             })
             .await
             .with_context(|| format!("node {}: opening data dir {data_dir}", config.node_id))?;
-        let listener = rt.bind(config.kafka_addr).await.with_context(|| {
-            format!(
-                "node {}: cannot listen on {}",
-                config.node_id, config.kafka_addr
-            )
-        })?;
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let bound = rt.bind(l.bind).await.with_context(|| {
+                format!(
+                    "node {}: cannot listen on {} (listener {})",
+                    config.node_id, l.bind, l.name
+                )
+            })?;
+            listeners.push((Arc::new(l.clone()), bound));
+        }
         let metrics = match config.metrics_addr {
             None => None,
             Some(addr) => Some(rt.bind(addr).await.with_context(|| {
@@ -207,11 +233,17 @@ impl<R: Runtime> Server<R> {
             Some(l) => format!("http://{}/metrics", l.local_addr()?),
             None => "off".to_string(),
         };
+        let mut bound_list = Vec::new();
+        for (l, bound) in &listeners {
+            bound_list.push(format!("{}://{}", l.name, bound.local_addr()?));
+            warn_if_open(config.node_id, l, &config);
+        }
         info!(
             node_id = config.node_id,
             version = env!("CARGO_PKG_VERSION"),
             runtime = rt.name(),
-            kafka_addr = %listener.local_addr()?,
+            listeners = %bound_list.join(","),
+            authorizer = if config.security.authorizer { "acl" } else { "none" },
             metrics = %metrics_addr,
             advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
             data_dir = %data_dir,
@@ -232,6 +264,11 @@ impl<R: Runtime> Server<R> {
             raft_wake: Event::new(),
             metrics: crate::metrics::Counters::default(),
             cluster_gauges: Mutex::new(None),
+            tls,
+            sasl_secret: {
+                use rand::Rng;
+                rand::thread_rng().r#gen::<[u8; 32]>().to_vec()
+            },
             serving: AtomicBool::new(!is_cluster),
             serving_event: Event::new(),
             stopping: AtomicBool::new(false),
@@ -240,7 +277,7 @@ impl<R: Runtime> Server<R> {
         Ok(Server {
             rt,
             shared,
-            listener,
+            listeners,
             metrics,
         })
     }
@@ -266,29 +303,12 @@ impl<R: Runtime> Server<R> {
                     .instrument(span.clone()),
             );
         }
-        loop {
-            let accept = async { Some(self.listener.accept().await) };
-            let stop = async {
-                shared.stopped().await;
-                None
-            };
-            match futures_lite::future::or(accept, stop).await {
-                None => break,
-                Some(Ok((reader, writer, peer))) => {
-                    debug!(%peer, "connection accepted");
-                    Counters::add(&shared.metrics.connections_accepted, 1);
-                    rt.spawn(
-                        crate::connection::serve(rt.clone(), shared.clone(), reader, writer, peer)
-                            .instrument(span.clone()),
-                    );
-                }
-                Some(Err(e)) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(node_id = shared.config.node_id, error = %e, "accept failed");
-                    rt.sleep(Duration::from_millis(100)).await;
-                }
-            }
+        for (config, listener) in std::mem::take(&mut self.listeners) {
+            rt.spawn(
+                accept_loop(rt.clone(), shared.clone(), config, listener).instrument(span.clone()),
+            );
         }
+        shared.stopped().await;
         info!(
             node_id = shared.config.node_id,
             "shutting down: syncing logs"
@@ -300,6 +320,74 @@ impl<R: Runtime> Server<R> {
             .await;
         info!(node_id = shared.config.node_id, "shutdown complete");
         Ok(())
+    }
+}
+
+/// Accepts connections on one listener until shutdown.
+async fn accept_loop<R: Runtime>(
+    rt: R,
+    shared: Arc<Shared>,
+    config: Arc<crate::listeners::ListenerConfig>,
+    mut listener: R::Listener,
+) {
+    let span = tracing::Span::current();
+    loop {
+        let accept = async { Some(listener.accept().await) };
+        let stop = async {
+            shared.stopped().await;
+            None
+        };
+        match futures_lite::future::or(accept, stop).await {
+            None => break,
+            Some(Ok((reader, writer, peer))) => {
+                debug!(%peer, listener = %config.name, "connection accepted");
+                Counters::add(&shared.metrics.connections_accepted, 1);
+                rt.spawn(
+                    crate::connection::serve(
+                        rt.clone(),
+                        shared.clone(),
+                        config.clone(),
+                        reader,
+                        writer,
+                        peer,
+                    )
+                    .instrument(span.clone()),
+                );
+            }
+            Some(Err(e)) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(node_id = shared.config.node_id, listener = %config.name, error = %e, "accept failed");
+                rt.sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A listener reachable from other machines that authenticates no one gets a loud warning.
+fn warn_if_open(node_id: i32, l: &crate::listeners::ListenerConfig, config: &Config) {
+    use sluice_proto::security::SecurityProtocol;
+    if !crate::listeners::exposed(&l.bind) {
+        return;
+    }
+    let client_certs = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Required);
+    let open = match l.protocol {
+        SecurityProtocol::Plaintext => true,
+        SecurityProtocol::Ssl => !client_certs,
+        _ => false,
+    };
+    if open {
+        warn!(
+            node_id,
+            listener = %l.name,
+            bind = %l.bind,
+            "listener {} on {} authenticates no one: every client that reaches it can read, write and delete everything{}. Use SASL_SSL (or SSL with --tls-client-auth required) and --authorizer acl",
+            l.name,
+            l.bind,
+            if config.security.authorizer { " its ACLs allow User:ANONYMOUS" } else { "" }
+        );
     }
 }
 
@@ -435,5 +523,29 @@ pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
             }
         })
         .context("spawning the signal thread")?;
+    Ok(())
+}
+
+/// Starts a thread that reloads the Kafka listeners' TLS certificate, key and client CA on
+/// SIGHUP; a failed reload keeps the running ones.
+pub fn handle_reload(shared: Arc<Shared>) -> anyhow::Result<()> {
+    use signal_hook::consts::SIGHUP;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP]).context("installing the SIGHUP handler")?;
+    std::thread::Builder::new()
+        .name("sluice-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let node_id = shared.config.node_id;
+                match &shared.tls {
+                    None => info!(node_id, "SIGHUP: no TLS listener, nothing to reload"),
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => info!(node_id, "SIGHUP: TLS certificate reloaded"),
+                        Err(e) => error!(node_id, error = %format!("{e:#}"), "SIGHUP: TLS reload failed; keeping the previous certificate"),
+                    },
+                }
+            }
+        })
+        .context("spawning the reload thread")?;
     Ok(())
 }

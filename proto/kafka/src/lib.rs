@@ -21,6 +21,7 @@ pub mod codec;
 pub mod frame;
 pub mod log;
 pub mod runtime;
+pub mod security;
 pub mod storage;
 pub mod topic_config;
 pub mod versions;

@@ -15,11 +15,14 @@ use crate::config::Config;
 /// Subcommands of `sluice`. Without one, `sluice` runs the standalone broker.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run as a node of a Raft cluster (this slice: the `__meta` group elects a leader; no
-    /// Kafka traffic is served yet).
+    /// Run as a node of a Raft cluster: topic metadata and every partition replicated with
+    /// Raft, Kafka clients served by every node.
     RaftCluster(ClusterArgs),
-    /// Create a cluster CA and one certificate per node in a new directory.
+    /// Create certificates: a cluster CA and node certificates (--nodes), and/or a Kafka
+    /// listener's server certificate (--server-names) and client certificates (--client).
     Certs(CertsArgs),
+    /// Manage SCRAM users in a stopped broker's data dir (--data-dir).
+    Users(crate::users::UsersArgs),
 }
 
 /// `sluice raft-cluster` options.
@@ -50,10 +53,16 @@ pub struct ClusterArgs {
 /// `sluice certs` options.
 #[derive(Debug, Args)]
 pub struct CertsArgs {
-    /// Node ids to issue certificates for: 1,2,3
-    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', required = true)]
+    /// Cluster node ids to issue node certificates for: 1,2,3
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
     pub nodes: Vec<u64>,
-    /// Output directory (created; existing files are never overwritten)
+    /// Names (DNS or IP) of a Kafka listener's server certificate: writes server.pem, server.key
+    #[arg(long, value_name = "NAME,NAME,...", value_delimiter = ',')]
+    pub server_names: Vec<String>,
+    /// A client certificate with subject CN=NAME (principal User:NAME): NAME.pem, NAME.key
+    #[arg(long, value_name = "NAME")]
+    pub client: Vec<String>,
+    /// Output directory (created; existing files are never overwritten, an existing CA is used)
     #[arg(long, value_name = "DIR", required = true)]
     pub out: PathBuf,
 }
@@ -225,8 +234,24 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
 
 /// `sluice certs`: writes the CA and one pair per node, refusing to overwrite anything.
 pub fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
-    let files = sluice_transport_quic::certs::generate(&args.nodes, &args.out)
-        .with_context(|| format!("certificates in {}", args.out.display()))?;
+    if args.nodes.is_empty() && args.server_names.is_empty() && args.client.is_empty() {
+        bail!(
+            "say what to create: --nodes 1,2,3 (cluster), --server-names HOST,... and/or --client NAME (Kafka listener)"
+        );
+    }
+    let mut files = Vec::new();
+    if !args.nodes.is_empty() {
+        files.extend(
+            sluice_transport_quic::certs::generate(&args.nodes, &args.out)
+                .with_context(|| format!("certificates in {}", args.out.display()))?,
+        );
+    }
+    if !args.server_names.is_empty() || !args.client.is_empty() {
+        files.extend(
+            crate::certs::generate(&args.server_names, &args.client, &args.out)
+                .with_context(|| format!("certificates in {}", args.out.display()))?,
+        );
+    }
     for f in files {
         println!("{}", f.display());
     }

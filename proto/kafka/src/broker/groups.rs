@@ -166,8 +166,7 @@ impl Broker {
         version: i16,
     ) -> FindCoordinatorResponse {
         let node = self.config.node_id;
-        let host = self.config.advertised_host.clone();
-        let port = self.config.advertised_port;
+        let (host, port) = self.advertised();
         let cluster = self.is_cluster();
         find_coordinator(req, version, |kind, key| match kind {
             CoordinatorType::Group if cluster => self.coordinator_node(key),

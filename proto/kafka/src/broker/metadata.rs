@@ -47,17 +47,19 @@ impl Broker {
         now_ms: i64,
     ) -> MetadataResponse {
         let node = BrokerId(self.config.node_id);
+        let (host, port) = self.advertised();
         let mut response = MetadataResponse::default()
             .with_brokers(vec![
                 MetadataResponseBroker::default()
                     .with_node_id(node)
-                    .with_host(str(&self.config.advertised_host))
-                    .with_port(self.config.advertised_port),
+                    .with_host(str(&host))
+                    .with_port(port),
             ])
             .with_cluster_id(Some(str(&self.cluster_id)))
             .with_controller_id(node);
-        let auto_create =
-            self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        let auto_create = self.config.auto_create_topics
+            && (version < 4 || req.allow_auto_topic_creation)
+            && !self.auto_create_denied;
         let names = requested_names(req.topics, version, self.topics.keys().cloned(), |id| {
             self.ids.get(&id).cloned()
         });
@@ -128,14 +130,15 @@ impl Broker {
                 );
         }
         let node = BrokerId(self.config.node_id);
+        let (host, port) = self.advertised();
         DescribeClusterResponse::default()
             .with_cluster_id(str(&self.cluster_id))
             .with_controller_id(node)
             .with_brokers(vec![
                 DescribeClusterBroker::default()
                     .with_broker_id(node)
-                    .with_host(str(&self.config.advertised_host))
-                    .with_port(self.config.advertised_port),
+                    .with_host(str(&host))
+                    .with_port(port),
             ])
     }
 }

@@ -14,6 +14,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod security;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use cluster::{
 };
 pub use fetch::FetchOutcome;
 pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};
+pub use security::{SecurityChange, SecurityState};
 
 /// Settings of the broker core.
 #[derive(Debug, Clone)]
@@ -62,6 +64,11 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i64,
     /// Cluster mode: the node ids of every cluster member (None: standalone).
     pub cluster_members: Option<Vec<i32>>,
+    /// Advertised address per listener name: Metadata answers a client with the addresses of
+    /// the listener it came in on (`advertised_host`/`advertised_port` when not listed).
+    pub listeners: BTreeMap<String, (String, i32)>,
+    /// Authorizer and super users.
+    pub security: crate::security::SecurityConfig,
 }
 
 impl Default for BrokerConfig {
@@ -76,6 +83,8 @@ impl Default for BrokerConfig {
             offsets_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,
             cluster_members: None,
+            listeners: BTreeMap::new(),
+            security: Default::default(),
         }
     }
 }
@@ -216,6 +225,15 @@ pub struct Broker {
     deferred: Vec<groups::Deferred>,
     /// Cluster mode state (None: standalone).
     cluster: Option<cluster::ClusterState>,
+    /// ACLs and SCRAM credentials.
+    security: SecurityState,
+    /// The listener of the request being handled (see [`Broker::handle_session`]).
+    listener: Option<String>,
+    /// Set while handling a Metadata request whose principal may not create topics (v0-3
+    /// requests carry no `allow_auto_topic_creation` flag).
+    auto_create_denied: bool,
+    /// Authorization denials by ACL resource type code, for metrics.
+    denials: std::cell::RefCell<security::Denials>,
 }
 
 pub(crate) fn str(s: &str) -> StrBytes {
@@ -317,6 +335,10 @@ impl Broker {
             next_token: 0,
             deferred: Vec::new(),
             cluster: None,
+            security: SecurityState::default(),
+            listener: None,
+            auto_create_denied: false,
+            denials: Default::default(),
         };
         if let Some(members) = broker.config.cluster_members.clone() {
             // Topics, the offsets topic and coordinator partitions come from `__meta` and
@@ -327,6 +349,7 @@ impl Broker {
                 now_ms,
             ));
         } else {
+            broker.security = security::load(&*broker.fs)?;
             broker.open_groups(now_ms)?;
         }
         info!(
@@ -367,6 +390,20 @@ impl Broker {
         out
     }
 
+    /// The address this node advertises on the listener of the request being handled.
+    pub(crate) fn advertised(&self) -> (String, i32) {
+        self.listener
+            .as_ref()
+            .and_then(|l| self.config.listeners.get(l))
+            .cloned()
+            .unwrap_or_else(|| {
+                (
+                    self.config.advertised_host.clone(),
+                    self.config.advertised_port,
+                )
+            })
+    }
+
     /// Settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
@@ -377,9 +414,11 @@ impl Broker {
         &self.topics
     }
 
-    /// Handles one request.
+    /// Handles one request from an anonymous client (tests and tools; connections use
+    /// [`Broker::handle_session`]).
     pub fn handle(&mut self, ctx: &RequestContext, body: RequestKind, now_ms: i64) -> Reply {
-        self.handle_from(ctx, "", body, now_ms)
+        let session = crate::security::Session::anonymous("", "PLAINTEXT");
+        self.handle_session(&session, ctx, body, now_ms).0
     }
 
     /// Handles one request from `client_host` (as Kafka shows it, e.g. `/127.0.0.1`; the group

@@ -32,6 +32,16 @@ pub enum MetaCommand {
         host: String,
         /// Advertised Kafka port.
         port: i32,
+        /// Advertised address per listener name (absent in entries of older versions).
+        #[serde(default)]
+        listeners: BTreeMap<String, (String, i32)>,
+    },
+    /// Changes ACLs or SCRAM credentials.
+    Security {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// The change.
+        change: crate::security::state::SecurityChange,
     },
     /// Creates a topic; replicas are placed at apply time.
     CreateTopic {
@@ -206,6 +216,11 @@ pub enum MetaEvent {
         /// Partition group.
         group: u64,
     },
+    /// ACLs or credentials changed.
+    SecurityChanged {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+    },
 }
 
 /// The replicated metadata (see the module docs).
@@ -214,6 +229,12 @@ pub struct MetaState {
     members: Vec<i32>,
     /// Advertised Kafka addresses by node id.
     pub brokers: BTreeMap<i32, (String, i32)>,
+    /// Advertised addresses by node id, then listener name.
+    #[serde(default)]
+    pub listeners: BTreeMap<i32, BTreeMap<String, (String, i32)>>,
+    /// ACLs and SCRAM credentials.
+    #[serde(default)]
+    pub security: crate::security::state::SecurityState,
     /// Topics by name.
     pub topics: BTreeMap<String, MetaTopic>,
     /// Partition group id → (topic, partition).
@@ -231,6 +252,8 @@ impl MetaState {
         MetaState {
             members,
             brokers: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            security: Default::default(),
             topics: BTreeMap::new(),
             groups: BTreeMap::new(),
             next_group: 1,
@@ -271,6 +294,7 @@ impl MetaState {
                 node_id,
                 host,
                 port,
+                listeners,
             } => {
                 if !self.members.contains(&node_id) {
                     return vec![refused(
@@ -280,7 +304,12 @@ impl MetaState {
                     )];
                 }
                 self.brokers.insert(node_id, (host, port));
+                self.listeners.insert(node_id, listeners);
                 vec![MetaEvent::BrokerRegistered { node_id }]
+            }
+            MetaCommand::Security { request, change } => {
+                self.security.apply(&change);
+                vec![MetaEvent::SecurityChanged { request }]
             }
             MetaCommand::CreateTopic {
                 request,
@@ -429,6 +458,14 @@ impl MetaState {
                 vec![MetaEvent::LeaderRecorded { group }]
             }
         }
+    }
+
+    /// Where clients on `listener` reach `node` (its default address when it did not register
+    /// that listener).
+    pub fn broker_addr(&self, node: i32, listener: Option<&str>) -> Option<(String, i32)> {
+        listener
+            .and_then(|l| self.listeners.get(&node)?.get(l).cloned())
+            .or_else(|| self.brokers.get(&node).cloned())
     }
 
     /// The partition a group replicates.

@@ -27,17 +27,21 @@ impl Broker {
         version: i16,
         now_ms: i64,
     ) -> MetadataResponse {
-        let auto_create =
-            self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        let auto_create = self.config.auto_create_topics
+            && (version < 4 || req.allow_auto_topic_creation)
+            && !self.auto_create_denied;
         let mut to_create = Vec::new();
         let c = self.cluster.as_ref().expect("cluster");
         // This node is always listed, registered yet or not: clients need a live broker to ask
         // (librdkafka's admin client gives up on an empty list).
-        let mut listed = c.meta.brokers.clone();
-        listed.entry(c.node_id).or_insert((
-            self.config.advertised_host.clone(),
-            self.config.advertised_port,
-        ));
+        let listener = self.listener.as_deref();
+        let mut listed: BTreeMap<i32, (String, i32)> = c
+            .meta
+            .brokers
+            .keys()
+            .filter_map(|&id| Some((id, c.meta.broker_addr(id, listener)?)))
+            .collect();
+        listed.insert(c.node_id, self.advertised());
         let brokers: Vec<MetadataResponseBroker> = listed
             .iter()
             .map(|(id, (host, port))| {
@@ -118,11 +122,15 @@ impl Broker {
     /// The broker list and controller for DescribeCluster.
     pub(in crate::broker) fn cluster_brokers(&self) -> Option<(Vec<BrokerAddr>, i32)> {
         let c = self.cluster.as_ref()?;
+        let listener = self.listener.as_deref();
         let brokers = c
             .meta
             .brokers
-            .iter()
-            .map(|(id, (h, p))| (*id, h.clone(), *p))
+            .keys()
+            .filter_map(|&id| {
+                let (h, p) = c.meta.broker_addr(id, listener)?;
+                Some((id, h, p))
+            })
             .collect();
         let controller = if c.meta_leader.0 > 0 {
             c.meta_leader.0
@@ -130,6 +138,27 @@ impl Broker {
             c.node_id
         };
         Some((brokers, controller))
+    }
+
+    /// Queues a security change for `__meta`; `response` is sent once it applied.
+    pub(in crate::broker) fn security_proposal(
+        &mut self,
+        token: u64,
+        change: crate::security::state::SecurityChange,
+        response: ResponseKind,
+        now_ms: i64,
+    ) {
+        let c = self.cluster.as_mut().expect("cluster");
+        c.admins.insert(token, (AdminWait::Security(response), 1));
+        self.admin_proposal(
+            token,
+            0,
+            |request| MetaCommand::Security {
+                request: Some(request),
+                change,
+            },
+            now_ms,
+        );
     }
 
     pub(super) fn admin_proposal(

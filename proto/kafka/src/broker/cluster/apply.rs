@@ -287,6 +287,15 @@ impl Broker {
                 info!(node_id = me, broker = node_id, "broker registered");
             }
             MetaEvent::LeaderRecorded { .. } => {}
+            MetaEvent::SecurityChanged { request } => {
+                if let Some(c) = &self.cluster {
+                    self.security = c.meta.security.clone();
+                }
+                info!(node_id = me, "ACLs or SCRAM credentials changed");
+                if let Some(seq) = mine(&request) {
+                    self.admin_done(seq, None);
+                }
+            }
         }
     }
 

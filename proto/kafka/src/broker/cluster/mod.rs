@@ -133,6 +133,8 @@ enum Wait {
 /// A parked admin request being assembled.
 #[derive(Debug)]
 enum AdminWait {
+    /// CreateAcls, DeleteAcls, AlterUserScramCredentials: one `__meta` change.
+    Security(ResponseKind),
     Create(CreateTopicsResponse),
     Delete(DeleteTopicsResponse),
     Partitions(CreatePartitionsResponse),
@@ -149,6 +151,8 @@ enum AdminWait {
 #[derive(Debug)]
 pub struct ClusterState {
     node_id: i32,
+    /// The listener of the request being handled (addresses in hints follow it).
+    pub(in crate::broker) listener: Option<String>,
     meta: MetaState,
     /// `__meta` leader and term as last reported (-1: unknown).
     meta_leader: (i32, u64),
@@ -191,6 +195,7 @@ impl ClusterState {
     pub(super) fn new(node_id: i32, members: &[i32], now_ms: i64) -> Self {
         ClusterState {
             node_id,
+            listener: None,
             meta: MetaState::new(members),
             meta_leader: (-1, 0),
             roles: HashMap::new(),
@@ -303,7 +308,7 @@ impl ClusterState {
     }
 
     fn endpoint(&self, node: i32) -> Option<NodeEndpoint> {
-        let (host, port) = self.meta.brokers.get(&node)?;
+        let (host, port) = &self.meta.broker_addr(node, self.listener.as_deref())?;
         Some(
             NodeEndpoint::default()
                 .with_node_id(BrokerId(node))
@@ -339,7 +344,11 @@ impl Broker {
         self.cluster.as_ref().is_some_and(|c| {
             c.meta.brokers.get(&c.node_id).is_some_and(|(host, port)| {
                 *host == self.config.advertised_host && *port == self.config.advertised_port
-            })
+            }) && c
+                .meta
+                .listeners
+                .get(&c.node_id)
+                .is_some_and(|l| *l == self.config.listeners)
         })
     }
 
@@ -409,7 +418,8 @@ impl Broker {
 
     /// Address of a broker for KIP-951 hints.
     pub(super) fn node_endpoint(&self, node: i32) -> Option<(String, i32)> {
-        self.cluster.as_ref()?.meta.brokers.get(&node).cloned()
+        let c = self.cluster.as_ref()?;
+        c.meta.broker_addr(node, self.listener.as_deref())
     }
 
     /// The runtime's view, as leader of `group` in `term`, of the replicas that keep up with
@@ -480,6 +490,7 @@ impl Broker {
             self.config.advertised_host.clone(),
             self.config.advertised_port,
         );
+        let listeners = self.config.listeners.clone();
         let offsets_partitions = self.config.offsets_partitions;
         let registered = self.registered();
         let Some(c) = &mut self.cluster else { return };
@@ -494,6 +505,7 @@ impl Broker {
                     node_id: c.node_id,
                     host: advertised.0,
                     port: advertised.1,
+                    listeners,
                 }
                 .encode(),
             });

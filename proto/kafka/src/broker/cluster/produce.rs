@@ -12,7 +12,7 @@ use crate::batch;
 use crate::cluster::MetaCommand;
 
 impl Broker {
-    pub(super) fn new_token(&mut self) -> u64 {
+    pub(in crate::broker) fn new_token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
     }

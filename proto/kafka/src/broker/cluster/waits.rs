@@ -148,6 +148,17 @@ impl Broker {
         // The slot's error fields (DeleteRecords has no message); CreateTopics also learns the
         // topic's id and shape on success.
         let (code, message) = match wait {
+            AdminWait::Security(r) => {
+                if let Some((e, m)) = &error {
+                    crate::broker::security::fail_all(r, *e, m);
+                }
+                let (wait, _) = c.admins.remove(&token).expect("present");
+                let AdminWait::Security(response) = wait else {
+                    unreachable!("matched above")
+                };
+                c.finished.push((token, response, false));
+                return;
+            }
             AdminWait::Create(r) => {
                 let t = &mut r.topics[slot];
                 if error.is_none()
@@ -191,6 +202,7 @@ impl Broker {
         if *outstanding == 0 {
             let (wait, _) = c.admins.remove(&token).expect("present");
             let response = match wait {
+                AdminWait::Security(r) => r,
                 AdminWait::Create(r) => ResponseKind::CreateTopics(r),
                 AdminWait::Delete(r) => ResponseKind::DeleteTopics(r),
                 AdminWait::Partitions(r) => ResponseKind::CreatePartitions(r),
