@@ -248,6 +248,8 @@ pub struct Config {
     pub failed_authentication_delay_ms: u64,
     /// SASL session lifetime (0: unlimited).
     pub reauth_ms: u64,
+    /// Cluster mode: where other nodes reach this node's replica listener.
+    pub replica_advertised: Option<(String, u16)>,
 }
 
 /// Client certificates on TLS listeners.
@@ -512,6 +514,7 @@ impl Cli {
                 .connections_max_reauth_ms
                 .or(file.connections_max_reauth_ms)
                 .unwrap_or(0),
+            replica_advertised: None,
         })
     }
 }

@@ -84,14 +84,30 @@ pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
     peer: std::net::SocketAddr,
 ) {
     if !listener.protocol.uses_tls() {
-        return serve_plain(rt, shared, listener, reader, writer, peer, None).await;
+        return serve_plain(
+            rt,
+            shared,
+            listener,
+            reader,
+            writer,
+            peer,
+            ANONYMOUS.into(),
+            None,
+        )
+        .await;
     }
     let Some(acceptor) = shared.tls.clone() else {
         warn!(node_id = shared.config.node_id, %peer, listener = %listener.name, "no TLS configuration: closing");
         return;
     };
     match acceptor.accept(&rt, reader, writer).await {
-        Ok((r, w, cn)) => serve_plain(rt, shared, listener, r, w, peer, cn).await,
+        Ok((r, w, cn)) => {
+            let principal = match (&cn, listener.protocol) {
+                (Some(cn), SecurityProtocol::Ssl) => format!("User:{cn}"),
+                _ => ANONYMOUS.to_string(),
+            };
+            serve_plain(rt, shared, listener, r, w, peer, principal, None).await
+        }
         Err(e) => {
             Counters::add(&shared.metrics.tls_handshake_failures, 1);
             info!(node_id = shared.config.node_id, %peer, listener = %listener.name, error = %e, "TLS handshake failed");
@@ -99,6 +115,32 @@ pub async fn serve<R: Runtime, Rd: Reader, W: Writer>(
     }
 }
 
+/// Serves a connection from another cluster node, authenticated by its cluster certificate
+/// (replica catch-up fetches): the only sessions allowed to fetch as a replica.
+pub async fn serve_node<R: Runtime, Rd: Reader, W: Writer>(
+    rt: R,
+    shared: Arc<Shared>,
+    listener: Arc<ListenerConfig>,
+    reader: Rd,
+    writer: W,
+    peer: std::net::SocketAddr,
+    node: i32,
+) {
+    let principal = format!("User:node-{node}");
+    serve_plain(
+        rt,
+        shared,
+        listener,
+        reader,
+        writer,
+        peer,
+        principal,
+        Some(node),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_plain<R: Runtime, Rd: Reader, W: Writer>(
     rt: R,
     shared: Arc<Shared>,
@@ -106,12 +148,9 @@ async fn serve_plain<R: Runtime, Rd: Reader, W: Writer>(
     reader: Rd,
     writer: W,
     addr: std::net::SocketAddr,
-    client_cn: Option<String>,
+    principal: String,
+    node: Option<i32>,
 ) {
-    let principal = match (&client_cn, listener.protocol) {
-        (Some(cn), SecurityProtocol::Ssl) => format!("User:{cn}"),
-        _ => ANONYMOUS.to_string(),
-    };
     let sasl = listener.protocol.uses_sasl().then(|| SaslSettings {
         mechanisms: shared.config.sasl_mechanisms.clone(),
         reauth_ms: shared.config.reauth_ms as i64,
@@ -123,7 +162,7 @@ async fn serve_plain<R: Runtime, Rd: Reader, W: Writer>(
             principal: principal.clone(),
             host: addr.ip().to_string(),
             listener: listener.name.clone(),
-            node: None,
+            node,
         },
         auth: ConnectionAuth::new(sasl, principal),
     };

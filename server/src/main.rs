@@ -174,6 +174,31 @@ fn run_cluster(
                 data_dir,
                 tls,
             } = prepared;
+            // Replica catch-up: TCP with the cluster certificates, on an ephemeral port at this
+            // node's Raft host; its address reaches the other nodes through `__meta`.
+            let raft_host = cc
+                .peers
+                .iter()
+                .find(|(id, _)| *id == node_id)
+                .map(|(_, a)| a.ip())
+                .unwrap_or(cc.raft_addr.ip());
+            let bind_ip = if cc.raft_addr.ip().is_unspecified() {
+                cc.raft_addr.ip()
+            } else {
+                raft_host
+            };
+            let replica_listener = rt2
+                .bind(std::net::SocketAddr::new(bind_ip, 0))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "node {node_id}: cannot listen for replica catch-up on {bind_ip}: {e}"
+                    )
+                })?;
+            let replica_port =
+                sluice_proto::runtime::Listener::local_addr(&replica_listener)?.port();
+            let mut config = config;
+            config.replica_advertised = Some((raft_host.to_string(), replica_port));
             let server =
                 server::Server::start_with(rt2.clone(), config, storage, Some(members)).await?;
             let shared = server.shared();
@@ -184,7 +209,14 @@ fn run_cluster(
                 data_dir,
                 started,
             };
-            let raft = cluster::node::run(rt2, cluster::quic_runtime(), params, shared, stop);
+            let raft = cluster::node::run(
+                rt2,
+                cluster::quic_runtime(),
+                params,
+                shared,
+                replica_listener,
+                stop,
+            );
             let (served, raft) = futures_lite::future::zip(server.run(), raft).await;
             served.and(raft)
         }

@@ -47,6 +47,8 @@ pub struct Shared {
     pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
     /// Secret of this run behind the decoy answers for unknown SCRAM users.
     pub sasl_secret: Vec<u8>,
+    /// Cluster mode: TLS of this node's replica catch-up connections (its node certificate).
+    pub replica_client: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// Whether requests are served. Standalone: from the start. Cluster mode: once `__meta`
     /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
     serving: AtomicBool,
@@ -187,6 +189,12 @@ impl<R: Runtime> Server<R> {
                         (l.advertised_host.clone(), l.advertised_port as i32),
                     )
                 })
+                .chain(config.replica_advertised.iter().map(|(h, p)| {
+                    (
+                        sluice_proto::security::REPLICA_LISTENER.to_string(),
+                        (h.clone(), *p as i32),
+                    )
+                }))
                 .collect(),
             security: config.security.clone(),
         };
@@ -265,6 +273,7 @@ impl<R: Runtime> Server<R> {
             metrics: crate::metrics::Counters::default(),
             cluster_gauges: Mutex::new(None),
             tls,
+            replica_client: std::sync::OnceLock::new(),
             sasl_secret: {
                 use rand::Rng;
                 rand::thread_rng().r#gen::<[u8; 32]>().to_vec()

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rustls::ServerConnection;
+use rustls::Connection;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -116,36 +116,71 @@ impl TlsAcceptor {
         reader: Rd,
         writer: W,
     ) -> io::Result<(TlsReader<Rd>, TlsWriter<W>, Option<String>)> {
-        let conn = ServerConnection::new(self.current()).map_err(io::Error::other)?;
-        let handshake = handshake(conn, reader, writer);
-        let timeout = async {
-            rt.sleep(HANDSHAKE_TIMEOUT).await;
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "TLS handshake not completed in time",
-            ))
-        };
-        let (conn, reader, writer) = futures_lite::future::or(handshake, timeout).await?;
-        let cn = conn
-            .peer_certificates()
-            .and_then(|certs| certs.first())
-            .and_then(|c| common_name(c));
-        let shared = Arc::new(Mutex::new(conn));
-        Ok((
-            TlsReader {
-                conn: shared.clone(),
-                inner: reader,
-                pending: Vec::new(),
-                pending_pos: 0,
-            },
-            TlsWriter {
-                conn: shared,
-                inner: writer,
-                out: Vec::new(),
-            },
-            cn,
-        ))
+        let (r, w, cert) = accept_with(rt, self.current(), reader, writer).await?;
+        Ok((r, w, cert.and_then(|c| common_name(&c))))
     }
+}
+
+/// A TLS stream: its halves and the peer's (verified) leaf certificate.
+pub type Stream<Rd, W> = (TlsReader<Rd>, TlsWriter<W>, Option<CertificateDer<'static>>);
+
+/// The server side of a TLS handshake with `config`.
+pub async fn accept_with<R: Runtime, Rd: Reader, W: Writer>(
+    rt: &R,
+    config: Arc<rustls::ServerConfig>,
+    reader: Rd,
+    writer: W,
+) -> io::Result<Stream<Rd, W>> {
+    let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    establish(rt, Connection::Server(conn), reader, writer).await
+}
+
+/// The client side of a TLS handshake with `config`, to `name`.
+pub async fn connect_with<R: Runtime, Rd: Reader, W: Writer>(
+    rt: &R,
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+    reader: Rd,
+    writer: W,
+) -> io::Result<Stream<Rd, W>> {
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    establish(rt, Connection::Client(conn), reader, writer).await
+}
+
+async fn establish<R: Runtime, Rd: Reader, W: Writer>(
+    rt: &R,
+    conn: Connection,
+    reader: Rd,
+    writer: W,
+) -> io::Result<Stream<Rd, W>> {
+    let handshake = handshake(conn, reader, writer);
+    let timeout = async {
+        rt.sleep(HANDSHAKE_TIMEOUT).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake not completed in time",
+        ))
+    };
+    let (conn, reader, writer) = futures_lite::future::or(handshake, timeout).await?;
+    let cert = conn
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|c| c.clone().into_owned());
+    let shared = Arc::new(Mutex::new(conn));
+    Ok((
+        TlsReader {
+            conn: shared.clone(),
+            inner: reader,
+            pending: Vec::new(),
+            pending_pos: 0,
+        },
+        TlsWriter {
+            conn: shared,
+            inner: writer,
+            out: Vec::new(),
+        },
+        cert,
+    ))
 }
 
 /// The subject CN of a DER certificate.
@@ -162,10 +197,10 @@ fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
 }
 
 async fn handshake<Rd: Reader, W: Writer>(
-    mut conn: ServerConnection,
+    mut conn: Connection,
     mut reader: Rd,
     mut writer: W,
-) -> io::Result<(ServerConnection, Rd, W)> {
+) -> io::Result<(Connection, Rd, W)> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Vec::new();
     loop {
@@ -207,7 +242,7 @@ async fn handshake<Rd: Reader, W: Writer>(
 
 /// The reading half of a TLS connection: plaintext out.
 pub struct TlsReader<Rd> {
-    conn: Arc<Mutex<ServerConnection>>,
+    conn: Arc<Mutex<Connection>>,
     inner: Rd,
     /// Ciphertext read but not yet taken by rustls (its plaintext buffer was full).
     pending: Vec<u8>,
@@ -261,7 +296,7 @@ impl<Rd: Reader> Reader for TlsReader<Rd> {
 
 /// The writing half of a TLS connection: plaintext in, records out.
 pub struct TlsWriter<W> {
-    conn: Arc<Mutex<ServerConnection>>,
+    conn: Arc<Mutex<Connection>>,
     inner: W,
     out: Vec<u8>,
 }

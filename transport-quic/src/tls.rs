@@ -166,3 +166,55 @@ impl ServerCertVerifier for ClusterCaVerifier {
             .supported_schemes()
     }
 }
+
+/// ALPN of node-to-node Kafka-protocol traffic over TCP (snapshot catch-up fetches).
+pub const REPLICA_ALPN: &[u8] = b"sluice-replica/1";
+
+/// TLS over TCP for node-to-node Kafka-protocol traffic (replica catch-up), with the same
+/// mutual authentication as the Raft transport: the acceptor's configuration. The dialer's
+/// node is then found with [`node_of_cert`].
+pub fn replica_server_config(id: &NodeIdentity) -> Result<rustls::ServerConfig, String> {
+    let provider = provider();
+    let roots = Arc::new(id.root_store().map_err(|e| format!("cluster CA: {e}"))?);
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| format!("client certificate verifier: {e}"))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.cert_chain.clone(), id.key.clone_key())
+        .map_err(|e| format!("node certificate: {e}"))?;
+    tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
+    Ok(tls)
+}
+
+/// The dialer's side of [`replica_server_config`]: present this node's certificate, accept an
+/// acceptor chaining to the cluster CA (check its node with [`node_of_cert`] afterwards).
+pub fn replica_client_config(id: &NodeIdentity) -> Result<rustls::ClientConfig, String> {
+    let provider = provider();
+    let verifier = ClusterCaVerifier {
+        roots: Arc::new(id.root_store().map_err(|e| format!("cluster CA: {e}"))?),
+        provider: provider.clone(),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(id.cert_chain.clone(), id.key.clone_key())
+        .map_err(|e| format!("node certificate: {e}"))?;
+    tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
+    Ok(tls)
+}
+
+/// Which of `candidates` a verified node certificate belongs to.
+pub fn node_of_cert(
+    cert: &CertificateDer<'_>,
+    candidates: impl IntoIterator<Item = u64>,
+) -> Option<u64> {
+    candidates
+        .into_iter()
+        .find(|&id| crate::certs::cert_is_for_node(cert, id))
+}

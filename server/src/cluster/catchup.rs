@@ -2,6 +2,10 @@
 //! log copies the records it lacks from another replica with Kafka Fetch requests over TCP
 //! (`Broker::install_*` decides what to ask and appends the answers). It runs as its own task:
 //! the Raft loop keeps ticking and other groups keep applying meanwhile.
+//!
+//! These fetches read past the high watermark, so they travel on each node's replica listener
+//! only: TCP with mutual TLS by cluster certificate, as the Raft transport. The acceptor learns
+//! the dialer's node id from its certificate; a Kafka client can never fetch as a replica.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -15,7 +19,7 @@ use sluice_proto::broker::{InstallStep, REPLICA_FETCH_VERSION};
 use sluice_proto::cluster::PartitionImage;
 use sluice_proto::codec;
 use sluice_proto::runtime::{Reader, Runtime, Writer};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::server::{Shared, deliver, now_ms};
 
@@ -25,9 +29,85 @@ const RESPONSE_BYTES_MAX: usize = 128 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Conn<R> = (
-    <<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Reader,
-    <<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Writer,
+    crate::tls::TlsReader<<<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Reader>,
+    crate::tls::TlsWriter<<<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Writer>,
 );
+
+/// Accepts other nodes' catch-up connections on the replica listener: TLS with the cluster
+/// certificates, then Kafka requests served as that node.
+pub async fn serve_replicas<R: Runtime>(
+    rt: R,
+    shared: Arc<Shared>,
+    mut listener: <R as Runtime>::Listener,
+    tls: Arc<rustls::ServerConfig>,
+    nodes: Vec<u64>,
+) {
+    use sluice_proto::runtime::Listener as _;
+    let node_id = shared.config.node_id;
+    let config = Arc::new(crate::listeners::ListenerConfig {
+        name: sluice_proto::security::REPLICA_LISTENER.to_string(),
+        protocol: sluice_proto::security::SecurityProtocol::Ssl,
+        bind: listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        advertised_host: String::new(),
+        advertised_port: 0,
+    });
+    let span = tracing::Span::current();
+    loop {
+        let accept = async { Some(listener.accept().await) };
+        let stop = async {
+            shared.stopped().await;
+            None
+        };
+        match future::or(accept, stop).await {
+            None => return,
+            Some(Err(e)) => {
+                warn!(node_id, error = %e, "replica listener: accept failed");
+                rt.sleep(Duration::from_millis(100)).await;
+            }
+            Some(Ok((reader, writer, peer))) => {
+                let (rt2, shared, tls, config, nodes) = (
+                    rt.clone(),
+                    shared.clone(),
+                    tls.clone(),
+                    config.clone(),
+                    nodes.clone(),
+                );
+                rt.spawn(
+                    async move {
+                        let (r, w, cert) =
+                            match crate::tls::accept_with(&rt2, tls, reader, writer).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    warn!(node_id, %peer, error = %e, "replica listener: TLS handshake failed (not a node of this cluster?)");
+                                    return;
+                                }
+                            };
+                        let Some(node) = cert.as_ref().and_then(|c| {
+                            sluice_transport_quic::tls::node_of_cert(c, nodes.iter().copied())
+                        }) else {
+                            warn!(node_id, %peer, "replica listener: certificate names no other node of this cluster; closing");
+                            return;
+                        };
+                        debug!(node_id, %peer, from = node, "replica connection");
+                        crate::connection::serve_node(
+                            rt2,
+                            shared,
+                            config,
+                            r,
+                            w,
+                            peer,
+                            node as i32,
+                        )
+                        .await;
+                    }
+                    .instrument(span.clone()),
+                );
+            }
+        }
+    }
+}
 
 /// Copies records until the local log reaches `image`, then completes the install. Returns
 /// false when the group is no longer hosted here (nothing to finish).
@@ -71,7 +151,16 @@ pub async fn install<R: Runtime>(
         for (source, host, port) in &sources {
             correlation = correlation.wrapping_add(1);
             let fetched = future::or(
-                fetch(rt, &mut conns, *source, host, *port, correlation, &request),
+                fetch(
+                    rt,
+                    shared,
+                    &mut conns,
+                    *source,
+                    host,
+                    *port,
+                    correlation,
+                    &request,
+                ),
                 async {
                     rt.sleep(FETCH_TIMEOUT).await;
                     Err(format!("no answer in {FETCH_TIMEOUT:?}"))
@@ -113,9 +202,11 @@ pub async fn install<R: Runtime>(
     }
 }
 
-/// One replica fetch on a (cached) connection to `source`.
+/// One replica fetch on a (cached) connection to `source`'s replica listener.
+#[allow(clippy::too_many_arguments)]
 async fn fetch<R: Runtime>(
     rt: &R,
+    shared: &Shared,
     conns: &mut HashMap<i32, Conn<R>>,
     source: i32,
     host: &str,
@@ -127,7 +218,28 @@ async fn fetch<R: Runtime>(
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => {
             let addr = resolve(rt, host, port).await?;
-            e.insert(rt.connect(addr).await.map_err(|e| e.to_string())?)
+            let (r, w) = rt.connect(addr).await.map_err(|e| e.to_string())?;
+            let tls = shared
+                .replica_client
+                .get()
+                .ok_or("no replica TLS configuration")?
+                .clone();
+            let name = rustls::pki_types::ServerName::try_from(
+                sluice_transport_quic::certs::node_dns_name(source as u64),
+            )
+            .map_err(|e| e.to_string())?;
+            let (r, w, cert) = crate::tls::connect_with(rt, tls, name, r, w)
+                .await
+                .map_err(|e| format!("TLS to {addr}: {e}"))?;
+            let is_source = cert
+                .as_ref()
+                .and_then(|c| sluice_transport_quic::tls::node_of_cert(c, [source as u64]));
+            if is_source.is_none() {
+                return Err(format!(
+                    "the replica listener at {addr} is not node {source}'s"
+                ));
+            }
+            e.insert((r, w))
         }
     };
     let frame = codec::encode_request(

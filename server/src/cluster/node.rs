@@ -114,6 +114,7 @@ pub async fn run<R: Runtime>(
     quic: Arc<dyn quinn::Runtime>,
     params: NodeParams,
     shared: Arc<Shared>,
+    replica_listener: <R as Runtime>::Listener,
     stop: async_channel::Receiver<()>,
 ) -> anyhow::Result<()> {
     let NodeParams {
@@ -122,6 +123,23 @@ pub async fn run<R: Runtime>(
         data_dir,
         started,
     } = params;
+    let node_id = cc.node_id;
+    let server_tls = sluice_transport_quic::tls::replica_server_config(&tls)
+        .map_err(|e| anyhow::anyhow!("node {node_id}: replica TLS: {e}"))?;
+    let client_tls = sluice_transport_quic::tls::replica_client_config(&tls)
+        .map_err(|e| anyhow::anyhow!("node {node_id}: replica TLS: {e}"))?;
+    let _ = shared.replica_client.set(Arc::new(client_tls));
+    let others: Vec<u64> = cc.others().iter().map(|&(id, _)| id).collect();
+    rt.spawn(
+        super::catchup::serve_replicas(
+            rt.clone(),
+            shared.clone(),
+            replica_listener,
+            Arc::new(server_tls),
+            others,
+        )
+        .instrument(tracing::Span::current()),
+    );
     let result = run_inner(rt, quic, cc, tls, data_dir, shared.clone(), started, stop).await;
     // Whatever ended the loop, the Kafka side stops too.
     shared.begin_shutdown();

@@ -229,6 +229,11 @@ pub struct Broker {
     security: SecurityState,
     /// The listener of the request being handled (see [`Broker::handle_session`]).
     listener: Option<String>,
+    /// Cluster mode: users and ACLs found in this node's data dir (`sluice users add` before the
+    /// cluster existed) to copy into `__meta` once it is caught up.
+    security_import: Option<SecurityState>,
+    /// When the import was last proposed.
+    last_import_ms: i64,
     /// Set while handling a Metadata request whose principal may not create topics (v0-3
     /// requests carry no `allow_auto_topic_creation` flag).
     auto_create_denied: bool,
@@ -337,6 +342,8 @@ impl Broker {
             cluster: None,
             security: SecurityState::default(),
             listener: None,
+            security_import: None,
+            last_import_ms: i64::MIN,
             auto_create_denied: false,
             denials: Default::default(),
         };
@@ -348,6 +355,10 @@ impl Broker {
                 &members,
                 now_ms,
             ));
+            let local = security::load(&*broker.fs)?;
+            if !local.acls.is_empty() || !local.credentials.is_empty() {
+                broker.security_import = Some(local);
+            }
         } else {
             broker.security = security::load(&*broker.fs)?;
             broker.open_groups(now_ms)?;
@@ -783,3 +794,6 @@ mod group_tests;
 
 #[cfg(test)]
 mod cluster_tests;
+
+#[cfg(test)]
+mod security_tests;

@@ -250,7 +250,7 @@ impl Broker {
                         name_of: &name_of,
                         all_topics: &all_topics,
                         version: v,
-                        is_node: session.node.is_some(),
+                        node: session.node,
                     };
                     match authorize::check(body, &cx) {
                         Decision::Refuse(resp) => return now(resp),
@@ -418,5 +418,76 @@ impl Broker {
         let token = self.new_token();
         self.security_proposal(token, change, response, now_ms);
         Reply::Parked { token }
+    }
+}
+
+impl Broker {
+    /// Cluster mode: copies users and ACLs of this node's data dir into `__meta` (users and
+    /// bindings `__meta` lacks; it never overwrites), then removes the local files so a later
+    /// change through the Kafka APIs is never undone by a restart.
+    pub(super) fn import_security(&mut self, meta_caught_up: bool, now_ms: i64) {
+        let Some(local) = &self.security_import else {
+            return;
+        };
+        if !meta_caught_up || !self.cluster_ready() {
+            return;
+        }
+        let Some(meta) = self.meta().map(|m| &m.security) else {
+            return;
+        };
+        let mut creds = Vec::new();
+        for (user, list) in local.credentials.users() {
+            if meta.credentials.user(&user).is_some() {
+                continue;
+            }
+            for (mech, _) in list {
+                if let Some(c) = local.credentials.get(&user, mech) {
+                    creds.push(crate::security::scram_admin::ScramChange::Upsert {
+                        user: user.clone(),
+                        credential: c.clone(),
+                    });
+                }
+            }
+        }
+        let acls: Vec<AclBinding> = local
+            .acls
+            .iter()
+            .filter(|b| meta.acls.matching(&AclFilter::exact(b)).is_empty())
+            .cloned()
+            .collect();
+        if creds.is_empty() && acls.is_empty() {
+            let users = local.credentials.users().len();
+            let bindings = local.acls.len();
+            for f in [ACLS_FILE, USERS_FILE] {
+                if let Err(e) = self.fs.remove_file(f) {
+                    warn!(node_id = self.config.node_id, file = f, error = %e, "removing an imported file failed");
+                }
+            }
+            info!(
+                node_id = self.config.node_id,
+                users,
+                acls = bindings,
+                "users and ACLs of the local data dir are in the cluster's metadata"
+            );
+            self.security_import = None;
+            return;
+        }
+        if now_ms.saturating_sub(self.last_import_ms) < 3000 {
+            return;
+        }
+        self.last_import_ms = now_ms;
+        let mut changes = Vec::new();
+        if !creds.is_empty() {
+            changes.push(SecurityChange::Scram(creds));
+        }
+        if !acls.is_empty() {
+            changes.push(SecurityChange::CreateAcls(acls));
+        }
+        for change in changes {
+            self.propose_meta(crate::cluster::MetaCommand::Security {
+                request: None,
+                change,
+            });
+        }
     }
 }

@@ -403,8 +403,9 @@ pub struct Context<'a> {
     pub all_topics: &'a dyn Fn() -> Vec<String>,
     /// The request's API version.
     pub version: i16,
-    /// Whether the session is a cluster node (replica fetches need it).
-    pub is_node: bool,
+    /// The cluster node the session authenticated as, if any: only a node may fetch as a
+    /// replica, and only as itself.
+    pub node: Option<i32>,
 }
 
 impl Context<'_> {
@@ -454,7 +455,8 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
                 r.replica_id.0
             };
             if replica_id >= 0 {
-                if cx.is_node || cx.cluster(Operation::ClusterAction) {
+                // A replica reads past the high watermark: never on a client's word.
+                if cx.node == Some(replica_id) {
                     return Decision::Serve(RequestKind::Fetch(r), denied);
                 }
                 return Decision::Refuse(ResponseKind::Fetch(
@@ -480,7 +482,7 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             RequestKind::Fetch(r)
         }
         RequestKind::ListOffsets(mut r) => {
-            if r.replica_id.0 < 0 || !(cx.is_node || cx.cluster(Operation::ClusterAction)) {
+            if cx.node != Some(r.replica_id.0) {
                 r.topics.retain(|t| {
                     if cx.topic(Operation::Describe, &t.name.0) {
                         return true;
@@ -493,7 +495,7 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             RequestKind::ListOffsets(r)
         }
         RequestKind::OffsetForLeaderEpoch(mut r) => {
-            if r.replica_id.0 < 0 || !(cx.is_node || cx.cluster(Operation::ClusterAction)) {
+            if cx.node != Some(r.replica_id.0) {
                 r.topics.retain(|t| {
                     if cx.topic(Operation::Describe, &t.topic.0) {
                         return true;

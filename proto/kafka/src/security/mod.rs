@@ -16,6 +16,11 @@ pub use sluice_sasl as credentials;
 /// A principal that authenticated nothing (PLAINTEXT, SSL without a client certificate).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
+/// The internal listener of cluster nodes for replica catch-up: TCP with mutual TLS by
+/// cluster certificate. Its address is registered in `__meta` like a client listener's, but no
+/// client is ever told it.
+pub const REPLICA_LISTENER: &str = "__replica";
+
 /// The name of the cluster resource in ACLs.
 pub const CLUSTER_RESOURCE: &str = "kafka-cluster";
 

@@ -89,7 +89,11 @@ impl Broker {
             .unwrap_or_default()
             .into_iter()
             .filter(|&r| r != c.node_id)
-            .filter_map(|r| c.meta.brokers.get(&r).map(|(h, p)| (r, h.clone(), *p)))
+            .filter_map(|r| {
+                let listener = c.meta.listeners.get(&r)?;
+                let (h, p) = listener.get(crate::security::REPLICA_LISTENER)?;
+                Some((r, h.clone(), *p))
+            })
             .collect();
         sources.sort_by_key(|(r, _, _)| *r != leader);
         InstallStep::Fetch {

@@ -559,7 +559,18 @@ impl Broker {
         for seq in expired {
             self.fail_wait(seq, ResponseError::RequestTimedOut);
         }
+        self.import_security(meta_caught_up, now_ms);
         self.deliver_finished();
+    }
+
+    /// Queues a `__meta` command nobody waits for.
+    pub(in crate::broker) fn propose_meta(&mut self, cmd: MetaCommand) {
+        if let Some(c) = &mut self.cluster {
+            c.proposals.push(Proposal {
+                group: META_GROUP,
+                data: cmd.encode(),
+            });
+        }
     }
 
     /// A proposal the Raft driver refused (no leader known, or not the leader any more).
@@ -572,7 +583,8 @@ impl Broker {
                     MetaCommand::CreateTopic { request, .. }
                     | MetaCommand::DeleteTopic { request, .. }
                     | MetaCommand::CreatePartitions { request, .. }
-                    | MetaCommand::SetConfigs { request, .. },
+                    | MetaCommand::SetConfigs { request, .. }
+                    | MetaCommand::Security { request, .. },
                 )) => request.map(|r| r.seq),
                 _ => None,
             };
