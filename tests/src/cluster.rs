@@ -28,6 +28,8 @@ pub struct Addr {
     pub kafka: String,
     /// QUIC endpoint (UDP).
     pub raft: String,
+    /// A second Kafka listener (PLAINTEXT) when [`Cluster::sasl`] is set.
+    pub plain: String,
     /// `IP:PORT` of its metrics endpoint.
     pub metrics: String,
 }
@@ -46,6 +48,9 @@ pub struct Cluster {
     pub cluster_flags: Vec<String>,
     /// Kept (and printed) if the test fails or `SLUICE_TEST_KEEP` is set.
     dir: Option<tempfile::TempDir>,
+    /// Serve clients on `SASL_PLAINTEXT://kafka,PLAINTEXT://plain` instead of `--kafka-addr`.
+    /// Set before [`Cluster::start_all`].
+    pub sasl: bool,
 }
 
 impl Cluster {
@@ -74,6 +79,10 @@ impl Cluster {
             .iter()
             .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
             .collect();
+        let plain: Vec<TcpListener> = ips
+            .iter()
+            .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
+            .collect();
         let http: Vec<TcpListener> = ips
             .iter()
             .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
@@ -84,9 +93,10 @@ impl Cluster {
             .collect();
         let addrs = ips
             .iter()
-            .zip(tcp.iter().zip(&udp).zip(&http))
-            .map(|(ip, ((t, u), h))| Addr {
+            .zip(tcp.iter().zip(&udp).zip(&http).zip(&plain))
+            .map(|(ip, (((t, u), h), pl))| Addr {
                 ip: ip.to_string(),
+                plain: format!("{ip}:{}", pl.local_addr().unwrap().port()),
                 kafka: format!("{ip}:{}", t.local_addr().unwrap().port()),
                 raft: format!("{ip}:{}", u.local_addr().unwrap().port()),
                 metrics: format!("{ip}:{}", h.local_addr().unwrap().port()),
@@ -99,6 +109,7 @@ impl Cluster {
             flags: flags.iter().map(|f| f.to_string()).collect(),
             cluster_flags: Vec::new(),
             dir: Some(dir),
+            sasl: false,
         }
     }
 
@@ -124,11 +135,24 @@ impl Cluster {
 
     /// Command line of node `i + 1`.
     pub fn args(&self, i: usize) -> Vec<String> {
+        let listener_flag = if self.sasl {
+            "--listeners".to_string()
+        } else {
+            "--kafka-addr".to_string()
+        };
+        let listener = if self.sasl {
+            format!(
+                "SASL_PLAINTEXT://{},PLAINTEXT://{}",
+                self.addrs[i].kafka, self.addrs[i].plain
+            )
+        } else {
+            self.addrs[i].kafka.clone()
+        };
         let mut args: Vec<String> = [
             "--node-id",
             &(i + 1).to_string(),
-            "--kafka-addr",
-            &self.addrs[i].kafka,
+            &listener_flag,
+            &listener,
             "--metrics-addr",
             &self.addrs[i].metrics,
             "--data-dir",
