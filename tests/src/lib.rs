@@ -63,9 +63,11 @@ pub fn free_port() -> u16 {
 /// A running broker process.
 pub struct Broker {
     child: Option<Child>,
-    /// `127.0.0.1:PORT`
+    /// `127.0.0.1:PORT` (with `--listeners`: the first listener's).
     pub addr: String,
     port: u16,
+    /// `--listeners` as (name, port); empty: the broker runs with `--kafka-addr`.
+    listeners: Vec<(String, u16)>,
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
@@ -73,18 +75,66 @@ pub struct Broker {
     starts: u32,
 }
 
+/// A fresh temporary directory for a broker (its data dir is `<dir>/data`, see
+/// [`Broker::data_dir_in`]); prepare it (e.g. `sluice users add --data-dir`), then hand it to
+/// [`Broker::start_in`] or [`Broker::start_listeners_in`].
+pub fn broker_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sluice-test-")
+        .tempdir()
+        .unwrap()
+}
+
 impl Broker {
     /// Starts a broker with a fresh data dir.
     pub fn start(extra: &[&str]) -> Broker {
-        let tmp = tempfile::Builder::new()
-            .prefix("sluice-test-")
-            .tempdir()
-            .unwrap();
+        Broker::start_in(broker_tempdir(), extra)
+    }
+
+    /// Starts a broker (`--kafka-addr` on a free port) in a directory from
+    /// [`broker_tempdir`] the caller may have prepared.
+    pub fn start_in(tmp: tempfile::TempDir, extra: &[&str]) -> Broker {
+        Broker::launch(tmp, free_port(), Vec::new(), extra)
+    }
+
+    /// Starts a broker with `--listeners NAME://127.0.0.1:PORT,...` (no `--kafka-addr`) and a
+    /// fresh data dir; a port of 0 picks a free one. Waits until every listener accepts TCP.
+    /// Each listener's address: [`Broker::listener`].
+    pub fn start_listeners(listeners: &[(&str, u16)], extra: &[&str]) -> Broker {
+        Broker::start_listeners_in(broker_tempdir(), listeners, extra)
+    }
+
+    /// [`Broker::start_listeners`] in a directory from [`broker_tempdir`].
+    pub fn start_listeners_in(
+        tmp: tempfile::TempDir,
+        listeners: &[(&str, u16)],
+        extra: &[&str],
+    ) -> Broker {
+        assert!(!listeners.is_empty(), "at least one listener");
+        let mut free = free_tcp_ports(listeners.len()).into_iter();
+        let listeners: Vec<(String, u16)> = listeners
+            .iter()
+            .map(|(n, p)| {
+                let p = if *p == 0 { free.next().unwrap() } else { *p };
+                (n.to_string(), p)
+            })
+            .collect();
+        let port = listeners[0].1;
+        Broker::launch(tmp, port, listeners, extra)
+    }
+
+    fn launch(
+        tmp: tempfile::TempDir,
+        port: u16,
+        listeners: Vec<(String, u16)>,
+        extra: &[&str],
+    ) -> Broker {
         let dir = tmp.path().to_path_buf();
         let mut b = Broker {
             child: None,
             addr: String::new(),
-            port: free_port(),
+            port,
+            listeners,
             dir,
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -97,7 +147,31 @@ impl Broker {
 
     /// Data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
+        Broker::data_dir_in(&self.dir)
+    }
+
+    /// The data directory a broker started in `dir` (from [`broker_tempdir`]) uses.
+    pub fn data_dir_in(dir: &Path) -> PathBuf {
+        dir.join("data")
+    }
+
+    /// `127.0.0.1:PORT` of the listener named `name` (e.g. "SASL_SSL").
+    pub fn listener(&self, name: &str) -> String {
+        let (_, p) = self
+            .listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no listener {name} in {:?}", self.listeners));
+        format!("127.0.0.1:{p}")
+    }
+
+    /// The `--listeners` value (empty without listeners).
+    pub fn listeners_arg(&self) -> String {
+        self.listeners
+            .iter()
+            .map(|(n, p)| format!("{n}://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn spawn(&mut self) {
@@ -106,9 +180,12 @@ impl Broker {
         self.log_path = self.dir.join(format!("broker-{}.log", self.starts));
         let log = std::fs::File::create(&self.log_path).unwrap();
         let mut cmd = Command::new(bin());
-        cmd.arg("--kafka-addr")
-            .arg(&self.addr)
-            .arg("--data-dir")
+        if self.listeners.is_empty() {
+            cmd.arg("--kafka-addr").arg(&self.addr);
+        } else {
+            cmd.arg("--listeners").arg(self.listeners_arg());
+        }
+        cmd.arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.extra)
             .env(
@@ -120,8 +197,10 @@ impl Broker {
         let child = cmd.spawn().expect("spawn sluice");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut addrs = vec![self.addr.clone()];
+        addrs.extend(self.listeners.iter().map(|(_, p)| format!("127.0.0.1:{p}")));
         loop {
-            if TcpStream::connect(&self.addr).is_ok() {
+            if addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -396,6 +475,122 @@ pub fn run_sluice(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// Runs `sluice ARGS` like [`run_sluice`], writing `stdin` to its standard input.
+pub fn run_sluice_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") && k != "SLUICE_BIN" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `sluice users add NAME --mechanism M --password-stdin --data-dir DATA` on a stopped broker's
+/// data dir; panics with the command's output if it fails.
+pub fn users_add(data_dir: &Path, name: &str, mechanism: &str, password: &str) {
+    let data = data_dir.to_str().unwrap();
+    let args = [
+        "users",
+        "add",
+        name,
+        "--mechanism",
+        mechanism,
+        "--password-stdin",
+        "--data-dir",
+        data,
+    ];
+    let (code, out, err) = run_sluice_stdin(&args, &format!("{password}\n"));
+    assert_eq!(
+        code, 0,
+        "sluice {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}"
+    );
+}
+
+/// Certificates for TLS listeners, made by `sluice certs --server-names localhost,127.0.0.1
+/// --out DIR [--client NAME ...]`.
+pub struct Certs {
+    /// The directory (kept until dropped).
+    pub dir: tempfile::TempDir,
+}
+
+impl Certs {
+    /// Creates a CA, a server certificate for localhost/127.0.0.1 and one client certificate
+    /// (subject CN=NAME) per name in `clients`, all in a fresh temporary directory.
+    pub fn generate(clients: &[&str]) -> Certs {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-certs-")
+            .tempdir()
+            .unwrap();
+        let out = dir.path().to_str().unwrap().to_string();
+        let mut args = vec![
+            "certs",
+            "--server-names",
+            "localhost,127.0.0.1",
+            "--out",
+            out.as_str(),
+        ];
+        for c in clients {
+            args.push("--client");
+            args.push(c);
+        }
+        let (code, o, e) = run_sluice(&args);
+        assert_eq!(
+            code, 0,
+            "sluice {args:?} failed:\nstdout:\n{o}\nstderr:\n{e}"
+        );
+        let certs = Certs { dir };
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            assert!(
+                certs.path(f).exists(),
+                "sluice certs did not write {f}: {o}{e}"
+            );
+        }
+        certs
+    }
+
+    /// `DIR/<file>` as a string.
+    pub fn file(&self, file: &str) -> String {
+        self.path(file).to_str().unwrap().to_string()
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// CA certificate (PEM).
+    pub fn ca(&self) -> String {
+        self.file("ca.pem")
+    }
+
+    /// The broker flags `--tls-cert server.pem --tls-key server.key`.
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.file("server.pem"),
+            "--tls-key".into(),
+            self.file("server.key"),
+        ]
+    }
 }
 
 /// Removes ANSI escape sequences (the log is colored), so fields read `term=1`.

@@ -28,6 +28,8 @@ pub(crate) struct AwaitingFinal {
     server_first: String,
     /// Client nonce followed by server nonce.
     nonce: String,
+    /// The client nonce alone.
+    client_nonce: String,
     credential: ScramCredential,
     /// False when `credential` is a decoy: the proof then fails whatever it is.
     known_user: bool,
@@ -60,6 +62,7 @@ pub(crate) fn client_first(
         client_first_bare: first.bare.to_owned(),
         server_first: server_first.clone(),
         nonce,
+        client_nonce: first.nonce.to_owned(),
         credential,
         known_user,
     };
@@ -78,7 +81,13 @@ pub(crate) fn client_final(
             "channel binding c= does not match the GS2 header of the first message".into(),
         ));
     }
-    if last.nonce != state.nonce {
+    // librdkafka before 2.6.1 (Debian's kcat among its users) sends the client nonce twice:
+    // client nonce + the full nonce. Kafka 3.8.1–3.9 accepted that; the server nonce is still
+    // required, so replay protection holds. Any other nonce is refused.
+    let legacy_librdkafka = last.nonce.len() == state.client_nonce.len() + state.nonce.len()
+        && last.nonce.starts_with(&state.client_nonce)
+        && last.nonce.ends_with(&state.nonce);
+    if last.nonce != state.nonce && !legacy_librdkafka {
         return Err(Failure::Malformed(
             "nonce r= does not match the server nonce".into(),
         ));

@@ -43,6 +43,11 @@ impl TestClient {
 
     /// Parses server-first and computes client-final and the expected server-final.
     fn finish(&self, server_first: &[u8]) -> Final {
+        self.finish_as(server_first, false)
+    }
+
+    /// `legacy`: librdkafka before 2.6.1, which repeats its client nonce in client-final.
+    fn finish_as(&self, server_first: &[u8], legacy: bool) -> Final {
         let server_first = std::str::from_utf8(server_first).unwrap();
         let attrs: Vec<&str> = server_first.split(',').collect();
         assert_eq!(attrs.len(), 3, "{server_first}");
@@ -56,7 +61,12 @@ impl TestClient {
         let client_key = crypto::hmac(m, &salted, &[b"Client Key"]);
         let stored_key = crypto::hash(m, &client_key);
         let server_key = crypto::hmac(m, &salted, &[b"Server Key"]);
-        let without_proof = format!("c={},r={nonce}", BASE64.encode(&self.gs2_header));
+        let echoed = if legacy {
+            format!("{}{nonce}", self.cnonce)
+        } else {
+            nonce.to_owned()
+        };
+        let without_proof = format!("c={},r={echoed}", BASE64.encode(&self.gs2_header));
         let auth_message = format!("{},{server_first},{without_proof}", self.bare);
         let signature = crypto::hmac(m, &stored_key, &[auth_message.as_bytes()]);
         let proof: Vec<u8> = client_key
@@ -510,4 +520,34 @@ fn random_input_never_panics() {
     // The generators reach past the parsers, not just the first check.
     assert!(outcomes[1] > 0, "{outcomes:?}");
     assert!(outcomes[2] > 0, "{outcomes:?}");
+}
+
+#[test]
+fn librdkafka_before_2_6_1_repeating_its_client_nonce_is_accepted() {
+    let m = ScramMechanism::Sha256;
+    let store = store_with("erin", m, "pw");
+    let client = TestClient::new(m, "erin", "pw", "f2<_opwH7O13_\\.p|D801{tepR^Qk[@m");
+    let mut auth = scram(m);
+    let server_first = challenge(auth.step(client.first().as_bytes(), &store).unwrap());
+    let fin = client.finish_as(&server_first, true);
+    match auth.step(fin.message.as_bytes(), &store).unwrap() {
+        Step::Done {
+            user,
+            final_message,
+        } => {
+            assert_eq!(user, "erin");
+            assert_eq!(final_message, fin.server_final);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Only that exact form: the client nonce alone, or a wrong prefix, is still refused.
+    let mut auth = scram(m);
+    let server_first = challenge(auth.step(client.first().as_bytes(), &store).unwrap());
+    let fin = client.finish(&server_first);
+    let cnonce_only = fin.message.replacen(
+        &format!("r={}{SNONCE}", client.cnonce),
+        &format!("r={}", client.cnonce),
+        1,
+    );
+    assert_malformed(auth.step(cnonce_only.as_bytes(), &store));
 }
