@@ -340,6 +340,44 @@ async fn accept_loop<R: Runtime>(
     mut listener: R::Listener,
 ) {
     let span = tracing::Span::current();
+    let name = config.name.clone();
+    accept_each::<R>(
+        &rt,
+        &shared,
+        &mut listener,
+        &name,
+        |reader, writer, peer| {
+            debug!(%peer, listener = %config.name, "connection accepted");
+            Counters::add(&shared.metrics.connections_accepted, 1);
+            rt.spawn(
+                crate::connection::serve(
+                    rt.clone(),
+                    shared.clone(),
+                    config.clone(),
+                    reader,
+                    writer,
+                    peer,
+                )
+                .instrument(span.clone()),
+            );
+        },
+    )
+    .await
+}
+
+/// Hands every accepted connection of `listener` to `on_accept` until shutdown; a failed accept
+/// (out of file descriptors and the like) backs off instead of spinning.
+pub async fn accept_each<R: Runtime>(
+    rt: &R,
+    shared: &Shared,
+    listener: &mut R::Listener,
+    name: &str,
+    mut on_accept: impl FnMut(
+        <R::Listener as Listener>::Reader,
+        <R::Listener as Listener>::Writer,
+        std::net::SocketAddr,
+    ),
+) {
     loop {
         let accept = async { Some(listener.accept().await) };
         let stop = async {
@@ -347,25 +385,10 @@ async fn accept_loop<R: Runtime>(
             None
         };
         match futures_lite::future::or(accept, stop).await {
-            None => break,
-            Some(Ok((reader, writer, peer))) => {
-                debug!(%peer, listener = %config.name, "connection accepted");
-                Counters::add(&shared.metrics.connections_accepted, 1);
-                rt.spawn(
-                    crate::connection::serve(
-                        rt.clone(),
-                        shared.clone(),
-                        config.clone(),
-                        reader,
-                        writer,
-                        peer,
-                    )
-                    .instrument(span.clone()),
-                );
-            }
+            None => return,
+            Some(Ok((reader, writer, peer))) => on_accept(reader, writer, peer),
             Some(Err(e)) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(node_id = shared.config.node_id, listener = %config.name, error = %e, "accept failed");
+                warn!(node_id = shared.config.node_id, listener = %name, error = %e, "accept failed");
                 rt.sleep(Duration::from_millis(100)).await;
             }
         }

@@ -508,12 +508,17 @@ impl Produced {
     pub fn take(&mut self, line: &str) {
         let f: Vec<&str> = line.split(' ').collect();
         match f[0] {
-            "ACK" if f.len() == 5 => self.acks.push(Ack {
-                partition: f[1].parse().unwrap(),
-                offset: f[2].parse().unwrap(),
-                value: f[3].to_string(),
-                ms: f[4].parse().unwrap(),
-            }),
+            "ACK" if f.len() == 5 => {
+                let bad = |e: &dyn std::fmt::Display| -> ! {
+                    panic!("unparsable producer line ({e}): {line:?}")
+                };
+                self.acks.push(Ack {
+                    partition: f[1].parse().unwrap_or_else(|e| bad(&e)),
+                    offset: f[2].parse().unwrap_or_else(|e| bad(&e)),
+                    value: f[3].to_string(),
+                    ms: f[4].parse().unwrap_or_else(|e| bad(&e)),
+                })
+            }
             "ERR" => self.failures.push(line.to_string()),
             _ if line.starts_with('{') => {
                 self.summary =

@@ -21,7 +21,14 @@ const ADMIN_PASSWORD: &str = "admin-secret";
 
 fn add_user(data_dir: &std::path::Path, name: &str, password: &str) {
     let mut child = Command::new(bin())
-        .args(["users", "add", name, "--mechanism", "SCRAM-SHA-512", "--password-stdin"])
+        .args([
+            "users",
+            "add",
+            name,
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--password-stdin",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .stdin(Stdio::piped())

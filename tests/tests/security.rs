@@ -1603,3 +1603,35 @@ fn kcat_produces_and_consumes_over_sasl_ssl_with_scram() {
     );
     assert_no_panic(&b);
 }
+
+#[test]
+fn a_listener_that_authenticates_no_one_on_a_public_address_is_warned_about() {
+    let tmp = broker_tempdir();
+    let port = sluice_tests::free_port();
+    let args: Vec<String> = [
+        "--data-dir",
+        &tmp.path().join("data").display().to_string(),
+        "--listeners",
+        &format!("PLAINTEXT://0.0.0.0:{port}"),
+        "--advertised-listeners",
+        &format!("PLAINTEXT://127.0.0.1:{port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = sluice_tests::Process::start("open-listener", &args, tmp.path());
+    let line = p.wait_for_line("authenticates no one", Duration::from_secs(20));
+    let log = p.log();
+    p.terminate(Duration::from_secs(10));
+    let line = line.unwrap_or_else(|| panic!("no warning logged:\n{log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("PLAINTEXT"), "{line}");
+    // On loopback the same listener is not warned about.
+    let quiet = Broker::start_listeners(&[("PLAINTEXT", 0)], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !quiet.log().contains("authenticates no one"),
+        "{}",
+        quiet.log()
+    );
+}

@@ -36,6 +36,16 @@ pub(crate) fn server_config(
     id: &NodeIdentity,
     limits: &Limits,
 ) -> Result<quinn::ServerConfig, String> {
+    let tls = mutual_server(id, ALPN)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| format!("QUIC server crypto: {e}"))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config(limits)?));
+    Ok(config)
+}
+
+/// TLS 1.3 with our node certificate, requiring a client certificate that chains to the CA.
+fn mutual_server(id: &NodeIdentity, alpn: &[u8]) -> Result<rustls::ServerConfig, String> {
     let provider = provider();
     let roots = Arc::new(id.root_store().map_err(|e| format!("cluster CA: {e}"))?);
     let verifier =
@@ -48,19 +58,13 @@ pub(crate) fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(id.cert_chain.clone(), id.key.clone_key())
         .map_err(|e| format!("node certificate: {e}"))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| format!("QUIC server crypto: {e}"))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(limits)?));
-    Ok(config)
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
 }
 
-/// The dialer's configuration: present our certificate, verify the acceptor's chain.
-pub(crate) fn client_config(
-    id: &NodeIdentity,
-    limits: &Limits,
-) -> Result<quinn::ClientConfig, String> {
+/// TLS 1.3 presenting our node certificate, accepting a server that chains to the CA (its
+/// node id is checked after the handshake).
+fn mutual_client(id: &NodeIdentity, alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
     let provider = provider();
     let verifier = ClusterCaVerifier {
         roots: Arc::new(id.root_store().map_err(|e| format!("cluster CA: {e}"))?),
@@ -73,7 +77,16 @@ pub(crate) fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(id.cert_chain.clone(), id.key.clone_key())
         .map_err(|e| format!("node certificate: {e}"))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// The dialer's configuration: present our certificate, verify the acceptor's chain.
+pub(crate) fn client_config(
+    id: &NodeIdentity,
+    limits: &Limits,
+) -> Result<quinn::ClientConfig, String> {
+    let tls = mutual_client(id, ALPN)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| format!("QUIC client crypto: {e}"))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -174,39 +187,13 @@ pub const REPLICA_ALPN: &[u8] = b"sluice-replica/1";
 /// mutual authentication as the Raft transport: the acceptor's configuration. The dialer's
 /// node is then found with [`node_of_cert`].
 pub fn replica_server_config(id: &NodeIdentity) -> Result<rustls::ServerConfig, String> {
-    let provider = provider();
-    let roots = Arc::new(id.root_store().map_err(|e| format!("cluster CA: {e}"))?);
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| format!("client certificate verifier: {e}"))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(id.cert_chain.clone(), id.key.clone_key())
-        .map_err(|e| format!("node certificate: {e}"))?;
-    tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
-    Ok(tls)
+    mutual_server(id, REPLICA_ALPN)
 }
 
 /// The dialer's side of [`replica_server_config`]: present this node's certificate, accept an
 /// acceptor chaining to the cluster CA (check its node with [`node_of_cert`] afterwards).
 pub fn replica_client_config(id: &NodeIdentity) -> Result<rustls::ClientConfig, String> {
-    let provider = provider();
-    let verifier = ClusterCaVerifier {
-        roots: Arc::new(id.root_store().map_err(|e| format!("cluster CA: {e}"))?),
-        provider: provider.clone(),
-    };
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(id.cert_chain.clone(), id.key.clone_key())
-        .map_err(|e| format!("node certificate: {e}"))?;
-    tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
-    Ok(tls)
+    mutual_client(id, REPLICA_ALPN)
 }
 
 /// Which of `candidates` a verified node certificate belongs to.

@@ -54,59 +54,37 @@ pub async fn serve_replicas<R: Runtime>(
         advertised_port: 0,
     });
     let span = tracing::Span::current();
-    loop {
-        let accept = async { Some(listener.accept().await) };
-        let stop = async {
-            shared.stopped().await;
-            None
-        };
-        match future::or(accept, stop).await {
-            None => return,
-            Some(Err(e)) => {
-                warn!(node_id, error = %e, "replica listener: accept failed");
-                rt.sleep(Duration::from_millis(100)).await;
-            }
-            Some(Ok((reader, writer, peer))) => {
-                let (rt2, shared, tls, config, nodes) = (
-                    rt.clone(),
-                    shared.clone(),
-                    tls.clone(),
-                    config.clone(),
-                    nodes.clone(),
-                );
-                rt.spawn(
-                    async move {
-                        let (r, w, cert) =
-                            match crate::tls::accept_with(&rt2, tls, reader, writer).await {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    warn!(node_id, %peer, error = %e, "replica listener: TLS handshake failed (not a node of this cluster?)");
-                                    return;
-                                }
-                            };
-                        let Some(node) = cert.as_ref().and_then(|c| {
-                            sluice_transport_quic::tls::node_of_cert(c, nodes.iter().copied())
-                        }) else {
-                            warn!(node_id, %peer, "replica listener: certificate names no other node of this cluster; closing");
-                            return;
-                        };
-                        debug!(node_id, %peer, from = node, "replica connection");
-                        crate::connection::serve_node(
-                            rt2,
-                            shared,
-                            config,
-                            r,
-                            w,
-                            peer,
-                            node as i32,
-                        )
-                        .await;
+    let name = config.name.clone();
+    crate::server::accept_each::<R>(&rt, &shared, &mut listener, &name, |reader, writer, peer| {
+        let (rt2, shared, tls, config, nodes) = (
+            rt.clone(),
+            shared.clone(),
+            tls.clone(),
+            config.clone(),
+            nodes.clone(),
+        );
+        rt.spawn(
+            async move {
+                let (r, w, cert) = match crate::tls::accept_with(&rt2, tls, reader, writer).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(node_id, %peer, error = %e, "replica listener: TLS handshake failed (not a node of this cluster?)");
+                        return;
                     }
-                    .instrument(span.clone()),
-                );
+                };
+                let Some(node) = cert.as_ref().and_then(|c| {
+                    sluice_transport_quic::tls::node_of_cert(c, nodes.iter().copied())
+                }) else {
+                    warn!(node_id, %peer, "replica listener: certificate names no other node of this cluster; closing");
+                    return;
+                };
+                debug!(node_id, %peer, from = node, "replica connection");
+                crate::connection::serve_node(rt2, shared, config, r, w, peer, node as i32).await;
             }
-        }
-    }
+            .instrument(span.clone()),
+        );
+    })
+    .await
 }
 
 /// Copies records until the local log reaches `image`, then completes the install. Returns

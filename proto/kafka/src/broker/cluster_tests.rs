@@ -32,6 +32,11 @@ fn open(fs: &MemStorage, node: i32) -> Broker {
         advertised_port: 9090 + node,
         offsets_partitions: 2,
         cluster_members: Some(vec![1, 2, 3]),
+        // Replica catch-up sources are found by this listener's registered address.
+        listeners: std::collections::BTreeMap::from([(
+            crate::security::REPLICA_LISTENER.to_string(),
+            ("127.0.0.1".to_string(), 9190 + node),
+        )]),
         ..BrokerConfig::default()
     };
     Broker::open(

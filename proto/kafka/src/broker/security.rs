@@ -49,15 +49,7 @@ impl Broker {
     /// Whether `session` may do `op` on a resource: always without an authorizer; super users
     /// and cluster nodes may do everything; otherwise the ACLs decide (no match: denied).
     pub fn may(&self, session: &Session, op: Operation, rt: ResourceType, name: &str) -> bool {
-        let sec = &self.config.security;
-        if !sec.authorizer || session.node.is_some() || sec.super_users.contains(&session.principal)
-        {
-            return true;
-        }
-        let allowed = self
-            .security
-            .acls
-            .authorize(&session.principal, &session.host, op, rt, name);
+        let allowed = self.may_quietly(session, op, rt, name);
         if !allowed {
             self.denials.borrow_mut().count(rt);
             info!(
@@ -71,6 +63,24 @@ impl Broker {
             );
         }
         allowed
+    }
+
+    /// [`Broker::may`] without logging or counting a denial: for filtering listings.
+    pub fn may_quietly(
+        &self,
+        session: &Session,
+        op: Operation,
+        rt: ResourceType,
+        name: &str,
+    ) -> bool {
+        let sec = &self.config.security;
+        if !sec.authorizer || session.node.is_some() || sec.super_users.contains(&session.principal)
+        {
+            return true;
+        }
+        self.security
+            .acls
+            .authorize(&session.principal, &session.host, op, rt, name)
     }
 
     /// Handles one request from an authenticated session: authorizes it, handles what it may
@@ -243,8 +253,10 @@ impl Broker {
                     let all_topics = || self.topics.keys().cloned().collect::<Vec<_>>();
                     let name_of = |id| self.ids.get(&id).cloned();
                     let may = |op, rt, name: &str| self.may(session, op, rt, name);
+                    let quiet = |op, rt, name: &str| self.may_quietly(session, op, rt, name);
                     let cx = Context {
                         may: &may,
+                        may_quietly: &quiet,
                         name_of: &name_of,
                         all_topics: &all_topics,
                         version: v,
@@ -280,22 +292,12 @@ impl Broker {
     /// ListGroups without DESCRIBE on the cluster lists only the groups the principal may
     /// describe.
     fn filter_groups(&self, session: &Session, r: &mut ListGroupsResponse) {
-        if self.may(
-            session,
-            Operation::Describe,
-            ResourceType::Cluster,
-            CLUSTER_RESOURCE,
-        ) {
+        let quiet = |op, rt, name: &str| self.may_quietly(session, op, rt, name);
+        if quiet(Operation::Describe, ResourceType::Cluster, CLUSTER_RESOURCE) {
             return;
         }
-        r.groups.retain(|g| {
-            self.may(
-                session,
-                Operation::Describe,
-                ResourceType::Group,
-                &g.group_id,
-            )
-        });
+        r.groups
+            .retain(|g| quiet(Operation::Describe, ResourceType::Group, &g.group_id));
     }
 
     /// Makes a security change: standalone, applied and persisted now (the answer waits for

@@ -395,8 +395,11 @@ fn apply_item(item: &Item, resp: &mut ResponseKind) {
 
 /// What [`check`] needs to know besides the request.
 pub struct Context<'a> {
-    /// The permission check for this request's principal.
+    /// The permission check for this request's principal (a denial is logged and counted).
     pub may: May<'a>,
+    /// The same check for filtering listings: a topic left out is not a denial worth a log
+    /// line (Kafka's `logIfDenied = false`).
+    pub may_quietly: May<'a>,
     /// Topic names by id (requests may name topics by id).
     pub name_of: &'a dyn Fn(Uuid) -> Option<String>,
     /// Every topic's name, for listings.
@@ -421,7 +424,7 @@ impl Context<'_> {
     fn hidden_topics(&self) -> HashSet<String> {
         (self.all_topics)()
             .into_iter()
-            .filter(|t| !self.topic(Operation::Describe, t))
+            .filter(|t| !(self.may_quietly)(Operation::Describe, ResourceType::Topic, t))
             .collect()
     }
 }
@@ -611,50 +614,20 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             RequestKind::DeleteRecords(r)
         }
         RequestKind::DescribeConfigs(mut r) => {
-            r.resources.retain(|res| {
-                match config_permission(cx, res.resource_type, &res.resource_name, false) {
-                    None => true,
-                    Some(e) => {
-                        denied.items.push(Item::Config(
-                            res.resource_type,
-                            res.resource_name.clone(),
-                            e,
-                        ));
-                        false
-                    }
-                }
+            retain_configs(&mut r.resources, cx, false, &mut denied, |res| {
+                (res.resource_type, &res.resource_name)
             });
             RequestKind::DescribeConfigs(r)
         }
         RequestKind::AlterConfigs(mut r) => {
-            r.resources.retain(|res| {
-                match config_permission(cx, res.resource_type, &res.resource_name, true) {
-                    None => true,
-                    Some(e) => {
-                        denied.items.push(Item::Config(
-                            res.resource_type,
-                            res.resource_name.clone(),
-                            e,
-                        ));
-                        false
-                    }
-                }
+            retain_configs(&mut r.resources, cx, true, &mut denied, |res| {
+                (res.resource_type, &res.resource_name)
             });
             RequestKind::AlterConfigs(r)
         }
         RequestKind::IncrementalAlterConfigs(mut r) => {
-            r.resources.retain(|res| {
-                match config_permission(cx, res.resource_type, &res.resource_name, true) {
-                    None => true,
-                    Some(e) => {
-                        denied.items.push(Item::Config(
-                            res.resource_type,
-                            res.resource_name.clone(),
-                            e,
-                        ));
-                        false
-                    }
-                }
+            retain_configs(&mut r.resources, cx, true, &mut denied, |res| {
+                (res.resource_type, &res.resource_name)
             });
             RequestKind::IncrementalAlterConfigs(r)
         }
@@ -858,10 +831,13 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             let allowed = match &r.transactional_id {
                 Some(id) => (cx.may)(Operation::Write, ResourceType::TransactionalId, &id.0),
                 None => {
-                    cx.cluster(Operation::IdempotentWrite)
-                        || (cx.all_topics)()
-                            .iter()
-                            .any(|t| cx.topic(Operation::Write, t))
+                    (cx.may_quietly)(
+                        Operation::IdempotentWrite,
+                        ResourceType::Cluster,
+                        CLUSTER_RESOURCE,
+                    ) || (cx.all_topics)()
+                        .iter()
+                        .any(|t| (cx.may_quietly)(Operation::Write, ResourceType::Topic, t))
                 }
             };
             if !allowed {
@@ -900,6 +876,29 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
         other => other,
     };
     Decision::Serve(body, denied)
+}
+
+/// Keeps the config resources the principal may describe (`alter` false) or alter; the others
+/// become denied items.
+fn retain_configs<T>(
+    resources: &mut Vec<T>,
+    cx: &Context<'_>,
+    alter: bool,
+    denied: &mut Denied,
+    key: impl Fn(&T) -> (i8, &StrBytes),
+) {
+    resources.retain(|res| {
+        let (resource_type, name) = key(res);
+        match config_permission(cx, resource_type, name, alter) {
+            None => true,
+            Some(e) => {
+                denied
+                    .items
+                    .push(Item::Config(resource_type, name.clone(), e));
+                false
+            }
+        }
+    });
 }
 
 /// The error for a config resource the principal may not describe (`alter` false) or alter.

@@ -35,6 +35,7 @@ fn run(body: RequestKind, version: i16, node: Option<i32>) -> Decision {
     let name_of = |_| None;
     let cx = Context {
         may: &alice,
+        may_quietly: &alice,
         name_of: &name_of,
         all_topics: &all,
         version,
