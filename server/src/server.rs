@@ -177,6 +177,8 @@ impl<R: Runtime> Server<R> {
             auto_create_topics: config.auto_create_topics,
             default_partitions: config.num_partitions,
             sync_writes: config.durability == Durability::Fsync,
+            flush_interval_ms: (config.durability == Durability::Os)
+                .then_some(config.flush_interval_ms as i64),
             offsets_partitions: config.offsets_partitions,
             group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as i64,
             cluster_members,
@@ -430,21 +432,58 @@ fn storage_describe(s: &DiskStorage) -> String {
 
 /// Group commit: syncs everything written since the previous sync, as one batch, as soon as the
 /// previous sync finished (or every flush interval without fsync-before-ack).
+///
+/// Without fsync-before-ack, topics with `flush.messages` / `flush.ms` also get their partitions
+/// synced as soon as those call for it, between the periodic syncs: the flusher then wakes on
+/// writes (the `visible` event) and at the next `flush.ms` deadline, and syncs only the
+/// partitions that are due.
 async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Sender<()>) {
     let interval = match shared.config.durability {
         Durability::Fsync => None,
         Durability::Os => Some(Duration::from_millis(shared.config.flush_interval_ms)),
     };
+    // Without fsync-before-ack: when the next periodic (full) sync may run.
+    let mut next_full = std::time::Instant::now();
     loop {
         let listener = shared.flush.listen();
-        let work = shared.broker.lock().unwrap().take_sync_work();
+        let wrote = shared.visible.listen();
+        let full =
+            interval.is_none() || shared.shutting_down() || std::time::Instant::now() >= next_full;
+        let (work, deadline, policies) = {
+            let mut b = shared.broker.lock().unwrap();
+            let work = if full {
+                b.take_sync_work()
+            } else {
+                b.take_due_sync_work(now_ms())
+            };
+            (work, b.next_flush_deadline(), b.has_flush_policies())
+        };
         let Some(work) = work else {
             if shared.shutting_down() {
                 break;
             }
             match interval {
                 None => listener.await,
-                Some(d) => futures_lite::future::or(listener, rt.sleep(d)).await,
+                Some(d) => {
+                    // The periodic sync, the next flush.ms deadline, or (with flush policies)
+                    // a write, whichever comes first.
+                    let now = std::time::Instant::now();
+                    let mut wait = if full {
+                        d
+                    } else {
+                        next_full.saturating_duration_since(now)
+                    };
+                    if let Some(at) = deadline {
+                        let ms = at.saturating_sub(now_ms()).max(0) as u64;
+                        wait = wait.min(Duration::from_millis(ms));
+                    }
+                    let timer = futures_lite::future::or(listener, rt.sleep(wait));
+                    if policies {
+                        futures_lite::future::or(timer, wrote).await;
+                    } else {
+                        timer.await;
+                    }
+                }
             }
             continue;
         };
@@ -468,9 +507,9 @@ async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Se
         shared.synced.notify(usize::MAX);
         shared.visible.notify(usize::MAX);
         if let Some(d) = interval
-            && !shared.shutting_down()
+            && full
         {
-            futures_lite::future::or(shared.stopped(), rt.sleep(d)).await;
+            next_full = std::time::Instant::now() + d;
         }
     }
     let _ = done.send(()).await;

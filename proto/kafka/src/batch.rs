@@ -1,8 +1,10 @@
-//! Record batches (magic v2) as they travel: validated, never re-encoded.
+//! Record batches (magic v2) as they travel: validated, and re-encoded only when a topic asks.
 //!
-//! The broker stores batches exactly as the producer sent them, compression included. It only
-//! rewrites the two header fields the CRC does not cover: the base offset and the partition
-//! leader epoch. Everything else is checked here, once, on the way in.
+//! By default the broker stores batches exactly as the producer sent them, compression included,
+//! rewriting only the two header fields the CRC does not cover: the base offset and the partition
+//! leader epoch. A topic with `compression.type` other than `producer` or with
+//! `message.timestamp.type=LogAppendTime` has its batches rewritten before they are stored (see
+//! `log::rewrite`), with the helpers here: [`reseal`] and [`for_each_record`].
 
 use bytes::Buf;
 
@@ -12,7 +14,12 @@ pub const HEADER_BYTES: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 const MAGIC_OFFSET: usize = 16;
 const CRC_OFFSET: usize = 17;
-const ATTRIBUTES_OFFSET: usize = 21;
+/// Where the attributes (and the CRC-covered part of a batch) start.
+pub const ATTRIBUTES_OFFSET: usize = 21;
+/// Where the max timestamp sits in the header.
+pub const MAX_TIMESTAMP_OFFSET: usize = 35;
+/// Attribute bit: the batch's records take its max timestamp, the broker's append time.
+pub const LOG_APPEND_TIME: i16 = 0x08;
 
 /// Why a batch was refused; maps onto Kafka's CORRUPT_MESSAGE / INVALID_RECORD.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,6 +131,65 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
+
+    /// Whether the batch is stamped with the broker's append time (`LogAppendTime`).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & LOG_APPEND_TIME != 0
+    }
+}
+
+/// Recomputes the CRC of the complete batch that is `buf`, after its covered bytes changed.
+pub fn reseal(buf: &mut [u8]) {
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
+    buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Reads a zig-zag varint (up to 64 bits) at `*pos`.
+fn varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut v: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift.min(63);
+        if b & 0x80 == 0 {
+            return Some((v >> 1) as i64 ^ -((v & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Calls `f(offset_delta, timestamp)` for every record of an uncompressed records section (a
+/// batch body, decompressed if it was compressed), checking the records fill it exactly and number
+/// `count`. `base_timestamp` is the batch's.
+pub fn for_each_record(
+    body: &[u8],
+    count: i32,
+    base_timestamp: i64,
+    mut f: impl FnMut(i64, i64) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut pos = 0usize;
+    let mut seen = 0i64;
+    while pos < body.len() {
+        let bad = || format!("record {seen} of the batch is malformed");
+        let len = varlong(body, &mut pos).ok_or_else(bad)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= body.len())
+            .ok_or_else(bad)?;
+        let mut p = pos + 1; // attributes
+        let ts_delta = varlong(&body[..end], &mut p).ok_or_else(bad)?;
+        let offset_delta = varlong(&body[..end], &mut p).ok_or_else(bad)?;
+        f(offset_delta, base_timestamp.wrapping_add(ts_delta))?;
+        pos = end;
+        seen += 1;
+    }
+    if seen != i64::from(count) {
+        return Err(format!(
+            "record batch holds {seen} records but its header declares {count}"
+        ));
+    }
+    Ok(())
 }
 
 /// Validates one complete batch at the start of `buf` and returns its header.
@@ -298,5 +364,36 @@ pub(crate) mod tests {
             let _ = validate_all(&junk);
             let _ = headers(&junk).count();
         }
+    }
+}
+#[cfg(test)]
+mod record_walk_tests {
+    use super::tests::batch;
+    use super::*;
+    use kafka_protocol::records::Compression;
+
+    #[test]
+    fn walks_every_record_of_an_uncompressed_batch() {
+        let b = batch(5, Compression::None, 1_000);
+        let h = validate(&b).unwrap();
+        let mut seen = Vec::new();
+        for_each_record(
+            &b[HEADER_BYTES..],
+            h.records_count,
+            h.base_timestamp,
+            |d, ts| {
+                seen.push((d, ts));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, (0..5).map(|i| (i, 1_000 + i)).collect::<Vec<_>>());
+        let e =
+            for_each_record(&b[HEADER_BYTES..], 4, h.base_timestamp, |_, _| Ok(())).unwrap_err();
+        assert!(
+            e.contains("holds 5 records but its header declares 4"),
+            "{e}"
+        );
+        assert!(for_each_record(&b[HEADER_BYTES..b.len() - 1], 5, 0, |_, _| Ok(())).is_err());
     }
 }

@@ -18,6 +18,7 @@ pub mod batch;
 pub mod broker;
 pub mod cluster;
 pub mod codec;
+pub mod compression;
 pub mod frame;
 pub mod log;
 pub mod runtime;

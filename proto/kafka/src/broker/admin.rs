@@ -42,6 +42,113 @@ pub(in crate::broker) fn delete_targets(
     targets
 }
 
+/// A CreateTopics entry's configs, validated and normalised as Kafka's controller does.
+pub(in crate::broker) fn creation_configs(
+    configs: &[kafka_protocol::messages::create_topics_request::CreatableTopicConfig],
+) -> Result<BTreeMap<String, String>, (ResponseError, String)> {
+    let nulls: Vec<&str> = configs
+        .iter()
+        .filter(|c| c.value.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !nulls.is_empty() {
+        return Err((
+            ResponseError::InvalidConfig,
+            format!(
+                "Null value not supported for topic configs: {}",
+                nulls.join(",")
+            ),
+        ));
+    }
+    let raw = configs
+        .iter()
+        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+        .collect();
+    topic_config::validate_all(&raw).map_err(|m| (ResponseError::InvalidConfig, m))
+}
+
+/// Checks one partition's manual replica list as Kafka's controller does: not empty, every
+/// broker known, none twice, and (when given) the same replica count as the other partitions.
+pub(in crate::broker) fn check_replicas(
+    replicas: &[i32],
+    brokers: &[i32],
+    rf: Option<usize>,
+) -> Result<(), (ResponseError, String)> {
+    let bad = |m: String| Err((ResponseError::InvalidReplicaAssignment, m));
+    if replicas.is_empty() {
+        return bad("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    for (i, b) in sorted.iter().enumerate() {
+        if !brokers.contains(b) {
+            return bad(format!(
+                "The manual partition assignment includes broker {b}, but no such broker is registered."
+            ));
+        }
+        if i > 0 && sorted[i - 1] == *b {
+            return bad(format!(
+                "The manual partition assignment includes the broker {b} more than once."
+            ));
+        }
+    }
+    if let Some(rf) = rf
+        && replicas.len() != rf
+    {
+        return bad(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+            replicas.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A CreateTopics entry's manual assignment, checked as Kafka does, as replica lists by
+/// partition.
+pub(in crate::broker) fn manual_assignment(
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    brokers: &[i32],
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    if t.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "A manual partition assignment was specified, but replication factor was not set to -1."
+                .into(),
+        ));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .into(),
+        ));
+    }
+    let mut parts: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    let mut rf = None;
+    for a in &t.assignments {
+        if parts.contains_key(&a.partition_index) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "Found multiple manual partition assignments for partition {}",
+                    a.partition_index
+                ),
+            ));
+        }
+        let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        check_replicas(&replicas, brokers, rf)?;
+        rf = Some(replicas.len());
+        parts.insert(a.partition_index, replicas);
+    }
+    if parts.keys().copied().ne(0..parts.len() as i32) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(parts.into_values().collect())
+}
+
 /// A CreateTopics result for `t` before anything is known about the outcome.
 pub(in crate::broker) fn creatable_result(
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
@@ -50,6 +157,32 @@ pub(in crate::broker) fn creatable_result(
         .with_name(t.name.clone())
         .with_num_partitions(-1)
         .with_replication_factor(-1)
+}
+
+/// A CreatePartitions entry's manual assignments for `additional` new partitions of a topic
+/// with `rf` replicas per partition, checked as Kafka does.
+pub(in crate::broker) fn check_partition_assignments(
+    assignments: &[kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment],
+    additional: i32,
+    brokers: &[i32],
+    rf: usize,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    if assignments.len() as i64 != i64::from(additional) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                assignments.len()
+            ),
+        ));
+    }
+    assignments
+        .iter()
+        .map(|a| {
+            let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            check_replicas(&replicas, brokers, Some(rf)).map(|()| replicas)
+        })
+        .collect()
 }
 
 impl Broker {
@@ -130,6 +263,24 @@ impl Broker {
         Ok(id)
     }
 
+    /// A topic's configs as CreateTopics v5+ returns them.
+    pub(super) fn creatable_configs(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Vec<CreatableTopicConfigs> {
+        self.describe_topic_configs(overrides, |_| true, false, false, 0)
+            .into_iter()
+            .map(|c| {
+                CreatableTopicConfigs::default()
+                    .with_name(c.name)
+                    .with_value(c.value)
+                    .with_read_only(c.read_only)
+                    .with_config_source(c.config_source)
+                    .with_is_sensitive(c.is_sensitive)
+            })
+            .collect()
+    }
+
     pub(super) fn create_topics(
         &mut self,
         req: CreateTopicsRequest,
@@ -137,39 +288,28 @@ impl Broker {
         now_ms: i64,
     ) -> CreateTopicsResponse {
         let mut response = CreateTopicsResponse::default();
+        let node = self.config.node_id;
         for t in req.topics {
             let name = t.name.0.to_string();
             let mut result = creatable_result(&t);
-            let partitions = self.requested_partitions(t.num_partitions);
-            let outcome = (|| -> Result<Uuid, AdminError> {
-                if !t.assignments.is_empty() {
-                    let node = self.config.node_id;
-                    if t.assignments
-                        .iter()
-                        .any(|a| a.broker_ids.iter().any(|b| b.0 != node))
-                    {
+            let outcome = (|| -> Result<(Uuid, i32, BTreeMap<String, String>), AdminError> {
+                let partitions = if t.assignments.is_empty() {
+                    if !(t.replication_factor == -1 || t.replication_factor == 1) {
                         return Err((
-                            ResponseError::InvalidReplicaAssignment,
-                            Some(format!("only broker {node} exists")),
+                            ResponseError::InvalidReplicationFactor,
+                            Some(format!(
+                                "Replication factor {} is larger than the number of brokers (1)",
+                                t.replication_factor
+                            )),
                         ));
                     }
-                }
-                if !(t.replication_factor == -1 || t.replication_factor == 1) {
-                    return Err((
-                        ResponseError::InvalidReplicationFactor,
-                        Some(format!(
-                            "Replication factor {} is larger than the number of brokers (1)",
-                            t.replication_factor
-                        )),
-                    ));
-                }
-                let mut configs = BTreeMap::new();
-                for c in &t.configs {
-                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-                    topic_config::validate(&c.name, &value)
-                        .map_err(|m| (ResponseError::InvalidConfig, Some(m)))?;
-                    configs.insert(c.name.to_string(), value);
-                }
+                    self.requested_partitions(t.num_partitions)
+                } else {
+                    manual_assignment(&t, &[node])
+                        .map_err(|(e, m)| (e, Some(m)))?
+                        .len() as i32
+                };
+                let configs = creation_configs(&t.configs).map_err(|(e, m)| (e, Some(m)))?;
                 if req.validate_only {
                     if self.topics.contains_key(&name) {
                         return Err((
@@ -179,38 +319,18 @@ impl Broker {
                     }
                     valid_topic_name(&name)
                         .map_err(|m| (ResponseError::InvalidTopicException, Some(m)))?;
-                    return Ok(Uuid::nil());
+                    return Ok((Uuid::nil(), partitions, configs));
                 }
-                self.create_topic(&name, partitions, configs, now_ms)
+                let id = self.create_topic(&name, partitions, configs.clone(), now_ms)?;
+                Ok((id, partitions, configs))
             })();
             match outcome {
-                Ok(id) => {
+                Ok((id, partitions, configs)) => {
                     result.topic_id = id;
                     result.num_partitions = partitions;
                     result.replication_factor = 1;
                     if version >= 5 {
-                        let overrides = self
-                            .topics
-                            .get(&name)
-                            .map(|t| t.configs.clone())
-                            .unwrap_or_default();
-                        result.configs = Some(
-                            topic_config::TOPIC_CONFIGS
-                                .iter()
-                                .map(|k| {
-                                    CreatableTopicConfigs::default()
-                                        .with_name(str(k.name))
-                                        .with_value(Some(str(topic_config::effective(
-                                            &overrides, k,
-                                        ))))
-                                        .with_config_source(if overrides.contains_key(k.name) {
-                                            1
-                                        } else {
-                                            5
-                                        })
-                                })
-                                .collect(),
-                        );
+                        result.configs = Some(self.creatable_configs(&configs));
                     }
                 }
                 Err((e, msg)) => {
@@ -317,6 +437,16 @@ impl Broker {
                         ResponseError::InvalidPartitions,
                         Some("at most 100000 partitions".into()),
                     ));
+                }
+                if let Some(assignments) = &t.assignments {
+                    // One broker: each new partition may only be [this node].
+                    check_partition_assignments(
+                        assignments,
+                        t.count - current,
+                        &[self.config.node_id],
+                        1,
+                    )
+                    .map_err(|(e, m)| (e, Some(m)))?;
                 }
                 if req.validate_only {
                     return Ok(());

@@ -875,3 +875,235 @@ fn a_lost_leader_record_is_proposed_again_before_the_isr() {
         .clone();
     assert_eq!(mp.in_sync(), &[1, 2]);
 }
+
+/// CreateTopics through node 2 with a manual assignment or configs; the parked response.
+fn create_topic_with(
+    c: &mut Cluster,
+    topic: CreatableTopic,
+) -> kafka_protocol::messages::CreateTopicsResponse {
+    let req = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic]));
+    match c.brokers[1].handle(&ctx(ApiKey::CreateTopics, 7), req, 0) {
+        Reply::Now(ResponseKind::CreateTopics(r)) => r,
+        Reply::Parked { token } => {
+            c.run();
+            let d = c.brokers[1].take_deferred();
+            let ResponseKind::CreateTopics(r) =
+                d.into_iter().find(|d| d.token == token).unwrap().response
+            else {
+                panic!()
+            };
+            r
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn recompression_and_log_append_time_leave_every_replica_byte_identical() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let mut c = Cluster::new();
+    let configs = [
+        ("compression.type", "zstd"),
+        ("compression.zstd.level", "5"),
+        ("message.timestamp.type", "LogAppendTime"),
+    ];
+    let r = create_topic_with(
+        &mut c,
+        CreatableTopic::default()
+            .with_name(TopicName(s("z")))
+            .with_num_partitions(1)
+            .with_replication_factor(3)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            ),
+    );
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    let g = c.group_of("z", 0);
+    c.lead(g, 1);
+    // The leader proposes at its time; each replica applies later, at a time of its own.
+    let leader_ms = 1_700_000_000_000;
+    let mut tokens = Vec::new();
+    for (i, codec) in [
+        kafka_protocol::records::Compression::Gzip,
+        kafka_protocol::records::Compression::None,
+        kafka_protocol::records::Compression::Zstd,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let batch = if i == 0 {
+            idempotent_batch(42, 0, 3)
+        } else {
+            crate::batch::tests::batch(4, codec, leader_ms - 10)
+        };
+        let req = produce_req("z", batch);
+        let Reply::Parked { token } =
+            c.brokers[0].handle(&ctx(ApiKey::Produce, 11), req, leader_ms + i as i64)
+        else {
+            panic!("parked on the leader")
+        };
+        tokens.push((token, leader_ms + i as i64));
+    }
+    let proposals = c.brokers[0].take_proposals();
+    assert_eq!(proposals.len(), 3);
+    for p in proposals {
+        let log = c.logs.entry(p.group).or_default();
+        let index = log.len() as u64 + 1;
+        log.push((index, c.term, p.data.clone()));
+        for (n, b) in c.brokers.iter_mut().enumerate() {
+            b.apply_partition(
+                p.group,
+                &[(index, c.term, p.data.clone())],
+                5_000 * n as i64,
+            );
+            b.finish_apply();
+        }
+    }
+    let answered = delivered_all(&mut c.brokers[0]);
+    for b in &mut c.brokers {
+        sync(b);
+    }
+    for (token, at) in tokens {
+        let (_, r) = answered.iter().find(|(t, _)| *t == token).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "{p:?}");
+        assert_eq!(p.log_append_time_ms, at);
+    }
+    let segment = "logs/z-0/00000000000000000000.log";
+    let files: Vec<Vec<u8>> =
+        c.fs.iter()
+            .map(|f| f.read_file(segment).unwrap().unwrap())
+            .collect();
+    assert!(!files[0].is_empty());
+    assert_eq!(files[0], files[1], "replicas 1 and 2 hold the same bytes");
+    assert_eq!(files[0], files[2], "replicas 1 and 3 hold the same bytes");
+    let mut at = 0usize;
+    let mut n = 0;
+    while at < files[0].len() {
+        let h = crate::batch::validate(&files[0][at..]).expect("CRC valid after the rewrite");
+        assert_eq!(h.compression(), 4, "stored as zstd");
+        assert!(h.is_log_append_time());
+        assert_eq!(
+            h.max_timestamp,
+            leader_ms + n,
+            "the entry's time, not the replica's"
+        );
+        if n == 0 {
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (42, 0, 0)
+            );
+        }
+        at += h.total_bytes();
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn a_manual_replica_assignment_is_checked_and_honoured_by_meta() {
+    use kafka_protocol::messages::BrokerId;
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    let mut c = Cluster::new();
+    let assigned = |name: &str, replicas: &[&[i32]]| {
+        CreatableTopic::default()
+            .with_name(TopicName(s(name)))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(
+                replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(p, r)| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(p as i32)
+                            .with_broker_ids(r.iter().map(|&x| BrokerId(x)).collect())
+                    })
+                    .collect(),
+            )
+    };
+    let r = create_topic_with(&mut c, assigned("m", &[&[3, 2], &[2, 1], &[1, 3]]));
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    assert_eq!(
+        (r.topics[0].num_partitions, r.topics[0].replication_factor),
+        (3, 2)
+    );
+    for b in &c.brokers {
+        let t = &b.meta().unwrap().topics["m"];
+        let replicas: Vec<Vec<i32>> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+        assert_eq!(replicas, vec![vec![3, 2], vec![2, 1], vec![1, 3]]);
+    }
+    // Node 1 hosts partitions 1 and 2 only, and campaigns first for partition 2.
+    let g2 = c.group_of("m", 2);
+    let adds: Vec<(u64, bool)> = c.hosted[0]
+        .iter()
+        .filter_map(|h| match h {
+            GroupChange::Add {
+                group,
+                topic,
+                campaign,
+                ..
+            } if topic == "m" => Some((*group, *campaign)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adds, vec![(c.group_of("m", 1), false), (g2, true)]);
+    assert_eq!(c.brokers[0].topics()["m"].partitions.len(), 3);
+    // Refused at once: a broker that is not a member, mixed replica counts.
+    let r = create_topic_with(&mut c, assigned("x", &[&[1, 7]]));
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::InvalidReplicaAssignment.code()
+    );
+    assert_eq!(
+        r.topics[0].error_message.as_deref(),
+        Some(
+            "The manual partition assignment includes broker 7, but no such broker is registered."
+        )
+    );
+    let r = create_topic_with(&mut c, assigned("x", &[&[1, 2], &[3]]));
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::InvalidReplicaAssignment.code()
+    );
+
+    // CreatePartitions with an assignment, through __meta.
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    let req = RequestKind::CreatePartitions(
+        kafka_protocol::messages::CreatePartitionsRequest::default().with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(s("m")))
+                .with_count(4)
+                .with_assignments(Some(vec![
+                    CreatePartitionsAssignment::default()
+                        .with_broker_ids(vec![BrokerId(2), BrokerId(3)]),
+                ])),
+        ]),
+    );
+    let Reply::Parked { token } = c.brokers[2].handle(&ctx(ApiKey::CreatePartitions, 3), req, 0)
+    else {
+        panic!("waits for __meta")
+    };
+    c.run();
+    let d = c.brokers[2].take_deferred();
+    let ResponseKind::CreatePartitions(r) = &d.iter().find(|d| d.token == token).unwrap().response
+    else {
+        panic!()
+    };
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    for b in &c.brokers {
+        assert_eq!(
+            b.meta().unwrap().topics["m"].partitions[3].replicas,
+            vec![2, 3]
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
@@ -15,17 +15,69 @@ use kafka_protocol::messages::{alter_configs_response, incremental_alter_configs
 use tracing::info;
 
 use super::{Broker, str};
-use crate::topic_config::{self, TOPIC_CONFIGS};
+use crate::topic_config::{self, BrokerDefaults, ConfigType};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
 
 type ConfigError = (ResponseError, Option<String>);
 
+fn invalid_config(m: String) -> ConfigError {
+    (ResponseError::InvalidConfig, Some(m))
+}
+
 impl Broker {
+    /// The broker flags that stand in for Kafka broker configs in DescribeConfigs.
+    pub(super) fn broker_defaults(&self) -> BrokerDefaults {
+        BrokerDefaults {
+            sync_writes: self.config.sync_writes,
+            flush_interval_ms: self.config.flush_interval_ms,
+        }
+    }
+
+    /// A topic's configs as DescribeConfigs (and CreateTopics v5+) report them.
+    pub(super) fn describe_topic_configs(
+        &self,
+        overrides: &BTreeMap<String, String>,
+        wanted: impl Fn(&str) -> bool,
+        synonyms: bool,
+        documentation: bool,
+        version: i16,
+    ) -> Vec<DescribeConfigsResourceResult> {
+        topic_config::describe(overrides, &self.broker_defaults())
+            .into_iter()
+            .filter(|d| wanted(d.name))
+            .map(|d| {
+                let mut c = DescribeConfigsResourceResult::default()
+                    .with_name(str(d.name))
+                    .with_value(Some(str(&d.value)))
+                    .with_read_only(false)
+                    .with_config_source(d.source as i8)
+                    .with_is_sensitive(false);
+                if synonyms {
+                    c.synonyms = d
+                        .synonyms
+                        .iter()
+                        .map(|(n, v, s)| {
+                            DescribeConfigsSynonym::default()
+                                .with_name(str(n))
+                                .with_value(Some(str(v)))
+                                .with_source(*s as i8)
+                        })
+                        .collect();
+                }
+                if version >= 3 {
+                    c.config_type = d.key.kind as i8;
+                    if documentation {
+                        c.documentation = Some(str(d.key.doc));
+                    }
+                }
+                c
+            })
+            .collect()
+    }
+
     pub(super) fn describe_configs(
         &self,
         req: DescribeConfigsRequest,
@@ -50,26 +102,13 @@ impl Broker {
                         )));
                     }
                     Some(t) => {
-                        for k in TOPIC_CONFIGS.iter().filter(|k| wanted(k.name)) {
-                            let overridden = t.configs.contains_key(k.name);
-                            let mut c = DescribeConfigsResourceResult::default()
-                                .with_name(str(k.name))
-                                .with_value(Some(str(topic_config::effective(&t.configs, k))))
-                                .with_read_only(false)
-                                .with_config_source(if overridden {
-                                    SOURCE_DYNAMIC_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                })
-                                .with_is_sensitive(false);
-                            if version >= 3 {
-                                c.config_type = k.kind as i8;
-                                if req.include_documentation {
-                                    c.documentation = Some(str(k.doc));
-                                }
-                            }
-                            result.configs.push(c);
-                        }
+                        result.configs = self.describe_topic_configs(
+                            &t.configs,
+                            wanted,
+                            req.include_synonyms,
+                            req.include_documentation,
+                            version,
+                        );
                     }
                 },
                 RESOURCE_BROKER => {
@@ -80,13 +119,15 @@ impl Broker {
                     } else {
                         for (name, value) in self.broker_configs() {
                             if wanted(&name) {
-                                result.configs.push(
-                                    DescribeConfigsResourceResult::default()
-                                        .with_name(str(&name))
-                                        .with_value(Some(str(&value)))
-                                        .with_read_only(true)
-                                        .with_config_source(SOURCE_STATIC_BROKER),
-                                );
+                                let mut c = DescribeConfigsResourceResult::default()
+                                    .with_name(str(&name))
+                                    .with_value(Some(str(&value)))
+                                    .with_read_only(true)
+                                    .with_config_source(SOURCE_STATIC_BROKER);
+                                if version >= 3 {
+                                    c.config_type = ConfigType::String as i8;
+                                }
+                                result.configs.push(c);
                             }
                         }
                     }
@@ -121,7 +162,7 @@ impl Broker {
         ]
     }
 
-    /// Validates and installs new overrides for a topic, updating its logs.
+    /// Validates a topic's complete new overrides and installs them, updating its logs.
     fn set_topic_configs(
         &mut self,
         name: &str,
@@ -134,9 +175,7 @@ impl Broker {
                 Some(format!("Topic '{name}' does not exist")),
             ));
         }
-        for (k, v) in &configs {
-            topic_config::validate(k, v).map_err(|m| (ResponseError::InvalidConfig, Some(m)))?;
-        }
+        let configs = topic_config::validate_all(&configs).map_err(invalid_config)?;
         if validate_only {
             return Ok(());
         }
@@ -160,22 +199,36 @@ impl Broker {
         Ok(())
     }
 
+    /// AlterConfigs: the request's configs replace the topic's overrides.
     pub(super) fn alter_configs(&mut self, req: AlterConfigsRequest) -> AlterConfigsResponse {
         let mut response = AlterConfigsResponse::default();
         for res in req.resources {
-            let outcome = if res.resource_type != RESOURCE_TOPIC {
-                Err((
-                    ResponseError::InvalidRequest,
-                    Some("only topic configs can be altered".to_string()),
-                ))
-            } else {
+            let outcome = (|| -> Result<(), ConfigError> {
+                if res.resource_type != RESOURCE_TOPIC {
+                    return Err((
+                        ResponseError::InvalidRequest,
+                        Some("only topic configs can be altered".to_string()),
+                    ));
+                }
+                let nulls: Vec<&str> = res
+                    .configs
+                    .iter()
+                    .filter(|c| c.value.is_none())
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if !nulls.is_empty() {
+                    return Err(invalid_config(format!(
+                        "Null value not supported for topic configs: {}",
+                        nulls.join(",")
+                    )));
+                }
                 let configs = res
                     .configs
                     .iter()
                     .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
                     .collect();
                 self.set_topic_configs(res.resource_name.as_str(), configs, req.validate_only)
-            };
+            })();
             let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name);
@@ -188,6 +241,8 @@ impl Broker {
         response
     }
 
+    /// IncrementalAlterConfigs: SET, DELETE, and APPEND / SUBTRACT on list configs, applied to
+    /// the topic's overrides in order; the result is validated as a whole.
     pub(super) fn incremental_alter_configs(
         &mut self,
         req: IncrementalAlterConfigsRequest,
@@ -202,7 +257,7 @@ impl Broker {
                         Some("only topic configs can be altered".into()),
                     ));
                 }
-                let mut configs = self
+                let configs = self
                     .topics
                     .get(&name)
                     .ok_or((
@@ -211,57 +266,14 @@ impl Broker {
                     ))?
                     .configs
                     .clone();
-                for c in &res.configs {
-                    let key = c.name.to_string();
-                    let value = c.value.as_ref().map(|v| v.to_string());
-                    let k = topic_config::key(&key).ok_or((
-                        ResponseError::InvalidConfig,
-                        Some(format!("Unknown or unsupported topic config '{key}'")),
-                    ))?;
-                    match c.config_operation {
-                        0 => {
-                            configs.insert(key, value.unwrap_or_default());
-                        }
-                        1 => {
-                            configs.remove(&key);
-                        }
-                        2 | 3 if k.kind == topic_config::ConfigType::List => {
-                            let current = topic_config::effective(&configs, k).to_string();
-                            let mut items: Vec<String> = current
-                                .split(',')
-                                .map(|s| s.trim().to_string())
-                                .filter(|s| !s.is_empty())
-                                .collect();
-                            for v in value
-                                .unwrap_or_default()
-                                .split(',')
-                                .map(str::trim)
-                                .filter(|s| !s.is_empty())
-                            {
-                                if c.config_operation == 2 {
-                                    if !items.iter().any(|i| i == v) {
-                                        items.push(v.to_string());
-                                    }
-                                } else {
-                                    items.retain(|i| i != v);
-                                }
-                            }
-                            configs.insert(key, items.join(","));
-                        }
-                        2 | 3 => {
-                            return Err((
-                                ResponseError::InvalidConfig,
-                                Some(format!("{key} is not a list: APPEND/SUBTRACT do not apply")),
-                            ));
-                        }
-                        op => {
-                            return Err((
-                                ResponseError::InvalidRequest,
-                                Some(format!("unknown config operation {op}")),
-                            ));
-                        }
-                    }
-                }
+                let ops = res.configs.iter().map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                });
+                let configs = incremental(configs, ops)?;
                 self.set_topic_configs(&name, configs, req.validate_only)
             })();
             let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
@@ -275,4 +287,55 @@ impl Broker {
         }
         response
     }
+}
+
+/// Applies IncrementalAlterConfigs operations (name, op, value) to a topic's overrides, as
+/// Kafka's controller does: SET (0) replaces, DELETE (1) removes, APPEND (2) / SUBTRACT (3) add
+/// or remove items of a LIST config, starting from its current value or default.
+pub(crate) fn incremental(
+    mut configs: BTreeMap<String, String>,
+    ops: impl IntoIterator<Item = (String, i8, Option<String>)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    for (key, op, value) in ops {
+        match op {
+            0 => {
+                let v = value.ok_or_else(|| {
+                    invalid_config(format!("Null value not supported for topic configs: {key}"))
+                })?;
+                configs.insert(key, v);
+            }
+            1 => {
+                configs.remove(&key);
+            }
+            2 | 3 => {
+                let k = topic_config::key_of(&key)
+                    .ok_or_else(|| invalid_config(format!("Unknown topic config name: {key}")))?;
+                let what = if op == 2 { "APPEND" } else { "SUBTRACT" };
+                if k.kind != ConfigType::List {
+                    return Err(invalid_config(format!(
+                        "Can't {what} to key {key} because its type is not LIST."
+                    )));
+                }
+                let current = topic_config::effective(&configs, k).unwrap_or("");
+                let mut items = topic_config::list_items(current);
+                for v in value.unwrap_or_default().split(',').map(str::trim) {
+                    if op == 2 {
+                        if !items.iter().any(|i| i == v) {
+                            items.push(v.to_string());
+                        }
+                    } else if let Some(at) = items.iter().position(|i| i == v) {
+                        items.remove(at);
+                    }
+                }
+                configs.insert(key, items.join(","));
+            }
+            op => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    Some(format!("unknown config operation {op}")),
+                ));
+            }
+        }
+    }
+    Ok(configs)
 }

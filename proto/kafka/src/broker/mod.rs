@@ -56,6 +56,9 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Acknowledge produces only after fdatasync (the default). Off: after the write.
     pub sync_writes: bool,
+    /// Without fsync-before-ack: how often the runtime syncs every log (`--flush-interval-ms`;
+    /// DescribeConfigs reports it as Kafka's `log.flush.interval.ms`).
+    pub flush_interval_ms: Option<i64>,
     /// Partitions of `__consumer_offsets` when it is created (Kafka's
     /// `offsets.topic.num.partitions`); an existing topic keeps its count.
     pub offsets_partitions: i32,
@@ -80,6 +83,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             sync_writes: true,
+            flush_interval_ms: None,
             offsets_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,
             cluster_members: None,
@@ -448,7 +452,7 @@ impl Broker {
                     return Reply::Now(ResponseKind::Metadata(self.metadata_cluster(r, v, now_ms)));
                 }
                 RequestKind::Produce(r) => return self.produce_cluster(r, v, now_ms),
-                RequestKind::CreateTopics(r) => return self.create_topics_cluster(r, now_ms),
+                RequestKind::CreateTopics(r) => return self.create_topics_cluster(r, v, now_ms),
                 RequestKind::DeleteTopics(r) => return self.delete_topics_cluster(r, now_ms),
                 RequestKind::CreatePartitions(r) => {
                     return self.create_partitions_cluster(r, now_ms);
@@ -553,6 +557,54 @@ impl Broker {
             files,
             ends,
         })
+    }
+
+    /// Without fsync-before-ack: the sync the topics' `flush.messages` / `flush.ms` call for now,
+    /// of the partitions that are due only (the periodic [`Broker::take_sync_work`] covers the
+    /// rest). It completes no sync sequence. `None` when no partition is due.
+    pub fn take_due_sync_work(&mut self, now_ms: i64) -> Option<SyncBatch> {
+        let mut files = Vec::new();
+        let mut ends = Vec::new();
+        for t in self.topics.values_mut() {
+            for (p, log) in t.partitions.iter_mut().enumerate() {
+                if !log.flush_due(now_ms) {
+                    continue;
+                }
+                if let Some(SyncWork {
+                    files: f,
+                    end_offset,
+                }) = log.take_sync_work()
+                {
+                    files.extend(f);
+                    ends.push((t.id, p as i32, end_offset));
+                }
+            }
+        }
+        if files.is_empty() {
+            return None;
+        }
+        Some(SyncBatch {
+            seq: self.synced_seq,
+            files,
+            ends,
+        })
+    }
+
+    /// The earliest time a partition's `flush.ms` makes it due a sync (`None`: none pending).
+    pub fn next_flush_deadline(&self) -> Option<i64> {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|l| l.flush_deadline())
+            .min()
+    }
+
+    /// Whether any topic sets `flush.messages` or `flush.ms` (the runtime then checks
+    /// [`Broker::take_due_sync_work`] after writes, not only on its timer).
+    pub fn has_flush_policies(&self) -> bool {
+        self.topics
+            .values()
+            .any(|t| t.configs.contains_key("flush.messages") || t.configs.contains_key("flush.ms"))
     }
 
     /// Reports the outcome of a [`SyncBatch`]. On success its data becomes visible to consumers
@@ -794,6 +846,9 @@ mod group_tests;
 
 #[cfg(test)]
 mod cluster_tests;
+
+#[cfg(test)]
+mod config_tests;
 
 #[cfg(test)]
 mod security_tests;

@@ -66,10 +66,11 @@ impl Broker {
                     (None, None) => unreachable!("topic error set when the name is unknown"),
                 };
                 match result {
-                    Ok((base, start)) => {
+                    Ok((base, start, append_time)) => {
                         wrote = true;
                         pr.base_offset = base;
                         pr.log_start_offset = start;
+                        pr.log_append_time_ms = append_time;
                     }
                     Err((e, msg)) => {
                         pr.error_code = e.code();
@@ -180,7 +181,7 @@ impl Broker {
             .map_err(|(e, _)| e)
     }
 
-    /// Appends to one partition; returns (base offset, log start offset).
+    /// Appends to one partition; returns (base offset, log start offset, log append time or -1).
     ///
     /// Batches of idempotent producers (`producer_id >= 0`) go through the partition's
     /// [`sluice_coordinator::ProducerStateTable`]: a retried batch is answered with its original
@@ -192,7 +193,7 @@ impl Broker {
         partition: i32,
         records: Option<&[u8]>,
         now_ms: i64,
-    ) -> Result<(i64, i64), (ResponseError, Option<String>)> {
+    ) -> Result<(i64, i64, i64), (ResponseError, Option<String>)> {
         self.append_partition_at(topic, partition, records, 0, now_ms)
     }
 
@@ -206,7 +207,7 @@ impl Broker {
         records: Option<&[u8]>,
         epoch: i32,
         now_ms: i64,
-    ) -> Result<(i64, i64), (ResponseError, Option<String>)> {
+    ) -> Result<(i64, i64, i64), (ResponseError, Option<String>)> {
         if let Some(f) = &self.storage_failure {
             return Err((
                 ResponseError::KafkaStorageError,
@@ -225,7 +226,7 @@ impl Broker {
                     .partition(topic, partition)
                     .map_err(|e| (e, None))?
                     .log_start_offset();
-                return Ok((duplicate_base, start));
+                return Ok((duplicate_base, start, -1));
             }
             Err(e) => return Err(e),
         };
@@ -247,30 +248,37 @@ impl Broker {
                     log.mark_durable(end);
                 }
                 let log_start = log.log_start_offset();
-                if let Some((info, max_ts)) = idempotent {
+                if let Some((info, _)) = idempotent {
                     // Before the next batch of this partition is checked (we hold the broker).
+                    // The stored max timestamp: the append time with LogAppendTime.
                     self.producers
                         .entry((topic.to_string(), partition))
                         .or_default()
-                        .record_append(&info, a.base_offset, max_ts);
+                        .record_append(&info, a.base_offset, a.max_timestamp);
                 }
-                Ok((a.base_offset, log_start))
+                Ok((a.base_offset, log_start, a.log_append_time))
             }
-            Err(LogError::Batch(e)) => {
-                let code = match e {
-                    crate::batch::BatchError::Crc { .. }
-                    | crate::batch::BatchError::Truncated { .. } => ResponseError::CorruptMessage,
-                    _ => ResponseError::InvalidRecord,
-                };
-                Err((code, Some(e.to_string())))
-            }
-            Err(e @ LogError::TooLarge { .. }) => {
-                Err((ResponseError::MessageTooLarge, Some(e.to_string())))
-            }
-            Err(e) => {
+            Err(e @ LogError::Io { .. }) => {
                 warn!(topic, partition, error = %e, "append failed");
                 Err((ResponseError::KafkaStorageError, Some(e.to_string())))
             }
+            Err(e) => Err(append_error(e)),
         }
     }
+}
+
+/// The Kafka error a refused append is answered with.
+pub(in crate::broker) fn append_error(e: LogError) -> (ResponseError, Option<String>) {
+    let code = match &e {
+        LogError::Batch(
+            crate::batch::BatchError::Crc { .. } | crate::batch::BatchError::Truncated { .. },
+        )
+        | LogError::Corrupt(_) => ResponseError::CorruptMessage,
+        LogError::Batch(_) | LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io { .. } => ResponseError::KafkaStorageError,
+    };
+    (code, Some(e.to_string()))
 }

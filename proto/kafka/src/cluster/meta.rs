@@ -57,6 +57,10 @@ pub enum MetaCommand {
         replication_factor: i32,
         /// Config overrides.
         configs: BTreeMap<String, String>,
+        /// Replicas per partition chosen by the client (absent in entries of older versions:
+        /// placed by the cluster).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignment: Option<Vec<Vec<i32>>>,
     },
     /// Deletes a topic.
     DeleteTopic {
@@ -73,6 +77,9 @@ pub enum MetaCommand {
         name: String,
         /// New total partition count.
         count: i32,
+        /// Replicas of each new partition chosen by the client (absent: placed by the cluster).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignment: Option<Vec<Vec<i32>>>,
     },
     /// Replaces a topic's config overrides.
     SetConfigs {
@@ -318,6 +325,7 @@ impl MetaState {
                 partitions,
                 replication_factor,
                 configs,
+                assignment,
             } => {
                 if self.topics.contains_key(&name) {
                     return vec![refused(
@@ -326,12 +334,26 @@ impl MetaState {
                         format!("Topic '{name}' already exists."),
                     )];
                 }
-                if let Err(e) = self.check_placement(partitions, replication_factor) {
-                    return vec![refused(request, e.0, e.1)];
-                }
-                let parts = (0..partitions)
-                    .map(|p| self.place(&name, p, replication_factor))
-                    .collect();
+                let parts = if let Some(assignment) = assignment {
+                    if let Err(e) = self
+                        .check_placement(assignment.len() as i32, 1)
+                        .and_then(|()| self.check_assignment(&assignment, None))
+                    {
+                        return vec![refused(request, e.0, e.1)];
+                    }
+                    assignment
+                        .into_iter()
+                        .enumerate()
+                        .map(|(p, replicas)| self.place_on(&name, p as i32, replicas))
+                        .collect()
+                } else {
+                    if let Err(e) = self.check_placement(partitions, replication_factor) {
+                        return vec![refused(request, e.0, e.1)];
+                    }
+                    (0..partitions)
+                        .map(|p| self.place(&name, p, replication_factor))
+                        .collect()
+                };
                 self.topics.insert(
                     name.clone(),
                     MetaTopic {
@@ -365,6 +387,7 @@ impl MetaState {
                 request,
                 name,
                 count,
+                assignment,
             } => {
                 let Some(t) = self.topics.get(&name) else {
                     return vec![refused(
@@ -387,8 +410,30 @@ impl MetaState {
                 if let Err(e) = self.check_placement(count - from, rf) {
                     return vec![refused(request, e.0, e.1)];
                 }
-                let parts: Vec<MetaPartition> =
-                    (from..count).map(|p| self.place(&name, p, rf)).collect();
+                let parts: Vec<MetaPartition> = match assignment {
+                    Some(assignment) => {
+                        if assignment.len() as i64 != i64::from(count - from) {
+                            return vec![refused(
+                                request,
+                                ResponseError::InvalidReplicaAssignment,
+                                format!(
+                                    "Attempted to add {} additional partition(s), but only {} assignment(s) were specified.",
+                                    count - from,
+                                    assignment.len()
+                                ),
+                            )];
+                        }
+                        if let Err(e) = self.check_assignment(&assignment, Some(rf as usize)) {
+                            return vec![refused(request, e.0, e.1)];
+                        }
+                        assignment
+                            .into_iter()
+                            .zip(from..count)
+                            .map(|(replicas, p)| self.place_on(&name, p, replicas))
+                            .collect()
+                    }
+                    None => (from..count).map(|p| self.place(&name, p, rf)).collect(),
+                };
                 self.topics
                     .get_mut(&name)
                     .expect("checked")
@@ -493,6 +538,48 @@ impl MetaState {
         Ok(())
     }
 
+    /// Checks a client's replica lists against the members, as Kafka's controller does:
+    /// non-empty, known brokers, none twice, one replica count (`rf` when given) for all.
+    fn check_assignment(
+        &self,
+        assignment: &[Vec<i32>],
+        rf: Option<usize>,
+    ) -> Result<(), (ResponseError, String)> {
+        let mut rf = rf;
+        for replicas in assignment {
+            let bad = |m: String| Err((ResponseError::InvalidReplicaAssignment, m));
+            if replicas.is_empty() {
+                return bad(
+                    "The manual partition assignment includes an empty replica list.".into(),
+                );
+            }
+            let mut sorted = replicas.clone();
+            sorted.sort_unstable();
+            for (i, b) in sorted.iter().enumerate() {
+                if !self.members.contains(b) {
+                    return bad(format!(
+                        "The manual partition assignment includes broker {b}, but no such broker is registered."
+                    ));
+                }
+                if i > 0 && sorted[i - 1] == *b {
+                    return bad(format!(
+                        "The manual partition assignment includes the broker {b} more than once."
+                    ));
+                }
+            }
+            match rf {
+                Some(n) if n != replicas.len() => {
+                    return bad(format!(
+                        "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {n} replica(s).",
+                        replicas.len()
+                    ));
+                }
+                _ => rf = Some(replicas.len()),
+            }
+        }
+        Ok(())
+    }
+
     /// Places one new partition: replicas rotate over the members, so preferred leaders (the
     /// first replica) spread evenly across nodes.
     fn place(&mut self, topic: &str, partition: i32, rf: i32) -> MetaPartition {
@@ -502,6 +589,11 @@ impl MetaState {
         let replicas = (0..rf as usize)
             .map(|i| self.members[(start + i) % n])
             .collect();
+        self.place_on(topic, partition, replicas)
+    }
+
+    /// Places one new partition on `replicas` (the first is its preferred leader).
+    fn place_on(&mut self, topic: &str, partition: i32, replicas: Vec<i32>) -> MetaPartition {
         let group = self.next_group;
         self.next_group += 1;
         self.groups.insert(group, (topic.to_string(), partition));
@@ -535,6 +627,7 @@ mod tests {
             partitions,
             replication_factor: rf,
             configs: BTreeMap::new(),
+            assignment: None,
         }
     }
 
@@ -642,12 +735,91 @@ mod tests {
             request: None,
             name: "t".into(),
             count: 3,
+            assignment: None,
         });
         assert!(matches!(
             &grown[..],
             [MetaEvent::PartitionsCreated { from: 1, .. }]
         ));
         assert_eq!(m.topics["t"].partitions.len(), 3);
+    }
+
+    #[test]
+    fn manual_assignments_are_checked_and_placed_as_given() {
+        let mut m = MetaState::new(&[1, 2, 3]);
+        let with = |name: &str, a: Vec<Vec<i32>>| MetaCommand::CreateTopic {
+            request: None,
+            name: name.into(),
+            id: Uuid::from_u128(name.len() as u128),
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+            assignment: Some(a),
+        };
+        assert_eq!(
+            m.apply(with("t", vec![vec![3, 1], vec![2, 3]])),
+            vec![MetaEvent::TopicCreated {
+                name: "t".into(),
+                request: None
+            }]
+        );
+        let replicas: Vec<Vec<i32>> = m.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.replicas.clone())
+            .collect();
+        assert_eq!(replicas, vec![vec![3, 1], vec![2, 3]]);
+        assert_eq!(m.group(2), Some(("t", 1)));
+        let refused_with = |m: &mut MetaState, cmd: MetaCommand, text: &str| match &m.apply(cmd)[..]
+        {
+            [MetaEvent::Refused { error, message, .. }] => {
+                assert_eq!(*error, ResponseError::InvalidReplicaAssignment);
+                assert!(message.contains(text), "{message}");
+            }
+            other => panic!("{other:?}"),
+        };
+        refused_with(
+            &mut m,
+            with("u", vec![vec![4]]),
+            "broker 4, but no such broker",
+        );
+        refused_with(&mut m, with("u", vec![vec![1, 1]]), "more than once");
+        refused_with(
+            &mut m,
+            with("u", vec![vec![1], vec![1, 2]]),
+            "not consistent",
+        );
+        assert!(!m.topics.contains_key("u"));
+        let grow = |a: Vec<Vec<i32>>, count: i32| MetaCommand::CreatePartitions {
+            request: None,
+            name: "t".into(),
+            count,
+            assignment: Some(a),
+        };
+        refused_with(&mut m, grow(vec![vec![1, 2]], 4), "Attempted to add 2");
+        refused_with(&mut m, grow(vec![vec![1]], 3), "with 1 replica(s)");
+        assert!(matches!(
+            &m.apply(grow(vec![vec![1, 2]], 3))[..],
+            [MetaEvent::PartitionsCreated { from: 2, .. }]
+        ));
+        assert_eq!(m.topics["t"].partitions[2].replicas, vec![1, 2]);
+    }
+
+    #[test]
+    fn entries_without_an_assignment_decode_as_before() {
+        let c = create("x", 3, 2);
+        let json = String::from_utf8(c.encode()).unwrap();
+        assert!(!json.contains("assignment"), "{json}");
+        assert_eq!(MetaCommand::decode(json.as_bytes()).unwrap(), Some(c));
+        let grow = br#"{"CreatePartitions":{"request":null,"name":"x","count":4}}"#;
+        assert!(matches!(
+            MetaCommand::decode(grow).unwrap(),
+            Some(MetaCommand::CreatePartitions {
+                assignment: None,
+                count: 4,
+                ..
+            })
+        ));
     }
 
     #[test]

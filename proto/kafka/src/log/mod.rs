@@ -4,6 +4,7 @@
 //! are durable: the high watermark moves when the flusher reports a completed sync
 //! ([`PartitionLog::mark_durable`]), or immediately when the broker runs without fsync.
 
+mod rewrite;
 mod segment;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
 
 use crate::batch::{self, BatchHeader};
+pub use crate::compression::Compression;
 use crate::storage::{Storage, StoreFile};
 use segment::Segment;
 
@@ -30,8 +32,27 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// Distance between sparse index entries.
     pub index_interval_bytes: u64,
-    /// Largest batch accepted.
+    /// Largest batch accepted (as sent, and as stored after a rewrite).
     pub max_message_bytes: usize,
+    /// `compression.type`: the codec batches are stored in (`None`: as the producer sent them).
+    pub compression: Option<Compression>,
+    /// `compression.gzip.level` (-1: zlib's default).
+    pub gzip_level: i32,
+    /// `compression.lz4.level`.
+    pub lz4_level: i32,
+    /// `compression.zstd.level`.
+    pub zstd_level: i32,
+    /// `message.timestamp.type=LogAppendTime`: batches are stamped with the append time.
+    pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms` (CreateTime only).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms` (CreateTime only).
+    pub timestamp_after_max_ms: i64,
+    /// `flush.messages`: appended messages after which the partition is due a sync (only acted
+    /// on without fsync-before-ack; see [`PartitionLog::flush_due`]).
+    pub flush_messages: i64,
+    /// `flush.ms`: age of the oldest unsynced append after which the partition is due a sync.
+    pub flush_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -43,6 +64,15 @@ impl Default for LogConfig {
             retention_bytes: -1,
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
+            compression: None,
+            gzip_level: -1,
+            lz4_level: 9,
+            zstd_level: 3,
+            log_append_time: false,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
         }
     }
 }
@@ -80,6 +110,16 @@ pub enum LogError {
     /// A batch failed validation.
     #[error(transparent)]
     Batch(#[from] batch::BatchError),
+    /// A record timestamp is outside the topic's bounds, or the producer claimed LogAppendTime
+    /// (Kafka's INVALID_TIMESTAMP).
+    #[error("{0}")]
+    InvalidTimestamp(String),
+    /// The records inside a batch do not decode (CORRUPT_MESSAGE).
+    #[error("{0}")]
+    Corrupt(String),
+    /// The records are valid but cannot be taken (INVALID_RECORD).
+    #[error("{0}")]
+    InvalidRecord(String),
 }
 
 /// Where an append landed.
@@ -89,6 +129,11 @@ pub struct Appended {
     pub base_offset: i64,
     /// Offset of the last record.
     pub last_offset: i64,
+    /// The time the batches were stamped with (LogAppendTime), else -1.
+    pub log_append_time: i64,
+    /// Largest timestamp of the stored batches (as stored, so the append time with
+    /// LogAppendTime).
+    pub max_timestamp: i64,
 }
 
 /// Result of a read for Fetch.
@@ -118,6 +163,10 @@ pub struct PartitionLog {
     high_watermark: i64,
     /// Files written since the last sync was taken.
     unsynced: Vec<Arc<dyn StoreFile>>,
+    /// Records appended since the last sync was taken (`flush.messages`).
+    unsynced_records: i64,
+    /// When the first of them was appended (`flush.ms`).
+    unsynced_since_ms: Option<i64>,
 }
 
 fn io_err(dir: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -191,6 +240,8 @@ impl PartitionLog {
             log_start_offset: 0,
             high_watermark: 0,
             unsynced: Vec::new(),
+            unsynced_records: 0,
+            unsynced_since_ms: None,
         };
         let end = log.log_end_offset();
         log.log_start_offset = stored_start.max(first_base).min(end);
@@ -263,15 +314,13 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<Appended, LogError> {
-        let headers = batch::validate_all(records)?;
-        for h in &headers {
-            if h.total_bytes() > self.config.max_message_bytes {
-                return Err(LogError::TooLarge {
-                    size: h.total_bytes(),
-                    limit: self.config.max_message_bytes,
-                });
-            }
-        }
+        let headers = self.check_size(records)?;
+        // The topic's timestamp rules, compression.type and LogAppendTime.
+        let rewritten = rewrite::prepare(records, &headers, &self.config, now_ms, true)?;
+        let (records, headers) = match &rewritten {
+            Some(r) => (&r[..], self.check_size(r)?),
+            None => (records, headers),
+        };
         self.maybe_roll(records.len() as u64, now_ms)?;
         let mut next = self.log_end_offset();
         let base_offset = next;
@@ -311,13 +360,65 @@ impl PartitionLog {
             seg.note_batch(h, at + *p as u64, interval);
         }
         let file = seg.file.clone();
-        if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
-            self.unsynced.push(file);
-        }
+        self.note_unsynced(file, next - base_offset, now_ms);
         Ok(Appended {
             base_offset,
             last_offset: next - 1,
+            log_append_time: if self.config.log_append_time {
+                now_ms
+            } else {
+                -1
+            },
+            max_timestamp: headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1),
         })
+    }
+
+    /// Validates a produce payload and checks every batch against `max.message.bytes`.
+    fn check_size(&self, records: &[u8]) -> Result<Vec<BatchHeader>, LogError> {
+        let headers = batch::validate_all(records)?;
+        for h in &headers {
+            if h.total_bytes() > self.config.max_message_bytes {
+                return Err(LogError::TooLarge {
+                    size: h.total_bytes(),
+                    limit: self.config.max_message_bytes,
+                });
+            }
+        }
+        Ok(headers)
+    }
+
+    /// Everything [`PartitionLog::append`] would refuse `records` for at `now_ms`, without
+    /// writing or recompressing (a cluster leader checks a produce before proposing it; the
+    /// size after recompression is only known at apply).
+    pub fn check(&self, records: &[u8], now_ms: i64) -> Result<Vec<BatchHeader>, LogError> {
+        let headers = self.check_size(records)?;
+        rewrite::prepare(records, &headers, &self.config, now_ms, false)?;
+        Ok(headers)
+    }
+
+    fn note_unsynced(&mut self, file: Arc<dyn StoreFile>, records: i64, now_ms: i64) {
+        if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+            self.unsynced.push(file);
+        }
+        self.unsynced_records = self.unsynced_records.saturating_add(records);
+        self.unsynced_since_ms.get_or_insert(now_ms);
+    }
+
+    /// Whether the topic's `flush.messages` / `flush.ms` call for a sync of this partition now.
+    pub fn flush_due(&self, now_ms: i64) -> bool {
+        !self.unsynced.is_empty()
+            && (self.unsynced_records >= self.config.flush_messages
+                || self
+                    .flush_deadline()
+                    .is_some_and(|deadline| now_ms >= deadline))
+    }
+
+    /// When `flush.ms` makes this partition due a sync (`None`: nothing unsynced, or no bound).
+    pub fn flush_deadline(&self) -> Option<i64> {
+        if self.config.flush_ms == i64::MAX || self.unsynced.is_empty() {
+            return None;
+        }
+        Some(self.unsynced_since_ms?.saturating_add(self.config.flush_ms))
     }
 
     /// Appends batches copied from another replica's log, offsets and leader epochs as they
@@ -361,9 +462,7 @@ impl PartitionLog {
             }
             seg.note_batch(h, at, interval);
             let file = seg.file.clone();
-            if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                self.unsynced.push(file);
-            }
+            self.note_unsynced(file, next - h.base_offset, now_ms);
         }
         Ok(self.log_end_offset())
     }
@@ -385,7 +484,7 @@ impl PartitionLog {
         let seg = Segment::create(&*self.fs, &dir, offset, now_ms).map_err(io_err(&dir))?;
         self.fs.sync_dir(&dir).map_err(io_err(&dir))?;
         self.segments.insert(offset, seg);
-        self.unsynced.clear();
+        self.clear_unsynced();
         self.log_start_offset = offset;
         self.high_watermark = offset;
         info!(partition = %dir, offset, "log reset");
@@ -427,6 +526,8 @@ impl PartitionLog {
         if self.unsynced.is_empty() {
             return None;
         }
+        self.unsynced_records = 0;
+        self.unsynced_since_ms = None;
         Some(SyncWork {
             files: std::mem::take(&mut self.unsynced),
             end_offset: self.log_end_offset(),
@@ -604,6 +705,13 @@ impl PartitionLog {
                     break;
                 }
                 if h.max_timestamp >= ts && h.last_offset() >= self.log_start_offset {
+                    if h.is_log_append_time() {
+                        // Every record of the batch has its (max) timestamp.
+                        return Ok(Some((
+                            h.base_offset.max(self.log_start_offset),
+                            h.max_timestamp,
+                        )));
+                    }
                     let mut full = vec![0u8; h.total_bytes()];
                     seg.file
                         .read_exact_at(&mut full, pos)
@@ -757,7 +865,7 @@ impl PartitionLog {
         let (seg, _) =
             Segment::open(&*self.fs, &dir, base, true, interval, now_ms).map_err(io_err(&dir))?;
         self.segments.insert(base, seg);
-        self.unsynced.clear();
+        self.clear_unsynced();
         let end = self.log_end_offset();
         self.high_watermark = self.high_watermark.min(end);
         self.log_start_offset = self.log_start_offset.min(end);
@@ -771,9 +879,15 @@ impl PartitionLog {
         let active = self.active();
         active.file.sync_data().map_err(io_err(&dir))?;
         active.write_index(&*self.fs, &dir).map_err(io_err(&dir))?;
-        self.unsynced.clear();
+        self.clear_unsynced();
         self.high_watermark = self.log_end_offset();
         Ok(())
+    }
+
+    fn clear_unsynced(&mut self) {
+        self.unsynced.clear();
+        self.unsynced_records = 0;
+        self.unsynced_since_ms = None;
     }
 }
 
@@ -788,5 +902,7 @@ fn first_record_at_or_after(batch_bytes: &[u8], ts: i64, min_offset: i64) -> Opt
         .map(|r| (r.offset, r.timestamp))
 }
 
+#[cfg(test)]
+mod rewrite_tests;
 #[cfg(test)]
 mod tests;

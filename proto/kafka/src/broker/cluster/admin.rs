@@ -17,7 +17,6 @@ use kafka_protocol::messages::{
 use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
 use super::{AdminWait, BrokerAddr, META_GROUP, Proposal, Wait};
 use crate::cluster::{MetaCommand, ProposalId};
-use crate::topic_config;
 
 impl Broker {
     /// Metadata from the replicated state.
@@ -185,66 +184,80 @@ impl Broker {
         });
     }
 
-    /// CreateTopics through `__meta`: answered when the creation is applied here.
+    /// CreateTopics through `__meta`: answered when the creation is applied here. A manual
+    /// replica assignment is checked here against the members (and again at apply) and placed
+    /// as given.
     pub(in crate::broker) fn create_topics_cluster(
         &mut self,
         req: CreateTopicsRequest,
+        version: i16,
         now_ms: i64,
     ) -> Reply {
         let token = self.new_token();
-        let members = self.meta().map_or(1, |m| m.members().len()) as i32;
+        let members: Vec<i32> = self.meta().map_or(Vec::new(), |m| m.members().to_vec());
+        let n = members.len().max(1) as i32;
         let mut response = CreateTopicsResponse::default();
         let mut pending = Vec::new();
         for t in req.topics {
             let name = t.name.0.to_string();
             let mut result = crate::broker::admin::creatable_result(&t);
-            let partitions = self.requested_partitions(t.num_partitions);
-            let rf = if t.replication_factor == -1 {
-                members.min(3)
-            } else {
-                i32::from(t.replication_factor)
-            };
-            let check = (|| -> Result<BTreeMap<String, String>, (ResponseError, String)> {
+            #[allow(clippy::type_complexity)]
+            let check = (|| -> Result<
+                (i32, i32, BTreeMap<String, String>, Option<Vec<Vec<i32>>>),
+                (ResponseError, String),
+            > {
                 valid_topic_name(&name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
-                if !t.assignments.is_empty() {
-                    return Err((
-                        ResponseError::InvalidReplicaAssignment,
-                        "manual replica assignment is not supported; replicas are placed by the cluster".into(),
-                    ));
-                }
-                if rf < 1 || rf > members {
-                    return Err((
-                        ResponseError::InvalidReplicationFactor,
-                        format!(
-                            "Replication factor {rf} must be between 1 and the number of brokers ({members})"
-                        ),
-                    ));
-                }
+                let (partitions, rf, assignment) = if t.assignments.is_empty() {
+                    let rf = if t.replication_factor == -1 {
+                        n.min(3)
+                    } else {
+                        i32::from(t.replication_factor)
+                    };
+                    if rf < 1 || rf > n {
+                        return Err((
+                            ResponseError::InvalidReplicationFactor,
+                            format!(
+                                "Replication factor {rf} must be between 1 and the number of brokers ({n})"
+                            ),
+                        ));
+                    }
+                    (self.requested_partitions(t.num_partitions), rf, None)
+                } else {
+                    let a = crate::broker::admin::manual_assignment(&t, &members)?;
+                    (a.len() as i32, a[0].len() as i32, Some(a))
+                };
                 if self.meta().is_some_and(|m| m.topics.contains_key(&name)) {
                     return Err((
                         ResponseError::TopicAlreadyExists,
                         format!("Topic '{name}' already exists."),
                     ));
                 }
-                let mut configs = BTreeMap::new();
-                for c in &t.configs {
-                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-                    topic_config::validate(&c.name, &value)
-                        .map_err(|m| (ResponseError::InvalidConfig, m))?;
-                    configs.insert(c.name.to_string(), value);
-                }
-                Ok(configs)
+                let configs = crate::broker::admin::creation_configs(&t.configs)?;
+                Ok((partitions, rf, configs, assignment))
             })();
             match check {
                 Err((e, m)) => {
                     result.error_code = e.code();
                     result.error_message = Some(str(&m));
                 }
-                Ok(_) if req.validate_only => {
-                    result.num_partitions = partitions;
-                    result.replication_factor = rf as i16;
+                Ok((partitions, rf, configs, assignment)) => {
+                    if version >= 5 {
+                        result.configs = Some(self.creatable_configs(&configs));
+                    }
+                    if req.validate_only {
+                        result.num_partitions = partitions;
+                        result.replication_factor = rf as i16;
+                    } else {
+                        pending.push((
+                            response.topics.len(),
+                            name,
+                            partitions,
+                            rf,
+                            configs,
+                            assignment,
+                        ));
+                    }
                 }
-                Ok(configs) => pending.push((response.topics.len(), name, partitions, rf, configs)),
             }
             response.topics.push(result);
         }
@@ -254,7 +267,7 @@ impl Broker {
         let c = self.cluster.as_mut().expect("cluster");
         c.admins
             .insert(token, (AdminWait::Create(response), pending.len()));
-        for (slot, name, partitions, rf, configs) in pending {
+        for (slot, name, partitions, rf, configs, assignment) in pending {
             let id = crate::broker::random_uuid(&mut self.rng);
             self.admin_proposal(
                 token,
@@ -266,6 +279,7 @@ impl Broker {
                     partitions,
                     replication_factor: rf,
                     configs,
+                    assignment,
                 },
                 now_ms,
             );
@@ -349,10 +363,6 @@ impl Broker {
                     ResponseError::UnknownTopicOrPartition,
                     format!("Topic '{name}' does not exist."),
                 )),
-                Some(_) if t.assignments.is_some() => Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    "manual replica assignment is not supported".into(),
-                )),
                 Some(mt) if t.count <= mt.partitions.len() as i32 => Err((
                     ResponseError::InvalidPartitions,
                     format!(
@@ -361,15 +371,24 @@ impl Broker {
                         t.count
                     ),
                 )),
-                Some(_) => Ok(()),
+                Some(mt) => match &t.assignments {
+                    None => Ok(None),
+                    Some(a) => crate::broker::admin::check_partition_assignments(
+                        a,
+                        t.count - mt.partitions.len() as i32,
+                        meta.members(),
+                        mt.partitions.first().map_or(1, |p| p.replicas.len()),
+                    )
+                    .map(Some),
+                },
             };
             match check {
                 Err((e, m)) => {
                     r.error_code = e.code();
                     r.error_message = Some(str(&m));
                 }
-                Ok(()) if req.validate_only => {}
-                Ok(()) => pending.push((response.results.len(), name, t.count)),
+                Ok(_) if req.validate_only => {}
+                Ok(assignment) => pending.push((response.results.len(), name, t.count, assignment)),
             }
             response.results.push(r);
         }
@@ -379,7 +398,7 @@ impl Broker {
         let c = self.cluster.as_mut().expect("cluster");
         c.admins
             .insert(token, (AdminWait::Partitions(response), pending.len()));
-        for (slot, name, count) in pending {
+        for (slot, name, count, assignment) in pending {
             self.admin_proposal(
                 token,
                 slot,
@@ -387,6 +406,7 @@ impl Broker {
                     request: Some(request),
                     name,
                     count,
+                    assignment,
                 },
                 now_ms,
             );

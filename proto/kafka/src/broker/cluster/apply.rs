@@ -326,8 +326,9 @@ impl Broker {
             }
             if let Some(e) = PartitionEntry::decode(data) {
                 let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
-                let result =
-                    self.append_partition_at(&topic, partition, Some(e.records), epoch, e.now_ms);
+                let result = self
+                    .append_partition_at(&topic, partition, Some(e.records), epoch, e.now_ms)
+                    .map(|(base, start, _)| (base, start));
                 let c = self.cluster.as_mut().expect("cluster");
                 if result.is_ok() {
                     c.wrote = true;

@@ -530,6 +530,7 @@ impl Broker {
                     partitions: offsets_partitions,
                     replication_factor: rf,
                     configs,
+                    assignment: None,
                 }
                 .encode(),
             });

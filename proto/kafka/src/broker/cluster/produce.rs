@@ -8,7 +8,6 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 
 use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
 use super::{META_GROUP, Proposal, Wait};
-use crate::batch;
 use crate::cluster::MetaCommand;
 
 impl Broker {
@@ -85,29 +84,17 @@ impl Broker {
                             -1,
                         ));
                     };
-                    let limit = self
-                        .partition(n, pd.index)
-                        .map(|l| l.config().max_message_bytes)
-                        .unwrap_or(usize::MAX);
-                    let headers = batch::validate_all(records).map_err(|e| {
-                        let code = match e {
-                            batch::BatchError::Crc { .. } | batch::BatchError::Truncated { .. } => {
-                                ResponseError::CorruptMessage
-                            }
-                            _ => ResponseError::InvalidRecord,
-                        };
-                        (code, Some(e.to_string()), -1, -1)
-                    })?;
-                    if let Some(h) = headers.iter().find(|h| h.total_bytes() > limit) {
-                        return Err((
-                            ResponseError::MessageTooLarge,
-                            Some(format!(
-                                "batch of {} bytes exceeds max.message.bytes {limit}",
-                                h.total_bytes()
-                            )),
-                            -1,
-                            -1,
-                        ));
+                    // Everything apply would refuse, at the time the entry carries (apply
+                    // stamps and checks with it too, so the outcome is the same); only the size
+                    // after a recompression is left to apply.
+                    if let Ok(log) = self.partition(n, pd.index) {
+                        log.check(records, now_ms).map_err(|e| {
+                            let (code, msg) = crate::broker::produce::append_error(e);
+                            (code, msg, -1, -1)
+                        })?;
+                        if log.config().log_append_time {
+                            pr.log_append_time_ms = now_ms;
+                        }
                     }
                     let c = self.cluster.as_mut().expect("cluster");
                     let group = c.meta.partition(n, pd.index).expect("checked").group;
@@ -207,6 +194,7 @@ impl Broker {
                 partitions,
                 replication_factor: rf,
                 configs: BTreeMap::new(),
+                assignment: None,
             }
             .encode(),
         });

@@ -169,6 +169,9 @@ impl Broker {
                     t.replication_factor =
                         mt.partitions.first().map_or(1, |p| p.replicas.len() as i16);
                 }
+                if error.is_some() {
+                    t.configs = None;
+                }
                 (&mut t.error_code, Some(&mut t.error_message))
             }
             AdminWait::Delete(r) => {
