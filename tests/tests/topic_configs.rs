@@ -185,3 +185,50 @@ fn kafka_python_creates_describes_and_alters_on_a_broker_without_fsync() {
         "{batches:?}"
     );
 }
+
+/// In a cluster, every replica rewrites the batches at apply with the entry's time: the three
+/// segment files are byte-identical, zstd and stamped. The topic is placed as the client's
+/// replica assignment says.
+#[test]
+fn cluster_replicas_recompress_and_stamp_identically_on_a_manual_assignment() {
+    use sluice_tests::cluster::Cluster;
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    let out = python(
+        "topic_configs_cluster.py",
+        &["--bootstrap", &all, "--replicas", "2,3,1", "cz", "500"],
+    );
+    let v = json(&out);
+    assert_eq!(v["create"], "ok", "{out}");
+    assert_eq!(v["replicas"], serde_json::json!([2, 3, 1]), "{out}");
+    assert_eq!(
+        v["bad_assignment"],
+        "INVALID_REPLICA_ASSIGNMENT: The manual partition assignment includes broker 9, but no such broker is registered.",
+        "{out}"
+    );
+    assert_eq!(v["errors"], serde_json::json!([]), "{out}");
+    assert_eq!(v["consumed_equal"], true, "{out}");
+    assert_eq!(
+        v["timestamp_types"],
+        serde_json::json!([2]),
+        "LogAppendTime: {out}"
+    );
+    let bytes = c.wait_for_identical_logs("cz", 0, std::time::Duration::from_secs(30));
+    let headers = sluice_proto::batch::validate_all(&bytes).unwrap();
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.compression() == 4 && h.is_log_append_time()),
+        "{headers:?}"
+    );
+    assert_eq!(
+        headers
+            .iter()
+            .map(|h| h.last_offset_delta as i64 + 1)
+            .sum::<i64>(),
+        500
+    );
+}
