@@ -451,12 +451,22 @@ async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Se
             interval.is_none() || shared.shutting_down() || std::time::Instant::now() >= next_full;
         let (work, deadline, policies) = {
             let mut b = shared.broker.lock().unwrap();
+            // Flush policies only matter without fsync-before-ack (and cost a pass over the
+            // partitions: not on every group commit).
+            let policies = interval.is_some() && b.has_flush_policies();
             let work = if full {
                 b.take_sync_work()
-            } else {
+            } else if policies {
                 b.take_due_sync_work(now_ms())
+            } else {
+                None
             };
-            (work, b.next_flush_deadline(), b.has_flush_policies())
+            let deadline = if policies {
+                b.next_flush_deadline()
+            } else {
+                None
+            };
+            (work, deadline, policies)
         };
         let Some(work) = work else {
             if shared.shutting_down() {
