@@ -1107,3 +1107,85 @@ fn a_manual_replica_assignment_is_checked_and_honoured_by_meta() {
         );
     }
 }
+
+#[test]
+fn acks_1_waits_for_apply_when_the_batch_is_recompressed() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::records::Compression;
+    let mut c = Cluster::new();
+    let r = create_topic_with(
+        &mut c,
+        CreatableTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_num_partitions(1)
+            .with_replication_factor(3)
+            .with_configs(
+                [
+                    ("compression.type", "uncompressed"),
+                    ("max.message.bytes", "4000"),
+                ]
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                })
+                .collect(),
+            ),
+    );
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    let g = c.group_of("t", 0);
+    c.lead(g, 1);
+    // Small gzipped, past max.message.bytes once decompressed.
+    let big = crate::batch::tests::batch(400, Compression::Gzip, 0);
+    assert!(big.len() < 4000, "{}", big.len());
+    assert!(crate::batch::tests::batch(400, Compression::None, 0).len() > 4000);
+    let mut tokens = Vec::new();
+    for batch in [crate::batch::tests::batch(2, Compression::None, 0), big] {
+        let Reply::Parked { token } =
+            c.brokers[0].handle(&ctx(ApiKey::Produce, 9), produce_req_acks("t", batch, 1), 0)
+        else {
+            panic!()
+        };
+        tokens.push(token);
+    }
+    let proposals = c.brokers[0].take_proposals();
+    let first = c.logs.get(&g).map_or(0, |l| l.len() as u64) + 1;
+    let indexed: Vec<(u64, u64, u64)> = proposals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let e = crate::cluster::PartitionEntry::decode(&p.data).unwrap();
+            (g, e.seq, first + i as u64)
+        })
+        .collect();
+    c.brokers[0].entries_indexed(&indexed);
+    c.brokers[0].leader_persisted(g, first + 1);
+    let early = c.brokers[0].take_deferred();
+    assert_eq!(
+        early.iter().map(|d| d.token).collect::<Vec<_>>(),
+        vec![tokens[0]],
+        "the batch apply recompresses is not answered before apply"
+    );
+    for (i, p) in proposals.into_iter().enumerate() {
+        let index = first + i as u64;
+        c.logs
+            .entry(g)
+            .or_default()
+            .push((index, 1, p.data.clone()));
+        for b in &mut c.brokers {
+            b.apply_partition(g, &[(index, 1, p.data.clone())], 0);
+            b.finish_apply();
+        }
+    }
+    let rest = delivered_all(&mut c.brokers[0]);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].0, tokens[1]);
+    assert_eq!(
+        rest[0].1.responses[0].partition_responses[0].error_code,
+        ResponseError::MessageTooLarge.code()
+    );
+    for b in &c.brokers {
+        assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 2);
+    }
+}

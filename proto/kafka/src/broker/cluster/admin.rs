@@ -470,7 +470,7 @@ impl Broker {
         if !c.is_local_leader(group) {
             return Err(responses);
         }
-        let (seq, _) = c.propose_entry(group, now_ms, batch);
+        let (seq, _) = c.propose_entry(group, now_ms, batch, true);
         c.waits.insert(
             seq,
             Wait::Coordinator {

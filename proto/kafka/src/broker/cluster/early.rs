@@ -3,8 +3,10 @@
 //! when it proposes: in its term only its own proposals enter the log, in order, and every
 //! earlier term's entry is applied before predictions start. A prediction is only made for an
 //! entry whose effect on the log end is certain (no idempotent-producer batch, which a retry can
-//! turn into a duplicate that adds nothing), and only while every entry before it was certain
-//! too; otherwise the produce is answered at apply, as with acks=all.
+//! turn into a duplicate that adds nothing, nor a batch the topic's `compression.type` makes
+//! apply recompress, whose size against `max.message.bytes` is only known then), and only while
+//! every entry before it was certain too; otherwise the produce is answered at apply, as with
+//! acks=all.
 
 use std::collections::VecDeque;
 
@@ -38,9 +40,18 @@ fn certain_records(records: &[u8]) -> Option<i64> {
 
 impl ClusterState {
     /// Tracks an own entry just queued for `group`; returns its predicted base offset.
-    pub(super) fn predict(&mut self, group: u64, seq: u64, records: &[u8]) -> Option<i64> {
+    /// `predictable` is false when apply may still refuse the entry (a recompression whose size
+    /// is only known then): it is treated like an idempotent producer's batch.
+    pub(super) fn predict(
+        &mut self,
+        group: u64,
+        seq: u64,
+        records: &[u8],
+        predictable: bool,
+    ) -> Option<i64> {
         let p = self.predicted.get_mut(&group)?;
-        let base = match (p.next, certain_records(records)) {
+        let certain = certain_records(records).filter(|_| predictable);
+        let base = match (p.next, certain) {
             (Some(next), Some(n)) => {
                 p.next = Some(next + n);
                 Some(next)

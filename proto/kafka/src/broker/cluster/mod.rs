@@ -230,9 +230,17 @@ impl ClusterState {
 
     /// Queues a partition entry proposed by this node; returns its sequence and, on a leader
     /// that can tell, the offset it will be appended at.
-    fn propose_entry(&mut self, group: u64, now_ms: i64, records: &[u8]) -> (u64, Option<i64>) {
+    /// Queues a partition entry; returns its sequence and, when certain, its predicted base
+    /// offset (`predictable`: nothing but the log end decides whether it applies, see `early`).
+    fn propose_entry(
+        &mut self,
+        group: u64,
+        now_ms: i64,
+        records: &[u8],
+        predictable: bool,
+    ) -> (u64, Option<i64>) {
         let seq = self.seq();
-        let base = self.predict(group, seq, records);
+        let base = self.predict(group, seq, records, predictable);
         self.proposals.push(Proposal {
             group,
             data: PartitionEntry {

@@ -87,18 +87,24 @@ impl Broker {
                     // Everything apply would refuse, at the time the entry carries (apply
                     // stamps and checks with it too, so the outcome is the same); only the size
                     // after a recompression is left to apply.
+                    let mut predictable = true;
                     if let Ok(log) = self.partition(n, pd.index) {
-                        log.check(records, now_ms).map_err(|e| {
+                        let headers = log.check(records, now_ms).map_err(|e| {
                             let (code, msg) = crate::broker::produce::append_error(e);
                             (code, msg, -1, -1)
                         })?;
                         if log.config().log_append_time {
                             pr.log_append_time_ms = now_ms;
                         }
+                        // A recompressed batch may outgrow max.message.bytes: only apply knows.
+                        predictable = log
+                            .config()
+                            .compression
+                            .is_none_or(|t| headers.iter().all(|h| h.compression() == t as i16));
                     }
                     let c = self.cluster.as_mut().expect("cluster");
                     let group = c.meta.partition(n, pd.index).expect("checked").group;
-                    let (seq, base) = c.propose_entry(group, now_ms, records);
+                    let (seq, base) = c.propose_entry(group, now_ms, records, predictable);
                     if acks == 1
                         && let Some(base) = base
                     {
