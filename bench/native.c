@@ -29,6 +29,21 @@ static rd_kafka_conf_t *conf_new(const char *bootstrap) {
         fprintf(stderr, "%s\n", err);
         exit(2);
     }
+    /* RDKAFKA_CONF="k=v;k=v": extra client settings (e.g. security.protocol=SASL_SSL;...). */
+    const char *extra = getenv("RDKAFKA_CONF");
+    if (extra) {
+        char *copy = strdup(extra), *save = NULL;
+        for (char *kv = strtok_r(copy, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
+            char *eq = strchr(kv, '=');
+            if (!eq) { fprintf(stderr, "RDKAFKA_CONF: '%s' is not k=v\n", kv); exit(2); }
+            *eq = 0;
+            if (rd_kafka_conf_set(c, kv, eq + 1, err, sizeof err) != RD_KAFKA_CONF_OK) {
+                fprintf(stderr, "%s: %s\n", kv, err);
+                exit(2);
+            }
+        }
+        free(copy);
+    }
     return c;
 }
 
