@@ -139,6 +139,10 @@ impl Storage for DiskStorage {
         File::open(self.path(path))?.sync_all()
     }
 
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.path(from), self.path(to))
+    }
+
     fn describe(&self) -> String {
         self.root.display().to_string()
     }

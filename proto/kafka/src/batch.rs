@@ -145,7 +145,7 @@ pub fn reseal(buf: &mut [u8]) {
 }
 
 /// Reads a zig-zag varint (up to 64 bits) at `*pos`.
-fn varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+pub(crate) fn varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut v: u64 = 0;
     for shift in (0..70).step_by(7) {
         let b = *buf.get(*pos)?;

@@ -57,6 +57,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn write_file_atomic(&self, path: &str, data: &[u8]) -> io::Result<()>;
     /// Makes a directory's entries (creations, removals) durable.
     fn sync_dir(&self, path: &str) -> io::Result<()>;
+    /// Renames a file atomically, replacing `to` if it exists (durable after [`Storage::sync_dir`]).
+    /// Open handles of the file stay valid.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Absolute location, for DescribeLogDirs and log lines.
     fn describe(&self) -> String;
 }
@@ -202,6 +205,16 @@ impl Storage for MemStorage {
     }
 
     fn sync_dir(&self, _path: &str) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap();
+        let f = inner
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        inner.files.insert(to.to_string(), f);
         Ok(())
     }
 

@@ -131,8 +131,6 @@ use Check::*;
 use ConfigType::{Boolean, Double, Int, List, Long, String as Str};
 use Support::{Honoured, Stored};
 
-const NO_COMPACTION: Support =
-    Stored("compaction is not implemented yet (cleanup.policy is delete)");
 const NO_TIERED: Support = Stored("Sluice has no tiered storage");
 
 /// Every topic config Kafka 4.x accepts, by name. Anything else is refused with INVALID_CONFIG.
@@ -144,8 +142,9 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         ListOf(&["compact", "delete"]),
         &[("log.cleanup.policy", Some("delete"))],
         Honoured,
-        "What happens to old segments: 'delete' removes them past retention.ms / retention.bytes. \
-         Sluice does not compact yet: 'compact' is refused.",
+        "What happens to old segments: 'delete' removes them past retention.ms / retention.bytes; \
+         'compact' keeps only the latest record per key in closed segments; 'compact,delete' does \
+         both. Compaction is standalone only: a cluster refuses 'compact'.",
     ),
     key(
         "compression.gzip.level",
@@ -190,8 +189,8 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         "86400000",
         AtLeast(0),
         &[("log.cleaner.delete.retention.ms", Some("86400000"))],
-        NO_COMPACTION,
-        "How long tombstones stay in a compacted topic.",
+        Honoured,
+        "How long tombstones stay in a compacted topic after the clean that first saw them.",
     ),
     key(
         "file.delete.delay.ms",
@@ -276,8 +275,9 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         LONG_MAX,
         AtLeast(1),
         &[("log.cleaner.max.compaction.lag.ms", Some(LONG_MAX))],
-        NO_COMPACTION,
-        "Longest a record stays uncompacted in a compacted topic.",
+        Honoured,
+        "Longest a record stays uncompacted in a compacted topic (its closed segment is cleaned \
+         then whatever the dirty ratio).",
     ),
     key(
         "max.message.bytes",
@@ -324,7 +324,7 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         "0.5",
         Fraction,
         &[("log.cleaner.min.cleanable.ratio", Some("0.5"))],
-        NO_COMPACTION,
+        Honoured,
         "Share of a compacted log that must be uncleaned before the cleaner runs.",
     ),
     key(
@@ -333,7 +333,7 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         "0",
         AtLeast(0),
         &[("log.cleaner.min.compaction.lag.ms", Some("0"))],
-        NO_COMPACTION,
+        Honoured,
         "Shortest time a record stays uncompacted in a compacted topic.",
     ),
     key(
@@ -616,10 +616,10 @@ pub fn validate(name: &str, value: &str) -> Result<String, String> {
 /// Values Kafka accepts that Sluice cannot honour.
 fn unsupported(name: &str, value: &str) -> Result<(), String> {
     match name {
-        "cleanup.policy" if value != "delete" => Err(invalid(
+        "cleanup.policy" if value.is_empty() => Err(invalid(
             value,
             name,
-            "compaction is not supported by Sluice yet; the only supported cleanup.policy is delete",
+            "Sluice needs at least one cleanup.policy: delete, compact or both",
         )),
         "remote.storage.enable" if value == "true" => Err(
             "Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage."
@@ -646,6 +646,24 @@ pub fn validate_all(
         ));
     }
     Ok(out)
+}
+
+/// Whether these overrides make the topic compacted (`cleanup.policy` holds `compact`).
+pub fn is_compacted(overrides: &BTreeMap<String, String>) -> bool {
+    overrides
+        .get("cleanup.policy")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"))
+}
+
+/// What a cluster cannot do yet: compacted topics (replicas do not clean in step).
+pub fn cluster_unsupported(overrides: &BTreeMap<String, String>) -> Result<(), String> {
+    if is_compacted(overrides) {
+        return Err(format!(
+            "Invalid value {} for configuration cleanup.policy: compaction is not supported in cluster mode yet",
+            overrides["cleanup.policy"]
+        ));
+    }
+    Ok(())
 }
 
 /// The effective value: the override, else Kafka's default (`None`: unset internal config).
@@ -693,6 +711,19 @@ pub fn log_config(overrides: &BTreeMap<String, String>) -> LogConfig {
         timestamp_after_max_ms: num("message.timestamp.after.max.ms"),
         flush_messages: num("flush.messages"),
         flush_ms: num("flush.ms"),
+        compact: is_compacted(overrides),
+        delete: text("cleanup.policy")
+            .split(',')
+            .any(|p| p.trim() == "delete"),
+        delete_retention_ms: num("delete.retention.ms"),
+        min_compaction_lag_ms: num("min.compaction.lag.ms"),
+        max_compaction_lag_ms: num("max.compaction.lag.ms"),
+        min_cleanable_dirty_ratio: effective(
+            overrides,
+            key_of("min.cleanable.dirty.ratio").expect("known key"),
+        )
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.5),
     }
 }
 
@@ -835,10 +866,7 @@ mod tests {
             "Unknown topic config name: dummy.doesntexist"
         );
         // Sluice's own limits.
-        assert!(
-            err("cleanup.policy", "compact").contains("only supported cleanup.policy is delete")
-        );
-        assert!(err("cleanup.policy", "delete,compact").contains("compaction is not supported"));
+        assert!(err("cleanup.policy", "").contains("at least one cleanup.policy"));
         assert!(err("cleanup.policy", "bogus").contains("String must be one of: compact, delete"));
         assert!(err("remote.storage.enable", "true").contains("Tiered Storage"));
     }
@@ -851,6 +879,8 @@ mod tests {
         assert_eq!(ok("retention.bytes", "-5"), "-5");
         assert_eq!(ok("preallocate", "TRUE"), "true");
         assert_eq!(ok("cleanup.policy", " delete "), "delete");
+        assert_eq!(ok("cleanup.policy", "compact"), "compact");
+        assert_eq!(ok("cleanup.policy", "compact, delete"), "compact,delete");
         assert_eq!(ok("min.cleanable.dirty.ratio", "1"), "1.0");
         assert_eq!(ok("min.cleanable.dirty.ratio", "0.25"), "0.25");
         assert_eq!(ok("compression.gzip.level", "-1"), "-1");

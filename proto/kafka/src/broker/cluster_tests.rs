@@ -1189,3 +1189,63 @@ fn acks_1_waits_for_apply_when_the_batch_is_recompressed() {
         assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 2);
     }
 }
+
+#[test]
+fn compaction_is_refused_in_cluster_mode() {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let mut c = Cluster::new();
+    for policy in ["compact", "compact,delete"] {
+        let r = create_topic_with(
+            &mut c,
+            CreatableTopic::default()
+                .with_name(TopicName(s("kv")))
+                .with_num_partitions(1)
+                .with_replication_factor(3)
+                .with_configs(vec![
+                    CreatableTopicConfig::default()
+                        .with_name(s("cleanup.policy"))
+                        .with_value(Some(s(policy))),
+                ]),
+        );
+        assert_eq!(r.topics[0].error_code, ResponseError::InvalidConfig.code());
+        let m = r.topics[0].error_message.as_ref().unwrap().to_string();
+        assert!(
+            m.contains("compaction is not supported in cluster mode yet"),
+            "{m}"
+        );
+    }
+    create_topic(&mut c, "t", 1);
+    let req = RequestKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(s("cleanup.policy"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("compact"))),
+                ]),
+        ]),
+    );
+    let Reply::Now(ResponseKind::IncrementalAlterConfigs(r)) =
+        c.brokers[2].handle(&ctx(ApiKey::IncrementalAlterConfigs, 1), req, 0)
+    else {
+        panic!("a refused change is answered at once")
+    };
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    assert!(
+        r.responses[0]
+            .error_message
+            .as_ref()
+            .unwrap()
+            .contains("compaction is not supported in cluster mode yet")
+    );
+}

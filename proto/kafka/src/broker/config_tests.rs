@@ -351,8 +351,8 @@ fn refused_configs_get_invalid_config_with_kafkas_messages() {
             "Invalid value brotli for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
         ),
         (
-            &[("cleanup.policy", "compact")],
-            "Invalid value compact for configuration cleanup.policy: compaction is not supported by Sluice yet; the only supported cleanup.policy is delete",
+            &[("cleanup.policy", "")],
+            "Invalid value  for configuration cleanup.policy: Sluice needs at least one cleanup.policy: delete, compact or both",
         ),
     ];
     for (configs, message) in cases {
@@ -431,13 +431,8 @@ fn incremental_alter_sets_deletes_appends_and_subtracts_like_kafka() {
     };
     refused(
         &mut b,
-        &[("cleanup.policy", APPEND, Some("compact"))],
-        "compaction is not supported",
-    );
-    refused(
-        &mut b,
         &[("cleanup.policy", SUBTRACT, Some("delete"))],
-        "only supported cleanup.policy is delete",
+        "at least one cleanup.policy",
     );
     refused(
         &mut b,
@@ -697,4 +692,126 @@ fn flush_policies_sync_due_partitions_without_fsync_before_ack() {
     // The periodic sync takes the rest.
     let w = b.take_sync_work().unwrap();
     assert_eq!(w.ends, vec![(id(&b, "plain"), 0, 1)]);
+}
+
+/// One batch of records with the given keys.
+fn keyed_batch(keys: &[Option<&str>], c: Compression) -> Bytes {
+    let records: Vec<Record> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 0,
+            key: k.map(|k| Bytes::from(k.to_string())),
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: c,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+#[test]
+fn compacted_topics_are_accepted_and_refuse_records_without_a_key() {
+    let mut b = open();
+    for (name, policy) in [("kv", "compact"), ("kvd", "compact,delete")] {
+        let r = create(&mut b, topic(name, &[("cleanup.policy", policy)]));
+        assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+        assert_eq!(
+            values(&describe(&mut b, name, Some(&["cleanup.policy"])))["cleanup.policy"].0,
+            policy
+        );
+    }
+    let r = create(&mut b, topic("plain", &[]));
+    assert_eq!(r.topics[0].error_code, 0);
+    const APPEND: i8 = 2;
+    const SUBTRACT: i8 = 3;
+    let (code, m) = alter(
+        &mut b,
+        "plain",
+        &[("cleanup.policy", APPEND, Some("compact"))],
+    );
+    assert_eq!(code, 0, "{m}");
+    assert_eq!(
+        b.topics()["plain"].configs["cleanup.policy"],
+        "delete,compact"
+    );
+    let (code, m) = alter(
+        &mut b,
+        "plain",
+        &[("cleanup.policy", SUBTRACT, Some("compact"))],
+    );
+    assert_eq!(code, 0, "{m}");
+    // One request: a keyless record in kv, a keyed batch in kvd, a keyless one in plain.
+    let part = |records: Bytes| {
+        vec![
+            PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records)),
+        ]
+    };
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(s("kv")))
+                .with_partition_data(part(keyed_batch(
+                    &[Some("a"), None, Some("b"), None],
+                    Compression::Lz4,
+                ))),
+            TopicProduceData::default()
+                .with_name(TopicName(s("kvd")))
+                .with_partition_data(part(keyed_batch(&[Some("a")], Compression::None))),
+            TopicProduceData::default()
+                .with_name(TopicName(s("plain")))
+                .with_partition_data(part(keyed_batch(&[None], Compression::None))),
+        ]);
+    let ResponseKind::Produce(r) = now(&mut b, ApiKey::Produce, 9, RequestKind::Produce(req), 0)
+    else {
+        panic!()
+    };
+    let kv = &r.responses[0].partition_responses[0];
+    assert_eq!(kv.error_code, ResponseError::InvalidRecord.code());
+    let indexes: Vec<i32> = kv.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(indexes, vec![1, 3]);
+    let msg = "Compacted topic cannot accept message without key in topic partition kv-0.";
+    assert!(
+        kv.record_errors
+            .iter()
+            .all(|e| e.batch_index_error_message.as_deref() == Some(msg))
+    );
+    assert_eq!(
+        kv.error_message.as_deref(),
+        Some(
+            "One or more records have been rejected due to 2 record errors in total, and only showing the first three errors at most: [RecordError(batchIndex=1, message='Compacted topic cannot accept message without key in topic partition kv-0.'), RecordError(batchIndex=3, message='Compacted topic cannot accept message without key in topic partition kv-0.')]"
+        )
+    );
+    assert_eq!(
+        b.topics()["kv"].partitions[0].log_end_offset(),
+        0,
+        "nothing written"
+    );
+    for other in &r.responses[1..] {
+        assert_eq!(other.partition_responses[0].error_code, 0, "{r:?}");
+    }
+    assert_eq!(b.topics()["kvd"].partitions[0].log_end_offset(), 1);
+    assert_eq!(b.topics()["plain"].partitions[0].log_end_offset(), 1);
 }

@@ -451,3 +451,125 @@ fn acks_all_is_refused_when_min_insync_replicas_exceeds_the_one_replica() {
     b.set_configs_local("t", std::collections::BTreeMap::new());
     assert_eq!(produce(&mut b, idempotent_batch(-1, 0, 1)), (0, 0));
 }
+
+#[test]
+fn offsets_topic_is_compacted_and_stays_bounded_after_many_commits() {
+    use kafka_protocol::messages::OffsetDeleteRequest;
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    assert_eq!(
+        b.topics()[OFFSETS_TOPIC].configs["cleanup.policy"],
+        "compact"
+    );
+    // Small segments, so cleaning has closed segments to work on.
+    let small = {
+        let mut c = b.topics()[OFFSETS_TOPIC].configs.clone();
+        c.insert("internal.segment.bytes".into(), "4096".into());
+        c
+    };
+    b.set_configs_local(OFFSETS_TOPIC, small.clone());
+    create_topic(&mut b, "t");
+    create_topic(&mut b, "u");
+    let (member, generation) = join_and_sync(&mut b, 0);
+    let mut now = 10_000;
+    let mut peak = 0u64;
+    for i in 1..=3000i64 {
+        let ResponseKind::OffsetCommit(r) = call(
+            &mut b,
+            ApiKey::OffsetCommit,
+            8,
+            commit(&member, generation, "t", i),
+            now,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        if i == 1 {
+            call(
+                &mut b,
+                ApiKey::OffsetCommit,
+                8,
+                commit(&member, generation, "u", 7),
+                now,
+            );
+        }
+        if i % 500 == 0 {
+            now += 1000;
+            b.clean_now(now);
+            let size: u64 = b.topics()[OFFSETS_TOPIC]
+                .partitions
+                .iter()
+                .map(|l| l.size_bytes())
+                .sum();
+            peak = peak.max(size);
+        }
+    }
+    let size: u64 = b.topics()[OFFSETS_TOPIC]
+        .partitions
+        .iter()
+        .map(|l| l.size_bytes())
+        .sum();
+    assert!(
+        peak < 40_000 && size < 40_000,
+        "__consumer_offsets holds {size} bytes (peak {peak}) after 3000 commits"
+    );
+    // OffsetDelete of "u" writes a tombstone; cleaning keeps it (delete.retention.ms).
+    let ResponseKind::LeaveGroup(_) = call(
+        &mut b,
+        ApiKey::LeaveGroup,
+        0,
+        RequestKind::LeaveGroup(
+            kafka_protocol::messages::LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s(&member)),
+        ),
+        now,
+    ) else {
+        panic!()
+    };
+    let req = RequestKind::OffsetDelete(
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s("u")))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0),
+                    ]),
+            ]),
+    );
+    let ResponseKind::OffsetDelete(r) = call(&mut b, ApiKey::OffsetDelete, 0, req, now) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 0, "{r:?}");
+    assert_eq!(r.topics[0].partitions[0].error_code, 0, "{r:?}");
+    assert_eq!(fetch_offset(&mut b, "u"), -1);
+    // More commits by a new member roll the segment holding the tombstone.
+    let (member, generation) = join_and_sync(&mut b, now);
+    for i in 0..300 {
+        let ResponseKind::OffsetCommit(r) = call(
+            &mut b,
+            ApiKey::OffsetCommit,
+            8,
+            commit(&member, generation, "t", 5000 + i),
+            now,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.topics[0].partitions[0].error_code, 0, "{r:?}");
+    }
+    b.clean_now(now + 1);
+    b.close();
+    let mut b = open(&fs, now + 2);
+    assert_eq!(fetch_offset(&mut b, "u"), -1, "after the first clean");
+    // Past delete.retention.ms the tombstone goes too.
+    b.clean_now(now + 1 + 86_400_000);
+    b.close();
+    // Replay after a restart rebuilds the committed offsets from the cleaned log.
+    let mut b = open(&fs, now + 2);
+    assert_eq!(fetch_offset(&mut b, "t"), 5299);
+    assert_eq!(fetch_offset(&mut b, "u"), -1);
+}

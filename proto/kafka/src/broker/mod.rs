@@ -7,6 +7,7 @@
 //! group commit: every append between two syncs shares one fdatasync per file.
 
 mod admin;
+mod cleaning;
 mod cluster;
 mod configs;
 mod fetch;
@@ -34,6 +35,7 @@ use crate::storage::{Storage, StoreFile};
 use crate::topic_config;
 use crate::versions;
 
+pub use cleaning::CleanJob;
 pub use cluster::{
     GroupChange, InstallStep, META_GROUP, Proposal, REPLICA_FETCH_VERSION, replica_fetch,
 };
@@ -243,6 +245,8 @@ pub struct Broker {
     auto_create_denied: bool,
     /// Authorization denials by ACL resource type code, for metrics.
     denials: std::cell::RefCell<security::Denials>,
+    /// The partition the cleaner took last (round robin).
+    last_cleaned: Option<(String, i32)>,
 }
 
 pub(crate) fn str(s: &str) -> StrBytes {
@@ -350,6 +354,7 @@ impl Broker {
             last_import_ms: i64::MIN,
             auto_create_denied: false,
             denials: Default::default(),
+            last_cleaned: None,
         };
         if let Some(members) = broker.config.cluster_members.clone() {
             // Topics, the offsets topic and coordinator partitions come from `__meta` and
@@ -675,9 +680,29 @@ impl Broker {
     /// Creates `__consumer_offsets` on first start, replays it into the group coordinator and the
     /// producer-id allocator, and rebuilds every data partition's idempotent-producer state.
     fn open_groups(&mut self, now_ms: i64) -> Result<(), BrokerError> {
+        if let Some(t) = self.topics.get_mut(OFFSETS_TOPIC)
+            && !topic_config::is_compacted(&t.configs)
+        {
+            // Created before compaction existed (with retention.ms=-1): compact it from now on,
+            // as Kafka's is, so it stays bounded.
+            t.configs
+                .insert("cleanup.policy".to_string(), "compact".to_string());
+            let log_config = topic_config::log_config(&t.configs);
+            for log in &mut t.partitions {
+                log.set_config(log_config.clone());
+            }
+            self.persist_topics().map_err(|source| BrokerError::Meta {
+                path: TOPICS_FILE.into(),
+                source,
+            })?;
+            info!("__consumer_offsets is compacted from now on");
+        }
         if !self.topics.contains_key(OFFSETS_TOPIC) {
-            // No compaction yet: keep every record (retention would lose committed offsets).
-            let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+            // Compacted, as Kafka's: the latest commit per group and partition is what counts.
+            let configs = BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), "104857600".to_string()),
+            ]);
             let n = self.config.offsets_partitions;
             self.create_topic(OFFSETS_TOPIC, n, configs, now_ms)
                 .map_err(|(e, msg)| BrokerError::Meta {

@@ -1,7 +1,9 @@
 //! Produce: validate, assign offsets, append; the response waits for the sync (group commit).
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::{debug, warn};
 
@@ -61,7 +63,15 @@ impl Broker {
                 let result = match (topic_error, &name) {
                     (Some(e), _) => Err((e, None)),
                     (None, Some(n)) => {
-                        self.append_partition(n, pd.index, pd.records.as_deref(), now_ms)
+                        match self.keyless_refusal(n, pd.index, pd.records.as_deref()) {
+                            Some((errors, message)) => {
+                                pr.record_errors = errors;
+                                Err((ResponseError::InvalidRecord, Some(message)))
+                            }
+                            None => {
+                                self.append_partition(n, pd.index, pd.records.as_deref(), now_ms)
+                            }
+                        }
                     }
                     (None, None) => unreachable!("topic error set when the name is unknown"),
                 };
@@ -100,6 +110,53 @@ impl Broker {
         } else {
             Reply::Now(kafka_protocol::messages::ResponseKind::Produce(response))
         }
+    }
+
+    /// A compacted topic refuses records without a key (KIP-467): the per-record errors and
+    /// the partition's message, as Kafka words them; `None` when the records may be appended
+    /// (or fail for another reason the append reports).
+    fn keyless_refusal(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Option<&[u8]>,
+    ) -> Option<(Vec<BatchIndexAndErrorMessage>, String)> {
+        let log = self.partition(topic, partition).ok()?;
+        if !log.config().compact {
+            return None;
+        }
+        let keyless = log.keyless_records(records?).ok()?;
+        if keyless.is_empty() {
+            return None;
+        }
+        let message = format!(
+            "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+        );
+        let shown: Vec<String> = keyless
+            .iter()
+            .take(3)
+            .map(|(_, i)| format!("RecordError(batchIndex={i}, message='{message}')"))
+            .collect();
+        let summary = format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+            keyless.len(),
+            shown.join(", ")
+        );
+        debug!(
+            topic,
+            partition,
+            records = keyless.len(),
+            "refused records without a key"
+        );
+        let errors = keyless
+            .iter()
+            .map(|(_, i)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(*i)
+                    .with_batch_index_error_message(Some(str(&message)))
+            })
+            .collect();
+        Some((errors, summary))
     }
 
     /// The topic's `min.insync.replicas` (1 when unset).

@@ -4,6 +4,7 @@
 //! are durable: the high watermark moves when the flusher reports a completed sync
 //! ([`PartitionLog::mark_durable`]), or immediately when the broker runs without fsync.
 
+mod cleaner;
 mod rewrite;
 mod segment;
 
@@ -18,6 +19,8 @@ use crate::batch::{self, BatchHeader};
 pub use crate::compression::Compression;
 use crate::storage::{Storage, StoreFile};
 use segment::Segment;
+
+pub use cleaner::{CleanPlan, CleanStats, Cleaned, CleanerLimits, CleanerState};
 
 /// Per-partition settings derived from the topic's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +56,19 @@ pub struct LogConfig {
     pub flush_messages: i64,
     /// `flush.ms`: age of the oldest unsynced append after which the partition is due a sync.
     pub flush_ms: i64,
+    /// `cleanup.policy` holds `compact`: the cleaner keeps the latest record per key and
+    /// records without a key are refused.
+    pub compact: bool,
+    /// `cleanup.policy` holds `delete`: retention by time and size applies.
+    pub delete: bool,
+    /// `delete.retention.ms`: how long a tombstone outlives the clean that first saw it.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments holding newer records are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned whatever the ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: dirty share of the cleanable log that makes a clean worth it.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -73,6 +89,12 @@ impl Default for LogConfig {
             timestamp_after_max_ms: 3_600_000,
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
+            compact: false,
+            delete: true,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -167,6 +189,8 @@ pub struct PartitionLog {
     unsynced_records: i64,
     /// When the first of them was appended (`flush.ms`).
     unsynced_since_ms: Option<i64>,
+    /// The cleaner's checkpoint (compacted topics).
+    cleaner: CleanerState,
 }
 
 fn io_err(dir: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -189,6 +213,8 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Self, LogError> {
         fs.create_dir_all(&dir).map_err(io_err(&dir))?;
+        cleaner::recover(&*fs, &dir).map_err(io_err(&dir))?;
+        let cleaner = CleanerState::load(&*fs, &dir).map_err(io_err(&dir))?;
         let mut bases: Vec<i64> = fs
             .list_dir(&dir)
             .map_err(io_err(&dir))?
@@ -242,6 +268,7 @@ impl PartitionLog {
             unsynced: Vec::new(),
             unsynced_records: 0,
             unsynced_since_ms: None,
+            cleaner,
         };
         let end = log.log_end_offset();
         log.log_start_offset = stored_start.max(first_base).min(end);
@@ -385,6 +412,21 @@ impl PartitionLog {
             }
         }
         Ok(headers)
+    }
+
+    /// The records without a key in a produce payload, as (batch index in the payload, record
+    /// index in the batch): a compacted topic refuses them (KIP-467's per-record errors).
+    pub fn keyless_records(&self, records: &[u8]) -> Result<Vec<(usize, i32)>, LogError> {
+        let mut out = Vec::new();
+        let mut pos = 0usize;
+        for (i, h) in batch::validate_all(records)?.iter().enumerate() {
+            let bytes = &records[pos..pos + h.total_bytes()];
+            pos += h.total_bytes();
+            for r in cleaner::keyless_records(bytes, h, &self.config)? {
+                out.push((i, r));
+            }
+        }
+        Ok(out)
     }
 
     /// Everything [`PartitionLog::append`] would refuse `records` for at `now_ms`, without
@@ -750,11 +792,14 @@ impl PartitionLog {
         while self.segments.len() > 1 {
             let (&base, first) = self.segments.iter().next().unwrap();
             let next_base = first.next_offset;
-            let by_start = next_base <= self.log_start_offset;
-            let by_time = self.config.retention_ms >= 0
+            // An empty closed segment (everything in it was cleaned away) holds nothing to keep.
+            let by_start = next_base <= self.log_start_offset || first.size == 0;
+            let by_time = self.config.delete
+                && self.config.retention_ms >= 0
                 && first.max_timestamp >= 0
                 && now_ms - first.max_timestamp > self.config.retention_ms;
-            let by_size = self.config.retention_bytes >= 0
+            let by_size = self.config.delete
+                && self.config.retention_bytes >= 0
                 && total - first.size as i64 >= self.config.retention_bytes;
             // Never delete what consumers cannot see yet.
             if !(by_start || by_time || by_size) || next_base > self.high_watermark {

@@ -1,0 +1,99 @@
+//! Log compaction at the broker: which partition the background cleaner takes next, and the
+//! swap of its result (see `log::cleaner` for the three steps and why the copy needs no lock).
+
+use tracing::warn;
+use uuid::Uuid;
+
+use super::Broker;
+use crate::log::{CleanPlan, CleanStats, Cleaned, CleanerLimits, LogError};
+
+/// A clean the runtime copies without the broker lock, then hands to [`Broker::finish_clean`].
+#[derive(Debug)]
+pub struct CleanJob {
+    /// The topic (by id: a topic deleted and re-created meanwhile is another log).
+    pub topic_id: Uuid,
+    /// Its name, for log lines.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// What to copy.
+    pub plan: CleanPlan,
+}
+
+impl Broker {
+    /// The next compacted partition worth cleaning, round robin after the last one taken.
+    pub fn plan_clean(&mut self, now_ms: i64, limits: CleanerLimits) -> Option<CleanJob> {
+        if self.cluster.is_some() {
+            return None; // compaction is standalone only
+        }
+        let all: Vec<(String, i32)> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.partitions.first().is_some_and(|l| l.config().compact))
+            .flat_map(|(n, t)| (0..t.partitions.len() as i32).map(move |p| (n.clone(), p)))
+            .collect();
+        if all.is_empty() {
+            return None;
+        }
+        let start = all
+            .iter()
+            .position(|k| Some(k) == self.last_cleaned.as_ref())
+            .map_or(0, |i| i + 1);
+        for i in 0..all.len() {
+            let (topic, p) = &all[(start + i) % all.len()];
+            let t = &self.topics[topic];
+            if let Some(plan) = t.partitions[*p as usize].plan_clean(now_ms, false, limits) {
+                self.last_cleaned = Some((topic.clone(), *p));
+                return Some(CleanJob {
+                    topic_id: t.id,
+                    topic: topic.clone(),
+                    partition: *p,
+                    plan,
+                });
+            }
+        }
+        None
+    }
+
+    /// Swaps a copied clean in (`Ok(None)`: the partition is gone or changed; the clean was
+    /// dropped).
+    pub fn finish_clean(
+        &mut self,
+        topic_id: Uuid,
+        partition: i32,
+        cleaned: Cleaned,
+    ) -> Result<Option<CleanStats>, LogError> {
+        let log = self
+            .ids
+            .get(&topic_id)
+            .and_then(|n| self.topics.get_mut(n))
+            .and_then(|t| t.partitions.get_mut(partition as usize));
+        match log {
+            Some(log) => log.finish_clean(cleaned),
+            None => {
+                cleaned.discard(&*self.fs);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Cleans every compacted partition that is due, in one go (tests and tools).
+    pub fn clean_now(&mut self, now_ms: i64) -> Vec<CleanStats> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(job) = self.plan_clean(now_ms, CleanerLimits::default()) {
+            if !seen.insert((job.topic_id, job.partition)) {
+                break;
+            }
+            let copied = job.plan.copy(&mut |_| {});
+            match copied.and_then(|c| self.finish_clean(job.topic_id, job.partition, c)) {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(topic = %job.topic, partition = job.partition, error = %e, "clean failed")
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,890 @@
+//! Log compaction (`cleanup.policy=compact`): in the cleaned part of the log only the latest
+//! record per key survives, at its original offset.
+//!
+//! A clean runs in three steps so the broker lock is held only for the short ones:
+//! 1. [`PartitionLog::plan_clean`] (under the lock) decides whether the log is worth cleaning
+//!    and snapshots the closed segments it will rewrite: from the log start to the end of the
+//!    dirty section (the closed segments past the cleaner checkpoint, up to the first one holding
+//!    records newer than `min.compaction.lag.ms`). The active segment is never cleaned.
+//! 2. [`CleanPlan::copy`] (no lock: closed segments are immutable) builds the key → latest offset
+//!    map over the dirty section, then rewrites the planned segments, grouped up to
+//!    `segment.bytes`, into `<base>-<end>.cleaned` files keeping only the surviving records. A
+//!    batch keeps its base offset, last offset delta, producer id, epoch and base sequence;
+//!    surviving records keep their offset and timestamp deltas; the CRC is recomputed. A batch
+//!    of an idempotent producer that loses every record is kept as an empty batch when it is
+//!    the producer's last, so producer state survives (as Kafka does).
+//! 3. [`PartitionLog::finish_clean`] (under the lock) swaps the files in: every `.cleaned` file
+//!    is renamed to `.swap` (the clean is complete from then on), the originals are deleted,
+//!    each `.swap` is renamed to its `.log`, and the checkpoint moves to the end of the dirty
+//!    section. [`recover`] finishes or discards an interrupted swap when the log is opened:
+//!    `.cleaned` files are deleted (the originals are intact), and a `.swap` file replaces
+//!    every segment whose base offset lies in the range its name carries.
+//!
+//! Tombstones (null values) are kept until `delete.retention.ms` after the clean that first saw
+//! them: the checkpoint records, for each clean, the end of the dirty section it cleaned and
+//! when, which gives every tombstone its delete horizon.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::segment::{self, Segment, Window};
+use super::{LogConfig, LogError, PartitionLog, io_err};
+use crate::batch::{self, BatchHeader, HEADER_BYTES};
+use crate::compression::{self, Compression};
+use crate::storage::{Storage, StoreFile};
+
+/// The per-partition cleaner checkpoint file.
+pub(crate) const CHECKPOINT_FILE: &str = "cleaner-checkpoint";
+/// A pass whose tombstones were all purged.
+const PURGED: i64 = i64::MIN;
+
+/// What the cleaner remembers of a partition (persisted in [`CHECKPOINT_FILE`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanerState {
+    /// First offset not yet cleaned (the dirty section starts here).
+    pub first_dirty: i64,
+    /// One entry per clean whose tombstones may still be kept: (end of the dirty section it
+    /// cleaned, exclusive; when it ran, or `i64::MIN` once its tombstones are gone), by end.
+    pub passes: Vec<(i64, i64)>,
+}
+
+impl CleanerState {
+    fn encode(&self) -> Vec<u8> {
+        let mut s = format!("1\n{}\n", self.first_dirty);
+        for (end, at) in &self.passes {
+            s.push_str(&format!("{end} {at}\n"));
+        }
+        s.into_bytes()
+    }
+
+    fn decode(raw: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(raw).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != "1" {
+            return None;
+        }
+        let first_dirty = lines.next()?.trim().parse().ok()?;
+        let mut passes = Vec::new();
+        for l in lines {
+            let (a, b) = l.split_once(' ')?;
+            passes.push((a.parse().ok()?, b.parse().ok()?));
+        }
+        Some(CleanerState {
+            first_dirty,
+            passes,
+        })
+    }
+
+    pub(crate) fn load(fs: &dyn Storage, dir: &str) -> io::Result<Self> {
+        Ok(fs
+            .read_file(&format!("{dir}/{CHECKPOINT_FILE}"))?
+            .and_then(|raw| Self::decode(&raw))
+            .unwrap_or_default())
+    }
+
+    /// When the clean that first saw a tombstone at `offset` ran (`None`: not known, keep it).
+    fn seen_at(&self, offset: i64) -> Option<i64> {
+        self.passes
+            .iter()
+            .find(|(end, _)| *end > offset)
+            .map(|(_, at)| *at)
+    }
+
+    /// Whether a past clean left tombstones whose horizon has passed.
+    fn purge_due(&self, delete_retention_ms: i64, now_ms: i64) -> bool {
+        self.passes
+            .iter()
+            .any(|(_, at)| *at != PURGED && at.saturating_add(delete_retention_ms) <= now_ms)
+    }
+}
+
+/// Limits of one clean.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanerLimits {
+    /// Most distinct keys of the offset map: a larger dirty section is cleaned in several
+    /// passes (Kafka's `log.cleaner.dedupe.buffer.size`).
+    pub max_keys: usize,
+}
+
+impl Default for CleanerLimits {
+    fn default() -> Self {
+        CleanerLimits { max_keys: 4 << 20 }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PlanSegment {
+    base: i64,
+    file: Arc<dyn StoreFile>,
+    size: u64,
+    next_offset: i64,
+}
+
+/// A clean decided under the lock, to be copied without it (see the module docs).
+#[derive(Debug)]
+pub struct CleanPlan {
+    fs: Arc<dyn Storage>,
+    dir: String,
+    config: LogConfig,
+    now_ms: i64,
+    /// Closed segments from the log start to the end of the dirty section.
+    segments: Vec<PlanSegment>,
+    /// Index in `segments` of the first dirty one.
+    first_dirty_segment: usize,
+    /// Base offset of the segment after the planned ones.
+    end: i64,
+    /// Later segments (incl. the active one, up to its size now): only their batch headers are
+    /// read, for the idempotent producers' last batches.
+    tail: Vec<(Arc<dyn StoreFile>, u64)>,
+    state: CleanerState,
+    limits: CleanerLimits,
+}
+
+/// One rewritten group of segments.
+#[derive(Debug)]
+struct CleanedGroup {
+    /// Base offsets of the segments it replaces.
+    originals: Vec<(i64, u64)>,
+    /// Offset after the last segment it replaces.
+    end: i64,
+    segment: Segment,
+}
+
+/// Numbers of one clean.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    /// Bytes of the segments read.
+    pub bytes_read: u64,
+    /// Bytes of the cleaned segments.
+    pub bytes_written: u64,
+    /// Records read.
+    pub records_read: u64,
+    /// Records kept.
+    pub records_kept: u64,
+    /// Segments replaced.
+    pub segments_in: usize,
+    /// Segments written.
+    pub segments_out: usize,
+}
+
+/// The output of [`CleanPlan::copy`], to hand to [`PartitionLog::finish_clean`].
+#[derive(Debug)]
+pub struct Cleaned {
+    dir: String,
+    groups: Vec<CleanedGroup>,
+    state: CleanerState,
+    /// What the clean did.
+    pub stats: CleanStats,
+}
+
+fn cleaned_path(dir: &str, base: i64, end: i64) -> String {
+    format!("{dir}/{base:020}-{end:020}.cleaned")
+}
+
+fn swap_path(dir: &str, base: i64, end: i64) -> String {
+    format!("{dir}/{base:020}-{end:020}.swap")
+}
+
+fn parse_range(name: &str, suffix: &str) -> Option<(i64, i64)> {
+    let (a, b) = name.strip_suffix(suffix)?.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Finishes or discards a clean interrupted by a crash (called before the segments are opened).
+pub(crate) fn recover(fs: &dyn Storage, dir: &str) -> io::Result<()> {
+    let names = fs.list_dir(dir)?;
+    let mut changed = false;
+    for n in names.iter().filter(|n| n.ends_with(".cleaned")) {
+        warn!(partition = %dir, file = %n, "discarding an unfinished clean");
+        fs.remove_file(&format!("{dir}/{n}"))?;
+        changed = true;
+    }
+    let mut swaps: Vec<(i64, i64)> = names
+        .iter()
+        .filter_map(|n| parse_range(n, ".swap"))
+        .collect();
+    swaps.sort_unstable();
+    if swaps.is_empty() {
+        if changed {
+            fs.sync_dir(dir)?;
+        }
+        return Ok(());
+    }
+    let bases: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".log")?.parse().ok())
+        .collect();
+    for (base, end) in swaps {
+        warn!(partition = %dir, base, end, "completing an interrupted clean");
+        for b in bases.iter().filter(|b| (base..end).contains(*b)) {
+            let _ = fs.remove_file(&segment::index_path(dir, *b));
+            fs.remove_file(&segment::log_path(dir, *b))?;
+        }
+        fs.sync_dir(dir)?;
+        fs.rename(&swap_path(dir, base, end), &segment::log_path(dir, base))?;
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// One record of an uncompressed records section, as the cleaner needs it.
+struct RawRecord<'a> {
+    /// Byte range of the whole record (length prefix included).
+    start: usize,
+    end: usize,
+    offset_delta: i64,
+    key: Option<&'a [u8]>,
+    tombstone: bool,
+}
+
+fn parse_records(body: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, String> {
+    let mut out = Vec::with_capacity(count.max(0) as usize);
+    let mut pos = 0usize;
+    while pos < body.len() {
+        let bad = || format!("record {} of the batch is malformed", out.len());
+        let start = pos;
+        let len = batch::varlong(body, &mut pos).ok_or_else(bad)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= body.len())
+            .ok_or_else(bad)?;
+        let rec = &body[..end];
+        let mut p = pos + 1; // attributes
+        batch::varlong(rec, &mut p).ok_or_else(bad)?; // timestamp delta
+        let offset_delta = batch::varlong(rec, &mut p).ok_or_else(bad)?;
+        let key_len = batch::varlong(rec, &mut p).ok_or_else(bad)?;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let k = rec
+                .get(p..p.checked_add(key_len as usize).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
+            p += key_len as usize;
+            Some(k)
+        };
+        let value_len = batch::varlong(rec, &mut p).ok_or_else(bad)?;
+        out.push(RawRecord {
+            start,
+            end,
+            offset_delta,
+            key,
+            tombstone: value_len < 0,
+        });
+        pos = end;
+    }
+    if out.len() as i64 != i64::from(count) {
+        return Err(format!(
+            "record batch holds {} records but its header declares {count}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// The uncompressed records section of a batch.
+fn records_section<'a>(
+    bytes: &'a [u8],
+    h: &BatchHeader,
+    cfg: &LogConfig,
+) -> Result<Cow<'a, [u8]>, LogError> {
+    let body = &bytes[HEADER_BYTES..];
+    let codec = Compression::from_id(h.compression()).ok_or(LogError::Batch(
+        batch::BatchError::Invalid("unknown compression codec"),
+    ))?;
+    if codec == Compression::None {
+        return Ok(Cow::Borrowed(body));
+    }
+    compression::decompress(codec, body, super::rewrite::decompressed_limit(cfg))
+        .map(Cow::Owned)
+        .map_err(|e| LogError::Corrupt(e.to_string()))
+}
+
+/// The offsets of a batch's records without a key (the index of each in the batch).
+pub(crate) fn keyless_records(
+    bytes: &[u8],
+    h: &BatchHeader,
+    cfg: &LogConfig,
+) -> Result<Vec<i32>, LogError> {
+    if h.is_control() {
+        return Ok(Vec::new());
+    }
+    let plain = records_section(bytes, h, cfg)?;
+    let recs = parse_records(&plain, h.records_count).map_err(LogError::Corrupt)?;
+    Ok(recs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| i as i32)
+        .collect())
+}
+
+/// Calls `f(position, header, bytes)` for every batch of a closed segment.
+fn for_each_batch(
+    file: &dyn StoreFile,
+    size: u64,
+    mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let mut window = Window::default();
+    let mut pos = 0u64;
+    while pos + HEADER_BYTES as u64 <= size {
+        let h = BatchHeader::parse(
+            window
+                .get(file, pos, HEADER_BYTES, size)
+                .map_err(|e| LogError::Corrupt(e.to_string()))?,
+        )?;
+        let total = h.total_bytes();
+        if pos + total as u64 > size {
+            return Err(LogError::Corrupt(format!(
+                "batch at offset {} runs past the end of its segment",
+                h.base_offset
+            )));
+        }
+        let bytes = window
+            .get(file, pos, total, size)
+            .map_err(|e| LogError::Corrupt(e.to_string()))?;
+        f(pos, &h, bytes)?;
+        pos += total as u64;
+    }
+    Ok(())
+}
+
+/// Headers only, one small read each (the tail after the planned segments).
+fn for_each_header(
+    file: &dyn StoreFile,
+    size: u64,
+    mut f: impl FnMut(&BatchHeader),
+) -> io::Result<()> {
+    let mut pos = 0u64;
+    let mut hb = [0u8; HEADER_BYTES];
+    while pos + HEADER_BYTES as u64 <= size {
+        file.read_exact_at(&mut hb, pos)?;
+        let Ok(h) = BatchHeader::parse(&hb) else {
+            break;
+        };
+        f(&h);
+        pos += h.total_bytes() as u64;
+    }
+    Ok(())
+}
+
+/// What decides the fate of each record.
+struct Filter<'a> {
+    map: &'a HashMap<Vec<u8>, i64>,
+    first_dirty: i64,
+    state: &'a CleanerState,
+    delete_retention_ms: i64,
+    now_ms: i64,
+    last_batch: &'a HashMap<i64, i64>,
+    /// Tombstones of the dirty section kept (this clean is the one that first saw them).
+    new_tombstones: std::cell::Cell<u64>,
+}
+
+impl Filter<'_> {
+    fn keep(&self, offset: i64, r: &RawRecord<'_>) -> bool {
+        let Some(key) = r.key else {
+            return false; // a compacted log has no use for records without a key (as Kafka)
+        };
+        if self.map.get(key).is_some_and(|latest| *latest > offset) {
+            return false;
+        }
+        if r.tombstone {
+            if offset >= self.first_dirty {
+                self.new_tombstones.set(self.new_tombstones.get() + 1);
+                return true;
+            }
+            return match self.state.seen_at(offset) {
+                Some(PURGED) => false,
+                Some(at) => self.now_ms < at.saturating_add(self.delete_retention_ms),
+                None => true,
+            };
+        }
+        true
+    }
+}
+
+/// The batch as it survives the clean: `None` when it goes, borrowed when it stays whole.
+fn clean_batch<'b>(
+    bytes: &'b [u8],
+    h: &BatchHeader,
+    cfg: &LogConfig,
+    filter: &Filter<'_>,
+    stats: &mut CleanStats,
+) -> Result<Option<Cow<'b, [u8]>>, LogError> {
+    if h.is_control() || h.records_count == 0 {
+        // Transaction markers and empty batches (producer state) are kept.
+        return Ok(Some(Cow::Borrowed(bytes)));
+    }
+    let plain = records_section(bytes, h, cfg)?;
+    let recs = parse_records(&plain, h.records_count).map_err(LogError::Corrupt)?;
+    stats.records_read += recs.len() as u64;
+    let kept: Vec<&RawRecord<'_>> = recs
+        .iter()
+        .filter(|r| filter.keep(h.base_offset + r.offset_delta, r))
+        .collect();
+    stats.records_kept += kept.len() as u64;
+    if kept.len() == recs.len() {
+        return Ok(Some(Cow::Borrowed(bytes)));
+    }
+    let last_of_producer =
+        h.producer_id >= 0 && filter.last_batch.get(&h.producer_id) == Some(&h.base_offset);
+    if kept.is_empty() && !last_of_producer {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(plain.len());
+    for r in &kept {
+        body.extend_from_slice(&plain[r.start..r.end]);
+    }
+    let mut attributes = h.attributes;
+    let codec = Compression::from_id(h.compression()).unwrap_or(Compression::None);
+    let section = if kept.is_empty() {
+        attributes &= !0x7; // an empty batch is stored uncompressed
+        Vec::new()
+    } else if codec == Compression::None {
+        body
+    } else {
+        let level = match codec {
+            Compression::Gzip => cfg.gzip_level,
+            Compression::Lz4 => cfg.lz4_level,
+            Compression::Zstd => cfg.zstd_level,
+            _ => 0,
+        };
+        compression::compress(codec, &body, level).map_err(|e| LogError::Corrupt(e.to_string()))?
+    };
+    let mut out = Vec::with_capacity(HEADER_BYTES + section.len());
+    out.extend_from_slice(&bytes[..HEADER_BYTES]);
+    out.extend_from_slice(&section);
+    let len = (out.len() - batch::LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&len.to_be_bytes());
+    out[batch::ATTRIBUTES_OFFSET..batch::ATTRIBUTES_OFFSET + 2]
+        .copy_from_slice(&attributes.to_be_bytes());
+    // records count, the last field of the header
+    out[HEADER_BYTES - 4..HEADER_BYTES].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    batch::reseal(&mut out);
+    Ok(Some(Cow::Owned(out)))
+}
+
+/// Writes batches into a new segment file through a buffer.
+struct SegmentWriter {
+    segment: Segment,
+    buf: Vec<u8>,
+    flushed: u64,
+    interval: u64,
+}
+
+impl SegmentWriter {
+    const FLUSH: usize = 1 << 20;
+
+    fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let h = BatchHeader::parse(bytes).map_err(|e| io::Error::other(e.to_string()))?;
+        let at = self.flushed + self.buf.len() as u64;
+        self.buf.extend_from_slice(bytes);
+        self.segment.note_batch(&h, at, self.interval);
+        if self.buf.len() >= Self::FLUSH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.segment.file.write_at(&self.buf, self.flushed)?;
+            self.flushed += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+impl CleanPlan {
+    /// The partition directory.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// Builds the offset map and writes the cleaned segments (no lock needed: it reads closed
+    /// segments only). `throttle` is told of every batch's bytes as they are read (the
+    /// runtime's I/O budget sleeps there).
+    pub fn copy(mut self, throttle: &mut dyn FnMut(u64)) -> Result<Cleaned, LogError> {
+        let dir = self.dir.clone();
+        let cfg = self.config.clone();
+        let mut stats = CleanStats::default();
+        // 1. The offset map over the dirty section, a segment at a time up to the key limit.
+        let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut last_dirty = self.first_dirty_segment;
+        for (i, seg) in self
+            .segments
+            .iter()
+            .enumerate()
+            .skip(self.first_dirty_segment)
+        {
+            if i > self.first_dirty_segment && map.len() >= self.limits.max_keys {
+                break;
+            }
+            for_each_batch(&*seg.file, seg.size, |_, h, bytes| {
+                throttle(bytes.len() as u64);
+                if h.is_control() || h.records_count == 0 {
+                    return Ok(());
+                }
+                let plain = records_section(bytes, h, &cfg)?;
+                for r in parse_records(&plain, h.records_count).map_err(LogError::Corrupt)? {
+                    if let Some(k) = r.key {
+                        let offset = h.base_offset + r.offset_delta;
+                        match map.get_mut(k) {
+                            Some(o) => *o = offset,
+                            None => {
+                                map.insert(k.to_vec(), offset);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            last_dirty = i;
+        }
+        if last_dirty + 1 < self.segments.len() {
+            // The map is full: the rest stays dirty for the next clean (its bytes move to the tail).
+            let rest = self.segments.split_off(last_dirty + 1);
+            self.end = rest[0].base;
+            let mut tail: Vec<_> = rest.into_iter().map(|s| (s.file, s.size)).collect();
+            tail.append(&mut self.tail);
+            self.tail = tail;
+        }
+        let first_dirty = self
+            .segments
+            .get(self.first_dirty_segment)
+            .map_or(self.end, |s| s.base)
+            .max(self.state.first_dirty);
+        // 2. The last batch of every idempotent producer (its empty shell is kept).
+        let mut last_batch: HashMap<i64, i64> = HashMap::new();
+        for seg in &self.segments {
+            for_each_header(&*seg.file, seg.size, |h| {
+                if h.producer_id >= 0 {
+                    last_batch.insert(h.producer_id, h.base_offset);
+                }
+            })
+            .map_err(io_err(&dir))?;
+        }
+        for (file, size) in &self.tail {
+            for_each_header(&**file, *size, |h| {
+                if h.producer_id >= 0 {
+                    last_batch.insert(h.producer_id, h.base_offset);
+                }
+            })
+            .map_err(io_err(&dir))?;
+        }
+        // 3. Rewrite, grouping consecutive segments up to segment.bytes.
+        let filter = Filter {
+            map: &map,
+            first_dirty,
+            state: &self.state,
+            delete_retention_ms: cfg.delete_retention_ms,
+            now_ms: self.now_ms,
+            last_batch: &last_batch,
+            new_tombstones: Default::default(),
+        };
+        let mut groups: Vec<Vec<&PlanSegment>> = Vec::new();
+        let mut group_bytes = 0u64;
+        for seg in &self.segments {
+            let fits = groups.last().is_some_and(|g| {
+                group_bytes + seg.size <= cfg.segment_bytes
+                    && seg.next_offset - g[0].base < i64::from(i32::MAX)
+            });
+            if fits {
+                groups.last_mut().unwrap().push(seg);
+                group_bytes += seg.size;
+            } else {
+                groups.push(vec![seg]);
+                group_bytes = seg.size;
+            }
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (gi, group) in groups.iter().enumerate() {
+            let base = group[0].base;
+            let end = groups.get(gi + 1).map_or(self.end, |g| g[0].base);
+            let path = cleaned_path(&dir, base, end);
+            let segment =
+                Segment::create_at(&*self.fs, &path, base, self.now_ms).map_err(io_err(&dir))?;
+            let mut w = SegmentWriter {
+                segment,
+                buf: Vec::new(),
+                flushed: 0,
+                interval: cfg.index_interval_bytes,
+            };
+            for seg in group {
+                stats.bytes_read += seg.size;
+                stats.segments_in += 1;
+                for_each_batch(&*seg.file, seg.size, |_, h, bytes| {
+                    throttle(bytes.len() as u64);
+                    if let Some(b) = clean_batch(bytes, h, &cfg, &filter, &mut stats)? {
+                        w.push(&b).map_err(io_err(&dir))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            w.flush().map_err(io_err(&dir))?;
+            w.segment.file.sync_data().map_err(io_err(&dir))?;
+            stats.bytes_written += w.segment.size;
+            stats.segments_out += 1;
+            out.push(CleanedGroup {
+                originals: group.iter().map(|s| (s.base, s.size)).collect(),
+                end,
+                segment: w.segment,
+            });
+        }
+        // 4. The checkpoint after the swap: passes whose tombstones were purged now are marked,
+        // and this clean is the one that first saw the dirty section's tombstones.
+        let mut state = self.state.clone();
+        if self.end > first_dirty {
+            // A clean that kept no tombstone leaves nothing to purge later.
+            let at = if filter.new_tombstones.get() > 0 {
+                self.now_ms
+            } else {
+                PURGED
+            };
+            state.passes.push((self.end, at));
+        }
+        for (_, at) in &mut state.passes {
+            if *at != PURGED && at.saturating_add(cfg.delete_retention_ms) <= self.now_ms {
+                *at = PURGED;
+            }
+        }
+        let mut passes: Vec<(i64, i64)> = Vec::with_capacity(state.passes.len() + 1);
+        for p in state.passes.drain(..) {
+            match passes.last_mut() {
+                Some(last) if last.1 == PURGED && p.1 == PURGED => last.0 = p.0,
+                _ => passes.push(p),
+            }
+        }
+        state.passes = passes;
+        state.first_dirty = state.first_dirty.max(self.end);
+        Ok(Cleaned {
+            dir,
+            groups: out,
+            state,
+            stats,
+        })
+    }
+}
+
+impl Cleaned {
+    /// Removes the cleaned files (the swap was abandoned).
+    pub fn discard(&self, fs: &dyn Storage) {
+        for g in &self.groups {
+            let _ = fs.remove_file(&cleaned_path(&self.dir, g.segment.base_offset, g.end));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "cleaner_tests.rs"]
+mod tests;
+
+impl PartitionLog {
+    /// The cleaner's checkpoint.
+    pub fn cleaner_state(&self) -> &CleanerState {
+        &self.cleaner
+    }
+
+    /// Decides whether this (compacted) log is worth cleaning now, and if so what to clean.
+    /// `force` ignores `min.cleanable.dirty.ratio` (tests, and a log past its
+    /// `max.compaction.lag.ms`).
+    pub fn plan_clean(&self, now_ms: i64, force: bool, limits: CleanerLimits) -> Option<CleanPlan> {
+        let cfg = &self.config;
+        if !cfg.compact || self.segments.len() < 2 {
+            return None;
+        }
+        let active_base = *self.segments.keys().next_back().expect("one segment");
+        let first_dirty = self.cleaner.first_dirty.max(self.log_start_offset);
+        let lag_bound = now_ms.saturating_sub(cfg.min_compaction_lag_ms.max(0));
+        let mut segments = Vec::new();
+        let mut first_dirty_segment = None;
+        let mut clean_bytes = 0u64;
+        let mut dirty_bytes = 0u64;
+        let mut end = active_base;
+        for (&base, seg) in self.segments.range(..active_base) {
+            if seg.next_offset > self.high_watermark {
+                end = base;
+                break;
+            }
+            let dirty = seg.next_offset > first_dirty;
+            if dirty && cfg.min_compaction_lag_ms > 0 && seg.max_timestamp > lag_bound {
+                end = base; // too recent to clean (min.compaction.lag.ms)
+                break;
+            }
+            if dirty {
+                first_dirty_segment.get_or_insert(segments.len());
+                dirty_bytes += seg.size;
+            } else {
+                clean_bytes += seg.size;
+            }
+            segments.push(PlanSegment {
+                base,
+                file: seg.file.clone(),
+                size: seg.size,
+                next_offset: seg.next_offset,
+            });
+        }
+        let purge = self.cleaner.purge_due(cfg.delete_retention_ms, now_ms);
+        let Some(first_dirty_segment) = first_dirty_segment else {
+            if !purge || segments.is_empty() {
+                return None;
+            }
+            // Only tombstones to purge: the cleaned section is rewritten, nothing is dirty.
+            let n = segments.len();
+            return Some(self.plan(segments, n, end, now_ms, limits));
+        };
+        let ratio = dirty_bytes as f64 / (clean_bytes + dirty_bytes).max(1) as f64;
+        let overdue = cfg.max_compaction_lag_ms < i64::MAX && {
+            let seg = &segments[first_dirty_segment];
+            let mut hb = [0u8; HEADER_BYTES];
+            seg.size >= HEADER_BYTES as u64
+                && seg.file.read_exact_at(&mut hb, 0).is_ok()
+                && BatchHeader::parse(&hb).is_ok_and(|h| {
+                    h.base_timestamp >= 0
+                        && now_ms.saturating_sub(h.base_timestamp) > cfg.max_compaction_lag_ms
+                })
+        };
+        if !(force || purge || overdue || ratio >= cfg.min_cleanable_dirty_ratio) {
+            return None;
+        }
+        Some(self.plan(segments, first_dirty_segment, end, now_ms, limits))
+    }
+
+    fn plan(
+        &self,
+        segments: Vec<PlanSegment>,
+        first_dirty_segment: usize,
+        end: i64,
+        now_ms: i64,
+        limits: CleanerLimits,
+    ) -> CleanPlan {
+        let tail = self
+            .segments
+            .range(end..)
+            .map(|(_, s)| (s.file.clone(), s.size))
+            .collect();
+        CleanPlan {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            now_ms,
+            segments,
+            first_dirty_segment,
+            end,
+            tail,
+            state: self.cleaner.clone(),
+            limits,
+        }
+    }
+
+    /// Swaps the cleaned segments in (see the module docs). When the log changed under the
+    /// copy (retention or DeleteRecords removed a planned segment) the clean is dropped and
+    /// `Ok(None)` returned.
+    pub fn finish_clean(&mut self, cleaned: Cleaned) -> Result<Option<CleanStats>, LogError> {
+        self.finish_clean_steps(cleaned, usize::MAX)
+    }
+
+    /// [`PartitionLog::finish_clean`] stopping after `steps` file operations (crash tests).
+    pub(crate) fn finish_clean_steps(
+        &mut self,
+        cleaned: Cleaned,
+        steps: usize,
+    ) -> Result<Option<CleanStats>, LogError> {
+        let dir = self.dir.clone();
+        let fs = self.fs.clone();
+        let intact = cleaned.dir == dir
+            && cleaned.groups.iter().all(|g| {
+                g.originals
+                    .iter()
+                    .all(|(b, size)| self.segments.get(b).is_some_and(|s| s.size == *size))
+            });
+        if !intact {
+            info!(partition = %dir, "log changed during the clean: dropping it");
+            cleaned.discard(&*fs);
+            return Ok(None);
+        }
+        let mut left = steps;
+        let mut step = || {
+            if left == 0 {
+                return false;
+            }
+            left -= 1;
+            true
+        };
+        // 1. The clean is complete once every cleaned file is a swap file.
+        for g in &cleaned.groups {
+            if !step() {
+                return Ok(None);
+            }
+            let base = g.segment.base_offset;
+            fs.rename(
+                &cleaned_path(&dir, base, g.end),
+                &swap_path(&dir, base, g.end),
+            )
+            .map_err(io_err(&dir))?;
+        }
+        fs.sync_dir(&dir).map_err(io_err(&dir))?;
+        // 2. Each group replaces its originals.
+        let stats = cleaned.stats;
+        let mut state = Some(cleaned.state);
+        for g in cleaned.groups {
+            let base = g.segment.base_offset;
+            for (b, _) in &g.originals {
+                if !step() {
+                    return Ok(None);
+                }
+                self.segments.remove(b);
+                let _ = fs.remove_file(&segment::index_path(&dir, *b));
+                fs.remove_file(&segment::log_path(&dir, *b))
+                    .map_err(io_err(&dir))?;
+            }
+            fs.sync_dir(&dir).map_err(io_err(&dir))?;
+            if !step() {
+                return Ok(None);
+            }
+            fs.rename(
+                &swap_path(&dir, base, g.end),
+                &segment::log_path(&dir, base),
+            )
+            .map_err(io_err(&dir))?;
+            fs.sync_dir(&dir).map_err(io_err(&dir))?;
+            g.segment.write_index(&*fs, &dir).map_err(io_err(&dir))?;
+            self.segments.insert(base, g.segment);
+        }
+        // 3. The checkpoint.
+        if !step() {
+            return Ok(None);
+        }
+        let state = state.take().expect("set above");
+        fs.write_file_atomic(&format!("{dir}/{CHECKPOINT_FILE}"), &state.encode())
+            .map_err(io_err(&dir))?;
+        self.cleaner = state;
+        info!(
+            partition = %dir,
+            bytes_read = stats.bytes_read,
+            bytes_written = stats.bytes_written,
+            records_read = stats.records_read,
+            records_kept = stats.records_kept,
+            segments_in = stats.segments_in,
+            segments_out = stats.segments_out,
+            first_dirty = self.cleaner.first_dirty,
+            "log cleaned"
+        );
+        Ok(Some(stats))
+    }
+
+    /// Plans, copies and swaps in one go (tests and tools; the server splits the steps so the
+    /// broker lock is not held during the copy).
+    pub fn clean_now(&mut self, now_ms: i64, force: bool) -> Result<Option<CleanStats>, LogError> {
+        let Some(plan) = self.plan_clean(now_ms, force, CleanerLimits::default()) else {
+            return Ok(None);
+        };
+        let cleaned = plan.copy(&mut |_| {})?;
+        self.finish_clean(cleaned)
+    }
+}
