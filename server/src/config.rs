@@ -70,6 +70,18 @@ pub struct Cli {
     /// How often retention deletes expired segments [default: 30000]
     #[arg(long, global = true, env = "SLUICE_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// How long the log cleaner sleeps when no compacted partition needs cleaning (Kafka's
+    /// log.cleaner.backoff.ms) [default: 15000]
+    #[arg(long, global = true, env = "SLUICE_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// The log cleaner's I/O budget: bytes it reads per second, 0 for no limit (Kafka's
+    /// log.cleaner.io.max.bytes.per.second) [default: 67108864]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND"
+    )]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// Runtime worker threads, 0 for one per core [default: 0]
     #[arg(long, global = true, env = "SLUICE_WORKERS")]
     pub workers: Option<usize>,
@@ -178,6 +190,8 @@ struct FileConfig {
     max_frame_bytes: Option<usize>,
     max_inflight_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
+    log_cleaner_backoff_ms: Option<u64>,
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
     workers: Option<usize>,
     offsets_partitions: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
@@ -228,6 +242,10 @@ pub struct Config {
     pub max_inflight_bytes: usize,
     /// Retention period check.
     pub retention_check_interval_ms: u64,
+    /// Log cleaner sleep when idle.
+    pub log_cleaner_backoff_ms: u64,
+    /// Log cleaner read budget per second (0: unlimited).
+    pub log_cleaner_io_max_bytes_per_second: u64,
     /// Runtime threads.
     pub workers: usize,
     /// Partitions of `__consumer_offsets`.
@@ -460,6 +478,17 @@ impl Cli {
         if retention_check_interval_ms == 0 {
             bail!("--retention-check-interval-ms must be at least 1");
         }
+        let log_cleaner_backoff_ms = self
+            .log_cleaner_backoff_ms
+            .or(file.log_cleaner_backoff_ms)
+            .unwrap_or(15_000);
+        if log_cleaner_backoff_ms == 0 {
+            bail!("--log-cleaner-backoff-ms must be at least 1");
+        }
+        let log_cleaner_io_max_bytes_per_second = self
+            .log_cleaner_io_max_bytes_per_second
+            .or(file.log_cleaner_io_max_bytes_per_second)
+            .unwrap_or(64 << 20);
         let offsets_partitions = self
             .offsets_partitions
             .or(file.offsets_partitions)
@@ -498,6 +527,8 @@ impl Cli {
             max_frame_bytes,
             max_inflight_bytes,
             retention_check_interval_ms,
+            log_cleaner_backoff_ms,
+            log_cleaner_io_max_bytes_per_second,
             workers: self.workers.or(file.workers).unwrap_or(0),
             offsets_partitions,
             group_initial_rebalance_delay_ms,

@@ -48,7 +48,7 @@ def create(name, config, partitions=1):
 out["create_many"] = create("cfg-many", MANY)
 out["create_unknown"] = create("cfg-bad", {"retention.ms": "1000", "dummy.doesntexist": "x"})
 out["create_small_segment"] = create("cfg-bad", {"segment.bytes": "1000"})
-out["create_compact"] = create("cfg-bad", {"cleanup.policy": "compact"})
+out["create_compact"] = create("cfg-compact", {"cleanup.policy": "compact"})
 
 
 def source(s):

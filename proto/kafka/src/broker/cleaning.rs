@@ -85,7 +85,7 @@ impl Broker {
             if !seen.insert((job.topic_id, job.partition)) {
                 break;
             }
-            let copied = job.plan.copy(&mut |_| {});
+            let copied = job.plan.copy(&mut |_| true);
             match copied.and_then(|c| self.finish_clean(job.topic_id, job.partition, c)) {
                 Ok(Some(s)) => out.push(s),
                 Ok(None) => {}

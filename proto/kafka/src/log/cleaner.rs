@@ -508,8 +508,31 @@ impl CleanPlan {
 
     /// Builds the offset map and writes the cleaned segments (no lock needed: it reads closed
     /// segments only). `throttle` is told of every batch's bytes as they are read (the
-    /// runtime's I/O budget sleeps there).
-    pub fn copy(mut self, throttle: &mut dyn FnMut(u64)) -> Result<Cleaned, LogError> {
+    /// runtime's I/O budget sleeps there); when it answers false the copy stops, removes what
+    /// it wrote and fails (shutdown).
+    pub fn copy(self, throttle: &mut dyn FnMut(u64) -> bool) -> Result<Cleaned, LogError> {
+        let fs = self.fs.clone();
+        let dir = self.dir.clone();
+        let mut written = Vec::new();
+        let r = self.copy_inner(throttle, &mut written);
+        if r.is_err() {
+            for path in written {
+                let _ = fs.remove_file(&path);
+            }
+            warn!(partition = %dir, "clean abandoned");
+        }
+        r
+    }
+
+    fn copy_inner(
+        mut self,
+        throttle: &mut dyn FnMut(u64) -> bool,
+        written: &mut Vec<String>,
+    ) -> Result<Cleaned, LogError> {
+        let stopped = || LogError::Io {
+            dir: self.dir.clone(),
+            source: io::Error::other("the clean was stopped"),
+        };
         let dir = self.dir.clone();
         let cfg = self.config.clone();
         let mut stats = CleanStats::default();
@@ -526,7 +549,9 @@ impl CleanPlan {
                 break;
             }
             for_each_batch(&*seg.file, seg.size, |_, h, bytes| {
-                throttle(bytes.len() as u64);
+                if !throttle(bytes.len() as u64) {
+                    return Err(stopped());
+                }
                 if h.is_control() || h.records_count == 0 {
                     return Ok(());
                 }
@@ -607,6 +632,7 @@ impl CleanPlan {
             let base = group[0].base;
             let end = groups.get(gi + 1).map_or(self.end, |g| g[0].base);
             let path = cleaned_path(&dir, base, end);
+            written.push(path.clone());
             let segment =
                 Segment::create_at(&*self.fs, &path, base, self.now_ms).map_err(io_err(&dir))?;
             let mut w = SegmentWriter {
@@ -619,7 +645,9 @@ impl CleanPlan {
                 stats.bytes_read += seg.size;
                 stats.segments_in += 1;
                 for_each_batch(&*seg.file, seg.size, |_, h, bytes| {
-                    throttle(bytes.len() as u64);
+                    if !throttle(bytes.len() as u64) {
+                        return Err(stopped());
+                    }
                     if let Some(b) = clean_batch(bytes, h, &cfg, &filter, &mut stats)? {
                         w.push(&b).map_err(io_err(&dir))?;
                     }
@@ -884,7 +912,7 @@ impl PartitionLog {
         let Some(plan) = self.plan_clean(now_ms, force, CleanerLimits::default()) else {
             return Ok(None);
         };
-        let cleaned = plan.copy(&mut |_| {})?;
+        let cleaned = plan.copy(&mut |_| true)?;
         self.finish_clean(cleaned)
     }
 }

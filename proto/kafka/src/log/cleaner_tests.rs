@@ -487,7 +487,7 @@ fn a_crash_at_any_step_of_the_swap_leaves_a_correct_log() {
         let original = model.records();
         let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
         let end = plan.end;
-        let cleaned = plan.copy(&mut |_| {}).unwrap();
+        let cleaned = plan.copy(&mut |_| true).unwrap();
         let finished = log.finish_clean_steps(cleaned, steps).unwrap().is_some();
         fs.crash();
         let mut log = open(&fs, cfg.clone(), 5);
@@ -550,7 +550,7 @@ fn a_crash_between_the_swap_renames_completes_the_clean_on_open() {
     let (mut log, model) = crash_fixture(&fs, 5);
     let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
     let end = plan.end;
-    let cleaned = plan.copy(&mut |_| {}).unwrap();
+    let cleaned = plan.copy(&mut |_| true).unwrap();
     let groups = cleaned.groups.len();
     assert!(groups >= 2, "{groups} groups");
     log.finish_clean_steps(cleaned, groups).unwrap();
@@ -572,7 +572,7 @@ fn a_log_that_changed_under_the_copy_drops_the_clean() {
     let fs = MemStorage::new();
     let (mut log, model) = crash_fixture(&fs, 11);
     let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
-    let cleaned = plan.copy(&mut |_| {}).unwrap();
+    let cleaned = plan.copy(&mut |_| true).unwrap();
     let second = log.segments.keys().nth(1).copied().unwrap();
     log.delete_records_before(second).unwrap();
     assert!(log.finish_clean(cleaned).unwrap().is_none());
@@ -597,7 +597,7 @@ fn the_key_limit_cleans_a_large_dirty_section_in_several_passes() {
     let limits = CleanerLimits { max_keys: 1 };
     let mut passes = 0;
     while let Some(plan) = log.plan_clean(5, true, limits) {
-        let cleaned = plan.copy(&mut |_| {}).unwrap();
+        let cleaned = plan.copy(&mut |_| true).unwrap();
         log.finish_clean(cleaned).unwrap().unwrap();
         model.clean(log.cleaner_state().first_dirty, 5, 1000);
         assert_eq!(read_all(&log), model.records());
@@ -630,4 +630,26 @@ fn keyless_records_are_found_in_every_codec() {
             "{c:?}"
         );
     }
+}
+
+#[test]
+fn a_stopped_copy_leaves_no_file_behind() {
+    let fs = MemStorage::new();
+    let (log, model) = crash_fixture(&fs, 17);
+    let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
+    let mut budget = 80; // past the offset map (one call per batch), inside the rewrite
+    assert!(
+        plan.copy(&mut |_| {
+            budget -= 1;
+            budget > 0
+        })
+        .is_err()
+    );
+    assert!(
+        !fs.list_dir(DIR)
+            .unwrap()
+            .iter()
+            .any(|n| n.ends_with(".cleaned"))
+    );
+    assert_eq!(read_all(&log), model.records());
 }
