@@ -813,8 +813,46 @@ impl PartitionLog {
     /// Swaps the cleaned segments in (see the module docs). When the log changed under the
     /// copy (retention or DeleteRecords removed a planned segment) the clean is dropped and
     /// `Ok(None)` returned.
+    ///
+    /// A failure in the middle of the swap leaves the files as a crash would: the segments are
+    /// then opened again from disk with the recovery rules, so the log in memory matches them.
     pub fn finish_clean(&mut self, cleaned: Cleaned) -> Result<Option<CleanStats>, LogError> {
-        self.finish_clean_steps(cleaned, usize::MAX)
+        let r = self.finish_clean_steps(cleaned, usize::MAX);
+        if let Err(e) = &r {
+            warn!(partition = %self.dir, error = %e, "swapping cleaned segments failed: reopening the segments");
+            if let Err(e2) = self.reopen_segments() {
+                warn!(partition = %self.dir, error = %e2, "reopening the segments failed");
+            }
+        }
+        r
+    }
+
+    /// Re-reads the closed segments from disk after recovering an interrupted swap (the active
+    /// segment is never part of a clean and stays as it is).
+    pub(crate) fn reopen_segments(&mut self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let fs = self.fs.clone();
+        recover(&*fs, &dir).map_err(io_err(&dir))?;
+        let active = *self.segments.keys().next_back().expect("one segment");
+        let mut bases: Vec<i64> = fs
+            .list_dir(&dir)
+            .map_err(io_err(&dir))?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log")?.parse().ok())
+            .filter(|b| *b < active)
+            .collect();
+        bases.sort_unstable();
+        let interval = self.config.index_interval_bytes;
+        let mut closed = std::collections::BTreeMap::new();
+        for base in bases {
+            let (seg, _) =
+                Segment::open(&*fs, &dir, base, false, interval, 0).map_err(io_err(&dir))?;
+            closed.insert(base, seg);
+        }
+        let active_seg = self.segments.remove(&active).expect("the active segment");
+        self.segments = closed;
+        self.segments.insert(active, active_seg);
+        Ok(())
     }
 
     /// [`PartitionLog::finish_clean`] stopping after `steps` file operations (crash tests).

@@ -653,3 +653,55 @@ fn a_stopped_copy_leaves_no_file_behind() {
     );
     assert_eq!(read_all(&log), model.records());
 }
+
+#[test]
+fn a_failed_swap_reopens_the_segments_as_recovery_leaves_them() {
+    let fs = MemStorage::new();
+    let (mut log, model) = crash_fixture(&fs, 23);
+    let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
+    let end = plan.end;
+    let cleaned = plan.copy(&mut |_| true).unwrap();
+    // Stop half-way through the swap, as an I/O error would, then reopen from disk.
+    let steps = cleaned.groups.len() + 2;
+    assert!(log.finish_clean_steps(cleaned, steps).unwrap().is_none());
+    log.reopen_segments().unwrap();
+    let mut full = model;
+    full.clean(end, 5, 1000);
+    assert_eq!(read_all(&log), full.records());
+    check_batches(&log);
+}
+
+#[test]
+fn compact_alone_keeps_old_segments_and_compact_delete_applies_retention() {
+    let fs = MemStorage::new();
+    let cfg = compacted();
+    let mut log = open(&fs, cfg.clone(), 0);
+    let v = "r".repeat(250);
+    for i in 0..6 {
+        log.append(
+            &keyed(
+                &[(Some(&format!("k{i}")), Some(&v))],
+                Compression::None,
+                0,
+                None,
+            ),
+            0,
+            0,
+        )
+        .unwrap();
+    }
+    sync(&mut log);
+    let segments = log.segment_count();
+    assert!(segments > 2);
+    log.set_config(LogConfig {
+        retention_ms: 1000,
+        ..cfg.clone()
+    });
+    assert_eq!(log.apply_retention(1_000_000).unwrap(), 0, "compact only");
+    log.set_config(LogConfig {
+        retention_ms: 1000,
+        delete: true,
+        ..cfg
+    });
+    assert_eq!(log.apply_retention(1_000_000).unwrap(), segments - 1);
+}
