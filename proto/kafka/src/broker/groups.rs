@@ -25,8 +25,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use sluice_coordinator::{
-    Action, BatchInfo, CoordinatorType, ProducerStateTable, RequestContext as CoordContext,
-    Response, StoreRecord, StoreWrite, find_coordinator,
+    Action, BatchInfo, CoordinatorType, RequestContext as CoordContext, Response, StoreRecord,
+    StoreWrite, find_coordinator,
 };
 use tracing::{debug, warn};
 
@@ -464,24 +464,16 @@ impl Broker {
     }
 
     /// Rebuilds the idempotent-producer state of one data partition from its batch headers.
+    /// Rebuilds a partition's producer state from every batch of its log (the log was cut back
+    /// or rewritten: no snapshot can be trusted).
     pub(super) fn rebuild_producer_state(&mut self, topic: &str, partition: i32) {
-        let mut table = ProducerStateTable::new();
-        if let Ok(log) = self.partition(topic, partition) {
-            let r = log.for_each_batch_header(log.log_start_offset(), |h| {
-                if h.producer_id >= 0 {
-                    table.replay_batch(&batch_info(h), h.base_offset, h.max_timestamp);
-                }
-            });
-            if let Err(e) = r {
-                warn!(node_id = self.config.node_id, topic, partition, error = %e, "rebuilding producer state failed");
-            }
-        }
-        self.producers.insert((topic.to_string(), partition), table);
+        self.load_producer_state(topic, partition, false);
     }
 
     /// Forgets committed offsets (and producer state) of a deleted topic.
     pub(super) fn on_topic_deleted(&mut self, topic: &str, now_ms: i64) {
         self.producers.retain(|(t, _), _| t != topic);
+        self.snapshotted.retain(|(t, _), _| t != topic);
         let actions = self.coordinator.topic_deleted(topic, now_ms);
         self.execute(actions, None, now_ms);
     }

@@ -15,6 +15,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_snapshots;
 mod security;
 
 use std::collections::{BTreeMap, HashMap};
@@ -225,6 +226,8 @@ pub struct Broker {
     pending_id_blocks: Vec<(u64, i64)>,
     /// Idempotent-producer state per data partition.
     producers: HashMap<(String, i32), ProducerStateTable>,
+    /// The offset each partition's producer snapshot on disk resumes at.
+    snapshotted: HashMap<(String, i32), i64>,
     /// Last coordinator token handed out.
     next_token: u64,
     /// Responses to parked requests, for the runtime to deliver.
@@ -345,6 +348,7 @@ impl Broker {
             producer_ids: ProducerIdAllocator::new(ProducerIdAllocator::DEFAULT_BLOCK_SIZE),
             pending_id_blocks: Vec::new(),
             producers: HashMap::new(),
+            snapshotted: HashMap::new(),
             next_token: 0,
             deferred: Vec::new(),
             cluster: None,
@@ -663,10 +667,13 @@ impl Broker {
                 }
             }
         }
+        // Also the periodic moment to record producer state, so a restart replays little.
+        self.snapshot_producer_states();
     }
 
     /// Clean shutdown: syncs every log and writes their indexes.
     pub fn close(&mut self) {
+        self.snapshot_producer_states();
         for (name, t) in &mut self.topics {
             for (p, log) in t.partitions.iter_mut().enumerate() {
                 if let Err(e) = log.close() {
@@ -743,7 +750,7 @@ impl Broker {
             .flat_map(|(name, t)| (0..t.partitions.len() as i32).map(move |p| (name.clone(), p)))
             .collect();
         for (topic, p) in &data {
-            self.rebuild_producer_state(topic, *p);
+            self.load_producer_state(topic, *p, true);
         }
         info!(
             node_id = self.config.node_id,

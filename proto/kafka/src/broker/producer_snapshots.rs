@@ -1,0 +1,244 @@
+//! Idempotent-producer state on disk, as Kafka's `.snapshot` files: a start reads each
+//! partition's snapshot and replays only the batches after it, instead of every batch header of
+//! the log, so start-up time does not grow with the data.
+//!
+//! `logs/<topic>-<partition>/producer.snapshot` holds a CRC-32C, a length and the table
+//! ([`ProducerStateTable::snapshot`], which records the offset replay resumes at). It is written
+//! at a clean shutdown and, for partitions that took idempotent writes since, on every retention
+//! pass. A snapshot is used only if that offset lies within the log; any other rebuild (a
+//! truncated log, a cluster replica cut back to its applied mark or installing a snapshot)
+//! deletes it first, so a stale file can never describe a log rewritten since.
+
+use sluice_coordinator::ProducerStateTable;
+use tracing::{debug, warn};
+
+use super::Broker;
+use super::groups::batch_info;
+
+const SNAPSHOT_FILE: &str = "producer.snapshot";
+
+fn path(topic: &str, partition: i32) -> String {
+    format!("{}/{SNAPSHOT_FILE}", super::partition_dir(topic, partition))
+}
+
+/// `[crc32c u32][len u32][table]`.
+fn encode(table: &ProducerStateTable) -> Vec<u8> {
+    let body = table.snapshot();
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode(raw: &[u8]) -> Option<ProducerStateTable> {
+    let crc = u32::from_be_bytes(raw.get(0..4)?.try_into().ok()?);
+    let len = u32::from_be_bytes(raw.get(4..8)?.try_into().ok()?) as usize;
+    let body = raw.get(8..8usize.checked_add(len)?)?;
+    if crc32c::crc32c(body) != crc {
+        return None;
+    }
+    ProducerStateTable::from_snapshot(body).ok()
+}
+
+impl Broker {
+    /// Rebuilds a partition's producer state: from its snapshot and the batches after it when
+    /// `use_snapshot` and the snapshot fits the log, else from every batch (deleting the
+    /// snapshot first).
+    pub(super) fn load_producer_state(&mut self, topic: &str, partition: i32, use_snapshot: bool) {
+        let file = path(topic, partition);
+        let mut table = None;
+        if use_snapshot
+            && let Ok(log) = self.partition(topic, partition)
+            && let Ok(Some(raw)) = self.fs.read_file(&file)
+        {
+            match decode(&raw) {
+                Some(t)
+                    if t.next_offset() >= log.log_start_offset()
+                        && t.next_offset() <= log.log_end_offset() =>
+                {
+                    table = Some(t)
+                }
+                Some(t) => debug!(
+                    node_id = self.config.node_id,
+                    topic,
+                    partition,
+                    snapshot_offset = t.next_offset(),
+                    log_end = log.log_end_offset(),
+                    "producer snapshot does not fit the log: replaying every batch"
+                ),
+                None => warn!(
+                    node_id = self.config.node_id,
+                    topic, partition, "producer snapshot is corrupt: replaying every batch"
+                ),
+            }
+        }
+        let from_snapshot = table.is_some();
+        if !from_snapshot {
+            let _ = self.fs.remove_file(&file);
+        }
+        let mut table = table.unwrap_or_default();
+        if let Ok(log) = self.partition(topic, partition) {
+            let from = if from_snapshot {
+                table.next_offset()
+            } else {
+                log.log_start_offset()
+            };
+            let r = log.for_each_batch_header(from, |h| {
+                if h.producer_id >= 0 {
+                    table.replay_batch(&batch_info(h), h.base_offset, h.max_timestamp);
+                }
+            });
+            if let Err(e) = r {
+                warn!(node_id = self.config.node_id, topic, partition, error = %e, "rebuilding producer state failed");
+            }
+        }
+        if from_snapshot {
+            self.snapshotted
+                .insert((topic.to_string(), partition), table.next_offset());
+        }
+        self.producers.insert((topic.to_string(), partition), table);
+    }
+
+    /// Writes the snapshot of every partition whose producer state moved since its last one
+    /// (all of them with `all`, at shutdown).
+    pub(super) fn snapshot_producer_states(&mut self) {
+        let due: Vec<((String, i32), Vec<u8>, i64)> = self
+            .producers
+            .iter()
+            .filter(|(key, t)| {
+                !t.is_empty()
+                    && self.snapshotted.get(*key) != Some(&t.next_offset())
+                    && self.topics.contains_key(&key.0)
+            })
+            .map(|(key, t)| (key.clone(), encode(t), t.next_offset()))
+            .collect();
+        for ((topic, partition), bytes, offset) in due {
+            match self.fs.write_file_atomic(&path(&topic, partition), &bytes) {
+                Ok(()) => {
+                    self.snapshotted.insert((topic, partition), offset);
+                }
+                Err(e) => {
+                    warn!(node_id = self.config.node_id, topic = %topic, partition, error = %e, "writing a producer snapshot failed")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::group_tests::{ctx, idempotent_batch, s, sync};
+    use super::super::{Broker, BrokerConfig, Reply};
+    use crate::storage::{MemStorage, Storage};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind, TopicName};
+
+    fn open(fs: &MemStorage) -> Broker {
+        let config = BrokerConfig {
+            offsets_partitions: 1,
+            ..BrokerConfig::default()
+        };
+        Broker::open(Arc::new(fs.clone()) as Arc<dyn Storage>, config, 5, 0).unwrap()
+    }
+
+    /// (error code, base offset) of one idempotent produce to `t`-0.
+    fn produce(b: &mut Broker, pid: i64, seq: i32) -> (i16, i64) {
+        let req = RequestKind::Produce(
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(idempotent_batch(pid, seq, 2))),
+                        ]),
+                ]),
+        );
+        let resp = match b.handle(&ctx(ApiKey::Produce, 9), req, 1_000) {
+            Reply::AfterSync { response, .. } => {
+                sync(b);
+                response
+            }
+            Reply::Now(ResponseKind::Produce(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        let p = &resp.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    #[test]
+    fn a_restart_reads_the_snapshot_and_the_batches_after_it() {
+        let fs = MemStorage::new();
+        let mut b = open(&fs);
+        assert_eq!(produce(&mut b, 7, 0), (0, 0));
+        assert_eq!(produce(&mut b, 7, 2), (0, 2));
+        b.close();
+        let snap = fs
+            .raw("logs/t-0/producer.snapshot")
+            .expect("written at close");
+        assert_eq!(super::decode(&snap).unwrap().next_offset(), 4);
+
+        // After the snapshot: one more batch, then a crash (no clean shutdown).
+        let mut b = open(&fs);
+        assert!(
+            b.snapshotted.contains_key(&("t".to_string(), 0)),
+            "loaded from the snapshot"
+        );
+        assert_eq!(produce(&mut b, 7, 4), (0, 4));
+        drop(b);
+        fs.crash();
+        let mut b = open(&fs);
+        // Retries of every batch, before and after the snapshot, are recognised.
+        assert_eq!(produce(&mut b, 7, 0), (0, 0));
+        assert_eq!(produce(&mut b, 7, 4), (0, 4));
+        assert_eq!(produce(&mut b, 7, 6), (0, 6));
+        assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 8);
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_fit_the_log_is_ignored_and_deleted() {
+        let fs = MemStorage::new();
+        let mut b = open(&fs);
+        assert_eq!(produce(&mut b, 9, 0), (0, 0));
+        b.close();
+        // A snapshot claiming more of the log than exists (the log lost its tail), and a corrupt
+        // one: both are replaced by a full replay.
+        let mut fake = sluice_coordinator::ProducerStateTable::new();
+        fake.replay_batch(
+            &sluice_coordinator::BatchInfo {
+                producer_id: 9,
+                producer_epoch: 0,
+                base_sequence: 0,
+                last_offset_delta: 99,
+            },
+            0,
+            1,
+        );
+        fs.set_raw("logs/t-0/producer.snapshot", super::encode(&fake));
+        let mut b = open(&fs);
+        assert!(!b.snapshotted.contains_key(&("t".to_string(), 0)));
+        assert!(
+            fs.raw("logs/t-0/producer.snapshot").is_none(),
+            "stale snapshot deleted"
+        );
+        assert_eq!(
+            produce(&mut b, 9, 0),
+            (0, 0),
+            "dedupe from the replayed log"
+        );
+        b.close();
+        let mut raw = fs.raw("logs/t-0/producer.snapshot").unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        fs.set_raw("logs/t-0/producer.snapshot", raw);
+        let mut b = open(&fs);
+        assert_eq!(produce(&mut b, 9, 0), (0, 0));
+        assert_eq!(produce(&mut b, 9, 2), (0, 2));
+    }
+}
