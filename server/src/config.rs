@@ -89,6 +89,10 @@ pub struct Cli {
     /// (Kafka's offsets.topic.num.partitions) [default: 50]
     #[arg(long, global = true, env = "SLUICE_OFFSETS_PARTITIONS")]
     pub offsets_partitions: Option<i32>,
+    /// Segment size of the internal `__consumer_offsets` topic, fixed when it is first created
+    /// (Kafka's offsets.topic.segment.bytes) [default: 104857600]
+    #[arg(long, global = true, env = "SLUICE_OFFSETS_TOPIC_SEGMENT_BYTES")]
+    pub offsets_topic_segment_bytes: Option<u64>,
     /// How long the first rebalance of an empty group waits for more members
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
     #[arg(long, global = true, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
@@ -194,6 +198,7 @@ struct FileConfig {
     log_cleaner_io_max_bytes_per_second: Option<u64>,
     workers: Option<usize>,
     offsets_partitions: Option<i32>,
+    offsets_topic_segment_bytes: Option<u64>,
     group_initial_rebalance_delay_ms: Option<u64>,
     metrics_addr: Option<String>,
     listeners: Option<String>,
@@ -250,6 +255,8 @@ pub struct Config {
     pub workers: usize,
     /// Partitions of `__consumer_offsets`.
     pub offsets_partitions: i32,
+    /// Segment size of `__consumer_offsets` at creation.
+    pub offsets_topic_segment_bytes: u64,
     /// Initial rebalance delay of empty groups.
     pub group_initial_rebalance_delay_ms: u64,
     /// Where the metrics endpoint listens (none: off).
@@ -478,6 +485,13 @@ impl Cli {
         if retention_check_interval_ms == 0 {
             bail!("--retention-check-interval-ms must be at least 1");
         }
+        let offsets_topic_segment_bytes = self
+            .offsets_topic_segment_bytes
+            .or(file.offsets_topic_segment_bytes)
+            .unwrap_or(100 << 20);
+        if offsets_topic_segment_bytes < 4096 {
+            bail!("--offsets-topic-segment-bytes must be at least 4096");
+        }
         let log_cleaner_backoff_ms = self
             .log_cleaner_backoff_ms
             .or(file.log_cleaner_backoff_ms)
@@ -531,6 +545,7 @@ impl Cli {
             log_cleaner_io_max_bytes_per_second,
             workers: self.workers.or(file.workers).unwrap_or(0),
             offsets_partitions,
+            offsets_topic_segment_bytes,
             group_initial_rebalance_delay_ms,
             metrics_addr,
             listeners,

@@ -180,6 +180,7 @@ impl<R: Runtime> Server<R> {
             flush_interval_ms: (config.durability == Durability::Os)
                 .then_some(config.flush_interval_ms as i64),
             offsets_partitions: config.offsets_partitions,
+            offsets_segment_bytes: config.offsets_topic_segment_bytes,
             group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as i64,
             cluster_members,
             listeners: config

@@ -227,3 +227,125 @@ fn kill_9_in_the_middle_of_a_clean_loses_nothing() {
     let consumed = client(&b, "confluent", "consume", topic, &big);
     check(&produced, &consumed, cleaned);
 }
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn fetch_committed(conn: &mut sluice_tests::kafka::Conn) -> i64 {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let ResponseKind::OffsetFetch(r) =
+        conn.call(ApiKey::OffsetFetch, 1, RequestKind::OffsetFetch(req))
+    else {
+        panic!()
+    };
+    r.topics[0].partitions[0].committed_offset
+}
+
+#[test]
+fn consumer_offsets_stays_bounded_after_100000_commits_of_one_group() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, CreateTopicsRequest, GroupId, OffsetCommitRequest, RequestKind, ResponseKind,
+        TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use std::io::Write;
+    let mut b = Broker::start(&[
+        "--offsets-partitions",
+        "1",
+        "--offsets-topic-segment-bytes",
+        "65536",
+        "--log-cleaner-backoff-ms",
+        "100",
+    ]);
+    let mut conn = sluice_tests::kafka::Conn::connect(&b.addr);
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]);
+    let ResponseKind::CreateTopics(r) =
+        conn.call(ApiKey::CreateTopics, 4, RequestKind::CreateTopics(create))
+    else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    // 100,000 commits of the same group and partition, 1,000 pipelined at a time (a simple
+    // consumer: no members, generation -1).
+    const N: i64 = 100_000;
+    let mut peak = 0;
+    let dir = b.data_dir().join("logs").join("__consumer_offsets-0");
+    for chunk in 0..N / 1000 {
+        let mut frames = Vec::new();
+        for i in 0..1000 {
+            let offset = chunk * 1000 + i + 1;
+            let req = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_retention_time_ms(-1)
+                .with_topics(vec![
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("t")))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(offset),
+                        ]),
+                ]);
+            let (_, f) = conn.frame(ApiKey::OffsetCommit, 2, &RequestKind::OffsetCommit(req));
+            frames.extend_from_slice(&f);
+        }
+        conn.stream.write_all(&frames).unwrap();
+        for _ in 0..1000 {
+            let (_, r) = conn.read_response(ApiKey::OffsetCommit, 2).unwrap();
+            let ResponseKind::OffsetCommit(r) = r else {
+                panic!()
+            };
+            assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        }
+        peak = peak.max(dir_bytes(&dir));
+    }
+    assert_eq!(fetch_committed(&mut conn), N);
+    // Uncompacted, the commits take several MB; compacted, a few segments of 64 KiB.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dir_bytes(&dir) > 512 << 10 {
+        assert!(
+            Instant::now() < deadline,
+            "__consumer_offsets-0 holds {} bytes after {N} commits\n{}",
+            dir_bytes(&dir),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "__consumer_offsets-0: {} bytes after {N} commits (peak {peak})",
+        dir_bytes(&dir)
+    );
+    // Replay of the compacted log rebuilds the committed offset.
+    b.kill9();
+    b.restart();
+    let mut conn = sluice_tests::kafka::Conn::connect(&b.addr);
+    assert_eq!(fetch_committed(&mut conn), N);
+}

@@ -65,6 +65,9 @@ pub struct BrokerConfig {
     /// Partitions of `__consumer_offsets` when it is created (Kafka's
     /// `offsets.topic.num.partitions`); an existing topic keeps its count.
     pub offsets_partitions: i32,
+    /// Segment size of `__consumer_offsets` when it is created (Kafka's
+    /// `offsets.topic.segment.bytes`); below 1 MiB it is set as `internal.segment.bytes`.
+    pub offsets_segment_bytes: u64,
     /// How long the first rebalance of an empty group waits (Kafka's
     /// `group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: i64,
@@ -88,6 +91,7 @@ impl Default for BrokerConfig {
             sync_writes: true,
             flush_interval_ms: None,
             offsets_partitions: 50,
+            offsets_segment_bytes: 100 << 20,
             group_initial_rebalance_delay_ms: 3000,
             cluster_members: None,
             listeners: BTreeMap::new(),
@@ -706,9 +710,17 @@ impl Broker {
         }
         if !self.topics.contains_key(OFFSETS_TOPIC) {
             // Compacted, as Kafka's: the latest commit per group and partition is what counts.
+            let segment_key = if self.config.offsets_segment_bytes < 1 << 20 {
+                "internal.segment.bytes"
+            } else {
+                "segment.bytes"
+            };
             let configs = BTreeMap::from([
                 ("cleanup.policy".to_string(), "compact".to_string()),
-                ("segment.bytes".to_string(), "104857600".to_string()),
+                (
+                    segment_key.to_string(),
+                    self.config.offsets_segment_bytes.to_string(),
+                ),
             ]);
             let n = self.config.offsets_partitions;
             self.create_topic(OFFSETS_TOPIC, n, configs, now_ms)
