@@ -166,9 +166,11 @@ fn kill_9_in_the_middle_of_a_clean_loses_nothing() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
+    // The cleaner runs once at start, then sleeps for ten minutes: nothing is cleaned while
+    // producing, and each restart begins one long (throttled) clean of the whole log.
     let mut b = Broker::start(&[
         "--log-cleaner-backoff-ms",
-        "100",
+        "600000",
         "--log-cleaner-io-max-bytes-per-second",
         "2000000",
     ]);
@@ -185,7 +187,9 @@ fn kill_9_in_the_middle_of_a_clean_loses_nothing() {
     ];
     client(&b, "confluent", "create", topic, &big);
     let produced = client(&b, "confluent", "produce", topic, &big);
-    // Kill while a clean is writing its files, at a random moment of it.
+    b.terminate();
+    b.restart();
+    // Kill while that clean is writing its files, at a random moment of it.
     let dir = partition_dir(&b, topic);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
