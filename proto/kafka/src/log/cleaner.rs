@@ -468,6 +468,10 @@ fn clean_batch<'b>(
     Ok(Some(Cow::Owned(out)))
 }
 
+/// A group being written: its writer, the (base, size) of the segments it replaces, and the
+/// provisional path of its file.
+type OpenGroup = (SegmentWriter, Vec<(i64, u64)>, String);
+
 /// Writes batches into a new segment file through a buffer.
 struct SegmentWriter {
     segment: Segment,
@@ -612,58 +616,67 @@ impl CleanPlan {
             last_batch: &last_batch,
             new_tombstones: Default::default(),
         };
-        let mut groups: Vec<Vec<&PlanSegment>> = Vec::new();
-        let mut group_bytes = 0u64;
-        for seg in &self.segments {
-            let fits = groups.last().is_some_and(|g| {
-                group_bytes + seg.size <= cfg.segment_bytes
-                    && seg.next_offset - g[0].base < i64::from(i32::MAX)
-            });
-            if fits {
-                groups.last_mut().unwrap().push(seg);
-                group_bytes += seg.size;
-            } else {
-                groups.push(vec![seg]);
-                group_bytes = seg.size;
-            }
-        }
-        let mut out = Vec::with_capacity(groups.len());
-        for (gi, group) in groups.iter().enumerate() {
-            let base = group[0].base;
-            let end = groups.get(gi + 1).map_or(self.end, |g| g[0].base);
-            let path = cleaned_path(&dir, base, end);
-            written.push(path.clone());
-            let segment =
-                Segment::create_at(&*self.fs, &path, base, self.now_ms).map_err(io_err(&dir))?;
-            let mut w = SegmentWriter {
-                segment,
-                buf: Vec::new(),
-                flushed: 0,
-                interval: cfg.index_interval_bytes,
+        // A segment joins the group being written while the group's cleaned bytes plus its
+        // whole size fit in segment.bytes (so cleaned-away segments merge into their
+        // neighbours); a group's file is named with its range once that range is known.
+        let mut out: Vec<CleanedGroup> = Vec::new();
+        let mut current: Option<OpenGroup> = None;
+        let mut finish = |current: Option<OpenGroup>,
+                          end: i64,
+                          written: &mut Vec<String>,
+                          stats: &mut CleanStats|
+         -> Result<(), LogError> {
+            let Some((mut w, originals, open_path)) = current else {
+                return Ok(());
             };
-            for seg in group {
-                stats.bytes_read += seg.size;
-                stats.segments_in += 1;
-                for_each_batch(&*seg.file, seg.size, |_, h, bytes| {
-                    if !throttle(bytes.len() as u64) {
-                        return Err(stopped());
-                    }
-                    if let Some(b) = clean_batch(bytes, h, &cfg, &filter, &mut stats)? {
-                        w.push(&b).map_err(io_err(&dir))?;
-                    }
-                    Ok(())
-                })?;
-            }
             w.flush().map_err(io_err(&dir))?;
             w.segment.file.sync_data().map_err(io_err(&dir))?;
+            let path = cleaned_path(&dir, w.segment.base_offset, end);
+            written.push(path.clone());
+            self.fs.rename(&open_path, &path).map_err(io_err(&dir))?;
             stats.bytes_written += w.segment.size;
             stats.segments_out += 1;
             out.push(CleanedGroup {
-                originals: group.iter().map(|s| (s.base, s.size)).collect(),
+                originals,
                 end,
                 segment: w.segment,
             });
+            Ok(())
+        };
+        for seg in &self.segments {
+            let fits = current.as_ref().is_some_and(|(w, _, _)| {
+                w.segment.size + seg.size <= cfg.segment_bytes
+                    && seg.next_offset - w.segment.base_offset < i64::from(i32::MAX)
+            });
+            if !fits {
+                finish(current.take(), seg.base, written, &mut stats)?;
+                let open_path = format!("{dir}/{:020}-open.cleaned", seg.base);
+                written.push(open_path.clone());
+                let segment = Segment::create_at(&*self.fs, &open_path, seg.base, self.now_ms)
+                    .map_err(io_err(&dir))?;
+                let w = SegmentWriter {
+                    segment,
+                    buf: Vec::new(),
+                    flushed: 0,
+                    interval: cfg.index_interval_bytes,
+                };
+                current = Some((w, Vec::new(), open_path));
+            }
+            let (w, originals, _) = current.as_mut().expect("a group is open");
+            originals.push((seg.base, seg.size));
+            stats.bytes_read += seg.size;
+            stats.segments_in += 1;
+            for_each_batch(&*seg.file, seg.size, |_, h, bytes| {
+                if !throttle(bytes.len() as u64) {
+                    return Err(stopped());
+                }
+                if let Some(b) = clean_batch(bytes, h, &cfg, &filter, &mut stats)? {
+                    w.push(&b).map_err(io_err(&dir))?;
+                }
+                Ok(())
+            })?;
         }
+        finish(current.take(), self.end, written, &mut stats)?;
         // 4. The checkpoint after the swap: passes whose tombstones were purged now are marked,
         // and this clean is the one that first saw the dirty section's tombstones.
         let mut state = self.state.clone();

@@ -466,11 +466,16 @@ fn an_idempotent_producers_last_batch_survives_as_an_empty_batch() {
 
 /// A log of a few segments with overwrites, synced; returns it and its model.
 fn crash_fixture(fs: &MemStorage, seed: u64) -> (PartitionLog, Model) {
+    crash_fixture_keys(fs, seed, 6)
+}
+
+/// [`crash_fixture`] over `keys` keys (many keys: the cleaned log stays large, in several groups).
+fn crash_fixture_keys(fs: &MemStorage, seed: u64, keys: u64) -> (PartitionLog, Model) {
     let mut log = open(fs, compacted(), 0);
     let mut model = Model::default();
     let mut rng = Rng(seed);
     for _ in 0..60 {
-        append_random(&mut log, &mut model, &mut rng, 6, 0);
+        append_random(&mut log, &mut model, &mut rng, keys, 0);
     }
     sync(&mut log);
     assert!(log.segment_count() > 4);
@@ -483,11 +488,12 @@ fn a_crash_at_any_step_of_the_swap_leaves_a_correct_log() {
     let mut steps = 0;
     loop {
         let fs = MemStorage::new();
-        let (mut log, model) = crash_fixture(&fs, 99);
+        let (mut log, model) = crash_fixture_keys(&fs, 99, 40);
         let original = model.records();
         let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
         let end = plan.end;
         let cleaned = plan.copy(&mut |_| true).unwrap();
+        assert!(cleaned.groups.len() >= 2, "{} groups", cleaned.groups.len());
         let finished = log.finish_clean_steps(cleaned, steps).unwrap().is_some();
         fs.crash();
         let mut log = open(&fs, cfg.clone(), 5);
@@ -547,7 +553,7 @@ fn a_crash_at_any_step_of_the_swap_leaves_a_correct_log() {
 fn a_crash_between_the_swap_renames_completes_the_clean_on_open() {
     // Stop right after every cleaned file became a swap file: the clean is complete.
     let fs = MemStorage::new();
-    let (mut log, model) = crash_fixture(&fs, 5);
+    let (mut log, model) = crash_fixture_keys(&fs, 5, 40);
     let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
     let end = plan.end;
     let cleaned = plan.copy(&mut |_| true).unwrap();
@@ -657,7 +663,7 @@ fn a_stopped_copy_leaves_no_file_behind() {
 #[test]
 fn a_failed_swap_reopens_the_segments_as_recovery_leaves_them() {
     let fs = MemStorage::new();
-    let (mut log, model) = crash_fixture(&fs, 23);
+    let (mut log, model) = crash_fixture_keys(&fs, 23, 40);
     let plan = log.plan_clean(5, true, CleanerLimits::default()).unwrap();
     let end = plan.end;
     let cleaned = plan.copy(&mut |_| true).unwrap();
@@ -704,4 +710,26 @@ fn compact_alone_keeps_old_segments_and_compact_delete_applies_retention() {
         ..cfg
     });
     assert_eq!(log.apply_retention(1_000_000).unwrap(), segments - 1);
+}
+
+#[test]
+fn segments_the_clean_empties_merge_into_their_neighbours() {
+    let fs = MemStorage::new();
+    let mut log = open(&fs, compacted(), 0);
+    let v = "m".repeat(250);
+    for _ in 0..12 {
+        log.append(
+            &keyed(&[(Some("k"), Some(&v))], Compression::None, 0, None),
+            0,
+            0,
+        )
+        .unwrap();
+    }
+    sync(&mut log);
+    assert!(log.segment_count() >= 10);
+    let s = log.clean_now(10, true).unwrap().unwrap();
+    assert_eq!((s.segments_out, log.segment_count()), (1, 2), "{s:?}");
+    let reopened = open(&fs, compacted(), 10);
+    assert_eq!(read_all(&reopened), read_all(&log));
+    assert_eq!(reopened.segment_count(), 2);
 }
