@@ -7,8 +7,9 @@
 //!    dirty section (the closed segments past the cleaner checkpoint, up to the first one holding
 //!    records newer than `min.compaction.lag.ms`). The active segment is never cleaned.
 //! 2. [`CleanPlan::copy`] (no lock: closed segments are immutable) builds the key → latest offset
-//!    map over the dirty section, then rewrites the planned segments, grouped up to
-//!    `segment.bytes`, into `<base>-<end>.cleaned` files keeping only the surviving records. A
+//!    map over the dirty section, then rewrites the planned segments into `<base>-<end>.cleaned`
+//!    files (consecutive segments share one while its cleaned bytes plus the next segment's size
+//!    fit in `segment.bytes`), keeping only the surviving records. A
 //!    batch keeps its base offset, last offset delta, producer id, epoch and base sequence;
 //!    surviving records keep their offset and timestamp deltas; the CRC is recomputed. A batch
 //!    of an idempotent producer that loses every record is kept as an empty batch when it is
