@@ -627,6 +627,14 @@ fn clean_one(shared: &Shared) -> bool {
         .finish_clean(job.topic_id, job.partition, cleaned);
     match result {
         Ok(Some(stats)) => {
+            let m = &shared.metrics;
+            Counters::add(&m.log_cleans, 1);
+            Counters::add(&m.log_cleaner_bytes_read, stats.bytes_read as usize);
+            Counters::add(&m.log_cleaner_bytes_written, stats.bytes_written as usize);
+            m.log_cleaner_last_clean_ms.store(
+                started.elapsed().as_millis() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let secs = started.elapsed().as_secs_f64().max(1e-6);
             info!(
                 topic = %job.topic,

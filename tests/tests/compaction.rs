@@ -120,13 +120,25 @@ fn check(produced: &Value, consumed: &Value, cleaned: i64) {
 }
 
 fn keyed_workload_is_compacted(client_name: &str) {
-    let mut b = Broker::start(&["--log-cleaner-backoff-ms", "100"]);
+    let metrics = format!("127.0.0.1:{}", sluice_tests::free_port());
+    let mut b = Broker::start(&[
+        "--log-cleaner-backoff-ms",
+        "100",
+        "--metrics-addr",
+        &metrics,
+    ]);
     let topic = format!("cmp-{client_name}");
     client(&b, client_name, "create", &topic, &[]);
     let produced = client(&b, client_name, "produce", &topic, &[]);
     let cleaned = wait_cleaned(&b, &topic, Duration::from_secs(60));
     let consumed = client(&b, client_name, "consume", &topic, &[]);
     check(&produced, &consumed, cleaned);
+    let (status, text) = sluice_tests::http_get(&metrics, "/metrics");
+    assert_eq!(status, 200);
+    let cleans = sluice_tests::metric(&text, "sluice_log_cleaner_cleans_total").unwrap();
+    let read = sluice_tests::metric(&text, "sluice_log_cleaner_read_bytes_total").unwrap();
+    let written = sluice_tests::metric(&text, "sluice_log_cleaner_written_bytes_total").unwrap();
+    assert!(cleans >= 1.0 && written < read, "{text}");
     // The cleaned segments as a restarted broker opens them.
     b.terminate();
     b.restart();
