@@ -208,6 +208,10 @@ struct StoredCluster {
 }
 
 const TOPICS_FILE: &str = "meta/topics.json";
+/// Written by a clean shutdown once every log is synced and indexed; removed (durably) before
+/// anything else at start. Its presence lets the start skip checking every batch of the last
+/// segments.
+const CLEAN_SHUTDOWN_FILE: &str = "meta/clean-shutdown";
 const CLUSTER_FILE: &str = "meta/cluster.json";
 
 /// The broker core.
@@ -295,6 +299,16 @@ impl Broker {
                 id
             }
         };
+        let clean = fs
+            .read_file(CLEAN_SHUTDOWN_FILE)
+            .map_err(meta_err(CLEAN_SHUTDOWN_FILE))?
+            .is_some();
+        if clean {
+            // Gone for good before any write: a crash from here on must be recovered.
+            fs.remove_file(CLEAN_SHUTDOWN_FILE)
+                .map_err(meta_err(CLEAN_SHUTDOWN_FILE))?;
+            fs.sync_dir("meta").map_err(meta_err("meta"))?;
+        }
         let stored: Vec<StoredTopic> = read_json(&*fs, TOPICS_FILE)?.unwrap_or_default();
         let mut topics = BTreeMap::new();
         let mut ids = HashMap::new();
@@ -305,13 +319,18 @@ impl Broker {
             for p in 0..t.partitions {
                 let dir = partition_dir(&t.name, p);
                 wanted_dirs.insert(dir.clone());
-                let log = PartitionLog::open(fs.clone(), dir, log_config.clone(), now_ms).map_err(
-                    |source| BrokerError::Log {
+                let open = if clean {
+                    PartitionLog::open_after_clean_shutdown
+                } else {
+                    PartitionLog::open
+                };
+                let log = open(fs.clone(), dir, log_config.clone(), now_ms).map_err(|source| {
+                    BrokerError::Log {
                         topic: t.name.clone(),
                         partition: p,
                         source,
-                    },
-                )?;
+                    }
+                })?;
                 partitions.push(log);
             }
             ids.insert(t.id, t.name.clone());
@@ -678,14 +697,19 @@ impl Broker {
     /// Clean shutdown: syncs every log and writes their indexes.
     pub fn close(&mut self) {
         self.snapshot_producer_states();
+        let mut clean = self.storage_failure.is_none();
         for (name, t) in &mut self.topics {
             for (p, log) in t.partitions.iter_mut().enumerate() {
                 if let Err(e) = log.close() {
                     warn!(topic = %name, partition = p, error = %e, "closing log failed");
+                    clean = false;
                 }
             }
         }
         self.synced_seq = self.write_seq;
+        if clean && let Err(e) = self.fs.write_file_atomic(CLEAN_SHUTDOWN_FILE, b"") {
+            warn!(node_id = self.config.node_id, error = %e, "recording the clean shutdown failed (the next start checks every log tail)");
+        }
     }
 
     /// Creates `__consumer_offsets` on first start, replays it into the group coordinator and the
@@ -896,3 +920,6 @@ mod config_tests;
 
 #[cfg(test)]
 mod security_tests;
+
+#[cfg(test)]
+mod restart_tests;

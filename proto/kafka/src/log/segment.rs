@@ -102,11 +102,53 @@ impl Segment {
         index_interval_bytes: u64,
         now_ms: i64,
     ) -> io::Result<(Self, Option<Truncation>)> {
+        Self::open_inner(
+            fs,
+            dir,
+            base_offset,
+            verify,
+            !verify,
+            index_interval_bytes,
+            now_ms,
+        )
+    }
+
+    /// Opens the last segment after a clean shutdown: its index (written at close) is trusted,
+    /// and only the bytes after the index's last entry are verified batch by batch, CRC
+    /// included — so a start reads a few KiB per partition, not the whole segment, yet a
+    /// corrupted last batch is still cut rather than served.
+    pub fn open_trusting_index(
+        fs: &dyn Storage,
+        dir: &str,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<(Self, Option<Truncation>)> {
+        Self::open_inner(
+            fs,
+            dir,
+            base_offset,
+            true,
+            true,
+            index_interval_bytes,
+            now_ms,
+        )
+    }
+
+    fn open_inner(
+        fs: &dyn Storage,
+        dir: &str,
+        base_offset: i64,
+        verify: bool,
+        trust_index: bool,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<(Self, Option<Truncation>)> {
         let file = fs.open(&log_path(dir, base_offset), false)?;
         let file_len = file.len()?;
         let mut seg = Self::empty(file, base_offset, now_ms);
         let mut start = 0u64;
-        if !verify
+        if trust_index
             && let Some(index) = load_index(fs, dir, base_offset, file_len)?
             && let Some(last) = index.last().copied()
         {
