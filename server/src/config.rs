@@ -45,7 +45,8 @@ pub struct Cli {
     /// TOML config file; keys are the long flag names with '_' for '-'
     #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// This broker's id [default: 1]
+    /// This node's id: required by `raft-cluster` (one per node, in its --peers); a standalone
+    /// broker is node 1 unless told otherwise
     #[arg(long, global = true, env = "SLUICE_NODE_ID")]
     pub node_id: Option<i32>,
     /// When produces are acknowledged: after fsync, or after the OS has the write [default: fsync]
