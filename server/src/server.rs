@@ -620,11 +620,15 @@ fn clean_one(shared: &Shared) -> bool {
             return false;
         }
     };
+    let swap_started = std::time::Instant::now();
     let result = shared
         .broker
         .lock()
         .unwrap()
         .finish_clean(job.topic_id, job.partition, cleaned);
+    let swap_ms = swap_started.elapsed().as_millis() as u64;
+    // The checkpoint write and the unlinking of the replaced files, without the lock.
+    let result = result.and_then(|s| s.map(|s| s.tidy()).transpose());
     match result {
         Ok(Some(stats)) => {
             let m = &shared.metrics;
@@ -641,6 +645,7 @@ fn clean_one(shared: &Shared) -> bool {
                 partition = job.partition,
                 read_mb_per_s = format!("{:.1}", stats.bytes_read as f64 / secs / 1e6),
                 ms = started.elapsed().as_millis() as u64,
+                swap_ms,
                 "clean complete"
             );
             true

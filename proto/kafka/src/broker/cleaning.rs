@@ -5,7 +5,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::Broker;
-use crate::log::{CleanPlan, CleanStats, Cleaned, CleanerLimits, LogError};
+use crate::log::{CleanPlan, CleanStats, Cleaned, CleanerLimits, LogError, Swapped};
 
 /// A clean the runtime copies without the broker lock, then hands to [`Broker::finish_clean`].
 #[derive(Debug)]
@@ -56,20 +56,20 @@ impl Broker {
     }
 
     /// Swaps a copied clean in (`Ok(None)`: the partition is gone or changed; the clean was
-    /// dropped).
+    /// dropped). The caller runs [`Swapped::tidy`] after releasing the broker.
     pub fn finish_clean(
         &mut self,
         topic_id: Uuid,
         partition: i32,
         cleaned: Cleaned,
-    ) -> Result<Option<CleanStats>, LogError> {
+    ) -> Result<Option<Swapped>, LogError> {
         let log = self
             .ids
             .get(&topic_id)
             .and_then(|n| self.topics.get_mut(n))
             .and_then(|t| t.partitions.get_mut(partition as usize));
         match log {
-            Some(log) => log.finish_clean(cleaned),
+            Some(log) => log.finish_clean_deferred(cleaned),
             None => {
                 cleaned.discard(&*self.fs);
                 Ok(None)
@@ -86,7 +86,8 @@ impl Broker {
                 break;
             }
             let copied = job.plan.copy(&mut |_| true);
-            match copied.and_then(|c| self.finish_clean(job.topic_id, job.partition, c)) {
+            let swapped = copied.and_then(|c| self.finish_clean(job.topic_id, job.partition, c));
+            match swapped.and_then(|s| s.map(Swapped::tidy).transpose()) {
                 Ok(Some(s)) => out.push(s),
                 Ok(None) => {}
                 Err(e) => {

@@ -186,6 +186,21 @@ fn cleaned_path(dir: &str, base: i64, end: i64) -> String {
     format!("{dir}/{base:020}-{end:020}.cleaned")
 }
 
+fn cleaned_index_path(dir: &str, base: i64, end: i64) -> String {
+    format!("{dir}/{base:020}-{end:020}.index.cleaned")
+}
+
+/// A segment's sparse index in the format of its `.index` file.
+fn index_bytes(seg: &Segment) -> Vec<u8> {
+    let mut out = Vec::with_capacity(seg.index.len() * 16);
+    for e in &seg.index {
+        out.extend_from_slice(&((e.offset - seg.base_offset) as u32).to_be_bytes());
+        out.extend_from_slice(&(e.position as u32).to_be_bytes());
+        out.extend_from_slice(&e.max_timestamp.to_be_bytes());
+    }
+    out
+}
+
 fn swap_path(dir: &str, base: i64, end: i64) -> String {
     format!("{dir}/{base:020}-{end:020}.swap")
 }
@@ -199,6 +214,10 @@ fn parse_range(name: &str, suffix: &str) -> Option<(i64, i64)> {
 pub(crate) fn recover(fs: &dyn Storage, dir: &str) -> io::Result<()> {
     let names = fs.list_dir(dir)?;
     let mut changed = false;
+    for n in names.iter().filter(|n| n.ends_with(".deleted")) {
+        fs.remove_file(&format!("{dir}/{n}"))?;
+        changed = true;
+    }
     for n in names.iter().filter(|n| n.ends_with(".cleaned")) {
         warn!(partition = %dir, file = %n, "discarding an unfinished clean");
         fs.remove_file(&format!("{dir}/{n}"))?;
@@ -635,6 +654,11 @@ impl CleanPlan {
             let path = cleaned_path(&dir, w.segment.base_offset, end);
             written.push(path.clone());
             self.fs.rename(&open_path, &path).map_err(io_err(&dir))?;
+            let index = cleaned_index_path(&dir, w.segment.base_offset, end);
+            written.push(index.clone());
+            self.fs
+                .write_file_atomic(&index, &index_bytes(&w.segment))
+                .map_err(io_err(&dir))?;
             stats.bytes_written += w.segment.size;
             stats.segments_out += 1;
             out.push(CleanedGroup {
@@ -713,11 +737,39 @@ impl CleanPlan {
     }
 }
 
+/// A swapped-in clean whose checkpoint and replaced files still need writing and removing.
+#[derive(Debug)]
+pub struct Swapped {
+    fs: Arc<dyn Storage>,
+    dir: String,
+    /// What the clean did.
+    pub stats: CleanStats,
+    checkpoint: Vec<u8>,
+    deleted: Vec<String>,
+}
+
+impl Swapped {
+    /// Writes the cleaner checkpoint and removes the replaced segment files (no lock needed).
+    pub fn tidy(self) -> Result<CleanStats, LogError> {
+        let dir = &self.dir;
+        self.fs
+            .write_file_atomic(&format!("{dir}/{CHECKPOINT_FILE}"), &self.checkpoint)
+            .map_err(io_err(dir))?;
+        for f in &self.deleted {
+            if let Err(e) = self.fs.remove_file(f) {
+                warn!(partition = %dir, file = %f, error = %e, "removing a replaced segment failed");
+            }
+        }
+        Ok(self.stats)
+    }
+}
+
 impl Cleaned {
     /// Removes the cleaned files (the swap was abandoned).
     pub fn discard(&self, fs: &dyn Storage) {
         for g in &self.groups {
             let _ = fs.remove_file(&cleaned_path(&self.dir, g.segment.base_offset, g.end));
+            let _ = fs.remove_file(&cleaned_index_path(&self.dir, g.segment.base_offset, g.end));
         }
     }
 }
@@ -824,21 +876,45 @@ impl PartitionLog {
         }
     }
 
-    /// Swaps the cleaned segments in (see the module docs). When the log changed under the
-    /// copy (retention or DeleteRecords removed a planned segment) the clean is dropped and
-    /// `Ok(None)` returned.
+    /// Swaps the cleaned segments in (see the module docs) and tidies up at once. When the
+    /// log changed under the copy (retention or DeleteRecords removed a planned segment) the
+    /// clean is dropped and `Ok(None)` returned.
+    pub fn finish_clean(&mut self, cleaned: Cleaned) -> Result<Option<CleanStats>, LogError> {
+        match self.finish_clean_deferred(cleaned)? {
+            Some(swapped) => swapped.tidy().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The swap alone, for the caller to hold its lock only for it: renames and three directory
+    /// syncs. The checkpoint write and the removal of the replaced files are left to
+    /// [`Swapped::tidy`], which needs no lock (a crash before it only makes the next clean
+    /// redo the work, and recovery removes the files).
     ///
     /// A failure in the middle of the swap leaves the files as a crash would: the segments are
     /// then opened again from disk with the recovery rules, so the log in memory matches them.
-    pub fn finish_clean(&mut self, cleaned: Cleaned) -> Result<Option<CleanStats>, LogError> {
-        let r = self.finish_clean_steps(cleaned, usize::MAX);
+    pub fn finish_clean_deferred(&mut self, cleaned: Cleaned) -> Result<Option<Swapped>, LogError> {
+        let r = self.swap_steps(cleaned, usize::MAX);
         if let Err(e) = &r {
             warn!(partition = %self.dir, error = %e, "swapping cleaned segments failed: reopening the segments");
             if let Err(e2) = self.reopen_segments() {
                 warn!(partition = %self.dir, error = %e2, "reopening the segments failed");
             }
         }
-        r
+        r.map(|o| o.map(|(s, _)| s))
+    }
+
+    /// The swap then the tidy-up, stopping after `steps` file operations (crash tests).
+    #[cfg(test)]
+    pub(crate) fn finish_clean_steps(
+        &mut self,
+        cleaned: Cleaned,
+        steps: usize,
+    ) -> Result<Option<CleanStats>, LogError> {
+        match self.swap_steps(cleaned, steps)? {
+            Some((swapped, left)) if left > 0 => swapped.tidy().map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Re-reads the closed segments from disk after recovering an interrupted swap (the active
@@ -869,12 +945,12 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// [`PartitionLog::finish_clean`] stopping after `steps` file operations (crash tests).
-    pub(crate) fn finish_clean_steps(
+    /// The swap; `Some((swapped, steps left))` once it is complete.
+    fn swap_steps(
         &mut self,
         cleaned: Cleaned,
         steps: usize,
-    ) -> Result<Option<CleanStats>, LogError> {
+    ) -> Result<Option<(Swapped, usize)>, LogError> {
         let dir = self.dir.clone();
         let fs = self.fs.clone();
         let intact = cleaned.dir == dir
@@ -909,41 +985,43 @@ impl PartitionLog {
             .map_err(io_err(&dir))?;
         }
         fs.sync_dir(&dir).map_err(io_err(&dir))?;
-        // 2. Each group replaces its originals.
-        let stats = cleaned.stats;
-        let mut state = Some(cleaned.state);
-        for g in cleaned.groups {
-            let base = g.segment.base_offset;
+        // 2. The originals go (renamed: unlinking large files is slow, it happens in tidy()).
+        let mut deleted = Vec::new();
+        for g in &cleaned.groups {
             for (b, _) in &g.originals {
                 if !step() {
                     return Ok(None);
                 }
                 self.segments.remove(b);
                 let _ = fs.remove_file(&segment::index_path(&dir, *b));
-                fs.remove_file(&segment::log_path(&dir, *b))
+                let gone = format!("{}.deleted", segment::log_path(&dir, *b));
+                fs.rename(&segment::log_path(&dir, *b), &gone)
                     .map_err(io_err(&dir))?;
+                deleted.push(gone);
             }
-            fs.sync_dir(&dir).map_err(io_err(&dir))?;
+        }
+        fs.sync_dir(&dir).map_err(io_err(&dir))?;
+        // 3. Each swap file becomes its segment, with the index written during the copy.
+        for g in cleaned.groups {
             if !step() {
                 return Ok(None);
             }
+            let base = g.segment.base_offset;
             fs.rename(
                 &swap_path(&dir, base, g.end),
                 &segment::log_path(&dir, base),
             )
             .map_err(io_err(&dir))?;
-            fs.sync_dir(&dir).map_err(io_err(&dir))?;
-            g.segment.write_index(&*fs, &dir).map_err(io_err(&dir))?;
+            let _ = fs.rename(
+                &cleaned_index_path(&dir, base, g.end),
+                &segment::index_path(&dir, base),
+            );
             self.segments.insert(base, g.segment);
         }
-        // 3. The checkpoint.
-        if !step() {
-            return Ok(None);
-        }
-        let state = state.take().expect("set above");
-        fs.write_file_atomic(&format!("{dir}/{CHECKPOINT_FILE}"), &state.encode())
-            .map_err(io_err(&dir))?;
-        self.cleaner = state;
+        fs.sync_dir(&dir).map_err(io_err(&dir))?;
+        let stats = cleaned.stats;
+        let checkpoint = cleaned.state.encode();
+        self.cleaner = cleaned.state;
         info!(
             partition = %dir,
             bytes_read = stats.bytes_read,
@@ -955,7 +1033,16 @@ impl PartitionLog {
             first_dirty = self.cleaner.first_dirty,
             "log cleaned"
         );
-        Ok(Some(stats))
+        Ok(Some((
+            Swapped {
+                fs,
+                dir,
+                stats,
+                checkpoint,
+                deleted,
+            },
+            left,
+        )))
     }
 
     /// Plans, copies and swaps in one go (tests and tools; the server splits the steps so the

@@ -528,7 +528,9 @@ fn a_crash_at_any_step_of_the_swap_leaves_a_correct_log() {
             !fs.list_dir(DIR)
                 .unwrap()
                 .iter()
-                .any(|n| n.ends_with(".cleaned") || n.ends_with(".swap")),
+                .any(|n| n.ends_with(".cleaned")
+                    || n.ends_with(".swap")
+                    || n.ends_with(".deleted")),
             "step {steps}: leftovers"
         );
         if finished {

@@ -20,7 +20,7 @@ pub use crate::compression::Compression;
 use crate::storage::{Storage, StoreFile};
 use segment::Segment;
 
-pub use cleaner::{CleanPlan, CleanStats, Cleaned, CleanerLimits, CleanerState};
+pub use cleaner::{CleanPlan, CleanStats, Cleaned, CleanerLimits, CleanerState, Swapped};
 
 /// Per-partition settings derived from the topic's configuration.
 #[derive(Debug, Clone, PartialEq)]
