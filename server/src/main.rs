@@ -14,6 +14,7 @@ mod config;
 mod connection;
 mod disk;
 mod listeners;
+mod logging;
 mod metrics;
 mod server;
 mod tls;
@@ -81,7 +82,7 @@ fn main() {
                 std::process::exit(2);
             }
         };
-        init_tracing();
+        logging::init(cc.raft_debug);
         let node_id = cc.node_id;
         if let Err(e) = run_cluster(config, cc, prepared, started) {
             tracing::error!(node_id, "{e:#}");
@@ -89,7 +90,7 @@ fn main() {
         }
         return;
     }
-    init_tracing();
+    logging::init(false);
     if let Err(e) = run(config) {
         tracing::error!("{e:#}");
         eprintln!("sluice: {e:#}");
@@ -109,18 +110,6 @@ fn bound_allocator_retention() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
 }
 
 #[cfg(feature = "runtime-tokio")]

@@ -412,6 +412,21 @@ async fn answer<R: Runtime>(
     let mut parts = line.split_whitespace();
     let (status, body) = match (parts.next(), parts.next()) {
         (Some("GET"), Some("/metrics")) => ("200 OK", scrape(shared)),
+        (Some("GET"), Some(path @ ("/raft-debug/on" | "/raft-debug/off"))) => {
+            let on = path.ends_with("/on");
+            match crate::logging::set_raft_debug(on) {
+                Ok(()) => {
+                    tracing::info!(
+                        node_id = shared.config.node_id,
+                        on,
+                        "Raft message tracing switched through the metrics endpoint"
+                    );
+                    let state = if on { "on" } else { "off" };
+                    ("200 OK", format!("raft message tracing {state}\n"))
+                }
+                Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+            }
+        }
         (Some("GET"), Some(_)) => ("404 Not Found", "try /metrics\n".to_string()),
         _ => ("400 Bad Request", "GET /metrics\n".to_string()),
     };

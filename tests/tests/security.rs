@@ -1161,7 +1161,10 @@ fn raw_sasl_handshake_and_failed_plain_authentication() {
     assert_eq!(md.brokers.len(), 1, "{md:?}");
 
     // A wrong password: SASL_AUTHENTICATION_FAILED (58) after the configured delay, then closed.
-    for creds in [format!("\0alice\0wrong"), format!("\0nobody\0{ALICE_PW}")] {
+    for creds in [
+        "\0alice\0wrong".to_string(),
+        format!("\0nobody\0{ALICE_PW}"),
+    ] {
         let mut c = raw(&addr);
         assert_eq!(handshake(&mut c, "PLAIN").error_code, 0);
         let start = Instant::now();

@@ -227,6 +227,7 @@ impl Driver {
             from = msg.from,
             to = msg.to,
             msg_term = msg.term,
+            index = msg.index,
             "recv"
         );
         // A leader remembers how far each follower's log reached. A replica rebuilt from an
@@ -532,6 +533,7 @@ impl Driver {
                     from = m.from,
                     to = m.to,
                     msg_term = m.term,
+                    index = m.index,
                     "send"
                 );
             }

@@ -48,6 +48,10 @@ pub struct ClusterArgs {
     /// catches up from a snapshot, copying records from another replica [default: 10000]
     #[arg(long, env = "SLUICE_RAFT_REPLICA_TIMEOUT_MS", value_name = "MS")]
     pub raft_replica_timeout_ms: Option<u64>,
+    /// Log every Raft message this node sends and receives (type, from, to, term, index) at
+    /// trace level; also switchable at run time with GET /raft-debug/on|off on --metrics-addr
+    #[arg(long, env = "SLUICE_RAFT_DEBUG")]
+    pub raft_debug: bool,
 }
 
 /// `sluice certs` options.
@@ -78,6 +82,7 @@ pub struct FileCluster {
     cluster_id: Option<String>,
     raft_compact_entries: Option<u64>,
     raft_replica_timeout_ms: Option<u64>,
+    raft_debug: Option<bool>,
 }
 
 /// Cluster mode settings after merging, validated.
@@ -99,6 +104,8 @@ pub struct ClusterConfig {
     pub raft_compact_entries: u64,
     /// Silence after which a replica no longer holds back compaction (ms).
     pub raft_replica_timeout_ms: u64,
+    /// Raft message tracing from the start.
+    pub raft_debug: bool,
 }
 
 impl ClusterConfig {
@@ -229,6 +236,7 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
         cluster_id_given,
         raft_compact_entries,
         raft_replica_timeout_ms,
+        raft_debug: args.raft_debug || file.raft_debug.unwrap_or(false),
     })
 }
 
