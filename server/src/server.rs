@@ -587,8 +587,18 @@ async fn cleaner<R: Runtime>(rt: R, shared: Arc<Shared>) {
     while !shared.shutting_down() {
         let s = shared.clone();
         let span = tracing::Span::current();
+        // A panic in a clean must not stop the cleaner for good: it is logged and the next
+        // partition's turn comes after the backoff.
         let busy = rt
-            .spawn_blocking(move || span.in_scope(|| clean_one(&s)))
+            .spawn_blocking(move || {
+                span.in_scope(|| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clean_one(&s)))
+                        .unwrap_or_else(|_| {
+                            error!("log clean panicked");
+                            false
+                        })
+                })
+            })
             .await;
         if !busy && !shared.shutting_down() {
             futures_lite::future::or(shared.stopped(), rt.sleep(backoff)).await;

@@ -66,7 +66,14 @@ fn wait_cleaned(b: &Broker, topic: &str, timeout: Duration) -> i64 {
         }
         assert!(
             Instant::now() < deadline,
-            "not cleaned within {timeout:?}: checkpoint {first_dirty}, active segment {active}\n{}",
+            "not cleaned within {timeout:?}: checkpoint {first_dirty}, active segment {active}, files {:?}\n{}",
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0))
+                })
+                .collect::<Vec<_>>(),
             b.log()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -364,4 +371,61 @@ fn consumer_offsets_stays_bounded_after_100000_commits_of_one_group() {
     b.restart();
     let mut conn = sluice_tests::kafka::Conn::connect(&b.addr);
     assert_eq!(fetch_committed(&mut conn), N);
+}
+
+#[test]
+fn an_idempotent_producers_emptied_last_batch_is_kept_and_clients_read_past_it() {
+    let b = Broker::start(&["--log-cleaner-backoff-ms", "100"]);
+    let topic = "cmp-idem";
+    json(&python(
+        "compaction_idempotent.py",
+        &[
+            "--bootstrap",
+            &b.addr,
+            "--topic",
+            topic,
+            "--phase",
+            "produce",
+        ],
+    ));
+    wait_cleaned(&b, topic, Duration::from_secs(60));
+    // The idempotent producer's last batch (offset 299) is there, with no records.
+    let dir = partition_dir(&b, topic);
+    let mut empty = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "log") {
+            let bytes = std::fs::read(&path).unwrap();
+            for (_, h) in sluice_proto::batch::headers(&bytes) {
+                if h.records_count == 0 {
+                    empty.push((h.base_offset, h.producer_id >= 0));
+                }
+            }
+        }
+    }
+    assert_eq!(empty, vec![(299, true)]);
+    let v = json(&python(
+        "compaction_idempotent.py",
+        &[
+            "--bootstrap",
+            &b.addr,
+            "--topic",
+            topic,
+            "--phase",
+            "consume",
+        ],
+    ));
+    for client in ["confluent", "kafka_python"] {
+        let got = v[client].as_array().unwrap();
+        assert_eq!(
+            got.last().unwrap(),
+            &serde_json::json!([399, "plain-99"]),
+            "{client}: {v}"
+        );
+        assert!(
+            got.iter()
+                .all(|r| r[1].as_str().unwrap().starts_with("plain-")),
+            "{client}: {v}"
+        );
+    }
 }

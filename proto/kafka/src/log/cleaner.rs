@@ -435,9 +435,14 @@ fn clean_batch<'b>(
     filter: &Filter<'_>,
     stats: &mut CleanStats,
 ) -> Result<Option<Cow<'b, [u8]>>, LogError> {
-    if h.is_control() || h.records_count == 0 {
-        // Transaction markers and empty batches (producer state) are kept.
-        return Ok(Some(Cow::Borrowed(bytes)));
+    let last_of_producer =
+        h.producer_id >= 0 && filter.last_batch.get(&h.producer_id) == Some(&h.base_offset);
+    if h.is_control() {
+        return Ok(Some(Cow::Borrowed(bytes))); // transaction markers are kept
+    }
+    if h.records_count == 0 {
+        // An earlier clean's shell of a producer's last batch: kept while it still is the last.
+        return Ok(last_of_producer.then_some(Cow::Borrowed(bytes)));
     }
     let plain = records_section(bytes, h, cfg)?;
     let recs = parse_records(&plain, h.records_count).map_err(LogError::Corrupt)?;
@@ -450,8 +455,6 @@ fn clean_batch<'b>(
     if kept.len() == recs.len() {
         return Ok(Some(Cow::Borrowed(bytes)));
     }
-    let last_of_producer =
-        h.producer_id >= 0 && filter.last_batch.get(&h.producer_id) == Some(&h.base_offset);
     if kept.is_empty() && !last_of_producer {
         return Ok(None);
     }

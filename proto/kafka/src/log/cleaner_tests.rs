@@ -454,8 +454,35 @@ fn an_idempotent_producers_last_batch_survives_as_an_empty_batch() {
         (1, 0, 1)
     );
     assert_eq!(p7[0].compression(), 0);
+    // Once the producer writes again, the next clean drops the old shell.
+    log.append(
+        &keyed(
+            &[(Some("k"), Some(&v))],
+            Compression::None,
+            0,
+            Some((7, 0, 2)),
+        ),
+        0,
+        0,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        log.append(
+            &keyed(&[(Some("k"), Some(&v))], Compression::None, 0, None),
+            0,
+            0,
+        )
+        .unwrap();
+    }
+    sync(&mut log);
+    log.clean_now(20, true).unwrap().unwrap();
+    let mut seen = Vec::new();
+    log.for_each_batch_header(0, |h| seen.push(*h)).unwrap();
+    let p7: Vec<_> = seen.iter().filter(|h| h.producer_id == 7).collect();
+    assert_eq!(p7.len(), 1, "{seen:?}");
+    assert_eq!((p7[0].base_offset, p7[0].base_sequence), (6, 2));
     // Reopening still finds it (and the CRC of the rewritten header is right).
-    let log = open(&fs, compacted(), 10);
+    let log = open(&fs, compacted(), 20);
     let r = log.read(0, 1 << 20, true).unwrap();
     let (at, h) = crate::batch::headers(&r.records).next().unwrap();
     assert_eq!(h.producer_id, 7);
