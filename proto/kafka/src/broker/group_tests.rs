@@ -573,3 +573,40 @@ fn offsets_topic_is_compacted_and_stays_bounded_after_many_commits() {
     assert_eq!(fetch_offset(&mut b, "t"), 5299);
     assert_eq!(fetch_offset(&mut b, "u"), -1);
 }
+
+#[test]
+fn an_offsets_topic_from_before_compaction_is_compacted_on_start_and_keeps_its_offsets() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create_topic(&mut b, "t");
+    // As an older Sluice created it.
+    b.set_configs_local(
+        OFFSETS_TOPIC,
+        std::collections::BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]),
+    );
+    let (member, generation) = join_and_sync(&mut b, 0);
+    let ResponseKind::OffsetCommit(r) = call(
+        &mut b,
+        ApiKey::OffsetCommit,
+        8,
+        commit(&member, generation, "t", 42),
+        10_000,
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    b.close();
+    let mut b = open(&fs, 20_000);
+    let c = &b.topics()[OFFSETS_TOPIC].configs;
+    assert_eq!(c["cleanup.policy"], "compact");
+    assert_eq!(c["segment.bytes"], "104857600");
+    assert!(b.topics()[OFFSETS_TOPIC].partitions[0].config().compact);
+    assert_eq!(fetch_offset(&mut b, "t"), 42);
+    // Persisted: a second start finds it as it is.
+    b.close();
+    let b = open(&fs, 30_000);
+    assert_eq!(
+        b.topics()[OFFSETS_TOPIC].configs["cleanup.policy"],
+        "compact"
+    );
+}

@@ -719,9 +719,23 @@ impl Broker {
             && !topic_config::is_compacted(&t.configs)
         {
             // Created before compaction existed (with retention.ms=-1): compact it from now on,
-            // as Kafka's is, so it stays bounded.
+            // as Kafka's is, so it stays bounded; with `--offsets-topic-segment-bytes` segments
+            // (from the next roll) rather than 1 GiB ones, which would wait long to be cleaned.
             t.configs
                 .insert("cleanup.policy".to_string(), "compact".to_string());
+            if !t.configs.contains_key("segment.bytes")
+                && !t.configs.contains_key("internal.segment.bytes")
+            {
+                let key = if self.config.offsets_segment_bytes < 1 << 20 {
+                    "internal.segment.bytes"
+                } else {
+                    "segment.bytes"
+                };
+                t.configs.insert(
+                    key.to_string(),
+                    self.config.offsets_segment_bytes.to_string(),
+                );
+            }
             let log_config = topic_config::log_config(&t.configs);
             for log in &mut t.partitions {
                 log.set_config(log_config.clone());
