@@ -127,13 +127,14 @@ fn run(config: config::Config) -> anyhow::Result<()> {
     let rt = make_runtime(config.workers)
         .map_err(|e| anyhow::anyhow!("node {node_id}: cannot start the runtime: {e}"))?;
     let rt2 = rt.clone();
+    let (stop, reload) = server::early_signals()?;
     // Every line the broker logs, from any task, carries its node id.
     let span = tracing::info_span!("node", node_id);
     rt.block_on(tracing::Instrument::instrument(
         async move {
             let server = server::Server::start(rt2, config).await?;
-            server::handle_signals(server.shared())?;
-            server::handle_reload(server.shared())?;
+            server::handle_signals(server.shared(), stop)?;
+            server::handle_reload(server.shared(), reload)?;
             server.run().await
         },
         span,
@@ -151,6 +152,8 @@ fn run_cluster(
     let rt = make_runtime(config.workers)
         .map_err(|e| anyhow::anyhow!("node {node_id}: cannot start the runtime: {e}"))?;
     let stop = cluster_signals(node_id)?;
+    let reload = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| anyhow::anyhow!("node {node_id}: installing the SIGHUP handler: {e}"))?;
     let span = tracing::info_span!("node", node_id);
     let rt2 = rt.clone();
     let members: Vec<i32> = cc.peers.iter().map(|&(id, _)| id as i32).collect();
@@ -191,7 +194,7 @@ fn run_cluster(
             let server =
                 server::Server::start_with(rt2.clone(), config, storage, Some(members)).await?;
             let shared = server.shared();
-            server::handle_reload(shared.clone())?;
+            server::handle_reload(shared.clone(), reload)?;
             let params = cluster::node::NodeParams {
                 cc,
                 tls,

@@ -705,10 +705,10 @@ impl Throttle {
 
 /// Starts a thread that turns SIGINT/SIGTERM into a graceful shutdown; a second signal exits
 /// at once.
-pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("installing signal handlers")?;
+pub fn handle_signals(
+    shared: Arc<Shared>,
+    mut signals: signal_hook::iterator::Signals,
+) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("sluice-signals".into())
         .spawn(move || {
@@ -736,10 +736,10 @@ pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
 
 /// Starts a thread that reloads the Kafka listeners' TLS certificate, key and client CA on
 /// SIGHUP; a failed reload keeps the running ones.
-pub fn handle_reload(shared: Arc<Shared>) -> anyhow::Result<()> {
-    use signal_hook::consts::SIGHUP;
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGHUP]).context("installing the SIGHUP handler")?;
+pub fn handle_reload(
+    shared: Arc<Shared>,
+    mut signals: signal_hook::iterator::Signals,
+) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("sluice-reload".into())
         .spawn(move || {
@@ -756,4 +756,20 @@ pub fn handle_reload(shared: Arc<Shared>) -> anyhow::Result<()> {
         })
         .context("spawning the reload thread")?;
     Ok(())
+}
+
+/// Catches SIGINT/SIGTERM (`stop`) and SIGHUP (`reload`) from the very start, before anything is
+/// bound: a signal that arrives while the broker opens its logs is queued and handled once the
+/// handlers run ([`handle_signals`], [`handle_reload`]), instead of killing the process with the
+/// default action.
+pub fn early_signals() -> anyhow::Result<(
+    signal_hook::iterator::Signals,
+    signal_hook::iterator::Signals,
+)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    let reload =
+        signal_hook::iterator::Signals::new([SIGHUP]).context("installing the SIGHUP handler")?;
+    Ok((stop, reload))
 }
