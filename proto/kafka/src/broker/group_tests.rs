@@ -353,7 +353,7 @@ pub(super) fn idempotent_batch(producer_id: i64, base_sequence: i32, n: usize) -
     buf.freeze()
 }
 
-fn produce(b: &mut Broker, batch: Bytes) -> (i16, i64) {
+pub(super) fn produce(b: &mut Broker, batch: Bytes) -> (i16, i64) {
     let req = RequestKind::Produce(
         ProduceRequest::default()
             .with_acks(-1)

@@ -130,11 +130,9 @@ impl Broker {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::group_tests::{ctx, idempotent_batch, s, sync};
-    use super::super::{Broker, BrokerConfig, Reply};
+    use super::super::group_tests::idempotent_batch;
+    use super::super::{Broker, BrokerConfig};
     use crate::storage::{MemStorage, Storage};
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind, TopicName};
 
     fn open(fs: &MemStorage) -> Broker {
         let config = BrokerConfig {
@@ -144,32 +142,9 @@ mod tests {
         Broker::open(Arc::new(fs.clone()) as Arc<dyn Storage>, config, 5, 0).unwrap()
     }
 
-    /// (error code, base offset) of one idempotent produce to `t`-0.
+    /// (error code, base offset) of one idempotent produce of two records to `t`-0.
     fn produce(b: &mut Broker, pid: i64, seq: i32) -> (i16, i64) {
-        let req = RequestKind::Produce(
-            ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(1000)
-                .with_topic_data(vec![
-                    TopicProduceData::default()
-                        .with_name(TopicName(s("t")))
-                        .with_partition_data(vec![
-                            PartitionProduceData::default()
-                                .with_index(0)
-                                .with_records(Some(idempotent_batch(pid, seq, 2))),
-                        ]),
-                ]),
-        );
-        let resp = match b.handle(&ctx(ApiKey::Produce, 9), req, 1_000) {
-            Reply::AfterSync { response, .. } => {
-                sync(b);
-                response
-            }
-            Reply::Now(ResponseKind::Produce(r)) => r,
-            other => panic!("{other:?}"),
-        };
-        let p = &resp.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
+        super::super::group_tests::produce(b, idempotent_batch(pid, seq, 2))
     }
 
     #[test]
