@@ -267,15 +267,18 @@ impl Broker {
                         Decision::Serve(body, denied) => (body, denied),
                     }
                 };
-                let host = if session.host.is_empty() {
+                // Only the group coordinator shows client hosts (DescribeGroups).
+                let host = if session.host.is_empty() || !super::groups::is_group_request(&body) {
                     String::new()
                 } else {
                     format!("/{}", session.host)
                 };
-                if let RequestKind::Metadata(r) = &body
+                // Metadata v0-3 has no auto-creation flag: `check` could not turn it off.
+                if v < 4
+                    && let RequestKind::Metadata(r) = &body
                     && !r.allow_auto_topic_creation
                 {
-                    self.auto_create_denied = !self.may(
+                    self.auto_create_denied = !self.may_quietly(
                         session,
                         Operation::Create,
                         ResourceType::Cluster,

@@ -538,12 +538,16 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
                     // v0 reads an empty list as "all topics": show none instead.
                     denied.hide_topics = (cx.all_topics)().into_iter().collect();
                 }
-                // Auto-creation needs CREATE on the cluster or on the topic.
-                if !cx.cluster(Operation::Create)
+                // Auto-creation needs CREATE on the cluster or on the topic; asked only when
+                // the request wants it, and not a denial worth a log line (Kafka's
+                // logIfDenied = false).
+                let quiet = |op, rt, name: &str| (cx.may_quietly)(op, rt, name);
+                if (cx.version < 4 || r.allow_auto_topic_creation)
+                    && !quiet(Operation::Create, ResourceType::Cluster, CLUSTER_RESOURCE)
                     && list.iter().any(|t| {
                         t.name
                             .as_ref()
-                            .is_some_and(|n| !cx.topic(Operation::Create, &n.0))
+                            .is_some_and(|n| !quiet(Operation::Create, ResourceType::Topic, &n.0))
                     })
                 {
                     r.allow_auto_topic_creation = false;
