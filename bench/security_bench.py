@@ -9,7 +9,7 @@ per MB moved (from /proc/PID/stat), and the SASL_SSL / PLAINTEXT throughput rati
 
 Usage: bench/security_bench.py [--bin target/release/sluice] [--messages 500000] [--sizes 100,10240]
 """
-import argparse, json, os, socket, subprocess, tempfile, time
+import argparse, json, os, socket, subprocess, sys, tempfile, time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -122,14 +122,21 @@ try:
         mb = n * size / 1e6
         best = {}
         for rnd in range(args.rounds):
-            for name, conf in LISTENERS.items():
+            # Alternate the order (P,S then S,P) so neither side always runs on a busier disk.
+            order = list(LISTENERS.items())
+            if rnd % 2:
+                order.reverse()
+            for name, conf in order:
                 topic = f"sec-{size}-{name}-{rnd}"
                 admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
                 pe, pc = produce(conf, topic, n, payload)
                 ce, cc = consume(conf, topic, n)
+                admin.delete_topics([topic])[topic].result(30)
                 r = {"produce_msgs_s": n / pe, "produce_MB_s": mb / pe, "produce_cpu_s_per_MB": pc / mb,
                      "consume_msgs_s": n / ce, "consume_MB_s": mb / ce, "consume_cpu_s_per_MB": cc / mb}
-                b = best.setdefault(name, r)
+                print(f"# {size} B round {rnd} {name}: produce {r['produce_MB_s']:.0f} MB/s, "
+                      f"consume {r['consume_MB_s']:.0f} MB/s", file=sys.stderr, flush=True)
+                b = best.setdefault(name, dict(r))
                 for k in ("produce_msgs_s", "produce_MB_s", "consume_msgs_s", "consume_MB_s"):
                     b[k] = max(b[k], r[k])
                 for k in ("produce_cpu_s_per_MB", "consume_cpu_s_per_MB"):

@@ -3,8 +3,10 @@
 //! rustls is itself sans-IO: bytes from the socket go into a `ServerConnection`, plaintext comes
 //! out, and what it wants sent is drained from it. The handshake runs with both halves in one
 //! task; afterwards [`TlsReader`] and [`TlsWriter`] share the connection behind a mutex, so the
-//! reading and writing halves of `connection.rs` work unchanged. TLS records the reading side
-//! produces (a key update answer) leave with the next response.
+//! reading and writing halves of `connection.rs` work unchanged. Each half hands the socket work
+//! to a task of its own (decrypting what arrives, sending what was encrypted), so the crypto
+//! overlaps with request handling on another core. TLS records the reading side produces (a key
+//! update answer) leave with the next response.
 //!
 //! The server config is behind a lock: SIGHUP reloads the certificate, key and client CA
 //! ([`TlsAcceptor::reload`]); connections already open keep the config they started with.
@@ -187,18 +189,8 @@ async fn establish<R: Runtime, Rd: Reader, W: Writer>(
         .map(|c| c.clone().into_owned());
     let shared = Arc::new(Mutex::new(conn));
     Ok((
-        TlsReader {
-            conn: shared.clone(),
-            inner: reader,
-            pending: Vec::new(),
-            pending_pos: 0,
-            pending_end: 0,
-        },
-        TlsWriter {
-            conn: shared,
-            inner: writer,
-            out: Vec::new(),
-        },
+        TlsReader::spawn(rt, shared.clone(), reader),
+        TlsWriter::spawn(rt, shared, writer),
         cert,
     ))
 }
@@ -261,93 +253,202 @@ async fn handshake<Rd: Reader, W: Writer>(
 }
 
 /// The reading half of a TLS connection: plaintext out.
+///
+/// Decryption runs in its own task (the pump), so it overlaps with the handling of the requests
+/// already decrypted — as Kafka's network threads decrypt while its request handlers append.
+/// On a produce-heavy connection the handler (append, CRC) and AES-GCM each keep a core busy;
+/// done in turn they would take the sum of both.
 pub struct TlsReader<Rd> {
-    conn: Arc<Mutex<Connection>>,
-    inner: Rd,
-    /// Ciphertext read but not yet taken by rustls (its plaintext buffer was full).
-    /// Allocated (and zeroed) once; `pending_pos..pending_end` is what rustls has not taken.
-    pending: Vec<u8>,
-    pending_pos: usize,
-    pending_end: usize,
+    plaintext: async_channel::Receiver<io::Result<Vec<u8>>>,
+    /// Dropped with the reader: tells the pump to stop even while it waits on the socket.
+    _stop: async_channel::Sender<()>,
+    chunk: Vec<u8>,
+    pos: usize,
+    _inner: std::marker::PhantomData<fn() -> Rd>,
 }
 
-impl<Rd: Reader> Reader for TlsReader<Rd> {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            {
-                let mut conn = self.conn.lock().unwrap();
-                while self.pending_pos < self.pending_end && conn.wants_read() {
-                    let mut slice = &self.pending[self.pending_pos..self.pending_end];
-                    let n = conn.read_tls(&mut slice)?;
-                    self.pending_pos += n;
-                    conn.process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    if n == 0 {
-                        break;
-                    }
+/// Plaintext chunks the pump may run ahead by (each at most what one socket read decrypts to).
+const PUMP_AHEAD: usize = 4;
+
+impl<Rd: Reader> TlsReader<Rd> {
+    fn spawn<R: Runtime>(rt: &R, conn: Arc<Mutex<Connection>>, inner: Rd) -> Self {
+        let (tx, plaintext) = async_channel::bounded(PUMP_AHEAD);
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        rt.spawn(async move {
+            let cancelled = async {
+                let _ = stopped.recv().await;
+                Ok(())
+            };
+            let pumped = async {
+                if let Err(e) = pump(&conn, inner, &tx).await {
+                    let _ = tx.send(Err(e)).await;
                 }
-                match conn.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // The peer closed without close_notify: end of stream all the same.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) => return Err(e),
-                }
-            }
-            if self.pending.is_empty() {
-                self.pending = vec![0; READ_CHUNK];
-            }
-            if self.pending_pos == self.pending_end {
-                self.pending_pos = 0;
-                self.pending_end = 0;
-            } else if self.pending_end == self.pending.len() {
-                // Full with a partial record at the end: move it to the front.
-                self.pending
-                    .copy_within(self.pending_pos..self.pending_end, 0);
-                self.pending_end -= self.pending_pos;
-                self.pending_pos = 0;
-            }
-            if self.pending_end == self.pending.len() {
-                // rustls took nothing from a full buffer and has no plaintext: never spin.
-                return Err(io::Error::other("TLS input stalled"));
-            }
-            let n = self
-                .inner
-                .read(&mut self.pending[self.pending_end..])
-                .await?;
-            self.pending_end += n;
-            if n == 0 {
-                return Ok(0);
-            }
+                Ok::<(), ()>(())
+            };
+            let _ = futures_lite::future::or(pumped, cancelled).await;
+        });
+        TlsReader {
+            plaintext,
+            _stop: stop,
+            chunk: Vec::new(),
+            pos: 0,
+            _inner: std::marker::PhantomData,
         }
     }
 }
 
+/// Reads ciphertext, decrypts it and hands the plaintext on, until the peer closes (`Ok`), the
+/// reader is dropped, or the stream fails.
+async fn pump<Rd: Reader>(
+    conn: &Mutex<Connection>,
+    mut inner: Rd,
+    tx: &async_channel::Sender<io::Result<Vec<u8>>>,
+) -> io::Result<()> {
+    // Allocated (and zeroed) once; `pos..end` is ciphertext rustls has not taken yet.
+    let mut pending = vec![0u8; READ_CHUNK];
+    let (mut pos, mut end) = (0, 0);
+    loop {
+        let mut chunk = Vec::new();
+        let closed = {
+            let mut conn = conn.lock().unwrap();
+            loop {
+                let took = if pos < end {
+                    let mut slice = &pending[pos..end];
+                    conn.read_tls(&mut slice)?
+                } else {
+                    0
+                };
+                pos += took;
+                let state = conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let ready = state.plaintext_bytes_to_read();
+                if ready > 0 {
+                    let at = chunk.len();
+                    chunk.resize(at + ready, 0);
+                    conn.reader().read_exact(&mut chunk[at..])?;
+                }
+                if state.peer_has_closed() {
+                    break true;
+                }
+                if pos == end || (took == 0 && ready == 0) {
+                    break false;
+                }
+            }
+        };
+        if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+            return Ok(());
+        }
+        if closed {
+            return Ok(());
+        }
+        if pos == end {
+            (pos, end) = (0, 0);
+        } else if end == pending.len() {
+            // Full with a partial record at the end: move it to the front.
+            pending.copy_within(pos..end, 0);
+            end -= pos;
+            pos = 0;
+        }
+        if end == pending.len() {
+            // rustls took nothing from a full buffer and has no plaintext: never spin.
+            return Err(io::Error::other("TLS input stalled"));
+        }
+        let n = inner.read(&mut pending[end..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        end += n;
+    }
+}
+
+impl<Rd: Reader> Reader for TlsReader<Rd> {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.plaintext.recv().await {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The pump ended: the peer closed.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// The writing half of a TLS connection: plaintext in, records out.
+///
+/// Encryption happens here, in the caller's task; a sender task writes the records to the
+/// socket, so encrypting one piece of a large fetch response overlaps with sending the last.
+/// Dropping the writer lets the sender finish what is queued, then closes the socket half.
 pub struct TlsWriter<W> {
     conn: Arc<Mutex<Connection>>,
-    inner: W,
-    out: Vec<u8>,
+    records: async_channel::Sender<Vec<u8>>,
+    /// The sender's error once it failed (the socket is gone): every later write reports it.
+    failed: Arc<Mutex<Option<io::Error>>>,
+    _inner: std::marker::PhantomData<fn() -> W>,
+}
+
+/// Encrypted pieces (each at most rustls' 64 KiB send buffer) queued ahead of the socket.
+const SEND_AHEAD: usize = 4;
+
+impl<W: Writer> TlsWriter<W> {
+    fn spawn<R: Runtime>(rt: &R, conn: Arc<Mutex<Connection>>, mut inner: W) -> Self {
+        let (records, queued) = async_channel::bounded::<Vec<u8>>(SEND_AHEAD);
+        let failed = Arc::new(Mutex::new(None));
+        let report = failed.clone();
+        rt.spawn(async move {
+            while let Ok(record) = queued.recv().await {
+                if let Err(e) = inner.write_all(&record).await {
+                    *report.lock().unwrap() = Some(e);
+                    return;
+                }
+            }
+        });
+        TlsWriter {
+            conn,
+            records,
+            failed,
+            _inner: std::marker::PhantomData,
+        }
+    }
+
+    fn broken(&self) -> io::Error {
+        match &*self.failed.lock().unwrap() {
+            Some(e) => io::Error::new(e.kind(), e.to_string()),
+            None => io::Error::new(io::ErrorKind::BrokenPipe, "TLS sender stopped"),
+        }
+    }
 }
 
 impl<W: Writer> Writer for TlsWriter<W> {
     async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         loop {
-            self.out.clear();
+            let mut out = Vec::new();
             {
                 let mut conn = self.conn.lock().unwrap();
                 // rustls buffers up to its limit; encrypt in pieces so memory stays bounded.
                 let n = conn.writer().write(buf)?;
                 buf = &buf[n..];
                 while conn.wants_write() {
-                    conn.write_tls(&mut self.out)?;
+                    conn.write_tls(&mut out)?;
                 }
             }
-            if !self.out.is_empty() {
-                self.inner.write_all(&self.out).await?;
+            if !out.is_empty() && self.records.send(out).await.is_err() {
+                return Err(self.broken());
             }
             if buf.is_empty() {
-                return Ok(());
+                return if self.records.is_closed() {
+                    Err(self.broken())
+                } else {
+                    Ok(())
+                };
             }
         }
     }
