@@ -102,6 +102,19 @@ struct Held {
     snapshot: Option<Snapshot>,
 }
 
+/// A leader's view of one voter's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The voter's node id (the leader itself included).
+    pub id: u64,
+    /// Highest index known to be in the voter's log.
+    pub matched: u64,
+    /// Heard from since the last quorum check (raft-rs clears it at each check).
+    pub recent_active: bool,
+    /// Being sent a snapshot: it fell behind the leader's retained log.
+    pub snapshotting: bool,
+}
+
 /// One Raft group on one node (see the module docs for the flow).
 pub struct Driver {
     group: GroupId,
@@ -203,6 +216,22 @@ impl Driver {
     /// The in-memory log (persisted and not yet persisted entries alike).
     pub fn store(&self) -> &LogStore {
         self.raw.store()
+    }
+
+    /// Index of the last entry in the log, persisted or not.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// What this replica knows of every voter's log: meaningful on the leader, which tracks
+    /// its followers (a follower's view is stale).
+    pub fn progress(&self) -> impl Iterator<Item = PeerProgress> + '_ {
+        self.raw.raft.prs().iter().map(|(&id, pr)| PeerProgress {
+            id,
+            matched: pr.matched,
+            recent_active: pr.recent_active,
+            snapshotting: pr.state == raft::ProgressState::Snapshot,
+        })
     }
 
     /// Escape hatch for diagnostics and tests: the wrapped raft-rs node.

@@ -35,7 +35,7 @@ pub mod sim;
 pub type GroupId = u64;
 
 pub use config::Config;
-pub use driver::{Apply, Driver, Persist, RoleChange, Task};
+pub use driver::{Apply, Driver, PeerProgress, Persist, RoleChange, Task};
 pub use error::{Error, Result};
 pub use multi::{META_GROUP, Node};
 pub use raft::eraftpb;

@@ -1,11 +1,11 @@
 //! A cluster node: checks its identity against the data dir, starts the QUIC transport and runs
 //! the Raft groups (`__meta` and one per hosted partition) beside the Kafka server.
 //!
-//! One task drives the sans-IO [`sluice_raft::Node`]: it ticks it on a monotonic clock
-//! (`poll_timeout` / `handle_timeout`), feeds it the batches from the transport's inbox
-//! (`step`), proposes what the broker queued, ships its per-peer batches (`poll_transmit` →
-//! `Transport::send`, which never waits) and executes its tasks: `Persist` is written to
-//! `DATA/raft/<group>/` and fsynced on the blocking pool before `persisted(n)` is reported (only
+//! Every cluster decision lives in the sans-IO [`sluice_replica::Replica`]; this module only
+//! moves bytes and runs its I/O. One task feeds it time, the batches from the transport's inbox
+//! and the applier's progress, ships its per-peer batches (`poll_transmit` →
+//! `Transport::send`, which never waits) and executes what `poll` asks: `Persist` is written to
+//! `DATA/raft/<group>/` and fsynced on the blocking pool before `persisted` is reported (only
 //! then are the messages that depended on it sent); `Apply` goes to a separate applier task
 //! that appends to the broker's logs, so ticks never wait on it.
 
@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_lite::future;
-use sluice_proto::broker::GroupChange;
-use sluice_proto::cluster::PartitionImage;
 use sluice_proto::runtime::Runtime;
-use sluice_raft::eraftpb::{Entry, EntryType, MessageType};
-use sluice_raft::{Apply, META_GROUP, PeerBatch, Persist, StateRole, Task};
+use sluice_raft::{META_GROUP, Persist};
+use sluice_replica::{ApplyJob, Io, PersistBatch, Replica, ReplicaConfig, Shutdown, apply_entries};
 use sluice_transport_quic::{Inbox, Limits, NodeIdentity, Transport, TransportConfig};
 use tracing::{Instrument, debug, info, warn};
 
@@ -180,25 +178,19 @@ async fn run_inner<R: Runtime>(
         "raft log loaded"
     );
 
-    let mut config = sluice_raft::Config::new(node_id);
-    config.seed = entropy() ^ node_id;
-    // Elections after 0.8–1.6 s of leader silence (5+ heartbeats of 150 ms): clients see a new
-    // partition leader about 1.5 s after a node dies (docs/OPERATIONS.md, measured).
-    config.election_ticks_min = 16;
-    config.election_ticks_max = 32;
-    let mut node = sluice_raft::Node::new(config)?;
-    // `__meta` is re-applied from the start on every boot (its state lives in memory only).
-    node.add_group(META_GROUP, loaded.store, 0)?;
+    let clock = Instant::now();
+    let now_ms = || clock.elapsed().as_millis() as u64;
+    let mut replica = Replica::new(
+        ReplicaConfig {
+            node_id,
+            seed: entropy(),
+            compact_step: cc.raft_compact_entries,
+            replica_timeout_ms: cc.raft_replica_timeout_ms,
+            started_ms: clock.duration_since(started).as_millis() as u64,
+        },
+        loaded.store,
+    )?;
     let mut stores: HashMap<u64, RaftStore> = HashMap::from([(META_GROUP, disk)]);
-    // Preferred leader (first replica) of each hosted partition group.
-    let mut preferred: HashMap<u64, u64> = HashMap::new();
-    // Last compaction hint proposed per led group, and the compaction step.
-    let mut hinted: HashMap<u64, u64> = HashMap::new();
-    // Since when each (group, follower) of a led group has been silent.
-    let mut silent: HashMap<(u64, u64), u64> = HashMap::new();
-    let compact_step = cc.raft_compact_entries;
-    let replica_timeout = cc.raft_replica_timeout_ms;
-    let mut next_balance = 0u64;
 
     let (transport, inbox) = Transport::start(
         TransportConfig {
@@ -229,223 +221,59 @@ async fn run_inner<R: Runtime>(
     let span = tracing::Span::current();
     rt.spawn(applier(rt.clone(), node_id, shared.clone(), apply_rx, done_tx).instrument(span));
 
-    let mut state = Loop {
+    let io = Executor {
+        rt: &rt,
         node_id,
-        started,
-        leader: (0, 0),
-        shared: shared.clone(),
-        apply_tx,
+        data_dir: &data_dir,
+        shared: &shared,
+        transport: &transport,
+        apply_tx: &apply_tx,
+        now_ms: &now_ms,
     };
-    let clock = Instant::now();
-    let now_ms = || clock.elapsed().as_millis() as u64;
-    node.handle_timeout(now_ms());
-    let mut next_housekeeping = 0u64;
-    let mut stopping: Option<u64> = None;
-    let mut last_transfer = 0u64;
     loop {
-        // Drain what arrived, tick if due, then run the node until it is quiet.
+        // Drain what arrived, then let the replica run until it wants nothing more done.
         while let Some((from, bytes)) = inbox.try_recv() {
-            step(&mut node, node_id, from, &bytes);
+            replica.handle_message(from, &bytes);
         }
         while let Ok((group, index)) = done_rx.try_recv() {
-            if node.group(group).is_some()
-                && let Err(e) = node.applied(group, index)
-            {
+            if let Err(e) = replica.applied(group, index) {
                 warn!(node_id, group, error = %e, "reporting applied failed");
             }
         }
-        let now = now_ms();
-        if node.poll_timeout().is_none_or(|t| now >= t) {
-            node.handle_timeout(now);
-        }
-        if now >= next_housekeeping {
-            next_housekeeping = now + 200;
-            let meta = node.group(META_GROUP).expect("meta group");
-            let caught_up = meta.applied_index() >= meta.commit_index();
-            let (marks, compactions) = {
-                let mut broker = shared.broker.lock().unwrap();
-                broker.cluster_tick(caught_up, crate::server::now_ms());
-                if !shared.serving() && caught_up && broker.cluster_ready() {
-                    shared.start_serving();
-                    info!(
-                        node_id,
-                        applied = meta.applied_index(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "__meta caught up: serving Kafka clients"
-                    );
-                }
-                crate::server::deliver(&shared, &mut broker);
-                (
-                    broker.take_applied_marks(),
-                    // Hints are already spaced by the leader: act on each.
-                    broker.take_compactions(1),
-                )
-            };
-            if !marks.is_empty() {
-                let dir = data_dir.clone();
-                rt.spawn_blocking(move || write_marks(&dir, &marks)).await;
-            }
-            let liveness = Liveness {
-                silent: &mut silent,
-                now,
-                timeout: replica_timeout,
-            };
-            propose_compact_hints(&mut node, &mut hinted, liveness, compact_step);
-            report_isr(&node, &silent, now, replica_timeout, &shared);
-            for (group, index, image) in compactions {
-                compact_group(&rt, &mut node, &mut stores, group, index, image).await;
-            }
-            if shared.config.metrics_addr.is_some() {
-                publish_gauges(&node, &transport, &shared);
-            }
-        }
-        if now >= next_balance && stopping.is_none() {
-            next_balance = now + 2000;
-            balance_leaders(&mut node, &preferred);
-        }
-        let (proposals, changes) = {
+        let pass = {
             let mut broker = shared.broker.lock().unwrap();
-            (broker.take_proposals(), broker.take_group_changes())
-        };
-        for change in changes {
-            match &change {
-                GroupChange::Add { group, voters, .. } => {
-                    preferred.insert(*group, voters.first().copied().unwrap_or(0));
-                }
-                GroupChange::Remove { group } => {
-                    preferred.remove(group);
-                }
-            }
-            apply_group_change(
-                &rt,
-                &mut node,
-                &mut stores,
-                &data_dir,
-                &state.apply_tx,
-                change,
-            )
-            .await?;
-        }
-        let mut indexed = Vec::new();
-        for p in proposals {
-            // A partition entry enters the log only through this node as leader (raft-rs would
-            // forward it): the leader's offset predictions (acks=1) rely on that.
-            let leads = p.group == META_GROUP
-                || node
-                    .group(p.group)
-                    .is_some_and(|d| d.role() == StateRole::Leader);
-            let proposed = if leads {
-                node.propose(p.group, p.data.clone())
-                    .map_err(|e| e.to_string())
-            } else {
-                Err("not the leader".to_string())
-            };
-            match proposed {
-                Ok(()) => {
-                    if let Some(e) = sluice_proto::cluster::PartitionEntry::decode(&p.data)
-                        && p.group != META_GROUP
-                        && let Some(d) = node.group(p.group)
-                    {
-                        indexed.push((p.group, e.seq, d.raw_node().raft.raft_log.last_index()));
-                    }
-                }
-                Err(e) => {
-                    debug!(node_id, group = p.group, error = %e, "proposal dropped");
-                    let mut broker = shared.broker.lock().unwrap();
-                    broker.proposal_dropped(p.group, &p.data);
-                    crate::server::deliver(&shared, &mut broker);
-                }
-            }
-        }
-        if !indexed.is_empty() {
-            shared.broker.lock().unwrap().entries_indexed(&indexed);
-        }
-        if let Some(since) = stopping {
-            let leading = led_groups(&node);
-            if leading == 0 || now.saturating_sub(since) > 2000 {
+            let pass = replica.handle_timeout(now_ms(), crate::server::now_ms(), &mut broker);
+            if !shared.serving()
+                && let Some(applied) = replica.meta_caught_up()
+                && broker.cluster_ready()
+            {
+                shared.start_serving();
                 info!(
                     node_id,
-                    still_leading = leading,
-                    "leadership handed off; stopping"
+                    applied,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "__meta caught up: serving Kafka clients"
                 );
-                break;
             }
-            if now.saturating_sub(last_transfer) >= 500 {
-                last_transfer = now;
-                transfer_leadership(&mut node);
-            }
+            crate::server::deliver(&shared, &mut broker);
+            pass
+        };
+        if replica.stopped() {
+            break;
         }
-        loop {
-            let mut persists: Vec<(u64, Persist)> = Vec::new();
-            while let Some((group, task)) = node.poll_task() {
-                match task {
-                    Task::Persist(p) => persists.push((group, p)),
-                    other => state.on_task(&mut node, group, other, now_ms()),
-                }
-            }
-            ship(&mut node, &transport);
-            if persists.is_empty() {
-                break;
-            }
-            // Last entry index written per group (acks=1 answers on the leader wait for it).
-            let mut written: BTreeMap<u64, u64> = BTreeMap::new();
-            for (group, p) in &persists {
-                if let Some(e) = p.entries.last() {
-                    written.insert(*group, e.index);
-                }
-            }
-            let mut taken = std::mem::take(&mut stores);
-            let (back, result) = rt
-                .spawn_blocking(move || {
-                    let r = write_persists(&mut taken, &persists);
-                    (taken, r)
-                })
-                .await;
-            stores = back;
-            let done = result.with_context(|| format!("node {node_id}: writing the raft log"))?;
-            for (group, number) in done {
-                if node.group(group).is_some() {
-                    node.persisted(group, number)?;
-                }
-            }
-            if !written.is_empty() {
-                let mut broker = shared.broker.lock().unwrap();
-                for (group, index) in written {
-                    broker.leader_persisted(group, index);
-                }
-                crate::server::deliver(&shared, &mut broker);
-            }
+        if pass.housekeeping && shared.config.metrics_addr.is_some() {
+            publish_gauges(&replica, &transport, &shared);
         }
-        let wait_ms = node
-            .poll_timeout()
-            .unwrap_or(now + 50)
-            .min(next_housekeeping)
-            .saturating_sub(now_ms());
+        io.run(&mut replica, &mut stores).await?;
+        let wait_ms = replica.poll_timeout().saturating_sub(now_ms());
         match wait(&rt, &inbox, &stop, &done_rx, &shared, wait_ms).await {
-            Wake::Batch(from, bytes) => step(&mut node, node_id, from, &bytes),
-            Wake::Applied(group, index) => {
-                if node.group(group).is_some() {
-                    node.applied(group, index)?;
-                }
-            }
+            Wake::Batch(from, bytes) => replica.handle_message(from, &bytes),
+            Wake::Applied(group, index) => replica.applied(group, index)?,
             Wake::Timer => {}
             Wake::Closed => bail!("node {node_id}: the raft transport stopped"),
             Wake::Stop => {
-                if stopping.is_none() {
-                    info!(
-                        node_id,
-                        leading = led_groups(&node),
-                        "stopping: handing off leadership"
-                    );
-                    stopping = Some(now_ms());
-                    last_transfer = now_ms();
-                    if led_groups(&node) == 0 {
-                        break;
-                    }
-                    if transfer_leadership(&mut node) == 0 {
-                        info!(node_id, "no live peer to hand leadership to; stopping");
-                        break;
-                    }
+                if replica.begin_shutdown(now_ms()) == Shutdown::Now {
+                    break;
                 }
             }
         }
@@ -456,22 +284,135 @@ async fn run_inner<R: Runtime>(
     Ok(())
 }
 
-/// Work for the applier task.
-enum ApplyJob {
-    /// Committed entries of a group, in order.
-    Entries { group: u64, entries: Vec<Entry> },
-    /// A snapshot image to install; `index` (its Raft index) is reported applied when done.
-    Install {
-        group: u64,
-        index: u64,
-        image: PartitionImage,
-    },
+/// Runs the I/O the replica asks for: the only place the cluster loop touches disks and the
+/// network.
+struct Executor<'a, R: Runtime, F: Fn() -> u64> {
+    rt: &'a R,
+    node_id: u64,
+    data_dir: &'a Path,
+    shared: &'a Arc<Shared>,
+    transport: &'a Transport,
+    apply_tx: &'a async_channel::Sender<ApplyJob>,
+    now_ms: &'a F,
 }
 
-impl ApplyJob {
-    fn group(&self) -> u64 {
-        match self {
-            ApplyJob::Entries { group, .. } | ApplyJob::Install { group, .. } => *group,
+impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
+    /// Ships every Raft batch and runs every [`Io`] until the replica is quiet. Persists are
+    /// awaited (their messages leave only after them); applies go to the applier.
+    async fn run(
+        &self,
+        replica: &mut Replica,
+        stores: &mut HashMap<u64, RaftStore>,
+    ) -> anyhow::Result<()> {
+        let node_id = self.node_id;
+        loop {
+            while let Some(mut t) = replica.poll_transmit() {
+                let to = t.to;
+                let sent = self
+                    .transport
+                    .send(to, Bytes::from(std::mem::take(&mut t.bytes)));
+                if let Err(e) = &sent {
+                    warn!(node_id, peer_id = to, error = %e, "sending a raft batch failed");
+                }
+                if !t.snapshots.is_empty() {
+                    replica.transmitted(&t, sent.is_ok());
+                }
+            }
+            let Some(io) = replica.poll() else {
+                return Ok(());
+            };
+            match io {
+                Io::Persist(batch) => {
+                    let PersistBatch { persists, written } = batch;
+                    let mut taken = std::mem::take(stores);
+                    let (back, result) = self
+                        .rt
+                        .spawn_blocking(move || {
+                            let r = write_persists(&mut taken, &persists);
+                            (taken, r)
+                        })
+                        .await;
+                    *stores = back;
+                    let done =
+                        result.with_context(|| format!("node {node_id}: writing the raft log"))?;
+                    let mut broker = self.shared.broker.lock().unwrap();
+                    replica.persisted(
+                        &done,
+                        &written,
+                        (self.now_ms)(),
+                        crate::server::now_ms(),
+                        &mut broker,
+                    )?;
+                    crate::server::deliver(self.shared, &mut broker);
+                }
+                Io::Apply(job) => {
+                    let _ = self.apply_tx.try_send(job);
+                }
+                Io::OpenGroup(open) => {
+                    let (group, topic, partition) =
+                        (open.group, open.topic.clone(), open.partition);
+                    let dir = group_dir(self.data_dir, group);
+                    let (open_dir, voters) = (dir.clone(), open.voters.clone());
+                    let (store, loaded) = self
+                        .rt
+                        .spawn_blocking(move || RaftStore::open(&open_dir, &voters))
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "node {node_id}: opening the raft log of {topic}-{partition} in {}",
+                                dir.display()
+                            )
+                        })?;
+                    if let Some((bytes, reason)) = &loaded.truncated {
+                        warn!(node_id, group, topic = %topic, partition, bytes, reason = %reason, "truncated torn or corrupt raft log tail");
+                    }
+                    stores.insert(group, store);
+                    let mut broker = self.shared.broker.lock().unwrap();
+                    replica.group_opened(
+                        open,
+                        loaded.store,
+                        (self.now_ms)(),
+                        crate::server::now_ms(),
+                        &mut broker,
+                    )?;
+                    crate::server::deliver(self.shared, &mut broker);
+                }
+                Io::RemoveGroup { group } => {
+                    stores.remove(&group);
+                    let dir = group_dir(self.data_dir, group);
+                    self.rt
+                        .spawn_blocking(move || {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        })
+                        .await;
+                }
+                Io::CompactStore(c) => {
+                    let Some(mut disk) = stores.remove(&c.group) else {
+                        continue;
+                    };
+                    let (group, index) = (c.group, c.index);
+                    let (disk, result) = self
+                        .rt
+                        .spawn_blocking(move || {
+                            let r = disk.compact(&c.snapshot, &c.entries, &c.hard_state);
+                            (disk, r)
+                        })
+                        .await;
+                    stores.insert(group, disk);
+                    match result {
+                        Ok(()) => debug!(node_id, group, index, "raft log compacted"),
+                        Err(e) => {
+                            warn!(node_id, group, index, error = %e, "compacting the raft log on disk failed; the in-memory log is compacted, the file keeps everything")
+                        }
+                    }
+                }
+                Io::WriteMarks(marks) => {
+                    let dir = self.data_dir.to_path_buf();
+                    self.rt
+                        .spawn_blocking(move || write_marks(&dir, &marks))
+                        .await;
+                }
+            }
         }
     }
 }
@@ -511,7 +452,16 @@ async fn applier<R: Runtime>(
             }
             match job {
                 ApplyJob::Entries { group, entries } => {
-                    if let Some(last) = apply_entries(&shared, group, entries)
+                    let last = {
+                        let mut broker = shared.broker.lock().unwrap();
+                        let last =
+                            apply_entries(&mut broker, group, entries, crate::server::now_ms());
+                        crate::server::deliver(&shared, &mut broker);
+                        last
+                    };
+                    shared.flush.notify(1);
+                    shared.raft_wake.notify(1);
+                    if let Some(last) = last
                         && done.send((group, last)).await.is_err()
                     {
                         return;
@@ -536,119 +486,6 @@ async fn applier<R: Runtime>(
             }
         }
     }
-}
-
-/// Applies one group's committed entries to the broker; returns the last index.
-fn apply_entries(shared: &Arc<Shared>, group: u64, entries: Vec<Entry>) -> Option<u64> {
-    let last = entries.last().map(|e| e.index)?;
-    {
-        let mut broker = shared.broker.lock().unwrap();
-        let now = crate::server::now_ms();
-        if group == META_GROUP {
-            let entries: Vec<(u64, Vec<u8>)> = entries
-                .into_iter()
-                .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
-                .map(|e| (e.index, e.data.to_vec()))
-                .collect();
-            broker.apply_meta(&entries, now);
-        } else {
-            let entries: Vec<(u64, u64, Vec<u8>)> = entries
-                .into_iter()
-                .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
-                .map(|e| (e.index, e.term, e.data.to_vec()))
-                .collect();
-            broker.apply_partition(group, &entries, now);
-        }
-        broker.finish_apply();
-        crate::server::deliver(shared, &mut broker);
-    }
-    shared.flush.notify(1);
-    shared.raft_wake.notify(1);
-    Some(last)
-}
-
-/// Starts or stops hosting a partition group.
-async fn apply_group_change<R: Runtime>(
-    rt: &R,
-    node: &mut sluice_raft::Node,
-    stores: &mut HashMap<u64, RaftStore>,
-    data_dir: &Path,
-    apply_tx: &async_channel::Sender<ApplyJob>,
-    change: GroupChange,
-) -> anyhow::Result<()> {
-    let node_id = node.id();
-    match change {
-        GroupChange::Add {
-            group,
-            voters,
-            applied,
-            campaign,
-            topic,
-            partition,
-        } => {
-            if node.group(group).is_some() {
-                return Ok(());
-            }
-            let dir = group_dir(data_dir, group);
-            let open_dir = dir.clone();
-            let (store, loaded) = rt
-                .spawn_blocking(move || RaftStore::open(&open_dir, &voters))
-                .await
-                .with_context(|| {
-                    format!(
-                        "node {node_id}: opening the raft log of {topic}-{partition} in {}",
-                        dir.display()
-                    )
-                })?;
-            if let Some((bytes, reason)) = &loaded.truncated {
-                warn!(node_id, group, topic = %topic, partition, bytes, reason = %reason, "truncated torn or corrupt raft log tail");
-            }
-            let fresh = loaded.store.last_index() == 0;
-            // Raft refuses an applied index beyond the durable commit; entries in between are
-            // skipped by the broker (it remembers what its log holds).
-            let mut applied = applied.min(loaded.store.hard_state().commit);
-            let compacted = loaded.store.snapshot_index();
-            // A fresh group's log starts with its voters at index 1: nothing was compacted.
-            let mut install = None;
-            if applied < compacted && compacted > 1 {
-                match PartitionImage::decode(&loaded.store.snapshot_ref().data) {
-                    // A snapshot install was cut short: copy the records again.
-                    Some(image) => {
-                        info!(node_id, group, topic = %topic, partition, applied, compacted, "the local log is behind the installed snapshot: resuming the install");
-                        install = Some(ApplyJob::Install {
-                            group,
-                            index: compacted,
-                            image,
-                        });
-                    }
-                    None => {
-                        tracing::error!(node_id, group, topic = %topic, partition, applied, compacted, "the applied mark is below the compacted raft log and no snapshot image was kept: entries in between cannot be re-applied")
-                    }
-                }
-                applied = compacted;
-            }
-            node.add_group(group, loaded.store, applied)?;
-            if let Some(job) = install {
-                let _ = apply_tx.try_send(job);
-            }
-            stores.insert(group, store);
-            debug!(node_id, group, topic = %topic, partition, applied, fresh, "hosting partition group");
-            if campaign && fresh {
-                node.campaign(group)?;
-            }
-        }
-        GroupChange::Remove { group } => {
-            node.remove_group(group);
-            stores.remove(&group);
-            let dir = group_dir(data_dir, group);
-            rt.spawn_blocking(move || {
-                let _ = std::fs::remove_dir_all(&dir);
-            })
-            .await;
-            info!(node_id, group, "partition group removed");
-        }
-    }
-    Ok(())
 }
 
 fn group_dir(data_dir: &Path, group: u64) -> PathBuf {
@@ -691,203 +528,42 @@ fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
     }
 }
 
-/// Bytes of entry data a group may hold in memory before its leader proposes a compaction hint
-/// even if fewer than `--raft-compact-entries` entries accumulated (entries are whole produce
-/// requests, up to megabytes each).
-const COMPACT_BYTES: usize = 16 << 20;
-
-/// Which followers still hold back compaction: one silent for `timeout` ms (dead, cut off)
-/// does not, and catches up from a snapshot when it returns.
-struct Liveness<'a> {
-    /// Since when each (group, follower) has been silent, sampled every housekeeping round.
-    silent: &'a mut HashMap<(u64, u64), u64>,
-    now: u64,
-    timeout: u64,
-}
-
-/// A leader proposes a compaction hint once every live replica holds `step` more entries (or
-/// the log holds [`COMPACT_BYTES`]): each replica then drops what it also has durably in its
-/// segment log (see `compact_group`).
-fn propose_compact_hints(
-    node: &mut sluice_raft::Node,
-    hinted: &mut HashMap<u64, u64>,
-    live: Liveness<'_>,
-    step: u64,
-) {
-    let me = node.id();
-    let ids: Vec<u64> = node
-        .group_ids()
-        .filter(|g| {
-            *g != META_GROUP
-                && node
-                    .group(*g)
-                    .is_some_and(|d| d.role() == StateRole::Leader)
-        })
-        .collect();
-    hinted.retain(|g, _| ids.contains(g));
-    live.silent.retain(|(g, _), _| ids.contains(g));
-    for group in ids {
-        let Some(driver) = node.group(group) else {
-            continue;
-        };
-        // raft-rs clears `recent_active` at every quorum check and sets it on every message,
-        // so only a follower that stays silent keeps its entry here.
-        let mut held = u64::MAX;
-        for (&id, pr) in driver.raw_node().raft.prs().iter() {
-            let key = (group, id);
-            if id == me || pr.recent_active {
-                live.silent.remove(&key);
-            } else {
-                live.silent.entry(key).or_insert(live.now);
-            }
-            let gone = live
-                .silent
-                .get(&key)
-                .is_some_and(|since| live.now.saturating_sub(*since) >= live.timeout);
-            if !gone {
-                held = held.min(pr.matched);
-            }
-        }
-        let last = hinted.get(&group).copied().unwrap_or(0);
-        let bytes: usize = driver
-            .store()
-            .entries_slice()
-            .iter()
-            .map(|e| e.data.len())
-            .sum();
-        if held != u64::MAX && held > last && (held >= last + step || bytes >= COMPACT_BYTES) {
-            hinted.insert(group, held);
-            let _ = node.propose(group, sluice_proto::cluster::encode_compact_hint(held));
-        }
-    }
-}
-
-/// Tells the broker, for every partition this node leads, which replicas are in sync: itself,
-/// and every follower heard from within the replica timeout that is not being sent a snapshot
-/// (it fell behind the leader's retained log).
-fn report_isr(
-    node: &sluice_raft::Node,
-    silent: &HashMap<(u64, u64), u64>,
-    now: u64,
-    timeout: u64,
-    shared: &Shared,
-) {
-    let me = node.id();
-    let mut reports = Vec::new();
-    for group in node.group_ids().filter(|g| *g != META_GROUP) {
-        let Some(driver) = node.group(group) else {
-            continue;
-        };
-        if driver.role() != StateRole::Leader {
-            continue;
-        }
-        let raft = &driver.raw_node().raft;
-        let isr: Vec<i32> = raft
-            .prs()
-            .iter()
-            .filter(|(id, pr)| {
-                **id == me
-                    || (silent
-                        .get(&(group, **id))
-                        .is_none_or(|since| now.saturating_sub(*since) < timeout)
-                        && pr.state != sluice_raft::ProgressState::Snapshot)
-            })
-            .map(|(id, _)| *id as i32)
-            .collect();
-        reports.push((group, raft.term, isr));
-    }
-    if reports.is_empty() {
-        return;
-    }
-    let mut broker = shared.broker.lock().unwrap();
-    let now_ms = crate::server::now_ms();
-    for (group, term, isr) in reports {
-        broker.report_isr(group, term, isr, now_ms);
-    }
-    drop(broker);
-    shared.raft_wake.notify(1);
-}
-
-/// Drops a partition group's Raft log up to `index` in memory and on disk, keeping `image`
-/// (where the segment log stood) as the snapshot for a replica that falls behind.
-async fn compact_group<R: Runtime>(
-    rt: &R,
-    node: &mut sluice_raft::Node,
-    stores: &mut HashMap<u64, RaftStore>,
-    group: u64,
-    index: u64,
-    image: Vec<u8>,
-) {
-    let node_id = node.id();
-    let Some(driver) = node.group(group) else {
-        return;
-    };
-    let index = index.min(driver.applied_index());
-    if index <= driver.store().snapshot_index() {
-        return;
-    }
-    if let Err(e) = node.compact(group, index, image) {
-        debug!(node_id, group, index, error = %e, "compaction skipped");
-        return;
-    }
-    let store = node.group(group).expect("checked").store();
-    let (snapshot, entries, hard_state) = (
-        store.snapshot_ref().clone(),
-        store.entries_slice().to_vec(),
-        store.hard_state().clone(),
-    );
-    let Some(mut disk) = stores.remove(&group) else {
-        return;
-    };
-    let (disk, result) = rt
-        .spawn_blocking(move || {
-            let r = disk.compact(&snapshot, &entries, &hard_state);
-            (disk, r)
-        })
-        .await;
-    stores.insert(group, disk);
-    match result {
-        Ok(()) => debug!(node_id, group, index, "raft log compacted"),
-        Err(e) => {
-            warn!(node_id, group, index, error = %e, "compacting the raft log on disk failed; the in-memory log is compacted, the file keeps everything")
-        }
-    }
-}
-
 /// Publishes every group's Raft state and every peer connection for the metrics endpoint.
-fn publish_gauges(node: &sluice_raft::Node, transport: &Transport, shared: &Shared) {
+fn publish_gauges(replica: &Replica, transport: &Transport, shared: &Shared) {
     use crate::metrics::{ClusterGauges, GroupGauge, PeerGauge};
+    let states = replica.group_states();
     let names: HashMap<u64, (String, i32)> = {
         let broker = shared.broker.lock().unwrap();
         let Some(meta) = broker.meta() else { return };
-        node.group_ids()
-            .filter_map(|g| meta.group(g).map(|(t, p)| (g, (t.to_string(), p))))
+        states
+            .iter()
+            .filter_map(|g| {
+                meta.group(g.group)
+                    .map(|(t, p)| (g.group, (t.to_string(), p)))
+            })
             .collect()
     };
-    let mut groups: Vec<GroupGauge> = node
-        .group_ids()
+    let groups: Vec<GroupGauge> = states
+        .into_iter()
         .filter_map(|g| {
-            let d = node.group(g)?;
-            let raft = &d.raw_node().raft;
-            let (topic, partition) = if g == META_GROUP {
+            let (topic, partition) = if g.group == META_GROUP {
                 ("__meta".to_string(), -1)
             } else {
-                names.get(&g).cloned()?
+                names.get(&g.group).cloned()?
             };
             Some(GroupGauge {
-                group: g,
+                group: g.group,
                 topic,
                 partition,
-                leader: d.role() == StateRole::Leader,
-                term: raft.term,
-                commit: raft.raft_log.committed,
-                applied: d.applied_index(),
-                first_index: d.store().first_index(),
-                last_index: raft.raft_log.last_index(),
+                leader: g.leader,
+                term: g.term,
+                commit: g.commit,
+                applied: g.applied,
+                first_index: g.first_index,
+                last_index: g.last_index,
             })
         })
         .collect();
-    groups.sort_by_key(|g| g.group);
     let peers = transport
         .peer_states()
         .into_iter()
@@ -899,72 +575,6 @@ fn publish_gauges(node: &sluice_raft::Node, transport: &Transport, shared: &Shar
         })
         .collect();
     *shared.cluster_gauges.lock().unwrap() = Some(ClusterGauges { groups, peers });
-}
-
-/// Preferred-leader election (Kafka's auto leader rebalance): a group led by another replica
-/// than its first one is handed back once that replica is live and caught up, so leaders stay
-/// spread evenly after elections that ignored placement (first start, failover, restart).
-fn balance_leaders(node: &mut sluice_raft::Node, preferred: &HashMap<u64, u64>) {
-    let me = node.id();
-    let mut moves = Vec::new();
-    for (&group, &to) in preferred {
-        if to == me || to == 0 {
-            continue;
-        }
-        let Some(driver) = node.group(group) else {
-            continue;
-        };
-        if driver.role() != StateRole::Leader {
-            continue;
-        }
-        let raft = &driver.raw_node().raft;
-        let last = raft.raft_log.last_index();
-        if raft
-            .prs()
-            .get(to)
-            .is_some_and(|pr| pr.recent_active && pr.matched >= last)
-        {
-            moves.push((group, to));
-        }
-    }
-    // A few per round: a restarted node takes its partitions back gradually.
-    for (group, to) in moves.into_iter().take(16) {
-        debug!(
-            node_id = me,
-            group, to, "handing leadership to the preferred replica"
-        );
-        let _ = node.transfer_leader(group, to);
-    }
-}
-
-fn led_groups(node: &sluice_raft::Node) -> usize {
-    node.group_ids()
-        .filter(|g| {
-            node.group(*g)
-                .is_some_and(|d| d.role() == StateRole::Leader)
-        })
-        .count()
-}
-
-/// Hands every group this node leads to a live follower whose log is complete; returns how
-/// many transfers started (0: nobody to hand to, e.g. the last node standing).
-fn transfer_leadership(node: &mut sluice_raft::Node) -> usize {
-    let mut started = 0;
-    node.transfer_all_leadership(|_, driver| {
-        let raft = &driver.raw_node().raft;
-        let last = raft.raft_log.last_index();
-        let me = raft.id;
-        let to = raft
-            .prs()
-            .iter()
-            .filter(|(id, pr)| **id != me && pr.recent_active)
-            .max_by_key(|(_, pr)| pr.matched)
-            .filter(|(_, pr)| pr.matched + 1 >= last)
-            .map(|(id, _)| *id);
-        started += usize::from(to.is_some());
-        to
-    });
-    started
 }
 
 enum Wake {
@@ -1015,132 +625,6 @@ async fn wait<R: Runtime>(
         future::or(batch, future::or(applied, future::or(woken, timer))),
     )
     .await
-}
-
-/// What the loop remembers between tasks.
-struct Loop {
-    node_id: u64,
-    started: Instant,
-    /// (term, leader id) of `__meta` last reported.
-    leader: (u64, u64),
-    shared: Arc<Shared>,
-    apply_tx: async_channel::Sender<ApplyJob>,
-}
-
-impl Loop {
-    fn on_task(&mut self, node: &mut sluice_raft::Node, group: u64, task: Task, _now: u64) {
-        let node_id = self.node_id;
-        match task {
-            Task::Persist(_) | Task::Send(_) => unreachable!("handled by the loop / Node"),
-            Task::Apply(Apply::Entries(entries)) => {
-                let _ = self.apply_tx.try_send(ApplyJob::Entries { group, entries });
-            }
-            Task::Apply(Apply::Snapshot(s)) => {
-                let (index, term) = s.metadata.as_ref().map_or((0, 0), |m| (m.index, m.term));
-                match PartitionImage::decode(&s.data) {
-                    Some(image) if group != META_GROUP => {
-                        info!(
-                            node_id,
-                            group,
-                            index,
-                            term,
-                            end_offset = image.end_offset,
-                            "snapshot received: the leader compacted past this replica's log"
-                        );
-                        let _ = self.apply_tx.try_send(ApplyJob::Install {
-                            group,
-                            index,
-                            image,
-                        });
-                    }
-                    _ => tracing::error!(
-                        node_id,
-                        group,
-                        index,
-                        "a snapshot without a partition image arrived (from a node that compacted before snapshots carried one?); this replica cannot rebuild from it"
-                    ),
-                }
-            }
-            Task::RoleChanged(rc) if group == META_GROUP => {
-                debug!(node_id, group, role = ?rc.role, term = rc.term, leader_id = rc.leader_id, "meta role changed");
-                self.shared
-                    .broker
-                    .lock()
-                    .unwrap()
-                    .meta_role_changed(rc.leader_id, rc.term);
-                if rc.leader_id != 0 && (rc.term, rc.leader_id) != self.leader {
-                    self.leader = (rc.term, rc.leader_id);
-                    info!(
-                        node_id,
-                        term = rc.term,
-                        leader_id = rc.leader_id,
-                        is_leader = rc.role == StateRole::Leader,
-                        elapsed_ms = self.started.elapsed().as_millis() as u64,
-                        "meta leader elected"
-                    );
-                }
-            }
-            Task::RoleChanged(rc) => {
-                debug!(node_id, group, role = ?rc.role, term = rc.term, leader_id = rc.leader_id, "partition role changed");
-                let last_index = node
-                    .group(group)
-                    .map_or(0, |d| d.raw_node().raft.raft_log.last_index());
-                self.shared.broker.lock().unwrap().partition_role_changed(
-                    group,
-                    rc.leader_id,
-                    rc.term,
-                    last_index,
-                    crate::server::now_ms(),
-                );
-            }
-            Task::SnapshotWanted => {
-                // Partition groups keep their voters, so every compaction's snapshot serves.
-                debug!(
-                    node_id,
-                    group, "a peer asked for a newer snapshot than the stored one"
-                );
-            }
-            Task::ReadReady { .. } => {}
-        }
-    }
-}
-
-fn step(node: &mut sluice_raft::Node, node_id: u64, from: u64, bytes: &[u8]) {
-    match PeerBatch::decode_from(bytes) {
-        Ok(batch) if batch.from == from && batch.to == node_id => node.step(batch),
-        Ok(batch) => warn!(
-            node_id,
-            peer_id = from,
-            batch_from = batch.from,
-            batch_to = batch.to,
-            "dropped a raft batch with mismatched ids"
-        ),
-        Err(e) => warn!(node_id, peer_id = from, error = %e, "dropped an undecodable raft batch"),
-    }
-}
-
-fn ship(node: &mut sluice_raft::Node, transport: &Transport) {
-    let node_id = transport.node_id();
-    while let Some(batch) = node.poll_transmit() {
-        let to = batch.to;
-        let snapshots: Vec<u64> = batch
-            .messages
-            .iter()
-            .filter(|m| {
-                m.message
-                    .as_ref()
-                    .is_some_and(|m| m.get_msg_type() == MessageType::MsgSnapshot)
-            })
-            .map(|m| m.group)
-            .collect();
-        let sent = transport.send(to, Bytes::from(batch.encode()));
-        if let Err(e) = &sent {
-            warn!(node_id, peer_id = to, error = %e, "sending a raft batch failed");
-        }
-        for group in snapshots {
-            let _ = node.report_snapshot(group, to, sent.is_ok());
-        }
-    }
 }
 
 /// A seed for election jitter that differs between processes and starts.

@@ -1,0 +1,64 @@
+//! Committed entries on their way into the broker. The replica schedules them (in order, per
+//! group, a snapshot install holding back its group's later entries); the runtime runs them off
+//! the Raft loop, so ticks and heartbeats never wait on log writes, and reports each group's
+//! applied index back through [`crate::Replica::applied`].
+
+use sluice_proto::broker::Broker;
+use sluice_proto::cluster::PartitionImage;
+use sluice_raft::META_GROUP;
+use sluice_raft::eraftpb::{Entry, EntryType};
+
+/// Work for the runtime's applier.
+#[derive(Debug)]
+pub enum ApplyJob {
+    /// Committed entries of a group, in order: [`apply_entries`].
+    Entries {
+        /// Raft group.
+        group: u64,
+        /// The entries.
+        entries: Vec<Entry>,
+    },
+    /// A snapshot image to install (copy the records it names from another replica); `index`
+    /// (its Raft index) is reported applied when done. Later jobs of the group wait for it.
+    Install {
+        /// Raft group.
+        group: u64,
+        /// The snapshot's Raft index.
+        index: u64,
+        /// Where the leader's partition log stood.
+        image: PartitionImage,
+    },
+}
+
+impl ApplyJob {
+    /// The group the job belongs to.
+    pub fn group(&self) -> u64 {
+        match self {
+            ApplyJob::Entries { group, .. } | ApplyJob::Install { group, .. } => *group,
+        }
+    }
+}
+
+/// Applies one group's committed entries to the broker (`__meta` to the cluster metadata, a
+/// partition's to its log); returns the last index, to report applied.
+pub fn apply_entries(
+    broker: &mut Broker,
+    group: u64,
+    entries: Vec<Entry>,
+    wall_ms: i64,
+) -> Option<u64> {
+    let last = entries.last().map(|e| e.index)?;
+    let normal = entries
+        .into_iter()
+        .filter(|e| e.get_entry_type() == EntryType::EntryNormal);
+    if group == META_GROUP {
+        let entries: Vec<(u64, Vec<u8>)> = normal.map(|e| (e.index, e.data.to_vec())).collect();
+        broker.apply_meta(&entries, wall_ms);
+    } else {
+        let entries: Vec<(u64, u64, Vec<u8>)> =
+            normal.map(|e| (e.index, e.term, e.data.to_vec())).collect();
+        broker.apply_partition(group, &entries, wall_ms);
+    }
+    broker.finish_apply();
+    Some(last)
+}

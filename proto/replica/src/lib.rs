@@ -1,0 +1,792 @@
+//! The cluster replica of one node, as a sans-IO state machine.
+//!
+//! [`Replica`] owns the node's Raft groups (`__meta` and one per hosted partition) and every
+//! decision a cluster node makes beside the Kafka broker's: which proposals enter a log (only
+//! through the leader, which the broker's early acks=1 answers rely on), which followers are in
+//! sync, how far each Raft log may be dropped, when leadership goes back to a partition's
+//! preferred replica, how it is handed off on shutdown, and in which order committed entries
+//! are applied. It is shaped like quinn-proto: the runtime feeds it time
+//! ([`Replica::handle_timeout`]), peer traffic ([`Replica::handle_message`]) and the results of
+//! the I/O it asked for ([`Replica::persisted`], [`Replica::applied`],
+//! [`Replica::group_opened`]), and drains what it wants done: [`Replica::poll_transmit`] (Raft
+//! batches per peer), [`Replica::poll`] (persist, apply, open or drop a group's store, write
+//! marks) and [`Replica::poll_timeout`]. Time is one monotonic millisecond clock; the wall
+//! clock (`wall_ms`) only reaches the broker, for record timestamps and retention.
+//!
+//! The broker is passed in (`&mut Broker`) where a decision reads or changes it, so the same
+//! code runs under the server's lock and in the deterministic simulator.
+
+pub mod apply;
+pub mod leadership;
+pub mod liveness;
+
+use std::collections::{HashMap, VecDeque};
+
+use sluice_proto::broker::{Broker, GroupChange};
+use sluice_proto::cluster::{PartitionEntry, PartitionImage, encode_compact_hint};
+use sluice_raft::eraftpb::{Entry, HardState, MessageType, Snapshot};
+use sluice_raft::{Apply, LogStore, META_GROUP, PeerBatch, PeerProgress, Persist, StateRole, Task};
+use tracing::{debug, error, info, warn};
+
+pub use apply::{ApplyJob, apply_entries};
+use liveness::Silence;
+
+/// How often the replica samples follower liveness, reports the ISR, proposes compaction hints
+/// and lets the broker run its cluster timers.
+const HOUSEKEEPING_MS: u64 = 200;
+/// How often leadership is checked against the preferred replicas.
+const BALANCE_MS: u64 = 2_000;
+/// Transfers started per balance round: a restarted node takes its partitions back gradually.
+const BALANCE_MOVES: usize = 16;
+/// On shutdown, how long leadership hand-off may take before the node stops anyway.
+const HANDOFF_MS: u64 = 2_000;
+/// On shutdown, how often transfers are retried for groups still led here.
+const HANDOFF_RETRY_MS: u64 = 500;
+/// Bytes of entry data a group may hold in memory before its leader proposes a compaction hint
+/// even if fewer than `compact_step` entries accumulated (entries are whole produce requests,
+/// up to megabytes each).
+const COMPACT_BYTES: usize = 16 << 20;
+
+/// Errors the replica reports to its runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// raft-rs refused an operation the replica needed.
+    #[error("node {node}: raft group {group}: {source}")]
+    Raft {
+        /// This node.
+        node: u64,
+        /// The group.
+        group: u64,
+        /// What raft-rs said.
+        #[source]
+        source: sluice_raft::Error,
+    },
+}
+
+/// Settings of a replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This node's id.
+    pub node_id: u64,
+    /// Seed for election jitter (differs between processes and starts).
+    pub seed: u64,
+    /// A leader proposes a compaction hint once every live replica holds this many more entries.
+    pub compact_step: u64,
+    /// A follower silent this long (ms) leaves the ISR and stops holding compaction back.
+    pub replica_timeout_ms: u64,
+    /// Milliseconds from process start to the replica clock's zero (for "elected after" logs).
+    pub started_ms: u64,
+}
+
+/// A partition group to start hosting: the runtime opens (or creates) its Raft store and hands
+/// it to [`Replica::group_opened`].
+#[derive(Debug, Clone)]
+pub struct OpenGroup {
+    /// Raft group.
+    pub group: u64,
+    /// The partition's replicas (the group's voters).
+    pub voters: Vec<u64>,
+    /// Entries up to this index are already in the local partition log.
+    pub applied: u64,
+    /// This node is the preferred leader: campaign at once rather than after a timeout.
+    pub campaign: bool,
+    /// For logs: the partition's topic.
+    pub topic: String,
+    /// For logs: the partition.
+    pub partition: i32,
+}
+
+/// A group's Raft log was compacted in memory: the runtime rewrites its store to match.
+#[derive(Debug, Clone)]
+pub struct StoreCompaction {
+    /// Raft group.
+    pub group: u64,
+    /// Compacted up to this index.
+    pub index: u64,
+    /// The new snapshot (its data: where the partition log stood).
+    pub snapshot: Snapshot,
+    /// Entries after it.
+    pub entries: Vec<Entry>,
+    /// The hard state to keep.
+    pub hard_state: HardState,
+}
+
+/// Entries and hard states to make durable, for any number of groups.
+#[derive(Debug, Default)]
+pub struct PersistBatch {
+    /// What to write, per group, in order.
+    pub persists: Vec<(u64, Persist)>,
+    /// Last entry index written per group (answers acks=1 produce requests on the leader).
+    pub written: Vec<(u64, u64)>,
+}
+
+/// I/O the replica asks its runtime for, in order.
+#[derive(Debug)]
+pub enum Io {
+    /// Write and fsync, then report with [`Replica::persisted`]; Raft messages that depend on
+    /// it are released only then.
+    Persist(PersistBatch),
+    /// Hand to the applier (off the loop); it reports with [`Replica::applied`].
+    Apply(ApplyJob),
+    /// Open a partition group's store, then [`Replica::group_opened`].
+    OpenGroup(OpenGroup),
+    /// Stop hosting a group: drop its store and delete its Raft state.
+    RemoveGroup {
+        /// Raft group.
+        group: u64,
+    },
+    /// Rewrite a group's store after an in-memory compaction.
+    CompactStore(StoreCompaction),
+    /// Record partitions' applied marks (path relative to the data dir, bytes), atomically.
+    WriteMarks(Vec<(u64, String, Vec<u8>)>),
+}
+
+/// A Raft batch for one peer.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Receiving node.
+    pub to: u64,
+    /// The encoded [`PeerBatch`].
+    pub bytes: Vec<u8>,
+    /// Groups whose snapshot travels in it (report with [`Replica::transmitted`]).
+    pub snapshots: Vec<u64>,
+}
+
+/// What a pass of [`Replica::handle_timeout`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pass {
+    /// Housekeeping ran (the runtime may publish gauges on the same cadence).
+    pub housekeeping: bool,
+}
+
+/// One group's Raft state, for metrics.
+#[derive(Debug, Clone)]
+pub struct GroupState {
+    /// Raft group.
+    pub group: u64,
+    /// Led by this node.
+    pub leader: bool,
+    /// Current term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// First index still in the log.
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+}
+
+/// What [`Replica::begin_shutdown`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Nothing to hand off (or nobody to hand it to): stop now.
+    Now,
+    /// Transfers started; [`Replica::stopped`] turns true when done or after the hand-off bound.
+    HandingOff,
+}
+
+/// A node's cluster state machine (see the crate docs).
+pub struct Replica {
+    cfg: ReplicaConfig,
+    node: sluice_raft::Node,
+    /// Preferred leader (first replica) of each hosted partition group.
+    preferred: HashMap<u64, u64>,
+    /// Last compaction hint proposed per led group.
+    hinted: HashMap<u64, u64>,
+    silence: Silence,
+    next_housekeeping: u64,
+    next_balance: u64,
+    /// Since when the node is handing off leadership to stop.
+    stopping: Option<u64>,
+    last_transfer: u64,
+    stopped: bool,
+    /// (term, leader id) of `__meta` last logged.
+    meta_leader: (u64, u64),
+    io: VecDeque<Io>,
+}
+
+impl Replica {
+    /// A replica whose `__meta` log is `meta` (re-applied from the start on every boot: its
+    /// state lives in memory only).
+    pub fn new(cfg: ReplicaConfig, meta: LogStore) -> Result<Self, Error> {
+        let node_id = cfg.node_id;
+        let raft = |source| Error::Raft {
+            node: node_id,
+            group: META_GROUP,
+            source,
+        };
+        let mut config = sluice_raft::Config::new(node_id);
+        config.seed = cfg.seed ^ node_id;
+        // Elections after 0.8–1.6 s of leader silence (5+ heartbeats of 150 ms): clients see a
+        // new partition leader about 1.5 s after a node dies (docs/OPERATIONS.md, measured).
+        config.election_ticks_min = 16;
+        config.election_ticks_max = 32;
+        let mut node = sluice_raft::Node::new(config).map_err(raft)?;
+        node.add_group(META_GROUP, meta, 0).map_err(raft)?;
+        Ok(Replica {
+            cfg,
+            node,
+            preferred: HashMap::new(),
+            hinted: HashMap::new(),
+            silence: Silence::default(),
+            next_housekeeping: 0,
+            next_balance: 0,
+            stopping: None,
+            last_transfer: 0,
+            stopped: false,
+            meta_leader: (0, 0),
+            io: VecDeque::new(),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.cfg.node_id
+    }
+
+    fn err(&self, group: u64) -> impl Fn(sluice_raft::Error) -> Error {
+        let node = self.cfg.node_id;
+        move |source| Error::Raft {
+            node,
+            group,
+            source,
+        }
+    }
+
+    /// A Raft batch arrived from `from` (the transport authenticated it). Batches whose ids do
+    /// not match are dropped with a warning.
+    pub fn handle_message(&mut self, from: u64, bytes: &[u8]) {
+        let node_id = self.cfg.node_id;
+        match PeerBatch::decode_from(bytes) {
+            Ok(batch) if batch.from == from && batch.to == node_id => self.node.step(batch),
+            Ok(batch) => warn!(
+                node_id,
+                peer_id = from,
+                batch_from = batch.from,
+                batch_to = batch.to,
+                "dropped a raft batch with mismatched ids"
+            ),
+            Err(e) => {
+                warn!(node_id, peer_id = from, error = %e, "dropped an undecodable raft batch")
+            }
+        }
+    }
+
+    /// The applier applied `group` up to `index`.
+    pub fn applied(&mut self, group: u64, index: u64) -> Result<(), Error> {
+        if self.node.group(group).is_some() {
+            self.node.applied(group, index).map_err(self.err(group))?;
+        }
+        Ok(())
+    }
+
+    /// Advances to `now`: ticks the groups that are due, runs housekeeping and leader balance
+    /// when due, admits the broker's proposals and group changes, continues a shutdown
+    /// hand-off, and turns what Raft produced into transmits and [`Io`]. Call it on every wake.
+    pub fn handle_timeout(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) -> Pass {
+        let mut pass = Pass::default();
+        if self.node.poll_timeout().is_none_or(|t| now >= t) {
+            self.node.handle_timeout(now);
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_MS;
+            pass.housekeeping = true;
+            self.housekeeping(now, wall_ms, broker);
+        }
+        if now >= self.next_balance && self.stopping.is_none() {
+            self.next_balance = now + BALANCE_MS;
+            self.balance_leaders();
+        }
+        for change in broker.take_group_changes() {
+            self.group_change(change);
+        }
+        self.admit(broker);
+        if let Some(since) = self.stopping {
+            let leading = self.led_groups();
+            if leading == 0 || now.saturating_sub(since) > HANDOFF_MS {
+                info!(
+                    node_id = self.cfg.node_id,
+                    still_leading = leading,
+                    "leadership handed off; stopping"
+                );
+                self.stopped = true;
+                return pass;
+            }
+            if now.saturating_sub(self.last_transfer) >= HANDOFF_RETRY_MS {
+                self.last_transfer = now;
+                self.transfer_leadership();
+            }
+        }
+        self.drive(now, wall_ms, broker);
+        pass
+    }
+
+    /// The runtime wrote and fsynced a [`PersistBatch`]: `done` is the last persist number
+    /// written per group, `written` the batch's own list.
+    pub fn persisted(
+        &mut self,
+        done: &[(u64, u64)],
+        written: &[(u64, u64)],
+        now: u64,
+        wall_ms: i64,
+        broker: &mut Broker,
+    ) -> Result<(), Error> {
+        for &(group, number) in done {
+            if self.node.group(group).is_some() {
+                self.node
+                    .persisted(group, number)
+                    .map_err(self.err(group))?;
+            }
+        }
+        for &(group, index) in written {
+            broker.leader_persisted(group, index);
+        }
+        self.drive(now, wall_ms, broker);
+        Ok(())
+    }
+
+    /// The store of a group asked for with [`Io::OpenGroup`] is open: start its Raft group,
+    /// resuming a snapshot install that was cut short.
+    pub fn group_opened(
+        &mut self,
+        open: OpenGroup,
+        store: LogStore,
+        now: u64,
+        wall_ms: i64,
+        broker: &mut Broker,
+    ) -> Result<(), Error> {
+        let node_id = self.cfg.node_id;
+        let OpenGroup {
+            group,
+            applied,
+            campaign,
+            topic,
+            partition,
+            ..
+        } = open;
+        if self.node.group(group).is_some() {
+            return Ok(());
+        }
+        let fresh = store.last_index() == 0;
+        // Raft refuses an applied index beyond the durable commit; entries in between are
+        // skipped by the broker (it remembers what its log holds).
+        let mut applied = applied.min(store.hard_state().commit);
+        let compacted = store.snapshot_index();
+        // A fresh group's log starts with its voters at index 1: nothing was compacted.
+        let mut install = None;
+        if applied < compacted && compacted > 1 {
+            match PartitionImage::decode(&store.snapshot_ref().data) {
+                Some(image) => {
+                    info!(node_id, group, topic = %topic, partition, applied, compacted, "the local log is behind the installed snapshot: resuming the install");
+                    install = Some(ApplyJob::Install {
+                        group,
+                        index: compacted,
+                        image,
+                    });
+                }
+                None => {
+                    error!(node_id, group, topic = %topic, partition, applied, compacted, "the applied mark is below the compacted raft log and no snapshot image was kept: entries in between cannot be re-applied")
+                }
+            }
+            applied = compacted;
+        }
+        self.node
+            .add_group(group, store, applied)
+            .map_err(self.err(group))?;
+        if let Some(job) = install {
+            self.io.push_back(Io::Apply(job));
+        }
+        debug!(node_id, group, topic = %topic, partition, applied, fresh, "hosting partition group");
+        if campaign && fresh {
+            self.node.campaign(group).map_err(self.err(group))?;
+        }
+        self.drive(now, wall_ms, broker);
+        Ok(())
+    }
+
+    /// The next Raft batch to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let batch = self.node.poll_transmit()?;
+        let snapshots = batch
+            .messages
+            .iter()
+            .filter(|m| {
+                m.message
+                    .as_ref()
+                    .is_some_and(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            })
+            .map(|m| m.group)
+            .collect();
+        Some(Transmit {
+            to: batch.to,
+            bytes: batch.encode(),
+            snapshots,
+        })
+    }
+
+    /// Whether a [`Transmit`] carrying snapshots was handed to the transport.
+    pub fn transmitted(&mut self, transmit: &Transmit, delivered: bool) {
+        for &group in &transmit.snapshots {
+            let _ = self.node.report_snapshot(group, transmit.to, delivered);
+        }
+    }
+
+    /// The next I/O to run, in order.
+    pub fn poll(&mut self) -> Option<Io> {
+        self.io.pop_front()
+    }
+
+    /// When [`Replica::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> u64 {
+        self.node
+            .poll_timeout()
+            .map_or(self.next_housekeeping, |t| t.min(self.next_housekeeping))
+    }
+
+    /// Starts a graceful stop: leadership of every led group is handed to a caught-up peer.
+    pub fn begin_shutdown(&mut self, now: u64) -> Shutdown {
+        let node_id = self.cfg.node_id;
+        if self.stopping.is_some() {
+            return if self.stopped {
+                Shutdown::Now
+            } else {
+                Shutdown::HandingOff
+            };
+        }
+        let leading = self.led_groups();
+        info!(node_id, leading, "stopping: handing off leadership");
+        self.stopping = Some(now);
+        self.last_transfer = now;
+        if leading == 0 {
+            self.stopped = true;
+            return Shutdown::Now;
+        }
+        if self.transfer_leadership() == 0 {
+            info!(node_id, "no live peer to hand leadership to; stopping");
+            self.stopped = true;
+            return Shutdown::Now;
+        }
+        Shutdown::HandingOff
+    }
+
+    /// The shutdown hand-off is over: the runtime may stop.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// `__meta`'s applied index if it caught up with its commit index.
+    pub fn meta_caught_up(&self) -> Option<u64> {
+        let meta = self.node.group(META_GROUP)?;
+        (meta.applied_index() >= meta.commit_index()).then_some(meta.applied_index())
+    }
+
+    /// Every group's Raft state, for metrics.
+    pub fn group_states(&self) -> Vec<GroupState> {
+        let mut groups: Vec<GroupState> = self
+            .node
+            .group_ids()
+            .filter_map(|g| {
+                let d = self.node.group(g)?;
+                Some(GroupState {
+                    group: g,
+                    leader: d.role() == StateRole::Leader,
+                    term: d.term(),
+                    commit: d.commit_index(),
+                    applied: d.applied_index(),
+                    first_index: d.store().first_index(),
+                    last_index: d.last_index(),
+                })
+            })
+            .collect();
+        groups.sort_by_key(|g| g.group);
+        groups
+    }
+
+    fn housekeeping(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
+        broker.cluster_tick(self.meta_caught_up().is_some(), wall_ms);
+        let marks = broker.take_applied_marks();
+        // Hints are already spaced by the leader: act on each.
+        let compactions = broker.take_compactions(1);
+        if !marks.is_empty() {
+            self.io.push_back(Io::WriteMarks(marks));
+        }
+        let led = self.led_partitions();
+        self.hinted.retain(|g, _| led.contains(g));
+        self.silence.retain_groups(&led);
+        let me = self.cfg.node_id;
+        let timeout = self.cfg.replica_timeout_ms;
+        for &group in &led {
+            let Some(driver) = self.node.group(group) else {
+                continue;
+            };
+            let progress: Vec<PeerProgress> = driver.progress().collect();
+            self.silence.sample(group, me, &progress, now);
+            // Compaction: each replica then drops what it also has durably in its segment log.
+            let held = liveness::held_by_live(&self.silence, group, &progress, now, timeout);
+            let last = self.hinted.get(&group).copied().unwrap_or(0);
+            let bytes: usize = driver
+                .store()
+                .entries_slice()
+                .iter()
+                .map(|e| e.data.len())
+                .sum();
+            let isr = liveness::in_sync(&self.silence, group, me, &progress, now, timeout);
+            broker.report_isr(group, driver.term(), isr, wall_ms);
+            if let Some(held) = held
+                && liveness::hint_due(held, last, self.cfg.compact_step, bytes, COMPACT_BYTES)
+            {
+                self.hinted.insert(group, held);
+                let _ = self.node.propose(group, encode_compact_hint(held));
+            }
+        }
+        for (group, index, image) in compactions {
+            self.compact_group(group, index, image);
+        }
+    }
+
+    /// Drops a group's Raft log up to `index` in memory, keeping `image` (where the segment log
+    /// stood) as the snapshot for a replica that falls behind; the store follows.
+    fn compact_group(&mut self, group: u64, index: u64, image: Vec<u8>) {
+        let node_id = self.cfg.node_id;
+        let Some(driver) = self.node.group(group) else {
+            return;
+        };
+        let index = index.min(driver.applied_index());
+        if index <= driver.store().snapshot_index() {
+            return;
+        }
+        if let Err(e) = self.node.compact(group, index, image) {
+            debug!(node_id, group, index, error = %e, "compaction skipped");
+            return;
+        }
+        let store = self.node.group(group).expect("checked").store();
+        self.io.push_back(Io::CompactStore(StoreCompaction {
+            group,
+            index,
+            snapshot: store.snapshot_ref().clone(),
+            entries: store.entries_slice().to_vec(),
+            hard_state: store.hard_state().clone(),
+        }));
+    }
+
+    /// Preferred-leader election (Kafka's auto leader rebalance): a group led by another
+    /// replica than its first one is handed back once that replica is live and caught up, so
+    /// leaders stay spread evenly after elections that ignored placement.
+    fn balance_leaders(&mut self) {
+        let me = self.cfg.node_id;
+        let mut moves = Vec::new();
+        for (&group, &to) in &self.preferred {
+            if to == me || to == 0 {
+                continue;
+            }
+            let Some(driver) = self.node.group(group) else {
+                continue;
+            };
+            if driver.role() != StateRole::Leader {
+                continue;
+            }
+            let progress: Vec<PeerProgress> = driver.progress().collect();
+            if leadership::preferred_ready(to, driver.last_index(), &progress) {
+                moves.push((group, to));
+            }
+        }
+        moves.sort_unstable();
+        for (group, to) in moves.into_iter().take(BALANCE_MOVES) {
+            debug!(
+                node_id = me,
+                group, to, "handing leadership to the preferred replica"
+            );
+            let _ = self.node.transfer_leader(group, to);
+        }
+    }
+
+    fn group_change(&mut self, change: GroupChange) {
+        match change {
+            GroupChange::Add {
+                group,
+                voters,
+                applied,
+                campaign,
+                topic,
+                partition,
+            } => {
+                self.preferred
+                    .insert(group, voters.first().copied().unwrap_or(0));
+                if self.node.group(group).is_none() {
+                    self.io.push_back(Io::OpenGroup(OpenGroup {
+                        group,
+                        voters,
+                        applied,
+                        campaign,
+                        topic,
+                        partition,
+                    }));
+                }
+            }
+            GroupChange::Remove { group } => {
+                self.preferred.remove(&group);
+                // An open still queued for it must not resurrect it.
+                self.io
+                    .retain(|io| !matches!(io, Io::OpenGroup(o) if o.group == group));
+                self.node.remove_group(group);
+                info!(node_id = self.cfg.node_id, group, "partition group removed");
+                self.io.push_back(Io::RemoveGroup { group });
+            }
+        }
+    }
+
+    /// Proposal admission: a partition entry enters the log only through this node as leader
+    /// (raft-rs would forward it), because the leader's offset predictions (acks=1) rely on
+    /// that; `__meta` entries are forwarded to its leader.
+    fn admit(&mut self, broker: &mut Broker) {
+        let node_id = self.cfg.node_id;
+        let mut indexed = Vec::new();
+        for p in broker.take_proposals() {
+            let leads = p.group == META_GROUP || self.leads(p.group);
+            let proposed = if leads {
+                self.node
+                    .propose(p.group, p.data.clone())
+                    .map_err(|e| e.to_string())
+            } else {
+                Err("not the leader".to_string())
+            };
+            match proposed {
+                Ok(()) => {
+                    if p.group != META_GROUP
+                        && let Some(e) = PartitionEntry::decode(&p.data)
+                        && let Some(d) = self.node.group(p.group)
+                    {
+                        indexed.push((p.group, e.seq, d.last_index()));
+                    }
+                }
+                Err(e) => {
+                    debug!(node_id, group = p.group, error = %e, "proposal dropped");
+                    broker.proposal_dropped(p.group, &p.data);
+                }
+            }
+        }
+        if !indexed.is_empty() {
+            broker.entries_indexed(&indexed);
+        }
+    }
+
+    /// Turns Raft's tasks into I/O (one persist batch for all groups) and broker events.
+    fn drive(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
+        let mut batch = PersistBatch::default();
+        while let Some((group, task)) = self.node.poll_task() {
+            match task {
+                Task::Persist(p) => {
+                    if let Some(e) = p.entries.last() {
+                        match batch.written.iter_mut().find(|(g, _)| *g == group) {
+                            Some(w) => w.1 = e.index,
+                            None => batch.written.push((group, e.index)),
+                        }
+                    }
+                    batch.persists.push((group, p));
+                }
+                other => self.on_task(group, other, now, wall_ms, broker),
+            }
+        }
+        if !batch.persists.is_empty() {
+            self.io.push_back(Io::Persist(batch));
+        }
+    }
+
+    fn on_task(&mut self, group: u64, task: Task, now: u64, wall_ms: i64, broker: &mut Broker) {
+        let node_id = self.cfg.node_id;
+        match task {
+            Task::Persist(_) | Task::Send(_) => unreachable!("handled by drive / the Node"),
+            Task::Apply(Apply::Entries(entries)) => {
+                self.io
+                    .push_back(Io::Apply(ApplyJob::Entries { group, entries }));
+            }
+            Task::Apply(Apply::Snapshot(s)) => {
+                let (index, term) = s.metadata.as_ref().map_or((0, 0), |m| (m.index, m.term));
+                match PartitionImage::decode(&s.data) {
+                    Some(image) if group != META_GROUP => {
+                        info!(
+                            node_id,
+                            group,
+                            index,
+                            term,
+                            end_offset = image.end_offset,
+                            "snapshot received: the leader compacted past this replica's log"
+                        );
+                        self.io.push_back(Io::Apply(ApplyJob::Install {
+                            group,
+                            index,
+                            image,
+                        }));
+                    }
+                    _ => error!(
+                        node_id,
+                        group,
+                        index,
+                        "a snapshot without a partition image arrived (from a node that compacted before snapshots carried one?); this replica cannot rebuild from it"
+                    ),
+                }
+            }
+            Task::RoleChanged(rc) if group == META_GROUP => {
+                debug!(node_id, group, role = ?rc.role, term = rc.term, leader_id = rc.leader_id, "meta role changed");
+                broker.meta_role_changed(rc.leader_id, rc.term);
+                if rc.leader_id != 0 && (rc.term, rc.leader_id) != self.meta_leader {
+                    self.meta_leader = (rc.term, rc.leader_id);
+                    info!(
+                        node_id,
+                        term = rc.term,
+                        leader_id = rc.leader_id,
+                        is_leader = rc.role == StateRole::Leader,
+                        elapsed_ms = self.cfg.started_ms + now,
+                        "meta leader elected"
+                    );
+                }
+            }
+            Task::RoleChanged(rc) => {
+                debug!(node_id, group, role = ?rc.role, term = rc.term, leader_id = rc.leader_id, "partition role changed");
+                let last_index = self.node.group(group).map_or(0, |d| d.last_index());
+                broker.partition_role_changed(group, rc.leader_id, rc.term, last_index, wall_ms);
+            }
+            Task::SnapshotWanted => {
+                // Partition groups keep their voters, so every compaction's snapshot serves.
+                debug!(
+                    node_id,
+                    group, "a peer asked for a newer snapshot than the stored one"
+                );
+            }
+            Task::ReadReady { .. } => {}
+        }
+    }
+
+    fn leads(&self, group: u64) -> bool {
+        self.node
+            .group(group)
+            .is_some_and(|d| d.role() == StateRole::Leader)
+    }
+
+    fn led_partitions(&self) -> Vec<u64> {
+        self.node
+            .group_ids()
+            .filter(|&g| g != META_GROUP && self.leads(g))
+            .collect()
+    }
+
+    fn led_groups(&self) -> usize {
+        self.node.group_ids().filter(|&g| self.leads(g)).count()
+    }
+
+    /// Hands every group this node leads to a live follower whose log is complete; returns how
+    /// many transfers started (0: nobody to hand to, e.g. the last node standing).
+    fn transfer_leadership(&mut self) -> usize {
+        let me = self.cfg.node_id;
+        let mut started = 0;
+        self.node.transfer_all_leadership(|_, driver| {
+            let progress: Vec<PeerProgress> = driver.progress().collect();
+            let to = leadership::handoff_target(me, driver.last_index(), &progress);
+            started += usize::from(to.is_some());
+            to
+        });
+        started
+    }
+}
