@@ -386,10 +386,12 @@ impl Broker {
         if let Some(members) = broker.config.cluster_members.clone() {
             // Topics, the offsets topic and coordinator partitions come from `__meta` and
             // partition leadership; local logs are reconciled once `__meta` is applied.
+            let boot = cluster::next_boot(&*broker.fs)?;
             broker.cluster = Some(cluster::ClusterState::new(
                 broker.config.node_id,
                 &members,
                 now_ms,
+                boot,
             ));
             let local = security::load(&*broker.fs)?;
             if !local.acls.is_empty() || !local.credentials.is_empty() {
@@ -828,6 +830,20 @@ impl Broker {
             .collect();
         self.fs
             .write_file_atomic(TOPICS_FILE, &serde_json::to_vec_pretty(&stored).unwrap())
+    }
+
+    /// A partition's high watermark and every batch below it from offset `from` (or the log
+    /// start): what any consumer may see (the replica simulator compares it across replicas).
+    pub fn committed_batches(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+    ) -> Option<(i64, bytes::Bytes)> {
+        let log = self.partition(topic, partition).ok()?;
+        let from = from.clamp(log.log_start_offset(), log.log_end_offset());
+        let read = log.read(from, usize::MAX, true).ok()?;
+        Some((log.high_watermark(), read.records))
     }
 
     fn partition(&self, topic: &str, partition: i32) -> Result<&PartitionLog, ResponseError> {

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
     ProduceResponse, ResponseKind,
 };
 
-use super::{Broker, OFFSETS_TOPIC, str};
+use super::{Broker, BrokerError, OFFSETS_TOPIC, str};
 
 mod admin;
 mod apply;
@@ -192,7 +192,9 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    pub(super) fn new(node_id: i32, members: &[i32], now_ms: i64) -> Self {
+    /// `boot` numbers this start of the node (see [`next_boot`]): the sequences of its
+    /// proposals start above every earlier start's.
+    pub(super) fn new(node_id: i32, members: &[i32], now_ms: i64, boot: u64) -> Self {
         ClusterState {
             node_id,
             listener: None,
@@ -210,7 +212,7 @@ impl ClusterState {
             group_changes: Vec::new(),
             retry: Vec::new(),
             pending_configs: Vec::new(),
-            next_seq: 0,
+            next_seq: boot << 32,
             waits: HashMap::new(),
             produces: HashMap::new(),
             admins: HashMap::new(),
@@ -227,7 +229,40 @@ impl ClusterState {
         self.next_seq += 1;
         self.next_seq
     }
+}
 
+/// Where a node counts its starts.
+const BOOTS_FILE: &str = "meta/boots";
+
+/// Counts this start of the node, durably, and returns its number. A node matches the entries
+/// it proposed to the requests waiting on them by sequence number; entries from before a
+/// restart still apply after it, so a restarted node must never reuse an earlier start's
+/// sequences (it answered a new produce with the offset of an old entry the replica
+/// simulator found).
+pub(super) fn next_boot(fs: &dyn crate::storage::Storage) -> Result<u64, BrokerError> {
+    let meta = |source| BrokerError::Meta {
+        path: BOOTS_FILE.to_string(),
+        source,
+    };
+    let last = match fs.read_file(BOOTS_FILE).map_err(meta)? {
+        None => 0,
+        Some(raw) => std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .ok_or_else(|| BrokerError::CorruptMeta {
+                path: BOOTS_FILE.to_string(),
+                reason: "not a number".to_string(),
+            })?,
+    };
+    let boot = last + 1;
+    fs.create_dir_all("meta").map_err(meta)?;
+    fs.write_file_atomic(BOOTS_FILE, format!("{boot}\n").as_bytes())
+        .map_err(meta)?;
+    fs.sync_dir("meta").map_err(meta)?;
+    Ok(boot)
+}
+
+impl ClusterState {
     /// Queues a partition entry proposed by this node; returns its sequence and, on a leader
     /// that can tell, the offset it will be appended at.
     /// Queues a partition entry; returns its sequence and, when certain, its predicted base
