@@ -89,6 +89,9 @@ pub struct MemFile {
 struct MemFileData {
     current: Vec<u8>,
     synced: Vec<u8>,
+    /// Lowest offset changed since the last sync: a sync copies only from there (logs grow
+    /// by appends; copying whole files made simulations quadratic).
+    dirty_from: usize,
 }
 
 impl MemStorage {
@@ -103,6 +106,7 @@ impl MemStorage {
         for f in inner.files.values() {
             let mut d = f.data.lock().unwrap();
             d.current = d.synced.clone();
+            d.dirty_from = d.current.len();
         }
     }
 
@@ -126,6 +130,7 @@ impl MemStorage {
         let f = inner.files.get(path).expect("file exists");
         let mut d = f.data.lock().unwrap();
         d.current = bytes.clone();
+        d.dirty_from = bytes.len();
         d.synced = bytes;
     }
 }
@@ -251,6 +256,7 @@ impl StoreFile for MemFile {
         }
         let mut d = self.data.lock().unwrap();
         let end = offset as usize + data.len();
+        d.dirty_from = d.dirty_from.min(offset as usize);
         if d.current.len() < end {
             d.current.resize(end, 0);
         }
@@ -259,13 +265,21 @@ impl StoreFile for MemFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.data.lock().unwrap().current.resize(len as usize, 0);
+        let mut d = self.data.lock().unwrap();
+        d.dirty_from = d.dirty_from.min(len as usize);
+        d.current.resize(len as usize, 0);
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         let mut d = self.data.lock().unwrap();
-        d.synced = d.current.clone();
+        let from = d.dirty_from.min(d.synced.len()).min(d.current.len());
+        let MemFileData {
+            current, synced, ..
+        } = &mut *d;
+        synced.truncate(from);
+        synced.extend_from_slice(&current[from..]);
+        d.dirty_from = d.current.len();
         Ok(())
     }
 }

@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod leadership;
 pub mod liveness;
+pub mod sim;
 
 use std::collections::{HashMap, VecDeque};
 

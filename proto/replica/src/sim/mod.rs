@@ -1,0 +1,979 @@
+//! Deterministic simulator of a cluster running the real [`Replica`] and the real [`Broker`].
+//!
+//! Three nodes, each a broker on [`MemStorage`] and a replica whose Raft stores live on a
+//! simulated disk (writes complete after a random delay; a crash loses what did not complete,
+//! and the broker's files fall back to what was synced). The network delays, reorders, drops
+//! and duplicates batches and can cut links (symmetric, one-way, or a bridge). A client creates
+//! a topic and produces with acks=all throughout. One run ([`run`]) injects faults for a while
+//! — crashes and restarts, partitions, lossy links, slow disks, wall-clock jumps, pauses —
+//! then heals everything and checks, in Kafka's terms:
+//! - no acknowledged record is lost or moved (it is at its acknowledged offset on every replica);
+//! - every replica holds the same log below the high watermark, and no value twice;
+//! - nothing a consumer could read (below a high watermark, sampled on every node throughout)
+//!   ever disappears or changes: no consumer sees an uncommitted record;
+//! - each node's high watermark never goes back while it runs;
+//! - the cluster acknowledges writes again soon after healing (liveness).
+//!
+//! Everything is driven by one seed: same seed, same history, same digest. A failure prints
+//! the one-line replay command ([`replay_command`]).
+
+pub mod client;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use sluice_proto::broker::{Broker, BrokerConfig, Reply};
+use sluice_proto::storage::{MemStorage, Storage};
+use sluice_raft::LogStore;
+use sluice_raft::META_GROUP;
+use sluice_raft::rng::Rng;
+use sluice_raft::sim::Fnv;
+use sluice_raft::sim::net::{NetConfig, Network};
+
+use crate::{ApplyJob, Io, PersistBatch, Replica, ReplicaConfig, apply_entries};
+use client::{Client, Sent, TOPIC};
+
+/// The one-line command that replays `seed` with full output.
+pub fn replay_command(seed: u64) -> String {
+    format!(
+        "SIM_SEED={seed} cargo test -p sluice-replica --release replica_sim_replay -- --nocapture"
+    )
+}
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Inject faults (otherwise: a quiet run, for the liveness and speed baselines).
+    pub faults: bool,
+    /// Sim time the fault phase lasts (ms).
+    pub fault_ms: u64,
+    /// Sim time after healing within which writes must be acknowledged again (ms).
+    pub heal_ms: u64,
+    /// Print the history as it happens.
+    pub verbose: bool,
+    /// Break an invariant on purpose (to show the checks catch it).
+    pub sabotage: Option<Sabotage>,
+}
+
+impl SimConfig {
+    /// The default run for `seed`.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            faults: true,
+            fault_ms: 8_000,
+            heal_ms: 10_000,
+            verbose: false,
+            sabotage: None,
+        }
+    }
+}
+
+/// A deliberate bug, for the tests that show each check can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Acknowledge a produce at an offset one past where it is.
+    MoveAnAck,
+    /// Drop the last committed record from one replica's view (a diverged log).
+    DivergeAReplica,
+    /// Report a record a consumer saw that no replica keeps.
+    PhantomRead,
+    /// Never heal the partition.
+    NeverHeal,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the history (events in order) and the final logs: equal for equal seeds.
+    pub digest: u64,
+    /// Produce requests sent / acknowledged.
+    pub sent: u64,
+    /// Produce requests acknowledged.
+    pub acked: usize,
+    /// Records in the final log.
+    pub committed: usize,
+    /// Longest time one answered request waited (sim ms).
+    pub slowest_answer: u64,
+    /// Sim ms from healing to the first acknowledgement after it.
+    pub recovered_after_ms: Option<u64>,
+    /// What went wrong (empty: the run passed).
+    pub violations: Vec<String>,
+}
+
+/// Something scheduled.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// A Raft batch arrives.
+    Deliver { from: u64, to: u64, bytes: Vec<u8> },
+    /// The oldest in-flight persist of a node completes (if it still runs that incarnation).
+    PersistDone { node: u64, life: u64 },
+    /// The applier of a node finishes its oldest job.
+    ApplyDone { node: u64, life: u64 },
+    /// A crashed node starts again.
+    Restart { node: u64 },
+    /// A paused node runs again.
+    Resume { node: u64 },
+    /// The client acts.
+    ClientTick,
+    /// The next fault.
+    Fault,
+    /// Everything heals.
+    Heal,
+}
+
+/// One node's durable state and, while it runs, its live state.
+struct SimNode {
+    id: u64,
+    fs: MemStorage,
+    /// Raft stores as they are on disk, per group.
+    durable: BTreeMap<u64, LogStore>,
+    /// Disk latency range (ms) of one persist.
+    disk_ms: (u64, u64),
+    /// Wall clock offset (a jump).
+    wall_skew: i64,
+    /// Paused (SIGSTOP): events wait.
+    paused: bool,
+    /// Incarnation: events of an earlier one are ignored.
+    life: u64,
+    live: Option<Live>,
+    /// (incarnation, last high watermark seen).
+    last_hw: (u64, i64),
+    /// Offset up to which this incarnation's log was read by the consumer check.
+    read_to: i64,
+}
+
+struct Live {
+    broker: Broker,
+    replica: Replica,
+    persists: VecDeque<PersistBatch>,
+    applies: VecDeque<ApplyJob>,
+    /// Client requests parked here: token → what was sent.
+    parked: HashMap<u64, Sent>,
+    /// Next time the replica wants to run.
+    due: u64,
+    /// Serving Kafka clients: `__meta` caught up once (the server's connections wait for it).
+    serving: bool,
+}
+
+/// (offset, value) of a partition's records.
+type Records = Vec<(i64, u64)>;
+
+const NODES: u64 = 3;
+/// The end of a run without new writes: replicas catch up before the final checks.
+const QUIET_MS: u64 = 3_000;
+const WALL_BASE: i64 = 1_700_000_000_000;
+
+struct Sim {
+    cfg: SimConfig,
+    now: u64,
+    rng: Rng,
+    net: Network,
+    nodes: Vec<SimNode>,
+    queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    seq: u64,
+    client: Client,
+    /// Outstanding client requests: (node, token) → sent.
+    healed_at: Option<u64>,
+    /// No new produce after this (sim ms).
+    stop_producing: u64,
+    first_ack_after_heal: Option<u64>,
+    /// Every (offset, value) any node ever exposed below its high watermark.
+    seen: BTreeMap<i64, u64>,
+    violations: Vec<String>,
+    digest: Fnv,
+}
+
+/// Runs one simulation.
+pub fn run(cfg: &SimConfig) -> Outcome {
+    let mut sim = Sim::new(cfg.clone());
+    sim.main();
+    sim.outcome()
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = Rng::new(cfg.seed);
+        let nodes = (1..=NODES)
+            .map(|id| SimNode {
+                id,
+                fs: MemStorage::new(),
+                durable: BTreeMap::new(),
+                disk_ms: (0, 3),
+                wall_skew: 0,
+                paused: false,
+                life: 0,
+                live: None,
+                last_hw: (0, 0),
+                read_to: 0,
+            })
+            .collect();
+        let net = Network {
+            config: NetConfig {
+                delay_us_min: 200,
+                delay_us_max: 2_000,
+                ..NetConfig::default()
+            },
+            ..Network::default()
+        };
+        let seed = rng.next_u64();
+        Sim {
+            cfg,
+            now: 0,
+            rng: Rng::new(seed),
+            net,
+            nodes,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            client: Client::default(),
+            healed_at: None,
+            stop_producing: u64::MAX,
+            first_ack_after_heal: None,
+            seen: BTreeMap::new(),
+            violations: Vec::new(),
+            digest: Fnv::default(),
+        }
+    }
+
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.cfg.verbose {
+            eprintln!("[{:>6} ms] {}", self.now, what());
+        }
+    }
+
+    fn at(&mut self, when: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((when, self.seq, event)));
+    }
+
+    fn wall(&self, node: usize) -> i64 {
+        WALL_BASE + self.now as i64 + self.nodes[node].wall_skew
+    }
+
+    fn main(&mut self) {
+        for i in 0..NODES as usize {
+            self.start(i);
+        }
+        self.at(50, Event::ClientTick);
+        let fault_start = 2_000;
+        let heal_at = fault_start + self.cfg.fault_ms;
+        if self.cfg.faults {
+            self.at(fault_start, Event::Fault);
+            self.at(heal_at, Event::Heal);
+        } else {
+            self.healed_at = Some(fault_start);
+        }
+        let end = heal_at + self.cfg.heal_ms;
+        self.stop_producing = end.saturating_sub(QUIET_MS);
+        while self.now < end {
+            // The earliest of: a queued event, a node's replica timer.
+            let next_event = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter(|n| !n.paused)
+                .filter_map(|n| n.live.as_ref().map(|l| l.due))
+                .min();
+            let next = match (next_event, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(end),
+            };
+            self.now = next.max(self.now).min(end);
+            if self.now >= end {
+                break;
+            }
+            while let Some(Reverse((t, _, _))) = self.queue.peek()
+                && *t <= self.now
+            {
+                let Reverse((_, _, event)) = self.queue.pop().expect("peeked");
+                self.handle(event);
+            }
+            for i in 0..NODES as usize {
+                if !self.nodes[i].paused
+                    && self.nodes[i]
+                        .live
+                        .as_ref()
+                        .is_some_and(|l| l.due <= self.now)
+                {
+                    self.pass(i);
+                }
+            }
+        }
+        self.finish();
+    }
+
+    fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.life += 1;
+        let id = node.id;
+        let config = BrokerConfig {
+            node_id: id as i32,
+            advertised_port: 9090 + id as i32,
+            offsets_partitions: 1,
+            cluster_members: Some((1..=NODES as i32).collect()),
+            listeners: BTreeMap::from([(
+                sluice_proto::security::REPLICA_LISTENER.to_string(),
+                ("127.0.0.1".to_string(), 9190 + id as i32),
+            )]),
+            ..BrokerConfig::default()
+        };
+        let wall = WALL_BASE + self.now as i64 + node.wall_skew;
+        let broker = match Broker::open(
+            Arc::new(node.fs.clone()) as Arc<dyn Storage>,
+            config,
+            self.cfg.seed ^ id,
+            wall,
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                self.violations.push(format!(
+                    "node {id}: broker failed to open after a crash: {e}"
+                ));
+                return;
+            }
+        };
+        let voters: Vec<u64> = (1..=NODES).collect();
+        let meta = node
+            .durable
+            .entry(META_GROUP)
+            .or_insert_with(|| LogStore::new(&voters))
+            .clone();
+        let replica = Replica::new(
+            ReplicaConfig {
+                node_id: id,
+                seed: self.cfg.seed.wrapping_mul(31).wrapping_add(node.life),
+                // Raft logs are not compacted in the simulator (snapshot installs copy records
+                // over the network, which it does not model).
+                compact_step: u64::MAX / 2,
+                replica_timeout_ms: 10_000,
+                started_ms: 0,
+            },
+            meta,
+        )
+        .expect("replica starts");
+        node.read_to = 0;
+        node.live = Some(Live {
+            broker,
+            replica,
+            persists: VecDeque::new(),
+            applies: VecDeque::new(),
+            parked: HashMap::new(),
+            due: self.now,
+            serving: false,
+        });
+        self.digest.u64(self.now).u64(1).u64(id);
+        self.log(|| format!("node {id} starts (life {})", self.nodes[i].life));
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, bytes } => {
+                let i = (to - 1) as usize;
+                if self.nodes[i].paused {
+                    // A paused process reads its socket later.
+                    self.at(self.now + 5, Event::Deliver { from, to, bytes });
+                    return;
+                }
+                if let Some(live) = self.nodes[i].live.as_mut() {
+                    self.digest
+                        .u64(self.now)
+                        .u64(2)
+                        .u64(from)
+                        .u64(to)
+                        .bytes(&bytes);
+                    live.replica.handle_message(from, &bytes);
+                    live.due = self.now;
+                }
+            }
+            Event::PersistDone { node, life } => {
+                let i = (node - 1) as usize;
+                if self.nodes[i].life != life || self.nodes[i].live.is_none() {
+                    return;
+                }
+                if self.nodes[i].paused {
+                    self.at(self.now + 5, Event::PersistDone { node, life });
+                    return;
+                }
+                self.persist_done(i);
+            }
+            Event::ApplyDone { node, life } => {
+                let i = (node - 1) as usize;
+                if self.nodes[i].life != life || self.nodes[i].live.is_none() {
+                    return;
+                }
+                if self.nodes[i].paused {
+                    self.at(self.now + 5, Event::ApplyDone { node, life });
+                    return;
+                }
+                self.apply_done(i);
+            }
+            Event::Restart { node } => {
+                let i = (node - 1) as usize;
+                if self.nodes[i].live.is_none() {
+                    self.start(i);
+                }
+            }
+            Event::Resume { node } => {
+                let i = (node - 1) as usize;
+                self.nodes[i].paused = false;
+                self.log(|| format!("node {node} resumes"));
+            }
+            Event::ClientTick => {
+                self.client_tick();
+                let next = self.now + self.rng.range(4, 20);
+                // The last seconds are quiet, so every replica catches up before the checks.
+                if next < self.stop_producing {
+                    self.at(next, Event::ClientTick);
+                }
+            }
+            Event::Fault => {
+                if self.healed_at.is_some() {
+                    return;
+                }
+                self.fault();
+                if self.healed_at.is_none() {
+                    let next = self.now + self.rng.range(300, 1_500);
+                    self.at(next, Event::Fault);
+                }
+            }
+            Event::Heal => self.heal(),
+        }
+    }
+
+    /// One loop pass of node `i`, as the server runs it.
+    fn pass(&mut self, i: usize) {
+        let wall = self.wall(i);
+        let now = self.now;
+        let Some(live) = self.nodes[i].live.as_mut() else {
+            return;
+        };
+        live.replica.handle_timeout(now, wall, &mut live.broker);
+        if !live.serving && live.replica.meta_caught_up().is_some() && live.broker.cluster_ready() {
+            live.serving = true;
+        }
+        live.due = live.replica.poll_timeout().max(now + 1);
+        self.run_io(i);
+    }
+
+    /// Ships what the replica sends and runs the I/O it asks for.
+    fn run_io(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        loop {
+            let wall = self.wall(i);
+            let now = self.now;
+            let Some(live) = self.nodes[i].live.as_mut() else {
+                return;
+            };
+            let mut out = Vec::new();
+            while let Some(t) = live.replica.poll_transmit() {
+                out.push(t);
+            }
+            let io = live.replica.poll();
+            for t in out {
+                for delay_us in self.net.route(&mut self.rng, id, t.to) {
+                    let when = self.now + delay_us.div_ceil(1_000);
+                    self.at(
+                        when,
+                        Event::Deliver {
+                            from: id,
+                            to: t.to,
+                            bytes: t.bytes.clone(),
+                        },
+                    );
+                }
+                if !t.snapshots.is_empty()
+                    && let Some(live) = self.nodes[i].live.as_mut()
+                {
+                    live.replica.transmitted(&t, true);
+                }
+            }
+            let Some(io) = io else {
+                break;
+            };
+            let node = &mut self.nodes[i];
+            let live = node.live.as_mut().expect("checked");
+            match io {
+                Io::Persist(batch) => {
+                    live.persists.push_back(batch);
+                    let (low, high) = node.disk_ms;
+                    let life = node.life;
+                    let when = now + self.rng.range(low, high + 1);
+                    self.at(when, Event::PersistDone { node: id, life });
+                }
+                Io::Apply(job) => {
+                    live.applies.push_back(job);
+                    let life = node.life;
+                    let when = now + self.rng.range(0, 3);
+                    self.at(when, Event::ApplyDone { node: id, life });
+                }
+                Io::OpenGroup(open) => {
+                    let store = node
+                        .durable
+                        .entry(open.group)
+                        .or_insert_with(|| LogStore::new(&open.voters))
+                        .clone();
+                    if let Err(e) =
+                        live.replica
+                            .group_opened(open, store, now, wall, &mut live.broker)
+                    {
+                        self.violations.push(format!("node {id}: {e}"));
+                    }
+                }
+                Io::RemoveGroup { group } => {
+                    node.durable.remove(&group);
+                }
+                Io::CompactStore(c) => {
+                    self.violations.push(format!(
+                        "node {id}: group {} compacted, which the simulator does not model",
+                        c.group
+                    ));
+                }
+                Io::WriteMarks(marks) => {
+                    for (_, path, bytes) in marks {
+                        if let Some((dir, _)) = path.rsplit_once('/') {
+                            let _ = node.fs.create_dir_all(dir);
+                        }
+                        let _ = node.fs.write_file_atomic(&path, &bytes);
+                    }
+                }
+            }
+        }
+        self.settle(i);
+    }
+
+    /// The broker side after a step: syncs its files (the flusher), then answers parked
+    /// client requests that are now due.
+    fn settle(&mut self, i: usize) {
+        let now = self.now;
+        let Some(live) = self.nodes[i].live.as_mut() else {
+            return;
+        };
+        while let Some(work) = live.broker.take_sync_work() {
+            for f in &work.files {
+                let _ = f.sync_data();
+            }
+            live.broker.complete_sync(work.seq, &work.ends, Ok(()));
+            if live.broker.take_sync_work().is_none() {
+                break;
+            }
+        }
+        let answers = live.broker.take_deferred();
+        let mut done = Vec::new();
+        for d in answers {
+            if let Some(sent) = live.parked.remove(&d.token) {
+                done.push((sent, d.response));
+            }
+        }
+        for (sent, response) in done {
+            self.answered(&sent, &response, now);
+        }
+    }
+
+    fn answered(&mut self, sent: &Sent, response: &ResponseKind, now: u64) {
+        if now - sent.at > 300 {
+            self.log(|| {
+                format!(
+                    "slow answer ({} ms) from node {}: {sent:?} {response:?}",
+                    now - sent.at,
+                    sent.node
+                )
+            });
+        }
+        let before = self.client.acked.len();
+        self.client.answered(sent, response, now);
+        if self.client.acked.len() > before {
+            let value = sent.value.expect("only produces are acknowledged");
+            let offset = self.client.acked[&value];
+            self.log(|| {
+                format!(
+                    "node {} acknowledged value {value} at offset {offset} (sent at {} ms)",
+                    sent.node, sent.at
+                )
+            });
+            if self.cfg.sabotage == Some(Sabotage::MoveAnAck) && self.client.acked.len() == 1 {
+                self.client.acked.insert(value, offset + 1);
+            }
+            self.digest.u64(now).u64(3).u64(value).u64(offset as u64);
+            if let Some(h) = self.healed_at
+                && now >= h
+                && self.first_ack_after_heal.is_none()
+            {
+                self.first_ack_after_heal = Some(now - h);
+            }
+        }
+    }
+
+    /// What a consumer of node `i` could read now: below its high watermark. Recorded, and the
+    /// high watermark must not go back within one run of the node.
+    fn observe(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(live) = node.live.as_ref().filter(|l| l.serving) else {
+            return;
+        };
+        let Some((hw, batches)) = live.broker.committed_batches(TOPIC, 0, node.read_to) else {
+            return;
+        };
+        if node.last_hw.0 == node.life && hw < node.last_hw.1 {
+            self.violations.push(format!(
+                "node {}: high watermark went back from {} to {hw} at {} ms",
+                node.id, node.last_hw.1, self.now
+            ));
+        }
+        node.last_hw = (node.life, hw);
+        for (offset, value) in client::records(&batches) {
+            if offset >= hw {
+                break;
+            }
+            if offset < node.read_to {
+                continue;
+            }
+            node.read_to = offset + 1;
+            match self.seen.get(&offset) {
+                Some(&v) if v != value => self.violations.push(format!(
+                    "offset {offset}: a consumer read value {v} earlier, node {} now holds {value}",
+                    node.id
+                )),
+                Some(_) => {}
+                None => {
+                    self.seen.insert(offset, value);
+                }
+            }
+        }
+    }
+
+    fn persist_done(&mut self, i: usize) {
+        let wall = self.wall(i);
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let Some(live) = node.live.as_mut() else {
+            return;
+        };
+        let Some(batch) = live.persists.pop_front() else {
+            return;
+        };
+        let mut done: Vec<(u64, u64)> = Vec::new();
+        for (group, p) in &batch.persists {
+            let Some(store) = node.durable.get_mut(group) else {
+                continue; // removed meanwhile
+            };
+            store.apply_persist(p);
+            match done.iter_mut().find(|(g, _)| g == group) {
+                Some(d) => d.1 = p.number,
+                None => done.push((*group, p.number)),
+            }
+        }
+        if let Err(e) = live
+            .replica
+            .persisted(&done, &batch.written, now, wall, &mut live.broker)
+        {
+            self.violations.push(format!("node {}: {e}", node.id));
+        }
+        live.due = now;
+        self.run_io(i);
+    }
+
+    fn apply_done(&mut self, i: usize) {
+        let wall = self.wall(i);
+        let id = self.nodes[i].id;
+        let Some(live) = self.nodes[i].live.as_mut() else {
+            return;
+        };
+        let Some(job) = live.applies.pop_front() else {
+            return;
+        };
+        match job {
+            ApplyJob::Entries { group, entries } => {
+                if let Some(last) = apply_entries(&mut live.broker, group, entries, wall)
+                    && let Err(e) = live.replica.applied(group, last)
+                {
+                    self.violations.push(format!("node {id}: {e}"));
+                }
+            }
+            ApplyJob::Install { group, .. } => {
+                self.violations.push(format!(
+                    "node {id}: group {group} asked for a snapshot install, which the simulator does not model"
+                ));
+            }
+        }
+        live.due = self.now;
+        self.settle(i);
+    }
+
+    fn client_tick(&mut self) {
+        for i in 0..NODES as usize {
+            self.observe(i);
+        }
+        let outstanding: usize = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.live.as_ref())
+            .map(|l| l.parked.len())
+            .sum();
+        // Requests older than the client's timeout are given up (their outcome is unknown).
+        let now = self.now;
+        for n in &mut self.nodes {
+            if let Some(l) = n.live.as_mut() {
+                l.parked.retain(|_, s| now.saturating_sub(s.at) < 5_000);
+            }
+        }
+        if outstanding >= 5 {
+            return;
+        }
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.live.as_ref().is_some_and(|l| l.serving) && !n.paused)
+            .map(|n| n.id)
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let target = match self.client.leader_hint {
+            Some(l) if up.contains(&l) => l,
+            _ => up[self.rng.range(0, up.len() as u64) as usize],
+        };
+        let (value, request, api) = if self.client.topic_ready {
+            let (v, r) = self.client.produce();
+            (Some(v), r, (ApiKey::Produce, 9))
+        } else {
+            (
+                None,
+                client::create_topic_request(),
+                (ApiKey::CreateTopics, 7),
+            )
+        };
+        let i = (target - 1) as usize;
+        let wall = self.wall(i);
+        let live = self.nodes[i].live.as_mut().expect("up");
+        let reply = live
+            .broker
+            .handle(&client::ctx(api.0, api.1), request, wall);
+        let sent = Sent {
+            node: target,
+            at: now,
+            value,
+        };
+        live.due = now;
+        match reply {
+            Reply::Now(response) => self.answered(&sent, &response, now),
+            Reply::Parked { token } => {
+                live.parked.insert(token, sent);
+            }
+            Reply::AfterSync { response, .. } => {
+                self.settle(i);
+                self.answered(&sent, &ResponseKind::Produce(response), now);
+            }
+            Reply::Durable { response, .. } => {
+                self.settle(i);
+                self.answered(&sent, &response, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn fault(&mut self) {
+        let kind = self.rng.range(0, 9);
+        let a = self.rng.range(1, NODES + 1);
+        let b = a % NODES + 1;
+        let c = b % NODES + 1;
+        self.digest.u64(self.now).u64(4).u64(kind).u64(a);
+        match kind {
+            0 => {
+                // kill -9, restart later.
+                let i = (a - 1) as usize;
+                if self.nodes[i].live.is_some() {
+                    self.nodes[i].live = None;
+                    self.nodes[i].fs.crash();
+                    self.log(|| format!("node {a} crashes"));
+                    let when = self.now + self.rng.range(200, 3_000);
+                    self.at(when, Event::Restart { node: a });
+                }
+            }
+            1 => {
+                self.log(|| format!("node {a} isolated"));
+                self.net.partition(&[a], &[b, c]);
+            }
+            2 => {
+                self.log(|| format!("node {a} cannot send to {b} and {c}"));
+                self.net.blocked.insert((a, b));
+                self.net.blocked.insert((a, c));
+            }
+            3 => {
+                self.log(|| format!("bridge: {b} and {c} cut, {a} reaches both"));
+                self.net.partition(&[b], &[c]);
+            }
+            4 => {
+                self.log(|| "lossy, duplicating, reordering network".to_string());
+                self.net.config.drop_p = 0.1;
+                self.net.config.dup_p = 0.05;
+                self.net.config.long_delay_p = 0.05;
+                self.net.config.long_delay_us_max = 300_000;
+            }
+            5 => {
+                self.log(|| format!("node {a}: slow disk"));
+                self.nodes[(a - 1) as usize].disk_ms = (5, 60);
+            }
+            6 => {
+                let jump = self.rng.range(0, 600_000) as i64 - 300_000;
+                self.log(|| format!("node {a}: wall clock jumps {jump} ms"));
+                self.nodes[(a - 1) as usize].wall_skew += jump;
+            }
+            7 => {
+                let i = (a - 1) as usize;
+                if !self.nodes[i].paused {
+                    self.nodes[i].paused = true;
+                    self.log(|| format!("node {a} paused"));
+                    let when = self.now + self.rng.range(100, 2_500);
+                    self.at(when, Event::Resume { node: a });
+                }
+            }
+            _ => {
+                self.log(|| "links heal".to_string());
+                self.net.heal();
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.log(|| "heal everything".to_string());
+        self.healed_at = Some(self.now);
+        self.net.heal();
+        if self.cfg.sabotage == Some(Sabotage::NeverHeal) {
+            self.net.partition(&[1], &[2, 3]);
+            self.net.partition(&[2], &[3]);
+        }
+        self.net.config = NetConfig {
+            delay_us_min: 200,
+            delay_us_max: 2_000,
+            ..NetConfig::default()
+        };
+        for i in 0..NODES as usize {
+            self.nodes[i].disk_ms = (0, 3);
+            self.nodes[i].paused = false;
+            if self.nodes[i].live.is_none() {
+                self.start(i);
+            }
+        }
+        self.digest.u64(self.now).u64(5);
+    }
+
+    /// The end-of-run checks, on the healed and quiet cluster.
+    fn finish(&mut self) {
+        if !self.client.topic_ready {
+            self.violations
+                .push("the topic was never created".to_string());
+            return;
+        }
+        // (node, high watermark, (offset, value) below it)
+        let mut logs: Vec<(u64, i64, Records)> = Vec::new();
+        for n in &self.nodes {
+            let Some(live) = n.live.as_ref() else {
+                continue;
+            };
+            let Some((hw, batches)) = live.broker.committed_batches(TOPIC, 0, 0) else {
+                self.violations
+                    .push(format!("node {}: no partition {TOPIC}-0 at the end", n.id));
+                continue;
+            };
+            let mut records: Records = client::records(&batches)
+                .into_iter()
+                .filter(|(o, _)| *o < hw)
+                .collect();
+            if self.cfg.sabotage == Some(Sabotage::DivergeAReplica) && n.id == 2 {
+                records.pop();
+            }
+            logs.push((n.id, hw, records));
+        }
+        if self.cfg.sabotage == Some(Sabotage::PhantomRead) {
+            self.seen.insert(i64::MAX - 1, 7);
+        }
+        for (id, hw, records) in &logs {
+            self.digest.u64(*id).u64(*hw as u64);
+            for (o, v) in records {
+                self.digest.u64(*o as u64).u64(*v);
+            }
+        }
+        // The reference is the longest log; after the quiet period every replica matches it.
+        logs.sort_by_key(|(id, hw, _)| (Reverse(*hw), *id));
+        let Some((first_id, _, reference)) = logs.first() else {
+            self.violations.push("no node runs at the end".to_string());
+            return;
+        };
+        for (id, hw, records) in &logs[1..] {
+            if records != reference {
+                let diverge = records
+                    .iter()
+                    .zip(reference.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(records.len().min(reference.len()));
+                self.violations.push(format!(
+                    "node {id} (high watermark {hw}, {} records) and node {first_id} ({} records) differ from record {diverge}",
+                    records.len(),
+                    reference.len()
+                ));
+            }
+        }
+        let at: BTreeMap<i64, u64> = reference.iter().copied().collect();
+        let mut values = std::collections::BTreeSet::new();
+        for (o, v) in reference {
+            if !values.insert(*v) {
+                self.violations.push(format!(
+                    "value {v} is in the log twice (again at offset {o})"
+                ));
+            }
+        }
+        for (&value, &offset) in &self.client.acked {
+            if at.get(&offset) != Some(&value) {
+                self.violations.push(format!(
+                    "acknowledged value {value} at offset {offset} is not there (found {:?})",
+                    at.get(&offset)
+                ));
+            }
+        }
+        for (&offset, &value) in &self.seen {
+            if at.get(&offset) != Some(&value) {
+                self.violations.push(format!(
+                    "a consumer read value {value} at offset {offset}, which the final log does not hold ({:?})",
+                    at.get(&offset)
+                ));
+            }
+        }
+        if self.client.last_ack_at + 1_000 < self.stop_producing {
+            self.violations.push(format!(
+                "no write acknowledged after {} ms (producing went on until {} ms): the cluster did not recover after healing",
+                self.client.last_ack_at, self.stop_producing
+            ));
+        }
+        match self.first_ack_after_heal {
+            None => self
+                .violations
+                .push("no write acknowledged after healing".to_string()),
+            Some(ms) if ms > 8_000 => self.violations.push(format!(
+                "the first write after healing took {ms} ms to be acknowledged"
+            )),
+            Some(_) => {}
+        }
+    }
+
+    fn outcome(&mut self) -> Outcome {
+        Outcome {
+            seed: self.cfg.seed,
+            digest: self.digest.finish(),
+            sent: self.client.sent,
+            acked: self.client.acked.len(),
+            committed: self.seen.len(),
+            slowest_answer: self.client.slowest_answer,
+            recovered_after_ms: self.first_ack_after_heal,
+            violations: std::mem::take(&mut self.violations),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
