@@ -18,7 +18,7 @@ Prints one JSON object per line, flushed at once:
 Exits non-zero (reason on stderr) if the commit fails or the target is not met in --timeout s.
 RDKAFKA_DEBUG=<contexts> (e.g. cgrp,fetch) turns on librdkafka's debug log."""
 import argparse, json, os, sys, time
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bootstrap", required=True)
@@ -83,7 +83,21 @@ while not finished():
     m = c.poll(0.2)
     if not fetched_committed and c.assignment():
         fetched_committed = True
-        got = c.committed(c.assignment(), timeout=max(1.0, deadline - time.time()))
+        # The group coordinator may move right now (a preferred-leader hand-off of its
+        # __consumer_offsets partition): NOT_COORDINATOR is retriable, as for any application.
+        while True:
+            try:
+                got = c.committed(c.assignment(), timeout=max(1.0, deadline - time.time()))
+                break
+            except KafkaException as e:
+                err = e.args[0]
+                coordinator_moved = err.code() in (KafkaError.NOT_COORDINATOR,
+                                                   KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                                   KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+                if not (err.retriable() or coordinator_moved) or time.time() > deadline:
+                    raise
+                print(f"committed(): {e}; retrying", file=sys.stderr, flush=True)
+                time.sleep(0.2)
         for tp in got:
             if tp.error is not None:
                 sys.exit(f"committed(): {tp}: {tp.error}")

@@ -100,6 +100,11 @@ fn transport_config(limits: &Limits) -> Result<quinn::TransportConfig, String> {
         .map_err(|e| format!("idle timeout: {e}"))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(Duration::from_millis(limits.keep_alive_ms)));
+    // Cluster peers share a data center. With quinn's default (333 ms, meant for the internet)
+    // an Initial sent to a peer that is not listening yet — nodes started together — is
+    // retransmitted only after about a second, and the first election waits for it. The
+    // estimate follows the measured round trip from the first sample on.
+    t.initial_rtt(Duration::from_millis(30));
     // One data stream per direction plus the handshake stream; a few spare for reconnect races.
     t.max_concurrent_uni_streams(8u32.into());
     t.max_concurrent_bidi_streams(4u32.into());

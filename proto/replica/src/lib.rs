@@ -205,6 +205,8 @@ pub struct Replica {
     stopped: bool,
     /// (term, leader id) of `__meta` last logged.
     meta_leader: (u64, u64),
+    /// The first-election campaign was made (or is not this node's to make).
+    first_campaign: bool,
     io: VecDeque<Io>,
 }
 
@@ -238,6 +240,7 @@ impl Replica {
             last_transfer: 0,
             stopped: false,
             meta_leader: (0, 0),
+            first_campaign: false,
             io: VecDeque::new(),
         })
     }
@@ -407,6 +410,54 @@ impl Replica {
         Ok(())
     }
 
+    /// Whether [`Replica::peers_connected`] still matters: `__meta` of a fresh cluster that
+    /// never had a leader.
+    pub fn wants_peers(&self) -> bool {
+        !self.first_campaign
+            && self
+                .node
+                .group(META_GROUP)
+                .is_some_and(|d| d.term() == 0 && d.leader_id() == 0)
+    }
+
+    /// The peers the transport is connected to. On a fresh cluster the lowest-id voter
+    /// campaigns for `__meta` as soon as it reaches a majority, so nodes started together elect
+    /// their first leader in term 1 within a round trip of connecting, not after an election
+    /// timeout; every other node waits for its timeout as usual (a missing lowest node costs
+    /// only that). Pre-vote keeps a lone early campaign from disturbing anything.
+    pub fn peers_connected(&mut self, connected: &[u64]) -> Result<(), Error> {
+        if !self.wants_peers() {
+            return Ok(());
+        }
+        let me = self.cfg.node_id;
+        let voters: Vec<u64> = self
+            .node
+            .group(META_GROUP)
+            .map(|d| d.progress().map(|p| p.id).collect())
+            .unwrap_or_default();
+        if voters.iter().min() != Some(&me) {
+            self.first_campaign = true;
+            return Ok(());
+        }
+        let reachable = 1 + voters
+            .iter()
+            .filter(|v| **v != me && connected.contains(v))
+            .count();
+        if reachable * 2 > voters.len() {
+            self.first_campaign = true;
+            info!(
+                node_id = me,
+                reachable,
+                voters = voters.len(),
+                "fresh cluster: campaigning for __meta at once"
+            );
+            self.node
+                .campaign(META_GROUP)
+                .map_err(self.err(META_GROUP))?;
+        }
+        Ok(())
+    }
+
     /// The next Raft batch to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let batch = self.node.poll_transmit()?;
@@ -475,6 +526,12 @@ impl Replica {
     /// The shutdown hand-off is over: the runtime may stop.
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// `__meta`'s (term, leader id), once a leader is known.
+    pub fn meta_leader(&self) -> Option<(u64, u64)> {
+        let meta = self.node.group(META_GROUP)?;
+        (meta.leader_id() != 0).then(|| (meta.term(), meta.leader_id()))
     }
 
     /// `__meta`'s applied index if it caught up with its commit index.

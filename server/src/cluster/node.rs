@@ -240,6 +240,15 @@ async fn run_inner<R: Runtime>(
                 warn!(node_id, group, error = %e, "reporting applied failed");
             }
         }
+        if replica.wants_peers() {
+            let connected: Vec<u64> = transport
+                .peer_states()
+                .into_iter()
+                .filter(|p| matches!(p.state, sluice_transport_quic::PeerState::Connected { .. }))
+                .map(|p| p.id)
+                .collect();
+            replica.peers_connected(&connected)?;
+        }
         let pass = {
             let mut broker = shared.broker.lock().unwrap();
             let pass = replica.handle_timeout(now_ms(), crate::server::now_ms(), &mut broker);

@@ -103,6 +103,8 @@ pub struct Outcome {
     pub slowest_answer: u64,
     /// Sim ms from healing to the first acknowledgement after it.
     pub recovered_after_ms: Option<u64>,
+    /// When a node first knew a `__meta` leader (sim ms from the start), and its term.
+    pub first_leader: Option<(u64, u64)>,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -184,6 +186,7 @@ struct Sim {
     /// No new produce after this (sim ms).
     stop_producing: u64,
     first_ack_after_heal: Option<u64>,
+    first_leader: Option<(u64, u64)>,
     /// Every (offset, value) any node ever exposed below its high watermark.
     seen: BTreeMap<i64, u64>,
     violations: Vec<String>,
@@ -235,6 +238,7 @@ impl Sim {
             healed_at: None,
             stop_producing: u64::MAX,
             first_ack_after_heal: None,
+            first_leader: None,
             seen: BTreeMap::new(),
             violations: Vec::new(),
             digest: Fnv::default(),
@@ -450,10 +454,29 @@ impl Sim {
     fn pass(&mut self, i: usize) {
         let wall = self.wall(i);
         let now = self.now;
+        let id = self.nodes[i].id;
+        let connected: Vec<u64> = (1..=NODES)
+            .filter(|&p| {
+                p != id
+                    && self.nodes[(p - 1) as usize].live.is_some()
+                    && self.net.connected(id, p)
+                    && self.net.connected(p, id)
+            })
+            .collect();
         let Some(live) = self.nodes[i].live.as_mut() else {
             return;
         };
+        if live.replica.wants_peers()
+            && let Err(e) = live.replica.peers_connected(&connected)
+        {
+            self.violations.push(format!("node {id}: {e}"));
+        }
         live.replica.handle_timeout(now, wall, &mut live.broker);
+        if self.first_leader.is_none()
+            && let Some((term, _)) = live.replica.meta_leader()
+        {
+            self.first_leader = Some((now, term));
+        }
         if !live.serving && live.replica.meta_caught_up().is_some() && live.broker.cluster_ready() {
             live.serving = true;
         }
@@ -970,6 +993,7 @@ impl Sim {
             committed: self.seen.len(),
             slowest_answer: self.client.slowest_answer,
             recovered_after_ms: self.first_ack_after_heal,
+            first_leader: self.first_leader,
             violations: std::mem::take(&mut self.violations),
         }
     }

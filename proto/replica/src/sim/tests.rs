@@ -65,13 +65,22 @@ fn replica_sim_seeds() {
         .filter_map(|o| o.recovered_after_ms)
         .collect();
     recovered.sort_unstable();
+    let mut first: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.first_leader.map(|f| f.0))
+        .collect();
+    first.sort_unstable();
+    let term_1 = outcomes
+        .iter()
+        .filter(|o| o.first_leader.is_some_and(|f| f.1 == 1))
+        .count();
     let pct = |v: &[u64], p: usize| {
         v.get((v.len() * p / 100).min(v.len().saturating_sub(1)))
             .copied()
             .unwrap_or(0)
     };
     println!(
-        "replica sim: {count} seeds ({start}..{}) in {:.1} s, {} failed; {acked} writes acknowledged; slowest answer p50 {} ms, max {} ms; first ack after healing p50 {} ms, max {} ms",
+        "replica sim: {count} seeds ({start}..{}) in {:.1} s, {} failed; {acked} writes acknowledged; slowest answer p50 {} ms, max {} ms; first ack after healing p50 {} ms, max {} ms; first leader p50 {} ms, max {} ms, in term 1 in {term_1} seeds",
         start + count,
         began.elapsed().as_secs_f64(),
         failed.len(),
@@ -79,6 +88,8 @@ fn replica_sim_seeds() {
         slowest.last().copied().unwrap_or(0),
         pct(&recovered, 50),
         recovered.last().copied().unwrap_or(0),
+        pct(&first, 50),
+        first.last().copied().unwrap_or(0),
     );
     assert!(
         failed.is_empty(),
@@ -116,6 +127,10 @@ fn a_quiet_cluster_acknowledges_every_write_and_keeps_identical_logs() {
     assert!(o.violations.is_empty(), "{:?}", o.violations);
     assert!(o.acked > 500, "{o:?}");
     assert!(o.slowest_answer < 500, "{o:?}");
+    // Started together, the nodes elect their first leader in term 1 within a round trip.
+    let (at, term) = o.first_leader.expect("a leader");
+    assert_eq!(term, 1, "{o:?}");
+    assert!(at <= 500, "{o:?}");
 }
 
 #[test]
