@@ -808,7 +808,9 @@ impl Sim {
         self.digest.u64(self.now).u64(4).u64(kind).u64(a);
         match kind {
             0 => {
-                // kill -9, restart later.
+                // kill -9 (the partition leader the client writes to, when it knows one),
+                // restart later.
+                let a = self.client.leader_hint.unwrap_or(a);
                 let i = (a - 1) as usize;
                 if self.nodes[i].live.is_some() {
                     self.nodes[i].live = None;

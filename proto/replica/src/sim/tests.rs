@@ -178,7 +178,7 @@ fn a_cluster_that_never_recovers_is_caught() {
 /// sequences restarted at 0 on every start).
 #[test]
 fn a_restarted_leader_never_answers_with_an_old_entrys_offset() {
-    for seed in [8825, 9302, 9667] {
+    for seed in [3859, 7786, 7906] {
         let o = run(&SimConfig::new(seed));
         assert!(o.violations.is_empty(), "seed {seed}: {:?}", o.violations);
         assert!(o.acked > 100, "seed {seed}: {o:?}");
