@@ -101,6 +101,8 @@ pub struct Outcome {
     pub committed: usize,
     /// Longest time one answered request waited (sim ms).
     pub slowest_answer: u64,
+    /// The fault injected last before that answer (what most likely held it up).
+    pub slowest_cause: Option<&'static str>,
     /// Sim ms from healing to the first acknowledgement after it.
     pub recovered_after_ms: Option<u64>,
     /// When a node first knew a `__meta` leader (sim ms from the start), and its term.
@@ -187,6 +189,9 @@ struct Sim {
     stop_producing: u64,
     first_ack_after_heal: Option<u64>,
     first_leader: Option<(u64, u64)>,
+    /// Faults injected: (sim ms, kind).
+    faults: Vec<(u64, &'static str)>,
+    slowest_cause: Option<&'static str>,
     /// Every (offset, value) any node ever exposed below its high watermark.
     seen: BTreeMap<i64, u64>,
     violations: Vec<String>,
@@ -239,6 +244,8 @@ impl Sim {
             stop_producing: u64::MAX,
             first_ack_after_heal: None,
             first_leader: None,
+            faults: Vec::new(),
+            slowest_cause: None,
             seen: BTreeMap::new(),
             violations: Vec::new(),
             digest: Fnv::default(),
@@ -609,7 +616,16 @@ impl Sim {
             });
         }
         let before = self.client.acked.len();
+        let slowest = self.client.slowest_answer;
         self.client.answered(sent, response, now);
+        if self.client.slowest_answer > slowest {
+            self.slowest_cause = self
+                .faults
+                .iter()
+                .rev()
+                .find(|(at, _)| *at <= now)
+                .map(|(_, kind)| *kind);
+        }
         if self.client.acked.len() > before {
             let value = sent.value.expect("only produces are acknowledged");
             let offset = self.client.acked[&value];
@@ -806,6 +822,18 @@ impl Sim {
         let b = a % NODES + 1;
         let c = b % NODES + 1;
         self.digest.u64(self.now).u64(4).u64(kind).u64(a);
+        const KINDS: [&str; 9] = [
+            "kill -9",
+            "isolation",
+            "cannot send",
+            "bridge",
+            "lossy links",
+            "slow disk",
+            "clock jump",
+            "pause",
+            "links heal",
+        ];
+        self.faults.push((self.now, KINDS[kind as usize]));
         match kind {
             0 => {
                 // kill -9 (the partition leader the client writes to, when it knows one),
@@ -994,6 +1022,7 @@ impl Sim {
             acked: self.client.acked.len(),
             committed: self.seen.len(),
             slowest_answer: self.client.slowest_answer,
+            slowest_cause: self.slowest_cause,
             recovered_after_ms: self.first_ack_after_heal,
             first_leader: self.first_leader,
             violations: std::mem::take(&mut self.violations),

@@ -91,6 +91,12 @@ fn replica_sim_seeds() {
         pct(&first, 50),
         first.last().copied().unwrap_or(0),
     );
+    // The last fault injected before each seed's slowest answer, where it took over 2 s.
+    let mut causes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in outcomes.iter().filter(|o| o.slowest_answer > 2_000) {
+        *causes.entry(o.slowest_cause.unwrap_or("none")).or_default() += 1;
+    }
+    println!("  seeds whose slowest answer took over 2 s, by the last fault before it: {causes:?}");
     assert!(
         failed.is_empty(),
         "{} of {count} seeds failed",
