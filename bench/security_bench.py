@@ -9,7 +9,7 @@ per MB moved (from /proc/PID/stat), and the SASL_SSL / PLAINTEXT throughput rati
 
 Usage: bench/security_bench.py [--bin target/release/sluice] [--messages 500000] [--sizes 100,10240]
 """
-import argparse, json, os, socket, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -158,3 +158,5 @@ try:
 finally:
     broker.terminate()
     broker.wait(30)
+    log.close()
+    shutil.rmtree(tmp, ignore_errors=True)
