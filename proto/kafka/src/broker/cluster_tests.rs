@@ -307,6 +307,57 @@ fn idempotent_retries_are_deduplicated_at_apply_on_every_replica() {
     }
 }
 
+/// An entry a leader proposed before a crash can commit and apply after its restart. It must
+/// not complete a request of the new start (proposal sequences used to restart at 0, so the
+/// first new produce was answered with the old entry's offset; the replica simulator found it).
+#[test]
+fn a_restarted_leader_never_answers_a_new_produce_with_an_old_entry() {
+    let (mut c, g) = Cluster::with_topic_led_by(1);
+    // Node 1 proposes two records; the entry is in flight when node 1 crashes.
+    produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 2));
+    let old = c.brokers[0].take_proposals();
+    assert_eq!(old.len(), 1);
+    // Node 1 restarts, replays __meta and leads the partition again in a later term.
+    let meta_log = c.logs[&META_GROUP].clone();
+    let mut b = open(&c.fs[0], 1);
+    let entries: Vec<(u64, Vec<u8>)> = meta_log.iter().map(|(i, _, d)| (*i, d.clone())).collect();
+    b.apply_meta(&entries, 0);
+    let _ = b.take_group_changes();
+    c.brokers[0] = b;
+    c.term = 2;
+    c.lead(g, 1);
+    // A new produce on the restarted leader.
+    let token = produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 3));
+    let new = c.brokers[0].take_proposals();
+    // The old entry commits (the new leader's log held it) and applies everywhere first.
+    for p in old.iter().chain(new.iter()) {
+        let log = c.logs.entry(p.group).or_default();
+        let index = log.len() as u64 + 1;
+        log.push((index, c.term, p.data.clone()));
+        for b in &mut c.brokers {
+            b.apply_partition(p.group, &[(index, c.term, p.data.clone())], 0);
+            b.finish_apply();
+        }
+        if std::ptr::eq(p, &old[0]) {
+            sync(&mut c.brokers[0]);
+            assert!(
+                c.brokers[0]
+                    .take_deferred()
+                    .iter()
+                    .all(|d| d.token != token),
+                "the old entry answered the new request"
+            );
+        }
+    }
+    // The new request is answered with its own entry's offset: after the old entry's records.
+    let r = delivered(&mut c.brokers[0], token);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0);
+    let before = c.brokers[1].partition("t", 0).unwrap().log_end_offset() - 3;
+    assert_eq!(p.base_offset, before);
+    assert!(before >= 2, "the old entry's two records come first");
+}
+
 #[test]
 fn losing_leadership_fails_waiting_produces_with_a_hint() {
     let (mut c, g) = Cluster::with_topic_led_by(1);
