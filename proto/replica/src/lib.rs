@@ -207,6 +207,8 @@ pub struct Replica {
     meta_leader: (u64, u64),
     /// The first-election campaign was made (or is not this node's to make).
     first_campaign: bool,
+    /// Serving Kafka clients (latched once `__meta` caught up and the node registered).
+    serving: bool,
     io: VecDeque<Io>,
 }
 
@@ -241,6 +243,7 @@ impl Replica {
             stopped: false,
             meta_leader: (0, 0),
             first_campaign: false,
+            serving: false,
             io: VecDeque::new(),
         })
     }
@@ -534,6 +537,26 @@ impl Replica {
         (meta.leader_id() != 0).then(|| (meta.term(), meta.leader_id()))
     }
 
+    /// Whether this node may serve Kafka clients: once `__meta` caught up with its commit index
+    /// and the broker is registered and knows a `__meta` leader, and from then on. Returns
+    /// `Some(applied)` the one time it turns true (for the start-up log line).
+    pub fn start_serving(&mut self, broker: &Broker) -> Option<u64> {
+        if self.serving {
+            return None;
+        }
+        let applied = self.meta_caught_up()?;
+        if !broker.cluster_ready() {
+            return None;
+        }
+        self.serving = true;
+        Some(applied)
+    }
+
+    /// See [`Replica::start_serving`].
+    pub fn serving(&self) -> bool {
+        self.serving
+    }
+
     /// `__meta`'s applied index if it caught up with its commit index.
     pub fn meta_caught_up(&self) -> Option<u64> {
         let meta = self.node.group(META_GROUP)?;
@@ -732,23 +755,24 @@ impl Replica {
 
     /// Turns Raft's tasks into I/O (one persist batch for all groups) and broker events.
     fn drive(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
-        let mut batch = PersistBatch::default();
+        let mut persists = Vec::new();
+        let mut written = std::collections::BTreeMap::new();
         while let Some((group, task)) = self.node.poll_task() {
             match task {
                 Task::Persist(p) => {
                     if let Some(e) = p.entries.last() {
-                        match batch.written.iter_mut().find(|(g, _)| *g == group) {
-                            Some(w) => w.1 = e.index,
-                            None => batch.written.push((group, e.index)),
-                        }
+                        written.insert(group, e.index);
                     }
-                    batch.persists.push((group, p));
+                    persists.push((group, p));
                 }
                 other => self.on_task(group, other, now, wall_ms, broker),
             }
         }
-        if !batch.persists.is_empty() {
-            self.io.push_back(Io::Persist(batch));
+        if !persists.is_empty() {
+            self.io.push_back(Io::Persist(PersistBatch {
+                persists,
+                written: written.into_iter().collect(),
+            }));
         }
     }
 

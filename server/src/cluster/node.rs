@@ -252,10 +252,7 @@ async fn run_inner<R: Runtime>(
         let pass = {
             let mut broker = shared.broker.lock().unwrap();
             let pass = replica.handle_timeout(now_ms(), crate::server::now_ms(), &mut broker);
-            if !shared.serving()
-                && let Some(applied) = replica.meta_caught_up()
-                && broker.cluster_ready()
-            {
+            if let Some(applied) = replica.start_serving(&broker) {
                 shared.start_serving();
                 info!(
                     node_id,

@@ -162,8 +162,6 @@ struct Live {
     parked: HashMap<u64, Sent>,
     /// Next time the replica wants to run.
     due: u64,
-    /// Serving Kafka clients: `__meta` caught up once (the server's connections wait for it).
-    serving: bool,
 }
 
 /// (offset, value) of a partition's records.
@@ -376,7 +374,6 @@ impl Sim {
             applies: VecDeque::new(),
             parked: HashMap::new(),
             due: self.now,
-            serving: false,
         });
         self.digest.u64(self.now).u64(1).u64(id);
         self.log(|| format!("node {id} starts (life {})", self.nodes[i].life));
@@ -484,9 +481,8 @@ impl Sim {
         {
             self.first_leader = Some((now, term));
         }
-        if !live.serving && live.replica.meta_caught_up().is_some() && live.broker.cluster_ready() {
-            live.serving = true;
-        }
+        // The server's connections wait for this before serving clients.
+        live.replica.start_serving(&live.broker);
         live.due = live.replica.poll_timeout().max(now + 1);
         self.run_io(i);
     }
@@ -584,14 +580,11 @@ impl Sim {
         let Some(live) = self.nodes[i].live.as_mut() else {
             return;
         };
-        while let Some(work) = live.broker.take_sync_work() {
+        if let Some(work) = live.broker.take_sync_work() {
             for f in &work.files {
                 let _ = f.sync_data();
             }
             live.broker.complete_sync(work.seq, &work.ends, Ok(()));
-            if live.broker.take_sync_work().is_none() {
-                break;
-            }
         }
         let answers = live.broker.take_deferred();
         let mut done = Vec::new();
@@ -652,7 +645,7 @@ impl Sim {
     /// high watermark must not go back within one run of the node.
     fn observe(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let Some(live) = node.live.as_ref().filter(|l| l.serving) else {
+        let Some(live) = node.live.as_ref().filter(|l| l.replica.serving()) else {
             return;
         };
         let Some((hw, batches)) = live.broker.committed_batches(TOPIC, 0, node.read_to) else {
@@ -767,7 +760,7 @@ impl Sim {
         let up: Vec<u64> = self
             .nodes
             .iter()
-            .filter(|n| n.live.as_ref().is_some_and(|l| l.serving) && !n.paused)
+            .filter(|n| n.live.as_ref().is_some_and(|l| l.replica.serving()) && !n.paused)
             .map(|n| n.id)
             .collect();
         if up.is_empty() {

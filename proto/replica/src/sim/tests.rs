@@ -7,14 +7,9 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{Outcome, Sabotage, SimConfig, replay_command, run};
+use sluice_raft::sim::env_u64;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
+use super::{Outcome, Sabotage, SimConfig, replay_command, run};
 
 /// Runs `seeds` on every core; returns the outcomes, in seed order.
 pub fn run_many(seeds: std::ops::Range<u64>) -> Vec<Outcome> {
