@@ -201,6 +201,10 @@ async fn read_requests<Rd: Reader>(
             return parked;
         }
     }
+    if shared.cut_off() {
+        debug!(node_id = shared.config.node_id, peer = %peer.addr, "connection refused: cut off from the cluster");
+        return parked;
+    }
     let mut decoder = FrameDecoder::new(shared.config.max_frame_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let mut permit: Option<Permit> = None;
@@ -232,7 +236,15 @@ async fn read_requests<Rd: Reader>(
                 return parked;
             }
         }
-        match reader.read(&mut buf).await {
+        let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
+            shared.until_cut_off().await;
+            None
+        });
+        let Some(read) = read.await else {
+            debug!(node_id = shared.config.node_id, peer = %peer.addr, "closing connection: cut off from the cluster");
+            return parked;
+        };
+        match read {
             Ok(0) => return parked,
             Ok(n) => {
                 Counters::add(&shared.metrics.bytes_received, n);
@@ -541,8 +553,10 @@ async fn write_responses<R: Runtime, W: Writer>(
                 ctx, rx, denied, ..
             } => {
                 // The sender is dropped only at shutdown or when the broker forgot the token.
+                // Cut off from the cluster, the node closes the connection rather than make
+                // the client wait out its timeout: it takes the request elsewhere.
                 let answer = futures_lite::future::or(async { rx.recv().await.ok() }, async {
-                    shared.stopped().await;
+                    futures_lite::future::or(shared.stopped(), shared.until_cut_off()).await;
                     None
                 })
                 .await;

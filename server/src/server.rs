@@ -53,6 +53,10 @@ pub struct Shared {
     /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
     serving: AtomicBool,
     serving_event: Event,
+    /// Cluster mode: this node is cut off from a majority of the cluster; Kafka connections
+    /// close (see `sluice_replica::reach`).
+    cut_off: AtomicBool,
+    cut_event: Event,
     stopping: AtomicBool,
     stop: Event,
 }
@@ -70,6 +74,29 @@ impl Shared {
     pub fn start_serving(&self) {
         self.serving.store(true, Ordering::Release);
         self.serving_event.notify(usize::MAX);
+    }
+
+    /// Cluster mode: whether this node is cut off from a majority of the cluster.
+    pub fn cut_off(&self) -> bool {
+        self.cut_off.load(Ordering::Acquire)
+    }
+
+    /// Cluster mode: the node is cut off from (or reaches again) a majority of the cluster.
+    pub fn set_cut_off(&self, cut: bool) {
+        if self.cut_off.swap(cut, Ordering::AcqRel) != cut && cut {
+            self.cut_event.notify(usize::MAX);
+        }
+    }
+
+    /// Resolves once the node is cut off from a majority of the cluster (never in standalone).
+    pub async fn until_cut_off(&self) {
+        loop {
+            let l = self.cut_event.listen();
+            if self.cut_off() {
+                return;
+            }
+            l.await;
+        }
     }
 
     /// Waits until requests are served or shutdown begins.
@@ -283,6 +310,8 @@ impl<R: Runtime> Server<R> {
             },
             serving: AtomicBool::new(!is_cluster),
             serving_event: Event::new(),
+            cut_off: AtomicBool::new(false),
+            cut_event: Event::new(),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
         });

@@ -294,15 +294,19 @@ fn cluster_refuses_a_duplicate_node_id_at_the_handshake() {
 }
 
 #[test]
-fn cluster_refuses_a_node_with_a_foreign_certificate() {
+fn cluster_refuses_a_node_with_a_foreign_certificate_and_does_not_form_without_it() {
     let c = Cluster::new();
     let foreign = c.path().join("foreign-certs");
     make_certs(&foreign);
     let n1 = Process::start("node1", &c.args(1, &c.certs), c.path());
     let n2 = Process::start("node2", &c.args(2, &c.certs), c.path());
     let n3 = Process::start("node3", &c.args(3, &foreign), c.path());
-    n1.wait_for_line(ELECTED, Duration::from_secs(15))
-        .expect("nodes 1 and 2 elect without node 3");
+    // A new cluster forms only once every peer reported an empty state: nodes 1 and 2 say they
+    // wait for node 3 (an empty node cannot tell a new cluster from one whose state it lost).
+    let waiting = n1
+        .wait_for_line("waiting to hear from every peer", Duration::from_secs(15))
+        .expect("node 1 says what it waits for");
+    assert!(waiting.contains("waiting_for=[3]"), "{waiting}");
     let refused = n3
         .wait_for_line("TLS handshake failed", Duration::from_secs(10))
         .expect("node 3 refuses the cluster's nodes at TLS");
@@ -317,6 +321,7 @@ fn cluster_refuses_a_node_with_a_foreign_certificate() {
         n3.log()
     );
     assert!(n2.log().contains("connecting to node 3 failed"));
+    assert!(!n1.log().contains(ELECTED), "{}", n1.log());
 }
 
 #[test]

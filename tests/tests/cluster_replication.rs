@@ -746,6 +746,20 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
             Duration::from_secs(20),
             |s| (0..PARTS).all(|p| s.on(p).filter(|a| a.ms > restarted).count() >= 200),
         );
+        if wipe {
+            // It forgot its votes with its disk: it did not vote until it had caught up.
+            let n = &c.nodes[victim];
+            n.wait_for_line("this node votes again", Duration::from_secs(15))
+                .expect("the wiped node catches up and votes again");
+            let log = n.log();
+            assert!(
+                log.contains("the cluster exists but this node's raft state is empty"),
+                "{log}"
+            );
+            let data = c.data_dir(victim).join("raft/recovering");
+            let mark = std::fs::read(&data).unwrap_or_default();
+            assert!(mark.is_empty(), "{}: {mark:?}", data.display());
+        }
     }
     let produced = stop_and_compare(producer, &c, TOPIC, PARTS);
     let acked: Vec<&Ack> = produced.acks.iter().collect();

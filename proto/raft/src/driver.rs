@@ -241,9 +241,44 @@ impl Driver {
 
     /// Advances Raft's logical clock by one tick. Returns whether there is new work.
     pub fn tick(&mut self) -> bool {
+        // A leader that hears no quorum steps down at its next quorum check, and its followers,
+        // which may still hear it (a deaf leader), would wait out a whole election timeout of
+        // their own before electing. On its way out it asks its most caught-up follower to
+        // campaign at once (MsgTimeoutNow, as a leadership transfer does); the vote still
+        // decides, so this is only ever faster.
+        let successor = self.successor_if_checking();
+        let term = self.raw.raft.term;
         let ready = self.raw.tick();
+        if let Some(to) = successor
+            && self.raw.raft.state == StateRole::Follower
+            && self.raw.raft.term == term
+            && self.raw.raft.leader_id == 0
+        {
+            tracing::debug!(
+                node = self.node_id,
+                group = self.group,
+                term,
+                to,
+                "stepped down (no quorum heard): asking the most caught-up follower to campaign now"
+            );
+            self.raw.raft.send_timeout_now(to);
+        }
         self.reseed_election_timeout();
         ready || self.raw.has_ready()
+    }
+
+    /// On a leader whose quorum check is due this tick: the follower with the longest log.
+    fn successor_if_checking(&self) -> Option<u64> {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader || r.election_elapsed + 1 < r.election_timeout() {
+            return None;
+        }
+        r.prs()
+            .iter()
+            .filter(|(id, _)| **id != self.node_id)
+            .filter(|(id, _)| r.prs().conf().voters().contains(**id))
+            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
     }
 
     /// Feeds a message from a peer (its `to` must be this node).
@@ -310,6 +345,37 @@ impl Driver {
         );
         self.raw.transfer_leader(to);
         self.reseed_election_timeout();
+    }
+
+    /// A follower's log ends at `last_index` although this leader believes it matched more (the
+    /// follower lost its data dir): forget that and probe it from its real end. Lowering a
+    /// follower's match only delays commits, never undoes one (raft-rs never lowers its commit
+    /// index). Returns whether anything changed.
+    pub fn follower_lost_log(&mut self, peer: u64, last_index: u64) -> bool {
+        if self.raw.raft.state != StateRole::Leader || peer == self.node_id {
+            return false;
+        }
+        let term = self.raw.raft.term;
+        let Some(pr) = self.raw.raft.mut_prs().get_mut(peer) else {
+            return false;
+        };
+        if pr.matched <= last_index {
+            return false;
+        }
+        tracing::debug!(
+            node = self.node_id,
+            group = self.group,
+            term,
+            peer,
+            believed = pr.matched,
+            last_index,
+            "a follower lost its log: probing it again from its end"
+        );
+        pr.matched = last_index;
+        pr.become_probe();
+        // Sends the probe now rather than at the next heartbeat response.
+        self.raw.raft.send_append(peer);
+        true
     }
 
     /// Starts an election now (tests, or bootstrapping a single-node group).

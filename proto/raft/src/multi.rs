@@ -34,6 +34,9 @@ pub struct Node {
     tasks: VecDeque<(GroupId, Task)>,
     next_tick_ms: Option<u64>,
     dropped_msgs: u64,
+    /// Groups that do not tick, so never campaign (a replica rebuilt from an empty data dir
+    /// until it caught up).
+    held: BTreeSet<GroupId>,
 }
 
 impl Node {
@@ -48,6 +51,7 @@ impl Node {
             tasks: VecDeque::new(),
             next_tick_ms: None,
             dropped_msgs: 0,
+            held: BTreeSet::new(),
         })
     }
 
@@ -70,6 +74,7 @@ impl Node {
 
     /// Stops hosting `group` (replica moved away); its pending outputs are discarded.
     pub fn remove_group(&mut self, group: GroupId) -> Option<Driver> {
+        self.held.remove(&group);
         self.dirty.remove(&group);
         self.tasks.retain(|(g, _)| *g != group);
         self.groups.remove(&group)
@@ -107,6 +112,9 @@ impl Node {
         let due = (now_ms - next) / tick_ms + 1;
         let ticks = due.min(CATCH_UP_TICKS_MAX);
         for (&id, driver) in self.groups.iter_mut() {
+            if self.held.contains(&id) {
+                continue;
+            }
             let mut ready = false;
             for _ in 0..ticks {
                 ready |= driver.tick();
@@ -116,6 +124,26 @@ impl Node {
             }
         }
         self.next_tick_ms = Some(next + due * tick_ms);
+    }
+
+    /// `peer` reports that its log of `group` ends at `last_index` (it lost its data dir): if
+    /// this node leads `group` and believes the peer holds more, it probes the peer again.
+    pub fn follower_lost_log(&mut self, group: GroupId, peer: u64, last_index: u64) {
+        if let Some(d) = self.groups.get_mut(&group)
+            && d.follower_lost_log(peer, last_index)
+        {
+            self.dirty.insert(group);
+        }
+    }
+
+    /// Stops (`true`) or resumes ticking `group`: a group that does not tick never starts an
+    /// election of its own; it still follows a leader.
+    pub fn hold_elections(&mut self, group: GroupId, hold: bool) {
+        if hold {
+            self.held.insert(group);
+        } else {
+            self.held.remove(&group);
+        }
     }
 
     /// When [`Node::handle_timeout`] should next be called (None before the first call).
@@ -226,6 +254,8 @@ impl Node {
             from: self.config.node_id,
             to,
             messages,
+            formed: false,
+            lost: Vec::new(),
         })
     }
 

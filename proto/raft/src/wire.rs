@@ -35,6 +35,28 @@ pub struct PeerBatch {
     /// Messages in the order raft-rs produced them (per group order matters; across groups not).
     #[prost(message, repeated, tag = "3")]
     pub messages: Vec<GroupMessage>,
+    /// The sender's `__meta` has taken part in a term (its term is above 0): the cluster
+    /// exists. A node that starts with an empty data dir learns from this that it lost its
+    /// state rather than being part of a new cluster (see `sluice-replica`'s `recovery`).
+    #[prost(bool, tag = "4")]
+    pub formed: bool,
+    /// Groups of which the sender lost its log (a wiped data dir) while the receiver, their
+    /// leader, may still believe it holds more: see [`LostLog`].
+    #[prost(message, repeated, tag = "5")]
+    pub lost: Vec<LostLog>,
+}
+
+/// "My log of `group` ends at `last_index`": sent by a replica rebuilt from an empty data dir
+/// whose leader says more is committed than it holds. The leader remembers how far the replica
+/// reached before, and with nothing new to append it would only ever send it heartbeats.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LostLog {
+    /// Raft group.
+    #[prost(uint64, tag = "1")]
+    pub group: GroupId,
+    /// The sender's last log index in it.
+    #[prost(uint64, tag = "2")]
+    pub last_index: u64,
 }
 
 impl PeerBatch {
@@ -68,6 +90,8 @@ mod tests {
             ..Default::default()
         }];
         let batch = PeerBatch {
+            formed: false,
+            lost: Vec::new(),
             from: 1,
             to: 2,
             messages: vec![GroupMessage {

@@ -19,7 +19,10 @@
 pub mod apply;
 pub mod leadership;
 pub mod liveness;
+pub mod reach;
+pub mod recovery;
 pub mod sim;
+mod standing;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -31,6 +34,8 @@ use tracing::{debug, error, info, warn};
 
 pub use apply::{ApplyJob, apply_entries};
 use liveness::Silence;
+use reach::Reach;
+use recovery::{Recovery, Standing};
 
 /// How often the replica samples follower liveness, reports the ISR, proposes compaction hints
 /// and lets the broker run its cluster timers.
@@ -43,6 +48,12 @@ const BALANCE_MOVES: usize = 16;
 const HANDOFF_MS: u64 = 2_000;
 /// On shutdown, how often transfers are retried for groups still led here.
 const HANDOFF_RETRY_MS: u64 = 500;
+/// How often a replica rebuilt from an empty data dir tells leaders where its logs really end.
+const LOST_REPORT_MS: u64 = 500;
+/// How often a node unsure whether the cluster is new says which peers it waits for.
+const UNSURE_LOG_MS: u64 = 5_000;
+/// Vote requests an unsure node keeps until it knows whether the cluster is new.
+const DEFERRED_MAX: usize = 64;
 /// Bytes of entry data a group may hold in memory before its leader proposes a compaction hint
 /// even if fewer than `compact_step` entries accumulated (entries are whole produce requests,
 /// up to megabytes each).
@@ -77,7 +88,15 @@ pub struct ReplicaConfig {
     pub replica_timeout_ms: u64,
     /// Milliseconds from process start to the replica clock's zero (for "elected after" logs).
     pub started_ms: u64,
+    /// [`RECOVERING_MARK`] said `recovering` at start: the node stopped before it caught up
+    /// after starting empty, so what it holds cannot vote yet either.
+    pub recovering: bool,
 }
+
+/// The file (relative to the data dir, through [`Io::WriteMarks`]) that says this node started
+/// empty and has not caught up yet: `recovering` while so, empty once it has. A crash half-way
+/// through catching up must not turn a partial copy into a voter.
+pub const RECOVERING_MARK: &str = "raft/recovering";
 
 /// A partition group to start hosting: the runtime opens (or creates) its Raft store and hands
 /// it to [`Replica::group_opened`].
@@ -138,7 +157,8 @@ pub enum Io {
     },
     /// Rewrite a group's store after an in-memory compaction.
     CompactStore(StoreCompaction),
-    /// Record partitions' applied marks (path relative to the data dir, bytes), atomically.
+    /// Record partitions' applied marks and [`RECOVERING_MARK`] (path relative to the data dir,
+    /// bytes), atomically and durably, before any later I/O.
     WriteMarks(Vec<(u64, String, Vec<u8>)>),
 }
 
@@ -209,6 +229,28 @@ pub struct Replica {
     first_campaign: bool,
     /// Serving Kafka clients (latched once `__meta` caught up and the node registered).
     serving: bool,
+    /// Which peers this node hears: cut off from a majority, it stops serving clients.
+    reach: Reach,
+    /// `__meta`'s voters (refreshed at housekeeping).
+    voters: Vec<u64>,
+    /// Pings are checked once Raft's own batches of this pass are out.
+    pings_due: bool,
+    pings: VecDeque<u64>,
+    /// Started with an empty `__meta`: whether and which groups may vote yet.
+    recovery: Recovery,
+    /// Groups asked for with [`Io::OpenGroup`] and not opened yet.
+    opening: std::collections::BTreeSet<u64>,
+    /// [`RECOVERING_MARK`] says `recovering`.
+    marked: bool,
+    /// Vote requests that arrived while unsure whether the cluster is new: (from, message).
+    deferred: Vec<(u64, sluice_raft::GroupMessage)>,
+    /// Peers connected at the last [`Replica::peers_connected`].
+    connected: Vec<u64>,
+    /// When an unsure node next says which peers it waits for.
+    next_unsure_log: u64,
+    /// Lost-log reports to send, per peer (see `standing::report_lost_logs`).
+    lost_out: std::collections::BTreeMap<u64, Vec<sluice_raft::LostLog>>,
+    next_lost_report: u64,
     io: VecDeque<Io>,
 }
 
@@ -229,7 +271,30 @@ impl Replica {
         config.election_ticks_min = 16;
         config.election_ticks_max = 32;
         let mut node = sluice_raft::Node::new(config).map_err(raft)?;
+        let empty = meta.hard_state().term == 0 || cfg.recovering;
+        let voters = meta.conf_state().voters.clone();
         node.add_group(META_GROUP, meta, 0).map_err(raft)?;
+        let mut recovery = Recovery::new(empty, META_GROUP);
+        if empty {
+            info!(
+                node_id,
+                "empty raft state: voting only once every peer reports an empty state too (a new cluster) or a leader has brought this node up to date (a lost data dir)"
+            );
+            if voters == [node_id] {
+                recovery.heard(node_id, false, &voters, node_id);
+            } else {
+                node.hold_elections(META_GROUP, true);
+            }
+        }
+        let mut io = VecDeque::new();
+        // Written before anything this node persists can make its state look intact.
+        if empty && !cfg.recovering && voters != [node_id] {
+            io.push_back(Io::WriteMarks(vec![(
+                META_GROUP,
+                RECOVERING_MARK.to_string(),
+                b"recovering\n".to_vec(),
+            )]));
+        }
         Ok(Replica {
             cfg,
             node,
@@ -244,7 +309,19 @@ impl Replica {
             meta_leader: (0, 0),
             first_campaign: false,
             serving: false,
-            io: VecDeque::new(),
+            reach: Reach::default(),
+            voters: Vec::new(),
+            pings_due: false,
+            pings: VecDeque::new(),
+            marked: empty && voters != [node_id],
+            deferred: Vec::new(),
+            connected: Vec::new(),
+            next_unsure_log: UNSURE_LOG_MS,
+            lost_out: Default::default(),
+            next_lost_report: 0,
+            recovery,
+            opening: Default::default(),
+            io,
         })
     }
 
@@ -267,7 +344,29 @@ impl Replica {
     pub fn handle_message(&mut self, from: u64, bytes: &[u8]) {
         let node_id = self.cfg.node_id;
         match PeerBatch::decode_from(bytes) {
-            Ok(batch) if batch.from == from && batch.to == node_id => self.node.step(batch),
+            Ok(mut batch) if batch.from == from && batch.to == node_id => {
+                self.reach.heard(from);
+                if self.voters.is_empty() {
+                    self.refresh_voters();
+                }
+                if let Some(change) = self
+                    .recovery
+                    .heard(from, batch.formed, &self.voters, node_id)
+                {
+                    self.on_recovery(change);
+                }
+                for lost in std::mem::take(&mut batch.lost) {
+                    self.node
+                        .follower_lost_log(lost.group, from, lost.last_index);
+                }
+                if self.recovery.behind().next().is_some() {
+                    self.screen(&mut batch);
+                }
+                // An empty batch is a ping: it only says the peer is there.
+                if !batch.messages.is_empty() {
+                    self.node.step(batch);
+                }
+            }
             Ok(batch) => warn!(
                 node_id,
                 peer_id = from,
@@ -297,6 +396,8 @@ impl Replica {
         if self.node.poll_timeout().is_none_or(|t| now >= t) {
             self.node.handle_timeout(now);
         }
+        self.update_reach(now);
+        self.report_unsure(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_MS;
             pass.housekeeping = true;
@@ -309,6 +410,9 @@ impl Replica {
         for change in broker.take_group_changes() {
             self.group_change(change);
         }
+        // After the group changes: the groups `__meta`'s entries create must be opening
+        // before this node counts as caught up.
+        self.check_recovery();
         self.admit(broker);
         if let Some(since) = self.stopping {
             let leading = self.led_groups();
@@ -373,10 +477,12 @@ impl Replica {
             partition,
             ..
         } = open;
+        self.opening.remove(&group);
         if self.node.group(group).is_some() {
             return Ok(());
         }
         let fresh = store.last_index() == 0;
+        self.recovery.group_opened(group);
         // Raft refuses an applied index beyond the durable commit; entries in between are
         // skipped by the broker (it remembers what its log holds).
         let mut applied = applied.min(store.hard_state().commit);
@@ -406,7 +512,9 @@ impl Replica {
             self.io.push_back(Io::Apply(job));
         }
         debug!(node_id, group, topic = %topic, partition, applied, fresh, "hosting partition group");
-        if campaign && fresh {
+        if !self.recovery.may_vote(group) {
+            self.node.hold_elections(group, true);
+        } else if campaign && fresh {
             self.node.campaign(group).map_err(self.err(group))?;
         }
         self.drive(now, wall_ms, broker);
@@ -414,13 +522,14 @@ impl Replica {
     }
 
     /// Whether [`Replica::peers_connected`] still matters: `__meta` of a fresh cluster that
-    /// never had a leader.
+    /// never had a leader, or a node unsure whether the cluster is new.
     pub fn wants_peers(&self) -> bool {
-        !self.first_campaign
+        let fresh = !self.first_campaign
             && self
                 .node
                 .group(META_GROUP)
-                .is_some_and(|d| d.term() == 0 && d.leader_id() == 0)
+                .is_some_and(|d| d.term() == 0 && d.leader_id() == 0);
+        fresh || matches!(self.recovery.standing(), Standing::Unsure { .. })
     }
 
     /// The peers the transport is connected to. On a fresh cluster the lowest-id voter
@@ -430,6 +539,18 @@ impl Replica {
     /// only that). Pre-vote keeps a lone early campaign from disturbing anything.
     pub fn peers_connected(&mut self, connected: &[u64]) -> Result<(), Error> {
         if !self.wants_peers() {
+            return Ok(());
+        }
+        // A peer that just connected is pinged at once: an empty node learns from every
+        // peer's first batch whether the cluster is new before anyone campaigns.
+        for &p in connected {
+            if !self.connected.contains(&p) {
+                self.reach.forget_sent(p);
+                self.pings_due = true;
+            }
+        }
+        self.connected = connected.to_vec();
+        if self.first_campaign || !self.recovery.may_vote(META_GROUP) {
             return Ok(());
         }
         let me = self.cfg.node_id;
@@ -461,9 +582,14 @@ impl Replica {
         Ok(())
     }
 
-    /// The next Raft batch to send.
+    /// The next Raft batch to send (an empty one pings a peer nothing else went to lately).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let batch = self.node.poll_transmit()?;
+        let Some(mut batch) = self.node.poll_transmit() else {
+            return self.poll_ping();
+        };
+        batch.formed = self.formed();
+        batch.lost = self.lost_out.remove(&batch.to).unwrap_or_default();
+        self.reach.sent(batch.to);
         let snapshots = batch
             .messages
             .iter()
@@ -552,9 +678,9 @@ impl Replica {
         Some(applied)
     }
 
-    /// See [`Replica::start_serving`].
+    /// See [`Replica::start_serving`]; false again while [`Replica::cut_off`].
     pub fn serving(&self) -> bool {
-        self.serving
+        self.serving && !self.reach.cut_off()
     }
 
     /// `__meta`'s applied index if it caught up with its commit index.
@@ -586,6 +712,7 @@ impl Replica {
     }
 
     fn housekeeping(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
+        self.refresh_voters();
         broker.cluster_tick(self.meta_caught_up().is_some(), wall_ms);
         let marks = broker.take_applied_marks();
         // Hints are already spaced by the leader: act on each.
@@ -696,6 +823,7 @@ impl Replica {
                 self.preferred
                     .insert(group, voters.first().copied().unwrap_or(0));
                 if self.node.group(group).is_none() {
+                    self.opening.insert(group);
                     self.io.push_back(Io::OpenGroup(OpenGroup {
                         group,
                         voters,
@@ -712,6 +840,8 @@ impl Replica {
                 self.io
                     .retain(|io| !matches!(io, Io::OpenGroup(o) if o.group == group));
                 self.node.remove_group(group);
+                self.opening.remove(&group);
+                self.recovery.group_removed(group);
                 info!(node_id = self.cfg.node_id, group, "partition group removed");
                 self.io.push_back(Io::RemoveGroup { group });
             }

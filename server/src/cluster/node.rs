@@ -187,6 +187,8 @@ async fn run_inner<R: Runtime>(
             compact_step: cc.raft_compact_entries,
             replica_timeout_ms: cc.raft_replica_timeout_ms,
             started_ms: clock.duration_since(started).as_millis() as u64,
+            recovering: std::fs::read(data_dir.join(sluice_replica::RECOVERING_MARK))
+                .is_ok_and(|b| b.starts_with(b"recovering")),
         },
         loaded.store,
     )?;
@@ -261,6 +263,7 @@ async fn run_inner<R: Runtime>(
                     "__meta caught up: serving Kafka clients"
                 );
             }
+            shared.set_cut_off(replica.cut_off());
             crate::server::deliver(&shared, &mut broker);
             pass
         };
@@ -526,10 +529,14 @@ fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
         let r = (|| -> std::io::Result<()> {
             std::fs::write(&tmp, bytes)?;
             std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &full)
+            std::fs::rename(&tmp, &full)?;
+            if let Some(dir) = full.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         if let Err(e) = r {
-            debug!(group, path = %full.display(), error = %e, "writing an applied mark failed");
+            warn!(group, path = %full.display(), error = %e, "writing a mark failed");
         }
     }
 }

@@ -57,6 +57,27 @@ pub struct SimConfig {
     pub verbose: bool,
     /// Break an invariant on purpose (to show the checks catch it).
     pub sabotage: Option<Sabotage>,
+    /// One fault of this kind on the partition leader for the whole fault phase, instead of
+    /// random overlapping faults.
+    pub only: Option<Fault>,
+}
+
+/// The faults a single-fault run ([`SimConfig::only`]) injects on the partition leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut from both peers, both ways.
+    Isolation,
+    /// Sends nothing to its peers; still hears them.
+    CannotSend,
+    /// Hears nothing from its peers; still sends (its heartbeats keep followers waiting).
+    CannotReceive,
+    /// Cut from one follower, both ways; the other follower reaches both.
+    Bridge,
+    /// The double-vote layout: node 2 is cut off from the start, so nodes 1 and 3 form the
+    /// cluster (node 3 voting for node 1); at the fault node 3 loses its data dir and restarts
+    /// while node 1 is cut off and node 2 comes back. Nodes 2 and 3 are both empty then: if
+    /// node 3 voted, they would elect a second leader in the same term and lose every write.
+    WipedVoter,
 }
 
 impl SimConfig {
@@ -69,6 +90,7 @@ impl SimConfig {
             heal_ms: 10_000,
             verbose: false,
             sabotage: None,
+            only: None,
         }
     }
 }
@@ -84,6 +106,8 @@ pub enum Sabotage {
     PhantomRead,
     /// Never heal the partition.
     NeverHeal,
+    /// Deliver node 1's answers to produces later than the bound.
+    LateAnswers,
 }
 
 /// The result of one run.
@@ -101,8 +125,13 @@ pub struct Outcome {
     pub committed: usize,
     /// Longest time one answered request waited (sim ms).
     pub slowest_answer: u64,
+    /// Longest stretch without any acknowledgement that overlaps the fault phase (sim ms).
+    pub longest_no_ack: u64,
     /// The fault injected last before that answer (what most likely held it up).
     pub slowest_cause: Option<&'static str>,
+    /// Longest time a produce to a running, unpaused node waited for its answer (or until the
+    /// client gave up on it): what [`ANSWER_BOUND_MS`] bounds.
+    pub slowest_owed: u64,
     /// Sim ms from healing to the first acknowledgement after it.
     pub recovered_after_ms: Option<u64>,
     /// When a node first knew a `__meta` leader (sim ms from the start), and its term.
@@ -171,6 +200,11 @@ const NODES: u64 = 3;
 /// The end of a run without new writes: replicas catch up before the final checks.
 const QUIET_MS: u64 = 3_000;
 const WALL_BASE: i64 = 1_700_000_000_000;
+/// How long a running node may take to answer a produce under the random, overlapping faults:
+/// a leader cut from its quorum steps down within the longest election timeout (1.6 s), and
+/// a second fault that begins while the first is being resolved can cost another. (One fault
+/// alone is held to 2 s: `a_faulty_leader_answers_within_an_election_timeout…`.)
+pub const ANSWER_BOUND_MS: u64 = 4_000;
 
 struct Sim {
     cfg: SimConfig,
@@ -190,6 +224,15 @@ struct Sim {
     /// Faults injected: (sim ms, kind).
     faults: Vec<(u64, &'static str)>,
     slowest_cause: Option<&'static str>,
+    /// Pauses: (node, from, until); `until` is `u64::MAX` while it lasts.
+    pauses: Vec<(u64, u64, u64)>,
+    slowest_owed: u64,
+    /// When each acknowledgement arrived (sim ms).
+    ack_times: Vec<u64>,
+    /// (group, term) → the node that led it: Raft allows one leader per term.
+    leaders: BTreeMap<(u64, u64), u64>,
+    /// The fault phase (sim ms).
+    fault_window: (u64, u64),
     /// Every (offset, value) any node ever exposed below its high watermark.
     seen: BTreeMap<i64, u64>,
     violations: Vec<String>,
@@ -244,6 +287,11 @@ impl Sim {
             first_leader: None,
             faults: Vec::new(),
             slowest_cause: None,
+            pauses: Vec::new(),
+            slowest_owed: 0,
+            ack_times: Vec::new(),
+            leaders: BTreeMap::new(),
+            fault_window: (0, 0),
             seen: BTreeMap::new(),
             violations: Vec::new(),
             digest: Fnv::default(),
@@ -266,12 +314,20 @@ impl Sim {
     }
 
     fn main(&mut self) {
-        for i in 0..NODES as usize {
-            self.start(i);
+        // Started within 50 ms of each other, as processes are: each node's Raft ticks run in a
+        // phase of their own (nodes ticking in lockstep would tie elections far more often
+        // than real ones do).
+        for node in 1..=NODES {
+            let at = self.rng.range(0, 50);
+            self.at(at, Event::Restart { node });
+        }
+        if self.cfg.only == Some(Fault::WipedVoter) {
+            self.net.partition(&[2], &[1, 3]);
         }
         self.at(50, Event::ClientTick);
         let fault_start = 2_000;
         let heal_at = fault_start + self.cfg.fault_ms;
+        self.fault_window = (fault_start, heal_at);
         if self.cfg.faults {
             self.at(fault_start, Event::Fault);
             self.at(heal_at, Event::Heal);
@@ -356,12 +412,20 @@ impl Sim {
         let replica = Replica::new(
             ReplicaConfig {
                 node_id: id,
-                seed: self.cfg.seed.wrapping_mul(31).wrapping_add(node.life),
+                // Independent per node and start (a linear mix let two nodes restarted
+                // together draw the same election timeouts and tie every election).
+                seed: Rng::new(self.cfg.seed ^ (id << 40) ^ (node.life << 20)).next_u64(),
                 // Raft logs are not compacted in the simulator (snapshot installs copy records
                 // over the network, which it does not model).
                 compact_step: u64::MAX / 2,
                 replica_timeout_ms: 10_000,
                 started_ms: 0,
+                recovering: node
+                    .fs
+                    .read_file(crate::RECOVERING_MARK)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b.starts_with(b"recovering")),
             },
             meta,
         )
@@ -430,6 +494,7 @@ impl Sim {
             Event::Resume { node } => {
                 let i = (node - 1) as usize;
                 self.nodes[i].paused = false;
+                self.resumed(node);
                 self.log(|| format!("node {node} resumes"));
             }
             Event::ClientTick => {
@@ -476,6 +541,18 @@ impl Sim {
             self.violations.push(format!("node {id}: {e}"));
         }
         live.replica.handle_timeout(now, wall, &mut live.broker);
+        for g in live.replica.group_states().into_iter().filter(|g| g.leader) {
+            let first = *self.leaders.entry((g.group, g.term)).or_insert(id);
+            if first != id {
+                let v = format!(
+                    "group {} has two leaders in term {}: node {first} and node {id}",
+                    g.group, g.term
+                );
+                if !self.violations.contains(&v) {
+                    self.violations.push(v);
+                }
+            }
+        }
         if self.first_leader.is_none()
             && let Some((term, _)) = live.replica.meta_leader()
         {
@@ -484,6 +561,26 @@ impl Sim {
         // The server's connections wait for this before serving clients.
         live.replica.start_serving(&live.broker);
         live.due = live.replica.poll_timeout().max(now + 1);
+        if live.replica.cut_off() && !live.parked.is_empty() {
+            // Cut off from the cluster, the server closes its Kafka connections: the client
+            // learns at once that these requests' outcome is unknown and goes elsewhere.
+            let mut closed: Vec<Sent> = live.parked.drain().map(|(_, s)| s).collect();
+            closed.sort_by_key(|s| (s.at, s.value));
+            self.log(|| {
+                format!(
+                    "node {id} is cut off: {} requests' connections closed",
+                    closed.len()
+                )
+            });
+            if self.client.leader_hint == Some(id) {
+                self.client.leader_hint = None;
+            }
+            for s in &closed {
+                if s.value.is_some() {
+                    self.owed(s, now);
+                }
+            }
+        }
         self.run_io(i);
     }
 
@@ -608,6 +705,9 @@ impl Sim {
                 )
             });
         }
+        if sent.value.is_some() {
+            self.owed(sent, now);
+        }
         let before = self.client.acked.len();
         let slowest = self.client.slowest_answer;
         self.client.answered(sent, response, now);
@@ -632,12 +732,48 @@ impl Sim {
                 self.client.acked.insert(value, offset + 1);
             }
             self.digest.u64(now).u64(3).u64(value).u64(offset as u64);
+            self.ack_times.push(now);
             if let Some(h) = self.healed_at
                 && now >= h
                 && self.first_ack_after_heal.is_none()
             {
                 self.first_ack_after_heal = Some(now - h);
             }
+        }
+    }
+
+    fn resumed(&mut self, node: u64) {
+        let now = self.now;
+        for p in self
+            .pauses
+            .iter_mut()
+            .filter(|p| p.0 == node && p.2 == u64::MAX)
+        {
+            p.2 = now;
+        }
+    }
+
+    /// A produce sent to a node that ran throughout is answered within [`ANSWER_BOUND_MS`],
+    /// whatever the faults: a leader that loses its quorum or its term fails what it parked at
+    /// once, as Kafka's purgatory does. (A paused node answers late; a killed one never.)
+    fn owed(&mut self, sent: &Sent, now: u64) {
+        let paused = self
+            .pauses
+            .iter()
+            .any(|&(n, from, until)| n == sent.node && from <= now && until >= sent.at);
+        if paused {
+            return;
+        }
+        let mut waited = now - sent.at;
+        if self.cfg.sabotage == Some(Sabotage::LateAnswers) && sent.node == 1 {
+            waited += ANSWER_BOUND_MS;
+        }
+        self.slowest_owed = self.slowest_owed.max(waited);
+        if waited > ANSWER_BOUND_MS {
+            self.violations.push(format!(
+                "node {} took {waited} ms to answer a produce sent at {} ms (bound {ANSWER_BOUND_MS} ms)",
+                sent.node, sent.at
+            ));
         }
     }
 
@@ -749,9 +885,22 @@ impl Sim {
             .sum();
         // Requests older than the client's timeout are given up (their outcome is unknown).
         let now = self.now;
+        let mut given_up = Vec::new();
         for n in &mut self.nodes {
             if let Some(l) = n.live.as_mut() {
-                l.parked.retain(|_, s| now.saturating_sub(s.at) < 5_000);
+                l.parked.retain(|_, s| {
+                    let keep = now.saturating_sub(s.at) < 5_000;
+                    if !keep {
+                        given_up.push(s.clone());
+                    }
+                    keep
+                });
+            }
+        }
+        given_up.sort_by_key(|s| (s.at, s.node));
+        for s in given_up {
+            if s.value.is_some() {
+                self.owed(&s, now);
             }
         }
         if outstanding >= 5 {
@@ -810,12 +959,16 @@ impl Sim {
     }
 
     fn fault(&mut self) {
-        let kind = self.rng.range(0, 9);
+        if let Some(only) = self.cfg.only {
+            self.only_fault(only);
+            return;
+        }
+        let kind = self.rng.range(0, 11);
         let a = self.rng.range(1, NODES + 1);
         let b = a % NODES + 1;
         let c = b % NODES + 1;
         self.digest.u64(self.now).u64(4).u64(kind).u64(a);
-        const KINDS: [&str; 9] = [
+        const KINDS: [&str; 11] = [
             "kill -9",
             "isolation",
             "cannot send",
@@ -825,6 +978,8 @@ impl Sim {
             "clock jump",
             "pause",
             "links heal",
+            "cannot receive",
+            "disk lost",
         ];
         self.faults.push((self.now, KINDS[kind as usize]));
         match kind {
@@ -874,14 +1029,76 @@ impl Sim {
                 let i = (a - 1) as usize;
                 if !self.nodes[i].paused {
                     self.nodes[i].paused = true;
+                    self.pauses.push((a, self.now, u64::MAX));
                     self.log(|| format!("node {a} paused"));
                     let when = self.now + self.rng.range(100, 2_500);
                     self.at(when, Event::Resume { node: a });
                 }
             }
-            _ => {
+            8 => {
                 self.log(|| "links heal".to_string());
                 self.net.heal();
+            }
+            10 => {
+                // kill -9 and a wiped data dir, restart later; one node at a time (Raft cannot
+                // survive a majority losing its disks).
+                let lost = self
+                    .nodes
+                    .iter()
+                    .any(|n| n.live.as_ref().is_none_or(|l| l.replica.recovering()));
+                if !lost && self.nodes[(a - 1) as usize].live.is_some() {
+                    self.wipe(a);
+                    let when = self.now + self.rng.range(200, 3_000);
+                    self.at(when, Event::Restart { node: a });
+                }
+            }
+            _ => {
+                // A deaf node: it still sends (a leader's heartbeats keep its followers
+                // from electing) but hears nothing.
+                self.log(|| format!("node {a} cannot receive from {b} and {c}"));
+                self.net.blocked.insert((b, a));
+                self.net.blocked.insert((c, a));
+            }
+        }
+    }
+
+    /// kill -9 of `node` and the loss of its data dir.
+    fn wipe(&mut self, node: u64) {
+        let n = &mut self.nodes[(node - 1) as usize];
+        n.live = None;
+        n.fs = MemStorage::new();
+        n.durable.clear();
+        self.log(|| format!("node {node} crashes and loses its data dir"));
+    }
+
+    /// The one fault of a single-fault run, on the node the client writes to, lasting until
+    /// the heal.
+    fn only_fault(&mut self, fault: Fault) {
+        if !self.faults.is_empty() {
+            return;
+        }
+        let a = self.client.leader_hint.unwrap_or(1);
+        let b = a % NODES + 1;
+        let c = b % NODES + 1;
+        self.faults.push((self.now, "single"));
+        self.log(|| format!("node {a}: {fault:?} until the heal"));
+        match fault {
+            Fault::Isolation => self.net.partition(&[a], &[b, c]),
+            Fault::CannotSend => {
+                self.net.blocked.insert((a, b));
+                self.net.blocked.insert((a, c));
+            }
+            Fault::CannotReceive => {
+                self.net.blocked.insert((b, a));
+                self.net.blocked.insert((c, a));
+            }
+            Fault::Bridge => self.net.partition(&[a], &[b]),
+            Fault::WipedVoter => {
+                self.net.heal();
+                self.wipe(3);
+                self.net.partition(&[1], &[2, 3]);
+                let when = self.now + 100;
+                self.at(when, Event::Restart { node: 3 });
             }
         }
     }
@@ -902,6 +1119,7 @@ impl Sim {
         for i in 0..NODES as usize {
             self.nodes[i].disk_ms = (0, 3);
             self.nodes[i].paused = false;
+            self.resumed(i as u64 + 1);
             if self.nodes[i].live.is_none() {
                 self.start(i);
             }
@@ -1007,6 +1225,20 @@ impl Sim {
         }
     }
 
+    fn longest_no_ack(&self) -> u64 {
+        let (from, to) = self.fault_window;
+        let mut last = from;
+        let mut longest = 0;
+        for &t in self.ack_times.iter().filter(|&&t| t >= from) {
+            longest = longest.max(t - last);
+            last = t;
+            if t > to {
+                return longest;
+            }
+        }
+        longest.max(to - last)
+    }
+
     fn outcome(&mut self) -> Outcome {
         Outcome {
             seed: self.cfg.seed,
@@ -1015,7 +1247,9 @@ impl Sim {
             acked: self.client.acked.len(),
             committed: self.seen.len(),
             slowest_answer: self.client.slowest_answer,
+            longest_no_ack: self.longest_no_ack(),
             slowest_cause: self.slowest_cause,
+            slowest_owed: self.slowest_owed,
             recovered_after_ms: self.first_ack_after_heal,
             first_leader: self.first_leader,
             violations: std::mem::take(&mut self.violations),

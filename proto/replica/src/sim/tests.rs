@@ -9,10 +9,18 @@ use std::time::Instant;
 
 use sluice_raft::sim::env_u64;
 
-use super::{Outcome, Sabotage, SimConfig, replay_command, run};
+use super::{Fault, Outcome, Sabotage, SimConfig, replay_command, run};
 
 /// Runs `seeds` on every core; returns the outcomes, in seed order.
 pub fn run_many(seeds: std::ops::Range<u64>) -> Vec<Outcome> {
+    run_many_with(seeds, SimConfig::new)
+}
+
+/// [`run_many`] with each seed's configuration from `config`.
+pub fn run_many_with(
+    seeds: std::ops::Range<u64>,
+    config: impl Fn(u64) -> SimConfig + Sync,
+) -> Vec<Outcome> {
     let next = Mutex::new(seeds.clone());
     let out = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -23,7 +31,7 @@ pub fn run_many(seeds: std::ops::Range<u64>) -> Vec<Outcome> {
                     let Some(seed) = next.lock().unwrap().next() else {
                         return;
                     };
-                    let o = run(&SimConfig::new(seed));
+                    let o = run(&config(seed));
                     out.lock().unwrap().push(o);
                 }
             });
@@ -55,6 +63,8 @@ fn replica_sim_seeds() {
     let acked: usize = outcomes.iter().map(|o| o.acked).sum();
     let mut slowest: Vec<u64> = outcomes.iter().map(|o| o.slowest_answer).collect();
     slowest.sort_unstable();
+    let mut owed: Vec<u64> = outcomes.iter().map(|o| o.slowest_owed).collect();
+    owed.sort_unstable();
     let mut recovered: Vec<u64> = outcomes
         .iter()
         .filter_map(|o| o.recovered_after_ms)
@@ -75,12 +85,14 @@ fn replica_sim_seeds() {
             .unwrap_or(0)
     };
     println!(
-        "replica sim: {count} seeds ({start}..{}) in {:.1} s, {} failed; {acked} writes acknowledged; slowest answer p50 {} ms, max {} ms; first ack after healing p50 {} ms, max {} ms; first leader p50 {} ms, max {} ms, in term 1 in {term_1} seeds",
+        "replica sim: {count} seeds ({start}..{}) in {:.1} s, {} failed; {acked} writes acknowledged; slowest answer p50 {} ms, max {} ms; slowest answer from a running node p50 {} ms, max {} ms; first ack after healing p50 {} ms, max {} ms; first leader p50 {} ms, max {} ms, in term 1 in {term_1} seeds",
         start + count,
         began.elapsed().as_secs_f64(),
         failed.len(),
         pct(&slowest, 50),
         slowest.last().copied().unwrap_or(0),
+        pct(&owed, 50),
+        owed.last().copied().unwrap_or(0),
         pct(&recovered, 50),
         recovered.last().copied().unwrap_or(0),
         pct(&first, 50),
@@ -92,6 +104,14 @@ fn replica_sim_seeds() {
         *causes.entry(o.slowest_cause.unwrap_or("none")).or_default() += 1;
     }
     println!("  seeds whose slowest answer took over 2 s, by the last fault before it: {causes:?}");
+    let mut late: Vec<(u64, u64)> = outcomes
+        .iter()
+        .map(|o| (o.slowest_owed, o.seed))
+        .filter(|(ms, _)| *ms > 2_000)
+        .collect();
+    late.sort_unstable_by(|a, b| b.cmp(a));
+    late.truncate(10);
+    println!("  slowest answers from running nodes over 2 s (ms, seed): {late:?}");
     assert!(
         failed.is_empty(),
         "{} of {count} seeds failed",
@@ -99,13 +119,11 @@ fn replica_sim_seeds() {
     );
 }
 
-#[test]
-fn replica_sim_replay() {
-    let seed = env_u64("SIM_SEED", 1);
-    let mut cfg = SimConfig::new(seed);
-    cfg.verbose = std::env::var("SIM_SEED").is_ok();
-    if cfg.verbose {
-        // The nodes' own logs (RUST_LOG, default info), interleaved with the history.
+/// With `SIM_SEED` set, a replay prints the history and the nodes' own logs (`RUST_LOG`,
+/// default info) interleaved.
+fn verbose() -> bool {
+    let on = std::env::var("SIM_SEED").is_ok();
+    if on {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -115,6 +133,14 @@ fn replica_sim_replay() {
             .with_test_writer()
             .try_init();
     }
+    on
+}
+
+#[test]
+fn replica_sim_replay() {
+    let seed = env_u64("SIM_SEED", 1);
+    let mut cfg = SimConfig::new(seed);
+    cfg.verbose = verbose();
     let o = run(&cfg);
     println!("{o:?}");
     assert!(o.violations.is_empty(), "{:?}", o.violations);
@@ -169,6 +195,12 @@ fn a_read_of_an_uncommitted_record_is_caught() {
 }
 
 #[test]
+fn a_late_answer_is_caught() {
+    let v = sabotaged(Sabotage::LateAnswers);
+    assert!(v.iter().any(|v| v.contains("to answer a produce")), "{v:?}");
+}
+
+#[test]
 fn a_cluster_that_never_recovers_is_caught() {
     let v = sabotaged(Sabotage::NeverHeal);
     assert!(v.iter().any(|v| v.contains("after healing")), "{v:?}");
@@ -179,9 +211,112 @@ fn a_cluster_that_never_recovers_is_caught() {
 /// sequences restarted at 0 on every start).
 #[test]
 fn a_restarted_leader_never_answers_with_an_old_entrys_offset() {
-    for seed in [3859, 7786, 7906] {
+    for seed in [2703, 18168] {
         let o = run(&SimConfig::new(seed));
         assert!(o.violations.is_empty(), "seed {seed}: {:?}", o.violations);
         assert!(o.acked > 100, "seed {seed}: {o:?}");
+    }
+}
+
+/// One 15 s fault on the partition leader, per kind: the leader answers every request it holds
+/// within [`SINGLE_FAULT_BOUND_MS`] (it steps down, or closes its connections once cut off),
+/// and the cluster acknowledges writes again within 3 s of the fault beginning.
+#[test]
+fn a_faulty_leader_answers_within_an_election_timeout_and_writes_resume_within_3_s() {
+    let seeds = env_u64("SIM_SINGLE_SEEDS", 50);
+    for fault in [
+        Fault::Isolation,
+        Fault::CannotSend,
+        Fault::CannotReceive,
+        Fault::Bridge,
+    ] {
+        let outcomes = run_many_with(0..seeds, |seed| {
+            let mut cfg = SimConfig::new(seed);
+            cfg.only = Some(fault);
+            cfg.fault_ms = 15_000;
+            cfg
+        });
+        let mut owed = Vec::new();
+        let mut gaps = Vec::new();
+        for o in outcomes {
+            let seed = o.seed;
+            let replay = format!("SIM_FAULT={fault:?} {}", replay_command(seed))
+                .replace("replica_sim_replay", "replica_sim_replay_single_fault");
+            assert!(
+                o.violations.is_empty(),
+                "{fault:?}, seed {seed}: {:?}\n  replay: {replay}",
+                o.violations
+            );
+            assert!(
+                o.slowest_owed <= SINGLE_FAULT_BOUND_MS,
+                "{fault:?}, seed {seed}: a request waited {} ms\n  replay: {replay}",
+                o.slowest_owed
+            );
+            assert!(
+                o.longest_no_ack < 3_000,
+                "{fault:?}, seed {seed}: no acknowledgement for {} ms\n  replay: {replay}",
+                o.longest_no_ack
+            );
+            owed.push(o.slowest_owed);
+            gaps.push(o.longest_no_ack);
+        }
+        owed.sort_unstable();
+        gaps.sort_unstable();
+        println!(
+            "{fault:?} for 15 s, {seeds} seeds: slowest answer p50 {} ms, max {} ms; longest stretch without an acknowledgement p50 {} ms, max {} ms",
+            owed[owed.len() / 2],
+            owed.last().unwrap(),
+            gaps[gaps.len() / 2],
+            gaps.last().unwrap()
+        );
+    }
+}
+
+/// The longest election timeout (1.6 s) plus round trips.
+const SINGLE_FAULT_BOUND_MS: u64 = 2_000;
+
+/// One single-fault run with its history (`SIM_SEED`; `SIM_FAULT` = Isolation, CannotSend,
+/// CannotReceive, Bridge or WipedVoter).
+#[test]
+fn replica_sim_replay_single_fault() {
+    let seed = env_u64("SIM_SEED", 1);
+    let fault = match std::env::var("SIM_FAULT").as_deref() {
+        Ok("CannotSend") => Fault::CannotSend,
+        Ok("CannotReceive") => Fault::CannotReceive,
+        Ok("Bridge") => Fault::Bridge,
+        Ok("WipedVoter") => Fault::WipedVoter,
+        _ => Fault::Isolation,
+    };
+    let mut cfg = SimConfig::new(seed);
+    cfg.only = Some(fault);
+    if fault != Fault::WipedVoter {
+        cfg.fault_ms = 15_000;
+    }
+    cfg.verbose = verbose();
+    let o = run(&cfg);
+    println!("{o:?}");
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+}
+
+/// A node that lost its data dir must not vote until it caught up: with nodes 2 (never
+/// reached) and 3 (wiped) both empty and node 1 cut off, a vote from node 3 would elect node 2
+/// in a term node 1 already led, with an empty log (the double vote). With the fix, no leader
+/// is elected until node 1 is back, nothing acknowledged is lost, and node 3 catches up.
+#[test]
+fn a_node_that_lost_its_disk_does_not_vote_until_it_caught_up() {
+    let outcomes = run_many_with(0..env_u64("SIM_SINGLE_SEEDS", 50), |seed| {
+        let mut cfg = SimConfig::new(seed);
+        cfg.only = Some(Fault::WipedVoter);
+        cfg
+    });
+    for o in outcomes {
+        assert!(
+            o.violations.is_empty(),
+            "seed {}: {:?}\n  replay: SIM_FAULT=WipedVoter {}",
+            o.seed,
+            o.violations,
+            replay_command(o.seed).replace("replica_sim_replay", "replica_sim_replay_single_fault")
+        );
+        assert!(o.acked > 100, "seed {}: {o:?}", o.seed);
     }
 }

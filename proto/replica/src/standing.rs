@@ -1,0 +1,256 @@
+//! Where this node stands with its peers: whether it reaches a majority (else it stops serving
+//! clients, see [`crate::reach`]) and whether, having started empty, it may vote yet (see
+//! [`crate::recovery`]). The `Replica` side of those two pure state machines.
+
+use sluice_raft::eraftpb::MessageType;
+use sluice_raft::{LostLog, META_GROUP, PeerBatch};
+use tracing::{debug, info, warn};
+
+use crate::reach;
+use crate::recovery::{self, Standing};
+use crate::{DEFERRED_MAX, Io, LOST_REPORT_MS, RECOVERING_MARK, Replica, Transmit, UNSURE_LOG_MS};
+
+impl Replica {
+    /// Drops what would make a group that may not vote yet grant a vote or campaign, and notes
+    /// the commit index its leader sends it (see [`recovery`]).
+    pub(crate) fn screen(&mut self, batch: &mut PeerBatch) {
+        let node_id = self.cfg.node_id;
+        let recovery = &mut self.recovery;
+        let unsure = matches!(recovery.standing(), Standing::Unsure { .. });
+        let deferred = &mut self.deferred;
+        batch.messages.retain(|gm| {
+            let Some(m) = &gm.message else { return true };
+            if recovery.may_vote(gm.group) {
+                return true;
+            }
+            match m.get_msg_type() {
+                MessageType::MsgRequestVote
+                | MessageType::MsgRequestPreVote
+                | MessageType::MsgTimeoutNow => {
+                    // Still unsure: a new cluster's first campaign may be waiting for it, so
+                    // keep the request until the last peer reports in (then answered or
+                    // dropped) rather than make the candidate wait out an election timeout.
+                    if unsure && deferred.len() < DEFERRED_MAX {
+                        deferred.push((batch.from, gm.clone()));
+                    } else {
+                        debug!(node_id, group = gm.group, from = m.from, term = m.term, msg_type = ?m.get_msg_type(), "not voting: this replica has not caught up since starting empty");
+                    }
+                    false
+                }
+                MessageType::MsgAppend | MessageType::MsgHeartbeat => {
+                    recovery.leader_commit(gm.group, m.commit);
+                    true
+                }
+                _ => true,
+            }
+        });
+    }
+
+    pub(crate) fn on_recovery(&mut self, change: recovery::Change) {
+        let node_id = self.cfg.node_id;
+        match change {
+            recovery::Change::Bootstrap => {
+                info!(
+                    node_id,
+                    "every peer's raft state is empty too: forming a new cluster"
+                );
+                self.node.hold_elections(META_GROUP, false);
+                for (from, gm) in std::mem::take(&mut self.deferred) {
+                    self.node.step(PeerBatch {
+                        from,
+                        to: node_id,
+                        messages: vec![gm],
+                        formed: false,
+                        lost: Vec::new(),
+                    });
+                }
+            }
+            recovery::Change::Recovering { told_by } => {
+                self.deferred.clear();
+                warn!(
+                    node_id,
+                    told_by,
+                    "the cluster exists but this node's raft state is empty (a lost data dir?): it votes again once it has caught up"
+                )
+            }
+            recovery::Change::CaughtUp { group, commit } => {
+                debug!(
+                    node_id,
+                    group, commit, "caught up since starting empty: voting again"
+                );
+                self.node.hold_elections(group, false);
+            }
+            recovery::Change::Member => {
+                let behind: Vec<u64> = self.recovery.behind().collect();
+                info!(
+                    node_id,
+                    groups_catching_up = behind.len(),
+                    first = ?&behind[..behind.len().min(16)],
+                    "__meta caught up since starting empty: this node votes again (each partition once it has caught up)"
+                )
+            }
+        }
+    }
+
+    pub(crate) fn check_recovery(&mut self) {
+        if !self.marked && !self.recovering() {
+            return;
+        }
+        let node = &self.node;
+        let meta_applied = node.group(META_GROUP).map_or(0, |d| d.applied_index());
+        let changes = self.recovery.check(
+            META_GROUP,
+            |g| node.group(g).map(|d| d.commit_index()),
+            meta_applied,
+            !self.opening.is_empty(),
+        );
+        for change in changes {
+            self.on_recovery(change);
+        }
+        self.report_lost_logs();
+        if self.marked && !self.recovering() {
+            info!(
+                node_id = self.cfg.node_id,
+                "every group caught up since starting empty: raft/recovering cleared"
+            );
+            self.marked = false;
+            self.io.push_back(Io::WriteMarks(vec![(
+                META_GROUP,
+                RECOVERING_MARK.to_string(),
+                Vec::new(),
+            )]));
+        }
+    }
+
+    /// Tells the leader of every group that is behind and holds less than its leader says is
+    /// committed where its log really ends (at most every [`LOST_REPORT_MS`]): the leader still
+    /// believes in what this node held before it lost its data dir, and an idle group would
+    /// otherwise get nothing but heartbeats.
+    fn report_lost_logs(&mut self) {
+        let now = self.reach.now();
+        if now < self.next_lost_report {
+            return;
+        }
+        self.next_lost_report = now + LOST_REPORT_MS;
+        for (group, target) in self.recovery.targets() {
+            let Some(d) = self.node.group(group) else {
+                continue;
+            };
+            let leader = d.leader_id();
+            if target > d.last_index() && leader != 0 && leader != self.cfg.node_id {
+                self.lost_out.entry(leader).or_default().push(LostLog {
+                    group,
+                    last_index: d.last_index(),
+                });
+            }
+        }
+        for &peer in self.lost_out.keys() {
+            self.reach.forget_sent(peer);
+            self.pings_due = true;
+        }
+    }
+
+    /// An empty node that has not heard from every peer yet says, now and then, which ones it
+    /// waits for: a new cluster forms only once all its peers are up.
+    pub(crate) fn report_unsure(&mut self, now: u64) {
+        let Standing::Unsure { empty_peers } = self.recovery.standing() else {
+            return;
+        };
+        if now < self.next_unsure_log {
+            return;
+        }
+        self.next_unsure_log = now + UNSURE_LOG_MS;
+        let me = self.cfg.node_id;
+        let waiting: Vec<u64> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != me && !empty_peers.contains(v))
+            .collect();
+        info!(
+            node_id = me,
+            waiting_for = ?waiting,
+            "empty raft state: waiting to hear from every peer before forming a new cluster (an empty node cannot tell a new cluster from one whose state it lost)"
+        );
+    }
+
+    /// Where this node stands after starting (see [`recovery`]).
+    pub fn standing(&self) -> &Standing {
+        self.recovery.standing()
+    }
+
+    /// Whether this node or any of its groups has yet to catch up since starting empty.
+    pub fn recovering(&self) -> bool {
+        *self.recovery.standing() != Standing::Member || self.recovery.behind().next().is_some()
+    }
+
+    /// Whether this node is cut off from a majority of the cluster: it closes its Kafka
+    /// connections and refuses new ones until it hears a majority again (see [`reach`]).
+    pub fn cut_off(&self) -> bool {
+        self.serving && self.reach.cut_off()
+    }
+
+    pub(crate) fn update_reach(&mut self, now: u64) {
+        if self.voters.is_empty() {
+            self.refresh_voters();
+        }
+        let me = self.cfg.node_id;
+        if let Some(change) = self.reach.update(now, me, &self.voters)
+            && self.serving
+            && self.stopping.is_none()
+        {
+            match change {
+                reach::Change::CutOff { heard } => warn!(
+                    node_id = me,
+                    heard = ?heard,
+                    voters = ?self.voters,
+                    silent_ms = reach::SILENT_MS,
+                    "cut off from a majority of the cluster: closing Kafka connections until it is reached again"
+                ),
+                reach::Change::Rejoined => {
+                    info!(
+                        node_id = me,
+                        "a majority of the cluster is reached again: serving Kafka clients"
+                    )
+                }
+            }
+        }
+        self.pings_due = true;
+    }
+
+    pub(crate) fn refresh_voters(&mut self) {
+        self.voters = self
+            .node
+            .group(META_GROUP)
+            .map(|d| d.progress().map(|p| p.id).collect())
+            .unwrap_or_default();
+        self.voters.sort_unstable();
+    }
+
+    /// Whether this node's `__meta` took part in a term (told to peers in every batch).
+    pub(crate) fn formed(&self) -> bool {
+        self.node.group(META_GROUP).is_some_and(|d| d.term() > 0)
+    }
+
+    pub(crate) fn poll_ping(&mut self) -> Option<Transmit> {
+        if std::mem::take(&mut self.pings_due) {
+            let me = self.cfg.node_id;
+            let now = self.reach.now();
+            self.pings
+                .extend(self.reach.pings_due(now, me, &self.voters));
+        }
+        let to = self.pings.pop_front()?;
+        let batch = PeerBatch {
+            from: self.cfg.node_id,
+            to,
+            messages: Vec::new(),
+            formed: self.formed(),
+            lost: self.lost_out.remove(&to).unwrap_or_default(),
+        };
+        Some(Transmit {
+            to,
+            bytes: batch.encode(),
+            snapshots: Vec::new(),
+        })
+    }
+}
