@@ -8,7 +8,7 @@ For each target: produce --messages 100 B messages (acks=all, idempotent, linger
 entry, before a majority does); and the brokers' peak RSS.
 Usage: bench/cluster_bench.py [--bin target/release/sluice] [--messages 300000] [--rate 5000]
 """
-import argparse, json, os, socket, subprocess, tempfile, time
+import argparse, json, os, re, socket, subprocess, tempfile, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -17,6 +17,7 @@ ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "
 ap.add_argument("--messages", type=int, default=300_000)
 ap.add_argument("--rate", type=int, default=5_000)
 ap.add_argument("--rate-seconds", type=float, default=8)
+ap.add_argument("--logs", help="copy the cluster nodes' logs into this directory")
 args = ap.parse_args()
 
 
@@ -158,6 +159,20 @@ for target in ["standalone", "cluster"]:
                     x.wait(10)
                 except subprocess.TimeoutExpired:
                     x.kill()
+        if target == "cluster":
+            # Each node logs at shutdown how late its loop got back to due Raft ticks
+            # (heartbeats ride on them; the heartbeat interval is 150 ms).
+            late = []
+            for i in range(3):
+                for line in open(f"{tmp}/n{i + 1}.log", errors="replace"):
+                    if "raft loop: lateness" in line:
+                        f = dict(kv.split("=", 1) for kv in re.sub(r"\x1b\[[0-9;]*m", "", line).split() if "=" in kv)
+                        late.append({k: int(f[k]) for k in ("worst_ms", "over_heartbeat", "over_tick", "passes")})
+            results[target]["tick_lateness"] = late
+            if args.logs:
+                os.makedirs(args.logs, exist_ok=True)
+                for i in range(3):
+                    subprocess.run(["cp", f"{tmp}/n{i + 1}.log", args.logs], check=True)
     print(json.dumps({target: results[target]}), flush=True)
 
 s, c = results["standalone"], results["cluster"]

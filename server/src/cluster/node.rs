@@ -232,6 +232,9 @@ async fn run_inner<R: Runtime>(
         apply_tx: &apply_tx,
         now_ms: &now_ms,
     };
+    // How late the loop got back to a due Raft tick (heartbeats ride on ticks): the worst over
+    // the run and how often it was later than a heartbeat interval, logged at shutdown.
+    let mut lateness = Lateness::default();
     loop {
         // Drain what arrived, then let the replica run until it wants nothing more done.
         while let Some((from, bytes)) = inbox.try_recv() {
@@ -253,6 +256,7 @@ async fn run_inner<R: Runtime>(
         }
         let pass = {
             let mut broker = shared.broker.lock().unwrap();
+            lateness.note(replica.poll_timeout(), now_ms());
             let pass = replica.handle_timeout(now_ms(), crate::server::now_ms(), &mut broker);
             if let Some(applied) = replica.start_serving(&broker) {
                 shared.start_serving();
@@ -287,10 +291,39 @@ async fn run_inner<R: Runtime>(
             }
         }
     }
+    info!(
+        node_id,
+        worst_ms = lateness.worst_ms,
+        over_heartbeat = lateness.over_heartbeat,
+        over_tick = lateness.over_tick,
+        passes = lateness.passes,
+        "raft loop: lateness of due ticks over the run"
+    );
     info!(node_id, "shutting down the raft transport");
     transport.shutdown().await;
     info!(node_id, "raft stopped");
     Ok(())
+}
+
+/// How late the loop ran due Raft ticks: persisting waits on fsync inside the loop, and a tick
+/// held up past a heartbeat interval (150 ms) delays heartbeats.
+#[derive(Debug, Default)]
+struct Lateness {
+    worst_ms: u64,
+    over_tick: u64,
+    over_heartbeat: u64,
+    passes: u64,
+}
+
+impl Lateness {
+    /// A pass starts at `now` while the replica's next timer was due at `due`.
+    fn note(&mut self, due: u64, now: u64) {
+        self.passes += 1;
+        let late = now.saturating_sub(due);
+        self.worst_ms = self.worst_ms.max(late);
+        self.over_tick += u64::from(late > 50);
+        self.over_heartbeat += u64::from(late > 150);
+    }
 }
 
 /// Runs the I/O the replica asks for: the only place the cluster loop touches disks and the
