@@ -9,6 +9,7 @@ compile_error!("choose a runtime: build with feature `runtime-tokio` (default) o
 
 mod budget;
 mod certs;
+mod cleaner;
 mod cluster;
 mod config;
 mod connection;

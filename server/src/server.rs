@@ -337,7 +337,7 @@ impl<R: Runtime> Server<R> {
         let span = tracing::Span::current();
         rt.spawn(flusher(rt.clone(), shared.clone(), flusher_done_tx).instrument(span.clone()));
         rt.spawn(retention(rt.clone(), shared.clone()).instrument(span.clone()));
-        rt.spawn(cleaner(rt.clone(), shared.clone()).instrument(span.clone()));
+        rt.spawn(crate::cleaner::run(rt.clone(), shared.clone()).instrument(span.clone()));
         rt.spawn(coordinator_timer(rt.clone(), shared.clone()).instrument(span.clone()));
         if let Some(listener) = self.metrics.take() {
             rt.spawn(
@@ -604,131 +604,6 @@ async fn retention<R: Runtime>(rt: R, shared: Arc<Shared>) {
             span.in_scope(|| s.broker.lock().unwrap().apply_retention(now_ms()))
         })
         .await;
-    }
-}
-
-/// Compacts the logs of compacted topics in the background, one partition at a time on the
-/// blocking pool: the plan and the swap take the broker lock, the copy (the long part, reading
-/// closed segments only) does not, and reads at most `--log-cleaner-io-max-bytes-per-second`.
-/// Sleeps `--log-cleaner-backoff-ms` when nothing is due.
-async fn cleaner<R: Runtime>(rt: R, shared: Arc<Shared>) {
-    let backoff = Duration::from_millis(shared.config.log_cleaner_backoff_ms);
-    while !shared.shutting_down() {
-        let s = shared.clone();
-        let span = tracing::Span::current();
-        // A panic in a clean must not stop the cleaner for good: it is logged and the next
-        // partition's turn comes after the backoff.
-        let busy = rt
-            .spawn_blocking(move || {
-                span.in_scope(|| {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clean_one(&s)))
-                        .unwrap_or_else(|_| {
-                            error!("log clean panicked");
-                            false
-                        })
-                })
-            })
-            .await;
-        if !busy && !shared.shutting_down() {
-            futures_lite::future::or(shared.stopped(), rt.sleep(backoff)).await;
-        }
-    }
-}
-
-/// One clean; false when there was nothing to do or it did not complete (then the caller backs
-/// off).
-fn clean_one(shared: &Shared) -> bool {
-    use sluice_proto::log::CleanerLimits;
-    let job = shared
-        .broker
-        .lock()
-        .unwrap()
-        .plan_clean(now_ms(), CleanerLimits::default());
-    let Some(job) = job else {
-        return false;
-    };
-    let started = std::time::Instant::now();
-    let mut throttle = Throttle::new(shared.config.log_cleaner_io_max_bytes_per_second);
-    let copied = job
-        .plan
-        .copy(&mut |n| throttle.take(n) && !shared.shutting_down());
-    let cleaned = match copied {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(topic = %job.topic, partition = job.partition, error = %e, "log clean failed");
-            return false;
-        }
-    };
-    let swap_started = std::time::Instant::now();
-    let result = shared
-        .broker
-        .lock()
-        .unwrap()
-        .finish_clean(job.topic_id, job.partition, cleaned);
-    let swap_ms = swap_started.elapsed().as_millis() as u64;
-    // The checkpoint write and the unlinking of the replaced files, without the lock.
-    let result = result.and_then(|s| s.map(|s| s.tidy()).transpose());
-    match result {
-        Ok(Some(stats)) => {
-            let m = &shared.metrics;
-            Counters::add(&m.log_cleans, 1);
-            Counters::add(&m.log_cleaner_bytes_read, stats.bytes_read as usize);
-            Counters::add(&m.log_cleaner_bytes_written, stats.bytes_written as usize);
-            m.log_cleaner_last_clean_ms.store(
-                started.elapsed().as_millis() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let secs = started.elapsed().as_secs_f64().max(1e-6);
-            info!(
-                topic = %job.topic,
-                partition = job.partition,
-                read_mb_per_s = format!("{:.1}", stats.bytes_read as f64 / secs / 1e6),
-                ms = started.elapsed().as_millis() as u64,
-                swap_ms,
-                "clean complete"
-            );
-            true
-        }
-        Ok(None) => false,
-        Err(e) => {
-            error!(topic = %job.topic, partition = job.partition, error = %e, "swapping cleaned segments failed");
-            false
-        }
-    }
-}
-
-/// The cleaner's read budget: sleeps so that at most `rate` bytes go by per second.
-struct Throttle {
-    rate: u64,
-    started: std::time::Instant,
-    bytes: u64,
-    unchecked: u64,
-}
-
-impl Throttle {
-    fn new(rate: u64) -> Self {
-        Throttle {
-            rate,
-            started: std::time::Instant::now(),
-            bytes: 0,
-            unchecked: 0,
-        }
-    }
-
-    /// Accounts `n` bytes, sleeping when ahead of the budget; always true.
-    fn take(&mut self, n: u64) -> bool {
-        self.bytes += n;
-        self.unchecked += n;
-        if self.rate == 0 || self.unchecked < 64 << 10 {
-            return true;
-        }
-        self.unchecked = 0;
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
-        }
-        true
     }
 }
 

@@ -22,6 +22,7 @@ ap.add_argument("--value-bytes", type=int, default=100)
 ap.add_argument("--segment-bytes", default="20000")
 ap.add_argument("--seed", type=int, default=7)
 ap.add_argument("--start", type=int, default=0, help="number the values from here")
+ap.add_argument("--replication-factor", type=int, default=1)
 a = ap.parse_args()
 
 CONFIGS = {
@@ -56,7 +57,8 @@ if a.client == "confluent":
 
     if a.phase == "create":
         admin = AdminClient({"bootstrap.servers": a.bootstrap})
-        f = admin.create_topics([NewTopic(a.topic, 1, 1, config=CONFIGS)])[a.topic]
+        f = admin.create_topics([NewTopic(a.topic, 1, a.replication_factor,
+                                          config=CONFIGS)])[a.topic]
         f.result(30)
         out({"created": True})
     elif a.phase == "produce":
@@ -118,7 +120,7 @@ else:
 
     if a.phase == "create":
         admin = KafkaAdminClient(bootstrap_servers=a.bootstrap)
-        admin.create_topics([NewTopic(a.topic, 1, 1, topic_configs=CONFIGS)])
+        admin.create_topics([NewTopic(a.topic, 1, a.replication_factor, topic_configs=CONFIGS)])
         out({"created": True})
     elif a.phase == "produce":
         p = KafkaProducer(bootstrap_servers=a.bootstrap, acks="all", linger_ms=5,

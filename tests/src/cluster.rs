@@ -75,22 +75,10 @@ impl Cluster {
         ]);
         assert_eq!(code, 0, "sluice certs: {err}");
         // Every socket stays bound until all are, so no two nodes get the same port.
-        let tcp: Vec<TcpListener> = ips
-            .iter()
-            .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
-            .collect();
-        let plain: Vec<TcpListener> = ips
-            .iter()
-            .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
-            .collect();
-        let http: Vec<TcpListener> = ips
-            .iter()
-            .map(|ip| TcpListener::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
-            .collect();
-        let udp: Vec<UdpSocket> = ips
-            .iter()
-            .map(|ip| UdpSocket::bind((*ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}")))
-            .collect();
+        let tcp: Vec<TcpListener> = ips.iter().map(|ip| crate::bind_tcp(ip)).collect();
+        let plain: Vec<TcpListener> = ips.iter().map(|ip| crate::bind_tcp(ip)).collect();
+        let http: Vec<TcpListener> = ips.iter().map(|ip| crate::bind_tcp(ip)).collect();
+        let udp: Vec<UdpSocket> = ips.iter().map(|ip| crate::bind_udp(ip)).collect();
         let addrs = ips
             .iter()
             .zip(tcp.iter().zip(&udp).zip(&http).zip(&plain))
@@ -111,6 +99,20 @@ impl Cluster {
             dir: Some(dir),
             sasl: false,
         }
+    }
+
+    /// Partition Raft logs compacted every ~20 entries, and a replica silent for 1.5 s no
+    /// longer holding that back: a replica down longer than that returns to logs compacted past
+    /// it and catches up from a snapshot, copying records from another replica.
+    pub fn compact_raft_logs_often(&mut self) {
+        self.cluster_flags = [
+            "--raft-compact-entries",
+            "20",
+            "--raft-replica-timeout-ms",
+            "1500",
+        ]
+        .map(String::from)
+        .to_vec();
     }
 
     /// The cluster's temp dir (certificates, data dirs, node logs).

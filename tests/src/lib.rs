@@ -53,11 +53,52 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    bind_tcp("127.0.0.1").local_addr().unwrap().port()
+}
+
+/// Ports tests listen on are picked below Linux's ephemeral range (32768–60999), where the
+/// kernel takes the source ports of outgoing connections: a port picked with `bind(0)` and
+/// released could be taken by a client's connection before the broker binds it.
+const TEST_PORTS: std::ops::Range<u16> = 15_000..32_000;
+
+/// A random port of [`TEST_PORTS`] (seeded per process and call, so parallel test processes
+/// spread over the range).
+fn random_test_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .subsec_nanos() as u64;
+    let mut x = (u64::from(std::process::id()) << 32)
+        ^ nanos
+        ^ CALLS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^= x >> 33;
+    TEST_PORTS.start + (x % u64::from(TEST_PORTS.end - TEST_PORTS.start)) as u16
+}
+
+/// A TCP listener on `ip` at a free port of [`TEST_PORTS`].
+pub fn bind_tcp(ip: &str) -> TcpListener {
+    for _ in 0..1000 {
+        if let Ok(l) = TcpListener::bind((ip, random_test_port())) {
+            return l;
+        }
+    }
+    panic!("no free TCP port on {ip} in {TEST_PORTS:?}")
+}
+
+/// A UDP socket on `ip` at a free port of [`TEST_PORTS`].
+pub fn bind_udp(ip: &str) -> std::net::UdpSocket {
+    for _ in 0..1000 {
+        if let Ok(s) = std::net::UdpSocket::bind((ip, random_test_port())) {
+            return s;
+        }
+    }
+    panic!("no free UDP port on {ip} in {TEST_PORTS:?}")
 }
 
 /// A running broker process.
@@ -430,18 +471,12 @@ pub fn write_all(s: &mut TcpStream, b: &[u8]) {
 
 /// A UDP port on 127.0.0.1 nobody is bound to right now (for `--raft-addr`).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    bind_udp("127.0.0.1").local_addr().unwrap().port()
 }
 
 /// `n` distinct UDP ports on 127.0.0.1, all free right now (bound together, then released).
 pub fn free_udp_ports(n: usize) -> Vec<u16> {
-    let sockets: Vec<std::net::UdpSocket> = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
+    let sockets: Vec<std::net::UdpSocket> = (0..n).map(|_| bind_udp("127.0.0.1")).collect();
     sockets
         .iter()
         .map(|s| s.local_addr().unwrap().port())
@@ -450,9 +485,7 @@ pub fn free_udp_ports(n: usize) -> Vec<u16> {
 
 /// `n` distinct TCP ports on 127.0.0.1, all free right now (bound together, then released).
 pub fn free_tcp_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    let listeners: Vec<TcpListener> = (0..n).map(|_| bind_tcp("127.0.0.1")).collect();
     listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port())

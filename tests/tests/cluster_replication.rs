@@ -687,16 +687,8 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
     const TOPIC: &str = "snapshots";
     const PARTS: i32 = 2;
     let mut c = Cluster::with_flags(["127.0.0.1"; 3], &["--offsets-partitions", "3"]);
-    // Compact every ~20 entries and stop waiting for a replica silent for 1.5 s: a replica down
-    // longer than that returns to Raft logs compacted past it, and must copy records instead.
-    c.cluster_flags = [
-        "--raft-compact-entries",
-        "20",
-        "--raft-replica-timeout-ms",
-        "1500",
-    ]
-    .map(String::from)
-    .to_vec();
+    // A replica down for a while must copy records instead of replaying entries.
+    c.compact_raft_logs_often();
     let mut producer = start_producing(&mut c, TOPIC, PARTS, 1000, 100);
 
     // Round 1: a follower of partition 0 is down for a while, its disk intact: it copies what

@@ -1,13 +1,15 @@
 //! Compacted topics with real clients (confluent-kafka and kafka-python): a keyed workload with
 //! overwrites and tombstones reads back, after the background cleaner ran, as exactly the latest
 //! value per key at the offsets it was produced at; a compacted topic refuses records without a
-//! key; a kill -9 in the middle of a clean loses nothing.
+//! key; a kill -9 in the middle of a clean loses nothing. In a 3-node cluster every replica
+//! ends with the same bytes after compaction, and a replica that lost its disk copies them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sluice_tests::cluster::Cluster;
 use sluice_tests::{Broker, python};
 
 fn json(out: &str) -> Value {
@@ -16,9 +18,13 @@ fn json(out: &str) -> Value {
 }
 
 fn client(b: &Broker, client: &str, phase: &str, topic: &str, extra: &[&str]) -> Value {
+    client_at(&b.addr, client, phase, topic, extra)
+}
+
+fn client_at(bootstrap: &str, client: &str, phase: &str, topic: &str, extra: &[&str]) -> Value {
     let mut args = vec![
         "--bootstrap",
-        &b.addr,
+        bootstrap,
         "--client",
         client,
         "--phase",
@@ -427,5 +433,101 @@ fn an_idempotent_producers_emptied_last_batch_is_kept_and_clients_read_past_it()
                 .all(|r| r[1].as_str().unwrap().starts_with("plain-")),
             "{client}: {v}"
         );
+    }
+}
+
+/// The cleaner checkpoint of a partition directory: (first dirty offset, ordered cleans done,
+/// ordered cleans pending, the whole text).
+fn ordered_state(dir: &Path) -> (i64, usize, usize, String) {
+    let text = std::fs::read_to_string(dir.join("cleaner-checkpoint")).unwrap_or_default();
+    let first_dirty = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(-1);
+    let count = |tag: &str| text.lines().filter(|l| l.starts_with(tag)).count();
+    (first_dirty, count("done "), count("pending "), text)
+}
+
+/// Waits until every node ran the ordered cleans it has and got past `min_dirty`, and the
+/// three replicas hold the same bytes; returns the first dirty offset.
+fn wait_cleaned_alike(c: &Cluster, topic: &str, min_dirty: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let states: Vec<_> = (0..3)
+            .map(|i| ordered_state(&c.data_dir(i).join("logs").join(format!("{topic}-0"))))
+            .collect();
+        // Same checkpoint everywhere: the same cleans, the same tombstone passes.
+        let settled = states
+            .iter()
+            .all(|s| s.0 >= min_dirty && s.1 == 1 && s.2 == 0 && s.3 == states[0].3);
+        if settled {
+            c.wait_for_identical_logs(topic, 0, Duration::from_secs(30));
+            return states[0].0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not all clean past {min_dirty}: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `produced` with a later workload's records over it.
+fn merged(a: &Value, b: &Value) -> Value {
+    let mut out = a.clone();
+    for field in ["latest", "at"] {
+        let dst = out[field].as_object_mut().unwrap();
+        for (k, v) in b[field].as_object().unwrap() {
+            dst.insert(k.clone(), v.clone());
+        }
+    }
+    out["produced"] = (a["produced"].as_u64().unwrap() + b["produced"].as_u64().unwrap()).into();
+    out
+}
+
+#[test]
+fn cluster_replicas_compact_to_identical_logs_and_a_wiped_replica_copies_them() {
+    let mut c = Cluster::with_flags(["127.0.0.1"; 3], &["--log-cleaner-backoff-ms", "100"]);
+    // The wiped replica below must copy the (compacted) records rather than replay entries.
+    c.compact_raft_logs_often();
+    c.start_all();
+    c.wait_for_kafka();
+    let boot = c.bootstrap(&[0, 1, 2]);
+    let topic = "cmp-cluster";
+    client_at(
+        &boot,
+        "confluent",
+        "create",
+        topic,
+        &["--replication-factor", "3"],
+    );
+    let first = client_at(&boot, "confluent", "produce", topic, &[]);
+    let cleaned = wait_cleaned_alike(&c, topic, 1);
+    for name in ["confluent", "kafka-python"] {
+        let consumed = client_at(&boot, name, "consume", topic, &[]);
+        check(&first, &consumed, cleaned);
+    }
+
+    // A follower loses its disk; more writes and cleans happen without it; it comes back
+    // empty, copies the compacted log from another replica and ends with the same bytes.
+    let (leader, _) = c.agreed_leader(topic, 0, Duration::from_secs(10));
+    let victim = (0..3).find(|&i| i != leader as usize - 1).unwrap();
+    c.nodes[victim].kill9();
+    std::fs::remove_dir_all(c.data_dir(victim)).unwrap();
+    let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let second = client_at(
+        &c.bootstrap(&others),
+        "confluent",
+        "produce",
+        topic,
+        &["--start", "3000", "--seed", "8"],
+    );
+    c.nodes[victim].restart();
+    let cleaned = wait_cleaned_alike(&c, topic, cleaned + 1);
+    let all = merged(&first, &second);
+    for name in ["confluent", "kafka-python"] {
+        let consumed = client_at(&boot, name, "consume", topic, &[]);
+        check(&all, &consumed, cleaned);
     }
 }

@@ -1,8 +1,6 @@
 //! The Prometheus endpoint (`--metrics-addr`) of a standalone broker, scraped over HTTP while a
 //! client produces: request, byte and connection counters and every partition's offsets.
 
-use std::net::TcpListener;
-
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use sluice_tests::kafka::{Conn, batch_of, produce_request};
@@ -10,11 +8,7 @@ use sluice_tests::{Broker, http_get, metric};
 
 #[test]
 fn metrics_count_requests_and_show_partition_offsets() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sluice_tests::free_port();
     let addr = format!("127.0.0.1:{port}");
     let b = Broker::start(&["--metrics-addr", &addr]);
     let mut c = Conn::connect(&b.addr);

@@ -194,6 +194,16 @@ pub fn for_each_record(
 
 /// Validates one complete batch at the start of `buf` and returns its header.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with(buf, false)
+}
+
+/// Validates one batch as a log may store it: besides what a producer may send, the empty
+/// batch the cleaner keeps of an idempotent producer's last batch.
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with(buf, true)
+}
+
+fn validate_with(buf: &[u8], stored_empty_ok: bool) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let total = header.total_bytes();
     if buf.len() < total {
@@ -213,7 +223,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if header.last_offset_delta < 0 || header.records_count < 0 {
         return Err(BatchError::Invalid("negative record count"));
     }
-    if header.records_count == 0 && !header.is_control() {
+    if header.records_count == 0 && !header.is_control() && !stored_empty_ok {
         return Err(BatchError::Invalid("empty record batch"));
     }
     if header.records_count as i64 > header.last_offset_delta as i64 + 1 {
@@ -224,7 +234,19 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Validates every batch in a produce payload; the payload must hold whole batches only.
-pub fn validate_all(mut buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+pub fn validate_all(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    validate_all_with(buf, validate)
+}
+
+/// [`validate_all`] for batches copied from another replica's log ([`validate_stored`]).
+pub fn validate_all_stored(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    validate_all_with(buf, validate_stored)
+}
+
+fn validate_all_with(
+    mut buf: &[u8],
+    validate: fn(&[u8]) -> Result<BatchHeader, BatchError>,
+) -> Result<Vec<BatchHeader>, BatchError> {
     if buf.is_empty() {
         return Err(BatchError::Invalid("no record batch"));
     }

@@ -144,7 +144,7 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         Honoured,
         "What happens to old segments: 'delete' removes them past retention.ms / retention.bytes; \
          'compact' keeps only the latest record per key in closed segments; 'compact,delete' does \
-         both. Compaction is standalone only: a cluster refuses 'compact'.",
+         both. In a cluster the partition leader orders each clean, and every replica runs it.",
     ),
     key(
         "compression.gzip.level",
@@ -653,17 +653,6 @@ pub fn is_compacted(overrides: &BTreeMap<String, String>) -> bool {
     overrides
         .get("cleanup.policy")
         .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"))
-}
-
-/// What a cluster cannot do yet: compacted topics (replicas do not clean in step).
-pub fn cluster_unsupported(overrides: &BTreeMap<String, String>) -> Result<(), String> {
-    if is_compacted(overrides) {
-        return Err(format!(
-            "Invalid value {} for configuration cleanup.policy: compaction is not supported in cluster mode yet",
-            overrides["cleanup.policy"]
-        ));
-    }
-    Ok(())
 }
 
 /// The effective value: the override, else Kafka's default (`None`: unset internal config).

@@ -20,11 +20,34 @@ pub struct CleanJob {
     pub plan: CleanPlan,
 }
 
+/// Which partition a clean is for: what remains of a [`CleanJob`] while its plan is copied.
+#[derive(Debug, Clone)]
+pub struct CleanTarget {
+    /// The topic (by id).
+    pub topic_id: Uuid,
+    /// Its name, for log lines.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl CleanJob {
+    /// The partition and the plan, apart (the plan goes to the copying thread).
+    pub fn split(self) -> (CleanTarget, CleanPlan) {
+        let target = CleanTarget {
+            topic_id: self.topic_id,
+            topic: self.topic,
+            partition: self.partition,
+        };
+        (target, self.plan)
+    }
+}
+
 impl Broker {
     /// The next compacted partition worth cleaning, round robin after the last one taken.
     pub fn plan_clean(&mut self, now_ms: i64, limits: CleanerLimits) -> Option<CleanJob> {
         if self.cluster.is_some() {
-            return None; // compaction is standalone only
+            return self.plan_ordered_clean(limits); // cleans are ordered by leaders
         }
         let all: Vec<(String, i32)> = self
             .topics

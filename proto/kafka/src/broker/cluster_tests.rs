@@ -103,6 +103,18 @@ impl Cluster {
         }
     }
 
+    /// Commits `data` to `group`'s log and applies it on the brokers `on` only (the others
+    /// are down or behind).
+    fn commit_on(&mut self, group: u64, data: Vec<u8>, on: &[usize]) {
+        let log = self.logs.entry(group).or_default();
+        let index = log.len() as u64 + 1;
+        log.push((index, 1, data.clone()));
+        for &i in on {
+            self.brokers[i].apply_partition(group, &[(index, 1, data.clone())], 0);
+            self.brokers[i].finish_apply();
+        }
+    }
+
     fn lead(&mut self, group: u64, leader: u64) {
         for b in &mut self.brokers {
             let last = self.logs.get(&group).map_or(0, |l| l.len() as u64);
@@ -582,15 +594,7 @@ fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
     let (mut c, g) = Cluster::with_topic_led_by(1);
     // Node 3 is down while the others take idempotent writes.
     // Commits an entry and applies it on the nodes `on` only.
-    let apply = |c: &mut Cluster, data: Vec<u8>, on: &[usize]| {
-        let log = c.logs.entry(g).or_default();
-        let index = log.len() as u64 + 1;
-        log.push((index, 1, data.clone()));
-        for &i in on {
-            c.brokers[i].apply_partition(g, &[(index, 1, data.clone())], 0);
-            c.brokers[i].finish_apply();
-        }
-    };
+    let apply = |c: &mut Cluster, data: Vec<u8>, on: &[usize]| c.commit_on(g, data, on);
     for seq in 0..5 {
         produce_parked(&mut c.brokers[0], idempotent_batch(42, seq * 2, 2));
         for p in c.brokers[0].take_proposals() {
@@ -610,7 +614,7 @@ fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
 
     // Node 3 starts copying, then crashes before the install completes: it comes back with its
     // applied mark where it was and starts over from there (the copy was never recorded).
-    let InstallStep::Fetch { request, .. } = c.brokers[2].install_begin(g, image, 0) else {
+    let InstallStep::Fetch { request, .. } = c.brokers[2].install_begin(g, image.clone(), 0) else {
         panic!("node 3 lacks records")
     };
     let response = c.brokers[1]
@@ -928,6 +932,29 @@ fn a_lost_leader_record_is_proposed_again_before_the_isr() {
 }
 
 /// CreateTopics through node 2 with a manual assignment or configs; the parked response.
+/// Creates topic `name` (one partition, RF 3) with `configs`; returns its group.
+fn create_configured(c: &mut Cluster, name: &str, configs: &[(&str, &str)]) -> u64 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(s(k))
+                .with_value(Some(s(v)))
+        })
+        .collect();
+    let r = create_topic_with(
+        c,
+        CreatableTopic::default()
+            .with_name(TopicName(s(name)))
+            .with_num_partitions(1)
+            .with_replication_factor(3)
+            .with_configs(configs),
+    );
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    c.group_of(name, 0)
+}
+
 fn create_topic_with(
     c: &mut Cluster,
     topic: CreatableTopic,
@@ -951,32 +978,16 @@ fn create_topic_with(
 
 #[test]
 fn recompression_and_log_append_time_leave_every_replica_byte_identical() {
-    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
     let mut c = Cluster::new();
-    let configs = [
-        ("compression.type", "zstd"),
-        ("compression.zstd.level", "5"),
-        ("message.timestamp.type", "LogAppendTime"),
-    ];
-    let r = create_topic_with(
+    let g = create_configured(
         &mut c,
-        CreatableTopic::default()
-            .with_name(TopicName(s("z")))
-            .with_num_partitions(1)
-            .with_replication_factor(3)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(s(k))
-                            .with_value(Some(s(v)))
-                    })
-                    .collect(),
-            ),
+        "z",
+        &[
+            ("compression.type", "zstd"),
+            ("compression.zstd.level", "5"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ],
     );
-    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
-    let g = c.group_of("z", 0);
     c.lead(g, 1);
     // The leader proposes at its time; each replica applies later, at a time of its own.
     let leader_ms = 1_700_000_000_000;
@@ -1241,62 +1252,149 @@ fn acks_1_waits_for_apply_when_the_batch_is_recompressed() {
     }
 }
 
+/// One keyed record (a tombstone when `value` is `None`).
+fn keyed_batch(key: &str, value: Option<&str>) -> Bytes {
+    use kafka_protocol::records::Compression;
+    crate::log::keyed_test_batch(&[(Some(key), value)], Compression::None, 1_000, None)
+}
+
+/// Every stored batch of a partition from its log start, byte for byte.
+fn stored_bytes(b: &Broker, topic: &str) -> Vec<u8> {
+    let log = b.partition(topic, 0).unwrap();
+    log.read(log.log_start_offset(), 1 << 30, true)
+        .unwrap()
+        .records
+        .to_vec()
+}
+
 #[test]
-fn compaction_is_refused_in_cluster_mode() {
-    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
-    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
-    use kafka_protocol::messages::incremental_alter_configs_request::{
-        AlterConfigsResource, AlterableConfig,
-    };
+fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
+    use super::InstallStep;
     let mut c = Cluster::new();
-    for policy in ["compact", "compact,delete"] {
-        let r = create_topic_with(
-            &mut c,
-            CreatableTopic::default()
-                .with_name(TopicName(s("kv")))
-                .with_num_partitions(1)
-                .with_replication_factor(3)
-                .with_configs(vec![
-                    CreatableTopicConfig::default()
-                        .with_name(s("cleanup.policy"))
-                        .with_value(Some(s(policy))),
-                ]),
+    let g = create_configured(
+        &mut c,
+        "t",
+        &[
+            ("cleanup.policy", "compact"),
+            ("internal.segment.bytes", "1000"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    );
+    c.lead(g, 1);
+    for i in 0..60 {
+        let value = format!("v{i}");
+        let value = (i % 11 != 10).then_some(value.as_str());
+        produce_parked(
+            &mut c.brokers[0],
+            keyed_batch(&format!("k{}", i % 5), value),
         );
-        assert_eq!(r.topics[0].error_code, ResponseError::InvalidConfig.code());
-        let m = r.topics[0].error_message.as_ref().unwrap().to_string();
-        assert!(
-            m.contains("compaction is not supported in cluster mode yet"),
-            "{m}"
-        );
+        c.run();
     }
-    create_topic(&mut c, "t", 1);
-    let req = RequestKind::IncrementalAlterConfigs(
-        IncrementalAlterConfigsRequest::default().with_resources(vec![
-            AlterConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(s("t"))
-                .with_configs(vec![
-                    AlterableConfig::default()
-                        .with_name(s("cleanup.policy"))
-                        .with_config_operation(0)
-                        .with_value(Some(s("compact"))),
-                ]),
-        ]),
-    );
-    let Reply::Now(ResponseKind::IncrementalAlterConfigs(r)) =
-        c.brokers[2].handle(&ctx(ApiKey::IncrementalAlterConfigs, 1), req, 0)
-    else {
-        panic!("a refused change is answered at once")
+    let settle = |c: &mut Cluster| {
+        for b in &mut c.brokers {
+            sync(b);
+            let _ = b.take_applied_marks();
+        }
     };
-    assert_eq!(
-        r.responses[0].error_code,
-        ResponseError::InvalidConfig.code()
-    );
+    settle(&mut c);
+    let before = stored_bytes(&c.brokers[0], "t");
+    // Followers never order; the leader orders one clean, which every replica records.
+    for i in [1, 2, 0] {
+        c.brokers[i].cluster_tick(true, 10_000);
+    }
+    c.run();
+    settle(&mut c);
+    for b in &mut c.brokers {
+        let log = b.partition("t", 0).unwrap();
+        assert_eq!(log.cleaner_state().pending.len(), 1, "one ordered clean");
+        assert_eq!(b.clean_now(10_000).len(), 1, "the ordered clean runs here");
+    }
+    let after = stored_bytes(&c.brokers[0], "t");
     assert!(
-        r.responses[0]
-            .error_message
-            .as_ref()
+        after.len() < before.len() / 3,
+        "{} -> {}",
+        before.len(),
+        after.len()
+    );
+    for b in &c.brokers[1..] {
+        assert!(stored_bytes(b, "t") == after, "a replica's log differs");
+    }
+    // The leader does not order again while nothing new is dirty.
+    c.brokers[0].cluster_tick(true, 12_000);
+    c.run();
+    assert!(
+        c.brokers[2]
+            .partition("t", 0)
             .unwrap()
-            .contains("compaction is not supported in cluster mode yet")
+            .cleaner_state()
+            .pending
+            .is_empty()
+    );
+
+    // Node 3 misses more writes and a second clean, then catches up from a snapshot: it copies
+    // the compacted log (gaps and all) and takes over the cleaner state, and ends with the
+    // same bytes as the others.
+    let apply = |c: &mut Cluster, data: Vec<u8>, on: &[usize]| c.commit_on(g, data, on);
+    let settle_two = |c: &mut Cluster| {
+        for b in &mut c.brokers[..2] {
+            sync(b);
+            let _ = b.take_applied_marks();
+        }
+    };
+    for i in 60..100 {
+        produce_parked(
+            &mut c.brokers[0],
+            keyed_batch(&format!("k{}", i % 7), Some("w")),
+        );
+        for p in c.brokers[0].take_proposals() {
+            apply(&mut c, p.data, &[0, 1]);
+        }
+    }
+    settle_two(&mut c);
+    c.brokers[0].cluster_tick(true, 20_000);
+    for p in c.brokers[0].take_proposals() {
+        assert!(crate::cluster::CleanEntry::decode(&p.data).is_some());
+        apply(&mut c, p.data, &[0, 1]);
+    }
+    settle_two(&mut c);
+    for b in &mut c.brokers[..2] {
+        assert_eq!(b.clean_now(20_000).len(), 1);
+    }
+    let hinted = c.logs[&g].len() as u64;
+    apply(&mut c, crate::cluster::encode_compact_hint(hinted), &[0, 1]);
+    settle_two(&mut c);
+    let due = c.brokers[0].take_compactions(1);
+    let image = crate::cluster::PartitionImage::decode(&due[0].2).unwrap();
+    assert!(
+        !image.cleaner.is_empty(),
+        "the image carries the cleaner state"
+    );
+    let mut step = c.brokers[2].install_begin(g, image, 0);
+    while let InstallStep::Fetch { request, .. } = step {
+        let response = c.brokers[1]
+            .fetch(&request, super::REPLICA_FETCH_VERSION)
+            .response;
+        c.brokers[2].install_fetched(g, &response, 0).unwrap();
+        step = c.brokers[2].install_next(g);
+    }
+    assert_eq!(step, InstallStep::Done);
+    c.brokers[2].install_finish(g, 0);
+    let all = c.logs[&g].clone();
+    c.brokers[2].apply_partition(g, &all, 0);
+    c.brokers[2].finish_apply();
+    sync(&mut c.brokers[2]);
+    let _ = c.brokers[2].take_applied_marks();
+    // The source's last clean, run again over the records node 3 held uncleaned.
+    assert_eq!(c.brokers[2].clean_now(20_000).len(), 1);
+    let want = stored_bytes(&c.brokers[0], "t");
+    assert!(stored_bytes(&c.brokers[1], "t") == want);
+    assert!(
+        stored_bytes(&c.brokers[2], "t") == want,
+        "the installed replica differs"
+    );
+    let end = c.brokers[0].partition("t", 0).unwrap().log_end_offset();
+    assert_eq!(
+        c.brokers[2].partition("t", 0).unwrap().log_end_offset(),
+        end
     );
 }

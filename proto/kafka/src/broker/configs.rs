@@ -176,9 +176,6 @@ impl Broker {
             ));
         }
         let configs = topic_config::validate_all(&configs).map_err(invalid_config)?;
-        if self.cluster.is_some() {
-            topic_config::cluster_unsupported(&configs).map_err(invalid_config)?;
-        }
         if validate_only {
             return Ok(());
         }

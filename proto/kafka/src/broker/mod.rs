@@ -36,7 +36,7 @@ use crate::storage::{Storage, StoreFile};
 use crate::topic_config;
 use crate::versions;
 
-pub use cleaning::CleanJob;
+pub use cleaning::{CleanJob, CleanTarget};
 pub use cluster::{
     GroupChange, InstallStep, META_GROUP, Proposal, REPLICA_FETCH_VERSION, replica_fetch,
 };

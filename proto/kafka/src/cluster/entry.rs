@@ -10,6 +10,8 @@ const FORMAT: u8 = 1;
 const COMPACT_HINT: u8 = 2;
 /// Marks a DeleteRecords entry (see [`DeleteRecordsEntry`]).
 const DELETE_RECORDS: u8 = 3;
+/// Marks an ordered clean (see [`CleanEntry`]).
+const CLEAN: u8 = 4;
 
 /// DeleteRecords through the log: every replica moves its log start offset to `offset` when it
 /// applies the entry, so all agree on what is gone.
@@ -43,6 +45,43 @@ impl DeleteRecordsEntry {
             proposer: u(1),
             seq: u(9),
             offset: u(17) as i64,
+        })
+    }
+}
+
+/// A clean of a compacted partition, ordered by its leader (see `log::ordered_clean`): every
+/// replica cleans the records below `upto` with the leader's clock and retention when it
+/// applies the entry, so all keep the same records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanEntry {
+    /// Records below this offset are cleaned.
+    pub upto: i64,
+    /// The leader's clock.
+    pub now_ms: i64,
+    /// The topic's `delete.retention.ms` on the leader.
+    pub delete_retention_ms: i64,
+}
+
+impl CleanEntry {
+    /// Encodes the entry for `propose`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![CLEAN];
+        out.extend_from_slice(&self.upto.to_be_bytes());
+        out.extend_from_slice(&self.now_ms.to_be_bytes());
+        out.extend_from_slice(&self.delete_retention_ms.to_be_bytes());
+        out
+    }
+
+    /// Decodes entry data; `None` for any other kind of entry.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        if data.len() != 25 || data[0] != CLEAN {
+            return None;
+        }
+        let i = |at: usize| i64::from_be_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        Some(CleanEntry {
+            upto: i(1),
+            now_ms: i(9),
+            delete_retention_ms: i(17),
         })
     }
 }
@@ -135,5 +174,14 @@ mod tests {
         assert_eq!(DeleteRecordsEntry::decode(&d.encode()), Some(d));
         assert_eq!(DeleteRecordsEntry::decode(&hint), None);
         assert_eq!(PartitionEntry::decode(&d.encode()), None);
+        let c = CleanEntry {
+            upto: 99,
+            now_ms: 1_700_000_000_000,
+            delete_retention_ms: 86_400_000,
+        };
+        assert_eq!(CleanEntry::decode(&c.encode()), Some(c));
+        assert_eq!(CleanEntry::decode(&d.encode()), None);
+        assert_eq!(DeleteRecordsEntry::decode(&c.encode()), None);
+        assert_eq!(PartitionEntry::decode(&c.encode()), None);
     }
 }

@@ -6,6 +6,8 @@ pub mod entry;
 pub mod image;
 pub mod meta;
 
-pub use entry::{DeleteRecordsEntry, PartitionEntry, decode_compact_hint, encode_compact_hint};
+pub use entry::{
+    CleanEntry, DeleteRecordsEntry, PartitionEntry, decode_compact_hint, encode_compact_hint,
+};
 pub use image::PartitionImage;
 pub use meta::{MetaCommand, MetaEvent, MetaPartition, MetaState, MetaTopic, ProposalId};

@@ -51,33 +51,87 @@ pub struct CleanerState {
     /// One entry per clean whose tombstones may still be kept: (end of the dirty section it
     /// cleaned, exclusive; when it ran, or `i64::MIN` once its tombstones are gone), by end.
     pub passes: Vec<(i64, i64)>,
+    /// Cluster mode: cleans the partition's Raft log ordered and this replica has yet to run,
+    /// oldest first (see `replicated_clean`).
+    pub pending: Vec<PendingClean>,
+    /// Cluster mode: the last ordered clean this replica completed.
+    pub done: Option<PendingClean>,
+}
+
+/// A clean ordered through a partition's Raft log (cluster mode): every replica cleans the
+/// same offsets with the same clock, so all end with the same records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingClean {
+    /// Raft index of the entry that ordered it.
+    pub index: u64,
+    /// Records below this offset are cleaned; those at or above it are kept as they are.
+    pub upto: i64,
+    /// The leader's clock when it ordered the clean (tombstone horizons).
+    pub now_ms: i64,
+    /// The log end when the entry applied: only batches below it count when deciding which
+    /// batch is an idempotent producer's last.
+    pub tail_end: i64,
+    /// The topic's `delete.retention.ms` as the leader knew it (topic configs reach replicas
+    /// through `__meta`, not in step with the partition's log).
+    pub delete_retention_ms: i64,
 }
 
 impl CleanerState {
-    fn encode(&self) -> Vec<u8> {
-        let mut s = format!("1\n{}\n", self.first_dirty);
+    /// The checkpoint file's contents (also carried in a partition's snapshot image).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!("2\n{}\n", self.first_dirty);
         for (end, at) in &self.passes {
             s.push_str(&format!("{end} {at}\n"));
+        }
+        let ordered = |tag: &str, p: &PendingClean| {
+            format!(
+                "{tag} {} {} {} {} {}\n",
+                p.index, p.upto, p.now_ms, p.tail_end, p.delete_retention_ms
+            )
+        };
+        if let Some(d) = &self.done {
+            s.push_str(&ordered("done", d));
+        }
+        for p in &self.pending {
+            s.push_str(&ordered("pending", p));
         }
         s.into_bytes()
     }
 
-    fn decode(raw: &[u8]) -> Option<Self> {
+    /// Reads [`CleanerState::encode`]'s output (and the version-1 format without ordered cleans).
+    pub fn decode(raw: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(raw).ok()?;
         let mut lines = text.lines();
-        if lines.next()? != "1" {
+        if !matches!(lines.next()?, "1" | "2") {
             return None;
         }
         let first_dirty = lines.next()?.trim().parse().ok()?;
-        let mut passes = Vec::new();
-        for l in lines {
-            let (a, b) = l.split_once(' ')?;
-            passes.push((a.parse().ok()?, b.parse().ok()?));
-        }
-        Some(CleanerState {
+        let mut state = CleanerState {
             first_dirty,
-            passes,
-        })
+            ..CleanerState::default()
+        };
+        for l in lines {
+            let fields: Vec<&str> = l.split(' ').collect();
+            match fields.as_slice() {
+                [a, b] => state.passes.push((a.parse().ok()?, b.parse().ok()?)),
+                [tag @ ("done" | "pending"), i, u, n, t, d] => {
+                    let p = PendingClean {
+                        index: i.parse().ok()?,
+                        upto: u.parse().ok()?,
+                        now_ms: n.parse().ok()?,
+                        tail_end: t.parse().ok()?,
+                        delete_retention_ms: d.parse().ok()?,
+                    };
+                    if *tag == "done" {
+                        state.done = Some(p);
+                    } else {
+                        state.pending.push(p);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(state)
     }
 
     pub(crate) fn load(fs: &dyn Storage, dir: &str) -> io::Result<Self> {
@@ -143,6 +197,13 @@ pub struct CleanPlan {
     tail: Vec<(Arc<dyn StoreFile>, u64)>,
     state: CleanerState,
     limits: CleanerLimits,
+    /// Records at or above this offset are kept untouched (an ordered clean's bound;
+    /// `i64::MAX` otherwise).
+    limit: i64,
+    /// Only batches below this offset decide which batch is a producer's last.
+    tail_end: i64,
+    /// The ordered clean this plan runs (cluster mode).
+    ordered: Option<PendingClean>,
 }
 
 /// One rewritten group of segments.
@@ -178,6 +239,7 @@ pub struct Cleaned {
     dir: String,
     groups: Vec<CleanedGroup>,
     state: CleanerState,
+    ordered: Option<PendingClean>,
     /// What the clean did.
     pub stats: CleanStats,
 }
@@ -402,10 +464,15 @@ struct Filter<'a> {
     last_batch: &'a HashMap<i64, i64>,
     /// Tombstones of the dirty section kept (this clean is the one that first saw them).
     new_tombstones: std::cell::Cell<u64>,
+    /// Records at or above it are not this clean's business.
+    limit: i64,
 }
 
 impl Filter<'_> {
     fn keep(&self, offset: i64, r: &RawRecord<'_>) -> bool {
+        if offset >= self.limit {
+            return true;
+        }
         let Some(key) = r.key else {
             return false; // a compacted log has no use for records without a key (as Kafka)
         };
@@ -413,14 +480,17 @@ impl Filter<'_> {
             return false;
         }
         if r.tombstone {
-            if offset >= self.first_dirty {
-                self.new_tombstones.set(self.new_tombstones.get() + 1);
-                return true;
-            }
+            // A pass that covered it first decides (a replica that installed a snapshot has
+            // the passes of its source, over records it may not have cleaned itself yet).
             return match self.state.seen_at(offset) {
                 Some(PURGED) => false,
                 Some(at) => self.now_ms < at.saturating_add(self.delete_retention_ms),
-                None => true,
+                None => {
+                    if offset >= self.first_dirty {
+                        self.new_tombstones.set(self.new_tombstones.get() + 1);
+                    }
+                    true
+                }
             };
         }
         true
@@ -437,8 +507,9 @@ fn clean_batch<'b>(
 ) -> Result<Option<Cow<'b, [u8]>>, LogError> {
     let last_of_producer =
         h.producer_id >= 0 && filter.last_batch.get(&h.producer_id) == Some(&h.base_offset);
-    if h.is_control() {
-        return Ok(Some(Cow::Borrowed(bytes))); // transaction markers are kept
+    if h.is_control() || h.base_offset >= filter.limit {
+        // Transaction markers are kept, and so is what lies past an ordered clean's bound.
+        return Ok(Some(Cow::Borrowed(bytes)));
     }
     if h.records_count == 0 {
         // An earlier clean's shell of a producer's last batch: kept while it still is the last.
@@ -572,7 +643,12 @@ impl CleanPlan {
             .enumerate()
             .skip(self.first_dirty_segment)
         {
-            if i > self.first_dirty_segment && map.len() >= self.limits.max_keys {
+            // An ordered clean (cluster mode) must cover exactly its range on every replica,
+            // so it is not split at the key limit.
+            if i > self.first_dirty_segment
+                && map.len() >= self.limits.max_keys
+                && self.ordered.is_none()
+            {
                 break;
             }
             for_each_batch(&*seg.file, seg.size, |_, h, bytes| {
@@ -584,8 +660,11 @@ impl CleanPlan {
                 }
                 let plain = records_section(bytes, h, &cfg)?;
                 for r in parse_records(&plain, h.records_count).map_err(LogError::Corrupt)? {
+                    let offset = h.base_offset + r.offset_delta;
+                    if offset >= self.limit {
+                        break;
+                    }
                     if let Some(k) = r.key {
-                        let offset = h.base_offset + r.offset_delta;
                         match map.get_mut(k) {
                             Some(o) => *o = offset,
                             None => {
@@ -613,21 +692,17 @@ impl CleanPlan {
             .max(self.state.first_dirty);
         // 2. The last batch of every idempotent producer (its empty shell is kept).
         let mut last_batch: HashMap<i64, i64> = HashMap::new();
+        let tail_end = self.tail_end;
+        let mut note = |h: &BatchHeader| {
+            if h.producer_id >= 0 && h.base_offset < tail_end {
+                last_batch.insert(h.producer_id, h.base_offset);
+            }
+        };
         for seg in &self.segments {
-            for_each_header(&*seg.file, seg.size, |h| {
-                if h.producer_id >= 0 {
-                    last_batch.insert(h.producer_id, h.base_offset);
-                }
-            })
-            .map_err(io_err(&dir))?;
+            for_each_header(&*seg.file, seg.size, &mut note).map_err(io_err(&dir))?;
         }
         for (file, size) in &self.tail {
-            for_each_header(&**file, *size, |h| {
-                if h.producer_id >= 0 {
-                    last_batch.insert(h.producer_id, h.base_offset);
-                }
-            })
-            .map_err(io_err(&dir))?;
+            for_each_header(&**file, *size, &mut note).map_err(io_err(&dir))?;
         }
         // 3. Rewrite, grouping consecutive segments up to segment.bytes.
         let filter = Filter {
@@ -638,6 +713,7 @@ impl CleanPlan {
             now_ms: self.now_ms,
             last_batch: &last_batch,
             new_tombstones: Default::default(),
+            limit: self.limit,
         };
         // A segment joins the group being written while the group's cleaned bytes plus its
         // whole size fit in segment.bytes (so cleaned-away segments merge into their
@@ -708,14 +784,21 @@ impl CleanPlan {
         // 4. The checkpoint after the swap: passes whose tombstones were purged now are marked,
         // and this clean is the one that first saw the dirty section's tombstones.
         let mut state = self.state.clone();
-        if self.end > first_dirty {
+        let cleaned_to = self.end.min(self.limit);
+        // Only records past every earlier pass are new to this one (a replica that took over
+        // its source's passes may clean again what they cover).
+        let covered = state
+            .passes
+            .last()
+            .map_or(first_dirty, |p| p.0.max(first_dirty));
+        if cleaned_to > covered {
             // A clean that kept no tombstone leaves nothing to purge later.
             let at = if filter.new_tombstones.get() > 0 {
                 self.now_ms
             } else {
                 PURGED
             };
-            state.passes.push((self.end, at));
+            state.passes.push((cleaned_to, at));
         }
         for (_, at) in &mut state.passes {
             if *at != PURGED && at.saturating_add(cfg.delete_retention_ms) <= self.now_ms {
@@ -730,11 +813,12 @@ impl CleanPlan {
             }
         }
         state.passes = passes;
-        state.first_dirty = state.first_dirty.max(self.end);
+        state.first_dirty = state.first_dirty.max(cleaned_to);
         Ok(Cleaned {
             dir,
             groups: out,
             state,
+            ordered: self.ordered,
             stats,
         })
     }
@@ -747,7 +831,8 @@ pub struct Swapped {
     dir: String,
     /// What the clean did.
     pub stats: CleanStats,
-    checkpoint: Vec<u8>,
+    /// `None`: already written (an ordered clean).
+    checkpoint: Option<Vec<u8>>,
     deleted: Vec<String>,
 }
 
@@ -755,9 +840,11 @@ impl Swapped {
     /// Writes the cleaner checkpoint and removes the replaced segment files (no lock needed).
     pub fn tidy(self) -> Result<CleanStats, LogError> {
         let dir = &self.dir;
-        self.fs
-            .write_file_atomic(&format!("{dir}/{CHECKPOINT_FILE}"), &self.checkpoint)
-            .map_err(io_err(dir))?;
+        if let Some(checkpoint) = &self.checkpoint {
+            self.fs
+                .write_file_atomic(&format!("{dir}/{CHECKPOINT_FILE}"), checkpoint)
+                .map_err(io_err(dir))?;
+        }
         for f in &self.deleted {
             if let Err(e) = self.fs.remove_file(f) {
                 warn!(partition = %dir, file = %f, error = %e, "removing a replaced segment failed");
@@ -779,7 +866,26 @@ impl Cleaned {
 
 #[cfg(test)]
 #[path = "cleaner_tests.rs"]
-mod tests;
+pub(crate) mod tests;
+
+impl CleanPlan {
+    /// Where a plan made by [`PartitionLog::plan_clean`] ends: the leader orders a clean up to
+    /// here in cluster mode.
+    pub fn end(&self) -> i64 {
+        self.end
+    }
+
+    /// Makes this plan the ordered clean `ordered` (cluster mode): records at or above its
+    /// bound stay as they are, and only batches below its log end count for producer state.
+    pub(crate) fn ordered(mut self, ordered: PendingClean) -> Self {
+        self.limit = ordered.upto;
+        self.tail_end = ordered.tail_end;
+        self.now_ms = ordered.now_ms;
+        self.config.delete_retention_ms = ordered.delete_retention_ms;
+        self.ordered = Some(ordered);
+        self
+    }
+}
 
 impl PartitionLog {
     /// The cleaner's checkpoint.
@@ -852,6 +958,47 @@ impl PartitionLog {
         Some(self.plan(segments, first_dirty_segment, end, now_ms, limits))
     }
 
+    /// A plan over every segment with records below `upto` (all of them closed), the
+    /// records at or above it left as they are (an ordered clean, see `ordered_clean`).
+    pub(crate) fn plan_range(
+        &self,
+        upto: i64,
+        now_ms: i64,
+        limits: CleanerLimits,
+    ) -> Option<CleanPlan> {
+        let active_base = *self.segments.keys().next_back().expect("one segment");
+        let first_dirty = self.cleaner.first_dirty.max(self.log_start_offset);
+        let mut segments = Vec::new();
+        let mut first_dirty_segment = None;
+        let mut end = active_base;
+        for (&base, seg) in self.segments.range(..active_base) {
+            if base >= upto {
+                end = base;
+                break;
+            }
+            if seg.next_offset > first_dirty {
+                first_dirty_segment.get_or_insert(segments.len());
+            }
+            segments.push(PlanSegment {
+                base,
+                file: seg.file.clone(),
+                size: seg.size,
+                next_offset: seg.next_offset,
+            });
+        }
+        if segments.is_empty() {
+            return None;
+        }
+        let n = segments.len();
+        Some(self.plan(
+            segments,
+            first_dirty_segment.unwrap_or(n),
+            end,
+            now_ms,
+            limits,
+        ))
+    }
+
     fn plan(
         &self,
         segments: Vec<PlanSegment>,
@@ -876,6 +1023,9 @@ impl PartitionLog {
             tail,
             state: self.cleaner.clone(),
             limits,
+            limit: i64::MAX,
+            tail_end: i64::MAX,
+            ordered: None,
         }
     }
 
@@ -1023,8 +1173,21 @@ impl PartitionLog {
         }
         fs.sync_dir(&dir).map_err(io_err(&dir))?;
         let stats = cleaned.stats;
-        let checkpoint = cleaned.state.encode();
-        self.cleaner = cleaned.state;
+        let mut state = cleaned.state;
+        let checkpoint = match cleaned.ordered {
+            None => Some(state.encode()),
+            Some(o) => {
+                // Ordered cleans arrive while this one ran: the checkpoint is written here,
+                // under the caller's lock, so a later write never carries a stale list.
+                state.pending = self.cleaner.pending.clone();
+                state.pending.retain(|p| p.index != o.index);
+                state.done = Some(o);
+                fs.write_file_atomic(&format!("{dir}/{CHECKPOINT_FILE}"), &state.encode())
+                    .map_err(io_err(&dir))?;
+                None
+            }
+        };
+        self.cleaner = state;
         info!(
             partition = %dir,
             bytes_read = stats.bytes_read,

@@ -40,7 +40,7 @@ fn sync(log: &mut PartitionLog) {
 }
 
 /// One batch of (key, value) records; `producer`: (id, epoch, base sequence).
-fn keyed(
+pub(crate) fn keyed(
     recs: &[(Option<&str>, Option<&str>)],
     compression: Compression,
     ts: i64,
@@ -200,24 +200,30 @@ const CODECS: [Compression; 5] = [
     Compression::Zstd,
 ];
 
-/// Appends a random keyed batch to log and model.
-fn append_random(log: &mut PartitionLog, model: &mut Model, rng: &mut Rng, keys: u64, now: i64) {
+/// One to four random records of `keys` keys, one in five a tombstone.
+fn random_records(rng: &mut Rng, keys: u64) -> Vec<(String, Option<String>)> {
     let n = 1 + rng.below(4) as usize;
-    let owned: Vec<(String, Option<String>)> = (0..n)
+    (0..n)
         .map(|_| {
             let k = format!("k{}", rng.below(keys));
-            let v = if rng.below(5) == 0 {
-                None
-            } else {
-                Some(format!("v{}", rng.below(1_000_000)))
-            };
+            let v = (rng.below(5) != 0).then(|| format!("v{}", rng.below(1_000_000)));
             (k, v)
         })
-        .collect();
-    let recs: Vec<(Option<&str>, Option<&str>)> = owned
+        .collect()
+}
+
+/// `records` as `keyed` takes them.
+fn as_refs(records: &[(String, Option<String>)]) -> Vec<(Option<&str>, Option<&str>)> {
+    records
         .iter()
         .map(|(k, v)| (Some(k.as_str()), v.as_deref()))
-        .collect();
+        .collect()
+}
+
+/// Appends a random keyed batch to log and model.
+fn append_random(log: &mut PartitionLog, model: &mut Model, rng: &mut Rng, keys: u64, now: i64) {
+    let owned = random_records(rng, keys);
+    let recs = as_refs(&owned);
     let codec = CODECS[rng.below(5) as usize];
     let a = log.append(&keyed(&recs, codec, now, None), 0, now).unwrap();
     for (i, (k, v)) in owned.into_iter().enumerate() {
@@ -762,3 +768,6 @@ fn segments_the_clean_empties_merge_into_their_neighbours() {
     assert_eq!(read_all(&reopened), read_all(&log));
     assert_eq!(reopened.segment_count(), 2);
 }
+
+#[path = "ordered_clean_tests.rs"]
+mod ordered;

@@ -5,6 +5,7 @@
 //! ([`PartitionLog::mark_durable`]), or immediately when the broker runs without fsync.
 
 mod cleaner;
+mod ordered_clean;
 mod rewrite;
 mod segment;
 
@@ -20,7 +21,12 @@ pub use crate::compression::Compression;
 use crate::storage::{Storage, StoreFile};
 use segment::Segment;
 
-pub use cleaner::{CleanPlan, CleanStats, Cleaned, CleanerLimits, CleanerState, Swapped};
+/// Test batches of keyed records (other modules' tests build them too).
+#[cfg(test)]
+pub(crate) use cleaner::tests::keyed as keyed_test_batch;
+pub use cleaner::{
+    CleanPlan, CleanStats, Cleaned, CleanerLimits, CleanerState, PendingClean, Swapped,
+};
 
 /// Per-partition settings derived from the topic's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -339,7 +345,7 @@ impl PartitionLog {
         self.config = config;
     }
 
-    fn active(&self) -> &Segment {
+    pub(crate) fn active(&self) -> &Segment {
         self.segments
             .values()
             .next_back()
@@ -494,7 +500,7 @@ impl PartitionLog {
         end: i64,
         now_ms: i64,
     ) -> Result<i64, LogError> {
-        let headers = batch::validate_all(records)?;
+        let headers = batch::validate_all_stored(records)?;
         let mut pos = 0usize;
         for h in &headers {
             let bytes = &records[pos..pos + h.total_bytes()];
@@ -504,11 +510,13 @@ impl PartitionLog {
             if next <= leo {
                 continue;
             }
-            if h.base_offset != leo || next > end {
-                // A gap, or a batch straddling the bound: the logs do not line up.
-                if h.base_offset >= end {
-                    break;
-                }
+            if h.base_offset >= end {
+                break;
+            }
+            // A gap before the batch is fine in a log that was ever compacted (the cleaner
+            // removed records there); elsewhere it means the logs do not line up.
+            let gap_ok = self.config.compact || self.cleaner != CleanerState::default();
+            if h.base_offset < leo || (h.base_offset > leo && !gap_ok) || next > end {
                 return Err(LogError::Batch(batch::BatchError::Invalid(
                     "replicated batch does not line up with the log end",
                 )));
@@ -568,13 +576,35 @@ impl PartitionLog {
     }
 
     fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let base = self.active().next_offset;
+        self.roll_at(base, now_ms)
+    }
+
+    /// Starts a new active segment at `base` (at or past the log end). An empty active segment
+    /// is replaced rather than kept.
+    pub(crate) fn roll_at(&mut self, base: i64, now_ms: i64) -> Result<(), LogError> {
         // The closed segment is synced now, so recovery only ever has to check the last one.
         let dir = self.dir.clone();
         let active = self.active();
-        active.file.sync_data().map_err(io_err(&dir))?;
-        active.write_index(&*self.fs, &dir).map_err(io_err(&dir))?;
-        let base = active.next_offset;
+        let (old_base, empty) = (active.base_offset, active.size == 0);
+        if empty && old_base == base {
+            return Ok(());
+        }
+        if !empty {
+            active.file.sync_data().map_err(io_err(&dir))?;
+            active.write_index(&*self.fs, &dir).map_err(io_err(&dir))?;
+        }
         let seg = Segment::create(&*self.fs, &dir, base, now_ms).map_err(io_err(&dir))?;
+        if empty {
+            self.segments.remove(&old_base);
+            let _ = self.fs.remove_file(&segment::index_path(&dir, old_base));
+            self.fs
+                .remove_file(&segment::log_path(&dir, old_base))
+                .map_err(io_err(&dir))?;
+            if self.segments.is_empty() {
+                self.log_start_offset = self.log_start_offset.max(base);
+            }
+        }
         self.fs.sync_dir(&dir).map_err(io_err(&dir))?;
         self.segments.insert(base, seg);
         Ok(())

@@ -204,17 +204,14 @@ impl Segment {
                     ),
                 );
             }
-            if verify && let Err(e) = batch::validate(window.get(&*self.file, pos, total, end)?) {
+            if verify
+                && let Err(e) = batch::validate_stored(window.get(&*self.file, pos, total, end)?)
+            {
                 return truncate(pos, format!("batch at offset {}: {e}", header.base_offset));
             }
-            // Closed segments may have gaps (the cleaner removed records); the last segment, only
-            // ever appended to, must be dense.
-            let out_of_order = if verify {
-                header.base_offset != self.next_offset
-            } else {
-                header.base_offset < self.next_offset
-            };
-            if out_of_order {
+            // Offsets may have gaps (the cleaner removed records, in closed segments here or
+            // in the compacted log a replica copied into its last one) but never go back.
+            if header.base_offset < self.next_offset {
                 return truncate(
                     pos,
                     format!(

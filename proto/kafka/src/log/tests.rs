@@ -333,7 +333,8 @@ fn a_replica_copy_is_byte_identical_and_a_reset_restarts_the_log() {
     let a = src.read(0, 1 << 20, true).unwrap().records;
     let b = dst.read(0, 1 << 20, true).unwrap().records;
     assert_eq!(&a[..b.len()], &b[..], "same bytes, offsets and epochs");
-    // A batch that does not start at the log end is refused, and nothing is written.
+    // A batch that does not start at the log end is refused (a log never compacted has no
+    // gaps), and nothing is written.
     let later = src.read(33, 1 << 20, true).unwrap().records;
     assert!(dst.append_replicated(&later, 36, 0).is_err());
     assert_eq!(dst.log_end_offset(), 30);

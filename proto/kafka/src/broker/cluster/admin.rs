@@ -17,7 +17,6 @@ use kafka_protocol::messages::{
 use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
 use super::{AdminWait, BrokerAddr, META_GROUP, Proposal, Wait};
 use crate::cluster::{MetaCommand, ProposalId};
-use crate::topic_config;
 
 impl Broker {
     /// Metadata from the replicated state.
@@ -234,8 +233,6 @@ impl Broker {
                     ));
                 }
                 let configs = crate::broker::admin::creation_configs(&t.configs)?;
-                topic_config::cluster_unsupported(&configs)
-                    .map_err(|m| (ResponseError::InvalidConfig, m))?;
                 Ok((partitions, rf, configs, assignment))
             })();
             match check {

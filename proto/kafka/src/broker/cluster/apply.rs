@@ -319,6 +319,27 @@ impl Broker {
                 self.apply_delete_records(&topic, partition, d);
                 continue;
             }
+            if let Some(order) = crate::cluster::CleanEntry::decode(data) {
+                c.clean_ordered.remove(&group);
+                if let Ok(log) = self.partition_mut(&topic, partition)
+                    && let Err(e) =
+                        log.order_clean(*index, order.upto, order.now_ms, order.delete_retention_ms)
+                {
+                    warn!(node_id = me, topic = %topic, partition, index, error = %e, "recording an ordered clean failed");
+                }
+                // The order is in the (synced) checkpoint: durable as soon as what precedes it.
+                let end = self
+                    .partition(&topic, partition)
+                    .map_or(0, |l| l.log_end_offset());
+                let c = self.cluster.as_mut().expect("cluster");
+                let a = c.applied.get_mut(&group).expect("checked");
+                if a.unsynced.is_empty() {
+                    a.durable = (*index, end);
+                } else {
+                    a.unsynced.push_back((*index, end));
+                }
+                continue;
+            }
             if let Some(hint) = crate::cluster::decode_compact_hint(data) {
                 let a = c.applied.get_mut(&group).expect("checked");
                 a.compact_hint = a.compact_hint.max(hint);
@@ -442,14 +463,17 @@ impl Broker {
             let Some((topic, p)) = c.meta.group(group) else {
                 continue;
             };
-            let start_offset = self
-                .partition(topic, p)
-                .map_or(0, |l| l.log_start_offset())
-                .min(end_offset);
+            let log = self.partition(topic, p).ok();
+            let start_offset = log.map_or(0, |l| l.log_start_offset()).min(end_offset);
+            let cleaner = log
+                .filter(|l| l.config().compact || *l.cleaner_state() != Default::default())
+                .map(|l| l.cleaner_state().encode())
+                .unwrap_or_default();
             let image = PartitionImage {
                 applied_index,
                 end_offset,
                 start_offset,
+                cleaner,
             };
             out.push((group, to, image.encode()));
         }

@@ -50,10 +50,15 @@ impl Broker {
         let Some((topic, partition)) = c.meta.group(group).map(|(t, p)| (t.to_string(), p)) else {
             return InstallStep::Gone;
         };
-        c.installing.insert(group, image);
+        c.installing.insert(group, image.clone());
         let Ok(log) = self.partition_mut(&topic, partition) else {
             return InstallStep::Gone;
         };
+        if let Some(state) = crate::log::CleanerState::decode(&image.cleaner)
+            && let Err(e) = log.adopt_cleaner_state(&state)
+        {
+            warn!(node_id = me, topic = %topic, partition, error = %e, "taking over the source's cleaner state failed");
+        }
         let end = log.log_end_offset();
         info!(node_id = me, topic = %topic, partition, group, local_end = end, image_end = image.end_offset, applied_index = image.applied_index, "installing a snapshot: copying records from another replica");
         if end < image.start_offset
@@ -117,7 +122,7 @@ impl Broker {
             return Err("not a cluster".into());
         };
         let (Some(image), Some((topic, partition))) =
-            (c.installing.get(&group).copied(), c.meta.group(group))
+            (c.installing.get(&group).cloned(), c.meta.group(group))
         else {
             return Err("no install in progress".into());
         };
@@ -147,6 +152,13 @@ impl Broker {
             return Err(format!("{e:?}"));
         }
         let records = pd.records.as_deref().unwrap_or_default();
+        if records.is_empty() && pd.high_watermark >= image.end_offset {
+            // The source holds everything up to the image's end, and nothing from here on:
+            // compaction removed the last records below it.
+            log.skip_to(image.end_offset, now_ms)
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
         if records.is_empty() {
             return Err(format!(
                 "no records yet (its high watermark {})",

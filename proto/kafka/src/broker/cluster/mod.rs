@@ -22,6 +22,7 @@ use super::{Broker, BrokerError, OFFSETS_TOPIC, str};
 
 mod admin;
 mod apply;
+mod compaction;
 mod early;
 mod install;
 mod produce;
@@ -186,6 +187,10 @@ pub struct ClusterState {
     /// Tokens whose response is complete, delivered at the end of the apply batch.
     finished: Vec<(u64, ResponseKind, bool)>,
     wrote: bool,
+    /// Led compacted partitions with a clean ordered and not yet applied: group → when.
+    clean_ordered: HashMap<u64, i64>,
+    /// When led partitions were last checked for a clean to order.
+    last_clean_check_ms: i64,
     last_registration_ms: i64,
     last_offsets_create_ms: i64,
     next_producer_id: i64,
@@ -218,6 +223,8 @@ impl ClusterState {
             admins: HashMap::new(),
             finished: Vec::new(),
             wrote: false,
+            clean_ordered: HashMap::new(),
+            last_clean_check_ms: 0,
             last_registration_ms: i64::MIN,
             last_offsets_create_ms: i64::MIN,
             // Unique across nodes (node id in the top bits) and restarts (start time below).
@@ -535,6 +542,7 @@ impl Broker {
         );
         let listeners = self.config.listeners.clone();
         let offsets_partitions = self.config.offsets_partitions;
+        let offsets_segment_bytes = self.config.offsets_segment_bytes;
         let registered = self.registered();
         let Some(c) = &mut self.cluster else { return };
         if !registered
@@ -560,8 +568,7 @@ impl Broker {
         {
             c.last_offsets_create_ms = now_ms;
             let rf = c.meta.members().len().min(3) as i32;
-            // No compaction yet: keep every record (retention would lose committed offsets).
-            let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+            let configs = offsets_topic_configs(offsets_segment_bytes);
             let id = super::random_uuid(&mut self.rng);
             let c = self.cluster.as_mut().expect("cluster");
             c.proposals.push(Proposal {
@@ -579,6 +586,28 @@ impl Broker {
             });
         }
         let c = self.cluster.as_mut().expect("cluster");
+        if c.meta_leader.0 == c.node_id
+            && meta_caught_up
+            && let Some(t) = c.meta.topics.get(OFFSETS_TOPIC)
+            && !crate::topic_config::is_compacted(&t.configs)
+            && now_ms.saturating_sub(c.last_offsets_create_ms) >= 2000
+        {
+            // Created by a build without cluster compaction (retention.ms=-1): compacted from
+            // now on, as Kafka's is.
+            c.last_offsets_create_ms = now_ms;
+            let mut configs = t.configs.clone();
+            configs.remove("retention.ms");
+            configs.extend(offsets_topic_configs(offsets_segment_bytes));
+            c.proposals.push(Proposal {
+                group: META_GROUP,
+                data: MetaCommand::SetConfigs {
+                    request: None,
+                    name: OFFSETS_TOPIC.into(),
+                    configs,
+                }
+                .encode(),
+            });
+        }
         for (seq, data) in std::mem::take(&mut c.retry) {
             if c.waits.contains_key(&seq) {
                 c.proposals.push(Proposal {
@@ -604,6 +633,7 @@ impl Broker {
             self.fail_wait(seq, ResponseError::RequestTimedOut);
         }
         self.import_security(meta_caught_up, now_ms);
+        self.order_cleans(now_ms);
         self.deliver_finished();
     }
 
@@ -651,4 +681,18 @@ impl Broker {
             self.deliver_finished();
         }
     }
+}
+
+/// `__consumer_offsets`' configs: compacted, as Kafka's, so its size follows live groups and
+/// not commits, in segments of `--offsets-topic-segment-bytes`.
+fn offsets_topic_configs(segment_bytes: u64) -> BTreeMap<String, String> {
+    let key = if segment_bytes < 1 << 20 {
+        "internal.segment.bytes"
+    } else {
+        "segment.bytes"
+    };
+    BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        (key.to_string(), segment_bytes.to_string()),
+    ])
 }
