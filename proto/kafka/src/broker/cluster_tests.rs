@@ -1392,6 +1392,66 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
         stored_bytes(&c.brokers[2], "t") == want,
         "the installed replica differs"
     );
+
+    // Once more, with the snapshot taken before a clean that removes every record between
+    // node 3's log end and the image's end: the source then answers with records past the
+    // image, and node 3 raises its log end to the image's without records.
+    let produce = |c: &mut Cluster, range: std::ops::Range<i32>| {
+        for i in range {
+            produce_parked(
+                &mut c.brokers[0],
+                keyed_batch(&format!("k{}", i % 7), Some("z")),
+            );
+            for p in c.brokers[0].take_proposals() {
+                c.commit_on(g, p.data, &[0, 1]);
+            }
+        }
+    };
+    let behind = c.brokers[2].partition("t", 0).unwrap().log_end_offset();
+    produce(&mut c, 100..114);
+    settle_two(&mut c);
+    let hinted = c.logs[&g].len() as u64;
+    apply(&mut c, crate::cluster::encode_compact_hint(hinted), &[0, 1]);
+    settle_two(&mut c);
+    let due = c.brokers[0].take_compactions(1);
+    let image = crate::cluster::PartitionImage::decode(&due[0].2).unwrap();
+    assert_eq!(image.end_offset, behind + 14);
+    produce(&mut c, 114..160);
+    settle_two(&mut c);
+    c.brokers[0].cluster_tick(true, 30_000);
+    for p in c.brokers[0].take_proposals() {
+        apply(&mut c, p.data, &[0, 1]);
+    }
+    settle_two(&mut c);
+    for b in &mut c.brokers[..2] {
+        assert_eq!(b.clean_now(30_000).len(), 1);
+    }
+    let mut step = c.brokers[2].install_begin(g, image.clone(), 0);
+    let mut rounds = 0;
+    while let InstallStep::Fetch { request, .. } = step {
+        let response = c.brokers[1]
+            .fetch(&request, super::REPLICA_FETCH_VERSION)
+            .response;
+        c.brokers[2].install_fetched(g, &response, 0).unwrap();
+        step = c.brokers[2].install_next(g);
+        rounds += 1;
+        assert!(rounds < 10, "the install makes no progress");
+    }
+    assert_eq!(step, InstallStep::Done);
+    let log = c.brokers[2].partition("t", 0).unwrap();
+    assert_eq!(log.log_end_offset(), image.end_offset);
+    c.brokers[2].install_finish(g, 0);
+    let all = c.logs[&g].clone();
+    c.brokers[2].apply_partition(g, &all, 0);
+    c.brokers[2].finish_apply();
+    sync(&mut c.brokers[2]);
+    let _ = c.brokers[2].take_applied_marks();
+    assert_eq!(c.brokers[2].clean_now(30_000).len(), 1);
+    let want = stored_bytes(&c.brokers[0], "t");
+    assert!(
+        stored_bytes(&c.brokers[2], "t") == want,
+        "the replica installed across a cleaned gap differs"
+    );
     let end = c.brokers[0].partition("t", 0).unwrap().log_end_offset();
     assert_eq!(
         c.brokers[2].partition("t", 0).unwrap().log_end_offset(),

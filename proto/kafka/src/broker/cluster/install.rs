@@ -166,9 +166,21 @@ impl Broker {
             ));
         }
         let before = log.log_end_offset();
+        let first = crate::batch::headers(records)
+            .next()
+            .map(|(_, h)| h.base_offset);
+        if first.is_some_and(|base| base >= image.end_offset) {
+            // Everything from here to the image's end was cleaned away on the source.
+            log.skip_to(image.end_offset, now_ms)
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
         let end = log
             .append_replicated(records, image.end_offset, now_ms)
             .map_err(|e| e.to_string())?;
+        if end == before {
+            return Err(format!("nothing new below offset {}", image.end_offset));
+        }
         tracing::debug!(node_id = me, topic = %topic, partition, from = before, to = end, "snapshot install: records copied");
         Ok(())
     }
