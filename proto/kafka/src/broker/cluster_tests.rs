@@ -1258,6 +1258,36 @@ fn keyed_batch(key: &str, value: Option<&str>) -> Bytes {
     crate::log::keyed_test_batch(&[(Some(key), value)], Compression::None, 1_000, None)
 }
 
+/// Node 3 installs `image` of `group` (topic `t`) from node 2, then applies every committed
+/// entry and runs the cleans it holds (its source's last one again, and any ordered since).
+fn install_compacted(c: &mut Cluster, group: u64, image: crate::cluster::PartitionImage, now: i64) {
+    use super::InstallStep;
+    let end = image.end_offset;
+    let mut step = c.brokers[2].install_begin(group, image, 0);
+    let mut rounds = 0;
+    while let InstallStep::Fetch { request, .. } = step {
+        let response = c.brokers[1]
+            .fetch(&request, super::REPLICA_FETCH_VERSION)
+            .response;
+        c.brokers[2].install_fetched(group, &response, 0).unwrap();
+        step = c.brokers[2].install_next(group);
+        rounds += 1;
+        assert!(rounds < 10, "the install makes no progress");
+    }
+    assert_eq!(step, InstallStep::Done);
+    assert_eq!(
+        c.brokers[2].partition("t", 0).unwrap().log_end_offset(),
+        end
+    );
+    c.brokers[2].install_finish(group, 0);
+    let all = c.logs[&group].clone();
+    c.brokers[2].apply_partition(group, &all, 0);
+    c.brokers[2].finish_apply();
+    sync(&mut c.brokers[2]);
+    let _ = c.brokers[2].take_applied_marks();
+    assert_eq!(c.brokers[2].clean_now(now).len(), 1);
+}
+
 /// Every stored batch of a partition from its log start, byte for byte.
 fn stored_bytes(b: &Broker, topic: &str) -> Vec<u8> {
     let log = b.partition(topic, 0).unwrap();
@@ -1269,7 +1299,6 @@ fn stored_bytes(b: &Broker, topic: &str) -> Vec<u8> {
 
 #[test]
 fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
-    use super::InstallStep;
     let mut c = Cluster::new();
     let g = create_configured(
         &mut c,
@@ -1369,23 +1398,7 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
         !image.cleaner.is_empty(),
         "the image carries the cleaner state"
     );
-    let mut step = c.brokers[2].install_begin(g, image, 0);
-    while let InstallStep::Fetch { request, .. } = step {
-        let response = c.brokers[1]
-            .fetch(&request, super::REPLICA_FETCH_VERSION)
-            .response;
-        c.brokers[2].install_fetched(g, &response, 0).unwrap();
-        step = c.brokers[2].install_next(g);
-    }
-    assert_eq!(step, InstallStep::Done);
-    c.brokers[2].install_finish(g, 0);
-    let all = c.logs[&g].clone();
-    c.brokers[2].apply_partition(g, &all, 0);
-    c.brokers[2].finish_apply();
-    sync(&mut c.brokers[2]);
-    let _ = c.brokers[2].take_applied_marks();
-    // The source's last clean, run again over the records node 3 held uncleaned.
-    assert_eq!(c.brokers[2].clean_now(20_000).len(), 1);
+    install_compacted(&mut c, g, image, 20_000);
     let want = stored_bytes(&c.brokers[0], "t");
     assert!(stored_bytes(&c.brokers[1], "t") == want);
     assert!(
@@ -1426,27 +1439,7 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
     for b in &mut c.brokers[..2] {
         assert_eq!(b.clean_now(30_000).len(), 1);
     }
-    let mut step = c.brokers[2].install_begin(g, image.clone(), 0);
-    let mut rounds = 0;
-    while let InstallStep::Fetch { request, .. } = step {
-        let response = c.brokers[1]
-            .fetch(&request, super::REPLICA_FETCH_VERSION)
-            .response;
-        c.brokers[2].install_fetched(g, &response, 0).unwrap();
-        step = c.brokers[2].install_next(g);
-        rounds += 1;
-        assert!(rounds < 10, "the install makes no progress");
-    }
-    assert_eq!(step, InstallStep::Done);
-    let log = c.brokers[2].partition("t", 0).unwrap();
-    assert_eq!(log.log_end_offset(), image.end_offset);
-    c.brokers[2].install_finish(g, 0);
-    let all = c.logs[&g].clone();
-    c.brokers[2].apply_partition(g, &all, 0);
-    c.brokers[2].finish_apply();
-    sync(&mut c.brokers[2]);
-    let _ = c.brokers[2].take_applied_marks();
-    assert_eq!(c.brokers[2].clean_now(30_000).len(), 1);
+    install_compacted(&mut c, g, image, 30_000);
     let want = stored_bytes(&c.brokers[0], "t");
     assert!(
         stored_bytes(&c.brokers[2], "t") == want,
