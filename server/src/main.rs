@@ -18,6 +18,7 @@ mod listeners;
 mod logging;
 mod metrics;
 mod server;
+mod status;
 mod tls;
 mod users;
 
@@ -50,6 +51,15 @@ fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if let Some(cluster::cli::Command::Cluster(args)) = command {
+        match status::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("sluice: {e:#}");
+                std::process::exit(2);
+            }
+        }
     }
     if let Some(cluster::cli::Command::Users(args)) = command {
         let data_dir = cli

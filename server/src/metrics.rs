@@ -143,9 +143,25 @@ pub fn render(
     counters: &Counters,
     logs: &LogStats,
     denials: &[(String, u64)],
+    health: (usize, usize),
     cluster: Option<&ClusterGauges>,
 ) -> String {
     let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "sluice_under_replicated_partitions",
+            "Partitions this node leads whose in-sync replicas lack one of their replicas.",
+            health.0,
+        ),
+        (
+            "sluice_offline_partitions",
+            "Partitions without a leader (counted by the __meta leader only; 0 elsewhere).",
+            health.1,
+        ),
+    ] {
+        head(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
     head(
         &mut out,
         "sluice_info",
@@ -438,9 +454,9 @@ async fn answer<R: Runtime>(
 }
 
 fn scrape(shared: &Shared) -> String {
-    let (logs, denials) = {
+    let (logs, denials, health) = {
         let b = shared.broker.lock().unwrap();
-        (b.log_stats(), b.denials())
+        (b.log_stats(), b.denials(), b.partition_health())
     };
     let cluster = shared.cluster_gauges.lock().unwrap().clone();
     render(
@@ -448,6 +464,7 @@ fn scrape(shared: &Shared) -> String {
         &shared.metrics,
         &logs,
         &denials,
+        health,
         cluster.as_ref(),
     )
 }
@@ -483,7 +500,7 @@ mod tests {
                 connections: 1,
             }],
         };
-        let text = render(7, &c, &logs, &[("TOPIC".into(), 2)], Some(&cluster));
+        let text = render(7, &c, &logs, &[("TOPIC".into(), 2)], (2, 1), Some(&cluster));
         for line in [
             "sluice_info{node_id=\"7\",version=\"",
             "sluice_requests_total{api=\"Produce\"} 2",
@@ -494,6 +511,8 @@ mod tests {
             "sluice_raft_leader{group=\"3\",topic=\"t\",partition=\"1\"} 1",
             "sluice_raft_applied_index{group=\"3\",topic=\"t\",partition=\"1\"} 19",
             "sluice_raft_peer_connected{peer=\"2\"} 1",
+            "sluice_under_replicated_partitions 2",
+            "sluice_offline_partitions 1",
             "# TYPE sluice_requests_total counter",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
@@ -507,6 +526,6 @@ mod tests {
             let value = l.rsplit(' ').next().unwrap();
             assert!(value.parse::<i64>().is_ok(), "{l}");
         }
-        assert!(!render(7, &c, &logs, &[], None).contains("sluice_raft_"));
+        assert!(!render(7, &c, &logs, &[], (0, 0), None).contains("sluice_raft_"));
     }
 }

@@ -37,3 +37,119 @@ fn raft_message_tracing_switches_on_and_off_at_run_time_for_one_node() {
         "tracing went on after it was switched off"
     );
 }
+
+/// `sluice cluster status --json` through `bootstrap`: (exit status, document).
+fn status(bootstrap: &str) -> (i32, serde_json::Value) {
+    let (code, out, err) = sluice_tests::run_sluice(&[
+        "cluster",
+        "status",
+        "--bootstrap",
+        bootstrap,
+        "--json",
+        "--all",
+        "--timeout-ms",
+        "1000",
+    ]);
+    let doc = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("status printed no JSON ({e}), exit {code}: {out}\n{err}"));
+    (code, doc)
+}
+
+/// Polls the status until `done` holds; returns the last answer.
+fn status_until(
+    bootstrap: &str,
+    what: &str,
+    done: impl Fn(i32, &serde_json::Value) -> bool,
+) -> (i32, serde_json::Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, doc) = status(bootstrap);
+        if done(code, &doc) {
+            return (code, doc);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s; last status (exit {code}): {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn metric_on(c: &Cluster, i: usize, name: &str) -> f64 {
+    let (code, text) = sluice_tests::http_get(&c.addrs[i].metrics, "/metrics");
+    assert_eq!(code, 200);
+    sluice_tests::metric(&text, name).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+}
+
+#[test]
+fn cluster_status_reports_nodes_and_partitions_and_fails_once_a_node_is_down() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    // Replicas silent for 1.5 s leave the ISR.
+    c.compact_raft_logs_often();
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    sluice_tests::cluster::create_topic(&all, "st", 3, 3);
+    let (code, doc) = status_until(&all, "a healthy cluster", |code, doc| {
+        code == 0
+            && doc["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["topic"] == "st" && p["leader"].as_i64().unwrap() > 0)
+                .count()
+                == 3
+    });
+    assert_eq!(code, 0);
+    let nodes = doc["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{doc:#}");
+    assert!(nodes.iter().all(|n| n["up"] == true), "{doc:#}");
+    let meta_leader = doc["meta_leader"].as_i64().unwrap();
+    assert!((1..=3).contains(&meta_leader), "{doc:#}");
+    assert_eq!(doc["under_replicated"], 0);
+    assert_eq!(doc["offline"], 0);
+    for i in 0..3 {
+        assert_eq!(metric_on(&c, i, "sluice_under_replicated_partitions"), 0.0);
+        assert_eq!(metric_on(&c, i, "sluice_offline_partitions"), 0.0);
+    }
+
+    // Node 3 dies: it is reported down, the partitions it replicated shrink their ISR and are
+    // reported under-replicated, by the tool (exit 1) and by their leaders' metrics.
+    c.nodes[2].kill9();
+    let others = c.bootstrap(&[0, 1]);
+    let (code, doc) = status_until(
+        &others,
+        "node 3 down, partitions under-replicated",
+        |_, d| d["nodes_down"] == 1 && d["under_replicated"].as_u64().unwrap() >= 3,
+    );
+    assert_eq!(code, 1, "{doc:#}");
+    let down: Vec<i64> = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["up"] == false)
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(down, vec![3]);
+    let led = metric_on(&c, 0, "sluice_under_replicated_partitions")
+        + metric_on(&c, 1, "sluice_under_replicated_partitions");
+    assert!(led >= 3.0, "the leaders count them: {led}");
+    let (code, out, _) = sluice_tests::run_sluice(&["cluster", "status", "--bootstrap", &others]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("DOWN") && out.contains("UNDER-REPLICATED"),
+        "{out}"
+    );
+    // Nobody to ask at all: exit 2 with the reason.
+    let (code, _, err) = sluice_tests::run_sluice(&[
+        "cluster",
+        "status",
+        "--bootstrap",
+        "127.0.0.1:1",
+        "--timeout-ms",
+        "500",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no bootstrap address answered"), "{err}");
+}

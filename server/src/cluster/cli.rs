@@ -23,6 +23,8 @@ pub enum Command {
     Certs(CertsArgs),
     /// Manage SCRAM users in a stopped broker's data dir (--data-dir).
     Users(crate::users::UsersArgs),
+    /// Operator tools for a running cluster (`sluice cluster status --bootstrap HOST:PORT`).
+    Cluster(crate::status::ClusterToolArgs),
 }
 
 /// `sluice raft-cluster` options.

@@ -538,3 +538,29 @@ impl Broker {
         Reply::Parked { token }
     }
 }
+
+impl Broker {
+    /// Kafka's `UnderReplicatedPartitions` (partitions this node leads whose in-sync replicas
+    /// lack one of their replicas) and `OfflinePartitionsCount` (partitions with no leader,
+    /// counted only by the `__meta` leader, as Kafka counts them on the active controller).
+    /// Standalone: both 0.
+    pub fn partition_health(&self) -> (usize, usize) {
+        let Some(c) = &self.cluster else {
+            return (0, 0);
+        };
+        let (mut under, mut offline) = (0, 0);
+        let controller = c.meta_leader.0 == c.node_id;
+        for (name, t) in &c.meta.topics {
+            for (p, mp) in t.partitions.iter().enumerate() {
+                let (leader, _) = c.leader_of(name, p as i32);
+                if leader == c.node_id && mp.in_sync().len() < mp.replicas.len() {
+                    under += 1;
+                }
+                if controller && leader < 0 {
+                    offline += 1;
+                }
+            }
+        }
+        (under, offline)
+    }
+}

@@ -1,0 +1,328 @@
+//! `sluice cluster status`: what an operator asks first of a cluster, through the Kafka API
+//! every node serves (DescribeCluster, Metadata, and an ApiVersions round trip to each node),
+//! so it works from any machine that reaches a Kafka listener. The exit status says whether
+//! anything needs attention.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, DescribeClusterRequest, MetadataRequest, RequestKind, ResponseKind,
+};
+use serde_json::json;
+use sluice_proto::codec;
+
+/// `sluice cluster` subcommands.
+#[derive(Debug, Args)]
+pub struct ClusterToolArgs {
+    #[command(subcommand)]
+    pub command: ClusterTool,
+}
+
+/// Operator tools for a running cluster.
+#[derive(Debug, Subcommand)]
+pub enum ClusterTool {
+    /// Nodes (up or down), the __meta leader, and every partition's leader, replicas and
+    /// in-sync replicas; exits 1 when a node is down or a partition is under-replicated or
+    /// offline, 2 when the cluster cannot be asked.
+    Status(StatusArgs),
+}
+
+/// `sluice cluster status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Kafka listeners (PLAINTEXT) to ask, tried in turn: HOST:PORT,HOST:PORT,...
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub bootstrap: String,
+    /// Print one JSON document instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// List every partition, not only those that need attention
+    #[arg(long)]
+    pub all: bool,
+    /// How long to wait for each connection and answer, in milliseconds
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub timeout_ms: u64,
+}
+
+/// Runs the tool; returns the process exit status.
+pub fn run(args: ClusterToolArgs) -> anyhow::Result<i32> {
+    match args.command {
+        ClusterTool::Status(a) => status(&a),
+    }
+}
+
+/// A blocking Kafka connection for one-off requests.
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Conn {
+    fn open(addr: &str, timeout: Duration) -> anyhow::Result<Conn> {
+        let resolved: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {addr}"))?
+            .collect();
+        let mut last = None;
+        for a in resolved {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(timeout))?;
+                    stream.set_write_timeout(Some(timeout))?;
+                    stream.set_nodelay(true)?;
+                    return Ok(Conn {
+                        stream,
+                        correlation: 0,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e).with_context(|| format!("connecting to {addr}")),
+            None => bail!("{addr} resolves to no address"),
+        }
+    }
+
+    fn call(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        body: RequestKind,
+    ) -> anyhow::Result<ResponseKind> {
+        self.correlation += 1;
+        let frame =
+            codec::encode_request(key, version, self.correlation, Some("sluice-status"), &body)
+                .map_err(anyhow::Error::msg)?;
+        self.stream.write_all(&frame)?;
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let len = i32::from_be_bytes(len);
+        if !(0..=64 << 20).contains(&len) {
+            bail!("response frame of {len} bytes");
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.stream.read_exact(&mut buf)?;
+        let (correlation, response) =
+            codec::decode_response(key, version, Bytes::from(buf)).map_err(anyhow::Error::msg)?;
+        if correlation != self.correlation {
+            bail!("answer to another request (correlation id {correlation})");
+        }
+        Ok(response)
+    }
+}
+
+/// One node as the tool reports it.
+struct Node {
+    id: i32,
+    address: String,
+    up: bool,
+    error: Option<String>,
+}
+
+/// One partition as the tool reports it.
+struct Partition {
+    topic: String,
+    partition: i32,
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+}
+
+impl Partition {
+    fn offline(&self) -> bool {
+        self.leader < 0
+    }
+
+    fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+}
+
+fn status(a: &StatusArgs) -> anyhow::Result<i32> {
+    let timeout = Duration::from_millis(a.timeout_ms.max(1));
+    let mut errors = Vec::new();
+    let mut asked = None;
+    for addr in a
+        .bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match ask(addr, timeout) {
+            Ok(r) => {
+                asked = Some(r);
+                break;
+            }
+            Err(e) => errors.push(format!("{addr}: {e:#}")),
+        }
+    }
+    let Some((cluster_id, meta_leader, brokers, mut partitions)) = asked else {
+        bail!("no bootstrap address answered: {}", errors.join("; "));
+    };
+    partitions.sort_by(|x, y| (&x.topic, x.partition).cmp(&(&y.topic, y.partition)));
+    let nodes: Vec<Node> = brokers
+        .into_iter()
+        .map(|(id, address)| {
+            let reached = Conn::open(&address, timeout).and_then(|mut c| {
+                c.call(
+                    ApiKey::ApiVersions,
+                    3,
+                    RequestKind::ApiVersions(
+                        ApiVersionsRequest::default()
+                            .with_client_software_name("sluice-status".into())
+                            .with_client_software_version(env!("CARGO_PKG_VERSION").into()),
+                    ),
+                )
+            });
+            Node {
+                id,
+                address,
+                up: reached.is_ok(),
+                error: reached.err().map(|e| format!("{e:#}")),
+            }
+        })
+        .collect();
+    let under = partitions.iter().filter(|p| p.under_replicated()).count();
+    let offline = partitions.iter().filter(|p| p.offline()).count();
+    let down = nodes.iter().filter(|n| !n.up).count();
+    if a.json {
+        let doc = json!({
+            "cluster_id": cluster_id,
+            "meta_leader": meta_leader,
+            "nodes": nodes.iter().map(|n| json!({
+                "id": n.id, "address": n.address, "up": n.up, "error": n.error,
+            })).collect::<Vec<_>>(),
+            "partitions": partitions.iter().filter(|p| a.all || p.offline() || p.under_replicated()).map(|p| json!({
+                "topic": p.topic, "partition": p.partition, "leader": p.leader,
+                "leader_epoch": p.leader_epoch, "replicas": p.replicas, "isr": p.isr,
+                "under_replicated": p.under_replicated(), "offline": p.offline(),
+            })).collect::<Vec<_>>(),
+            "partition_count": partitions.len(),
+            "under_replicated": under,
+            "offline": offline,
+            "nodes_down": down,
+        });
+        println!("{doc}");
+    } else {
+        let leader = if meta_leader >= 0 {
+            format!("node {meta_leader}")
+        } else {
+            "none known".into()
+        };
+        let plural = if nodes.len() == 1 { "" } else { "s" };
+        println!(
+            "cluster {cluster_id}: {} node{plural}, __meta leader {leader}",
+            nodes.len()
+        );
+        println!("{:<6} {:<28} status", "node", "address");
+        for n in &nodes {
+            let state = match &n.error {
+                None => "up".to_string(),
+                Some(e) => format!("DOWN ({e})"),
+            };
+            println!("{:<6} {:<28} {state}", n.id, n.address);
+        }
+        println!(
+            "{} partitions: {under} under-replicated, {offline} offline",
+            partitions.len()
+        );
+        let shown: Vec<&Partition> = partitions
+            .iter()
+            .filter(|p| a.all || p.offline() || p.under_replicated())
+            .collect();
+        if !shown.is_empty() {
+            println!(
+                "{:<32} {:>9} {:>6} {:>6} {:<12} {:<12} state",
+                "topic", "partition", "leader", "epoch", "replicas", "isr"
+            );
+            let list = |v: &[i32]| {
+                v.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            for p in shown {
+                let state = if p.offline() {
+                    "OFFLINE"
+                } else if p.under_replicated() {
+                    "UNDER-REPLICATED"
+                } else {
+                    "ok"
+                };
+                println!(
+                    "{:<32} {:>9} {:>6} {:>6} {:<12} {:<12} {state}",
+                    p.topic,
+                    p.partition,
+                    p.leader,
+                    p.leader_epoch,
+                    list(&p.replicas),
+                    list(&p.isr)
+                );
+            }
+        }
+    }
+    Ok(if under + offline + down > 0 { 1 } else { 0 })
+}
+
+/// The cluster as one node sees it: (cluster id, __meta leader, brokers, partitions).
+type Asked = (String, i32, Vec<(i32, String)>, Vec<Partition>);
+
+fn ask(addr: &str, timeout: Duration) -> anyhow::Result<Asked> {
+    let mut c = Conn::open(addr, timeout)?;
+    let ResponseKind::DescribeCluster(dc) = c.call(
+        ApiKey::DescribeCluster,
+        1,
+        RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+    )?
+    else {
+        bail!("not a DescribeCluster answer");
+    };
+    if dc.error_code != 0 {
+        bail!(
+            "DescribeCluster: error {} {}",
+            dc.error_code,
+            dc.error_message.as_deref().unwrap_or_default()
+        );
+    }
+    let ResponseKind::Metadata(md) = c.call(
+        ApiKey::Metadata,
+        12,
+        RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+    )?
+    else {
+        bail!("not a Metadata answer");
+    };
+    let mut brokers: Vec<(i32, String)> = dc
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect();
+    brokers.sort();
+    let mut partitions = Vec::new();
+    for t in &md.topics {
+        let topic = t.name.as_ref().map_or("?", |n| n.0.as_str()).to_string();
+        for p in &t.partitions {
+            partitions.push(Partition {
+                topic: topic.clone(),
+                partition: p.partition_index,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
+                isr: p.isr_nodes.iter().map(|r| r.0).collect(),
+            });
+        }
+    }
+    Ok((
+        dc.cluster_id.as_str().to_string(),
+        dc.controller_id.0,
+        brokers,
+        partitions,
+    ))
+}
