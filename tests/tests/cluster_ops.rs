@@ -153,3 +153,53 @@ fn cluster_status_reports_nodes_and_partitions_and_fails_once_a_node_is_down() {
     assert_eq!(code, 2);
     assert!(err.contains("no bootstrap address answered"), "{err}");
 }
+
+/// ElectLeaders through librdkafka's AdminClient: (partition → error name or null).
+fn elect(bootstrap: &str, topic: &str, kind: &str) -> serde_json::Value {
+    let out = sluice_tests::python(
+        "elect_leaders.py",
+        &[
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--partitions",
+            "3",
+            "--type",
+            kind,
+        ],
+    );
+    let line = out.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn kafka_admin_elect_leaders_moves_leadership_back_to_preferred_replicas() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    sluice_tests::cluster::create_topic(&all, "el", 3, 3);
+    // Once every partition is led by its preferred replica, a preferred election is not needed
+    // and an unclean one neither (a leader exists).
+    let settled = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = elect(&all, "el", "preferred");
+        if (0..3).all(|p| r[p.to_string()] == "ELECTION_NOT_NEEDED") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < settled,
+            "leaders never settled on the preferred replicas: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = elect(&all, "el", "unclean");
+    assert!(
+        (0..3).all(|p| r[p.to_string()] == "ELECTION_NOT_NEEDED"),
+        "{r}"
+    );
+    let r = elect(&all, "no-such-topic", "preferred");
+    assert_eq!(r["0"], "UNKNOWN_TOPIC_OR_PART", "{r}");
+}

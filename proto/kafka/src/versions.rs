@@ -22,6 +22,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
     // Group coordinator and idempotent producer (crate sluice-coordinator).
     (ApiKey::FindCoordinator, 0, 5),
     (ApiKey::JoinGroup, 0, 9),

@@ -1451,3 +1451,66 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
         end
     );
 }
+
+#[test]
+fn elect_leaders_answers_as_kafka_for_preferred_and_unclean_elections() {
+    use kafka_protocol::messages::ElectLeadersRequest;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let (mut c, g) = Cluster::with_topic_led_by(1);
+    let preferred = c.brokers[0]
+        .meta()
+        .unwrap()
+        .partition("t", 0)
+        .unwrap()
+        .replicas[0];
+    let elect = |c: &mut Cluster, election: i8, topic: &str| {
+        let req = RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_election_type(election)
+                .with_topic_partitions(Some(vec![
+                    TopicPartitions::default()
+                        .with_topic(TopicName(s(topic)))
+                        .with_partitions(vec![0]),
+                ])),
+        );
+        let Reply::Now(ResponseKind::ElectLeaders(r)) =
+            c.brokers[0].handle(&ctx(ApiKey::ElectLeaders, 2), req, 0)
+        else {
+            panic!("answered at once")
+        };
+        r.replica_election_results[0].partition_result[0].error_code
+    };
+    // Led by another replica than the preferred one: the balance moves it (no error).
+    let other = if preferred == 1 { 2 } else { 1 };
+    c.lead(g, other as u64);
+    assert_eq!(elect(&mut c, 0, "t"), 0);
+    // Led by the preferred replica: nothing to do.
+    c.term += 1;
+    c.lead(g, preferred as u64);
+    assert_eq!(
+        elect(&mut c, 0, "t"),
+        ResponseError::ElectionNotNeeded.code()
+    );
+    // Unclean while a leader exists: not needed either; and an unknown topic is said so.
+    assert_eq!(
+        elect(&mut c, 1, "t"),
+        ResponseError::ElectionNotNeeded.code()
+    );
+    assert_eq!(
+        elect(&mut c, 0, "nope"),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    // Every partition when none is named.
+    let Reply::Now(ResponseKind::ElectLeaders(r)) = c.brokers[0].handle(
+        &ctx(ApiKey::ElectLeaders, 2),
+        RequestKind::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(None)),
+        0,
+    ) else {
+        panic!("answered at once")
+    };
+    assert!(
+        r.replica_election_results
+            .iter()
+            .any(|t| t.topic.0.as_str() == "t")
+    );
+}

@@ -10,6 +10,7 @@ mod admin;
 mod cleaning;
 mod cluster;
 mod configs;
+mod elect;
 mod fetch;
 mod groups;
 mod metadata;
@@ -547,6 +548,9 @@ impl Broker {
             ),
             RequestKind::DescribeCluster(r) => {
                 Reply::Now(ResponseKind::DescribeCluster(self.describe_cluster(r, v)))
+            }
+            RequestKind::ElectLeaders(r) => {
+                Reply::Now(ResponseKind::ElectLeaders(self.elect_leaders(r, v)))
             }
             RequestKind::DescribeLogDirs(r) => {
                 Reply::Now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))

@@ -137,6 +137,22 @@ fn acls_decide_what_a_user_may_do_and_denied_requests_write_nothing() {
         vec![("orders".into(), denied)]
     );
 
+    // Nor ask for leader elections (ALTER on the cluster).
+    let ResponseKind::ElectLeaders(r) = now(
+        &mut b,
+        &alice,
+        ApiKey::ElectLeaders,
+        2,
+        RequestKind::ElectLeaders(
+            kafka_protocol::messages::ElectLeadersRequest::default().with_topic_partitions(None),
+        ),
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        r.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
     // A non-super user cannot create ACLs.
     let create =
         CreateAclsRequest::default().with_creations(vec![allow("User:alice", 2, "orders", 4)]);

@@ -156,6 +156,13 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(TopicName(s("t")))
+                    .with_partitions(vec![0]),
+            ])),
+        ),
         ApiKey::FindCoordinator => RequestKind::FindCoordinator(if version >= 4 {
             FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
         } else {

@@ -869,6 +869,15 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             }
             RequestKind::DescribeCluster(r)
         }
+        RequestKind::ElectLeaders(r) => {
+            if !cx.cluster(Operation::Alter) {
+                return Decision::Refuse(ResponseKind::ElectLeaders(
+                    kafka_protocol::messages::ElectLeadersResponse::default()
+                        .with_error_code(CLUSTER_DENIED.code()),
+                ));
+            }
+            RequestKind::ElectLeaders(r)
+        }
         RequestKind::DescribeLogDirs(r) => {
             if !cx.cluster(Operation::Describe) {
                 return Decision::Refuse(ResponseKind::DescribeLogDirs(

@@ -335,7 +335,7 @@ impl ClusterState {
 
     /// Leader and epoch of a partition: what a hosted group knows beats `__meta`'s record when
     /// its term is newer.
-    fn leader_of(&self, topic: &str, partition: i32) -> (i32, i32) {
+    pub(in crate::broker) fn leader_of(&self, topic: &str, partition: i32) -> (i32, i32) {
         let Some(mp) = self.meta.partition(topic, partition) else {
             return (-1, -1);
         };
