@@ -11,8 +11,10 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, DescribeClusterRequest, MetadataRequest, RequestKind, ResponseKind,
+    ApiKey, ApiVersionsRequest, DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest,
+    RequestKind, ResponseKind, TopicName, describe_quorum_request,
 };
+use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 use sluice_proto::codec;
 
@@ -163,7 +165,14 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
             Err(e) => errors.push(format!("{addr}: {e:#}")),
         }
     }
-    let Some((cluster_id, meta_leader, brokers, mut partitions)) = asked else {
+    let Some(Asked {
+        cluster_id,
+        meta_leader,
+        meta_term,
+        brokers,
+        mut partitions,
+    }) = asked
+    else {
         bail!("no bootstrap address answered: {}", errors.join("; "));
     };
     partitions.sort_by(|x, y| (&x.topic, x.partition).cmp(&(&y.topic, y.partition)));
@@ -196,6 +205,7 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
         let doc = json!({
             "cluster_id": cluster_id,
             "meta_leader": meta_leader,
+            "meta_term": meta_term,
             "nodes": nodes.iter().map(|n| json!({
                 "id": n.id, "address": n.address, "up": n.up, "error": n.error,
             })).collect::<Vec<_>>(),
@@ -211,10 +221,10 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
         });
         println!("{doc}");
     } else {
-        let leader = if meta_leader >= 0 {
-            format!("node {meta_leader}")
-        } else {
-            "none known".into()
+        let leader = match (meta_leader, meta_term) {
+            (l, t) if l >= 0 && t >= 0 => format!("node {l} (term {t})"),
+            (l, _) if l >= 0 => format!("node {l}"),
+            _ => "none known".into(),
         };
         let plural = if nodes.len() == 1 { "" } else { "s" };
         println!(
@@ -271,8 +281,16 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
     Ok(if under + offline + down > 0 { 1 } else { 0 })
 }
 
-/// The cluster as one node sees it: (cluster id, __meta leader, brokers, partitions).
-type Asked = (String, i32, Vec<(i32, String)>, Vec<Partition>);
+/// The cluster as one node sees it.
+struct Asked {
+    cluster_id: String,
+    /// The `__meta` leader (-1: none known).
+    meta_leader: i32,
+    /// Its term (-1: the node did not say).
+    meta_term: i64,
+    brokers: Vec<(i32, String)>,
+    partitions: Vec<Partition>,
+}
 
 fn ask(addr: &str, timeout: Duration) -> anyhow::Result<Asked> {
     let mut c = Conn::open(addr, timeout)?;
@@ -319,10 +337,30 @@ fn ask(addr: &str, timeout: Duration) -> anyhow::Result<Asked> {
             });
         }
     }
-    Ok((
-        dc.cluster_id.as_str().to_string(),
-        dc.controller_id.0,
+    // The `__meta` leader and term as Kafka's metadata quorum (an older node may not know it).
+    let quorum = c.call(
+        ApiKey::DescribeQuorum,
+        1,
+        RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+                .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
+        ])),
+    );
+    let (mut meta_leader, mut meta_term) = (dc.controller_id.0, -1);
+    if let Ok(ResponseKind::DescribeQuorum(q)) = quorum
+        && let Some(p) = q.topics.first().and_then(|t| t.partitions.first())
+        && q.error_code == 0
+        && p.error_code == 0
+    {
+        meta_leader = p.leader_id.0;
+        meta_term = i64::from(p.leader_epoch);
+    }
+    Ok(Asked {
+        cluster_id: dc.cluster_id.as_str().to_string(),
+        meta_leader,
+        meta_term,
         brokers,
         partitions,
-    ))
+    })
 }

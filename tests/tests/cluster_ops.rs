@@ -107,6 +107,7 @@ fn cluster_status_reports_nodes_and_partitions_and_fails_once_a_node_is_down() {
     assert!(nodes.iter().all(|n| n["up"] == true), "{doc:#}");
     let meta_leader = doc["meta_leader"].as_i64().unwrap();
     assert!((1..=3).contains(&meta_leader), "{doc:#}");
+    assert!(doc["meta_term"].as_i64().unwrap() >= 1, "{doc:#}");
     assert_eq!(doc["under_replicated"], 0);
     assert_eq!(doc["offline"], 0);
     for i in 0..3 {

@@ -26,7 +26,7 @@ mod standing;
 
 use std::collections::{HashMap, VecDeque};
 
-use sluice_proto::broker::{Broker, GroupChange};
+use sluice_proto::broker::{Broker, GroupChange, MetaQuorum, QuorumVoter};
 use sluice_proto::cluster::{PartitionEntry, PartitionImage, encode_compact_hint};
 use sluice_raft::eraftpb::{Entry, HardState, MessageType, Snapshot};
 use sluice_raft::{Apply, LogStore, META_GROUP, PeerBatch, PeerProgress, Persist, StateRole, Task};
@@ -713,6 +713,7 @@ impl Replica {
 
     fn housekeeping(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
         self.refresh_voters();
+        broker.set_meta_quorum(self.meta_quorum(now, wall_ms));
         broker.cluster_tick(self.meta_caught_up().is_some(), wall_ms);
         let marks = broker.take_applied_marks();
         // Hints are already spaced by the leader: act on each.
@@ -751,6 +752,52 @@ impl Replica {
         }
         for (group, index, image) in compactions {
             self.compact_group(group, index, image);
+        }
+    }
+
+    /// `__meta` for DescribeQuorum: its leader, term and commit index, and each voter's log end
+    /// (known on the leader only) and when this node last heard from it.
+    fn meta_quorum(&self, now: u64, wall_ms: i64) -> MetaQuorum {
+        let me = self.cfg.node_id;
+        let Some(meta) = self.node.group(META_GROUP) else {
+            return MetaQuorum::default();
+        };
+        let leading = meta.role() == StateRole::Leader;
+        let progress: Vec<PeerProgress> = meta.progress().collect();
+        let voters = self
+            .voters
+            .iter()
+            .map(|&v| {
+                let log_end = if v == me {
+                    meta.last_index() as i64
+                } else if leading {
+                    progress
+                        .iter()
+                        .find(|p| p.id == v)
+                        .map_or(-1, |p| p.matched as i64)
+                } else {
+                    -1
+                };
+                let last_heard_ms = if v == me {
+                    wall_ms
+                } else {
+                    self.reach
+                        .last_heard(v)
+                        .map_or(-1, |at| wall_ms - now.saturating_sub(at) as i64)
+                };
+                QuorumVoter {
+                    id: v as i32,
+                    log_end,
+                    last_heard_ms,
+                }
+            })
+            .collect();
+        let leader = meta.leader_id();
+        MetaQuorum {
+            leader: if leader == 0 { -1 } else { leader as i32 },
+            term: meta.term(),
+            commit: meta.commit_index(),
+            voters,
         }
     }
 

@@ -45,6 +45,11 @@ pub enum Change {
 }
 
 impl Reach {
+    /// When `peer` was last heard (ms, as of the last [`Reach::update`]).
+    pub fn last_heard(&self, peer: u64) -> Option<u64> {
+        self.heard.get(&peer).copied()
+    }
+
     /// A batch arrived from `peer`.
     pub fn heard(&mut self, peer: u64) {
         self.fresh.insert(peer);

@@ -1514,3 +1514,63 @@ fn elect_leaders_answers_as_kafka_for_preferred_and_unclean_elections() {
             .any(|t| t.topic.0.as_str() == "t")
     );
 }
+
+#[test]
+fn describe_quorum_reports_meta_as_kafkas_metadata_quorum() {
+    use super::{MetaQuorum, QuorumVoter};
+    use kafka_protocol::messages::DescribeQuorumRequest;
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let mut c = Cluster::new();
+    let voters = (1..=3)
+        .map(|id| QuorumVoter {
+            id,
+            log_end: if id == 3 { 5 } else { 9 },
+            last_heard_ms: 1_000 + i64::from(id),
+        })
+        .collect();
+    c.brokers[0].set_meta_quorum(MetaQuorum {
+        leader: 1,
+        term: 4,
+        commit: 9,
+        voters,
+    });
+    let ask = |c: &mut Cluster, topic: &str, version: i16| {
+        let req = RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(TopicName(s(topic)))
+                .with_partitions(vec![PartitionData::default()]),
+        ]));
+        let Reply::Now(ResponseKind::DescribeQuorum(r)) =
+            c.brokers[0].handle(&ctx(ApiKey::DescribeQuorum, version), req, 0)
+        else {
+            panic!("answered at once")
+        };
+        r
+    };
+    let r = ask(&mut c, "__cluster_metadata", 2);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_id.0, p.leader_epoch), (0, 1, 4));
+    assert_eq!(p.high_watermark, 9);
+    assert_eq!(p.current_voters.len(), 3);
+    let v3 = &p.current_voters[2];
+    assert_eq!((v3.replica_id.0, v3.log_end_offset), (3, 5));
+    assert_eq!(v3.last_fetch_timestamp, 1_003);
+    assert_eq!(
+        v3.last_caught_up_timestamp, -1,
+        "node 3 is behind the commit"
+    );
+    assert_eq!(p.current_voters[0].last_caught_up_timestamp, 1_001);
+    assert!(
+        r.nodes.iter().all(|n| n
+            .listeners
+            .iter()
+            .all(|l| l.name.as_str() != crate::security::REPLICA_LISTENER)),
+        "{:?}",
+        r.nodes
+    );
+    let r = ask(&mut c, "other", 1);
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+}

@@ -39,7 +39,8 @@ use crate::versions;
 
 pub use cleaning::{CleanJob, CleanTarget};
 pub use cluster::{
-    GroupChange, InstallStep, META_GROUP, Proposal, REPLICA_FETCH_VERSION, replica_fetch,
+    GroupChange, InstallStep, META_GROUP, METADATA_TOPIC, MetaQuorum, Proposal, QuorumVoter,
+    REPLICA_FETCH_VERSION, replica_fetch,
 };
 pub use fetch::FetchOutcome;
 pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};
@@ -551,6 +552,9 @@ impl Broker {
             }
             RequestKind::ElectLeaders(r) => {
                 Reply::Now(ResponseKind::ElectLeaders(self.elect_leaders(r, v)))
+            }
+            RequestKind::DescribeQuorum(r) => {
+                Reply::Now(ResponseKind::DescribeQuorum(self.describe_quorum(r, v)))
             }
             RequestKind::DescribeLogDirs(r) => {
                 Reply::Now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))

@@ -153,6 +153,20 @@ fn acls_decide_what_a_user_may_do_and_denied_requests_write_nothing() {
         r.error_code,
         ResponseError::ClusterAuthorizationFailed.code()
     );
+    // Nor describe the metadata quorum (DESCRIBE on the cluster).
+    let ResponseKind::DescribeQuorum(r) = now(
+        &mut b,
+        &alice,
+        ApiKey::DescribeQuorum,
+        1,
+        RequestKind::DescribeQuorum(kafka_protocol::messages::DescribeQuorumRequest::default()),
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        r.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
     // A non-super user cannot create ACLs.
     let create =
         CreateAclsRequest::default().with_creations(vec![allow("User:alice", 2, "orders", 4)]);

@@ -156,6 +156,13 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::DescribeQuorum => {
+            RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(TopicName(s("__cluster_metadata")))
+                    .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
+            ]))
+        }
         ApiKey::ElectLeaders => RequestKind::ElectLeaders(
             ElectLeadersRequest::default().with_topic_partitions(Some(vec![
                 elect_leaders_request::TopicPartitions::default()

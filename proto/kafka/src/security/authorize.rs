@@ -869,6 +869,15 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             }
             RequestKind::DescribeCluster(r)
         }
+        RequestKind::DescribeQuorum(r) => {
+            if !cx.cluster(Operation::Describe) {
+                return Decision::Refuse(ResponseKind::DescribeQuorum(
+                    kafka_protocol::messages::DescribeQuorumResponse::default()
+                        .with_error_code(CLUSTER_DENIED.code()),
+                ));
+            }
+            RequestKind::DescribeQuorum(r)
+        }
         RequestKind::ElectLeaders(r) => {
             if !cx.cluster(Operation::Alter) {
                 return Decision::Refuse(ResponseKind::ElectLeaders(

@@ -26,9 +26,11 @@ mod compaction;
 mod early;
 mod install;
 mod produce;
+mod quorum;
 mod records;
 mod waits;
 pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
+pub use quorum::{METADATA_TOPIC, MetaQuorum, QuorumVoter};
 
 use crate::cluster::{MetaCommand, MetaState, PartitionEntry, PartitionImage, ProposalId};
 
@@ -187,6 +189,8 @@ pub struct ClusterState {
     /// Tokens whose response is complete, delivered at the end of the apply batch.
     finished: Vec<(u64, ResponseKind, bool)>,
     wrote: bool,
+    /// `__meta` as the replica core last reported it (DescribeQuorum).
+    quorum: Option<MetaQuorum>,
     /// Led compacted partitions with a clean ordered and not yet applied: group → when.
     clean_ordered: HashMap<u64, i64>,
     /// When led partitions were last checked for a clean to order.
@@ -223,6 +227,7 @@ impl ClusterState {
             admins: HashMap::new(),
             finished: Vec::new(),
             wrote: false,
+            quorum: None,
             clean_ordered: HashMap::new(),
             last_clean_check_ms: 0,
             last_registration_ms: i64::MIN,

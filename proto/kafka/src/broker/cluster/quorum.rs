@@ -1,0 +1,153 @@
+//! DescribeQuorum (KIP-595, KIP-853's v2): the `__meta` Raft group as Kafka describes its
+//! metadata quorum (`__cluster_metadata`), for `kafka-metadata-quorum describe --status`,
+//! AdminClient `describeMetadataQuorum` and `sluice cluster status`. The replica core hands
+//! the broker what it knows at each housekeeping round; the `__meta` leader knows every
+//! voter's log end, a follower only the leader, term and commit index.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_quorum_response::{
+    Listener, Node, PartitionData, ReplicaState, TopicData,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
+};
+
+use super::super::{Broker, str};
+
+/// The name Kafka gives its metadata log; `__meta` answers to it.
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// `__meta` as the replica core last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaQuorum {
+    /// Leader node id (-1: none known).
+    pub leader: i32,
+    /// Its term (Kafka's leader epoch).
+    pub term: u64,
+    /// Commit index (Kafka's high watermark of the metadata log).
+    pub commit: u64,
+    /// Every voter.
+    pub voters: Vec<QuorumVoter>,
+}
+
+/// One voter of `__meta`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumVoter {
+    /// Node id.
+    pub id: i32,
+    /// Last index known in its log (-1: not known here, i.e. this node does not lead).
+    pub log_end: i64,
+    /// Wall-clock ms when this node last heard from it (-1: never).
+    pub last_heard_ms: i64,
+}
+
+impl Broker {
+    /// Records `__meta`'s state for DescribeQuorum (the replica core, every housekeeping round).
+    pub fn set_meta_quorum(&mut self, quorum: MetaQuorum) {
+        if let Some(c) = &mut self.cluster {
+            c.quorum = Some(quorum);
+        }
+    }
+
+    /// Answers DescribeQuorum for `__cluster_metadata` partition 0 (standalone: this node is
+    /// the only voter).
+    pub(in crate::broker) fn describe_quorum(
+        &self,
+        r: DescribeQuorumRequest,
+        version: i16,
+    ) -> DescribeQuorumResponse {
+        let me = self.config.node_id;
+        let quorum = match &self.cluster {
+            Some(c) => c.quorum.clone().unwrap_or_default(),
+            None => MetaQuorum {
+                leader: me,
+                term: 0,
+                commit: 0,
+                voters: vec![QuorumVoter {
+                    id: me,
+                    log_end: 0,
+                    last_heard_ms: -1,
+                }],
+            },
+        };
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let ours = t.topic_name.0.as_str() == METADATA_TOPIC;
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        if !ours || p.partition_index != 0 {
+                            return PartitionData::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        }
+                        let voters = quorum
+                            .voters
+                            .iter()
+                            .map(|v| {
+                                ReplicaState::default()
+                                    .with_replica_id(BrokerId(v.id))
+                                    .with_log_end_offset(v.log_end)
+                                    .with_last_fetch_timestamp(v.last_heard_ms)
+                                    .with_last_caught_up_timestamp(
+                                        if v.log_end >= quorum.commit as i64 {
+                                            v.last_heard_ms
+                                        } else {
+                                            -1
+                                        },
+                                    )
+                            })
+                            .collect();
+                        PartitionData::default()
+                            .with_partition_index(0)
+                            .with_leader_id(BrokerId(quorum.leader))
+                            .with_leader_epoch(i32::try_from(quorum.term).unwrap_or(i32::MAX))
+                            .with_high_watermark(quorum.commit as i64)
+                            .with_current_voters(voters)
+                    })
+                    .collect();
+                TopicData::default()
+                    .with_topic_name(TopicName(str(t.topic_name.0.as_str())))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let mut response = DescribeQuorumResponse::default().with_topics(topics);
+        if version >= 2 {
+            response.nodes = self.quorum_nodes(&quorum);
+        }
+        response
+    }
+
+    /// v2: each voter's listeners, as registered in `__meta`.
+    fn quorum_nodes(&self, quorum: &MetaQuorum) -> Vec<Node> {
+        let Some(m) = self.meta() else {
+            return Vec::new();
+        };
+        quorum
+            .voters
+            .iter()
+            .filter_map(|v| {
+                let listeners = m.listeners.get(&v.id)?;
+                Some(
+                    Node::default().with_node_id(BrokerId(v.id)).with_listeners(
+                        listeners
+                            .iter()
+                            .filter(|(name, _)| name.as_str() != crate::security::REPLICA_LISTENER)
+                            .filter_map(|(name, (host, port))| {
+                                Some(
+                                    Listener::default()
+                                        .with_name(str(name))
+                                        .with_host(str(host))
+                                        .with_port(u16::try_from(*port).ok()?),
+                                )
+                            })
+                            .collect(),
+                    ),
+                )
+            })
+            .collect()
+    }
+}
