@@ -204,3 +204,44 @@ fn kafka_admin_elect_leaders_moves_leadership_back_to_preferred_replicas() {
     let r = elect(&all, "no-such-topic", "preferred");
     assert_eq!(r["0"], "UNKNOWN_TOPIC_OR_PART", "{r}");
 }
+
+#[test]
+fn a_new_topics_leaders_are_spread_evenly_and_elected_in_the_first_term() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    sluice_tests::cluster::create_topic(&all, "spread", 30, 3);
+    let led = |d: &serde_json::Value| -> Vec<(i64, i64, i64)> {
+        d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["topic"] == "spread" && p["leader"].as_i64().unwrap() > 0)
+            .map(|p| {
+                (
+                    p["leader"].as_i64().unwrap(),
+                    p["leader_epoch"].as_i64().unwrap(),
+                    p["replicas"][0].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (_, doc) = status_until(&all, "every partition of the new topic led", |_, d| {
+        led(d).len() == 30
+    });
+    let leaders = led(&doc);
+    for node in 1..=3 {
+        let n = leaders.iter().filter(|(l, _, _)| *l == node).count();
+        // Within ±10 % of an even share (10 each).
+        assert!(
+            (9..=11).contains(&n),
+            "node {node} leads {n} of 30: {leaders:?}"
+        );
+    }
+    assert!(
+        leaders.iter().all(|(_, epoch, _)| *epoch == 1),
+        "every leader elected in the first term: {leaders:?}"
+    );
+}

@@ -24,7 +24,7 @@ pub mod recovery;
 pub mod sim;
 mod standing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use sluice_proto::broker::{Broker, GroupChange, MetaQuorum, QuorumVoter};
 use sluice_proto::cluster::{PartitionEntry, PartitionImage, encode_compact_hint};
@@ -44,6 +44,11 @@ const HOUSEKEEPING_MS: u64 = 200;
 const BALANCE_MS: u64 = 2_000;
 /// Transfers started per balance round: a restarted node takes its partitions back gradually.
 const BALANCE_MOVES: usize = 16;
+/// A preferred replica repeats its first campaign for a new partition this long: its first
+/// one is lost when the other replicas open the group a moment later than it does.
+const EARLY_CAMPAIGN_MS: u64 = 3_000;
+/// How often it repeats it meanwhile.
+const EARLY_CAMPAIGN_EVERY_MS: u64 = 50;
 /// On shutdown, how long leadership hand-off may take before the node stops anyway.
 const HANDOFF_MS: u64 = 2_000;
 /// On shutdown, how often transfers are retried for groups still led here.
@@ -233,6 +238,9 @@ pub struct Replica {
     reach: Reach,
     /// `__meta`'s voters (refreshed at housekeeping).
     voters: Vec<u64>,
+    /// New partitions this node is the preferred leader of, still without a leader: group →
+    /// (give up at, campaign again at).
+    early_campaigns: BTreeMap<u64, (u64, u64)>,
     /// Pings are checked once Raft's own batches of this pass are out.
     pings_due: bool,
     pings: VecDeque<u64>,
@@ -311,6 +319,7 @@ impl Replica {
             serving: false,
             reach: Reach::default(),
             voters: Vec::new(),
+            early_campaigns: BTreeMap::new(),
             pings_due: false,
             pings: VecDeque::new(),
             marked: empty && voters != [node_id],
@@ -396,6 +405,7 @@ impl Replica {
         if self.node.poll_timeout().is_none_or(|t| now >= t) {
             self.node.handle_timeout(now);
         }
+        self.repeat_early_campaigns(now);
         self.update_reach(now);
         self.report_unsure(now);
         if now >= self.next_housekeeping {
@@ -481,7 +491,8 @@ impl Replica {
         if self.node.group(group).is_some() {
             return Ok(());
         }
-        let fresh = store.last_index() == 0;
+        // Never part of an election (its log holds at most the bootstrap snapshot of voters).
+        let fresh = store.hard_state().term == 0;
         self.recovery.group_opened(group);
         // Raft refuses an applied index beyond the durable commit; entries in between are
         // skipped by the broker (it remembers what its log holds).
@@ -516,9 +527,45 @@ impl Replica {
             self.node.hold_elections(group, true);
         } else if campaign && fresh {
             self.node.campaign(group).map_err(self.err(group))?;
+            self.early_campaigns.insert(
+                group,
+                (now + EARLY_CAMPAIGN_MS, now + EARLY_CAMPAIGN_EVERY_MS),
+            );
         }
         self.drive(now, wall_ms, broker);
         Ok(())
+    }
+
+    /// A new partition's preferred replica campaigns again until the group has a leader: its
+    /// first pre-vote reached replicas that had not opened the group yet and was dropped, and
+    /// otherwise a replica whose election timeout ran out first would lead it, anywhere.
+    /// Pre-vote makes the repeats harmless: the term moves only with a majority.
+    fn repeat_early_campaigns(&mut self, now: u64) {
+        if self.early_campaigns.is_empty() {
+            return;
+        }
+        let node_id = self.cfg.node_id;
+        let mut again = Vec::new();
+        self.early_campaigns.retain(|&group, (until, next)| {
+            let Some(driver) = self.node.group(group) else {
+                return false;
+            };
+            if driver.leader_id() != 0 || now >= *until {
+                return false;
+            }
+            if now >= *next {
+                *next = now + EARLY_CAMPAIGN_EVERY_MS;
+                if driver.role() != StateRole::Candidate {
+                    again.push(group);
+                }
+            }
+            true
+        });
+        for group in again {
+            if let Err(e) = self.node.campaign(group) {
+                debug!(node_id, group, error = %e, "repeating the first campaign failed");
+            }
+        }
     }
 
     /// Whether [`Replica::peers_connected`] still matters: `__meta` of a fresh cluster that
