@@ -462,8 +462,12 @@ impl Broker {
             let users = local.credentials.users().len();
             let bindings = local.acls.len();
             for f in [ACLS_FILE, USERS_FILE] {
-                if let Err(e) = self.fs.remove_file(f) {
-                    warn!(node_id = self.config.node_id, file = f, error = %e, "removing an imported file failed");
+                match self.fs.remove_file(f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        warn!(node_id = self.config.node_id, file = f, error = %e, "removing an imported file failed")
+                    }
                 }
             }
             info!(
