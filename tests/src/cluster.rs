@@ -101,6 +101,16 @@ impl Cluster {
         }
     }
 
+    /// Three nodes on 127.0.0.1, started together, with a `__meta` leader and every Kafka
+    /// listener up.
+    pub fn running() -> Cluster {
+        let mut c = Cluster::new(["127.0.0.1"; 3]);
+        c.start_all();
+        c.wait_for_meta_leader();
+        c.wait_for_kafka();
+        c
+    }
+
     /// Partition Raft logs compacted every ~20 entries, and a replica silent for 1.5 s no
     /// longer holding that back: a replica down longer than that returns to logs compacted past
     /// it and catches up from a snapshot, copying records from another replica.

@@ -179,10 +179,7 @@ fn elect(bootstrap: &str, topic: &str, kind: &str) -> serde_json::Value {
 
 #[test]
 fn kafka_admin_elect_leaders_moves_leadership_back_to_preferred_replicas() {
-    let mut c = Cluster::new(["127.0.0.1"; 3]);
-    c.start_all();
-    c.wait_for_meta_leader();
-    c.wait_for_kafka();
+    let c = Cluster::running();
     let all = c.bootstrap(&[0, 1, 2]);
     sluice_tests::cluster::create_topic(&all, "el", 3, 3);
     // Once every partition is led by its preferred replica, a preferred election is not needed
@@ -210,10 +207,7 @@ fn kafka_admin_elect_leaders_moves_leadership_back_to_preferred_replicas() {
 
 #[test]
 fn a_new_topics_leaders_are_spread_evenly_and_elected_in_the_first_term() {
-    let mut c = Cluster::new(["127.0.0.1"; 3]);
-    c.start_all();
-    c.wait_for_meta_leader();
-    c.wait_for_kafka();
+    let c = Cluster::running();
     let all = c.bootstrap(&[0, 1, 2]);
     sluice_tests::cluster::create_topic(&all, "spread", 30, 3);
     let led = |d: &serde_json::Value| -> Vec<(i64, i64, i64)> {

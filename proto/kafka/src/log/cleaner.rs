@@ -197,12 +197,8 @@ pub struct CleanPlan {
     tail: Vec<(Arc<dyn StoreFile>, u64)>,
     state: CleanerState,
     limits: CleanerLimits,
-    /// Records at or above this offset are kept untouched (an ordered clean's bound;
-    /// `i64::MAX` otherwise).
-    limit: i64,
-    /// Only batches below this offset decide which batch is a producer's last.
-    tail_end: i64,
-    /// The ordered clean this plan runs (cluster mode).
+    /// The ordered clean this plan runs (cluster mode): records at or above its bound are kept
+    /// untouched, and only batches below its log end decide which batch is a producer's last.
     ordered: Option<PendingClean>,
 }
 
@@ -633,6 +629,7 @@ impl CleanPlan {
         };
         let dir = self.dir.clone();
         let cfg = self.config.clone();
+        let limit = self.ordered.map_or(i64::MAX, |o| o.upto);
         let mut stats = CleanStats::default();
         // 1. The offset map over the dirty section, a segment at a time up to the key limit.
         let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -661,7 +658,7 @@ impl CleanPlan {
                 let plain = records_section(bytes, h, &cfg)?;
                 for r in parse_records(&plain, h.records_count).map_err(LogError::Corrupt)? {
                     let offset = h.base_offset + r.offset_delta;
-                    if offset >= self.limit {
+                    if offset >= limit {
                         break;
                     }
                     if let Some(k) = r.key {
@@ -692,7 +689,7 @@ impl CleanPlan {
             .max(self.state.first_dirty);
         // 2. The last batch of every idempotent producer (its empty shell is kept).
         let mut last_batch: HashMap<i64, i64> = HashMap::new();
-        let tail_end = self.tail_end;
+        let tail_end = self.ordered.map_or(i64::MAX, |o| o.tail_end);
         let mut note = |h: &BatchHeader| {
             if h.producer_id >= 0 && h.base_offset < tail_end {
                 last_batch.insert(h.producer_id, h.base_offset);
@@ -713,7 +710,7 @@ impl CleanPlan {
             now_ms: self.now_ms,
             last_batch: &last_batch,
             new_tombstones: Default::default(),
-            limit: self.limit,
+            limit,
         };
         // A segment joins the group being written while the group's cleaned bytes plus its
         // whole size fit in segment.bytes (so cleaned-away segments merge into their
@@ -784,7 +781,7 @@ impl CleanPlan {
         // 4. The checkpoint after the swap: passes whose tombstones were purged now are marked,
         // and this clean is the one that first saw the dirty section's tombstones.
         let mut state = self.state.clone();
-        let cleaned_to = self.end.min(self.limit);
+        let cleaned_to = self.end.min(limit);
         // Only records past every earlier pass are new to this one (a replica that took over
         // its source's passes may clean again what they cover).
         let covered = state
@@ -878,8 +875,6 @@ impl CleanPlan {
     /// Makes this plan the ordered clean `ordered` (cluster mode): records at or above its
     /// bound stay as they are, and only batches below its log end count for producer state.
     pub(crate) fn ordered(mut self, ordered: PendingClean) -> Self {
-        self.limit = ordered.upto;
-        self.tail_end = ordered.tail_end;
         self.now_ms = ordered.now_ms;
         self.config.delete_retention_ms = ordered.delete_retention_ms;
         self.ordered = Some(ordered);
@@ -1023,8 +1018,6 @@ impl PartitionLog {
             tail,
             state: self.cleaner.clone(),
             limits,
-            limit: i64::MAX,
-            tail_end: i64::MAX,
             ordered: None,
         }
     }

@@ -152,9 +152,16 @@ impl Broker {
             return Err(format!("{e:?}"));
         }
         let records = pd.records.as_deref().unwrap_or_default();
-        if records.is_empty() && pd.high_watermark >= image.end_offset {
-            // The source holds everything up to the image's end, and nothing from here on:
-            // compaction removed the last records below it.
+        // The source has no record from here to the image's end (compaction removed them): it
+        // answered with records past the image, or with none while it holds the image's end.
+        let first = crate::batch::headers(records)
+            .next()
+            .map(|(_, h)| h.base_offset);
+        let none_below_end = match first {
+            Some(base) => base >= image.end_offset,
+            None => pd.high_watermark >= image.end_offset,
+        };
+        if none_below_end {
             log.skip_to(image.end_offset, now_ms)
                 .map_err(|e| e.to_string())?;
             return Ok(());
@@ -166,15 +173,6 @@ impl Broker {
             ));
         }
         let before = log.log_end_offset();
-        let first = crate::batch::headers(records)
-            .next()
-            .map(|(_, h)| h.base_offset);
-        if first.is_some_and(|base| base >= image.end_offset) {
-            // Everything from here to the image's end was cleaned away on the source.
-            log.skip_to(image.end_offset, now_ms)
-                .map_err(|e| e.to_string())?;
-            return Ok(());
-        }
         let end = log
             .append_replicated(records, image.end_offset, now_ms)
             .map_err(|e| e.to_string())?;
