@@ -2,44 +2,33 @@
 """The cost of security: produce and consume over SASL_SSL (SCRAM-SHA-512 over TLS) against
 PLAINTEXT, on one broker with both listeners, in the same invocation.
 
-For each message size the two listeners are measured back to back (PLAINTEXT first, then
-SASL_SSL, then both again, and the better run of each kept, so a noisy neighbour hurts neither
-side alone). Reported per listener: produce and consume msg/s and MB/s, the broker's CPU seconds
-per MB moved (from /proc/PID/stat), and the SASL_SSL / PLAINTEXT throughput ratio.
+For each message size the two listeners are measured back to back, alternating which goes first,
+for --rounds rounds. Before every run the page cache's dirty pages are written out (sync), so one
+run's writeback does not land in the next. Reported per listener: the median produce and consume
+msg/s and MB/s and the broker's CPU seconds per MB moved (from /proc/PID/stat); the ratio is the
+median of each round's SASL_SSL / PLAINTEXT ratio (the two runs of a round are adjacent in time,
+so a noisy neighbour hits both). `--data-root /dev/shm` takes the disk out of the measurement.
 
 Usage: bench/security_bench.py [--bin target/release/sluice] [--messages 500000] [--sizes 100,10240]
+       [--rounds 5] [--data-root DIR]
 """
-import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from benchlib import cpu_seconds, free_port
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "sluice"))
 ap.add_argument("--messages", type=int, default=500_000)
 ap.add_argument("--sizes", default="100,10240")
-ap.add_argument("--rounds", type=int, default=2)
+ap.add_argument("--rounds", type=int, default=5)
+ap.add_argument("--data-root", default=None, help="where the broker's data dir goes (default: a temp dir)")
 args = ap.parse_args()
-
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
 
 tmp = tempfile.mkdtemp(prefix="sluice-secbench-")
 certs = os.path.join(tmp, "certs")
-data = os.path.join(tmp, "data")
+data = os.path.join(tempfile.mkdtemp(prefix="sluice-secbench-", dir=args.data_root) if args.data_root else tmp, "data")
 subprocess.run([args.bin, "certs", "--server-names", "localhost,127.0.0.1", "--out", certs],
                check=True, stdout=subprocess.DEVNULL)
 subprocess.run([args.bin, "users", "add", "bench", "--mechanism", "SCRAM-SHA-512",
@@ -120,32 +109,35 @@ try:
         n = args.messages if size <= 1024 else max(args.messages // 20, 20_000)
         payload = os.urandom(size)
         mb = n * size / 1e6
-        best = {}
+        runs = {name: [] for name in LISTENERS}
+        ratios = {"produce": [], "consume": []}
         for rnd in range(args.rounds):
-            # Alternate the order (P,S then S,P) so neither side always runs on a busier disk.
+            # Alternate the order (P,S then S,P) so neither side always runs second.
             order = list(LISTENERS.items())
             if rnd % 2:
                 order.reverse()
             for name, conf in order:
                 topic = f"sec-{size}-{name}-{rnd}"
                 admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+                os.sync()
                 pe, pc = produce(conf, topic, n, payload)
+                os.sync()
                 ce, cc = consume(conf, topic, n)
                 admin.delete_topics([topic])[topic].result(30)
                 r = {"produce_msgs_s": n / pe, "produce_MB_s": mb / pe, "produce_cpu_s_per_MB": pc / mb,
                      "consume_msgs_s": n / ce, "consume_MB_s": mb / ce, "consume_cpu_s_per_MB": cc / mb}
-                print(f"# {size} B round {rnd} {name}: produce {r['produce_MB_s']:.0f} MB/s, "
-                      f"consume {r['consume_MB_s']:.0f} MB/s", file=sys.stderr, flush=True)
-                b = best.setdefault(name, dict(r))
-                for k in ("produce_msgs_s", "produce_MB_s", "consume_msgs_s", "consume_MB_s"):
-                    b[k] = max(b[k], r[k])
-                for k in ("produce_cpu_s_per_MB", "consume_cpu_s_per_MB"):
-                    b[k] = min(b[k], r[k])
-        run = {"size": size, "messages": n}
-        for name, r in best.items():
-            run[name] = {k: round(v, 4 if "cpu" in k else 1) for k, v in r.items()}
-        run["ratio_produce"] = round(best["SASL_SSL"]["produce_msgs_s"] / best["PLAINTEXT"]["produce_msgs_s"], 3)
-        run["ratio_consume"] = round(best["SASL_SSL"]["consume_msgs_s"] / best["PLAINTEXT"]["consume_msgs_s"], 3)
+                print(f"# {size} B round {rnd} {name}: produce {r['produce_MB_s']:.0f} MB/s "
+                      f"({r['produce_cpu_s_per_MB']:.4f} s/MB), consume {r['consume_MB_s']:.0f} MB/s "
+                      f"({r['consume_cpu_s_per_MB']:.4f} s/MB)", file=sys.stderr, flush=True)
+                runs[name].append(r)
+            for kind in ratios:
+                ratios[kind].append(runs["SASL_SSL"][-1][f"{kind}_msgs_s"] / runs["PLAINTEXT"][-1][f"{kind}_msgs_s"])
+        run = {"size": size, "messages": n, "rounds": args.rounds}
+        for name, rs in runs.items():
+            run[name] = {k: round(statistics.median(r[k] for r in rs), 4 if "cpu" in k else 1) for k in rs[0]}
+        for kind, rs in ratios.items():
+            run[f"ratio_{kind}"] = round(statistics.median(rs), 3)
+            run[f"ratio_{kind}_rounds"] = [round(x, 2) for x in rs]
         out["runs"].append(run)
         print(json.dumps(run), flush=True)
     print("| size | listener | produce msg/s | produce MB/s | broker CPU s/MB (produce) | consume msg/s | consume MB/s | broker CPU s/MB (consume) |")
@@ -154,9 +146,10 @@ try:
         for name in LISTENERS:
             r = run[name]
             print(f"| {run['size']} B | {name} | {r['produce_msgs_s']:,.0f} | {r['produce_MB_s']:.1f} | {r['produce_cpu_s_per_MB']:.4f} | {r['consume_msgs_s']:,.0f} | {r['consume_MB_s']:.1f} | {r['consume_cpu_s_per_MB']:.4f} |")
-        print(f"| {run['size']} B | ratio SASL_SSL / PLAINTEXT | {run['ratio_produce']} | | | {run['ratio_consume']} | | |")
+        print(f"| {run['size']} B | median ratio SASL_SSL / PLAINTEXT | {run['ratio_produce']} | | | {run['ratio_consume']} | | |")
 finally:
     broker.terminate()
     broker.wait(30)
     log.close()
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(os.path.dirname(data), ignore_errors=True)

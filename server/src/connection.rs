@@ -236,20 +236,21 @@ async fn read_requests<Rd: Reader>(
                 return parked;
             }
         }
-        let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
-            shared.until_cut_off().await;
-            None
-        });
+        let into_decoder = |bytes: &[u8]| decoder.extend(bytes);
+        let read = futures_lite::future::or(
+            async { Some(reader.read_into(&mut buf, into_decoder).await) },
+            async {
+                shared.until_cut_off().await;
+                None
+            },
+        );
         let Some(read) = read.await else {
             debug!(node_id = shared.config.node_id, peer = %peer.addr, "closing connection: cut off from the cluster");
             return parked;
         };
         match read {
             Ok(0) => return parked,
-            Ok(n) => {
-                Counters::add(&shared.metrics.bytes_received, n);
-                decoder.extend(&buf[..n]);
-            }
+            Ok(n) => Counters::add(&shared.metrics.bytes_received, n),
             Err(e) => {
                 debug!(peer = %peer.addr, error = %e, "read failed");
                 return parked;

@@ -27,7 +27,8 @@ use crate::config::{ClientAuth, TlsSettings};
 
 /// A handshake not finished within this is abandoned (slow or idle clients hold no slot).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Ciphertext read per socket read.
+/// Ciphertext read per socket read (during the handshake, and by the decrypting pump, which
+/// keeps a buffer this large for the life of the connection).
 const READ_CHUNK: usize = 64 * 1024;
 
 /// The TLS configuration of the Kafka listeners, reloadable.
@@ -362,8 +363,9 @@ async fn pump<Rd: Reader>(
     }
 }
 
-impl<Rd: Reader> Reader for TlsReader<Rd> {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl<Rd: Reader> TlsReader<Rd> {
+    /// Waits for plaintext; false once the peer closed.
+    async fn fill(&mut self) -> io::Result<bool> {
         while self.pos == self.chunk.len() {
             match self.plaintext.recv().await {
                 Ok(Ok(chunk)) => {
@@ -372,12 +374,36 @@ impl<Rd: Reader> Reader for TlsReader<Rd> {
                 }
                 Ok(Err(e)) => return Err(e),
                 // The pump ended: the peer closed.
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(false),
             }
+        }
+        Ok(true)
+    }
+}
+
+impl<Rd: Reader> Reader for TlsReader<Rd> {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.fill().await? {
+            return Ok(0);
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
+        Ok(n)
+    }
+
+    /// Hands over the whole decrypted chunk: no copy through `scratch`.
+    async fn read_into<F: FnOnce(&[u8]) + Send>(
+        &mut self,
+        _scratch: &mut [u8],
+        sink: F,
+    ) -> io::Result<usize> {
+        if !self.fill().await? {
+            return Ok(0);
+        }
+        let n = self.chunk.len() - self.pos;
+        sink(&self.chunk[self.pos..]);
+        self.pos = self.chunk.len();
         Ok(n)
     }
 }

@@ -67,6 +67,21 @@ pub trait Listener: Send + 'static {
 pub trait Reader: Send + 'static {
     /// Reads some bytes; 0 means the peer closed.
     fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Reads some bytes and hands them to `sink`; 0 means the peer closed. `scratch` is where a
+    /// socket read lands; a reader that already holds the bytes in a buffer of its own (TLS
+    /// plaintext) hands that over instead and saves a copy.
+    fn read_into<F: FnOnce(&[u8]) + Send>(
+        &mut self,
+        scratch: &mut [u8],
+        sink: F,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        async move {
+            let n = self.read(scratch).await?;
+            sink(&scratch[..n]);
+            Ok(n)
+        }
+    }
 }
 
 /// The writing half of a TCP connection.
