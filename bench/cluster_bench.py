@@ -8,9 +8,11 @@ For each target: produce --messages 100 B messages (acks=all, idempotent, linger
 entry, before a majority does); and the brokers' peak RSS.
 Usage: bench/cluster_bench.py [--bin target/release/sluice] [--messages 300000] [--rate 5000]
 """
-import argparse, json, os, re, socket, subprocess, tempfile, time
+import argparse, json, os, re, subprocess, tempfile, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from benchlib import rss_kib, start_brokers
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "sluice"))
@@ -21,45 +23,8 @@ ap.add_argument("--logs", help="copy the cluster nodes' logs into this directory
 args = ap.parse_args()
 
 
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
-
-
 def start(target, tmp):
-    procs, bootstrap = [], []
-    if target == "standalone":
-        port = free_port()
-        procs.append(subprocess.Popen([args.bin, "--kafka-addr", f"127.0.0.1:{port}", "--data-dir", f"{tmp}/s"],
-                                      stderr=open(f"{tmp}/s.log", "w")))
-        bootstrap.append(f"127.0.0.1:{port}")
-    else:
-        subprocess.run([args.bin, "certs", "--nodes", "1,2,3", "--out", f"{tmp}/certs"], check=True,
-                       stdout=subprocess.DEVNULL)
-        raft = [free_port(socket.SOCK_DGRAM) for _ in range(3)]
-        peers = ",".join(f"{i + 1}@127.0.0.1:{raft[i]}" for i in range(3))
-        for i in range(3):
-            port = free_port()
-            procs.append(subprocess.Popen(
-                [args.bin, "--node-id", str(i + 1), "--kafka-addr", f"127.0.0.1:{port}", "--data-dir", f"{tmp}/d{i + 1}",
-                 "raft-cluster", "--raft-addr", f"127.0.0.1:{raft[i]}", "--peers", peers, "--tls-dir", f"{tmp}/certs"],
-                stderr=open(f"{tmp}/n{i + 1}.log", "w")))
-            bootstrap.append(f"127.0.0.1:{port}")
-    bs = ",".join(bootstrap)
+    procs, bs = start_brokers(args.bin, target, tmp)
     deadline = time.time() + 30
     admin = AdminClient({"bootstrap.servers": bs})
     while True:

@@ -18,6 +18,8 @@ import argparse, json, os, socket, subprocess, sys, tempfile, threading, time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benchlib import free_port
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "sluice"))
 ap.add_argument("--faults", default="isolate,deaf,mute,bridge")
@@ -29,14 +31,6 @@ ap.add_argument("--logs", help="copy the nodes' logs into this directory")
 args = ap.parse_args()
 TAG = "sluice-nemesis"
 TOPIC = "nemesis"
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def iptables(*a):
