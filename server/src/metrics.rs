@@ -123,6 +123,10 @@ pub struct PeerGauge {
     pub dropped_batches: u64,
     /// Connections established so far.
     pub connections: u64,
+    /// Raft batches (transport frames) sent to the peer so far.
+    pub batches_sent: u64,
+    /// Raft messages sent to the peer so far (a batch carries every group's).
+    pub messages_sent: u64,
 }
 
 /// What the cluster node publishes every housekeeping round.
@@ -132,6 +136,8 @@ pub struct ClusterGauges {
     pub groups: Vec<GroupGauge>,
     /// Every peer.
     pub peers: Vec<PeerGauge>,
+    /// Hosted groups that are quiesced (idle: not ticking, not heartbeating).
+    pub quiesced: usize,
 }
 
 /// Local partition logs: (topic, partition, log start, high watermark, log end, bytes).
@@ -336,7 +342,23 @@ pub fn render(
                 );
             }
         }
-        let per_peer: [(&str, &str, &str); 3] = [
+        let ticking = c.groups.len().saturating_sub(c.quiesced);
+        for (name, help, v) in [
+            (
+                "sluice_raft_groups_quiesced",
+                "Raft groups hosted here that are idle: they neither tick nor heartbeat.",
+                c.quiesced,
+            ),
+            (
+                "sluice_raft_groups_ticking",
+                "Raft groups hosted here that tick (not quiesced).",
+                ticking,
+            ),
+        ] {
+            head(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        let per_peer: [(&str, &str, &str); 5] = [
             (
                 "sluice_raft_peer_connected",
                 "gauge",
@@ -352,11 +374,27 @@ pub fn render(
                 "counter",
                 "Raft batches dropped because the peer's queue was full.",
             ),
+            (
+                "sluice_raft_peer_batches_sent_total",
+                "counter",
+                "Raft batches (one transport frame each) sent to the peer.",
+            ),
+            (
+                "sluice_raft_peer_messages_sent_total",
+                "counter",
+                "Raft messages sent to the peer, all groups together.",
+            ),
         ];
         for (i, (name, kind, help)) in per_peer.iter().enumerate() {
             head(&mut out, name, kind, help);
             for p in &c.peers {
-                let v = [u64::from(p.connected), p.connections, p.dropped_batches][i];
+                let v = [
+                    u64::from(p.connected),
+                    p.connections,
+                    p.dropped_batches,
+                    p.batches_sent,
+                    p.messages_sent,
+                ][i];
                 let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", p.id);
             }
         }
@@ -498,7 +536,10 @@ mod tests {
                 connected: true,
                 dropped_batches: 0,
                 connections: 1,
+                batches_sent: 40,
+                messages_sent: 90,
             }],
+            quiesced: 1,
         };
         let text = render(7, &c, &logs, &[("TOPIC".into(), 2)], (2, 1), Some(&cluster));
         for line in [
@@ -511,6 +552,9 @@ mod tests {
             "sluice_raft_leader{group=\"3\",topic=\"t\",partition=\"1\"} 1",
             "sluice_raft_applied_index{group=\"3\",topic=\"t\",partition=\"1\"} 19",
             "sluice_raft_peer_connected{peer=\"2\"} 1",
+            "sluice_raft_peer_messages_sent_total{peer=\"2\"} 90",
+            "sluice_raft_groups_quiesced 1",
+            "sluice_raft_groups_ticking 0",
             "sluice_under_replicated_partitions 2",
             "sluice_offline_partitions 1",
             "# TYPE sluice_requests_total counter",

@@ -29,6 +29,9 @@ pub struct Config {
     /// Seed of the driver's own PRNG (election jitter). Pass OS entropy in production and a
     /// derived seed in the simulator.
     pub seed: u64,
+    /// Idle partition groups stop ticking and heartbeating (`__meta` never does); see
+    /// `driver/quiesce.rs` and the liveness notes in `multi.rs`.
+    pub quiesce: bool,
 }
 
 impl Config {
@@ -44,6 +47,7 @@ impl Config {
             max_inflight_msgs: 256,
             peer_queue_msgs_max: 16 * 1024,
             seed: node_id,
+            quiesce: true,
         }
     }
 

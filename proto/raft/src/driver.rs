@@ -32,6 +32,8 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::storage::LogStore;
 
+mod quiesce;
+
 /// Work the runtime must do durably, in emission order, before calling [`Driver::persisted`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Persist {
@@ -132,6 +134,15 @@ pub struct Driver {
     /// Index of the last membership change applied to raft-rs: a snapshot below it would pair
     /// an old index with a newer membership.
     conf_index: u64,
+    /// Leader: ticks in a row the group had nothing in flight (see [`Driver::idle`]).
+    idle_ticks: u64,
+    /// Last index and term when the idle count started.
+    idle_mark: (u64, u64),
+    /// A leader quiesces after this many idle ticks: more than a heartbeat interval, so a
+    /// heartbeat carrying the final commit index went to every follower meanwhile.
+    quiesce_after_ticks: u64,
+    /// Not ticking (see `quiesce.rs`).
+    quiesced: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -169,6 +180,10 @@ impl Driver {
             tasks: VecDeque::new(),
             last_role: None,
             conf_index: 0,
+            idle_ticks: 0,
+            idle_mark: (0, 0),
+            quiesce_after_ticks: config.heartbeat_ticks as u64 + 1,
+            quiesced: false,
         };
         driver.reseed_election_timeout();
         driver.note_role();
@@ -264,6 +279,15 @@ impl Driver {
             self.raw.raft.send_timeout_now(to);
         }
         self.reseed_election_timeout();
+        // Idle ticks count only while the log stands still: an entry appended and committed
+        // between two ticks starts the count again, so a heartbeat carries its commit index.
+        let mark = (self.raw.raft.raft_log.last_index(), self.raw.raft.term);
+        if self.idle() && mark == self.idle_mark {
+            self.idle_ticks += 1;
+        } else {
+            self.idle_ticks = 0;
+            self.idle_mark = mark;
+        }
         ready || self.raw.has_ready()
     }
 

@@ -4,7 +4,14 @@
 //! replica. Inputs that touch a group only mark it dirty; the ready of each dirty group is
 //! processed once when the runtime polls. Messages for the same peer, from every group, are
 //! gathered into one [`PeerBatch`] per poll, so a tick of a thousand groups sends one batch per
-//! peer rather than thousands of messages. Idle followers cost one `RawNode::tick` per tick.
+//! peer rather than thousands of messages.
+//!
+//! Idle partition groups quiesce (`driver/quiesce.rs`): they stop ticking, so an idle group
+//! costs nothing per tick and sends nothing. What replaces their heartbeats is node liveness:
+//! a node pings every peer it holds quiesced followers on when it sent that peer nothing for
+//! [`PING_MS`], and a quiesced follower whose leader's node was not heard from for the minimum
+//! election timeout wakes with its election clock at that silence, so it elects within the same
+//! bound as a follower that had been ticking.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -15,7 +22,7 @@ use crate::config::Config;
 use crate::driver::{Driver, Task};
 use crate::error::{Error, Result};
 use crate::storage::LogStore;
-use crate::wire::{GroupMessage, PeerBatch};
+use crate::wire::{GroupMessage, PeerBatch, Quiesced};
 
 /// Group id of the cluster metadata group (`__meta`).
 pub const META_GROUP: GroupId = 0;
@@ -23,6 +30,10 @@ pub const META_GROUP: GroupId = 0;
 /// Limit on ticks replayed after a stall: a runtime that was paused for seconds should not
 /// fire a burst of elections; the remainder is skipped.
 const CATCH_UP_TICKS_MAX: u64 = 8;
+
+/// A peer this node holds quiesced followers on, or leads quiesced groups for, that was sent
+/// nothing for this long (ms) gets an empty batch: its quiesced followers' sign of life.
+pub const PING_MS: u64 = 200;
 
 /// All Raft groups hosted by one node (see the module docs).
 #[derive(Debug)]
@@ -37,6 +48,30 @@ pub struct Node {
     /// Groups that do not tick, so never campaign (a replica rebuilt from an empty data dir
     /// until it caught up).
     held: BTreeSet<GroupId>,
+    /// Quiesce notices to send, per peer.
+    notices: BTreeMap<u64, Vec<Quiesced>>,
+    /// Node liveness for quiesced groups (see the module docs).
+    live: Liveness,
+    /// Batches and raft messages sent so far, per peer.
+    sent: BTreeMap<u64, (u64, u64)>,
+}
+
+/// What this node heard from and sent to each peer, as of the last tick.
+#[derive(Debug, Default)]
+struct Liveness {
+    now_ms: u64,
+    /// Last time (ms) each peer was heard.
+    heard: BTreeMap<u64, u64>,
+    /// Peers heard since the last tick (batches carry no time).
+    fresh: BTreeSet<u64>,
+    /// Last time (ms) each peer was sent a batch.
+    sent: BTreeMap<u64, u64>,
+    /// Peers owed a sign of life: every follower this node told of a quiesced group.
+    watched: BTreeSet<u64>,
+    /// Peers to ping at the next poll.
+    ping: BTreeSet<u64>,
+    /// Each peer's last incarnation.
+    incarnations: BTreeMap<u64, u64>,
 }
 
 impl Node {
@@ -52,6 +87,9 @@ impl Node {
             next_tick_ms: None,
             dropped_msgs: 0,
             held: BTreeSet::new(),
+            notices: BTreeMap::new(),
+            live: Liveness::default(),
+            sent: BTreeMap::new(),
         })
     }
 
@@ -95,6 +133,13 @@ impl Node {
         self.dropped_msgs
     }
 
+    /// The group's driver, woken if it was quiesced: for inputs that need its clock running.
+    fn awake(&mut self, group: GroupId) -> Result<&mut Driver> {
+        let d = self.driver(group)?;
+        d.wake();
+        Ok(d)
+    }
+
     fn driver(&mut self, group: GroupId) -> Result<&mut Driver> {
         self.dirty.insert(group);
         self.groups
@@ -111,8 +156,10 @@ impl Node {
         }
         let due = (now_ms - next) / tick_ms + 1;
         let ticks = due.min(CATCH_UP_TICKS_MAX);
+        self.track_liveness(now_ms);
+        let me = self.config.node_id;
         for (&id, driver) in self.groups.iter_mut() {
-            if self.held.contains(&id) {
+            if self.held.contains(&id) || driver.is_quiesced() {
                 continue;
             }
             let mut ready = false;
@@ -122,8 +169,99 @@ impl Node {
             if ready {
                 self.dirty.insert(id);
             }
+            if self.config.quiesce && id != META_GROUP && driver.wants_to_quiesce() {
+                let (followers, commit) = driver.quiesce();
+                let term = driver.term();
+                tracing::trace!(node = me, group = id, term, commit, "quiesced");
+                for f in followers {
+                    self.live.watched.insert(f);
+                    self.notices.entry(f).or_default().push(Quiesced {
+                        group: id,
+                        term,
+                        commit,
+                    });
+                }
+            }
         }
         self.next_tick_ms = Some(next + due * tick_ms);
+    }
+
+    /// Liveness at a tick: records who was heard, wakes quiesced followers whose leader's node
+    /// fell silent, and picks the peers to ping.
+    fn track_liveness(&mut self, now_ms: u64) {
+        let live = &mut self.live;
+        live.now_ms = now_ms;
+        for p in std::mem::take(&mut live.fresh) {
+            live.heard.insert(p, now_ms);
+        }
+        let silent_after = self.config.election_ticks_min as u64 * self.config.tick_ms;
+        let silent: BTreeMap<u64, u64> = live
+            .heard
+            .iter()
+            .map(|(&p, &at)| (p, now_ms.saturating_sub(at)))
+            .filter(|&(_, quiet)| quiet >= silent_after)
+            .collect();
+        if !silent.is_empty() {
+            for driver in self.groups.values_mut() {
+                if driver.is_quiesced()
+                    && let Some(&quiet) = silent.get(&driver.leader_id())
+                {
+                    driver.wake_leader_silent(quiet / self.config.tick_ms);
+                }
+            }
+        }
+        for &p in &live.watched {
+            if live
+                .sent
+                .get(&p)
+                .is_none_or(|&at| now_ms.saturating_sub(at) >= PING_MS)
+            {
+                live.ping.insert(p);
+            }
+        }
+    }
+
+    /// `peer` restarted: it forgot which groups were quiesced (a wiped one forgot them
+    /// altogether and waits to hear from their leaders). Every quiesced group it replicates
+    /// wakes, so leaders heartbeat it and followers see their leader's new state.
+    fn peer_restarted(&mut self, peer: u64) {
+        let mut woken = 0;
+        for driver in self.groups.values_mut() {
+            if driver.is_quiesced()
+                && (driver.leader_id() == peer || driver.progress().any(|p| p.id == peer))
+            {
+                driver.wake();
+                woken += 1;
+            }
+        }
+        tracing::debug!(
+            node = self.config.node_id,
+            peer,
+            woken,
+            "peer restarted: woke the quiesced groups it replicates"
+        );
+    }
+
+    /// What this node puts in every batch's `incarnation`: its seed, drawn anew at each start.
+    pub fn incarnation(&self) -> u64 {
+        self.config.seed
+    }
+
+    /// Peer batches and raft messages this node has sent, in all.
+    pub fn sent(&self) -> (u64, u64) {
+        self.sent
+            .values()
+            .fold((0, 0), |(b, m), &(pb, pm)| (b + pb, m + pm))
+    }
+
+    /// Peer batches and raft messages this node has sent to `peer`.
+    pub fn sent_to(&self, peer: u64) -> (u64, u64) {
+        self.sent.get(&peer).copied().unwrap_or_default()
+    }
+
+    /// Groups quiesced on this node (led or followed).
+    pub fn quiesced_groups(&self) -> usize {
+        self.groups.values().filter(|d| d.is_quiesced()).count()
     }
 
     /// `peer` reports that its log of `group` ends at `last_index` (it lost its data dir): if
@@ -132,6 +270,7 @@ impl Node {
         if let Some(d) = self.groups.get_mut(&group)
             && d.follower_lost_log(peer, last_index)
         {
+            d.wake();
             self.dirty.insert(group);
         }
     }
@@ -154,6 +293,13 @@ impl Node {
     /// Feeds a batch received from a peer. Messages for unknown groups are skipped (the group
     /// may not be created here yet; the sender retries).
     pub fn step(&mut self, batch: PeerBatch) {
+        self.live.fresh.insert(batch.from);
+        if batch.incarnation != 0 {
+            let was = self.live.incarnations.insert(batch.from, batch.incarnation);
+            if was.is_some_and(|was| was != batch.incarnation) {
+                self.peer_restarted(batch.from);
+            }
+        }
         for gm in batch.messages {
             let Some(msg) = gm.message else { continue };
             let Some(driver) = self.groups.get_mut(&gm.group) else {
@@ -165,32 +311,51 @@ impl Node {
                 );
                 continue;
             };
+            // A message wakes a quiesced group: the leader has news, a follower wants
+            // something, or a replica restarted and campaigns.
+            if driver.wakes_on(&msg) {
+                driver.wake();
+            }
             if let Err(error) = driver.step(msg) {
                 tracing::debug!(node = self.config.node_id, group = gm.group, term = driver.term(), %error, "step failed");
             }
             self.dirty.insert(gm.group);
         }
+        // After the messages: the batch's heartbeats carried the commit index the notice names.
+        for q in batch.quiesced {
+            if let Some(driver) = self.groups.get_mut(&q.group)
+                && driver.quiesce_follower(batch.from, q.term, q.commit)
+            {
+                tracing::trace!(
+                    node = self.config.node_id,
+                    group = q.group,
+                    term = q.term,
+                    leader = batch.from,
+                    "quiesced (follower)"
+                );
+            }
+        }
     }
 
     /// Proposes `data` to `group`.
     pub fn propose(&mut self, group: GroupId, data: Vec<u8>) -> Result<()> {
-        self.driver(group)?.propose(data)
+        self.awake(group)?.propose(data)
     }
 
     /// Proposes a membership change to `group`.
     pub fn propose_conf_change(&mut self, group: GroupId, cc: ConfChangeV2) -> Result<()> {
-        self.driver(group)?.propose_conf_change(cc)
+        self.awake(group)?.propose_conf_change(cc)
     }
 
     /// Requests a linearizable read point for `group` (see [`Driver::read_index`]).
     pub fn read_index(&mut self, group: GroupId, ctx: Vec<u8>) -> Result<()> {
-        self.driver(group)?.read_index(ctx);
+        self.awake(group)?.read_index(ctx);
         Ok(())
     }
 
     /// Hands leadership of `group` to `to`.
     pub fn transfer_leader(&mut self, group: GroupId, to: u64) -> Result<()> {
-        self.driver(group)?.transfer_leader(to);
+        self.awake(group)?.transfer_leader(to);
         Ok(())
     }
 
@@ -205,6 +370,7 @@ impl Node {
             if driver.role() == raft::StateRole::Leader
                 && let Some(to) = choose(id, driver)
             {
+                driver.wake();
                 driver.transfer_leader(to);
                 self.dirty.insert(id);
             }
@@ -213,7 +379,7 @@ impl Node {
 
     /// Starts an election in `group` now.
     pub fn campaign(&mut self, group: GroupId) -> Result<()> {
-        self.driver(group)?.campaign()
+        self.awake(group)?.campaign()
     }
 
     /// The runtime persisted `group`'s readies up to `number`.
@@ -235,7 +401,7 @@ impl Node {
 
     /// The transport shipped (or failed to ship) a snapshot of `group` to `peer`.
     pub fn report_snapshot(&mut self, group: GroupId, peer: u64, delivered: bool) -> Result<()> {
-        self.driver(group)?.report_snapshot(peer, delivered);
+        self.awake(group)?.report_snapshot(peer, delivered);
         Ok(())
     }
 
@@ -248,14 +414,30 @@ impl Node {
     /// Next batch of messages for one peer (every group's messages to that peer).
     pub fn poll_transmit(&mut self) -> Option<PeerBatch> {
         self.flush();
-        let to = *self.outbox.keys().next()?;
-        let messages = self.outbox.remove(&to).expect("key exists");
+        let to = [
+            self.outbox.keys().next(),
+            self.notices.keys().next(),
+            self.live.ping.first(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .copied()?;
+        let messages = self.outbox.remove(&to).unwrap_or_default();
+        let quiesced = self.notices.remove(&to).unwrap_or_default();
+        self.live.ping.remove(&to);
+        self.live.sent.insert(to, self.live.now_ms);
+        let sent = self.sent.entry(to).or_default();
+        sent.0 += 1;
+        sent.1 += messages.len() as u64;
         Some(PeerBatch {
             from: self.config.node_id,
             to,
             messages,
             formed: false,
             lost: Vec::new(),
+            quiesced,
+            incarnation: self.config.seed,
         })
     }
 
@@ -289,19 +471,31 @@ impl Node {
 }
 
 #[cfg(test)]
+mod quiesce_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::driver::Apply;
 
     /// Instant network and disk; returns the batches sent per (from, to) in this round.
-    fn round(nodes: &mut [Node], now_ms: u64) -> BTreeMap<(u64, u64), usize> {
+    pub(super) fn round(nodes: &mut [Node], now_ms: u64) -> BTreeMap<(u64, u64), usize> {
+        round_with(nodes, now_ms, &[])
+    }
+
+    /// [`round`] with the nodes in `down` crashed: not run, and nothing reaches them.
+    pub(super) fn round_with(
+        nodes: &mut [Node],
+        now_ms: u64,
+        down: &[u64],
+    ) -> BTreeMap<(u64, u64), usize> {
         let mut sent = BTreeMap::new();
         let mut inflight = Vec::new();
-        for n in nodes.iter_mut() {
+        for n in nodes.iter_mut().filter(|n| !down.contains(&n.id())) {
             n.handle_timeout(now_ms);
         }
         loop {
-            for n in nodes.iter_mut() {
+            for n in nodes.iter_mut().filter(|n| !down.contains(&n.id())) {
                 while let Some((g, task)) = n.poll_task() {
                     match task {
                         Task::Persist(p) => n.persisted(g, p.number).unwrap(),
@@ -320,7 +514,9 @@ mod tests {
                 return sent;
             }
             for b in inflight.drain(..) {
-                nodes[(b.to - 1) as usize].step(b);
+                if !down.contains(&b.to) {
+                    nodes[(b.to - 1) as usize].step(b);
+                }
             }
         }
     }

@@ -160,7 +160,11 @@ impl LogStore {
     }
 
     /// Replaces the hard state.
-    pub fn set_hard_state(&mut self, hs: HardState) {
+    pub fn set_hard_state(&mut self, mut hs: HardState) {
+        // A ready's hard state can be written after a compaction past its commit index (the
+        // entries were applied meanwhile): what was compacted is committed, so a restart must
+        // never see commit below the snapshot (the server's store keeps the same floor).
+        hs.commit = hs.commit.max(self.snapshot_index());
         self.hard_state = hs;
     }
 

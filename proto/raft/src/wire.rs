@@ -44,6 +44,28 @@ pub struct PeerBatch {
     /// leader, may still believe it holds more: see [`LostLog`].
     #[prost(message, repeated, tag = "5")]
     pub lost: Vec<LostLog>,
+    /// Groups the sender leads that went quiet: the receiver, a follower, stops ticking them
+    /// (see `driver/quiesce.rs`). Sent after the group's last heartbeat.
+    #[prost(message, repeated, tag = "6")]
+    pub quiesced: Vec<Quiesced>,
+    /// Differs after each start of the sender: a receiver seeing it change knows the sender
+    /// restarted, so it lost every quiesced group's state and must be heard again.
+    #[prost(uint64, tag = "7")]
+    pub incarnation: u64,
+}
+
+/// "Group `group` is quiesced at `term` with everything up to `commit` committed."
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Quiesced {
+    /// Raft group.
+    #[prost(uint64, tag = "1")]
+    pub group: GroupId,
+    /// The leader's term.
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
+    /// The leader's commit index (also its last index).
+    #[prost(uint64, tag = "3")]
+    pub commit: u64,
 }
 
 /// "My log of `group` ends at `last_index`": sent by a replica rebuilt from an empty data dir
@@ -92,6 +114,12 @@ mod tests {
         let batch = PeerBatch {
             formed: false,
             lost: Vec::new(),
+            quiesced: vec![Quiesced {
+                group: 42,
+                term: 7,
+                commit: 5,
+            }],
+            incarnation: 3,
             from: 1,
             to: 2,
             messages: vec![GroupMessage {

@@ -24,7 +24,7 @@ pub mod recovery;
 pub mod sim;
 mod standing;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use sluice_proto::broker::{Broker, GroupChange, MetaQuorum, QuorumVoter};
 use sluice_proto::cluster::{PartitionEntry, PartitionImage, encode_compact_hint};
@@ -49,6 +49,11 @@ const BALANCE_MOVES: usize = 16;
 const EARLY_CAMPAIGN_MS: u64 = 3_000;
 /// How often it repeats it meanwhile.
 const EARLY_CAMPAIGN_EVERY_MS: u64 = 50;
+/// A new partition's other replicas start no election of their own for this long (ms): the
+/// preferred replica, which may open the group later than they do (thousands of groups open
+/// one after another), wins it in term 1 and leaders end up spread as placed. If it never
+/// comes, they elect one of themselves after this plus an election timeout.
+const FRESH_DEFER_MS: u64 = 3_000;
 /// On shutdown, how long leadership hand-off may take before the node stops anyway.
 const HANDOFF_MS: u64 = 2_000;
 /// On shutdown, how often transfers are retried for groups still led here.
@@ -222,6 +227,11 @@ pub struct Replica {
     /// Last compaction hint proposed per led group.
     hinted: HashMap<u64, u64>,
     silence: Silence,
+    /// Quiesced led groups housekeeping already settled (ISR recorded, nothing to compact):
+    /// skipped until they wake or a peer's reach changes.
+    settled: HashSet<u64>,
+    /// Peers silent at the last housekeeping round.
+    silent_peers: BTreeSet<u64>,
     next_housekeeping: u64,
     next_balance: u64,
     /// Since when the node is handing off leadership to stop.
@@ -241,6 +251,9 @@ pub struct Replica {
     /// New partitions this node is the preferred leader of, still without a leader: group →
     /// (give up at, campaign again at).
     early_campaigns: BTreeMap<u64, (u64, u64)>,
+    /// New groups this node is not the preferred replica of, with when they may campaign
+    /// (see [`FRESH_DEFER_MS`]).
+    deferred_fresh: BTreeMap<u64, u64>,
     /// Pings are checked once Raft's own batches of this pass are out.
     pings_due: bool,
     pings: VecDeque<u64>,
@@ -309,6 +322,8 @@ impl Replica {
             preferred: HashMap::new(),
             hinted: HashMap::new(),
             silence: Silence::default(),
+            settled: HashSet::new(),
+            silent_peers: BTreeSet::new(),
             next_housekeeping: 0,
             next_balance: 0,
             stopping: None,
@@ -320,6 +335,7 @@ impl Replica {
             reach: Reach::default(),
             voters: Vec::new(),
             early_campaigns: BTreeMap::new(),
+            deferred_fresh: BTreeMap::new(),
             pings_due: false,
             pings: VecDeque::new(),
             marked: empty && voters != [node_id],
@@ -371,10 +387,9 @@ impl Replica {
                 if self.recovery.behind().next().is_some() {
                     self.screen(&mut batch);
                 }
-                // An empty batch is a ping: it only says the peer is there.
-                if !batch.messages.is_empty() {
-                    self.node.step(batch);
-                }
+                // Even an empty batch goes in: a ping is what keeps quiesced groups from
+                // taking their leader's node for dead, and it may carry quiesce notices.
+                self.node.step(batch);
             }
             Ok(batch) => warn!(
                 node_id,
@@ -406,6 +421,7 @@ impl Replica {
             self.node.handle_timeout(now);
         }
         self.repeat_early_campaigns(now);
+        self.release_deferred_fresh(now);
         self.update_reach(now);
         self.report_unsure(now);
         if now >= self.next_housekeeping {
@@ -531,9 +547,32 @@ impl Replica {
                 group,
                 (now + EARLY_CAMPAIGN_MS, now + EARLY_CAMPAIGN_EVERY_MS),
             );
+        } else if fresh {
+            self.node.hold_elections(group, true);
+            self.deferred_fresh.insert(group, now + FRESH_DEFER_MS);
         }
         self.drive(now, wall_ms, broker);
         Ok(())
+    }
+
+    /// New groups whose leader is known, or whose deferral ran out, tick again (a follower
+    /// that does not tick would never notice its leader die).
+    fn release_deferred_fresh(&mut self, now: u64) {
+        if self.deferred_fresh.is_empty() {
+            return;
+        }
+        let node = &mut self.node;
+        let recovery = &self.recovery;
+        self.deferred_fresh.retain(|&group, until| {
+            let led = node.group(group).is_some_and(|d| d.leader_id() != 0);
+            if node.group(group).is_some() && !led && now < *until {
+                return true;
+            }
+            if recovery.may_vote(group) {
+                node.hold_elections(group, false);
+            }
+            false
+        });
     }
 
     /// A new partition's preferred replica campaigns again until the group has a leader: its
@@ -736,6 +775,16 @@ impl Replica {
         (meta.applied_index() >= meta.commit_index()).then_some(meta.applied_index())
     }
 
+    /// Hosted groups that are quiesced (see `sluice_raft`'s `driver/quiesce.rs`).
+    pub fn quiesced_groups(&self) -> usize {
+        self.node.quiesced_groups()
+    }
+
+    /// Raft batches and messages sent to `peer` so far.
+    pub fn sent_to(&self, peer: u64) -> (u64, u64) {
+        self.node.sent_to(peer)
+    }
+
     /// Every group's Raft state, for metrics.
     pub fn group_states(&self) -> Vec<GroupState> {
         let mut groups: Vec<GroupState> = self
@@ -769,15 +818,47 @@ impl Replica {
             self.io.push_back(Io::WriteMarks(marks));
         }
         let led = self.led_partitions();
-        self.hinted.retain(|g, _| led.contains(g));
+        // `led` is sorted (group ids in order): thousands of groups make a linear scan per
+        // entry quadratic.
+        self.hinted.retain(|g, _| led.binary_search(g).is_ok());
         self.silence.retain_groups(&led);
         let me = self.cfg.node_id;
         let timeout = self.cfg.replica_timeout_ms;
+        // A quiesced group hears nothing from its followers, so raft-rs's `recent_active`
+        // stands still: what the node hears from each peer says instead whether it is alive.
+        let silent: BTreeSet<u64> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != me)
+            .filter(|&v| {
+                self.reach
+                    .last_heard(v)
+                    .is_none_or(|at| now.saturating_sub(at) >= reach::SILENT_MS)
+            })
+            .collect();
+        if silent != self.silent_peers {
+            self.settled.clear();
+            self.silent_peers = silent.clone();
+        }
+        self.settled.retain(|g| led.binary_search(g).is_ok());
         for &group in &led {
             let Some(driver) = self.node.group(group) else {
                 continue;
             };
-            let progress: Vec<PeerProgress> = driver.progress().collect();
+            let quiesced = driver.is_quiesced();
+            if !quiesced {
+                self.settled.remove(&group);
+            } else if silent.is_empty() && self.settled.contains(&group) {
+                // Idle, and nothing about its replicas can have changed.
+                continue;
+            }
+            let mut progress: Vec<PeerProgress> = driver.progress().collect();
+            if quiesced {
+                for pr in progress.iter_mut().filter(|pr| pr.id != me) {
+                    pr.recent_active = !silent.contains(&pr.id);
+                }
+            }
             self.silence.sample(group, me, &progress, now);
             // Compaction: each replica then drops what it also has durably in its segment log.
             let held = liveness::held_by_live(&self.silence, group, &progress, now, timeout);
@@ -789,12 +870,14 @@ impl Replica {
                 .map(|e| e.data.len())
                 .sum();
             let isr = liveness::in_sync(&self.silence, group, me, &progress, now, timeout);
-            broker.report_isr(group, driver.term(), isr, wall_ms);
+            let recorded = broker.report_isr(group, driver.term(), isr, wall_ms);
             if let Some(held) = held
                 && liveness::hint_due(held, last, self.cfg.compact_step, bytes, COMPACT_BYTES)
             {
                 self.hinted.insert(group, held);
                 let _ = self.node.propose(group, encode_compact_hint(held));
+            } else if quiesced && recorded {
+                self.settled.insert(group);
             }
         }
         for (group, index, image) in compactions {
@@ -1071,6 +1154,7 @@ impl Replica {
             .is_some_and(|d| d.role() == StateRole::Leader)
     }
 
+    /// The partition groups this node leads, in ascending order.
     fn led_partitions(&self) -> Vec<u64> {
         self.node
             .group_ids()

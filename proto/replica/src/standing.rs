@@ -62,6 +62,8 @@ impl Replica {
                         messages: vec![gm],
                         formed: false,
                         lost: Vec::new(),
+                        quiesced: Vec::new(),
+                        incarnation: 0,
                     });
                 }
             }
@@ -246,6 +248,8 @@ impl Replica {
             messages: Vec::new(),
             formed: self.formed(),
             lost: self.lost_out.remove(&to).unwrap_or_default(),
+            quiesced: Vec::new(),
+            incarnation: self.node.incarnation(),
         };
         Some(Transmit {
             to,

@@ -618,9 +618,15 @@ fn publish_gauges(replica: &Replica, transport: &Transport, shared: &Shared) {
             connected: matches!(p.state, sluice_transport_quic::PeerState::Connected { .. }),
             dropped_batches: p.dropped_batches,
             connections: p.connections,
+            batches_sent: replica.sent_to(p.id).0,
+            messages_sent: replica.sent_to(p.id).1,
         })
         .collect();
-    *shared.cluster_gauges.lock().unwrap() = Some(ClusterGauges { groups, peers });
+    *shared.cluster_gauges.lock().unwrap() = Some(ClusterGauges {
+        groups,
+        peers,
+        quiesced: replica.quiesced_groups(),
+    });
 }
 
 enum Wake {

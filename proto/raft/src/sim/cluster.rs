@@ -126,6 +126,8 @@ pub struct Outcome {
     pub reads_ok: u64,
     /// Snapshots installed on lagging replicas.
     pub snapshots_installed: u64,
+    /// Most groups quiesced on one node at a tick (idle groups stop ticking).
+    pub quiesced_max: u64,
     /// Events processed.
     pub events: u64,
     /// Simulated time at the end.
@@ -393,11 +395,9 @@ impl World {
                     return Ok(());
                 }
                 let now_ms = self.now_us / 1000;
-                self.nodes[node]
-                    .node
-                    .as_mut()
-                    .expect("alive")
-                    .handle_timeout(now_ms);
+                let n = self.nodes[node].node.as_mut().expect("alive");
+                n.handle_timeout(now_ms);
+                self.out.quiesced_max = self.out.quiesced_max.max(n.quiesced_groups() as u64);
                 self.maybe_compact(node);
                 self.drain(node)?;
                 self.schedule(self.now_us + TICK_US, Ev::Tick { node, epoch });
@@ -442,7 +442,16 @@ impl World {
                 }
             }
             Ev::Propose => {
-                self.propose()?;
+                // After healing, enough proposals that each of hundreds of groups gets several
+                // within the bound.
+                let burst = if matches!(self.phase, Phase::Healing { .. }) {
+                    1 + self.cfg.groups / 200
+                } else {
+                    1
+                };
+                for _ in 0..burst {
+                    self.propose()?;
+                }
                 let (lo, hi) = if matches!(self.phase, Phase::Healing { .. }) {
                     (5, 30)
                 } else {
@@ -742,7 +751,13 @@ impl World {
         if alive.is_empty() {
             return Ok(());
         }
-        let g = self.rng.range(0, self.cfg.groups);
+        // After healing, every group must take a new entry: go round them all (a random pick
+        // leaves some of hundreds of groups without one within the bound).
+        let g = if matches!(self.phase, Phase::Healing { .. }) {
+            self.next_id % self.cfg.groups
+        } else {
+            self.rng.range(0, self.cfg.groups)
+        };
         let i = match self.leader_of(g) {
             Some((i, _)) if self.rng.chance(0.8) => i,
             _ => alive[self.rng.range(0, alive.len() as u64) as usize],

@@ -479,9 +479,12 @@ impl Broker {
 
     /// The runtime's view, as leader of `group` in `term`, of the replicas that keep up with
     /// it. Proposed to `__meta` when it differs from the recorded ISR (what Metadata reports);
-    /// a proposal not applied within 5 s is made again.
-    pub fn report_isr(&mut self, group: u64, term: u64, mut isr: Vec<i32>, now_ms: i64) {
-        let Some(c) = &mut self.cluster else { return };
+    /// a proposal not applied within 5 s is made again. Returns whether `__meta` already records
+    /// this leadership and ISR (nothing left to retry).
+    pub fn report_isr(&mut self, group: u64, term: u64, mut isr: Vec<i32>, now_ms: i64) -> bool {
+        let Some(c) = &mut self.cluster else {
+            return true;
+        };
         let me = c.node_id;
         isr.sort_unstable();
         let Some(mp) = c
@@ -489,7 +492,7 @@ impl Broker {
             .group(group)
             .and_then(|(t, p)| c.meta.partition(t, p))
         else {
-            return;
+            return false;
         };
         // Wait until `__meta` records this leadership (its Leader entry goes first). That
         // entry is lost if `__meta` had no leader when it was proposed: propose it again.
@@ -502,20 +505,20 @@ impl Broker {
                 c.leader_reproposed.insert(group, (term, now_ms));
                 c.propose_leader_record(group, term);
             }
-            return;
+            return false;
         }
         c.leader_reproposed.remove(&group);
         let mut current = mp.in_sync().to_vec();
         current.sort_unstable();
         if current == isr {
             c.isr_proposed.remove(&group);
-            return;
+            return true;
         }
         if c.isr_proposed
             .get(&group)
             .is_some_and(|(p, at)| *p == isr && now_ms - at < 5000)
         {
-            return;
+            return false;
         }
         tracing::info!(node_id = me, group, term, isr = ?isr, was = ?current, "in-sync replicas changed");
         c.isr_proposed.insert(group, (isr.clone(), now_ms));
@@ -529,6 +532,7 @@ impl Broker {
             }
             .encode(),
         });
+        false
     }
 
     /// `__meta` leadership as the Raft driver reports it.
