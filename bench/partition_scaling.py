@@ -71,7 +71,7 @@ def measure(target, n_parts):
         admin.create_topics([NewTopic(topic, n_parts, rf)], request_timeout=120)[topic].result(120)
         while not leaders_ready(admin, topic, n_parts):
             if time.perf_counter() - t0 > 300:
-                sys.exit(f"{target}: not every partition had a leader after 300 s; logs in {tmp}")
+                raise SystemExit(f"{target}: not every partition had a leader after 300 s")
             time.sleep(0.1)
         ready = time.perf_counter() - t0
         time.sleep(3)  # let elections, leader balancing and first housekeeping settle
@@ -80,11 +80,15 @@ def measure(target, n_parts):
         idle = (sum(cpu_seconds(p.pid) for p in procs) - cpu0) / args.idle_seconds * 100
         rate = produce(bs, topic, n_parts)
         rss = max(rss_kib(p.pid) for p in procs) / 1024
-        return {"ready_s": round(ready, 2), "idle_cpu_pct": round(idle, 1), "rss_mib": round(rss, 1),
-                "produce_msgs_s": round(rate)}
-    finally:
+        result = {"ready_s": round(ready, 2), "idle_cpu_pct": round(idle, 1), "rss_mib": round(rss, 1),
+                  "produce_msgs_s": round(rate)}
+    except BaseException:
         stop(procs)
-        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"{target} with {n_parts} partitions failed; logs kept in {tmp}", file=sys.stderr)
+        raise
+    stop(procs)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
 
 
 rows = []

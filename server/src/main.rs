@@ -14,6 +14,7 @@ mod cluster;
 mod config;
 mod connection;
 mod disk;
+mod limits;
 mod listeners;
 mod logging;
 mod metrics;
@@ -95,6 +96,7 @@ fn main() {
         };
         logging::init(cc.raft_debug);
         let node_id = cc.node_id;
+        log_open_files_limit(node_id);
         if let Err(e) = run_cluster(config, cc, prepared, started) {
             tracing::error!(node_id, "{e:#}");
             std::process::exit(1);
@@ -102,10 +104,26 @@ fn main() {
         return;
     }
     logging::init(false);
+    log_open_files_limit(config.node_id as u64);
     if let Err(e) = run(config) {
         tracing::error!("{e:#}");
         eprintln!("sluice: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Raises the open-files limit (see `limits.rs`) and says so.
+fn log_open_files_limit(node_id: u64) {
+    match limits::raise_open_files() {
+        Some((before, after)) => {
+            tracing::info!(
+                node_id,
+                before,
+                after,
+                "raised the open-files limit to the hard limit"
+            )
+        }
+        None => tracing::debug!(node_id, limit = ?limits::open_files(), "open-files limit"),
     }
 }
 
