@@ -52,8 +52,17 @@ pub struct Node {
     notices: BTreeMap<u64, Vec<Quiesced>>,
     /// Node liveness for quiesced groups (see the module docs).
     live: Liveness,
-    /// Batches and raft messages sent so far, per peer.
-    sent: BTreeMap<u64, (u64, u64)>,
+}
+
+/// What went to one peer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    /// When (ms) the last batch went.
+    at_ms: u64,
+    /// Batches sent so far.
+    batches: u64,
+    /// Raft messages sent so far.
+    messages: u64,
 }
 
 /// What this node heard from and sent to each peer, as of the last tick.
@@ -64,8 +73,8 @@ struct Liveness {
     heard: BTreeMap<u64, u64>,
     /// Peers heard since the last tick (batches carry no time).
     fresh: BTreeSet<u64>,
-    /// Last time (ms) each peer was sent a batch.
-    sent: BTreeMap<u64, u64>,
+    /// What went to each peer.
+    sent: BTreeMap<u64, Sent>,
     /// Peers owed a sign of life: every follower this node told of a quiesced group.
     watched: BTreeSet<u64>,
     /// Peers to ping at the next poll.
@@ -89,7 +98,6 @@ impl Node {
             held: BTreeSet::new(),
             notices: BTreeMap::new(),
             live: Liveness::default(),
-            sent: BTreeMap::new(),
         })
     }
 
@@ -214,7 +222,7 @@ impl Node {
             if live
                 .sent
                 .get(&p)
-                .is_none_or(|&at| now_ms.saturating_sub(at) >= PING_MS)
+                .is_none_or(|s| now_ms.saturating_sub(s.at_ms) >= PING_MS)
             {
                 live.ping.insert(p);
             }
@@ -249,14 +257,18 @@ impl Node {
 
     /// Peer batches and raft messages this node has sent, in all.
     pub fn sent(&self) -> (u64, u64) {
-        self.sent
+        self.live
+            .sent
             .values()
-            .fold((0, 0), |(b, m), &(pb, pm)| (b + pb, m + pm))
+            .fold((0, 0), |(b, m), s| (b + s.batches, m + s.messages))
     }
 
     /// Peer batches and raft messages this node has sent to `peer`.
     pub fn sent_to(&self, peer: u64) -> (u64, u64) {
-        self.sent.get(&peer).copied().unwrap_or_default()
+        self.live
+            .sent
+            .get(&peer)
+            .map_or((0, 0), |s| (s.batches, s.messages))
     }
 
     /// Groups quiesced on this node (led or followed).
@@ -426,10 +438,10 @@ impl Node {
         let messages = self.outbox.remove(&to).unwrap_or_default();
         let quiesced = self.notices.remove(&to).unwrap_or_default();
         self.live.ping.remove(&to);
-        self.live.sent.insert(to, self.live.now_ms);
-        let sent = self.sent.entry(to).or_default();
-        sent.0 += 1;
-        sent.1 += messages.len() as u64;
+        let sent = self.live.sent.entry(to).or_default();
+        sent.at_ms = self.live.now_ms;
+        sent.batches += 1;
+        sent.messages += messages.len() as u64;
         Some(PeerBatch {
             from: self.config.node_id,
             to,

@@ -564,8 +564,8 @@ impl Replica {
         let node = &mut self.node;
         let recovery = &self.recovery;
         self.deferred_fresh.retain(|&group, until| {
-            let led = node.group(group).is_some_and(|d| d.leader_id() != 0);
-            if node.group(group).is_some() && !led && now < *until {
+            let waiting = node.group(group).is_some_and(|d| d.leader_id() == 0);
+            if waiting && now < *until {
                 return true;
             }
             if recovery.may_vote(group) {
@@ -826,17 +826,7 @@ impl Replica {
         let timeout = self.cfg.replica_timeout_ms;
         // A quiesced group hears nothing from its followers, so raft-rs's `recent_active`
         // stands still: what the node hears from each peer says instead whether it is alive.
-        let silent: BTreeSet<u64> = self
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != me)
-            .filter(|&v| {
-                self.reach
-                    .last_heard(v)
-                    .is_none_or(|at| now.saturating_sub(at) >= reach::SILENT_MS)
-            })
-            .collect();
+        let silent = self.reach.silent(now, me, &self.voters);
         if silent != self.silent_peers {
             self.settled.clear();
             self.silent_peers = silent.clone();

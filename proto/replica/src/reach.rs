@@ -50,6 +50,20 @@ impl Reach {
         self.heard.get(&peer).copied()
     }
 
+    /// Peers of `voters` (other than `me`) not heard from for [`SILENT_MS`] as of `now`.
+    pub fn silent(&self, now: u64, me: u64, voters: &[u64]) -> BTreeSet<u64> {
+        voters
+            .iter()
+            .copied()
+            .filter(|&v| v != me)
+            .filter(|v| {
+                self.heard
+                    .get(v)
+                    .is_none_or(|&at| now.saturating_sub(at) >= SILENT_MS)
+            })
+            .collect()
+    }
+
     /// A batch arrived from `peer`.
     pub fn heard(&mut self, peer: u64) {
         self.fresh.insert(peer);
