@@ -41,6 +41,7 @@ def start_brokers(binary, target, tmp, wait_s=60):
         port = free_port()
         procs.append(subprocess.Popen([binary, "--kafka-addr", f"127.0.0.1:{port}", "--data-dir", f"{tmp}/s"],
                                       stderr=open(f"{tmp}/s.log", "w")))
+        procs[-1].log_path = f"{tmp}/s.log"
         bootstrap.append(f"127.0.0.1:{port}")
     else:
         subprocess.run([binary, "certs", "--nodes", "1,2,3", "--out", f"{tmp}/certs"], check=True,
@@ -53,6 +54,7 @@ def start_brokers(binary, target, tmp, wait_s=60):
                 [binary, "--node-id", str(i + 1), "--kafka-addr", f"127.0.0.1:{port}", "--data-dir", f"{tmp}/d{i + 1}",
                  "raft-cluster", "--raft-addr", f"127.0.0.1:{raft[i]}", "--peers", peers, "--tls-dir", f"{tmp}/certs"],
                 stderr=open(f"{tmp}/n{i + 1}.log", "w")))
+            procs[-1].log_path = f"{tmp}/n{i + 1}.log"
             bootstrap.append(f"127.0.0.1:{port}")
     bs = ",".join(bootstrap)
     deadline = time.time() + wait_s
@@ -78,3 +80,18 @@ def stop(procs, wait_s=30):
             p.wait(wait_s)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def kill9_and_restart(procs):
+    """Kills every process with SIGKILL, then starts each again with its arguments (logs
+    appended); returns the new processes."""
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+    fresh = []
+    for p in procs:
+        q = subprocess.Popen(p.args, stderr=open(p.log_path, "a"))
+        q.log_path = p.log_path
+        fresh.append(q)
+    return fresh

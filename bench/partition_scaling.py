@@ -7,7 +7,9 @@ standalone broker (the baseline, in the same invocation) are started fresh and m
   produced, after the topic settled;
 - RSS: the largest resident set of any node after the produce run;
 - produce: --messages 100 B messages spread over every partition (idempotent, acks=all,
-  linger.ms=5), msg/s, and the cluster / standalone ratio.
+  linger.ms=5), msg/s, and the cluster / standalone ratio;
+- restart (cluster only): every node killed with SIGKILL and started again at once; seconds
+  until one acks=all message to every partition has been acknowledged.
 
 Usage: bench/partition_scaling.py [--bin target/release/sluice] [--partitions 3,1000,3000,10000]
        [--messages 300000] [--idle-seconds 10] [--skip-standalone]
@@ -17,7 +19,7 @@ import argparse, json, os, shutil, sys, tempfile, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benchlib import cpu_seconds, rss_kib, start_brokers, stop
+from benchlib import cpu_seconds, kill9_and_restart, rss_kib, start_brokers, stop
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "sluice"))
@@ -60,6 +62,19 @@ def produce(bs, topic, n_parts):
     return args.messages / el
 
 
+def every_partition_writable(bs, topic, n_parts, timeout_s=300):
+    """Seconds until one acks=all message to each partition is acknowledged."""
+    t0 = time.perf_counter()
+    p = Producer({"bootstrap.servers": bs, "acks": "all", "message.timeout.ms": timeout_s * 1000,
+                  "queue.buffering.max.messages": 2_000_000})
+    errors = []
+    for i in range(n_parts):
+        p.produce(topic, b"r", partition=i, on_delivery=lambda err, _m: err and errors.append(err))
+    left = p.flush(timeout_s)
+    assert left == 0 and not errors, f"{left} undelivered, errors {errors[:3]}"
+    return time.perf_counter() - t0
+
+
 def measure(target, n_parts):
     tmp = tempfile.mkdtemp(prefix=f"sluice-pscale-{target}-")
     procs, bs = start_brokers(args.bin, target, tmp)
@@ -82,6 +97,9 @@ def measure(target, n_parts):
         rss = max(rss_kib(p.pid) for p in procs) / 1024
         result = {"ready_s": round(ready, 2), "idle_cpu_pct": round(idle, 1), "rss_mib": round(rss, 1),
                   "produce_msgs_s": round(rate)}
+        if target == "cluster":
+            procs = kill9_and_restart(procs)
+            result["restart_s"] = round(every_partition_writable(bs, topic, n_parts), 2)
     except BaseException:
         stop(procs)
         print(f"{target} with {n_parts} partitions failed; logs kept in {tmp}", file=sys.stderr)
@@ -100,10 +118,10 @@ for n in [int(x) for x in args.partitions.split(",")]:
     print(json.dumps(row), flush=True)
     rows.append(row)
 
-print("| partitions | all leaders after CreateTopics | idle CPU, 3 nodes (% of one core) | max RSS per node | cluster produce | standalone produce | ratio |")
-print("|---|---|---|---|---|---|---|")
+print("| partitions | all leaders after CreateTopics | idle CPU, 3 nodes (% of one core) | max RSS per node | cluster produce | standalone produce | ratio | every partition writable after kill -9 of all nodes |")
+print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     c, s = r["cluster"], r.get("standalone")
     alone = f"{s['produce_msgs_s']:,} msg/s" if s else "-"
     print(f"| {r['partitions']:,} | {c['ready_s']} s | {c['idle_cpu_pct']} % | {c['rss_mib']:.0f} MB | "
-          f"{c['produce_msgs_s']:,} msg/s | {alone} | {r.get('ratio', '-')} |")
+          f"{c['produce_msgs_s']:,} msg/s | {alone} | {r.get('ratio', '-')} | {c['restart_s']} s |")

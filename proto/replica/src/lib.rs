@@ -775,6 +775,12 @@ impl Replica {
         (meta.applied_index() >= meta.commit_index()).then_some(meta.applied_index())
     }
 
+    /// A hosted group's in-memory Raft log (the runtime rewrites idle groups from it to free
+    /// old write-ahead log files).
+    pub fn log_store(&self, group: u64) -> Option<&LogStore> {
+        self.node.group(group).map(|d| d.store())
+    }
+
     /// Hosted groups that are quiesced (see `sluice_raft`'s `driver/quiesce.rs`).
     pub fn quiesced_groups(&self) -> usize {
         self.node.quiesced_groups()

@@ -1,5 +1,5 @@
-//! Cluster mode (`sluice raft-cluster`): command line ([`cli`]), durable Raft state
-//! ([`raft_store`]), the node that runs `__meta` and the partition groups over the QUIC
+//! Cluster mode (`sluice raft-cluster`): command line ([`cli`]), durable Raft state (the
+//! node's write-ahead log, [`raft_wal`]; [`raft_store`] reads the older layout to migrate it), the node that runs `__meta` and the partition groups over the QUIC
 //! transport ([`node`]), and snapshot installs that copy records from another replica
 //! ([`catchup`]).
 
@@ -7,6 +7,7 @@ pub mod catchup;
 pub mod cli;
 pub mod node;
 pub mod raft_store;
+pub mod raft_wal;
 
 use std::sync::Arc;
 

@@ -4,12 +4,13 @@
 //! Every cluster decision lives in the sans-IO [`sluice_replica::Replica`]; this module only
 //! moves bytes and runs its I/O. One task feeds it time, the batches from the transport's inbox
 //! and the applier's progress, ships its per-peer batches (`poll_transmit` →
-//! `Transport::send`, which never waits) and executes what `poll` asks: `Persist` is written to
-//! `DATA/raft/<group>/` and fsynced on the blocking pool before `persisted` is reported (only
-//! then are the messages that depended on it sent); `Apply` goes to a separate applier task
-//! that appends to the broker's logs, so ticks never wait on it.
+//! `Transport::send`, which never waits) and executes what `poll` asks: a pass's `Persist`
+//! batch (every group's entries and hard states) is written to the node's write-ahead log
+//! (`DATA/raft/wal/`, one write and one fdatasync) on the blocking pool before `persisted` is
+//! reported (only then are the messages that depended on it sent); `Apply` goes to a separate
+//! applier task that appends to the broker's logs, so ticks never wait on it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,13 +19,13 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_lite::future;
 use sluice_proto::runtime::Runtime;
-use sluice_raft::{META_GROUP, Persist};
+use sluice_raft::META_GROUP;
 use sluice_replica::{ApplyJob, Io, PersistBatch, Replica, ReplicaConfig, Shutdown, apply_entries};
 use sluice_transport_quic::{Inbox, Limits, NodeIdentity, Transport, TransportConfig};
 use tracing::{Instrument, debug, info, warn};
 
 use super::cli::ClusterConfig;
-use super::raft_store::RaftStore;
+use super::raft_wal::RaftWal;
 use crate::disk::DiskStorage;
 use crate::server::Shared;
 
@@ -157,21 +158,32 @@ async fn run_inner<R: Runtime>(
 ) -> anyhow::Result<()> {
     let node_id = cc.node_id;
     let voters: Vec<u64> = cc.peers.iter().map(|&(id, _)| id).collect();
-    let dir = data_dir.join("raft/meta");
+    let dir = data_dir.join("raft");
     let open_dir = dir.clone();
     let open_voters = voters.clone();
-    let (disk, loaded) = rt
-        .spawn_blocking(move || RaftStore::open(&open_dir, &open_voters))
+    let (wal, loaded, meta) = rt
+        .spawn_blocking(move || {
+            let (mut wal, loaded) = RaftWal::open(&open_dir)?;
+            let meta = wal.open_group(META_GROUP, &open_voters)?;
+            std::io::Result::Ok((wal, loaded, meta))
+        })
         .await
-        .with_context(|| format!("node {node_id}: loading the raft log in {}", dir.display()))?;
-    if let Some((bytes, reason)) = &loaded.truncated {
-        warn!(node_id, bytes, reason = %reason, dir = %dir.display(), "truncated torn or corrupt raft log tail");
+        .with_context(|| {
+            format!(
+                "node {node_id}: loading the raft log in {}",
+                dir.join("wal").display()
+            )
+        })?;
+    if let Some((file, bytes, reason)) = &loaded.truncated {
+        warn!(node_id, bytes, reason = %reason, file = %file.display(), "truncated torn or corrupt raft log tail");
     }
-    let hs = loaded.store.hard_state().clone();
+    let hs = meta.hard_state().clone();
     info!(
         node_id,
+        files = loaded.files,
         records = loaded.records,
-        last_index = loaded.store.last_index(),
+        groups = loaded.groups,
+        last_index = meta.last_index(),
         term = hs.term,
         vote = hs.vote,
         commit = hs.commit,
@@ -190,9 +202,9 @@ async fn run_inner<R: Runtime>(
             recovering: std::fs::read(data_dir.join(sluice_replica::RECOVERING_MARK))
                 .is_ok_and(|b| b.starts_with(b"recovering")),
         },
-        loaded.store,
+        meta,
     )?;
-    let mut stores: HashMap<u64, RaftStore> = HashMap::from([(META_GROUP, disk)]);
+    let mut wal = Some(wal);
 
     let (transport, inbox) = Transport::start(
         TransportConfig {
@@ -277,7 +289,7 @@ async fn run_inner<R: Runtime>(
         if pass.housekeeping && shared.config.metrics_addr.is_some() {
             publish_gauges(&replica, &transport, &shared);
         }
-        io.run(&mut replica, &mut stores).await?;
+        io.run(&mut replica, &mut wal).await?;
         let wait_ms = replica.poll_timeout().saturating_sub(now_ms());
         match wait(&rt, &inbox, &stop, &done_rx, &shared, wait_ms).await {
             Wake::Batch(from, bytes) => replica.handle_message(from, &bytes),
@@ -340,12 +352,9 @@ struct Executor<'a, R: Runtime, F: Fn() -> u64> {
 
 impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
     /// Ships every Raft batch and runs every [`Io`] until the replica is quiet. Persists are
-    /// awaited (their messages leave only after them); applies go to the applier.
-    async fn run(
-        &self,
-        replica: &mut Replica,
-        stores: &mut HashMap<u64, RaftStore>,
-    ) -> anyhow::Result<()> {
+    /// awaited (their messages leave only after them); applies go to the applier. `wal` is
+    /// only ever empty while a blocking task holds it.
+    async fn run(&self, replica: &mut Replica, wal: &mut Option<RaftWal>) -> anyhow::Result<()> {
         let node_id = self.node_id;
         loop {
             while let Some(mut t) = replica.poll_transmit() {
@@ -366,26 +375,22 @@ impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
             match io {
                 Io::Persist(batch) => {
                     let PersistBatch { persists, written } = batch;
-                    let mut taken = std::mem::take(stores);
-                    let (back, result) = self
-                        .rt
-                        .spawn_blocking(move || {
-                            let r = write_persists(&mut taken, &persists);
-                            (taken, r)
-                        })
-                        .await;
-                    *stores = back;
-                    let done =
-                        result.with_context(|| format!("node {node_id}: writing the raft log"))?;
-                    let mut broker = self.shared.broker.lock().unwrap();
-                    replica.persisted(
-                        &done,
-                        &written,
-                        (self.now_ms)(),
-                        crate::server::now_ms(),
-                        &mut broker,
-                    )?;
-                    crate::server::deliver(self.shared, &mut broker);
+                    let done = self
+                        .with_wal(wal, move |w| w.write(&persists))
+                        .await
+                        .with_context(|| format!("node {node_id}: writing the raft log"))?;
+                    {
+                        let mut broker = self.shared.broker.lock().unwrap();
+                        replica.persisted(
+                            &done,
+                            &written,
+                            (self.now_ms)(),
+                            crate::server::now_ms(),
+                            &mut broker,
+                        )?;
+                        crate::server::deliver(self.shared, &mut broker);
+                    }
+                    self.rewrite_cold_groups(replica, wal).await?;
                 }
                 Io::Apply(job) => {
                     let _ = self.apply_tx.try_send(job);
@@ -393,26 +398,24 @@ impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
                 Io::OpenGroup(open) => {
                     let (group, topic, partition) =
                         (open.group, open.topic.clone(), open.partition);
-                    let dir = group_dir(self.data_dir, group);
-                    let (open_dir, voters) = (dir.clone(), open.voters.clone());
-                    let (store, loaded) = self
-                        .rt
-                        .spawn_blocking(move || RaftStore::open(&open_dir, &voters))
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "node {node_id}: opening the raft log of {topic}-{partition} in {}",
-                                dir.display()
-                            )
-                        })?;
-                    if let Some((bytes, reason)) = &loaded.truncated {
-                        warn!(node_id, group, topic = %topic, partition, bytes, reason = %reason, "truncated torn or corrupt raft log tail");
+                    let w = wal.as_mut().expect("the wal is back between tasks");
+                    let voters = open.voters.clone();
+                    // No I/O unless a directory of an earlier version is to be migrated.
+                    let store = if w.legacy_dir(group).is_some() {
+                        self.with_wal(wal, move |w| w.open_group(group, &voters))
+                            .await
+                    } else {
+                        w.open_group(group, &voters)
                     }
-                    stores.insert(group, store);
+                    .with_context(|| {
+                        format!(
+                            "node {node_id}: opening the raft log of {topic}-{partition} (group {group})"
+                        )
+                    })?;
                     let mut broker = self.shared.broker.lock().unwrap();
                     replica.group_opened(
                         open,
-                        loaded.store,
+                        store,
                         (self.now_ms)(),
                         crate::server::now_ms(),
                         &mut broker,
@@ -420,33 +423,23 @@ impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
                     crate::server::deliver(self.shared, &mut broker);
                 }
                 Io::RemoveGroup { group } => {
-                    stores.remove(&group);
-                    let dir = group_dir(self.data_dir, group);
-                    self.rt
-                        .spawn_blocking(move || {
-                            let _ = std::fs::remove_dir_all(&dir);
-                        })
-                        .await;
+                    self.with_wal(wal, move |w| w.remove(group))
+                        .await
+                        .with_context(|| {
+                            format!("node {node_id}: removing raft group {group} from the log")
+                        })?;
                 }
                 Io::CompactStore(c) => {
-                    let Some(mut disk) = stores.remove(&c.group) else {
-                        continue;
-                    };
-                    let (group, index) = (c.group, c.index);
-                    let (disk, result) = self
-                        .rt
-                        .spawn_blocking(move || {
-                            let r = disk.compact(&c.snapshot, &c.entries, &c.hard_state);
-                            (disk, r)
-                        })
-                        .await;
-                    stores.insert(group, disk);
-                    match result {
-                        Ok(()) => debug!(node_id, group, index, "raft log compacted"),
-                        Err(e) => {
-                            warn!(node_id, group, index, error = %e, "compacting the raft log on disk failed; the in-memory log is compacted, the file keeps everything")
-                        }
-                    }
+                    // Recorded with the next write: nothing waits for it.
+                    wal.as_mut()
+                        .expect("the wal is back between tasks")
+                        .compact(c.group, &c.snapshot);
+                    debug!(
+                        node_id,
+                        group = c.group,
+                        index = c.index,
+                        "raft log compacted"
+                    );
                 }
                 Io::WriteMarks(marks) => {
                     let dir = self.data_dir.to_path_buf();
@@ -456,6 +449,52 @@ impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
                 }
             }
         }
+    }
+
+    /// Runs `f` on the write-ahead log on the blocking pool (it writes and syncs).
+    async fn with_wal<T: Send + 'static>(
+        &self,
+        wal: &mut Option<RaftWal>,
+        f: impl FnOnce(&mut RaftWal) -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let mut w = wal.take().expect("the wal is back between tasks");
+        let (w, result) = self
+            .rt
+            .spawn_blocking(move || {
+                let r = f(&mut w);
+                (w, r)
+            })
+            .await;
+        *wal = Some(w);
+        result
+    }
+
+    /// Once too many log files are sealed, rewrites the groups that pin the oldest one (idle
+    /// groups, whose last records are old) so it can go.
+    async fn rewrite_cold_groups(
+        &self,
+        replica: &Replica,
+        wal: &mut Option<RaftWal>,
+    ) -> anyhow::Result<()> {
+        let w = wal.as_mut().expect("the wal is back between tasks");
+        let cold = w.cold_groups();
+        if cold.is_empty() {
+            return Ok(());
+        }
+        for &group in &cold {
+            w.rewrite(group, replica.log_store(group));
+        }
+        let node_id = self.node_id;
+        self.with_wal(wal, |w| w.flush(true))
+            .await
+            .with_context(|| format!("node {node_id}: rewriting idle raft groups"))?;
+        debug!(
+            node_id,
+            groups = cold.len(),
+            sealed = wal.as_ref().map_or(0, RaftWal::sealed_files),
+            "idle raft groups rewritten to free the oldest log file"
+        );
+        Ok(())
     }
 }
 
@@ -528,30 +567,6 @@ async fn applier<R: Runtime>(
             }
         }
     }
-}
-
-fn group_dir(data_dir: &Path, group: u64) -> PathBuf {
-    data_dir.join(format!("raft/g-{group}"))
-}
-
-/// Writes every group's persists; returns the last persist number per group.
-fn write_persists(
-    stores: &mut HashMap<u64, RaftStore>,
-    persists: &[(u64, Persist)],
-) -> std::io::Result<Vec<(u64, u64)>> {
-    let mut by_group: BTreeMap<u64, Vec<Persist>> = BTreeMap::new();
-    for (g, p) in persists {
-        by_group.entry(*g).or_default().push(p.clone());
-    }
-    let mut done = Vec::new();
-    for (group, ps) in by_group {
-        let Some(store) = stores.get_mut(&group) else {
-            continue; // removed meanwhile
-        };
-        store.write(&ps)?;
-        done.push((group, ps.last().expect("non-empty").number));
-    }
-    Ok(done)
 }
 
 /// Records the applied marks of partitions (atomic replace, fsynced).

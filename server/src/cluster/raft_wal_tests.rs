@@ -1,0 +1,274 @@
+use super::*;
+
+const VOTERS: &[u64] = &[1, 2, 3];
+
+fn temp_raft_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-wal-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub(in crate::cluster) fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: vec![index as u8; 100],
+        ..Default::default()
+    }
+}
+
+pub(in crate::cluster) fn persist(
+    entries: Vec<Entry>,
+    term: u64,
+    commit: u64,
+    must_sync: bool,
+) -> Persist {
+    Persist {
+        number: entries.last().map_or(0, |e| e.index),
+        snapshot: None,
+        entries,
+        hard_state: Some(HardState {
+            term,
+            vote: 1,
+            commit,
+        }),
+        must_sync,
+    }
+}
+
+fn reopen(dir: &Path) -> (RaftWal, WalLoaded) {
+    RaftWal::open(dir).unwrap()
+}
+
+fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn groups_replay_from_one_log_with_overwrites_and_a_torn_tail_cut() {
+    let dir = temp_raft_dir("replay");
+    let (mut wal, loaded) = reopen(&dir);
+    assert_eq!(loaded.records, 0);
+    assert_eq!(wal.open_group(7, VOTERS).unwrap().last_index(), 1);
+    assert_eq!(wal.open_group(8, VOTERS).unwrap().last_index(), 1);
+    // One write for both groups; a persist of a group that is not open is dropped.
+    let done = wal
+        .write(&[
+            (
+                7,
+                persist(vec![entry(2, 1), entry(3, 1), entry(4, 1)], 1, 2, true),
+            ),
+            (8, persist(vec![entry(2, 1)], 1, 2, true)),
+            (9, persist(vec![entry(2, 1)], 1, 2, true)),
+        ])
+        .unwrap();
+    assert_eq!(done, vec![(7, 4), (8, 2)]);
+    // A new leader overwrites 4 (uncommitted) in term 2; a commit-only update is not synced.
+    wal.write(&[(7, persist(vec![entry(4, 2), entry(5, 2)], 2, 3, true))])
+        .unwrap();
+    wal.write(&[(7, persist(vec![], 2, 5, false))]).unwrap();
+    drop(wal);
+
+    let (mut wal, loaded) = reopen(&dir);
+    assert_eq!(loaded.groups, 2);
+    assert!(loaded.truncated.is_none());
+    let g7 = wal.open_group(7, VOTERS).unwrap();
+    assert_eq!(g7.last_index(), 5);
+    assert_eq!(g7.term_of(4), Some(2));
+    assert_eq!(g7.hard_state().term, 2);
+    assert_eq!(g7.hard_state().commit, 5);
+    assert_eq!(wal.open_group(8, VOTERS).unwrap().last_index(), 2);
+    assert_eq!(wal.open_group(9, VOTERS).unwrap().last_index(), 1);
+    wal.write(&[(8, persist(vec![entry(3, 1)], 1, 3, true))])
+        .unwrap();
+    drop(wal);
+
+    // Tear the last record (group 8's hard state): the tail is cut, the rest kept.
+    let active = wal_files(&dir).pop().unwrap();
+    let len = fs::metadata(&active).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let (mut wal, loaded) = reopen(&dir);
+    let (file, bytes, _) = loaded.truncated.expect("torn tail");
+    assert_eq!(file, active);
+    assert!(bytes > 0);
+    let g8 = wal.open_group(8, VOTERS).unwrap();
+    assert_eq!(g8.last_index(), 3);
+    assert_eq!(g8.hard_state().commit, 2);
+    assert_eq!(wal.open_group(7, VOTERS).unwrap().last_index(), 5);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn damage_in_an_older_file_refuses_the_start_naming_it() {
+    let dir = temp_raft_dir("damage");
+    let (mut wal, _) = reopen(&dir);
+    wal.set_file_bytes(1);
+    wal.open_group(7, VOTERS).unwrap();
+    wal.write(&[(7, persist(vec![entry(2, 1)], 1, 2, true))])
+        .unwrap();
+    wal.write(&[(7, persist(vec![entry(3, 1)], 1, 3, true))])
+        .unwrap();
+    drop(wal);
+    let first = wal_files(&dir).remove(0);
+    let mut bytes = fs::read(&first).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&first, bytes).unwrap();
+    let err = RaftWal::open(&dir).unwrap_err().to_string();
+    assert!(err.contains(&first.display().to_string()), "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sealed_files_go_once_compacted_and_idle_groups_are_rewritten() {
+    let dir = temp_raft_dir("purge");
+    let (mut wal, _) = reopen(&dir);
+    wal.set_file_bytes(4096);
+    let mut busy = wal.open_group(1, VOTERS).unwrap();
+    let mut idle = wal.open_group(2, VOTERS).unwrap();
+    // The idle group writes once, into the first file.
+    let p = persist(vec![entry(2, 1), entry(3, 1)], 1, 3, true);
+    idle.apply_persist(&p);
+    wal.write(&[(2, p)]).unwrap();
+    // The busy group writes and compacts its log as it goes.
+    let mut max_files = 0;
+    for i in 2..400u64 {
+        let p = persist(vec![entry(i, 1)], 1, i, true);
+        busy.apply_persist(&p);
+        wal.write(&[(1, p)]).unwrap();
+        if i % 10 == 0 {
+            busy.compact(i - 5, b"image".to_vec());
+            wal.compact(1, busy.snapshot_ref());
+        }
+        for g in wal.cold_groups() {
+            assert_eq!(g, 2, "only the idle group pins old files");
+            wal.rewrite(g, Some(&idle));
+            wal.flush(true).unwrap();
+        }
+        max_files = max_files.max(wal_files(&dir).len());
+    }
+    assert!(
+        max_files <= SEALED_MAX + 2,
+        "{max_files} files at once (sealed at most {SEALED_MAX} + the active one + one)"
+    );
+    assert!(wal.sealed_files() <= SEALED_MAX + 1);
+    drop(wal);
+    let (mut wal, _) = reopen(&dir);
+    let b = wal.open_group(1, VOTERS).unwrap();
+    assert_eq!(b.snapshot_index(), busy.snapshot_index());
+    assert_eq!(b.entries_slice(), busy.entries_slice());
+    assert_eq!(b.snapshot_ref().data, b"image");
+    assert_eq!(b.hard_state(), busy.hard_state());
+    let i = wal.open_group(2, VOTERS).unwrap();
+    assert_eq!(i.entries_slice(), idle.entries_slice());
+    assert_eq!(i.hard_state(), idle.hard_state());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn recovered_groups_not_opened_yet_are_rewritten_from_what_was_replayed() {
+    let dir = temp_raft_dir("unopened");
+    let (mut wal, _) = reopen(&dir);
+    wal.open_group(2, VOTERS).unwrap();
+    wal.write(&[(2, persist(vec![entry(2, 3), entry(3, 3)], 3, 3, true))])
+        .unwrap();
+    drop(wal);
+    let (mut wal, _) = reopen(&dir);
+    wal.set_file_bytes(1024);
+    let mut one = wal.open_group(1, VOTERS).unwrap();
+    let mut rewritten = false;
+    for i in 2..200u64 {
+        let p = persist(vec![entry(i, 1)], 1, i, true);
+        one.apply_persist(&p);
+        wal.write(&[(1, p)]).unwrap();
+        for g in wal.cold_groups() {
+            // Group 1 is never compacted here: it pins its own first file too.
+            wal.rewrite(g, (g == 1).then_some(&one));
+            rewritten |= g == 2;
+            wal.flush(true).unwrap();
+        }
+    }
+    assert!(rewritten);
+    assert!(wal.sealed_files() <= SEALED_MAX + 1);
+    drop(wal);
+    let (mut wal, _) = reopen(&dir);
+    let g = wal.open_group(2, VOTERS).unwrap();
+    assert_eq!(g.last_index(), 3);
+    assert_eq!(g.hard_state().term, 3);
+    assert_eq!(wal.open_group(1, VOTERS).unwrap().last_index(), 199);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_removed_group_does_not_come_back_and_an_installed_snapshot_restarts_the_log() {
+    let dir = temp_raft_dir("remove");
+    let (mut wal, _) = reopen(&dir);
+    wal.open_group(5, VOTERS).unwrap();
+    wal.open_group(6, VOTERS).unwrap();
+    wal.write(&[
+        (5, persist(vec![entry(2, 1)], 1, 2, true)),
+        (6, persist(vec![entry(2, 1), entry(3, 1)], 1, 2, true)),
+    ])
+    .unwrap();
+    wal.remove(5).unwrap();
+    let mut leader = LogStore::new(VOTERS);
+    leader.append(&(2..=30).map(|i| entry(i, 4)).collect::<Vec<_>>());
+    leader.compact(20, b"image at 20".to_vec());
+    let install = Persist {
+        number: 9,
+        snapshot: Some(leader.snapshot_ref().clone()),
+        entries: vec![entry(21, 4)],
+        hard_state: Some(HardState {
+            term: 4,
+            vote: 0,
+            commit: 21,
+        }),
+        must_sync: true,
+    };
+    wal.write(&[(6, install)]).unwrap();
+    drop(wal);
+    let (mut wal, loaded) = reopen(&dir);
+    assert_eq!(loaded.groups, 1);
+    assert_eq!(wal.open_group(5, VOTERS).unwrap().last_index(), 1);
+    let g = wal.open_group(6, VOTERS).unwrap();
+    assert_eq!(g.snapshot_index(), 20);
+    assert_eq!(g.snapshot_ref().data, b"image at 20");
+    assert_eq!(g.last_index(), 21);
+    assert_eq!(g.hard_state().commit, 21);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_group_directory_of_an_earlier_version_is_migrated_once() {
+    let dir = temp_raft_dir("legacy");
+    let legacy = dir.join("g-12");
+    let (mut old, _) = RaftStore::open(&legacy, VOTERS).unwrap();
+    old.write(&[persist(vec![entry(2, 1), entry(3, 1)], 1, 3, true)])
+        .unwrap();
+    drop(old);
+    let (mut wal, _) = reopen(&dir);
+    assert_eq!(wal.legacy_dir(12), Some(legacy.clone()));
+    let g = wal.open_group(12, VOTERS).unwrap();
+    assert_eq!(g.last_index(), 3);
+    assert_eq!(g.hard_state().commit, 3);
+    assert!(!legacy.exists());
+    drop(wal);
+    let (mut wal, _) = reopen(&dir);
+    assert_eq!(wal.legacy_dir(12), None);
+    let g = wal.open_group(12, VOTERS).unwrap();
+    assert_eq!(g.last_index(), 3);
+    assert_eq!(g.term_of(3), Some(1));
+    fs::remove_dir_all(&dir).unwrap();
+}
