@@ -194,15 +194,15 @@ fn produce_parked(b: &mut Broker, batch: Bytes) -> u64 {
     }
 }
 
-/// The parked produce's response, once its entry applied and the proposer synced.
+/// The parked produce's response, once its entry applied: committed in Raft (durable in a
+/// majority of write-ahead logs), it waits for no sync of the local segment.
 fn delivered(b: &mut Broker, token: u64) -> ProduceResponse {
-    sync(b);
     let d = b
         .take_deferred()
         .into_iter()
         .find(|d| d.token == token)
         .expect("answered after apply");
-    assert!(b.synced_seq() >= d.seq, "answered only once durable");
+    assert_eq!(d.seq, 0, "a committed produce waits for no segment sync");
     match d.response {
         ResponseKind::Produce(r) => r,
         other => panic!("{other:?}"),
@@ -276,9 +276,10 @@ fn a_produce_is_answered_after_apply_and_every_replica_holds_the_same_log() {
         );
         c.run();
     }
-    sync(&mut c.brokers[1]);
+    // Answered and readable before any segment sync: committed in Raft is durable.
     let answers = c.brokers[1].take_deferred();
-    assert!(answers.iter().all(|d| c.brokers[1].synced_seq() >= d.seq));
+    assert!(answers.iter().all(|d| d.seq == 0));
+    assert_eq!(c.brokers[1].partition("t", 0).unwrap().high_watermark(), 9);
     let bases: Vec<i64> = tokens
         .iter()
         .map(
@@ -399,6 +400,17 @@ fn losing_leadership_fails_waiting_produces_with_a_hint() {
 
 #[test]
 fn a_restart_truncates_to_the_applied_mark_and_skips_what_it_holds() {
+    restart_truncates_to_the_applied_mark(false);
+}
+
+#[test]
+fn a_restart_reads_the_per_partition_mark_of_an_earlier_version() {
+    restart_truncates_to_the_applied_mark(true);
+}
+
+/// `legacy`: the mark is in the partition's own file, as earlier versions wrote it, instead of
+/// the node's table.
+fn restart_truncates_to_the_applied_mark(legacy: bool) {
     let (mut c, g) = Cluster::with_topic_led_by(1);
     for i in 0..2 {
         produce_parked(&mut c.brokers[0], idempotent_batch(-1, 0, 2));
@@ -407,7 +419,16 @@ fn a_restart_truncates_to_the_applied_mark_and_skips_what_it_holds() {
             // The first entry is synced on node 2 and its mark written; the second is not.
             sync(&mut c.brokers[1]);
             for (_, path, bytes) in c.brokers[1].take_applied_marks() {
-                c.fs[1].write_file_atomic(&path, &bytes).unwrap();
+                if legacy {
+                    // `group index end` in the table; `index end` in the partition's file.
+                    let text = String::from_utf8(bytes).unwrap();
+                    let (_, mark) = text.trim().split_once(' ').unwrap();
+                    c.fs[1]
+                        .write_file_atomic("logs/t-0/raft-applied", format!("{mark}\n").as_bytes())
+                        .unwrap();
+                } else {
+                    c.fs[1].write_file_atomic(&path, &bytes).unwrap();
+                }
             }
         }
     }

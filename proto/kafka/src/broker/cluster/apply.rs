@@ -6,7 +6,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::super::{Broker, OFFSETS_TOPIC, partition_dir};
-use super::{APPLIED_FILE, Applied, GroupChange, Role, Wait};
+use super::{APPLIED_FILE, APPLIED_TABLE, Applied, GroupChange, META_GROUP, Role, Wait};
 use crate::cluster::{MetaCommand, MetaEvent, PartitionEntry, PartitionImage, ProposalId};
 
 impl Broker {
@@ -176,7 +176,7 @@ impl Broker {
                 if !mp.replicas.contains(&me) || c.applied.contains_key(&mp.group) {
                     continue;
                 }
-                let applied = self.recover_replica(&name, p as i32, now_ms);
+                let applied = self.recover_replica(mp.group, &name, p as i32, now_ms);
                 let c = self.cluster.as_mut().expect("cluster");
                 c.applied.insert(
                     mp.group,
@@ -208,6 +208,9 @@ impl Broker {
             .collect();
         for group in gone {
             c.applied.remove(&group);
+            if let Some(t) = &mut c.marks_read {
+                t.remove(&group);
+            }
             c.roles.remove(&group);
             c.group_changes.push(GroupChange::Remove { group });
         }
@@ -217,22 +220,34 @@ impl Broker {
     /// was not recorded durable and is re-applied from the Raft log.
     pub(super) fn recover_replica(
         &mut self,
+        group: u64,
         topic: &str,
         partition: i32,
         now_ms: i64,
     ) -> (u64, i64) {
-        let path = format!("{}/{APPLIED_FILE}", partition_dir(topic, partition));
-        let mark = self
-            .fs
-            .read_file(&path)
-            .ok()
-            .flatten()
-            .and_then(|b| {
-                let s = String::from_utf8(b).ok()?;
-                let mut it = s.split_whitespace();
-                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-            })
-            .unwrap_or((0u64, 0i64));
+        let parse = |line: &str| -> Option<(u64, i64)> {
+            let mut it = line.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        };
+        let c = self.cluster.as_mut().expect("cluster");
+        let table = c.marks_read.get_or_insert_with(|| {
+            let text = self.fs.read_file(APPLIED_TABLE).ok().flatten();
+            let text = text
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default();
+            text.lines()
+                .filter_map(|l| {
+                    let (g, rest) = l.split_once(' ')?;
+                    Some((g.parse().ok()?, parse(rest)?))
+                })
+                .collect()
+        });
+        let mark = table.get(&group).copied().or_else(|| {
+            let path = format!("{}/{APPLIED_FILE}", partition_dir(topic, partition));
+            let bytes = self.fs.read_file(&path).ok().flatten()?;
+            parse(&String::from_utf8(bytes).ok()?)
+        });
+        let mark = mark.unwrap_or((0u64, 0i64));
         if let Ok(log) = self.partition_mut(topic, partition) {
             let end = log.log_end_offset();
             if end > mark.1
@@ -359,17 +374,20 @@ impl Broker {
                 {
                     warn!(node_id = me, topic = %topic, partition, index, error = ?err, message = ?msg, "a committed entry did not apply");
                 }
-                let end = self
-                    .partition(&topic, partition)
-                    .map_or(0, |l| l.log_end_offset());
-                let sync_writes = self.config.sync_writes;
+                // Committed in Raft, so durable in a majority of write-ahead logs: readable
+                // and acknowledged now. The segment's own sync only moves the applied mark
+                // (what a restart keeps, and how far the Raft log may be compacted).
+                let end = match self.partition_mut(&topic, partition) {
+                    Ok(log) => {
+                        let end = log.log_end_offset();
+                        log.mark_durable(end);
+                        end
+                    }
+                    Err(_) => 0,
+                };
                 let c = self.cluster.as_mut().expect("cluster");
                 let applied = c.applied.get_mut(&group).expect("checked");
-                if sync_writes {
-                    applied.unsynced.push_back((*index, end));
-                } else {
-                    applied.durable = (*index, end);
-                }
+                applied.unsynced.push_back((*index, end));
                 if e.proposer == me {
                     self.prediction_applied(group, e.seq, result.as_ref().ok().map(|r| r.0));
                     self.complete_wait(e.seq, result);
@@ -423,21 +441,29 @@ impl Broker {
         let Some(c) = &mut self.cluster else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for (group, a) in c.applied.iter_mut() {
-            if a.durable.0 > a.recorded
-                && let Some((topic, p)) = c.meta.group(*group)
-            {
+        let mut moved = false;
+        for a in c.applied.values_mut() {
+            if a.durable.0 > a.recorded {
                 a.recorded = a.durable.0;
                 a.recorded_end = a.durable.1;
-                out.push((
-                    *group,
-                    format!("{}/{APPLIED_FILE}", partition_dir(topic, p)),
-                    format!("{} {}\n", a.durable.0, a.durable.1).into_bytes(),
-                ));
+                moved = true;
             }
         }
-        out
+        if !moved {
+            return Vec::new();
+        }
+        let mut rows: Vec<(u64, u64, i64)> = c
+            .applied
+            .iter()
+            .filter(|(_, a)| a.recorded > 0)
+            .map(|(&g, a)| (g, a.recorded, a.recorded_end))
+            .collect();
+        rows.sort_unstable();
+        let mut text = String::with_capacity(rows.len() * 24);
+        for (g, index, end) in rows {
+            text.push_str(&format!("{g} {index} {end}\n"));
+        }
+        vec![(META_GROUP, APPLIED_TABLE.to_string(), text.into_bytes())]
     }
 
     /// Partition groups whose Raft log may now be compacted, to which index, and the snapshot

@@ -169,7 +169,7 @@ impl Broker {
                 continue;
             };
             if matches!(c.waits.get(&seq), Some(Wait::Produce { .. })) {
-                self.complete_wait_as(seq, Ok((base, start)), false);
+                self.complete_wait(seq, Ok((base, start)));
             }
         }
         self.deliver_finished();

@@ -188,7 +188,6 @@ impl Broker {
     /// over again).
     pub fn install_finish(&mut self, group: u64, now_ms: i64) {
         let me = self.config.node_id;
-        let sync_writes = self.config.sync_writes;
         let Some(c) = &mut self.cluster else { return };
         let Some(image) = c.installing.remove(&group) else {
             return;
@@ -208,7 +207,7 @@ impl Broker {
         };
         if image.applied_index > a.index {
             a.index = image.applied_index;
-            if sync_writes && unsynced {
+            if unsynced {
                 a.unsynced.push_back((image.applied_index, end));
                 c.wrote = true;
             } else {

@@ -162,7 +162,7 @@ impl Broker {
             return Reply::Now(ResponseKind::Produce(response));
         }
         let c = self.cluster.as_mut().expect("cluster");
-        c.produces.insert(token, (response, proposed, false));
+        c.produces.insert(token, (response, proposed));
         Reply::Parked { token }
     }
 

@@ -8,21 +8,11 @@ use super::super::{Broker, Deferred, str};
 use super::{AdminWait, Wait};
 
 impl Broker {
+    /// The entry proposed as `seq` applied (or failed): its request's part is answered.
     pub(super) fn complete_wait(
         &mut self,
         seq: u64,
         result: Result<(i64, i64), (ResponseError, Option<String>)>,
-    ) {
-        let ok = result.is_ok();
-        self.complete_wait_as(seq, result, ok);
-    }
-
-    /// [`Broker::complete_wait`]; `wrote`: the answer waits for the local segment sync.
-    pub(super) fn complete_wait_as(
-        &mut self,
-        seq: u64,
-        result: Result<(i64, i64), (ResponseError, Option<String>)>,
-        wrote: bool,
     ) {
         let ok = result.is_ok();
         let Some(c) = &mut self.cluster else { return };
@@ -33,7 +23,7 @@ impl Broker {
                 partition,
                 ..
             }) => {
-                if let Some((resp, _, _)) = c.produces.get_mut(&token) {
+                if let Some((resp, _)) = c.produces.get_mut(&token) {
                     let pr = &mut resp.responses[topic].partition_responses[partition];
                     match result {
                         Ok((base, start)) => {
@@ -46,7 +36,7 @@ impl Broker {
                         }
                     }
                 }
-                c.produce_partition_done(token, wrote);
+                c.produce_partition_done(token);
             }
             Some(Wait::Coordinator { responses, .. }) => {
                 for r in responses {
@@ -56,7 +46,7 @@ impl Broker {
                     } else {
                         r.into_error(ResponseError::CoordinatorNotAvailable).body
                     };
-                    c.finished.push((token, body, ok));
+                    c.finished.push((token, body));
                 }
             }
             Some(Wait::Admin { .. }) | None => {}
@@ -79,7 +69,7 @@ impl Broker {
                     .map(|(t, p)| c.leader_of(t, p))
                     .unwrap_or((-1, -1));
                 let endpoint = c.endpoint(hint.0);
-                if let Some((resp, _, _)) = c.produces.get_mut(&token) {
+                if let Some((resp, _)) = c.produces.get_mut(&token) {
                     let pr = &mut resp.responses[topic].partition_responses[partition];
                     pr.error_code = error.code();
                     if hint.0 >= 0 && hint.0 != c.node_id {
@@ -93,16 +83,13 @@ impl Broker {
                         }
                     }
                 }
-                c.produce_partition_done(token, false);
+                c.produce_partition_done(token);
             }
             Some(Wait::Coordinator { responses, .. }) => {
                 for r in responses {
                     let token = r.token;
-                    c.finished.push((
-                        token,
-                        r.into_error(ResponseError::NotCoordinator).body,
-                        false,
-                    ));
+                    c.finished
+                        .push((token, r.into_error(ResponseError::NotCoordinator).body));
                 }
             }
             Some(Wait::Admin { token, slot, .. }) => {
@@ -113,14 +100,14 @@ impl Broker {
         }
     }
 
+    /// Answers finished requests at once: what they wrote is committed in Raft (durable in a
+    /// majority of write-ahead logs), so no segment sync is waited for.
     pub(super) fn deliver_finished(&mut self) {
-        let seq = self.write_seq;
-        let sync = self.config.sync_writes;
         let Some(c) = &mut self.cluster else { return };
-        for (token, response, wrote) in c.finished.drain(..) {
+        for (token, response) in c.finished.drain(..) {
             self.deferred.push(Deferred {
                 token,
-                seq: if wrote && sync { seq } else { 0 },
+                seq: 0,
                 response,
             });
         }
@@ -156,7 +143,7 @@ impl Broker {
                 let AdminWait::Security(response) = wait else {
                     unreachable!("matched above")
                 };
-                c.finished.push((token, response, false));
+                c.finished.push((token, response));
                 return;
             }
             AdminWait::Create(r) => {
@@ -213,7 +200,7 @@ impl Broker {
                 AdminWait::IncrementalAlter(r) => ResponseKind::IncrementalAlterConfigs(r),
                 AdminWait::DeleteRecords(r, _) => ResponseKind::DeleteRecords(r),
             };
-            c.finished.push((token, response, false));
+            c.finished.push((token, response));
         }
     }
 }
