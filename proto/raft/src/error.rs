@@ -17,6 +17,9 @@ pub enum Error {
     /// A peer batch could not be decoded from the wire.
     #[error("decode peer batch: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// A peer batch decoded but does not hold together (coalesced columns of unequal length).
+    #[error("malformed peer batch: {0}")]
+    Wire(String),
     /// Compaction may only drop entries the state machine has already applied.
     #[error("cannot compact to {index}: only applied up to {applied}")]
     CompactBeyondApplied {

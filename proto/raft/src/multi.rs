@@ -450,6 +450,8 @@ impl Node {
             lost: Vec::new(),
             quiesced,
             incarnation: self.config.seed,
+            heartbeats: None,
+            heartbeat_responses: None,
         })
     }
 
@@ -533,24 +535,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_batch_per_peer_for_many_groups() {
+    /// Three nodes hosting groups `0..groups` with `config`, node 1 leading every group.
+    pub(super) fn led_by_node_1(groups: u64, config: impl Fn(u64) -> Config) -> Vec<Node> {
         let voters = [1, 2, 3];
         let mut nodes: Vec<Node> = voters
             .iter()
             .map(|&id| {
-                let mut n = Node::new(Config::new(id)).unwrap();
-                for g in 0..50 {
+                let mut n = Node::new(config(id)).unwrap();
+                for g in 0..groups {
                     n.add_group(g, LogStore::new(&voters), 0).unwrap();
                 }
                 n
             })
             .collect();
-        // Node 1 campaigns everywhere, so it leads all 50 groups.
-        for g in 0..50 {
+        for g in 0..groups {
             nodes[0].campaign(g).unwrap();
         }
         round(&mut nodes, 0);
+        nodes
+    }
+
+    #[test]
+    fn one_batch_per_peer_for_many_groups() {
+        let mut nodes = led_by_node_1(50, Config::new);
         for g in 0..50 {
             assert_eq!(nodes[0].group(g).unwrap().role(), raft::StateRole::Leader);
         }
@@ -575,5 +582,39 @@ mod tests {
             nodes[0].propose(99, vec![]),
             Err(Error::UnknownGroup(99))
         ));
+    }
+
+    #[test]
+    fn the_heartbeats_raft_rs_sends_travel_coalesced() {
+        let mut nodes = led_by_node_1(50, |id| Config {
+            quiesce: false,
+            ..Config::new(id)
+        });
+        // The leader's heartbeat tick: its batch to node 2 as it goes on the wire.
+        let mut wire = None;
+        for tick in 1..=4 {
+            nodes[0].handle_timeout(tick * 50);
+            if let Some(b) = nodes[0].poll_transmit() {
+                wire = Some(b.encode());
+                break;
+            }
+        }
+        let bytes = wire.expect("heartbeats within 3 ticks");
+        let raw = <PeerBatch as prost::Message>::decode(&bytes[..]).unwrap();
+        let beats = raw.heartbeats.expect("coalesced");
+        assert_eq!(
+            beats.groups.len(),
+            50,
+            "every group's heartbeat in the column"
+        );
+        assert!(raw.messages.is_empty(), "{:?}", raw.messages);
+        // Expanded, they are what raft-rs sent: the followers answer, coalesced too.
+        let batch = PeerBatch::decode_from(&bytes).unwrap();
+        assert_eq!(batch.messages.len(), 50);
+        nodes[1].step(batch);
+        let reply = nodes[1].poll_transmit().expect("responses");
+        let raw = <PeerBatch as prost::Message>::decode(&reply.encode()[..]).unwrap();
+        assert_eq!(raw.heartbeat_responses.expect("coalesced").groups.len(), 50);
+        assert!(raw.messages.is_empty(), "{:?}", raw.messages);
     }
 }

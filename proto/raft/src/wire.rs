@@ -5,9 +5,15 @@
 //! `prost-codec` feature), so a transport ships `encode()`'d bytes in one frame/stream write and
 //! the receiver calls [`PeerBatch::decode_from`]. Framing (length prefix, QUIC stream) belongs
 //! to the transport.
+//!
+//! Heartbeats and heartbeat responses are coalesced on the wire: a heartbeat that carries
+//! nothing but its group, term and commit index (no ReadIndex context) travels as one column
+//! entry of [`Beats`] instead of a whole message, and [`PeerBatch::decode_from`] expands it back
+//! into the same raft-rs message, so nothing above the wire ever sees the difference. Only
+//! messages the expansion reproduces exactly are coalesced.
 
 use prost::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 
 use crate::GroupId;
 use crate::error::Result;
@@ -52,6 +58,36 @@ pub struct PeerBatch {
     /// restarted, so it lost every quiesced group's state and must be heard again.
     #[prost(uint64, tag = "7")]
     pub incarnation: u64,
+    /// Coalesced `MsgHeartbeat`s (wire only: empty after [`PeerBatch::decode_from`]).
+    #[prost(message, optional, tag = "8")]
+    pub heartbeats: Option<Beats>,
+    /// Coalesced `MsgHeartbeatResponse`s (wire only, as `heartbeats`).
+    #[prost(message, optional, tag = "9")]
+    pub heartbeat_responses: Option<Beats>,
+}
+
+/// Coalesced heartbeats (or responses) between two nodes: entry `i` of each column is one
+/// message of group `groups[i]` with term `terms[i]` and commit index `commits[i]` (packed
+/// varints: a few bytes per group instead of a message each).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Beats {
+    /// Raft groups.
+    #[prost(uint64, repeated, tag = "1")]
+    pub groups: Vec<GroupId>,
+    /// The sender's term in each group.
+    #[prost(uint64, repeated, tag = "2")]
+    pub terms: Vec<u64>,
+    /// The message's commit index in each group.
+    #[prost(uint64, repeated, tag = "3")]
+    pub commits: Vec<u64>,
+}
+
+impl Beats {
+    fn push(&mut self, group: GroupId, term: u64, commit: u64) {
+        self.groups.push(group);
+        self.terms.push(term);
+        self.commits.push(commit);
+    }
 }
 
 /// "Group `group` is quiesced at `term` with everything up to `commit` committed."
@@ -81,15 +117,93 @@ pub struct LostLog {
     pub last_index: u64,
 }
 
+/// The message a coalesced heartbeat (or response) of `batch` expands to.
+fn beat(batch_from: u64, batch_to: u64, kind: MessageType, term: u64, commit: u64) -> Message {
+    let mut m = Message {
+        from: batch_from,
+        to: batch_to,
+        term,
+        commit,
+        ..Default::default()
+    };
+    m.set_msg_type(kind);
+    m
+}
+
 impl PeerBatch {
-    /// Serializes the batch (protobuf, no outer length prefix).
+    /// Serializes the batch (protobuf, no outer length prefix), heartbeats coalesced.
     pub fn encode(&self) -> Vec<u8> {
-        self.encode_to_vec()
+        let mut head = PeerBatch {
+            from: self.from,
+            to: self.to,
+            messages: Vec::new(),
+            formed: self.formed,
+            lost: self.lost.clone(),
+            quiesced: self.quiesced.clone(),
+            incarnation: self.incarnation,
+            heartbeats: None,
+            heartbeat_responses: None,
+        };
+        let mut kept = Vec::new();
+        for gm in &self.messages {
+            let Some(m) = &gm.message else {
+                kept.push(gm);
+                continue;
+            };
+            let kind = m.get_msg_type();
+            let column = match kind {
+                MessageType::MsgHeartbeat => &mut head.heartbeats,
+                MessageType::MsgHeartbeatResponse => &mut head.heartbeat_responses,
+                _ => {
+                    kept.push(gm);
+                    continue;
+                }
+            };
+            if *m == beat(self.from, self.to, kind, m.term, m.commit) {
+                column
+                    .get_or_insert_with(Beats::default)
+                    .push(gm.group, m.term, m.commit);
+            } else {
+                kept.push(gm);
+            }
+        }
+        let mut buf = head.encode_to_vec();
+        // Repeated fields may follow in any order: the rest of the messages go after the head.
+        for gm in kept {
+            prost::encoding::message::encode(3, gm, &mut buf);
+        }
+        buf
     }
 
-    /// Parses a batch produced by [`PeerBatch::encode`].
+    /// Parses a batch produced by [`PeerBatch::encode`], coalesced heartbeats expanded back
+    /// into messages (after the others: raft-rs tolerates any order).
     pub fn decode_from(bytes: &[u8]) -> Result<Self> {
-        Ok(<PeerBatch as prost::Message>::decode(bytes)?)
+        let mut batch = <PeerBatch as prost::Message>::decode(bytes)?;
+        let (from, to) = (batch.from, batch.to);
+        for (kind, beats) in [
+            (MessageType::MsgHeartbeat, batch.heartbeats.take()),
+            (
+                MessageType::MsgHeartbeatResponse,
+                batch.heartbeat_responses.take(),
+            ),
+        ] {
+            let Some(b) = beats else { continue };
+            if b.terms.len() != b.groups.len() || b.commits.len() != b.groups.len() {
+                return Err(crate::error::Error::Wire(format!(
+                    "coalesced {kind:?}: {} groups, {} terms, {} commits",
+                    b.groups.len(),
+                    b.terms.len(),
+                    b.commits.len()
+                )));
+            }
+            for ((group, term), commit) in b.groups.into_iter().zip(b.terms).zip(b.commits) {
+                batch.messages.push(GroupMessage {
+                    group,
+                    message: Some(beat(from, to, kind, term, commit)),
+                });
+            }
+        }
+        Ok(batch)
     }
 }
 
@@ -120,6 +234,8 @@ mod tests {
                 commit: 5,
             }],
             incarnation: 3,
+            heartbeats: None,
+            heartbeat_responses: None,
             from: 1,
             to: 2,
             messages: vec![GroupMessage {
@@ -130,5 +246,68 @@ mod tests {
         let bytes = batch.encode();
         assert_eq!(PeerBatch::decode_from(&bytes).unwrap(), batch);
         assert!(PeerBatch::decode_from(&[0xff, 0xff]).is_err());
+    }
+
+    fn heartbeat(kind: MessageType, group: u64, term: u64, commit: u64) -> GroupMessage {
+        GroupMessage {
+            group,
+            message: Some(beat(1, 2, kind, term, commit)),
+        }
+    }
+
+    #[test]
+    fn heartbeats_are_coalesced_on_the_wire_and_come_back_as_the_same_messages() {
+        let mut messages = Vec::new();
+        for g in 0..1000u64 {
+            messages.push(heartbeat(MessageType::MsgHeartbeat, g, 3 + g % 2, 10 * g));
+            messages.push(heartbeat(MessageType::MsgHeartbeatResponse, g + 5000, 4, 0));
+        }
+        // A ReadIndex heartbeat carries a context: it travels whole.
+        let mut read = heartbeat(MessageType::MsgHeartbeat, 7, 3, 70);
+        read.message.as_mut().unwrap().context = b"read 1".to_vec();
+        messages.push(read.clone());
+        let batch = PeerBatch {
+            from: 1,
+            to: 2,
+            messages: messages.clone(),
+            ..Default::default()
+        };
+        let bytes = batch.encode();
+        let whole = batch.encode_to_vec();
+        assert!(
+            bytes.len() * 2 < whole.len(),
+            "coalesced {} bytes, whole {} bytes",
+            bytes.len(),
+            whole.len()
+        );
+        let back = PeerBatch::decode_from(&bytes).unwrap();
+        assert!(back.heartbeats.is_none() && back.heartbeat_responses.is_none());
+        // The uncoalesced message first, then the heartbeats in order, then the responses:
+        // every message back, in its group, unchanged.
+        assert_eq!(back.messages[0], read);
+        let sorted = |mut v: Vec<GroupMessage>| {
+            v.sort_by_key(|gm| {
+                let m = gm.message.as_ref().unwrap();
+                (gm.group, m.msg_type, m.context.clone())
+            });
+            v
+        };
+        assert_eq!(sorted(back.messages), sorted(messages));
+    }
+
+    #[test]
+    fn coalesced_columns_of_unequal_length_are_refused() {
+        let batch = PeerBatch {
+            from: 1,
+            to: 2,
+            heartbeats: Some(Beats {
+                groups: vec![1, 2],
+                terms: vec![1],
+                commits: vec![1, 1],
+            }),
+            ..Default::default()
+        };
+        let err = PeerBatch::decode_from(&batch.encode_to_vec()).unwrap_err();
+        assert!(err.to_string().contains("2 groups, 1 terms"), "{err}");
     }
 }

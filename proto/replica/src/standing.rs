@@ -64,6 +64,8 @@ impl Replica {
                         lost: Vec::new(),
                         quiesced: Vec::new(),
                         incarnation: 0,
+                        heartbeats: None,
+                        heartbeat_responses: None,
                     });
                 }
             }
@@ -250,6 +252,8 @@ impl Replica {
             lost: self.lost_out.remove(&to).unwrap_or_default(),
             quiesced: Vec::new(),
             incarnation: self.node.incarnation(),
+            heartbeats: None,
+            heartbeat_responses: None,
         };
         Some(Transmit {
             to,

@@ -131,25 +131,10 @@ fn quiesced_groups_of_a_dead_leader_elect_within_the_election_timeout() {
 
 #[test]
 fn with_quiescence_off_idle_groups_keep_ticking() {
-    let voters = [1, 2, 3];
-    let mut nodes: Vec<Node> = voters
-        .iter()
-        .map(|&id| {
-            let mut n = Node::new(Config {
-                quiesce: false,
-                ..Config::new(id)
-            })
-            .unwrap();
-            for g in 0..=3 {
-                n.add_group(g, LogStore::new(&voters), 0).unwrap();
-            }
-            n
-        })
-        .collect();
-    for g in 0..=3 {
-        nodes[0].campaign(g).unwrap();
-    }
-    round(&mut nodes, 0);
+    let mut nodes = super::tests::led_by_node_1(4, |id| Config {
+        quiesce: false,
+        ..Config::new(id)
+    });
     run(&mut nodes, TICK, 2_000, &[]);
     assert!(nodes.iter().all(|n| n.quiesced_groups() == 0));
 }

@@ -17,7 +17,7 @@ use crate::sim::checker::{Checker, StateMachine, Violation};
 use crate::sim::disk::Disk;
 use crate::sim::net::{NetConfig, Network};
 use crate::storage::LogStore;
-use crate::wire::PeerBatch;
+use crate::wire::{GroupMessage, PeerBatch};
 
 /// One simulated run's scenario. [`SimConfig::from_seed`] derives a randomized one.
 #[derive(Debug, Clone)]
@@ -55,6 +55,9 @@ pub struct SimConfig {
     /// Deliberate bug, to prove the checker has teeth: report writes persisted as soon as they
     /// are submitted, so a crash loses acknowledged votes and entries.
     pub bug_ack_before_durable: bool,
+    /// Deliberate bug, to prove coalescing is checked: every coalesced heartbeat is delivered
+    /// to the next group's column entry (the wrong group).
+    pub bug_misroute_heartbeats: bool,
 }
 
 impl SimConfig {
@@ -84,6 +87,7 @@ impl SimConfig {
             heal_bound_ms: 20_000,
             history: false,
             bug_ack_before_durable: false,
+            bug_misroute_heartbeats: false,
         }
     }
 
@@ -574,7 +578,7 @@ impl World {
             }
             while let Some(batch) = node.poll_transmit() {
                 progressed = true;
-                self.send(i, batch);
+                self.send(i, batch)?;
             }
             if !progressed {
                 return Ok(());
@@ -707,8 +711,12 @@ impl World {
         self.after(50, 300, Ev::Fault);
     }
 
-    fn send(&mut self, i: usize, batch: PeerBatch) {
-        let bytes = batch.encode();
+    fn send(&mut self, i: usize, batch: PeerBatch) -> Result<(), Violation> {
+        let mut bytes = batch.encode();
+        if self.cfg.bug_misroute_heartbeats {
+            bytes = misroute_heartbeats(&bytes);
+        }
+        check_wire(&batch, &bytes)?;
         self.digest.bytes(&bytes);
         let (from, to) = (batch.from, batch.to);
         let delays = self.net.route(&mut self.rng, from, to);
@@ -744,6 +752,7 @@ impl World {
                 );
             }
         }
+        Ok(())
     }
 
     fn propose(&mut self) -> Result<(), Violation> {
@@ -991,4 +1000,60 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// `bug_misroute_heartbeats`: the batch with its coalesced heartbeats shifted one group over.
+fn misroute_heartbeats(bytes: &[u8]) -> Vec<u8> {
+    use prost::Message as _;
+    let mut raw = PeerBatch::decode(bytes).expect("the simulator's own batch");
+    if let Some(b) = &mut raw.heartbeats
+        && !b.groups.is_empty()
+    {
+        b.groups.rotate_left(1);
+    }
+    raw.encode_to_vec()
+}
+
+/// Coalescing on the wire must hand every message back to its own group, unchanged, with each
+/// group's other messages in their order (coalesced heartbeats may move after them: raft-rs
+/// tolerates any order, a network reorders too).
+fn check_wire(sent: &PeerBatch, bytes: &[u8]) -> Result<(), Violation> {
+    use prost::Message as _;
+    let got = PeerBatch::decode_from(bytes).map_err(|e| format!("wire decode: {e}"))?;
+    // (group, is a heartbeat or response, the message's bytes).
+    let key = |gm: &GroupMessage| {
+        let m = gm.message.as_ref();
+        let beat = m.is_some_and(|m| {
+            matches!(
+                m.get_msg_type(),
+                MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+            )
+        });
+        (
+            gm.group,
+            beat,
+            m.map(|m| m.encode_to_vec()).unwrap_or_default(),
+        )
+    };
+    let mut a: Vec<_> = sent.messages.iter().map(key).collect();
+    let mut b: Vec<_> = got.messages.iter().map(key).collect();
+    let others = |v: &[(u64, bool, Vec<u8>)]| -> Vec<(u64, bool, Vec<u8>)> {
+        v.iter().filter(|(_, beat, _)| !beat).cloned().collect()
+    };
+    if others(&a) != others(&b) {
+        return Err(format!(
+            "wire: batch {} -> {} reordered or changed messages on the way",
+            sent.from, sent.to
+        ));
+    }
+    a.sort();
+    b.sort();
+    if a != b {
+        let lost = a.iter().find(|m| !b.contains(m)).map(|(g, _, _)| g);
+        return Err(format!(
+            "wire: batch {} -> {} delivered heartbeats to the wrong group or changed them (one of group {lost:?} did not arrive as sent)",
+            sent.from, sent.to
+        ));
+    }
+    Ok(())
 }

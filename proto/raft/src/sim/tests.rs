@@ -340,6 +340,31 @@ fn sim_catches_a_disk_that_acks_before_durable() {
 }
 
 #[test]
+fn sim_catches_heartbeats_delivered_to_the_wrong_group() {
+    install_quiet_hook();
+    let (_, failed) = run_many_named(
+        0..100,
+        |seed| SimConfig {
+            bug_misroute_heartbeats: true,
+            ..SimConfig::from_seed(seed)
+        },
+        QUIET,
+    );
+    for (seed, why) in failed.iter().take(5) {
+        println!("seed {seed}: {why}");
+    }
+    println!(
+        "{} of 100 seeds caught the misrouted heartbeats",
+        failed.len()
+    );
+    assert!(
+        failed.len() >= 50,
+        "only {} of 100 seeds caught heartbeats delivered to the wrong group",
+        failed.len()
+    );
+}
+
+#[test]
 fn idle_groups_cost() {
     let groups = env_u64("IDLE_GROUPS", 1000);
     let r = super::idle::measure(groups, 3, 5, env_u64("IDLE_SECS", 5));
