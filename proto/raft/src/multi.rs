@@ -52,6 +52,9 @@ pub struct Node {
     notices: BTreeMap<u64, Vec<Quiesced>>,
     /// Node liveness for quiesced groups (see the module docs).
     live: Liveness,
+    /// Groups that may tick: every group that is not quiesced is here (a quiesced one leaves
+    /// at its next tick), so a tick costs the awake groups, not all of them.
+    ticking: BTreeSet<GroupId>,
 }
 
 /// What went to one peer.
@@ -98,6 +101,7 @@ impl Node {
             held: BTreeSet::new(),
             notices: BTreeMap::new(),
             live: Liveness::default(),
+            ticking: BTreeSet::new(),
         })
     }
 
@@ -115,6 +119,7 @@ impl Node {
         let driver = Driver::new(&self.config, group, store, applied)?;
         self.groups.insert(group, driver);
         self.dirty.insert(group);
+        self.ticking.insert(group);
         Ok(())
     }
 
@@ -122,6 +127,7 @@ impl Node {
     pub fn remove_group(&mut self, group: GroupId) -> Option<Driver> {
         self.held.remove(&group);
         self.dirty.remove(&group);
+        self.ticking.remove(&group);
         self.tasks.retain(|(g, _)| *g != group);
         self.groups.remove(&group)
     }
@@ -166,8 +172,15 @@ impl Node {
         let ticks = due.min(CATCH_UP_TICKS_MAX);
         self.track_liveness(now_ms);
         let me = self.config.node_id;
-        for (&id, driver) in self.groups.iter_mut() {
-            if self.held.contains(&id) || driver.is_quiesced() {
+        for id in std::mem::take(&mut self.ticking) {
+            let Some(driver) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            if driver.is_quiesced() {
+                continue;
+            }
+            self.ticking.insert(id);
+            if self.held.contains(&id) {
                 continue;
             }
             let mut ready = false;
@@ -178,6 +191,7 @@ impl Node {
                 self.dirty.insert(id);
             }
             if self.config.quiesce && id != META_GROUP && driver.wants_to_quiesce() {
+                self.ticking.remove(&id);
                 let (followers, commit) = driver.quiesce();
                 let term = driver.term();
                 tracing::trace!(node = me, group = id, term, commit, "quiesced");
@@ -210,11 +224,12 @@ impl Node {
             .filter(|&(_, quiet)| quiet >= silent_after)
             .collect();
         if !silent.is_empty() {
-            for driver in self.groups.values_mut() {
+            for (&id, driver) in self.groups.iter_mut() {
                 if driver.is_quiesced()
                     && let Some(&quiet) = silent.get(&driver.leader_id())
                 {
                     driver.wake_leader_silent(quiet / self.config.tick_ms);
+                    self.ticking.insert(id);
                 }
             }
         }
@@ -234,11 +249,12 @@ impl Node {
     /// wakes, so leaders heartbeat it and followers see their leader's new state.
     fn peer_restarted(&mut self, peer: u64) {
         let mut woken = 0;
-        for driver in self.groups.values_mut() {
+        for (&id, driver) in self.groups.iter_mut() {
             if driver.is_quiesced()
                 && (driver.leader_id() == peer || driver.progress().any(|p| p.id == peer))
             {
                 driver.wake();
+                self.ticking.insert(id);
                 woken += 1;
             }
         }
@@ -462,6 +478,10 @@ impl Node {
                 continue;
             };
             driver.handle_ready();
+            // Every input marks its group dirty: one that woke it puts it back on the clock.
+            if !driver.is_quiesced() {
+                self.ticking.insert(id);
+            }
             while let Some(task) = driver.poll_task() {
                 match task {
                     Task::Send(messages) => {

@@ -231,17 +231,7 @@ impl Broker {
             ));
         }
         let log_config = topic_config::log_config(&configs);
-        let mut logs = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            let log = PartitionLog::open(
-                self.fs.clone(),
-                partition_dir(name, p),
-                log_config.clone(),
-                now_ms,
-            )
-            .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
-            logs.push(log);
-        }
+        let logs = self.open_new_partitions(name, 0..partitions, &log_config, now_ms)?;
         let id = id.unwrap_or_else(|| self.new_uuid());
         self.topics.insert(
             name.to_string(),
@@ -452,17 +442,8 @@ impl Broker {
                     return Ok(());
                 }
                 let log_config = topic_config::log_config(&topic.configs);
-                let mut added = Vec::new();
-                for p in current..t.count {
-                    let log = PartitionLog::open(
-                        self.fs.clone(),
-                        partition_dir(&name, p),
-                        log_config.clone(),
-                        now_ms,
-                    )
-                    .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
-                    added.push(log);
-                }
+                let added =
+                    self.open_new_partitions(&name, current..t.count, &log_config, now_ms)?;
                 self.topics.get_mut(&name).unwrap().partitions.extend(added);
                 self.persist_topics()
                     .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
@@ -479,6 +460,39 @@ impl Broker {
         response
     }
 
+    /// Opens (creating) partitions `range` of `name`, then syncs their directories and the
+    /// logs directory: created first and synced after, the file system commits its journal
+    /// once for all of them instead of once per partition (3,000 partitions took seconds).
+    fn open_new_partitions(
+        &self,
+        name: &str,
+        range: std::ops::Range<i32>,
+        log_config: &crate::log::LogConfig,
+        now_ms: i64,
+    ) -> Result<Vec<PartitionLog>, AdminError> {
+        let storage = |e: String| (ResponseError::KafkaStorageError, Some(e));
+        let mut logs = Vec::with_capacity(range.len());
+        for p in range {
+            let log = PartitionLog::open_unsynced(
+                self.fs.clone(),
+                partition_dir(name, p),
+                log_config.clone(),
+                now_ms,
+            )
+            .map_err(|e| storage(e.to_string()))?;
+            logs.push(log);
+        }
+        for log in &logs {
+            self.fs
+                .sync_dir(log.dir())
+                .map_err(|e| storage(format!("{}: {e}", log.dir())))?;
+        }
+        self.fs
+            .sync_dir("logs")
+            .map_err(|e| storage(format!("logs: {e}")))?;
+        Ok(logs)
+    }
+
     /// Grows a topic's local partitions to `count` (cluster mode: `__meta` added them).
     pub(super) fn add_partitions_local(
         &mut self,
@@ -492,17 +506,7 @@ impl Broker {
             .ok_or((ResponseError::UnknownTopicOrPartition, None))?;
         let current = topic.partitions.len() as i32;
         let log_config = topic_config::log_config(&topic.configs);
-        let mut added = Vec::new();
-        for p in current..count {
-            let log = PartitionLog::open(
-                self.fs.clone(),
-                partition_dir(name, p),
-                log_config.clone(),
-                now_ms,
-            )
-            .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;
-            added.push(log);
-        }
+        let added = self.open_new_partitions(name, current..count, &log_config, now_ms)?;
         self.topics.get_mut(name).unwrap().partitions.extend(added);
         self.persist_topics()
             .map_err(|e| (ResponseError::KafkaStorageError, Some(e.to_string())))?;

@@ -218,7 +218,19 @@ impl PartitionLog {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<Self, LogError> {
-        Self::open_with(fs, dir, config, now_ms, true)
+        Self::open_with(fs, dir, config, now_ms, true, true)
+    }
+
+    /// [`PartitionLog::open`] for a partition being created, leaving the directory sync to
+    /// the caller: it creates many, then syncs them all, so the file system commits its
+    /// journal once rather than once per partition.
+    pub fn open_unsynced(
+        fs: Arc<dyn Storage>,
+        dir: String,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        Self::open_with(fs, dir, config, now_ms, true, false)
     }
 
     /// Opens the log of a broker that shut down cleanly: every segment was synced and indexed
@@ -231,7 +243,7 @@ impl PartitionLog {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<Self, LogError> {
-        Self::open_with(fs, dir, config, now_ms, false)
+        Self::open_with(fs, dir, config, now_ms, false, true)
     }
 
     fn open_with(
@@ -240,6 +252,7 @@ impl PartitionLog {
         config: LogConfig,
         now_ms: i64,
         verify_tail: bool,
+        sync_dir: bool,
     ) -> Result<Self, LogError> {
         fs.create_dir_all(&dir).map_err(io_err(&dir))?;
         cleaner::recover(&*fs, &dir).map_err(io_err(&dir))?;
@@ -282,7 +295,9 @@ impl PartitionLog {
             .unwrap_or(0);
         if segments.is_empty() {
             let seg = Segment::create(&*fs, &dir, stored_start, now_ms).map_err(io_err(&dir))?;
-            fs.sync_dir(&dir).map_err(io_err(&dir))?;
+            if sync_dir {
+                fs.sync_dir(&dir).map_err(io_err(&dir))?;
+            }
             segments.insert(stored_start, seg);
         }
         let first_base = *segments.keys().next().unwrap();

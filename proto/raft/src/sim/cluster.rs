@@ -176,6 +176,17 @@ enum Ev {
 }
 
 impl Ev {
+    /// The node whose process runs this event, if one does.
+    fn runs_on(&self) -> Option<usize> {
+        match self {
+            Ev::Tick { node, .. } | Ev::DiskDone { node, .. } | Ev::SnapReport { node, .. } => {
+                Some(*node)
+            }
+            Ev::Deliver { to, .. } => Some((*to - 1) as usize),
+            _ => None,
+        }
+    }
+
     fn code(&self) -> u64 {
         match self {
             Ev::Tick { node, .. } => 1 + ((*node as u64) << 8),
@@ -233,6 +244,9 @@ struct SimNode {
     sms: BTreeMap<GroupId, StateMachine>,
     /// Groups in which this replica applied an entry proposed after the heal.
     post_heal: BTreeSet<GroupId>,
+    /// A paused process (a frozen VM, a long GC) runs nothing until then; its clock has jumped
+    /// when it resumes.
+    paused_until_us: u64,
 }
 
 /// The world of one run.
@@ -287,6 +301,7 @@ impl World {
                     disk,
                     sms: BTreeMap::new(),
                     post_heal: BTreeSet::new(),
+                    paused_until_us: 0,
                 }
             })
             .collect();
@@ -370,6 +385,10 @@ impl World {
         Err("event queue ran dry".into())
     }
 
+    fn paused(&self, i: usize) -> bool {
+        self.now_us < self.nodes[i].paused_until_us
+    }
+
     fn alive(&self, i: usize) -> bool {
         self.nodes[i].node.is_some()
     }
@@ -393,6 +412,14 @@ impl World {
     }
 
     fn handle(&mut self, ev: Ev) -> Result<(), Violation> {
+        // A paused process handles everything that reached it once it resumes, in order.
+        if let Some(i) = ev.runs_on()
+            && self.paused(i)
+        {
+            let at = self.nodes[i].paused_until_us;
+            self.schedule(at, ev);
+            return Ok(());
+        }
         match ev {
             Ev::Tick { node, epoch } => {
                 if self.nodes[node].epoch != epoch || !self.alive(node) {
@@ -771,6 +798,9 @@ impl World {
             Some((i, _)) if self.rng.chance(0.8) => i,
             _ => alive[self.rng.range(0, alive.len() as u64) as usize],
         };
+        if self.paused(i) {
+            return Ok(());
+        }
         let marker = if matches!(self.phase, Phase::Healing { .. }) {
             b'H'
         } else {
@@ -792,6 +822,9 @@ impl World {
         }
         let g = self.rng.range(0, self.cfg.groups);
         let i = alive[self.rng.range(0, alive.len() as u64) as usize];
+        if self.paused(i) {
+            return Ok(());
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.reads.insert(id, (g, self.checker.committed_len(g)));
@@ -807,6 +840,9 @@ impl World {
         let Some((i, _)) = self.leader_of(g) else {
             return Ok(());
         };
+        if self.paused(i) {
+            return Ok(());
+        }
         let others: Vec<usize> = self.alive_nodes().into_iter().filter(|&j| j != i).collect();
         if others.is_empty() {
             return Ok(());
@@ -842,6 +878,16 @@ impl World {
         let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
         let pick = self.rng.range(0, 100);
         match pick {
+            0..5 if n >= 3 => {
+                // A bridge: two nodes cannot reach each other, a third reaches both.
+                let mut order = ids.clone();
+                for k in (1..order.len()).rev() {
+                    order.swap(k, self.rng.range(0, k as u64 + 1) as usize);
+                }
+                let (a, b, c) = (order[0], order[1], order[2]);
+                self.note(|| format!("bridge: {b} and {c} cut, {a} reaches both"));
+                self.net.partition(&[b], &[c]);
+            }
             0..15 => {
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 for &id in &ids {
@@ -866,10 +912,16 @@ impl World {
                 self.note(|| "network healed".into());
                 self.net.heal();
             }
-            40..55 => {
+            40..50 => {
                 let i = self.rng.range(0, n as u64) as usize;
                 self.crash(i);
                 self.after(200, 3_000, Ev::Restart { node: i });
+            }
+            50..55 => {
+                let i = self.rng.range(0, n as u64) as usize;
+                let ms = self.rng.range(300, 3_000);
+                self.note(|| format!("node {} paused for {ms} ms", i + 1));
+                self.nodes[i].paused_until_us = self.now_us + ms * 1000;
             }
             55..65 => {
                 self.net.config.drop_p = self.rng.range(0, 30) as f64 / 100.0;
