@@ -460,11 +460,15 @@ pub fn partition_elections(log: &str, topic: &str, partition: i32) -> Vec<(u64, 
 
 /// Creates `topic` (cluster_admin.py) and waits until every partition has a leader.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: u32, rf: u32) {
+    // Thousands of partitions take longer to create and elect on a loaded CI machine.
+    let timeout_s = 30 + partitions / 50;
     let out = python(
         "cluster_admin.py",
         &[
             "--bootstrap",
             bootstrap,
+            "--timeout",
+            &timeout_s.to_string(),
             "create",
             topic,
             "--partitions",
