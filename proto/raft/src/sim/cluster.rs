@@ -118,6 +118,11 @@ pub struct Outcome {
     pub first_leaders_ms: u64,
     /// Time from crashing the `__meta` leader to a new `__meta` leader.
     pub crash_election_ms: Option<u64>,
+    /// Time from that crash until every group the crashed node led (quiesced ones among them)
+    /// had a new leader.
+    pub orphans_elected_ms: Option<u64>,
+    /// How many groups the crashed node led.
+    pub orphans: u64,
     /// Latencies of leadership transfers that completed.
     pub transfer_ms: Vec<u64>,
     /// Transfers requested.
@@ -267,6 +272,8 @@ struct World {
     reads: BTreeMap<u64, (GroupId, u64)>,
     /// (group, target) → (requested at, term then)
     transfers: BTreeMap<(GroupId, u64), u64>,
+    /// Groups the node crashed in the crash-election phase led, and their terms then.
+    orphans: BTreeMap<GroupId, u64>,
     next_id: u64,
 }
 
@@ -329,6 +336,7 @@ impl World {
             first_terms: BTreeMap::new(),
             reads: BTreeMap::new(),
             transfers: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             next_id: 1,
         };
         for i in 0..w.nodes.len() {
@@ -496,6 +504,13 @@ impl World {
             }
             Ev::CrashLeader => match self.leader_of(META_GROUP) {
                 Some((i, term)) => {
+                    self.orphans = (0..self.cfg.groups)
+                        .filter_map(|g| match self.leader_of(g) {
+                            Some((l, t)) if l == i => Some((g, t)),
+                            _ => None,
+                        })
+                        .collect();
+                    self.out.orphans = self.orphans.len() as u64;
                     self.crash(i);
                     self.phase = Phase::CrashElection {
                         old_term: term,
@@ -722,12 +737,19 @@ impl World {
                 }
             }
         } else if let Phase::CrashElection { old_term, at_us } = self.phase
-            && g == META_GROUP
-            && term > old_term
             && old_term != u64::MAX
+            && self.orphans.get(&g).is_some_and(|&t| term > t)
         {
-            self.out.crash_election_ms = Some((self.now_us - at_us) / 1000);
-            self.start_faults();
+            self.orphans.remove(&g);
+            let ms = (self.now_us - at_us) / 1000;
+            if g == META_GROUP {
+                self.out.crash_election_ms = Some(ms);
+            }
+            // Every group the dead node led, quiesced or not, elects before faults begin.
+            if self.orphans.is_empty() {
+                self.out.orphans_elected_ms = Some(ms);
+                self.start_faults();
+            }
         }
     }
 
@@ -991,7 +1013,12 @@ impl World {
             Phase::CrashElection { at_us, old_term }
                 if old_term != u64::MAX && self.now_us - at_us > 10_000_000 =>
             {
-                Err("liveness: no new __meta leader within 10 s of crashing the leader".into())
+                let left: Vec<GroupId> = self.orphans.keys().take(10).copied().collect();
+                Err(format!(
+                    "liveness: {} of the {} groups the crashed node led (first: {left:?}) had no new leader within 10 s",
+                    self.orphans.len(),
+                    self.out.orphans
+                ))
             }
             Phase::Healing { since_us } => {
                 let done = self

@@ -264,6 +264,9 @@ fn sim_many_quiescing_groups_stay_safe_and_live_under_faults() {
     });
     report_failures(&failed);
     assert!(failed.is_empty());
+    // A dead leader's groups, most of them quiesced, elect within the election timeout (at
+    // most 2 s), the node-silence timeout (1 s) and a second for pings, votes and disks.
+    let bound_ms = 2_000 + 1_000 + 1_000;
     for o in &ok {
         assert!(
             o.quiesced_max >= 900,
@@ -271,11 +274,26 @@ fn sim_many_quiescing_groups_stay_safe_and_live_under_faults() {
             o.seed,
             o.quiesced_max
         );
+        assert!(
+            o.orphans >= 100,
+            "seed {}: the crashed node led {}",
+            o.seed,
+            o.orphans
+        );
+        let ms = o.orphans_elected_ms.expect("measured");
+        assert!(
+            ms <= bound_ms,
+            "seed {}: the {} groups of the crashed node took {ms} ms to elect",
+            o.seed,
+            o.orphans
+        );
     }
     println!(
-        "1000 groups: recovery after healing, ms: {}; most quiesced at once: {}",
+        "1000 groups: recovery after healing, ms: {}; most quiesced at once: {}; groups the crashed node led: {}, all re-elected after (ms): {}",
         percentiles(ok.iter().map(|o| o.recovery_ms).collect()),
-        percentiles(ok.iter().map(|o| o.quiesced_max).collect())
+        percentiles(ok.iter().map(|o| o.quiesced_max).collect()),
+        percentiles(ok.iter().map(|o| o.orphans).collect()),
+        percentiles(ok.iter().filter_map(|o| o.orphans_elected_ms).collect())
     );
 }
 
