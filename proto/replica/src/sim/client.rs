@@ -18,7 +18,7 @@ use kafka_protocol::records::{
 };
 use sluice_proto::codec::RequestContext;
 
-/// The topic the simulator writes (one partition, RF 3).
+/// The topic the simulator writes (partition 0 of it; RF 3).
 pub const TOPIC: &str = "sim";
 
 /// A request the client sent and is waiting on.
@@ -112,12 +112,12 @@ pub fn ctx(api_key: ApiKey, api_version: i16) -> RequestContext {
     }
 }
 
-/// CreateTopics for [`TOPIC`].
-pub fn create_topic_request() -> RequestKind {
+/// CreateTopics for [`TOPIC`] with `partitions` partitions (the client writes partition 0).
+pub fn create_topic_request(partitions: i32) -> RequestKind {
     RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
         CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(1)
+            .with_num_partitions(partitions)
             .with_replication_factor(3),
     ]))
 }

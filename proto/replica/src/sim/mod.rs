@@ -60,6 +60,9 @@ pub struct SimConfig {
     /// One fault of this kind on the partition leader for the whole fault phase, instead of
     /// random overlapping faults.
     pub only: Option<Fault>,
+    /// Partitions of the topic. The client writes partition 0; the others stay idle, so their
+    /// groups quiesce and must wake through every fault: each needs one leader at the end.
+    pub partitions: i32,
 }
 
 /// The faults a single-fault run ([`SimConfig::only`]) injects on the partition leader.
@@ -91,6 +94,7 @@ impl SimConfig {
             verbose: false,
             sabotage: None,
             only: None,
+            partitions: 1,
         }
     }
 }
@@ -108,6 +112,8 @@ pub enum Sabotage {
     NeverHeal,
     /// Deliver node 1's answers to produces later than the bound.
     LateAnswers,
+    /// Drop every Raft message of partition 1's group (an idle partition that never elects).
+    SilenceAnIdlePartition,
 }
 
 /// The result of one run.
@@ -136,6 +142,8 @@ pub struct Outcome {
     pub recovered_after_ms: Option<u64>,
     /// When a node first knew a `__meta` leader (sim ms from the start), and its term.
     pub first_leader: Option<(u64, u64)>,
+    /// Most groups quiesced on one node at the end (after the quiet period).
+    pub quiesced_at_end: usize,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -220,6 +228,8 @@ struct Sim {
     /// No new produce after this (sim ms).
     stop_producing: u64,
     first_ack_after_heal: Option<u64>,
+    /// Most groups quiesced on one node at the end.
+    quiesced_at_end: usize,
     first_leader: Option<(u64, u64)>,
     /// Faults injected: (sim ms, kind).
     faults: Vec<(u64, &'static str)>,
@@ -284,6 +294,7 @@ impl Sim {
             healed_at: None,
             stop_producing: u64::MAX,
             first_ack_after_heal: None,
+            quiesced_at_end: 0,
             first_leader: None,
             faults: Vec::new(),
             slowest_cause: None,
@@ -459,6 +470,11 @@ impl Sim {
                         .u64(from)
                         .u64(to)
                         .bytes(&bytes);
+                    let bytes = if self.cfg.sabotage == Some(Sabotage::SilenceAnIdlePartition) {
+                        silence_partition_1(&live.broker, bytes)
+                    } else {
+                        bytes
+                    };
                     live.replica.handle_message(from, &bytes);
                     live.due = self.now;
                 }
@@ -925,7 +941,7 @@ impl Sim {
         } else {
             (
                 None,
-                client::create_topic_request(),
+                client::create_topic_request(self.cfg.partitions),
                 (ApiKey::CreateTopics, 7),
             )
         };
@@ -1223,6 +1239,53 @@ impl Sim {
             )),
             Some(_) => {}
         }
+        self.check_idle_partitions();
+    }
+
+    /// Every partition, idle ones included, is hosted by every running node and has one
+    /// leader at the highest term any replica knows; the idle ones went quiet again.
+    fn check_idle_partitions(&mut self) {
+        if self.cfg.partitions <= 1 {
+            return;
+        }
+        // partition → (node, led here, term)
+        let mut views: BTreeMap<i32, Vec<(u64, bool, u64)>> = BTreeMap::new();
+        for n in &self.nodes {
+            let Some(live) = n.live.as_ref() else {
+                continue;
+            };
+            let Some(meta) = live.broker.meta() else {
+                continue;
+            };
+            for g in live.replica.group_states() {
+                if let Some((TOPIC, p)) = meta.group(g.group) {
+                    views.entry(p).or_default().push((n.id, g.leader, g.term));
+                }
+            }
+            self.quiesced_at_end = self.quiesced_at_end.max(live.replica.quiesced_groups());
+        }
+        let running = self.nodes.iter().filter(|n| n.live.is_some()).count();
+        for p in 0..self.cfg.partitions {
+            let view = views.remove(&p).unwrap_or_default();
+            if view.len() != running {
+                self.violations.push(format!(
+                    "partition {p}: hosted by {} of the {running} running nodes at the end",
+                    view.len()
+                ));
+                continue;
+            }
+            let top = view.iter().map(|v| v.2).max().unwrap_or(0);
+            let leaders: Vec<u64> = view
+                .iter()
+                .filter(|v| v.1 && v.2 == top)
+                .map(|v| v.0)
+                .collect();
+            if leaders.len() != 1 {
+                self.violations.push(format!(
+                    "partition {p}: leaders {leaders:?} at term {top} at the end (views {view:?})"
+                ));
+            }
+        }
     }
 
     fn longest_no_ack(&self) -> u64 {
@@ -1252,9 +1315,26 @@ impl Sim {
             slowest_owed: self.slowest_owed,
             recovered_after_ms: self.first_ack_after_heal,
             first_leader: self.first_leader,
+            quiesced_at_end: self.quiesced_at_end,
             violations: std::mem::take(&mut self.violations),
         }
     }
+}
+
+/// [`Sabotage::SilenceAnIdlePartition`]: the batch without partition 1's messages.
+fn silence_partition_1(broker: &Broker, bytes: Vec<u8>) -> Vec<u8> {
+    let Some(group) = broker
+        .meta()
+        .and_then(|m| m.partition(TOPIC, 1))
+        .map(|p| p.group)
+    else {
+        return bytes;
+    };
+    let Ok(mut batch) = sluice_raft::PeerBatch::decode_from(&bytes) else {
+        return bytes;
+    };
+    batch.messages.retain(|m| m.group != group);
+    batch.encode()
 }
 
 #[cfg(test)]

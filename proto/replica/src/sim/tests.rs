@@ -119,6 +119,45 @@ fn replica_sim_seeds() {
     );
 }
 
+#[test]
+fn replica_sim_with_idle_partitions() {
+    const PARTITIONS: i32 = 1_000;
+    // The written partition keeps every Kafka-level check; 999 idle ones quiesce, must wake
+    // through crashes, wiped disks, partitions, bridges, pauses and clock jumps, and each ends
+    // with one leader on a cluster where all of them are hosted everywhere.
+    let count = env_u64("SIM_IDLE_SEEDS", 30);
+    let began = Instant::now();
+    let outcomes = run_many_with(0..count, |seed| SimConfig {
+        partitions: PARTITIONS,
+        ..SimConfig::new(seed)
+    });
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| !o.violations.is_empty())
+        .collect();
+    for o in &failed {
+        eprintln!("seed {} failed: {}", o.seed, o.violations.join("; "));
+    }
+    let mut quiet: Vec<usize> = outcomes.iter().map(|o| o.quiesced_at_end).collect();
+    quiet.sort_unstable();
+    println!(
+        "replica sim, {PARTITIONS} partitions: {count} seeds in {:.1} s, {} failed; groups quiesced on a node at the end: min {}, max {}",
+        began.elapsed().as_secs_f64(),
+        failed.len(),
+        quiet.first().copied().unwrap_or(0),
+        quiet.last().copied().unwrap_or(0)
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {count} seeds failed",
+        failed.len()
+    );
+    assert!(
+        quiet.iter().all(|&q| q >= PARTITIONS as usize * 9 / 10),
+        "idle partitions did not quiesce: {quiet:?}"
+    );
+}
+
 /// With `SIM_SEED` set, a replay prints the history and the nodes' own logs (`RUST_LOG`,
 /// default info) interleaved.
 fn verbose() -> bool {
@@ -198,6 +237,18 @@ fn a_read_of_an_uncommitted_record_is_caught() {
 fn a_late_answer_is_caught() {
     let v = sabotaged(Sabotage::LateAnswers);
     assert!(v.iter().any(|v| v.contains("to answer a produce")), "{v:?}");
+}
+
+#[test]
+fn an_idle_partition_left_without_a_leader_is_caught() {
+    let mut cfg = SimConfig::new(3);
+    cfg.sabotage = Some(Sabotage::SilenceAnIdlePartition);
+    cfg.partitions = 5;
+    let v = run(&cfg).violations;
+    assert!(
+        v.iter().any(|v| v.starts_with("partition 1: leaders")),
+        "{v:?}"
+    );
 }
 
 #[test]
