@@ -58,6 +58,10 @@ pub struct SimConfig {
     /// Deliberate bug, to prove coalescing is checked: every coalesced heartbeat is delivered
     /// to the next group's column entry (the wrong group).
     pub bug_misroute_heartbeats: bool,
+    /// Deliberate bug, to prove a dead leader's quiesced groups are checked: the crashed
+    /// `__meta` leader stays down while something keeps pinging its peers in its name, so its
+    /// quiesced followers never notice it died.
+    pub bug_ghost_pings: bool,
 }
 
 impl SimConfig {
@@ -88,6 +92,7 @@ impl SimConfig {
             history: false,
             bug_ack_before_durable: false,
             bug_misroute_heartbeats: false,
+            bug_ghost_pings: false,
         }
     }
 
@@ -178,6 +183,11 @@ enum Ev {
     CrashLeader,
     Fault,
     Check,
+    /// `bug_ghost_pings`: an empty batch in a dead node's name to every other node.
+    Ghost {
+        from: u64,
+        incarnation: u64,
+    },
 }
 
 impl Ev {
@@ -205,6 +215,7 @@ impl Ev {
             Ev::CrashLeader => 9,
             Ev::Fault => 10,
             Ev::Check => 11,
+            Ev::Ghost { from, .. } => 12 + (from << 8),
         }
     }
 }
@@ -511,16 +522,49 @@ impl World {
                         })
                         .collect();
                     self.out.orphans = self.orphans.len() as u64;
+                    let incarnation = self.nodes[i].node.as_ref().map_or(0, Node::incarnation);
                     self.crash(i);
                     self.phase = Phase::CrashElection {
                         old_term: term,
                         at_us: self.now_us,
                     };
-                    self.after(500, 3_000, Ev::Restart { node: i });
+                    if self.cfg.bug_ghost_pings {
+                        let from = self.nodes[i].id;
+                        self.schedule(self.now_us, Ev::Ghost { from, incarnation });
+                    } else {
+                        self.after(500, 3_000, Ev::Restart { node: i });
+                    }
                 }
                 None => self.after(50, 100, Ev::CrashLeader),
             },
             Ev::Fault => self.fault()?,
+            Ev::Ghost { from, incarnation } => {
+                if matches!(self.phase, Phase::CrashElection { .. }) {
+                    let others: Vec<u64> = self
+                        .nodes
+                        .iter()
+                        .map(|n| n.id)
+                        .filter(|&to| to != from)
+                        .collect();
+                    for to in others {
+                        let ping = PeerBatch {
+                            from,
+                            to,
+                            incarnation,
+                            ..Default::default()
+                        };
+                        self.schedule(
+                            self.now_us + 1_000,
+                            Ev::Deliver {
+                                from,
+                                to,
+                                bytes: ping.encode(),
+                            },
+                        );
+                    }
+                    self.schedule(self.now_us + 100_000, Ev::Ghost { from, incarnation });
+                }
+            }
             Ev::Check => {
                 self.check_logs()?;
                 self.check_progress()?;

@@ -383,6 +383,32 @@ fn sim_catches_heartbeats_delivered_to_the_wrong_group() {
 }
 
 #[test]
+fn sim_catches_quiesced_groups_that_never_notice_their_leader_died() {
+    install_quiet_hook();
+    // The crashed leader stays down while pings in its name keep its quiesced followers
+    // believing it alive: the groups it led must be caught without a leader.
+    let (_, failed) = run_many_named(
+        0..3,
+        |seed| SimConfig {
+            groups: 1000,
+            bug_ghost_pings: true,
+            ..SimConfig::from_seed(seed)
+        },
+        QUIET,
+    );
+    for (seed, why) in &failed {
+        println!("seed {seed}: {why}");
+    }
+    assert_eq!(failed.len(), 3, "every seed must catch it: {failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|(_, why)| why.contains("the crashed node led")),
+        "{failed:?}"
+    );
+}
+
+#[test]
 fn idle_groups_cost() {
     let groups = env_u64("IDLE_GROUPS", 1000);
     let r = super::idle::measure(groups, 3, 5, env_u64("IDLE_SECS", 5));
