@@ -461,6 +461,9 @@ fn storage_describe(s: &DiskStorage) -> String {
     s.describe()
 }
 
+/// Cluster mode with `--durability fsync`: how often applied segment data is synced.
+const CLUSTER_SEGMENT_SYNC_MS: u64 = 200;
+
 /// Group commit: syncs everything written since the previous sync, as one batch, as soon as the
 /// previous sync finished (or every flush interval without fsync-before-ack).
 ///
@@ -469,7 +472,12 @@ fn storage_describe(s: &DiskStorage) -> String {
 /// writes (the `visible` event) and at the next `flush.ms` deadline, and syncs only the
 /// partitions that are due.
 async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Sender<()>) {
+    let cluster = shared.broker.lock().unwrap().is_cluster();
     let interval = match shared.config.durability {
+        // In a cluster, acknowledged data is already fsynced in a majority of Raft logs: the
+        // segments' sync only moves the applied marks (what a restart keeps, how far Raft
+        // logs compact), so it runs on a short period instead of after every apply.
+        Durability::Fsync if cluster => Some(Duration::from_millis(CLUSTER_SEGMENT_SYNC_MS)),
         Durability::Fsync => None,
         Durability::Os => Some(Duration::from_millis(shared.config.flush_interval_ms)),
     };
