@@ -8,6 +8,7 @@ pub mod cli;
 pub mod node;
 pub mod raft_store;
 pub mod raft_wal;
+pub mod wal_writer;
 
 use std::sync::Arc;
 

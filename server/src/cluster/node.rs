@@ -5,10 +5,11 @@
 //! moves bytes and runs its I/O. One task feeds it time, the batches from the transport's inbox
 //! and the applier's progress, ships its per-peer batches (`poll_transmit` →
 //! `Transport::send`, which never waits) and executes what `poll` asks: a pass's `Persist`
-//! batch (every group's entries and hard states) is written to the node's write-ahead log
-//! (`DATA/raft/wal/`, one write and one fdatasync) on the blocking pool before `persisted` is
-//! reported (only then are the messages that depended on it sent); `Apply` goes to a separate
-//! applier task that appends to the broker's logs, so ticks never wait on it.
+//! batch (every group's entries and hard states) goes to the write-ahead log's own thread
+//! (`wal_writer`: `DATA/raft/wal/`, one write and one fdatasync for whatever queued up), which
+//! reports it durable; only then is `persisted` called and the messages that depended on it
+//! sent. `Apply` goes to a separate applier task that appends to the broker's logs. So the loop
+//! keeps ticking, receiving and sending while disks work.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -20,12 +21,13 @@ use bytes::Bytes;
 use futures_lite::future;
 use sluice_proto::runtime::Runtime;
 use sluice_raft::META_GROUP;
-use sluice_replica::{ApplyJob, Io, PersistBatch, Replica, ReplicaConfig, Shutdown, apply_entries};
+use sluice_replica::{ApplyJob, Io, OpenGroup, Replica, ReplicaConfig, Shutdown, apply_entries};
 use sluice_transport_quic::{Inbox, Limits, NodeIdentity, Transport, TransportConfig};
 use tracing::{Instrument, debug, info, warn};
 
 use super::cli::ClusterConfig;
 use super::raft_wal::RaftWal;
+use super::wal_writer::{self, WalDone, WalJob};
 use crate::disk::DiskStorage;
 use crate::server::Shared;
 
@@ -204,7 +206,7 @@ async fn run_inner<R: Runtime>(
         },
         meta,
     )?;
-    let mut wal = Some(wal);
+    let (wal_tx, wal_rx, wal_thread) = wal_writer::start(wal, data_dir.clone(), node_id);
 
     let (transport, inbox) = Transport::start(
         TransportConfig {
@@ -236,12 +238,11 @@ async fn run_inner<R: Runtime>(
     rt.spawn(applier(rt.clone(), node_id, shared.clone(), apply_rx, done_tx).instrument(span));
 
     let io = Executor {
-        rt: &rt,
         node_id,
-        data_dir: &data_dir,
         shared: &shared,
         transport: &transport,
         apply_tx: &apply_tx,
+        wal: &wal_tx,
         now_ms: &now_ms,
     };
     // How late the loop got back to a due Raft tick (heartbeats ride on ticks): the worst over
@@ -256,6 +257,9 @@ async fn run_inner<R: Runtime>(
             if let Err(e) = replica.applied(group, index) {
                 warn!(node_id, group, error = %e, "reporting applied failed");
             }
+        }
+        while let Ok(done) = wal_rx.try_recv() {
+            io.wal_done(&mut replica, done)?;
         }
         if replica.wants_peers() {
             let connected: Vec<u64> = transport
@@ -289,11 +293,12 @@ async fn run_inner<R: Runtime>(
         if pass.housekeeping && shared.config.metrics_addr.is_some() {
             publish_gauges(&replica, &transport, &shared);
         }
-        io.run(&mut replica, &mut wal).await?;
+        io.run(&mut replica).await?;
         let wait_ms = replica.poll_timeout().saturating_sub(now_ms());
-        match wait(&rt, &inbox, &stop, &done_rx, &shared, wait_ms).await {
+        match wait(&rt, &inbox, &stop, &done_rx, &wal_rx, &shared, wait_ms).await {
             Wake::Batch(from, bytes) => replica.handle_message(from, &bytes),
             Wake::Applied(group, index) => replica.applied(group, index)?,
+            Wake::Wal(done) => io.wal_done(&mut replica, done)?,
             Wake::Timer => {}
             Wake::Closed => bail!("node {node_id}: the raft transport stopped"),
             Wake::Stop => {
@@ -311,14 +316,17 @@ async fn run_inner<R: Runtime>(
         passes = lateness.passes,
         "raft loop: lateness of due ticks over the run"
     );
+    // The log's thread writes what it was given, then stops.
+    drop(wal_tx);
+    let _ = rt.spawn_blocking(move || wal_thread.join()).await;
     info!(node_id, "shutting down the raft transport");
     transport.shutdown().await;
     info!(node_id, "raft stopped");
     Ok(())
 }
 
-/// How late the loop ran due Raft ticks: persisting waits on fsync inside the loop, and a tick
-/// held up past a heartbeat interval (150 ms) delays heartbeats.
+/// How late the loop ran due Raft ticks (the broker lock, a long pass): a tick held up past a
+/// heartbeat interval (150 ms) delays heartbeats.
 #[derive(Debug, Default)]
 struct Lateness {
     worst_ms: u64,
@@ -340,22 +348,23 @@ impl Lateness {
 
 /// Runs the I/O the replica asks for: the only place the cluster loop touches disks and the
 /// network.
-struct Executor<'a, R: Runtime, F: Fn() -> u64> {
-    rt: &'a R,
+struct Executor<'a, F: Fn() -> u64> {
     node_id: u64,
-    data_dir: &'a Path,
     shared: &'a Arc<Shared>,
     transport: &'a Transport,
     apply_tx: &'a async_channel::Sender<ApplyJob>,
+    /// The write-ahead log's thread (`wal_writer`).
+    wal: &'a async_channel::Sender<WalJob>,
     now_ms: &'a F,
 }
 
-impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
-    /// Ships every Raft batch and runs every [`Io`] until the replica is quiet. Persists are
-    /// awaited (their messages leave only after them); applies go to the applier. `wal` is
-    /// only ever empty while a blocking task holds it.
-    async fn run(&self, replica: &mut Replica, wal: &mut Option<RaftWal>) -> anyhow::Result<()> {
+impl<F: Fn() -> u64> Executor<'_, F> {
+    /// Ships every Raft batch and runs every [`Io`] until the replica is quiet. Persists go to
+    /// the write-ahead log's thread (their messages leave once it reports them durable, in
+    /// [`Executor::wal_done`]); applies go to the applier; the loop never waits on a disk.
+    async fn run(&self, replica: &mut Replica) -> anyhow::Result<()> {
         let node_id = self.node_id;
+        let mut pending = None;
         loop {
             while let Some(mut t) = replica.poll_transmit() {
                 let to = t.to;
@@ -369,131 +378,126 @@ impl<R: Runtime, F: Fn() -> u64> Executor<'_, R, F> {
                     replica.transmitted(&t, sent.is_ok());
                 }
             }
-            let Some(io) = replica.poll() else {
+            let Some(io) = pending.take().or_else(|| replica.poll()) else {
                 return Ok(());
             };
             match io {
-                Io::Persist(batch) => {
-                    let PersistBatch { persists, written } = batch;
-                    let done = self
-                        .with_wal(wal, move |w| w.write(&persists))
-                        .await
-                        .with_context(|| format!("node {node_id}: writing the raft log"))?;
-                    {
-                        let mut broker = self.shared.broker.lock().unwrap();
-                        replica.persisted(
-                            &done,
-                            &written,
-                            (self.now_ms)(),
-                            crate::server::now_ms(),
-                            &mut broker,
-                        )?;
-                        crate::server::deliver(self.shared, &mut broker);
-                    }
-                    self.rewrite_cold_groups(replica, wal).await?;
-                }
+                Io::Persist(batch) => self.to_wal(WalJob::Persist(batch))?,
                 Io::Apply(job) => {
                     let _ = self.apply_tx.try_send(job);
                 }
-                Io::OpenGroup(open) => {
-                    let (group, topic, partition) =
-                        (open.group, open.topic.clone(), open.partition);
-                    let w = wal.as_mut().expect("the wal is back between tasks");
-                    let voters = open.voters.clone();
-                    // No I/O unless a directory of an earlier version is to be migrated.
-                    let store = if w.legacy_dir(group).is_some() {
-                        self.with_wal(wal, move |w| w.open_group(group, &voters))
-                            .await
-                    } else {
-                        w.open_group(group, &voters)
+                Io::OpenGroup(first) => {
+                    // A new topic asks for thousands: one trip to the log's thread for all.
+                    let mut opens = vec![first];
+                    while let Some(io) = replica.poll() {
+                        match io {
+                            Io::OpenGroup(open) => opens.push(open),
+                            other => {
+                                pending = Some(other);
+                                break;
+                            }
+                        }
                     }
-                    .with_context(|| {
-                        format!(
-                            "node {node_id}: opening the raft log of {topic}-{partition} (group {group})"
-                        )
-                    })?;
-                    let mut broker = self.shared.broker.lock().unwrap();
-                    replica.group_opened(
-                        open,
-                        store,
-                        (self.now_ms)(),
-                        crate::server::now_ms(),
-                        &mut broker,
-                    )?;
-                    crate::server::deliver(self.shared, &mut broker);
+                    self.open_groups(replica, opens).await?;
                 }
-                Io::RemoveGroup { group } => {
-                    self.with_wal(wal, move |w| w.remove(group))
-                        .await
-                        .with_context(|| {
-                            format!("node {node_id}: removing raft group {group} from the log")
-                        })?;
-                }
+                Io::RemoveGroup { group } => self.to_wal(WalJob::Remove(group))?,
                 Io::CompactStore(c) => {
-                    // Recorded with the next write: nothing waits for it.
-                    wal.as_mut()
-                        .expect("the wal is back between tasks")
-                        .compact(c.group, &c.snapshot);
                     debug!(
                         node_id,
                         group = c.group,
                         index = c.index,
                         "raft log compacted"
                     );
+                    self.to_wal(WalJob::Compact {
+                        group: c.group,
+                        snapshot: c.snapshot,
+                    })?;
                 }
-                Io::WriteMarks(marks) => {
-                    let dir = self.data_dir.to_path_buf();
-                    self.rt
-                        .spawn_blocking(move || write_marks(&dir, &marks))
-                        .await;
-                }
+                // Through the log's thread, in order: a compaction record never becomes
+                // durable before the mark it relies on.
+                Io::WriteMarks(marks) => self.to_wal(WalJob::Marks(marks))?,
             }
         }
     }
 
-    /// Runs `f` on the write-ahead log on the blocking pool (it writes and syncs).
-    async fn with_wal<T: Send + 'static>(
-        &self,
-        wal: &mut Option<RaftWal>,
-        f: impl FnOnce(&mut RaftWal) -> std::io::Result<T> + Send + 'static,
-    ) -> std::io::Result<T> {
-        let mut w = wal.take().expect("the wal is back between tasks");
-        let (w, result) = self
-            .rt
-            .spawn_blocking(move || {
-                let r = f(&mut w);
-                (w, r)
-            })
-            .await;
-        *wal = Some(w);
-        result
+    fn to_wal(&self, job: WalJob) -> anyhow::Result<()> {
+        self.wal
+            .try_send(job)
+            .map_err(|_| anyhow::anyhow!("node {}: the raft log writer stopped", self.node_id))
     }
 
-    /// Once too many log files are sealed, rewrites the groups that pin the oldest one (idle
-    /// groups, whose last records are old) so it can go.
-    async fn rewrite_cold_groups(
+    /// Opens groups' logs (no I/O unless a directory of an earlier version is migrated) and
+    /// starts their Raft groups.
+    async fn open_groups(
         &self,
-        replica: &Replica,
-        wal: &mut Option<RaftWal>,
+        replica: &mut Replica,
+        opens: Vec<OpenGroup>,
     ) -> anyhow::Result<()> {
-        let w = wal.as_mut().expect("the wal is back between tasks");
-        let cold = w.cold_groups();
-        if cold.is_empty() {
-            return Ok(());
-        }
-        for &group in &cold {
-            w.rewrite(group, replica.log_store(group));
-        }
         let node_id = self.node_id;
-        self.with_wal(wal, |w| w.flush(true))
+        let (reply, stores) = async_channel::bounded(1);
+        let groups = opens.iter().map(|o| (o.group, o.voters.clone())).collect();
+        self.to_wal(WalJob::Open { groups, reply })?;
+        let stores = stores
+            .recv()
             .await
-            .with_context(|| format!("node {node_id}: rewriting idle raft groups"))?;
-        debug!(
-            node_id,
-            groups = cold.len(),
-            sealed = wal.as_ref().map_or(0, RaftWal::sealed_files),
-            "idle raft groups rewritten to free the oldest log file"
-        );
+            .map_err(|_| anyhow::anyhow!("node {node_id}: the raft log writer stopped"))?
+            .with_context(|| {
+                let first = &opens[0];
+                format!(
+                    "node {node_id}: opening the raft logs of {} groups (from {}-{}, group {})",
+                    opens.len(),
+                    first.topic,
+                    first.partition,
+                    first.group
+                )
+            })?;
+        let mut broker = self.shared.broker.lock().unwrap();
+        for (open, store) in opens.into_iter().zip(stores) {
+            replica.group_opened(
+                open,
+                store,
+                (self.now_ms)(),
+                crate::server::now_ms(),
+                &mut broker,
+            )?;
+        }
+        crate::server::deliver(self.shared, &mut broker);
+        Ok(())
+    }
+
+    /// What the write-ahead log's thread reports: persists that are durable (their held
+    /// messages may leave), or idle groups to rewrite so the oldest log file can go.
+    fn wal_done(
+        &self,
+        replica: &mut Replica,
+        done: std::io::Result<WalDone>,
+    ) -> anyhow::Result<()> {
+        let node_id = self.node_id;
+        match done.with_context(|| format!("node {node_id}: writing the raft log"))? {
+            WalDone::Persisted { done, written } => {
+                let mut broker = self.shared.broker.lock().unwrap();
+                replica.persisted(
+                    &done,
+                    &written,
+                    (self.now_ms)(),
+                    crate::server::now_ms(),
+                    &mut broker,
+                )?;
+                crate::server::deliver(self.shared, &mut broker);
+            }
+            WalDone::Cold(groups) => {
+                debug!(
+                    node_id,
+                    groups = groups.len(),
+                    "rewriting idle raft groups to free the oldest log file"
+                );
+                let stores = groups
+                    .into_iter()
+                    .map(|g| (g, replica.log_store(g).cloned()))
+                    .collect();
+                self.to_wal(WalJob::Rewrite(stores))?;
+            }
+        }
         Ok(())
     }
 }
@@ -569,26 +573,6 @@ async fn applier<R: Runtime>(
     }
 }
 
-/// Records the applied marks of partitions (atomic replace, fsynced).
-fn write_marks(data_dir: &Path, marks: &[(u64, String, Vec<u8>)]) {
-    for (group, path, bytes) in marks {
-        let full = data_dir.join(path);
-        let tmp = full.with_extension("tmp");
-        let r = (|| -> std::io::Result<()> {
-            std::fs::write(&tmp, bytes)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &full)?;
-            if let Some(dir) = full.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            warn!(group, path = %full.display(), error = %e, "writing a mark failed");
-        }
-    }
-}
-
 /// Publishes every group's Raft state and every peer connection for the metrics endpoint.
 fn publish_gauges(replica: &Replica, transport: &Transport, shared: &Shared) {
     use crate::metrics::{ClusterGauges, GroupGauge, PeerGauge};
@@ -647,6 +631,7 @@ fn publish_gauges(replica: &Replica, transport: &Transport, shared: &Shared) {
 enum Wake {
     Batch(u64, Bytes),
     Applied(u64, u64),
+    Wal(std::io::Result<WalDone>),
     Timer,
     Closed,
     Stop,
@@ -657,6 +642,7 @@ async fn wait<R: Runtime>(
     inbox: &Inbox,
     stop: &async_channel::Receiver<()>,
     done: &async_channel::Receiver<(u64, u64)>,
+    wal: &async_channel::Receiver<std::io::Result<WalDone>>,
     shared: &Shared,
     wait_ms: u64,
 ) -> Wake {
@@ -671,6 +657,12 @@ async fn wait<R: Runtime>(
         match done.recv().await {
             Ok((g, i)) => Wake::Applied(g, i),
             Err(_) => std::future::pending().await,
+        }
+    };
+    let written = async {
+        match wal.recv().await {
+            Ok(done) => Wake::Wal(done),
+            Err(_) => Wake::Wal(Err(std::io::Error::other("the raft log writer stopped"))),
         }
     };
     let timer = async {
@@ -689,7 +681,10 @@ async fn wait<R: Runtime>(
     };
     future::or(
         stopped,
-        future::or(batch, future::or(applied, future::or(woken, timer))),
+        future::or(
+            batch,
+            future::or(applied, future::or(written, future::or(woken, timer))),
+        ),
     )
     .await
 }

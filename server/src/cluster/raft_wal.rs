@@ -327,7 +327,16 @@ impl RaftWal {
 
     /// Writes `persists` (of every group, in order) and, if any must sync, fdatasyncs once;
     /// returns the last persist number per group. Persists of groups not open are dropped.
+    #[cfg(test)]
     pub fn write(&mut self, persists: &[(u64, Persist)]) -> io::Result<Vec<(u64, u64)>> {
+        let (done, sync) = self.stage_persists(persists);
+        self.flush(sync)?;
+        Ok(done)
+    }
+
+    /// Stages `persists` for the next [`RaftWal::flush`]: the last persist number per group,
+    /// and whether any must be synced.
+    pub fn stage_persists(&mut self, persists: &[(u64, Persist)]) -> (Vec<(u64, u64)>, bool) {
         let mut done: BTreeMap<u64, u64> = BTreeMap::new();
         let mut sync = false;
         for (group, p) in persists {
@@ -344,8 +353,7 @@ impl RaftWal {
             sync |= p.must_sync;
             done.insert(*group, p.number);
         }
-        self.flush(sync)?;
-        Ok(done.into_iter().collect())
+        (done.into_iter().collect(), sync)
     }
 
     /// Records a compaction of `group`'s log to `snapshot`'s point (written with the next
@@ -431,6 +439,7 @@ impl RaftWal {
     }
 
     /// Sealed files on disk.
+    #[cfg(test)]
     pub fn sealed_files(&self) -> usize {
         self.sealed.len()
     }
