@@ -508,6 +508,23 @@ fn cluster_replicas_compact_to_identical_logs_and_a_wiped_replica_copies_them() 
         topic,
         &["--replication-factor", "3"],
     );
+    // Keyless records are refused as on a standalone broker (KIP-467).
+    client_at(
+        &boot,
+        "confluent",
+        "create",
+        "cmp-cluster-keyless",
+        &["--replication-factor", "3"],
+    );
+    c.agreed_leader("cmp-cluster-keyless", 0, Duration::from_secs(10));
+    let v = client_at(&boot, "confluent", "keyless", "cmp-cluster-keyless", &[]);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results[0][0], "INVALID_RECORD", "{v}");
+    assert_eq!(
+        results[1],
+        Value::Null,
+        "the keyed record goes through: {v}"
+    );
     let first = client_at(&boot, "confluent", "produce", topic, &[]);
     let cleaned = wait_cleaned_alike(&c, topic, 1);
     for name in ["confluent", "kafka-python"] {

@@ -115,7 +115,7 @@ impl Broker {
     /// A compacted topic refuses records without a key (KIP-467): the per-record errors and
     /// the partition's message, as Kafka words them; `None` when the records may be appended
     /// (or fail for another reason the append reports).
-    fn keyless_refusal(
+    pub(super) fn keyless_refusal(
         &self,
         topic: &str,
         partition: i32,

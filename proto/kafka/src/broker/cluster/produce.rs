@@ -84,6 +84,14 @@ impl Broker {
                             -1,
                         ));
                     };
+                    // The same refusal as standalone: a compacted topic takes no keyless
+                    // records (KIP-467's per-record errors).
+                    if let Some((errors, message)) =
+                        self.keyless_refusal(n, pd.index, Some(records))
+                    {
+                        pr.record_errors = errors;
+                        return Err((ResponseError::InvalidRecord, Some(message), -1, -1));
+                    }
                     // Everything apply would refuse, at the time the entry carries (apply
                     // stamps and checks with it too, so the outcome is the same); only the size
                     // after a recompression is left to apply.
