@@ -63,7 +63,9 @@ fn idle_partitions_quiesce_and_the_partitions_of_a_dead_leader_fail_over() {
     // Elections that ignored placement (a preferred replica slow to open its groups on a
     // loaded machine) are undone by preferred-leader balancing.
     let even = f64::from(parts) / 3.0;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Balancing moves 16 leaders per node every 2 s: on a loaded machine a few hundred may
+    // need moving.
+    let deadline = Instant::now() + Duration::from_secs(150);
     let mut first = None;
     let led = loop {
         let md = describe(&all, TOPIC);
@@ -84,7 +86,7 @@ fn idle_partitions_quiesce_and_the_partitions_of_a_dead_leader_fail_over() {
         }
         assert!(
             Instant::now() < deadline,
-            "leaders per node {led:?} after 60 s (first seen: {first:?}): not within 10 % of even"
+            "leaders per node {led:?} after 150 s (first seen: {first:?}): not within 10 % of even"
         );
         std::thread::sleep(Duration::from_millis(500));
     };
