@@ -4,7 +4,8 @@
 //! Raft whatever its number of partitions.
 //!
 //! Files `DATA/raft/wal/<seq>.wal` (16 hex digits), appended in order; the newest is active.
-//! Records are `[u32 LE payload length][u32 LE CRC-32C of payload][payload]`, the payload
+//! Each starts with [`MAGIC`] (format and version: a file this binary cannot read refuses the
+//! start instead of being misread). Records are `[u32 LE payload length][u32 LE CRC-32C of payload][payload]`, the payload
 //! `[kind u8][group u64 LE][body]`:
 //!
 //! - `Entries`: `[u32 LE length][protobuf Entry]`...; an entry at an index already held
@@ -42,6 +43,8 @@ use sluice_raft::{LogStore, META_GROUP, Persist};
 
 use super::raft_store::RaftStore;
 
+/// The first bytes of every log file: "SLWAL", two zero bytes, format version 1.
+pub const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
 /// A sealed file holds at least this much.
 pub const FILE_BYTES: u64 = 64 << 20;
 /// Sealed files kept before idle groups are rewritten to free the oldest.
@@ -152,6 +155,17 @@ pub struct RaftWal {
     legacy: bool,
 }
 
+/// Creates a log file with its header, durably (the caller syncs the directory).
+fn new_file(path: &Path) -> io::Result<File> {
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(MAGIC)?;
+    f.sync_all()?;
+    Ok(f)
+}
+
 fn wal_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.wal"))
 }
@@ -197,7 +211,23 @@ impl RaftWal {
             let path = wal_path(&dir, seq);
             let mut bytes = Vec::new();
             File::open(&path)?.read_to_end(&mut bytes)?;
-            let mut pos = 0usize;
+            if !bytes.starts_with(MAGIC) {
+                if Some(seq) == last && MAGIC.starts_with(&bytes) {
+                    // Created, header torn by a crash: nothing was ever written to it.
+                    let mut f = OpenOptions::new().write(true).open(&path)?;
+                    f.set_len(0)?;
+                    f.write_all(MAGIC)?;
+                    f.sync_all()?;
+                    bytes = MAGIC.to_vec();
+                } else {
+                    let head = &bytes[..bytes.len().min(MAGIC.len())];
+                    return Err(bad_data(format!(
+                        "{} does not start with this version's Raft log header {MAGIC:?} (found {head:?}): written by another version of Sluice, or not a Raft log",
+                        path.display()
+                    )));
+                }
+            }
+            let mut pos = MAGIC.len();
             while pos < bytes.len() {
                 let payload = match decode_checked(&bytes[pos..]) {
                     Ok(p) => p,
@@ -229,7 +259,7 @@ impl RaftWal {
         let active_seq = match last {
             Some(seq) => seq,
             None => {
-                File::create(wal_path(&dir, 1))?;
+                new_file(&wal_path(&dir, 1))?;
                 File::open(&dir)?.sync_all()?;
                 1
             }
@@ -446,16 +476,13 @@ impl RaftWal {
 
     fn seal(&mut self) -> io::Result<()> {
         let next = self.active_seq + 1;
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(wal_path(&self.dir, next))?;
+        let file = new_file(&wal_path(&self.dir, next))?;
         File::open(&self.dir)?.sync_all()?;
         self.sealed.insert(self.active_seq);
         self.purge_due = true;
         self.active = file;
         self.active_seq = next;
-        self.active_len = 0;
+        self.active_len = MAGIC.len() as u64;
         Ok(())
     }
 

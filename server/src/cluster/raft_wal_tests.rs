@@ -272,3 +272,30 @@ fn a_group_directory_of_an_earlier_version_is_migrated_once() {
     assert_eq!(g.term_of(3), Some(1));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_file_of_another_format_version_refuses_the_start_and_a_torn_header_is_restored() {
+    let dir = temp_raft_dir("magic");
+    let (mut wal, _) = reopen(&dir);
+    wal.open_group(7, VOTERS).unwrap();
+    wal.write(&[(7, persist(vec![entry(2, 1)], 1, 2, true))])
+        .unwrap();
+    drop(wal);
+    let file = wal_files(&dir).remove(0);
+    let mut bytes = fs::read(&file).unwrap();
+    assert!(bytes.starts_with(MAGIC));
+    bytes[7] = 2;
+    fs::write(&file, &bytes).unwrap();
+    let err = RaftWal::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("another version"), "{err}");
+    // A crash right after creating the newest file can leave part of its header: nothing was
+    // in it, so it starts again.
+    bytes[7] = 1;
+    fs::write(&file, &bytes).unwrap();
+    fs::write(dir.join("wal").join(format!("{:016x}.wal", 2)), &MAGIC[..3]).unwrap();
+    let (mut wal, loaded) = reopen(&dir);
+    assert!(loaded.truncated.is_none());
+    assert_eq!(wal.open_group(7, VOTERS).unwrap().last_index(), 2);
+    assert!(fs::read(dir.join("wal/0000000000000002.wal")).unwrap() == MAGIC);
+    fs::remove_dir_all(&dir).unwrap();
+}
