@@ -93,6 +93,26 @@ impl Pins {
             .min()
     }
 
+    /// A group rewritten whole (a `Reset` record) in `file`: only that file holds its records.
+    fn of_reset(
+        file: u64,
+        snapshot: Option<&Snapshot>,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> Pins {
+        let mut p = Pins::default();
+        if let Some(snap) = snapshot {
+            p.snapshot(file, snap.metadata.as_ref().map_or(0, |m| m.index), true);
+        }
+        if hard_state.is_some() {
+            p.hard_state_file = Some(file);
+        }
+        if let Some(last) = entries.last() {
+            p.entries(file, last.index);
+        }
+        p
+    }
+
     fn entries(&mut self, file: u64, last: u64) {
         let max = self.entry_files.entry(file).or_default();
         *max = (*max).max(last);
@@ -530,17 +550,8 @@ impl RaftWal {
             put_entries(buf, entries);
         });
         let file = self.active_seq;
-        let pins = self.pins.entry(group).or_default();
-        *pins = Pins::default();
-        if let Some(snap) = snapshot {
-            pins.snapshot(file, snap.metadata.as_ref().map_or(0, |m| m.index), true);
-        }
-        if hard_state.is_some() {
-            pins.hard_state_file = Some(file);
-        }
-        if let Some(last) = entries.last() {
-            pins.entries(file, last.index);
-        }
+        self.pins
+            .insert(group, Pins::of_reset(file, snapshot, hard_state, entries));
     }
 
     fn stage_entries(&mut self, group: u64, entries: &[Entry]) {
@@ -613,17 +624,10 @@ fn replay(
             let snapshot: Option<Snapshot> = get_optional(&mut body, "snapshot")?;
             let hard_state: Option<HardState> = get_optional(&mut body, "hard state")?;
             let entries = get_entries(body)?;
-            let mut p = Pins::default();
-            if let Some(snap) = &snapshot {
-                p.snapshot(file, snap.metadata.as_ref().map_or(0, |m| m.index), true);
-            }
-            if hard_state.is_some() {
-                p.hard_state_file = Some(file);
-            }
-            if let Some(last) = entries.last() {
-                p.entries(file, last.index);
-            }
-            pins.insert(group, p);
+            pins.insert(
+                group,
+                Pins::of_reset(file, snapshot.as_ref(), hard_state.as_ref(), &entries),
+            );
             groups.insert(
                 group,
                 Replayed {
