@@ -275,6 +275,11 @@ fn is_group_api(key: ApiKey) -> bool {
             | ApiKey::DeleteGroups
             | ApiKey::InitProducerId
             | ApiKey::DeleteTopics
+            // Transactions: they move the timeout timer and may answer parked requests.
+            | ApiKey::AddPartitionsToTxn
+            | ApiKey::AddOffsetsToTxn
+            | ApiKey::EndTxn
+            | ApiKey::TxnOffsetCommit
     )
 }
 
@@ -490,12 +495,17 @@ fn handle_frame(
                 _permit: permit,
             }
         }
-        Reply::Parked { .. } => Pending::Parked {
-            ctx,
-            rx: parked_rx.expect("registered above"),
-            denied,
-            _permit: permit,
-        },
+        Reply::Parked { .. } => {
+            // The parked request may have written (a transaction's abort decision) and wait
+            // for the sync that completes it.
+            shared.flush.notify(1);
+            Pending::Parked {
+                ctx,
+                rx: parked_rx.expect("registered above"),
+                denied,
+                _permit: permit,
+            }
+        }
         Reply::Fetch(request) => {
             let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
             Pending::Fetch {

@@ -548,11 +548,12 @@ async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Se
         if let Err(e) = &result {
             error!(node_id = shared.config.node_id, error = %e, "sync failed");
         }
-        shared
-            .broker
-            .lock()
-            .unwrap()
-            .complete_sync(work.seq, &work.ends, result);
+        {
+            let mut broker = shared.broker.lock().unwrap();
+            broker.complete_sync(work.seq, &work.ends, result);
+            // A sync can complete a transaction, answering an InitProducerId parked on it.
+            deliver(&shared, &mut broker);
+        }
         shared.synced.notify(usize::MAX);
         shared.visible.notify(usize::MAX);
         if let Some(d) = interval
@@ -584,6 +585,9 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
                 let mut broker = shared.broker.lock().unwrap();
                 broker.tick(now_ms());
                 deliver(&shared, &mut broker);
+                drop(broker);
+                // A tick may have written (a timed-out transaction's abort): sync it.
+                shared.flush.notify(1);
             }
             Some(at) => {
                 let sleep = rt.sleep(Duration::from_millis((at - now) as u64));

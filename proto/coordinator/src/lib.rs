@@ -67,13 +67,20 @@ mod find_coordinator;
 mod group;
 pub mod producer;
 pub mod store;
+pub mod txn;
 
 use kafka_protocol::messages::ResponseKind;
 
 pub use find_coordinator::{CoordinatorType, find_coordinator};
 pub use group::{GroupConfig, GroupCoordinator, GroupState, NotAGroupRequest, ReplayError};
-pub use producer::{BatchCheck, BatchInfo, ProducerIdAllocator, ProducerStateTable, SnapshotError};
-pub use store::{StoreError, StoreRecord, partition_for};
+pub use producer::{
+    AbortedTxn, BatchCheck, BatchInfo, ProducerIdAllocator, ProducerStateTable, ProducerView,
+    SnapshotError,
+};
+pub use store::{StoreError, StoreRecord, TxnValue, partition_for};
+pub use txn::{
+    MarkerJob, TRANSACTION_STATE_TOPIC, TxnAction, TxnConfig, TxnCoordinator, TxnMetadata, TxnState,
+};
 
 /// Identifies a request and what the server knows about its sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +145,18 @@ pub enum Action {
         /// Responses to send once every write is durable.
         then: Vec<Response>,
     },
+    /// As [`Action::Persist`], appended as a transactional batch of `producer_id` (TxnOffsetCommit):
+    /// the transaction's marker later commits or aborts them.
+    PersistTxn {
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// Its epoch.
+        producer_epoch: i16,
+        /// Records to append, in order.
+        writes: Vec<StoreWrite>,
+        /// Responses to send once every write is durable.
+        then: Vec<Response>,
+    },
 }
 
 /// Collects actions in emission order.
@@ -186,6 +205,11 @@ impl Response {
                 r.assignment = Default::default();
             }
             ResponseKind::OffsetCommit(r) => {
+                for p in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    p.error_code = code;
+                }
+            }
+            ResponseKind::TxnOffsetCommit(r) => {
                 for p in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
                     p.error_code = code;
                 }

@@ -98,6 +98,35 @@ struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMetadata>,
     last_timestamp_ms: i64,
+    /// First offset of the producer's open transaction in this partition.
+    txn_first_offset: Option<i64>,
+}
+
+/// A transaction aborted in this partition: read_committed consumers skip the producer's
+/// records from `first_offset` up to the abort marker at `last_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// Its first record in the transaction.
+    pub first_offset: i64,
+    /// The abort marker.
+    pub last_offset: i64,
+}
+
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// Sequence of its last record (-1 when none is retained).
+    pub last_sequence: i32,
+    /// Timestamp of its last batch.
+    pub last_timestamp_ms: i64,
+    /// First offset of its open transaction (-1: none).
+    pub txn_start_offset: i64,
 }
 
 /// Why a snapshot could not be read.
@@ -114,14 +143,23 @@ pub enum SnapshotError {
     InvalidBatchCount(u8),
 }
 
-const SNAPSHOT_VERSION: u8 = 0;
+/// Version 1 adds open transactions and the aborted-transaction index.
+const SNAPSHOT_VERSION: u8 = 1;
 
-/// Idempotence state of one partition.
+/// Idempotence and transaction state of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: BTreeMap<i64, ProducerEntry>,
     /// Offset after the last batch fed in: where replay resumes after a snapshot.
     next_offset: i64,
+    /// Open transactions by first offset: the last stable offset is the smallest.
+    ongoing: BTreeMap<i64, i64>,
+    /// Transactions whose marker is written but not yet below the high watermark, as (first
+    /// offset, marker offset): they hold the last stable offset back until the marker is
+    /// durable, so no consumer reads a decision a crash could still undo.
+    unstable_markers: Vec<(i64, i64)>,
+    /// Aborted transactions in marker order (the aborted-transaction index).
+    aborted: VecDeque<AbortedTxn>,
 }
 
 impl ProducerStateTable {
@@ -218,6 +256,7 @@ impl ProducerStateTable {
                 epoch: batch.producer_epoch,
                 batches: VecDeque::with_capacity(BATCHES_RETAINED),
                 last_timestamp_ms: max_timestamp_ms,
+                txn_first_offset: None,
             });
         if entry.epoch != batch.producer_epoch {
             entry.epoch = batch.producer_epoch;
@@ -259,9 +298,121 @@ impl ProducerStateTable {
     /// `producer.id.expiration.ms`); returns how many.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms - e.last_timestamp_ms < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms - e.last_timestamp_ms < expiration_ms
+        });
         before - self.producers.len()
+    }
+
+    /// A transactional batch of `producer_id` was appended (or replayed) at `base_offset`: it
+    /// opens the producer's transaction in this partition unless one is open.
+    pub fn record_txn_batch(&mut self, producer_id: i64, base_offset: i64) {
+        if let Some(e) = self.producers.get_mut(&producer_id)
+            && e.txn_first_offset.is_none()
+        {
+            e.txn_first_offset = Some(base_offset);
+            self.ongoing.insert(base_offset, producer_id);
+        }
+    }
+
+    /// A commit or abort marker of `producer_id` at `epoch` was appended (or replayed) at
+    /// `offset`, closing its open transaction. A marker's higher epoch fences older batches.
+    /// `high_watermark`: markers below it are durable (replay passes the log end).
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        offset: i64,
+        timestamp_ms: i64,
+        high_watermark: i64,
+    ) {
+        self.next_offset = self.next_offset.max(offset + 1);
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCHES_RETAINED),
+                last_timestamp_ms: timestamp_ms,
+                txn_first_offset: None,
+            });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+        let Some(first) = entry.txn_first_offset.take() else {
+            return; // a marker for a transaction that wrote nothing here
+        };
+        self.ongoing.remove(&first);
+        if offset >= high_watermark {
+            self.unstable_markers.push((first, offset));
+        }
+        if !commit {
+            self.aborted.push_back(AbortedTxn {
+                producer_id,
+                first_offset: first,
+                last_offset: offset,
+            });
+        }
+    }
+
+    /// The high watermark reached `high_watermark`: markers below it are durable.
+    pub fn advance_high_watermark(&mut self, high_watermark: i64) {
+        self.unstable_markers.retain(|(_, m)| *m >= high_watermark);
+    }
+
+    /// The first offset a read_committed consumer may not read yet (of an open transaction or
+    /// one whose marker is not durable), if any. The last stable offset is the smaller of
+    /// this and the high watermark.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        let open = self.ongoing.keys().next().copied();
+        let pending = self.unstable_markers.iter().map(|(f, _)| *f).min();
+        match (open, pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Aborted transactions a fetch of `[from, to)` must report: those whose records may lie
+    /// in that range.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Every aborted transaction in the index, in marker order.
+    pub fn aborted(&self) -> impl Iterator<Item = &AbortedTxn> {
+        self.aborted.iter()
+    }
+
+    /// Forgets aborted transactions that end before the log start.
+    pub fn trim_aborted(&mut self, log_start: i64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// The producers of this partition, for DescribeProducers.
+    pub fn producers(&self) -> Vec<ProducerView> {
+        self.producers
+            .iter()
+            .map(|(pid, e)| ProducerView {
+                producer_id: *pid,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp_ms: e.last_timestamp_ms,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect()
     }
 
     /// Serialises the table; restore with [`ProducerStateTable::from_snapshot`] and replay batches
@@ -275,6 +426,7 @@ impl ProducerStateTable {
             b.put_i64(*pid);
             b.put_i16(e.epoch);
             b.put_i64(e.last_timestamp_ms);
+            b.put_i64(e.txn_first_offset.unwrap_or(-1));
             b.put_u8(e.batches.len() as u8);
             for m in &e.batches {
                 b.put_i32(m.first_seq);
@@ -283,6 +435,14 @@ impl ProducerStateTable {
                 b.put_i32(m.offset_delta);
                 b.put_i64(m.timestamp_ms);
             }
+        }
+        // A marker not yet durable when the snapshot was taken lies below `next_offset`: the
+        // snapshot is only used when the log still reaches that offset.
+        b.put_u32(self.aborted.len() as u32);
+        for a in &self.aborted {
+            b.put_i64(a.producer_id);
+            b.put_i64(a.first_offset);
+            b.put_i64(a.last_offset);
         }
         b.freeze()
     }
@@ -298,7 +458,7 @@ impl ProducerStateTable {
         }
         need(b, 1 + 8 + 4)?;
         let version = b.get_u8();
-        if version != SNAPSHOT_VERSION {
+        if version > SNAPSHOT_VERSION {
             return Err(SnapshotError::UnknownVersion(version));
         }
         let next_offset = b.get_i64();
@@ -309,6 +469,12 @@ impl ProducerStateTable {
             let pid = b.get_i64();
             let epoch = b.get_i16();
             let last_timestamp_ms = b.get_i64();
+            let txn_first_offset = if version >= 1 {
+                need(b, 8 + 1)?;
+                Some(b.get_i64()).filter(|o| *o >= 0)
+            } else {
+                None
+            };
             let count = b.get_u8();
             if count as usize > BATCHES_RETAINED {
                 return Err(SnapshotError::InvalidBatchCount(count));
@@ -330,12 +496,32 @@ impl ProducerStateTable {
                     epoch,
                     batches,
                     last_timestamp_ms,
+                    txn_first_offset,
                 },
             );
+        }
+        let ongoing = producers
+            .iter()
+            .filter_map(|(pid, e)| e.txn_first_offset.map(|o| (o, *pid)))
+            .collect();
+        let mut aborted = VecDeque::new();
+        if version >= 1 {
+            need(b, 4)?;
+            for _ in 0..b.get_u32() {
+                need(b, 24)?;
+                aborted.push_back(AbortedTxn {
+                    producer_id: b.get_i64(),
+                    first_offset: b.get_i64(),
+                    last_offset: b.get_i64(),
+                });
+            }
         }
         Ok(ProducerStateTable {
             producers,
             next_offset,
+            ongoing,
+            unstable_markers: Vec::new(),
+            aborted,
         })
     }
 }

@@ -19,6 +19,7 @@ const VALUE_VERSION: u8 = 0;
 const TYPE_OFFSET: u8 = 0;
 const TYPE_GROUP: u8 = 1;
 const TYPE_PRODUCER_ID_BLOCK: u8 = 2;
+const TYPE_TRANSACTION: u8 = 3;
 
 /// Limit on any string or byte field, so a corrupt length cannot ask for gigabytes.
 const FIELD_BYTES_MAX: usize = 64 << 20;
@@ -94,6 +95,36 @@ pub enum StoreRecord {
         /// Exclusive end of the reserved block.
         block_end: i64,
     },
+    /// A transactional id's state (in `__transaction_state`), or its removal.
+    Transaction {
+        /// The transactional id.
+        transactional_id: String,
+        /// The state, or `None` for a tombstone.
+        value: Option<TxnValue>,
+    },
+}
+
+/// A transactional id's durable state, as Kafka's `TransactionLogValue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnValue {
+    /// Current producer id.
+    pub producer_id: i64,
+    /// The producer id before the last one (an epoch exhaustion moved to a new id), or -1.
+    pub last_producer_id: i64,
+    /// Current epoch.
+    pub producer_epoch: i16,
+    /// Epoch before the last bump, or -1.
+    pub last_producer_epoch: i16,
+    /// `transaction.timeout.ms` of the producer.
+    pub timeout_ms: i32,
+    /// State code (see `txn::TxnState::code`).
+    pub state: u8,
+    /// Partitions in the transaction.
+    pub partitions: Vec<(String, i32)>,
+    /// When the ongoing transaction started (-1 when none).
+    pub start_ms: i64,
+    /// Last state change.
+    pub update_ms: i64,
 }
 
 /// Key of a committed offset.
@@ -166,7 +197,7 @@ impl StoreRecord {
         match self {
             StoreRecord::Offset { key, .. } => Some(&key.group_id),
             StoreRecord::Group { group_id, .. } => Some(group_id),
-            StoreRecord::ProducerIdBlock { .. } => None,
+            StoreRecord::ProducerIdBlock { .. } | StoreRecord::Transaction { .. } => None,
         }
     }
 
@@ -203,6 +234,14 @@ impl StoreRecord {
                 b.put_i64(*block_end);
                 Some(b.freeze())
             }
+            StoreRecord::Transaction {
+                transactional_id,
+                value,
+            } => {
+                key.put_u8(TYPE_TRANSACTION);
+                put_str(&mut key, transactional_id);
+                value.as_ref().map(encode_txn_value)
+            }
         };
         (key.freeze(), value)
     }
@@ -236,6 +275,14 @@ impl StoreRecord {
                 finish(v)?;
                 StoreRecord::ProducerIdBlock { block_end }
             }
+            TYPE_TRANSACTION => {
+                let transactional_id = get_str(&mut k)?;
+                let value = value.map(decode_txn_value).transpose()?;
+                StoreRecord::Transaction {
+                    transactional_id,
+                    value,
+                }
+            }
             other => return Err(StoreError::UnknownType(other)),
         };
         finish(k)?;
@@ -263,6 +310,56 @@ fn encode_group_value(v: &GroupMetadataValue) -> Bytes {
         put_bytes(&mut b, &m.assignment);
     }
     b.freeze()
+}
+
+fn encode_txn_value(v: &TxnValue) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(VALUE_VERSION);
+    b.put_i64(v.producer_id);
+    b.put_i64(v.last_producer_id);
+    b.put_i16(v.producer_epoch);
+    b.put_i16(v.last_producer_epoch);
+    b.put_i32(v.timeout_ms);
+    b.put_u8(v.state);
+    b.put_i32(v.partitions.len() as i32);
+    for (topic, partition) in &v.partitions {
+        put_str(&mut b, topic);
+        b.put_i32(*partition);
+    }
+    b.put_i64(v.start_ms);
+    b.put_i64(v.update_ms);
+    b.freeze()
+}
+
+fn decode_txn_value(mut v: &[u8]) -> Result<TxnValue, StoreError> {
+    check_value_version(&mut v)?;
+    let producer_id = get_i64(&mut v)?;
+    let last_producer_id = get_i64(&mut v)?;
+    let producer_epoch = get_i16(&mut v)?;
+    let last_producer_epoch = get_i16(&mut v)?;
+    let timeout_ms = get_i32(&mut v)?;
+    let state = get_u8(&mut v)?;
+    let n = get_i32(&mut v)?;
+    if n < 0 || n as usize > MEMBERS_MAX {
+        return Err(StoreError::InvalidLength(n as i64));
+    }
+    let mut partitions = Vec::with_capacity((n as usize).min(1024));
+    for _ in 0..n {
+        partitions.push((get_str(&mut v)?, get_i32(&mut v)?));
+    }
+    let value = TxnValue {
+        producer_id,
+        last_producer_id,
+        producer_epoch,
+        last_producer_epoch,
+        timeout_ms,
+        state,
+        partitions,
+        start_ms: get_i64(&mut v)?,
+        update_ms: get_i64(&mut v)?,
+    };
+    finish(v)?;
+    Ok(value)
 }
 
 fn decode_offset_value(mut v: &[u8]) -> Result<OffsetValue, StoreError> {
@@ -353,6 +450,13 @@ fn get_u8(b: &mut &[u8]) -> Result<u8, StoreError> {
         return Err(StoreError::Truncated);
     }
     Ok(b.get_u8())
+}
+
+fn get_i16(b: &mut &[u8]) -> Result<i16, StoreError> {
+    if b.remaining() < 2 {
+        return Err(StoreError::Truncated);
+    }
+    Ok(b.get_i16())
 }
 
 fn get_i32(b: &mut &[u8]) -> Result<i32, StoreError> {
@@ -458,6 +562,24 @@ mod tests {
             value: None,
         });
         roundtrip(StoreRecord::ProducerIdBlock { block_end: 2000 });
+        roundtrip(StoreRecord::Transaction {
+            transactional_id: "tx".into(),
+            value: Some(TxnValue {
+                producer_id: 7,
+                last_producer_id: -1,
+                producer_epoch: 3,
+                last_producer_epoch: 2,
+                timeout_ms: 60_000,
+                state: 1,
+                partitions: vec![("t".into(), 0), ("u".into(), 4)],
+                start_ms: 10,
+                update_ms: 11,
+            }),
+        });
+        roundtrip(StoreRecord::Transaction {
+            transactional_id: "tx".into(),
+            value: None,
+        });
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `message.timestamp.type=LogAppendTime` has its batches rewritten before they are stored (see
 //! `log::rewrite`), with the helpers here: [`reseal`] and [`for_each_record`].
 
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 
 /// Size of the fixed v2 batch header that precedes the records.
 pub const HEADER_BYTES: usize = 61;
@@ -142,6 +142,71 @@ impl BatchHeader {
 pub fn reseal(buf: &mut [u8]) {
     let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
     buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A transaction marker (control batch) of `producer_id` at `epoch`: one control record whose
+/// key says commit or abort, as Kafka's `EndTransactionMarker` (coordinator epoch 0).
+pub fn control_batch(producer_id: i64, epoch: i16, commit: bool, timestamp_ms: i64) -> Vec<u8> {
+    // Record: attributes, timestamp delta 0, offset delta 0, key (version 0, type), value
+    // (version 0, coordinator epoch 0), no headers. Varints are zig-zag: 4 → 8, 6 → 12.
+    let mut record = vec![
+        0u8,
+        0,
+        0,
+        8,
+        0,
+        0,
+        0,
+        u8::from(commit),
+        12,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    record.insert(0, (record.len() as u8) << 1);
+    let mut b = Vec::with_capacity(HEADER_BYTES + record.len());
+    b.put_i64(0);
+    b.put_i32((HEADER_BYTES - LOG_OVERHEAD + record.len()) as i32);
+    b.put_i32(0);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(0x30); // transactional | control
+    b.put_i32(0);
+    b.put_i64(timestamp_ms);
+    b.put_i64(timestamp_ms);
+    b.put_i64(producer_id);
+    b.put_i16(epoch);
+    b.put_i32(-1);
+    b.put_i32(1);
+    b.extend_from_slice(&record);
+    reseal(&mut b);
+    b
+}
+
+/// Whether the control batch `buf` (whole, uncompressed) commits (`Some(true)`) or aborts;
+/// `None` when it is not a transaction marker.
+pub fn control_commits(buf: &[u8]) -> Option<bool> {
+    let h = BatchHeader::parse(buf).ok()?;
+    if !h.is_control() || h.compression() != 0 {
+        return None;
+    }
+    let body = buf.get(HEADER_BYTES..h.total_bytes())?;
+    let mut pos = 0usize;
+    varlong(body, &mut pos)?; // record length
+    pos += 1; // attributes
+    varlong(body, &mut pos)?; // timestamp delta
+    varlong(body, &mut pos)?; // offset delta
+    let key_len = usize::try_from(varlong(body, &mut pos)?).ok()?;
+    let key = body.get(pos..pos.checked_add(key_len)?)?;
+    match i16::from_be_bytes(key.get(2..4)?.try_into().ok()?) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
 }
 
 /// Reads a zig-zag varint (up to 64 bits) at `*pos`.
@@ -288,6 +353,28 @@ pub(crate) mod tests {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
+
+    #[test]
+    fn a_marker_is_a_valid_control_batch_others_decode() {
+        for commit in [true, false] {
+            let b = control_batch(42, 3, commit, 1_000);
+            let h = validate(&b).unwrap();
+            assert!(h.is_control());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (42, 3, 1)
+            );
+            assert_eq!(control_commits(&b), Some(commit));
+            // Kafka's own decoder reads it as one control record with the marker key.
+            let mut buf = Bytes::from(b);
+            let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).unwrap();
+            let r = &sets[0].records[0];
+            assert!(r.control && r.transactional);
+            assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, u8::from(commit)][..]));
+            assert_eq!(r.value.as_deref().map(|v| v.len()), Some(6));
+        }
+        assert_eq!(control_commits(&batch(1, Compression::None, 0)), None);
+    }
 
     /// Encodes `n` records into one batch with the given compression.
     pub(crate) fn batch(n: usize, compression: Compression, ts: i64) -> Bytes {

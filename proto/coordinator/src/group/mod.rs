@@ -14,6 +14,7 @@ mod responses;
 mod state;
 #[cfg(test)]
 mod tests;
+mod txn_offsets;
 
 use std::collections::BTreeMap;
 
@@ -534,7 +535,9 @@ impl GroupCoordinator {
                     }
                 }
             },
-            StoreRecord::ProducerIdBlock { .. } => unreachable!("has no group id"),
+            StoreRecord::ProducerIdBlock { .. } | StoreRecord::Transaction { .. } => {
+                unreachable!("has no group id")
+            }
         }
         Ok(())
     }
@@ -619,6 +622,7 @@ impl Group {
     fn is_vacant(&self) -> bool {
         self.members.is_empty()
             && self.offsets.is_empty()
+            && self.pending_txn.is_empty()
             && self.pending_members.is_empty()
             && self.generation == 0
             && self.protocol_type.is_none()

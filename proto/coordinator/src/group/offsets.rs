@@ -28,6 +28,8 @@ struct FetchedOffset {
     offset: i64,
     leader_epoch: i32,
     metadata: String,
+    /// UNSTABLE_OFFSET_COMMIT while a transaction holds an offset of the partition.
+    error: i16,
 }
 
 type FetchedTopics = Vec<(String, Vec<FetchedOffset>)>;
@@ -237,23 +239,41 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
     ) -> Result<FetchedTopics, ResponseError> {
         self.group_status(group_id, true)?;
         let group = self.groups.get(group_id);
+        let unstable = |topic: &str, partition: i32| {
+            require_stable
+                && group.is_some_and(|g| {
+                    g.pending_txn
+                        .values()
+                        .any(|o| o.contains_key(&(topic.to_owned(), partition)))
+                })
+        };
         let fetched = |topic: &str, partition: i32| match group
             .and_then(|g| g.offsets.get(&(topic.to_owned(), partition)))
         {
+            _ if unstable(topic, partition) => FetchedOffset {
+                partition,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                error: ResponseError::UnstableOffsetCommit.code(),
+            },
             Some(v) => FetchedOffset {
                 partition,
                 offset: v.offset,
                 leader_epoch: v.leader_epoch,
                 metadata: v.metadata.clone(),
+                error: 0,
             },
             None => FetchedOffset {
                 partition,
                 offset: -1,
                 leader_epoch: -1,
                 metadata: String::new(),
+                error: 0,
             },
         };
         Ok(match topics {
@@ -280,8 +300,9 @@ impl GroupCoordinator {
         })
     }
 
-    /// OffsetFetch (v1–v9; several groups from v8). Always answered at once; `require_stable` needs
-    /// no waiting because there are no transactional commits.
+    /// OffsetFetch (v1–v9; several groups from v8). Always answered at once; with
+    /// `require_stable` (v7+), a partition an open transaction committed an offset for is
+    /// answered UNSTABLE_OFFSET_COMMIT, which the client retries (KIP-447).
     pub fn offset_fetch(&self, ctx: &RequestContext, req: OffsetFetchRequest) -> Vec<Action> {
         let mut out = Out::default();
         let v = ctx.api_version;
@@ -291,7 +312,11 @@ impl GroupCoordinator {
                     .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
                     .collect()
             });
-            match self.fetch_offsets(req.group_id.0.as_str(), requested.clone()) {
+            match self.fetch_offsets(
+                req.group_id.0.as_str(),
+                requested.clone(),
+                req.require_stable,
+            ) {
                 Ok(topics) => OffsetFetchResponse::default().with_topics(v7_topics(topics, 0)),
                 Err(e) if v < 2 => {
                     // v1 has no top-level error: every requested partition carries it.
@@ -306,6 +331,7 @@ impl GroupCoordinator {
                                     offset: -1,
                                     leader_epoch: -1,
                                     metadata: String::new(),
+                                    error: 0,
                                 })
                                 .collect();
                             (t, offsets)
@@ -327,7 +353,7 @@ impl GroupCoordinator {
                     });
                     let group =
                         OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                    match self.fetch_offsets(g.group_id.0.as_str(), requested) {
+                    match self.fetch_offsets(g.group_id.0.as_str(), requested, req.require_stable) {
                         Ok(topics) => group.with_topics(v8_topics(topics)),
                         Err(e) => group.with_error_code(e.code()),
                     }
@@ -521,7 +547,7 @@ fn v7_topics(topics: FetchedTopics, error: i16) -> Vec<OffsetFetchResponseTopic>
                                 .with_committed_offset(f.offset)
                                 .with_committed_leader_epoch(f.leader_epoch)
                                 .with_metadata(Some(resp::s(&f.metadata)))
-                                .with_error_code(error)
+                                .with_error_code(if f.error != 0 { f.error } else { error })
                         })
                         .collect(),
                 )
@@ -544,6 +570,7 @@ fn v8_topics(topics: FetchedTopics) -> Vec<OffsetFetchResponseTopics> {
                                 .with_committed_offset(f.offset)
                                 .with_committed_leader_epoch(f.leader_epoch)
                                 .with_metadata(Some(resp::s(&f.metadata)))
+                                .with_error_code(f.error)
                         })
                         .collect(),
                 )

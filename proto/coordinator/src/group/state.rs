@@ -77,6 +77,9 @@ pub(crate) struct Group {
     pub subscribed_topics: Option<BTreeSet<String>>,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Offsets of open transactions (TxnOffsetCommit) by producer id, applied by its commit
+    /// marker and dropped by its abort marker.
+    pub pending_txn: BTreeMap<i64, BTreeMap<(String, i32), OffsetValue>>,
 }
 
 impl Group {
@@ -99,6 +102,7 @@ impl Group {
             sync_deadline_ms: None,
             subscribed_topics: None,
             offsets: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
         }
     }
 

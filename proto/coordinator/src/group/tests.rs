@@ -107,7 +107,7 @@ impl Harness {
         for a in actions {
             match a {
                 Action::Respond(r) => self.answer(r),
-                Action::Persist { writes, then } => {
+                Action::Persist { writes, then } | Action::PersistTxn { writes, then, .. } => {
                     for w in writes {
                         assert_eq!(
                             w.partition,

@@ -65,7 +65,14 @@ impl Broker {
         for i in 0..all.len() {
             let (topic, p) = &all[(start + i) % all.len()];
             let t = &self.topics[topic];
-            if let Some(plan) = t.partitions[*p as usize].plan_clean(now_ms, false, limits) {
+            if let Some(mut plan) = t.partitions[*p as usize].plan_clean(now_ms, false, limits) {
+                plan.set_aborted(
+                    self.aborted_between(topic, *p, 0, i64::MAX)
+                        .into_iter()
+                        .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                        .collect(),
+                );
+                let t = &self.topics[topic];
                 self.last_cleaned = Some((topic.clone(), *p));
                 return Some(CleanJob {
                     topic_id: t.id,

@@ -6,9 +6,9 @@
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
 use super::Broker;
 use crate::log::LogError;
@@ -95,13 +95,36 @@ impl Broker {
                     }
                 };
                 pd.high_watermark = log.high_watermark();
-                pd.last_stable_offset = log.high_watermark();
+                let stable = log.last_stable_offset();
+                pd.last_stable_offset = stable;
                 pd.log_start_offset = log.log_start_offset();
                 let room =
                     (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-                match log.read(fp.fetch_offset, room, total == 0) {
+                // read_committed stops at the last stable offset (replicas read everything).
+                let limit = if read_committed && !replica {
+                    stable
+                } else {
+                    i64::MAX
+                };
+                match log.read_below(fp.fetch_offset, room, total == 0, limit) {
                     Ok(read) => {
                         total += read.records.len();
+                        if read_committed && !read.records.is_empty() {
+                            let upto = crate::batch::headers(&read.records)
+                                .last()
+                                .map_or(fp.fetch_offset, |(_, h)| h.last_offset() + 1);
+                            let name = name.as_deref().unwrap_or_default();
+                            pd.aborted_transactions = Some(
+                                self.aborted_between(name, fp.partition, fp.fetch_offset, upto)
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                        }
                         pd.records = Some(read.records);
                     }
                     Err(LogError::OffsetOutOfRange { .. }) => {

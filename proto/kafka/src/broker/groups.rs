@@ -38,7 +38,18 @@ use crate::codec::RequestContext;
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Internal partition holding `ProducerIdBlock` records (as docs/coordinator.md suggests).
-const PRODUCER_ID_PARTITION: i32 = 0;
+pub(super) const PRODUCER_ID_PARTITION: i32 = 0;
+
+/// One item of an internal partition, in log order.
+#[derive(Debug)]
+pub(super) enum Stored {
+    /// A record outside any transaction.
+    Record(StoreRecord),
+    /// A record written in the transaction of this producer id.
+    Txn(i64, StoreRecord),
+    /// A transaction marker of this producer id: commit (true) or abort.
+    Marker(i64, bool),
+}
 
 /// A response to an earlier request that was parked ([`Reply::Parked`]), to be delivered by the
 /// runtime to the connection waiting for `token`.
@@ -81,20 +92,26 @@ pub(super) fn batch_info(h: &BatchHeader) -> BatchInfo {
     }
 }
 
-/// Encodes the writes of one Persist for one partition as a single record batch.
-fn encode_store_batch(records: &[&StoreRecord], now_ms: i64) -> Result<Bytes, String> {
+/// Encodes the writes of one Persist for one partition as a single record batch (a
+/// transactional one of `txn`'s producer id and epoch, for TxnOffsetCommit).
+pub(super) fn encode_store_batch(
+    records: &[&StoreRecord],
+    txn: Option<(i64, i16)>,
+    now_ms: i64,
+) -> Result<Bytes, String> {
+    let (producer_id, producer_epoch) = txn.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let (key, value) = r.encode();
             Record {
-                transactional: false,
+                transactional: txn.is_some(),
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 // RecordBatchEncoder starts a new batch whenever offset - sequence changes
@@ -172,7 +189,11 @@ impl Broker {
             CoordinatorType::Group if cluster => self.coordinator_node(key),
             // Standalone: this node leads every partition of __consumer_offsets.
             CoordinatorType::Group => Ok((node, host.clone(), port)),
-            CoordinatorType::Transaction => Err(ResponseError::TransactionalIdAuthorizationFailed),
+            // Transactions have a coordinator on a standalone broker only (so far).
+            CoordinatorType::Transaction if cluster => {
+                Err(ResponseError::TransactionalIdAuthorizationFailed)
+            }
+            CoordinatorType::Transaction => Ok((node, host.clone(), port)),
         })
     }
 
@@ -241,11 +262,20 @@ impl Broker {
     pub fn tick(&mut self, now_ms: i64) {
         let actions = self.coordinator.tick(now_ms);
         self.execute(actions, None, now_ms);
+        if !self.is_cluster() {
+            // Transactions past their timeout are aborted.
+            let actions = self.txn.tick(now_ms, &mut self.producer_ids);
+            self.execute_txn(actions, None, now_ms);
+        }
     }
 
     /// Absolute time (ms) at which [`Broker::tick`] is next needed, if any.
     pub fn poll_timeout(&self) -> Option<i64> {
-        self.coordinator.poll_timeout()
+        let txn = self.txn.poll_timeout();
+        match (self.coordinator.poll_timeout(), txn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Responses to parked requests produced since the last call, in order.
@@ -263,6 +293,14 @@ impl Broker {
     ) -> Option<Reply> {
         let mut mine = None;
         for action in actions {
+            let txn = match &action {
+                Action::PersistTxn {
+                    producer_id,
+                    producer_epoch,
+                    ..
+                } => Some((*producer_id, *producer_epoch)),
+                _ => None,
+            };
             match action {
                 Action::Respond(r) => {
                     if Some(r.token) == current {
@@ -278,8 +316,17 @@ impl Broker {
                 Action::Persist { writes, then } if self.is_cluster() => {
                     self.persist_replicated(&writes, then, now_ms);
                 }
-                Action::Persist { writes, then } => {
-                    let outcome = self.persist(&writes, now_ms);
+                Action::PersistTxn { then, .. } if self.is_cluster() => {
+                    for r in then {
+                        self.deferred.push(Deferred {
+                            token: r.token,
+                            seq: 0,
+                            response: r.into_error(ResponseError::NotCoordinator).body,
+                        });
+                    }
+                }
+                Action::Persist { writes, then } | Action::PersistTxn { writes, then, .. } => {
+                    let outcome = self.persist(&writes, txn, now_ms);
                     for r in then {
                         let token = r.token;
                         let (seq, body) = match &outcome {
@@ -324,7 +371,7 @@ impl Broker {
             } else {
                 Vec::new()
             };
-            let refused = match encode_store_batch(records, now_ms) {
+            let refused = match encode_store_batch(records, None, now_ms) {
                 Ok(batch) => self.persist_cluster(*p, &batch, responses, now_ms).err(),
                 Err(e) => {
                     warn!(node_id = self.config.node_id, partition = p, error = %e, "encoding group state failed");
@@ -343,7 +390,12 @@ impl Broker {
 
     /// Appends the writes of one Persist (one batch per internal partition); returns the sync
     /// sequence that makes them durable (0 when writes are acknowledged without fsync).
-    fn persist(&mut self, writes: &[StoreWrite], now_ms: i64) -> Result<u64, ResponseError> {
+    pub(super) fn persist(
+        &mut self,
+        writes: &[StoreWrite],
+        txn: Option<(i64, i16)>,
+        now_ms: i64,
+    ) -> Result<u64, ResponseError> {
         if self.storage_failure.is_some() {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
@@ -355,7 +407,7 @@ impl Broker {
         let sync_writes = self.config.sync_writes;
         let mut failed = Vec::new();
         for (p, records) in &by_partition {
-            let result = encode_store_batch(records, now_ms).and_then(|batch| {
+            let result = encode_store_batch(records, txn, now_ms).and_then(|batch| {
                 let log = self
                     .partition_mut(OFFSETS_TOPIC, *p)
                     .map_err(|e| format!("no partition {p} of {OFFSETS_TOPIC}: {e:?}"))?;
@@ -415,24 +467,42 @@ impl Broker {
     /// (Re)loads one partition of `__consumer_offsets` into the coordinator (and producer-id
     /// blocks into the allocator). Cluster mode calls this on becoming leader of the partition.
     pub fn load_offsets_partition(&mut self, partition: i32, now_ms: i64) {
-        let records = match self.read_store_records(partition) {
+        let items = match self.read_store_batches(OFFSETS_TOPIC, partition) {
             Ok(r) => r,
             Err(e) => {
                 warn!(node_id = self.config.node_id, partition, error = %e, "cannot read __consumer_offsets partition; loading what was read");
                 Vec::new()
             }
         };
-        for r in &records {
-            self.producer_ids.replay(r);
+        self.coordinator.begin_load(partition);
+        for item in &items {
+            let replayed = match item {
+                Stored::Record(r) => {
+                    self.producer_ids.replay(r);
+                    self.coordinator.replay(r)
+                }
+                Stored::Txn(pid, r) => self.coordinator.replay_txn(r, *pid),
+                Stored::Marker(pid, commit) => {
+                    self.coordinator.complete_txn(partition, *pid, *commit);
+                    Ok(())
+                }
+            };
+            if let Err(e) = replayed {
+                warn!(node_id = self.config.node_id, partition, error = %e, "replaying __consumer_offsets partition failed");
+            }
         }
-        if let Err(e) = self.coordinator.load_partition(partition, &records, now_ms) {
-            warn!(node_id = self.config.node_id, partition, error = %e, "replaying __consumer_offsets partition failed");
-        }
+        self.coordinator.finish_load(partition, now_ms);
     }
 
-    fn read_store_records(&self, partition: i32) -> Result<Vec<StoreRecord>, String> {
+    /// Every item of an internal partition (`__consumer_offsets`, `__transaction_state`) in
+    /// log order: records, transactional records with their producer, and markers.
+    pub(super) fn read_store_batches(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<Stored>, String> {
         let log = self
-            .partition(OFFSETS_TOPIC, partition)
+            .partition(topic, partition)
             .map_err(|e| format!("{e:?}"))?;
         let mut offset = log.log_start_offset();
         let mut out = Vec::new();
@@ -441,16 +511,24 @@ impl Broker {
             if read.records.is_empty() {
                 break;
             }
-            let mut buf = read.records.clone();
-            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| e.to_string())?;
-            for set in sets {
-                for rec in set.records {
-                    offset = offset.max(rec.offset + 1);
+            for (at, h) in crate::batch::headers(&read.records) {
+                let whole = &read.records[at..at + h.total_bytes()];
+                if h.is_control() {
+                    if let Some(commit) = crate::batch::control_commits(whole) {
+                        out.push(Stored::Marker(h.producer_id, commit));
+                    }
+                    continue;
+                }
+                let transactional = h.attributes & 0x10 != 0 && h.producer_id >= 0;
+                let mut buf = Bytes::copy_from_slice(whole);
+                let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| e.to_string())?;
+                for rec in sets.into_iter().flat_map(|s| s.records) {
                     let Some(key) = &rec.key else { continue };
                     match StoreRecord::decode(key, rec.value.as_deref()) {
-                        Ok(r) => out.push(r),
+                        Ok(r) if transactional => out.push(Stored::Txn(h.producer_id, r)),
+                        Ok(r) => out.push(Stored::Record(r)),
                         Err(e) => {
-                            warn!(node_id = self.config.node_id, partition, offset = rec.offset, error = %e, "skipping undecodable group record")
+                            warn!(node_id = self.config.node_id, topic, partition, offset = rec.offset, error = %e, "skipping undecodable internal record")
                         }
                     }
                 }

@@ -18,6 +18,7 @@ mod offsets;
 mod produce;
 mod producer_snapshots;
 mod security;
+mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,7 +28,10 @@ use kafka_protocol::messages::{ProduceResponse, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
-use sluice_coordinator::{GroupConfig, GroupCoordinator, ProducerIdAllocator, ProducerStateTable};
+use sluice_coordinator::{
+    GroupConfig, GroupCoordinator, ProducerIdAllocator, ProducerStateTable, TxnConfig,
+    TxnCoordinator,
+};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -45,6 +49,7 @@ pub use cluster::{
 pub use fetch::FetchOutcome;
 pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};
 pub use security::{SecurityChange, SecurityState};
+pub(crate) use transactions::txn_error;
 
 /// Settings of the broker core.
 #[derive(Debug, Clone)]
@@ -260,6 +265,10 @@ pub struct Broker {
     denials: std::cell::RefCell<security::Denials>,
     /// The partition the cleaner took last (round robin).
     last_cleaned: Option<(String, i32)>,
+    /// Transactions (state in `__transaction_state`).
+    txn: TxnCoordinator,
+    /// Markers waiting for their decision to be durable.
+    pending_markers: Vec<transactions::PendingMarkers>,
 }
 
 pub(crate) fn str(s: &str) -> StrBytes {
@@ -384,6 +393,11 @@ impl Broker {
             auto_create_denied: false,
             denials: Default::default(),
             last_cleaned: None,
+            txn: TxnCoordinator::new(TxnConfig {
+                num_partitions: broker_txn_partitions(),
+                ..TxnConfig::default()
+            }),
+            pending_markers: Vec::new(),
         };
         if let Some(members) = broker.config.cluster_members.clone() {
             // Topics, the offsets topic and coordinator partitions come from `__meta` and
@@ -402,6 +416,7 @@ impl Broker {
         } else {
             broker.security = security::load(&*broker.fs)?;
             broker.open_groups(now_ms)?;
+            broker.load_txn_state(now_ms);
         }
         info!(
             node_id = broker.config.node_id,
@@ -514,6 +529,9 @@ impl Broker {
         now_ms: i64,
     ) -> Reply {
         let v = ctx.api_version;
+        if transactions::is_txn_request(&body) {
+            return self.txn_request(ctx, body, now_ms);
+        }
         if groups::is_group_request(&body) {
             return self.group_request(ctx, client_host, body, now_ms);
         }
@@ -661,6 +679,7 @@ impl Broker {
         match result {
             Ok(()) => {
                 for (id, p, end) in ends {
+                    let mut undecided = None;
                     if let Some(log) = self
                         .ids
                         .get(id)
@@ -668,11 +687,22 @@ impl Broker {
                         .and_then(|t| t.partitions.get_mut(*p as usize))
                     {
                         log.mark_durable(*end);
+                        if log.last_stable_offset() < log.high_watermark() {
+                            undecided = Some(log.high_watermark());
+                        }
+                    }
+                    // A marker that became durable lets read_committed consumers past it.
+                    if let Some(hw) = undecided
+                        && let Some(name) = self.ids.get(id).cloned()
+                    {
+                        self.txn_high_watermark(&name, *p, hw);
                     }
                     self.cluster_synced(*id, *p, *end);
                 }
                 self.synced_seq = self.synced_seq.max(seq);
                 self.id_blocks_synced();
+                // Decisions now durable: their markers go out (and get the next sync).
+                self.run_due_markers();
             }
             Err(e) => {
                 tracing::error!(error = %e, "fsync failed: refusing further writes");
@@ -925,6 +955,12 @@ fn kafka_uuid_string(id: Uuid) -> String {
     out
 }
 
+/// Partitions of `__transaction_state` when it is created (Kafka's
+/// `transaction.state.log.num.partitions`).
+fn broker_txn_partitions() -> i32 {
+    50
+}
+
 /// Checks a topic name as Kafka does.
 pub(crate) fn valid_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {
@@ -961,3 +997,6 @@ mod security_tests;
 
 #[cfg(test)]
 mod restart_tests;
+
+#[cfg(test)]
+mod txn_tests;

@@ -31,6 +31,7 @@ impl Broker {
         version: i16,
     ) -> ListOffsetsResponse {
         let mut response = ListOffsetsResponse::default();
+        let read_committed = req.isolation_level == 1;
         for t in req.topics {
             let name = t.name.0.to_string();
             let mut partitions = Vec::new();
@@ -50,6 +51,7 @@ impl Broker {
                     })
                     .and_then(|log| {
                         let found = match p.timestamp {
+                            LATEST if read_committed => Ok(Some((log.last_stable_offset(), -1))),
                             LATEST => Ok(Some((log.high_watermark(), -1))),
                             EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                             MAX_TIMESTAMP => log.max_timestamp_offset(),

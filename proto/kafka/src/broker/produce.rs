@@ -41,7 +41,8 @@ impl Broker {
             };
             let topic_error = match &name {
                 _ if !matches!(acks, -1..=1) => Some(ResponseError::InvalidRequiredAcks),
-                _ if req.transactional_id.is_some() => {
+                // Transactions have a coordinator on a standalone broker only (so far).
+                _ if req.transactional_id.is_some() && self.is_cluster() => {
                     Some(ResponseError::TransactionalIdAuthorizationFailed)
                 }
                 None => Some(ResponseError::UnknownTopicId),
@@ -193,13 +194,30 @@ impl Broker {
                 Some("an idempotent produce must carry exactly one record batch".into()),
             ));
         }
-        if first.attributes & 0x10 != 0 {
-            return Err((
-                ResponseError::TransactionalIdAuthorizationFailed,
-                Some("transactions are not supported".into()),
-            ));
-        }
         let info = groups::batch_info(first);
+        if first.attributes & 0x10 != 0 {
+            if self.is_cluster() {
+                return Err((
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    Some("transactions are not supported in cluster mode yet".into()),
+                ));
+            }
+            // KIP-890: only into a partition of the producer's ongoing transaction, so a late
+            // retry can never open a transaction nobody will end.
+            if let Err(e) = self
+                .txn
+                .verify(info.producer_id, info.producer_epoch, topic, partition)
+            {
+                let why = match e {
+                    ResponseError::InvalidProducerEpoch => {
+                        "the producer was fenced by a newer epoch"
+                    }
+                    _ => "the partition is not part of the producer's ongoing transaction",
+                };
+                debug!(topic, partition, producer_id = info.producer_id, error = ?e, "transactional produce refused");
+                return Err((e, Some(why.into())));
+            }
+        }
         let check = self
             .producers
             .get(&(topic.to_string(), partition))
@@ -308,10 +326,20 @@ impl Broker {
                 if let Some((info, _)) = idempotent {
                     // Before the next batch of this partition is checked (we hold the broker).
                     // The stored max timestamp: the append time with LogAppendTime.
-                    self.producers
+                    let table = self
+                        .producers
                         .entry((topic.to_string(), partition))
-                        .or_default()
-                        .record_append(&info, a.base_offset, a.max_timestamp);
+                        .or_default();
+                    table.record_append(&info, a.base_offset, a.max_timestamp);
+                    let transactional =
+                        batch::headers(records).any(|(_, h)| h.attributes & 0x10 != 0);
+                    if transactional {
+                        let opened = table.first_unstable_offset().is_none();
+                        table.record_txn_batch(info.producer_id, a.base_offset);
+                        if opened {
+                            self.sync_unstable(topic, partition);
+                        }
+                    }
                 }
                 Ok((a.base_offset, log_start, a.log_append_time))
             }

@@ -84,9 +84,28 @@ impl Broker {
             } else {
                 log.log_start_offset()
             };
-            let r = log.for_each_batch_header(from, |h| {
-                if h.producer_id >= 0 {
-                    table.replay_batch(&batch_info(h), h.base_offset, h.max_timestamp);
+            let end = log.log_end_offset();
+            let r = log.for_each_batch_with_markers(from, |h, marker| {
+                if h.producer_id < 0 {
+                    return;
+                }
+                if h.is_control() {
+                    if let Some(commit) = marker {
+                        // Everything recovered is durable: the markers count as decided.
+                        table.record_marker(
+                            h.producer_id,
+                            h.producer_epoch,
+                            commit,
+                            h.base_offset,
+                            h.max_timestamp,
+                            end,
+                        );
+                    }
+                    return;
+                }
+                table.replay_batch(&batch_info(h), h.base_offset, h.max_timestamp);
+                if h.attributes & 0x10 != 0 {
+                    table.record_txn_batch(h.producer_id, h.base_offset);
                 }
             });
             if let Err(e) = r {
@@ -97,7 +116,12 @@ impl Broker {
             self.snapshotted
                 .insert((topic.to_string(), partition), table.next_offset());
         }
+        table.trim_aborted(
+            self.partition(topic, partition)
+                .map_or(0, |l| l.log_start_offset()),
+        );
         self.producers.insert((topic.to_string(), partition), table);
+        self.sync_unstable(topic, partition);
     }
 
     /// Writes the snapshot of every partition whose producer state moved since its last one

@@ -108,6 +108,17 @@ impl Broker {
                 if let ResponseKind::ListGroups(r) = &mut resp {
                     self.filter_groups(session, r);
                 }
+                if let ResponseKind::ListTransactions(r) = &mut resp {
+                    // Only the transactional ids the principal may describe (as Kafka).
+                    r.transaction_states.retain(|t| {
+                        self.may_quietly(
+                            session,
+                            Operation::Describe,
+                            ResourceType::TransactionalId,
+                            &t.transactional_id.0,
+                        )
+                    });
+                }
                 (Reply::Now(resp), Denied::default())
             }
             other => (other, denied),

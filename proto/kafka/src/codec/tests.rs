@@ -267,6 +267,54 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         ApiKey::InitProducerId => RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
         ),
+        ApiKey::AddPartitionsToTxn => RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(s("tx")))
+                .with_v3_and_below_producer_id(ProducerId(0))
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![0]),
+                ]),
+        ),
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_group_id(GroupId(s("g"))),
+        ),
+        ApiKey::EndTxn => RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_committed(true),
+        ),
+        ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_group_id(GroupId(s("g")))
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s("tx"))]),
+        ),
+        ApiKey::ListTransactions => {
+            RequestKind::ListTransactions(ListTransactionsRequest::default())
+        }
+        ApiKey::DescribeProducers => {
+            RequestKind::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(topic())
+                    .with_partition_indexes(vec![0]),
+            ]))
+        }
         ApiKey::SaslHandshake => {
             RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(s("PLAIN")))
         }
@@ -491,8 +539,8 @@ fn unknown_api_key_and_unsupported_versions_are_errors() {
         decode_request(Bytes::from(raw.clone())),
         Err(DecodeError::UnsupportedVersion { .. })
     ));
-    // An API Kafka defines but we do not serve (e.g. AddPartitionsToTxn = 24).
-    raw[1] = 24;
+    // An API Kafka defines but we do not serve (e.g. WriteTxnMarkers = 27, broker to broker).
+    raw[1] = 27;
     assert!(matches!(
         decode_request(Bytes::from(raw)),
         Err(DecodeError::UnknownApiKey { .. })

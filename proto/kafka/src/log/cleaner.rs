@@ -200,6 +200,18 @@ pub struct CleanPlan {
     /// The ordered clean this plan runs (cluster mode): records at or above its bound are kept
     /// untouched, and only batches below its log end decide which batch is a producer's last.
     ordered: Option<PendingClean>,
+    /// Aborted transactions as (producer id, first offset, marker offset): their records are
+    /// removed and never shadow a committed record of the same key (as Kafka's cleaner).
+    aborted: Vec<(i64, i64, i64)>,
+}
+
+/// Whether the batch at `offset` of `producer_id` belongs to an aborted transaction.
+fn in_aborted(aborted: &[(i64, i64, i64)], h: &BatchHeader) -> bool {
+    h.attributes & 0x10 != 0
+        && !h.is_control()
+        && aborted.iter().any(|(p, first, last)| {
+            *p == h.producer_id && (*first..=*last).contains(&h.base_offset)
+        })
 }
 
 /// One rewritten group of segments.
@@ -462,6 +474,8 @@ struct Filter<'a> {
     new_tombstones: std::cell::Cell<u64>,
     /// Records at or above it are not this clean's business.
     limit: i64,
+    /// Aborted transactions (see [`CleanPlan`]).
+    aborted: &'a [(i64, i64, i64)],
 }
 
 impl Filter<'_> {
@@ -506,6 +520,10 @@ fn clean_batch<'b>(
     if h.is_control() || h.base_offset >= filter.limit {
         // Transaction markers are kept, and so is what lies past an ordered clean's bound.
         return Ok(Some(Cow::Borrowed(bytes)));
+    }
+    if !last_of_producer && in_aborted(filter.aborted, h) {
+        stats.records_read += h.records_count as u64;
+        return Ok(None); // an aborted transaction's records: nobody may read them
     }
     if h.records_count == 0 {
         // An earlier clean's shell of a producer's last batch: kept while it still is the last.
@@ -600,6 +618,11 @@ impl CleanPlan {
         &self.dir
     }
 
+    /// Tells the clean which transactions aborted: (producer id, first offset, marker offset).
+    pub fn set_aborted(&mut self, aborted: Vec<(i64, i64, i64)>) {
+        self.aborted = aborted;
+    }
+
     /// Builds the offset map and writes the cleaned segments (no lock needed: it reads closed
     /// segments only). `throttle` is told of every batch's bytes as they are read (the
     /// runtime's I/O budget sleeps there); when it answers false the copy stops, removes what
@@ -652,7 +675,7 @@ impl CleanPlan {
                 if !throttle(bytes.len() as u64) {
                     return Err(stopped());
                 }
-                if h.is_control() || h.records_count == 0 {
+                if h.is_control() || h.records_count == 0 || in_aborted(&self.aborted, h) {
                     return Ok(());
                 }
                 let plain = records_section(bytes, h, &cfg)?;
@@ -711,6 +734,7 @@ impl CleanPlan {
             last_batch: &last_batch,
             new_tombstones: Default::default(),
             limit,
+            aborted: &self.aborted,
         };
         // A segment joins the group being written while the group's cleaned bytes plus its
         // whole size fit in segment.bytes (so cleaned-away segments merge into their
@@ -904,8 +928,10 @@ impl PartitionLog {
         let mut clean_bytes = 0u64;
         let mut dirty_bytes = 0u64;
         let mut end = active_base;
+        // Never past the last stable offset: an open transaction may still abort.
+        let stable = self.last_stable_offset();
         for (&base, seg) in self.segments.range(..active_base) {
-            if seg.next_offset > self.high_watermark {
+            if seg.next_offset > stable {
                 end = base;
                 break;
             }
@@ -1019,6 +1045,7 @@ impl PartitionLog {
             state: self.cleaner.clone(),
             limits,
             ordered: None,
+            aborted: Vec::new(),
         }
     }
 

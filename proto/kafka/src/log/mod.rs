@@ -197,6 +197,9 @@ pub struct PartitionLog {
     unsynced_since_ms: Option<i64>,
     /// The cleaner's checkpoint (compacted topics).
     cleaner: CleanerState,
+    /// First offset of a transaction not yet decided (or whose marker is not yet durable),
+    /// kept by the broker from its producer state: the last stable offset is below it.
+    first_unstable: Option<i64>,
 }
 
 fn io_err(dir: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -308,6 +311,7 @@ impl PartitionLog {
             segments,
             log_start_offset: 0,
             high_watermark: 0,
+            first_unstable: None,
             unsynced: Vec::new(),
             unsynced_records: 0,
             unsynced_since_ms: None,
@@ -333,6 +337,19 @@ impl PartitionLog {
     /// First offset still readable.
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
+    }
+
+    /// What read_committed consumers may read below: the high watermark, or the first offset
+    /// of an undecided transaction if that is lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.first_unstable
+            .map_or(self.high_watermark, |o| o.min(self.high_watermark))
+    }
+
+    /// Sets the first offset of an undecided transaction (`None`: none), see
+    /// [`PartitionLog::last_stable_offset`].
+    pub fn set_first_unstable(&mut self, offset: Option<i64>) {
+        self.first_unstable = offset;
     }
 
     /// Last durable offset + 1; consumers read below it.
@@ -663,6 +680,18 @@ impl PartitionLog {
         max_bytes: usize,
         allow_oversize: bool,
     ) -> Result<Read, LogError> {
+        self.read_below(offset, max_bytes, allow_oversize, i64::MAX)
+    }
+
+    /// [`PartitionLog::read`] that also stops at `limit` (a read_committed fetch stops at the
+    /// last stable offset, which is always a batch boundary).
+    pub fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        allow_oversize: bool,
+        limit: i64,
+    ) -> Result<Read, LogError> {
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
             return Err(LogError::OffsetOutOfRange {
@@ -671,7 +700,7 @@ impl PartitionLog {
                 end,
             });
         }
-        let limit = self.high_watermark;
+        let limit = self.high_watermark.min(limit);
         if offset >= limit {
             return Ok(Read::default());
         }
@@ -777,6 +806,16 @@ impl PartitionLog {
         from_offset: i64,
         mut f: impl FnMut(&BatchHeader),
     ) -> Result<(), LogError> {
+        self.for_each_batch_with_markers(from_offset, |h, _| f(h))
+    }
+
+    /// [`PartitionLog::for_each_batch_header`] that also tells, for a transaction marker,
+    /// whether it commits (`Some(true)`) or aborts (`Some(false)`), reading the marker's record.
+    pub fn for_each_batch_with_markers(
+        &self,
+        from_offset: i64,
+        mut f: impl FnMut(&BatchHeader, Option<bool>),
+    ) -> Result<(), LogError> {
         for seg in self.segments.values() {
             if seg.next_offset <= from_offset {
                 continue;
@@ -789,7 +828,16 @@ impl PartitionLog {
                     .map_err(io_err(&self.dir))?;
                 let h = BatchHeader::parse(&hb)?;
                 if h.last_offset() >= from_offset {
-                    f(&h);
+                    let marker = if h.is_control() {
+                        let mut whole = vec![0u8; h.total_bytes()];
+                        seg.file
+                            .read_exact_at(&mut whole, pos)
+                            .map_err(io_err(&self.dir))?;
+                        batch::control_commits(&whole)
+                    } else {
+                        None
+                    };
+                    f(&h, marker);
                 }
                 pos += h.total_bytes() as u64;
             }

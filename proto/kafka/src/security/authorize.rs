@@ -433,6 +433,38 @@ impl Context<'_> {
 pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
     let mut denied = Denied::default();
     let body = match body {
+        RequestKind::Produce(r)
+            if r.transactional_id.as_ref().is_some_and(|id| {
+                !(cx.may)(Operation::Write, ResourceType::TransactionalId, &id.0)
+            }) =>
+        {
+            let code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            let topics = r
+                .topic_data
+                .iter()
+                .map(|t| {
+                    kafka_protocol::messages::produce_response::TopicProduceResponse::default()
+                        .with_name(t.name.clone())
+                        .with_topic_id(t.topic_id)
+                        .with_partition_responses(
+                            t.partition_data
+                                .iter()
+                                .map(|p| {
+                                    kafka_protocol::messages::produce_response::PartitionProduceResponse::default()
+                                        .with_index(p.index)
+                                        .with_error_code(code)
+                                        .with_base_offset(-1)
+                                        .with_log_append_time_ms(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return Decision::Refuse(ResponseKind::Produce(
+                kafka_protocol::messages::ProduceResponse::default().with_responses(topics),
+            ));
+        }
         RequestKind::Produce(mut r) => {
             r.topic_data.retain(|t| {
                 let name = if t.name.0.is_empty() {
@@ -859,6 +891,138 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             }
             RequestKind::InitProducerId(r)
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            if !(cx.may)(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &r.v3_and_below_transactional_id.0,
+            ) {
+                return Decision::Refuse(txn_error(
+                    RequestKind::AddPartitionsToTxn(r),
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                ));
+            }
+            let denied_topics: Vec<String> = r
+                .v3_and_below_topics
+                .iter()
+                .filter(|t| !cx.topic(Operation::Write, &t.name.0))
+                .map(|t| t.name.0.to_string())
+                .collect();
+            if !denied_topics.is_empty() {
+                // As Kafka: the denied topics fail, the rest is not attempted.
+                let mut resp = txn_error(
+                    RequestKind::AddPartitionsToTxn(r),
+                    ResponseError::OperationNotAttempted,
+                );
+                if let ResponseKind::AddPartitionsToTxn(a) = &mut resp {
+                    a.error_code = 0;
+                    for t in &mut a.results_by_topic_v3_and_below {
+                        if denied_topics.iter().any(|d| d == t.name.0.as_str()) {
+                            for p in &mut t.results_by_partition {
+                                p.partition_error_code = TOPIC_DENIED.code();
+                            }
+                        }
+                    }
+                }
+                return Decision::Refuse(resp);
+            }
+            RequestKind::AddPartitionsToTxn(r)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let error = if !(cx.may)(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &r.transactional_id.0,
+            ) {
+                Some(ResponseError::TransactionalIdAuthorizationFailed)
+            } else if !cx.group(Operation::Read, &r.group_id.0) {
+                Some(GROUP_DENIED)
+            } else {
+                None
+            };
+            if let Some(e) = error {
+                return Decision::Refuse(txn_error(RequestKind::AddOffsetsToTxn(r), e));
+            }
+            RequestKind::AddOffsetsToTxn(r)
+        }
+        RequestKind::EndTxn(r) => {
+            if !(cx.may)(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &r.transactional_id.0,
+            ) {
+                return Decision::Refuse(txn_error(
+                    RequestKind::EndTxn(r),
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                ));
+            }
+            RequestKind::EndTxn(r)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            let error = if !(cx.may)(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &r.transactional_id.0,
+            ) {
+                Some(ResponseError::TransactionalIdAuthorizationFailed)
+            } else if !cx.group(Operation::Read, &r.group_id.0) {
+                Some(GROUP_DENIED)
+            } else if r
+                .topics
+                .iter()
+                .any(|t| !cx.topic(Operation::Read, &t.name.0))
+            {
+                Some(TOPIC_DENIED)
+            } else {
+                None
+            };
+            if let Some(e) = error {
+                return Decision::Refuse(txn_error(RequestKind::TxnOffsetCommit(r), e));
+            }
+            RequestKind::TxnOffsetCommit(r)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            if r.transactional_ids
+                .iter()
+                .any(|id| !(cx.may)(Operation::Describe, ResourceType::TransactionalId, &id.0))
+            {
+                return Decision::Refuse(txn_error(
+                    RequestKind::DescribeTransactions(r),
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                ));
+            }
+            RequestKind::DescribeTransactions(r)
+        }
+        RequestKind::DescribeProducers(r) => {
+            if r.topics
+                .iter()
+                .any(|t| !cx.topic(Operation::Read, &t.name.0))
+            {
+                let topics = r
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        kafka_protocol::messages::describe_producers_response::TopicResponse::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|p| {
+                                        kafka_protocol::messages::describe_producers_response::PartitionResponse::default()
+                                            .with_partition_index(*p)
+                                            .with_error_code(TOPIC_DENIED.code())
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                return Decision::Refuse(ResponseKind::DescribeProducers(
+                    kafka_protocol::messages::DescribeProducersResponse::default()
+                        .with_topics(topics),
+                ));
+            }
+            RequestKind::DescribeProducers(r)
+        }
         RequestKind::DescribeCluster(r) => {
             if !cx.cluster(Operation::Describe) {
                 return Decision::Refuse(ResponseKind::DescribeCluster(
@@ -942,6 +1106,8 @@ fn config_permission(
         (!cx.cluster(op)).then_some(CLUSTER_DENIED)
     }
 }
+
+use crate::broker::txn_error;
 
 #[cfg(test)]
 mod tests;

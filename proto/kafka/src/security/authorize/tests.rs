@@ -144,3 +144,103 @@ fn create_topics_needs_create_on_the_cluster_or_the_topic() {
         ResponseError::TopicAuthorizationFailed.code()
     );
 }
+
+#[test]
+fn transactions_need_write_on_the_transactional_id_and_their_topics() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, TransactionalId,
+    };
+    let txn_denied = ResponseError::TransactionalIdAuthorizationFailed.code();
+    // alice has no ACL on any transactional id.
+    let end = EndTxnRequest::default().with_transactional_id(TransactionalId(s("tx")));
+    let Decision::Refuse(ResponseKind::EndTxn(r)) = run(RequestKind::EndTxn(end), 3, None) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, txn_denied);
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_group_id(GroupId(s("g")));
+    let Decision::Refuse(ResponseKind::AddOffsetsToTxn(r)) =
+        run(RequestKind::AddOffsetsToTxn(add), 3, None)
+    else {
+        panic!()
+    };
+    assert_eq!(r.error_code, txn_denied);
+    let parts = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s("tx")))
+        .with_v3_and_below_topics(vec![
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s("orders")))
+                .with_partitions(vec![0]),
+        ]);
+    let Decision::Refuse(ResponseKind::AddPartitionsToTxn(r)) =
+        run(RequestKind::AddPartitionsToTxn(parts), 3, None)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        txn_denied
+    );
+    // A transactional produce without WRITE on its id is refused whole.
+    let produce = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s("tx"))))
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(s("orders")))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(0)]),
+        ]);
+    let Decision::Refuse(ResponseKind::Produce(r)) = run(RequestKind::Produce(produce), 9, None)
+    else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, txn_denied);
+}
+
+#[test]
+fn a_transaction_may_not_add_a_topic_its_principal_cannot_write() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{AddPartitionsToTxnRequest, TransactionalId};
+    // bob may write transactional id "tx" and topic "orders" only.
+    let bob = |op: Operation, rt: ResourceType, name: &str| {
+        matches!(
+            (op, rt, name),
+            (Operation::Write, ResourceType::TransactionalId, "tx")
+                | (Operation::Write, ResourceType::Topic, "orders")
+        )
+    };
+    let all = || vec!["orders".to_string(), "secret".to_string()];
+    let name_of = |_| None;
+    let cx = Context {
+        may: &bob,
+        may_quietly: &bob,
+        name_of: &name_of,
+        all_topics: &all,
+        version: 3,
+        node: None,
+    };
+    let topic = |n: &str| {
+        AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(s(n)))
+            .with_partitions(vec![0])
+    };
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s("tx")))
+        .with_v3_and_below_topics(vec![topic("orders"), topic("secret")]);
+    let Decision::Refuse(ResponseKind::AddPartitionsToTxn(r)) =
+        check(RequestKind::AddPartitionsToTxn(req.clone()), &cx)
+    else {
+        panic!()
+    };
+    let code =
+        |t: usize| r.results_by_topic_v3_and_below[t].results_by_partition[0].partition_error_code;
+    assert_eq!(code(0), ResponseError::OperationNotAttempted.code());
+    assert_eq!(code(1), ResponseError::TopicAuthorizationFailed.code());
+    // Only topics it may write: served.
+    let ok = req.with_v3_and_below_topics(vec![topic("orders")]);
+    assert!(matches!(
+        check(RequestKind::AddPartitionsToTxn(ok), &cx),
+        Decision::Serve(..)
+    ));
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Transactions against the idempotent producer, on one standalone broker, in one invocation.
+
+For each round, in turn: the idempotent producer (acks=all, warmed up with one message) sends
+--messages records of --size bytes; then the transactional producer sends the same in transactions of 100 records and of
+1,000 records (begin, produce, commit_transaction). Reported: msg/s of each (median over
+rounds), the ratio of each transactional run to the idempotent run of the same round (median),
+and commit_transaction() latency p50/p99 over every commit of the run.
+
+Usage: bench/txn_bench.py [--bin target/release/sluice] [--messages 200000] [--size 100]
+       [--rounds 3] [--data-root DIR]
+"""
+import argparse, os, shutil, statistics, subprocess, tempfile, time
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from benchlib import start_brokers, stop
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "sluice"))
+ap.add_argument("--messages", type=int, default=200_000)
+ap.add_argument("--size", type=int, default=100)
+ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--data-root", default=None)
+args = ap.parse_args()
+
+tmp = tempfile.mkdtemp(prefix="sluice-txnbench-", dir=args.data_root)
+procs, bs = start_brokers(args.bin, "standalone", tmp)
+admin = AdminClient({"bootstrap.servers": bs})
+payload = b"x" * args.size
+topic_n = 0
+
+
+def new_topic():
+    global topic_n
+    topic_n += 1
+    name = f"bench-{topic_n}"
+    for f in admin.create_topics([NewTopic(name, 1, 1)]).values():
+        f.result()
+    return name
+
+
+def idempotent(topic):
+    p = Producer({"bootstrap.servers": bs, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 5, "batch.num.messages": 10000})
+    # Warm up: the producer id and the connection, as init_transactions() does for the other.
+    p.produce(topic, payload)
+    p.flush(30)
+    start = time.perf_counter()
+    for _ in range(args.messages):
+        while True:
+            try:
+                p.produce(topic, payload)
+                break
+            except BufferError:
+                p.poll(0.001)
+    p.flush(120)
+    return args.messages / (time.perf_counter() - start), []
+
+
+def transactional(topic, per_txn, txn_id):
+    p = Producer({"bootstrap.servers": bs, "transactional.id": txn_id, "linger.ms": 5,
+                  "batch.num.messages": 10000})
+    p.init_transactions(30)
+    commits = []
+    start = time.perf_counter()
+    sent = 0
+    while sent < args.messages:
+        p.begin_transaction()
+        for _ in range(min(per_txn, args.messages - sent)):
+            while True:
+                try:
+                    p.produce(topic, payload)
+                    break
+                except BufferError:
+                    p.poll(0.001)
+            sent += 1
+        t = time.perf_counter()
+        p.commit_transaction(60)
+        commits.append((time.perf_counter() - t) * 1000)
+    return args.messages / (time.perf_counter() - start), commits
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+results = {"idempotent": [], "txn100": [], "txn1000": []}
+ratios = {"txn100": [], "txn1000": []}
+commits = {"txn100": [], "txn1000": []}
+try:
+    for r in range(args.rounds):
+        subprocess.run(["sync"])
+        base, _ = idempotent(new_topic())
+        results["idempotent"].append(base)
+        for name, per in (("txn100", 100), ("txn1000", 1000)):
+            subprocess.run(["sync"])
+            rate, lat = transactional(new_topic(), per, f"bench-{name}-{r}")
+            results[name].append(rate)
+            ratios[name].append(rate / base)
+            commits[name].extend(lat)
+        print(f"round {r}: idempotent {base:,.0f} msg/s, "
+              f"txn100 {results['txn100'][-1]:,.0f}, txn1000 {results['txn1000'][-1]:,.0f}", flush=True)
+finally:
+    stop(procs)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+print(f"\n{args.messages} messages of {args.size} B per run, {args.rounds} rounds, standalone, fsync on")
+print("| producer | msg/s (median) | ratio to idempotent (median of rounds) | commit p50 | commit p99 |")
+print("|---|---|---|---|---|")
+print(f"| idempotent, acks=all | {statistics.median(results['idempotent']):,.0f} | 1 | | |")
+for name, label in (("txn100", "transactional, 100 per txn"), ("txn1000", "transactional, 1,000 per txn")):
+    print(f"| {label} | {statistics.median(results[name]):,.0f} | {statistics.median(ratios[name]):.2f} | "
+          f"{pct(commits[name], 0.5):.2f} ms | {pct(commits[name], 0.99):.2f} ms |")

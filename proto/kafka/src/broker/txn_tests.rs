@@ -1,0 +1,742 @@
+//! Transactions through [`Broker::handle`] on [`MemStorage`]: markers only after the decision
+//! is durable, the last stable offset, aborted transactions in fetches, offsets committed in a
+//! transaction, fencing, timeouts, and a crash between the decision and its markers.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, CreateTopicsRequest, EndTxnRequest,
+    FetchRequest, GroupId, InitProducerIdRequest, ListOffsetsRequest, OffsetFetchRequest,
+    ProduceRequest, ProducerId, RequestKind, ResponseKind, TopicName, TransactionalId,
+    TxnOffsetCommitRequest,
+};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::group_tests::{ctx, s, sync};
+use super::{Broker, BrokerConfig, Reply};
+use crate::storage::{MemStorage, Storage};
+
+fn open(fs: &MemStorage, now: i64) -> Broker {
+    let config = BrokerConfig {
+        offsets_partitions: 2,
+        ..BrokerConfig::default()
+    };
+    let mut b = Broker::open(Arc::new(fs.clone()) as Arc<dyn Storage>, config, 9, now).unwrap();
+    sync(&mut b);
+    b
+}
+
+fn answer(b: &mut Broker, reply: Reply) -> ResponseKind {
+    match reply {
+        Reply::Now(r) => r,
+        Reply::Durable { seq, response } => {
+            sync(b);
+            assert!(b.synced_seq() >= seq);
+            response
+        }
+        Reply::AfterSync { seq, response } => {
+            sync(b);
+            assert!(b.synced_seq() >= seq);
+            ResponseKind::Produce(response)
+        }
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+fn create(b: &mut Broker, topic: &str) {
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    b.handle(
+        &ctx(ApiKey::CreateTopics, 5),
+        RequestKind::CreateTopics(req),
+        0,
+    );
+    sync(b);
+}
+
+fn init(b: &mut Broker, id: &str, timeout_ms: i32, now: i64) -> (i16, i64, i16) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let reply = b.handle(
+        &ctx(ApiKey::InitProducerId, 4),
+        RequestKind::InitProducerId(req),
+        now,
+    );
+    let ResponseKind::InitProducerId(r) = answer(b, reply) else {
+        panic!()
+    };
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+fn add(b: &mut Broker, id: &str, pid: i64, epoch: i16, topic: &str, now: i64) -> i16 {
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(vec![0]),
+        ]);
+    let reply = b.handle(
+        &ctx(ApiKey::AddPartitionsToTxn, 3),
+        RequestKind::AddPartitionsToTxn(req),
+        now,
+    );
+    let ResponseKind::AddPartitionsToTxn(r) = answer(b, reply) else {
+        panic!()
+    };
+    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+/// EndTxn, answered once the decision is durable (the markers are then written, unsynced).
+fn end(b: &mut Broker, id: &str, pid: i64, epoch: i16, commit: bool, now: i64) -> i16 {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let reply = b.handle(&ctx(ApiKey::EndTxn, 3), RequestKind::EndTxn(req), now);
+    let ResponseKind::EndTxn(r) = answer(b, reply) else {
+        panic!()
+    };
+    r.error_code
+}
+
+fn batch(pid: i64, epoch: i16, seq: i32, values: &[&str], transactional: bool) -> Bytes {
+    let keyed: Vec<(String, &str)> = values.iter().map(|v| (format!("k{v}"), *v)).collect();
+    let keyed: Vec<(&str, &str)> = keyed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    keyed_batch(pid, epoch, seq, &keyed, transactional)
+}
+
+fn keyed_batch(
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    records: &[(&str, &str)],
+    transactional: bool,
+) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_000,
+            key: Some(Bytes::from(k.to_string())),
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce(b: &mut Broker, topic: &str, records: Bytes, txn: Option<&str>, now: i64) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(1000)
+        .with_transactional_id(txn.map(|t| TransactionalId(s(t))))
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(s(topic)))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let reply = b.handle(&ctx(ApiKey::Produce, 9), RequestKind::Produce(req), now);
+    let ResponseKind::Produce(r) = answer(b, reply) else {
+        panic!()
+    };
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// A fetch of partition 0 from offset 0.
+fn fetch_partition(
+    b: &Broker,
+    topic: &str,
+    read_committed: bool,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    let req = FetchRequest::default()
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(i8::from(read_committed))
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let out = b.fetch(&req, 11);
+    let pd = out.response.responses[0].partitions[0].clone();
+    assert_eq!(pd.error_code, 0);
+    pd
+}
+
+/// Every record of a fetched partition.
+fn records(pd: &kafka_protocol::messages::fetch_response::PartitionData) -> Vec<Record> {
+    let mut buf = pd.records.clone().unwrap_or_default();
+    if buf.is_empty() {
+        return Vec::new();
+    }
+    RecordBatchDecoder::decode_all(&mut buf)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .collect()
+}
+
+fn value(r: &Record) -> String {
+    String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap()
+}
+
+/// A fetch from offset 0: (values seen, last stable offset, aborted (producer, first offset)).
+fn fetch(b: &Broker, topic: &str, read_committed: bool) -> (Vec<String>, i64, Vec<(i64, i64)>) {
+    let pd = fetch_partition(b, topic, read_committed);
+    let values = records(&pd)
+        .iter()
+        .filter(|r| !r.control)
+        .map(value)
+        .collect();
+    let aborted = pd
+        .aborted_transactions
+        .iter()
+        .flatten()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect();
+    (values, pd.last_stable_offset, aborted)
+}
+
+/// What a read_committed consumer delivers: records of aborted transactions skipped.
+fn committed_view(b: &Broker, topic: &str) -> Vec<String> {
+    let pd = fetch_partition(b, topic, true);
+    let aborted: Vec<(i64, i64)> = pd
+        .aborted_transactions
+        .iter()
+        .flatten()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect();
+    let mut skipping = std::collections::HashSet::new();
+    let mut values = Vec::new();
+    for r in records(&pd) {
+        if aborted.contains(&(r.producer_id, r.offset)) {
+            skipping.insert(r.producer_id);
+        }
+        if r.control {
+            skipping.remove(&r.producer_id);
+            continue;
+        }
+        if !(r.transactional && skipping.contains(&r.producer_id)) {
+            values.push(value(&r));
+        }
+    }
+    values
+}
+
+#[test]
+fn committed_records_become_visible_only_once_the_marker_is_durable() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    let (e, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    assert_eq!((e, epoch), (0, 0));
+    assert_eq!(add(&mut b, "tx", pid, epoch, "t", 1), 0);
+    let (e, base) = produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 0, &["a", "b"], true),
+        Some("tx"),
+        2,
+    );
+    assert_eq!((e, base), (0, 0));
+    // A plain record after the open transaction.
+    assert_eq!(
+        produce(&mut b, "t", batch(-1, -1, -1, &["plain"], false), None, 3).0,
+        0
+    );
+    let (all, lso, _) = fetch(&b, "t", false);
+    assert_eq!(all, vec!["a", "b", "plain"]);
+    assert_eq!(lso, 0, "the open transaction holds the last stable offset");
+    assert!(fetch(&b, "t", true).0.is_empty());
+    // ListOffsets read_committed answers the LSO.
+    let lo = ListOffsetsRequest::default()
+        .with_isolation_level(1)
+        .with_topics(vec![
+            kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let Reply::Now(ResponseKind::ListOffsets(r)) = b.handle(
+        &ctx(ApiKey::ListOffsets, 5),
+        RequestKind::ListOffsets(lo),
+        3,
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].partitions[0].offset, 0);
+
+    // EndTxn is answered once PrepareCommit is durable; the marker is written then, but is
+    // not durable yet: still nothing for read_committed.
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(true);
+    let reply = b.handle(&ctx(ApiKey::EndTxn, 3), RequestKind::EndTxn(req), 4);
+    let Reply::Durable { .. } = reply else {
+        panic!("EndTxn waits for its decision to be durable: {reply:?}")
+    };
+    let before = b.topics()["t"].partitions[0].log_end_offset();
+    sync(&mut b); // the decision is durable: the marker is appended now
+    assert_eq!(b.topics()["t"].partitions[0].log_end_offset(), before + 1);
+    assert!(fetch(&b, "t", true).0.is_empty(), "marker not yet durable");
+    sync(&mut b);
+    let (seen, lso, aborted) = fetch(&b, "t", true);
+    assert_eq!(seen, vec!["a", "b", "plain"]);
+    assert_eq!(lso, 4);
+    assert!(aborted.is_empty());
+    assert_eq!(
+        b.txn.get("tx").unwrap().state,
+        sluice_coordinator::TxnState::CompleteCommit
+    );
+}
+
+#[test]
+fn aborted_transactions_are_listed_for_read_committed_fetches() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    add(&mut b, "tx", pid, epoch, "t", 1);
+    produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 0, &["x", "y"], true),
+        Some("tx"),
+        2,
+    );
+    assert_eq!(end(&mut b, "tx", pid, epoch, false, 3), 0);
+    sync(&mut b);
+    add(&mut b, "tx", pid, epoch, "t", 4);
+    produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 2, &["z"], true),
+        Some("tx"),
+        5,
+    );
+    assert_eq!(end(&mut b, "tx", pid, epoch, true, 6), 0);
+    sync(&mut b);
+    let (all, lso, aborted) = fetch(&b, "t", true);
+    assert_eq!(all, vec!["x", "y", "z"], "read_committed gets the batches");
+    assert_eq!(lso, 5);
+    assert_eq!(aborted, vec![(pid, 0)], "and is told which to skip");
+    assert_eq!(committed_view(&b, "t"), vec!["z"]);
+    // read_uncommitted is told nothing.
+    let (_, _, none) = fetch(&b, "t", false);
+    assert!(none.is_empty());
+    // The aborted index survives a restart (crash: rebuilt from the log).
+    drop(b);
+    fs.crash();
+    let b = open(&fs, 10);
+    assert_eq!(committed_view(&b, "t"), vec!["z"]);
+}
+
+#[test]
+fn produces_outside_the_transaction_and_from_zombies_are_refused() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    create(&mut b, "u");
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    add(&mut b, "tx", pid, epoch, "t", 1);
+    // Not added: refused, nothing written.
+    let (e, _) = produce(
+        &mut b,
+        "u",
+        batch(pid, epoch, 0, &["no"], true),
+        Some("tx"),
+        2,
+    );
+    assert_eq!(e, ResponseError::InvalidTxnState.code());
+    assert_eq!(b.topics()["u"].partitions[0].log_end_offset(), 0);
+    assert_eq!(
+        produce(
+            &mut b,
+            "t",
+            batch(pid, epoch, 0, &["old"], true),
+            Some("tx"),
+            3
+        )
+        .0,
+        0
+    );
+    // A new instance fences the old one: its open transaction is aborted, and the request
+    // is answered once the abort is complete.
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s("tx"))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let reply = b.handle(
+        &ctx(ApiKey::InitProducerId, 4),
+        RequestKind::InitProducerId(req),
+        4,
+    );
+    let Reply::Parked { token } = reply else {
+        panic!("parked until the abort completes: {reply:?}")
+    };
+    sync(&mut b); // the abort decision: markers written
+    sync(&mut b); // markers durable; the new epoch persisted
+    sync(&mut b);
+    let answered: Vec<_> = b.take_deferred();
+    let d = answered
+        .iter()
+        .find(|d| d.token == token)
+        .expect("answered");
+    assert!(b.synced_seq() >= d.seq);
+    let ResponseKind::InitProducerId(r) = &d.response else {
+        panic!()
+    };
+    assert_eq!((r.error_code, r.producer_id.0), (0, pid));
+    assert_eq!(r.producer_epoch, epoch + 2);
+    // The zombie's writes and commit are refused.
+    let (e, _) = produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 1, &["zombie"], true),
+        Some("tx"),
+        6,
+    );
+    assert_eq!(e, ResponseError::InvalidProducerEpoch.code());
+    assert_eq!(
+        end(&mut b, "tx", pid, epoch, true, 6),
+        ResponseError::ProducerFenced.code()
+    );
+    assert!(
+        committed_view(&b, "t").is_empty(),
+        "the fenced transaction was aborted"
+    );
+}
+
+#[test]
+fn a_crash_between_the_decision_and_its_markers_is_finished_at_restart() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    add(&mut b, "tx", pid, epoch, "t", 1);
+    produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 0, &["a"], true),
+        Some("tx"),
+        2,
+    );
+    assert_eq!(end(&mut b, "tx", pid, epoch, true, 3), 0);
+    // The commit was acknowledged and its marker appended, but never synced: crash.
+    drop(b);
+    fs.crash();
+    let mut b = open(&fs, 10);
+    // The restart found PrepareCommit and wrote the marker again.
+    assert_eq!(committed_view(&b, "t"), vec!["a"]);
+    sync(&mut b);
+    assert_eq!(
+        b.txn.get("tx").unwrap().state,
+        sluice_coordinator::TxnState::CompleteCommit
+    );
+    // An open transaction at a crash stays open (its producer may still commit it).
+    add(&mut b, "tx", pid, epoch, "t", 11);
+    produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 1, &["b"], true),
+        Some("tx"),
+        12,
+    );
+    drop(b);
+    fs.crash();
+    let mut b = open(&fs, 20);
+    assert_eq!(
+        fetch(&b, "t", true).1,
+        2,
+        "LSO rebuilt at the open transaction"
+    );
+    assert_eq!(end(&mut b, "tx", pid, epoch, true, 21), 0);
+    sync(&mut b);
+    assert_eq!(committed_view(&b, "t"), vec!["a", "b"]);
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    let (_, pid, epoch) = init(&mut b, "tx", 5_000, 0);
+    add(&mut b, "tx", pid, epoch, "t", 1_000);
+    produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 0, &["late"], true),
+        Some("tx"),
+        1_001,
+    );
+    assert_eq!(b.poll_timeout(), Some(6_000));
+    b.tick(6_000);
+    sync(&mut b);
+    sync(&mut b);
+    let (_, lso, aborted) = fetch(&b, "t", true);
+    assert_eq!((lso, aborted), (2, vec![(pid, 0)]));
+    assert!(committed_view(&b, "t").is_empty());
+    assert_eq!(
+        end(&mut b, "tx", pid, epoch, true, 6_001),
+        ResponseError::ProducerFenced.code()
+    );
+}
+
+fn offset_fetch(b: &mut Broker, require_stable: bool) -> (i16, i64) {
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_require_stable(require_stable)
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let reply = b.handle(
+        &ctx(ApiKey::OffsetFetch, 7),
+        RequestKind::OffsetFetch(req),
+        0,
+    );
+    let ResponseKind::OffsetFetch(r) = answer(b, reply) else {
+        panic!()
+    };
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.committed_offset)
+}
+
+fn txn_commit_offset(b: &mut Broker, pid: i64, epoch: i16, offset: i64, now: i64) -> i16 {
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(s("g")));
+    let reply = b.handle(
+        &ctx(ApiKey::AddOffsetsToTxn, 3),
+        RequestKind::AddOffsetsToTxn(add),
+        now,
+    );
+    let ResponseKind::AddOffsetsToTxn(r) = answer(b, reply) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 0);
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_group_id(GroupId(s("g")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![
+            TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    let reply = b.handle(
+        &ctx(ApiKey::TxnOffsetCommit, 3),
+        RequestKind::TxnOffsetCommit(req),
+        now,
+    );
+    let ResponseKind::TxnOffsetCommit(r) = answer(b, reply) else {
+        panic!()
+    };
+    r.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn offsets_committed_in_a_transaction_appear_with_its_commit() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    assert_eq!(txn_commit_offset(&mut b, pid, epoch, 42, 1), 0);
+    assert_eq!(
+        offset_fetch(&mut b, false),
+        (0, -1),
+        "not visible before the commit"
+    );
+    assert_eq!(
+        offset_fetch(&mut b, true).0,
+        ResponseError::UnstableOffsetCommit.code(),
+        "require_stable is told to retry"
+    );
+    assert_eq!(end(&mut b, "tx", pid, epoch, true, 2), 0);
+    sync(&mut b);
+    assert_eq!(offset_fetch(&mut b, true), (0, 42));
+    // An aborted one leaves the committed offset alone.
+    assert_eq!(txn_commit_offset(&mut b, pid, epoch, 50, 3), 0);
+    assert_eq!(end(&mut b, "tx", pid, epoch, false, 4), 0);
+    sync(&mut b);
+    assert_eq!(offset_fetch(&mut b, true), (0, 42));
+    // Replayed the same way after a crash.
+    drop(b);
+    fs.crash();
+    let mut b = open(&fs, 10);
+    assert_eq!(offset_fetch(&mut b, true), (0, 42));
+    // A fenced producer's offsets are refused.
+    let (e, _, _) = init(&mut b, "tx", 60_000, 11);
+    assert_eq!(e, 0);
+    assert_eq!(
+        txn_commit_offset_raw(&mut b, pid, epoch),
+        ResponseError::InvalidProducerEpoch.code()
+    );
+}
+
+fn txn_commit_offset_raw(b: &mut Broker, pid: i64, epoch: i16) -> i16 {
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_group_id(GroupId(s("g")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![
+            TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(7)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    let reply = b.handle(
+        &ctx(ApiKey::TxnOffsetCommit, 3),
+        RequestKind::TxnOffsetCommit(req),
+        12,
+    );
+    let ResponseKind::TxnOffsetCommit(r) = answer(b, reply) else {
+        panic!()
+    };
+    r.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(s("c")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+                    .with_name(s("cleanup.policy"))
+                    .with_value(Some(s("compact"))),
+                kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+                    .with_name(s("internal.segment.bytes"))
+                    .with_value(Some(s("300"))),
+            ]),
+    ]);
+    b.handle(
+        &ctx(ApiKey::CreateTopics, 5),
+        RequestKind::CreateTopics(req),
+        0,
+    );
+    sync(&mut b);
+    assert_eq!(
+        produce(
+            &mut b,
+            "c",
+            keyed_batch(-1, -1, -1, &[("K", "committed")], false),
+            None,
+            1
+        )
+        .0,
+        0
+    );
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 2);
+    add(&mut b, "tx", pid, epoch, "c", 3);
+    produce(
+        &mut b,
+        "c",
+        keyed_batch(pid, epoch, 0, &[("K", "aborted")], true),
+        Some("tx"),
+        4,
+    );
+    assert_eq!(end(&mut b, "tx", pid, epoch, false, 5), 0);
+    sync(&mut b);
+    // Later records roll segments, so the ones above are closed and cleanable.
+    for i in 0..20 {
+        let v = format!("filler-{i}");
+        produce(
+            &mut b,
+            "c",
+            keyed_batch(-1, -1, -1, &[(&v, &v)], false),
+            None,
+            6,
+        );
+    }
+    assert!(b.topics()["c"].partitions[0].segment_count() > 3);
+    assert_eq!(committed_view(&b, "c")[0], "committed");
+    let cleaned = b.clean_now(10_000);
+    assert!(!cleaned.is_empty(), "the partition was cleaned");
+    let (all, _, _) = fetch(&b, "c", false);
+    assert!(
+        !all.contains(&"aborted".to_string()),
+        "aborted records removed: {all:?}"
+    );
+    assert_eq!(
+        committed_view(&b, "c").first().map(String::as_str),
+        Some("committed"),
+        "the committed record of K survives the clean"
+    );
+}
