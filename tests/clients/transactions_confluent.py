@@ -247,7 +247,7 @@ elif args.cmd == "eos-worker":
                 p.produce(args.output, key=m.key(), value=m.value(), partition=m.partition())
             positions = cons.position(parts)
             # The call can hang in librdkafka past its timeout: give up the process then.
-            watchdog = threading.Timer(45, lambda: (emit({"event": "stuck"}), os._exit(3)))
+            watchdog = threading.Timer(35, lambda: (emit({"event": "stuck"}), os._exit(3)))
             watchdog.start()
             try:
                 p.send_offsets_to_transaction(positions, cons.consumer_group_metadata(), 30)

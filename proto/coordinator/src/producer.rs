@@ -763,6 +763,57 @@ mod tests {
     }
 
     #[test]
+    fn open_and_aborted_transactions_survive_a_snapshot() {
+        let mut t = ProducerStateTable::new();
+        // Producer 1: a transaction aborted by a marker at 2; producer 2: open from 3.
+        t.record_append(&batch(1, 0, 0, 2), 0, 10);
+        t.record_txn_batch(1, 0);
+        t.record_marker(1, 0, false, 2, 11, 0);
+        t.record_append(&batch(2, 0, 0, 1), 3, 12);
+        t.record_txn_batch(2, 3);
+        // The marker at 2 is not durable (high watermark 0): it still holds the LSO at 0.
+        assert_eq!(t.first_unstable_offset(), Some(0));
+        t.advance_high_watermark(3);
+        assert_eq!(t.first_unstable_offset(), Some(3));
+        assert_eq!(t.aborted_between(0, 3).len(), 1);
+        assert!(t.aborted_between(3, 10).is_empty());
+        // An open transaction keeps its producer from expiring.
+        assert_eq!(t.clone().remove_expired(1_000_000, 1000), 1);
+        let restored = ProducerStateTable::from_snapshot(&t.snapshot()).unwrap();
+        assert_eq!(restored, t);
+        assert_eq!(restored.first_unstable_offset(), Some(3));
+        assert_eq!(
+            restored.aborted().copied().collect::<Vec<_>>(),
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 0,
+                last_offset: 2
+            }]
+        );
+        // A version-0 snapshot (before transactions) still loads.
+        let mut v0 = ProducerStateTable::new();
+        v0.record_append(&batch(5, 0, 0, 1), 0, 1);
+        let mut old = Vec::new();
+        old.push(0u8);
+        old.extend_from_slice(&v0.next_offset().to_be_bytes());
+        old.extend_from_slice(&1u32.to_be_bytes());
+        old.extend_from_slice(&5i64.to_be_bytes());
+        old.extend_from_slice(&0i16.to_be_bytes());
+        old.extend_from_slice(&1i64.to_be_bytes());
+        old.push(1);
+        for v in [0i32, 0] {
+            old.extend_from_slice(&v.to_be_bytes());
+        }
+        old.extend_from_slice(&0i64.to_be_bytes());
+        old.extend_from_slice(&0i32.to_be_bytes());
+        old.extend_from_slice(&1i64.to_be_bytes());
+        assert_eq!(ProducerStateTable::from_snapshot(&old).unwrap(), v0);
+        // Trimming forgets aborted transactions before the log start.
+        t.trim_aborted(3);
+        assert!(t.aborted().next().is_none());
+    }
+
+    #[test]
     fn expiry_forgets_idle_producers() {
         let mut t = ProducerStateTable::new();
         t.record_append(&batch(1, 0, 0, 1), 0, 100);

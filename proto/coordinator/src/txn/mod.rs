@@ -158,6 +158,14 @@ impl TxnMetadata {
         })
     }
 
+    /// No transaction open or completing: the id may expire.
+    fn is_idle(&self) -> bool {
+        matches!(
+            self.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        )
+    }
+
     /// Moves to the next epoch (or a new producer id when the epoch is exhausted, as Kafka).
     fn bump_epoch(&mut self, ids: &mut ProducerIdAllocator) -> Option<StoreRecord> {
         if self.epoch >= i16::MAX - 1 {
@@ -182,6 +190,9 @@ pub struct TxnConfig {
     pub num_partitions: i32,
     /// Largest `transaction.timeout.ms` a producer may ask for.
     pub max_timeout_ms: i32,
+    /// A transactional id idle this long (no transaction open) is forgotten (Kafka's
+    /// `transactional.id.expiration.ms`, 7 days).
+    pub id_expiration_ms: i64,
 }
 
 impl Default for TxnConfig {
@@ -189,6 +200,7 @@ impl Default for TxnConfig {
         TxnConfig {
             num_partitions: 50,
             max_timeout_ms: MAX_TIMEOUT_MS,
+            id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -841,6 +853,24 @@ impl TxnCoordinator {
             tracing::info!(transactional_id = %id, "transaction timed out");
             self.fence_and_abort(&id, now_ms, ids, &mut out);
         }
+        let idle: Vec<String> = self
+            .txns
+            .iter()
+            .filter(|(id, m)| {
+                m.is_idle()
+                    && now_ms >= m.update_ms.saturating_add(self.cfg.id_expiration_ms)
+                    && self.owns(id)
+                    && !self.waiting_inits.contains_key(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            tracing::info!(transactional_id = %id, "transactional id expired");
+            if let Some(m) = self.txns.remove(&id) {
+                self.by_producer.remove(&m.producer_id);
+            }
+            out.push(self.persist(&id, None, None)); // a tombstone
+        }
         out
     }
 
@@ -848,8 +878,11 @@ impl TxnCoordinator {
     pub fn poll_timeout(&self) -> Option<i64> {
         self.txns
             .values()
-            .filter(|m| m.state == TxnState::Ongoing)
-            .map(|m| m.start_ms.saturating_add(m.timeout_ms as i64))
+            .filter_map(|m| match m.state {
+                TxnState::Ongoing => Some(m.start_ms.saturating_add(m.timeout_ms as i64)),
+                _ if m.is_idle() => Some(m.update_ms.saturating_add(self.cfg.id_expiration_ms)),
+                _ => None,
+            })
             .min()
     }
 

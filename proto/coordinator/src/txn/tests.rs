@@ -30,6 +30,7 @@ fn coordinator() -> (TxnCoordinator, ProducerIdAllocator) {
     let mut c = TxnCoordinator::new(TxnConfig {
         num_partitions: 3,
         max_timeout_ms: 60_000,
+        id_expiration_ms: 1_000_000,
     });
     for p in 0..3 {
         assert!(c.load_partition(p, []).is_empty());
@@ -501,4 +502,26 @@ fn describe_and_list() {
     assert_eq!(list(vec!["Empty", "Bogus"], -1), (0, 1));
     assert_eq!(list(vec![], 900), (1, 0));
     assert_eq!(list(vec![], 901), (0, 0));
+}
+
+#[test]
+fn an_idle_transactional_id_expires_and_starts_over() {
+    let (mut c, mut ids) = coordinator();
+    let (_, pid, _) = init(&mut c, &mut ids, 0);
+    // While a transaction is open the id does not expire (the timeout aborts it first).
+    assert_eq!(c.poll_timeout(), Some(1_000_000));
+    assert!(c.tick(999_999, &mut ids).is_empty());
+    let actions = c.tick(1_000_000, &mut ids);
+    assert!(matches!(
+        &actions[..],
+        [TxnAction::Persist {
+            record: StoreRecord::Transaction { value: None, .. },
+            ..
+        }]
+    ));
+    assert!(c.get(ID).is_none());
+    assert_eq!(c.poll_timeout(), None);
+    let (e, pid2, epoch) = init(&mut c, &mut ids, 1_000_001);
+    assert_eq!((e, epoch), (0, 0));
+    assert_ne!(pid2, pid, "a new producer id after expiry");
 }

@@ -730,6 +730,16 @@ impl Broker {
                 }
             }
         }
+        // Aborted transactions wholly before a partition's log start concern no reader.
+        let topics = &self.topics;
+        for ((topic, p), table) in self.producers.iter_mut() {
+            if let Some(log) = topics
+                .get(topic)
+                .and_then(|t| t.partitions.get(*p as usize))
+            {
+                table.trim_aborted(log.log_start_offset());
+            }
+        }
         // Also the periodic moment to record producer state, so a restart replays little.
         self.snapshot_producer_states();
     }
