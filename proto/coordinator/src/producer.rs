@@ -306,12 +306,20 @@ impl ProducerStateTable {
 
     /// A transactional batch of `producer_id` was appended (or replayed) at `base_offset`: it
     /// opens the producer's transaction in this partition unless one is open.
-    pub fn record_txn_batch(&mut self, producer_id: i64, base_offset: i64) {
-        if let Some(e) = self.producers.get_mut(&producer_id)
-            && e.txn_first_offset.is_none()
-        {
+    pub fn record_txn_batch(&mut self, producer_id: i64, epoch: i16, base_offset: i64) {
+        let e = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCHES_RETAINED),
+                last_timestamp_ms: -1,
+                txn_first_offset: None,
+            });
+        if e.txn_first_offset.is_none() {
             e.txn_first_offset = Some(base_offset);
             self.ongoing.insert(base_offset, producer_id);
+            self.next_offset = self.next_offset.max(base_offset + 1);
         }
     }
 
@@ -767,10 +775,10 @@ mod tests {
         let mut t = ProducerStateTable::new();
         // Producer 1: a transaction aborted by a marker at 2; producer 2: open from 3.
         t.record_append(&batch(1, 0, 0, 2), 0, 10);
-        t.record_txn_batch(1, 0);
+        t.record_txn_batch(1, 0, 0);
         t.record_marker(1, 0, false, 2, 11, 0);
         t.record_append(&batch(2, 0, 0, 1), 3, 12);
-        t.record_txn_batch(2, 3);
+        t.record_txn_batch(2, 0, 3);
         // The marker at 2 is not durable (high watermark 0): it still holds the LSO at 0.
         assert_eq!(t.first_unstable_offset(), Some(0));
         t.advance_high_watermark(3);

@@ -550,6 +550,10 @@ impl TxnCoordinator {
             | TxnState::CompleteAbort
             | TxnState::Dead => {
                 let block = m.bump_epoch(ids);
+                if req.producer_id.0 < 0 {
+                    // A new instance, not a KIP-360 bump: no older epoch may claim to retry it.
+                    m.last_epoch = -1;
+                }
                 m.state = TxnState::Empty;
                 m.timeout_ms = req.transaction_timeout_ms;
                 m.partitions.clear();
@@ -820,6 +824,7 @@ impl TxnCoordinator {
             // The parked InitProducerId: the next epoch, as its retry would have got.
             let m = self.txns.get_mut(&job.transactional_id).expect("known");
             let block = m.bump_epoch(ids);
+            m.last_epoch = -1; // the epoch before was the fence's: nobody's to retry
             m.state = TxnState::Empty;
             m.timeout_ms = timeout_ms;
             m.update_ms = now_ms;

@@ -347,6 +347,15 @@ fn kip_360_names_the_current_producer_or_is_fenced() {
         panic!()
     };
     assert_eq!((r.error_code, r.producer_epoch), (0, e0 + 1));
+    // A new instance (no id named) bumps again; the zombie still naming the first epoch is
+    // not taken for a retry of that bump.
+    let (e, _, e2) = init(&mut c, &mut ids, 3);
+    assert_eq!((e, e2), (0, e0 + 2));
+    let (body, _, _) = outcome(&c.init_producer_id(&ctx(4), &named(pid, e0 + 1), 3, &mut ids));
+    let Some(ResponseKind::InitProducerId(r)) = body else {
+        panic!()
+    };
+    assert_eq!(r.error_code, ResponseError::ProducerFenced.code());
     // An epoch from further back is fenced.
     let (body, _, _) = outcome(&c.init_producer_id(&ctx(4), &named(pid, 7), 3, &mut ids));
     let Some(ResponseKind::InitProducerId(r)) = body else {

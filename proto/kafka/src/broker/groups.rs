@@ -421,13 +421,23 @@ impl Broker {
                 Ok(appended)
             });
             match result {
-                Ok(a) => debug!(
-                    node_id = self.config.node_id,
-                    partition = p,
-                    base_offset = a.base_offset,
-                    records = records.len(),
-                    "group state appended"
-                ),
+                Ok(a) => {
+                    debug!(
+                        node_id = self.config.node_id,
+                        partition = p,
+                        base_offset = a.base_offset,
+                        records = records.len(),
+                        "group state appended"
+                    );
+                    if let Some((producer_id, epoch)) = txn {
+                        // TxnOffsetCommit's batch opens the transaction in this partition.
+                        self.producers
+                            .entry((OFFSETS_TOPIC.to_string(), *p))
+                            .or_default()
+                            .record_txn_batch(producer_id, epoch, a.base_offset);
+                        self.sync_unstable(OFFSETS_TOPIC, *p);
+                    }
+                }
                 Err(e) => {
                     warn!(node_id = self.config.node_id, partition = p, error = %e, "group state append failed");
                     failed.push(*p);

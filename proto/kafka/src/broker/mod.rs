@@ -843,10 +843,11 @@ impl Broker {
         for p in 0..n {
             self.load_offsets_partition(p, now_ms);
         }
+        // Data partitions, and `__consumer_offsets` for its transactions (TxnOffsetCommit).
         let data: Vec<(String, i32)> = self
             .topics
             .iter()
-            .filter(|(name, _)| name.as_str() != OFFSETS_TOPIC)
+            .filter(|(name, _)| name.as_str() != sluice_coordinator::TRANSACTION_STATE_TOPIC)
             .flat_map(|(name, t)| (0..t.partitions.len() as i32).map(move |p| (name.clone(), p)))
             .collect();
         for (topic, p) in &data {

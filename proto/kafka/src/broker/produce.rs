@@ -61,8 +61,15 @@ impl Broker {
                     .with_base_offset(-1)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
+                let txn_refusal = self.txn_id_refusal(
+                    req.transactional_id.as_ref().map(|t| t.0.as_str()),
+                    pd.records.as_deref(),
+                );
                 let result = match (topic_error, &name) {
                     (Some(e), _) => Err((e, None)),
+                    (None, Some(_)) if txn_refusal.is_some() => {
+                        Err((txn_refusal.expect("checked"), None))
+                    }
                     (None, Some(n)) => {
                         match self.keyless_refusal(n, pd.index, pd.records.as_deref()) {
                             Some((errors, message)) => {
@@ -158,6 +165,23 @@ impl Broker {
             })
             .collect();
         Some((errors, summary))
+    }
+
+    /// Transactional records must come with the transactional id their producer id belongs
+    /// to (so the id's ACL covers them); `None` when they do or are not transactional.
+    fn txn_id_refusal(
+        &self,
+        transactional_id: Option<&str>,
+        records: Option<&[u8]>,
+    ) -> Option<ResponseError> {
+        let (_, h) = batch::headers(records?).find(|(_, h)| h.attributes & 0x10 != 0)?;
+        let Some(id) = transactional_id else {
+            return Some(ResponseError::InvalidRequest);
+        };
+        match self.txn.get(id) {
+            Some(m) if m.producer_id == h.producer_id => None,
+            _ => Some(ResponseError::InvalidProducerIdMapping),
+        }
     }
 
     /// The topic's `min.insync.replicas` (1 when unset).
@@ -294,6 +318,13 @@ impl Broker {
         let Some(records) = records else {
             return Err((ResponseError::InvalidRecord, Some("no records".into())));
         };
+        if batch::headers(records).any(|(_, h)| h.is_control()) {
+            // Only the transaction coordinator writes markers (as Kafka).
+            return Err((
+                ResponseError::InvalidRecord,
+                Some("clients may not produce control batches".into()),
+            ));
+        }
         let idempotent = match self.check_idempotent(topic, partition, records) {
             Ok(Ok(info)) => info,
             Ok(Err(duplicate_base)) => {
@@ -335,7 +366,11 @@ impl Broker {
                         batch::headers(records).any(|(_, h)| h.attributes & 0x10 != 0);
                     if transactional {
                         let opened = table.first_unstable_offset().is_none();
-                        table.record_txn_batch(info.producer_id, a.base_offset);
+                        table.record_txn_batch(
+                            info.producer_id,
+                            info.producer_epoch,
+                            a.base_offset,
+                        );
                         if opened {
                             self.sync_unstable(topic, partition);
                         }

@@ -105,7 +105,7 @@ impl Broker {
                 }
                 table.replay_batch(&batch_info(h), h.base_offset, h.max_timestamp);
                 if h.attributes & 0x10 != 0 {
-                    table.record_txn_batch(h.producer_id, h.base_offset);
+                    table.record_txn_batch(h.producer_id, h.producer_epoch, h.base_offset);
                 }
             });
             if let Err(e) = r {

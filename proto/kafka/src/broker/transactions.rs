@@ -38,6 +38,9 @@ pub(super) struct PendingMarkers {
     pub job: MarkerJob,
     /// When the decision was made (the markers' timestamp).
     pub now_ms: i64,
+    /// The markers are written; `seq` is now their sync, after which the transaction
+    /// completes (a Complete record synced with its markers could outlive them on power loss).
+    pub written: bool,
 }
 
 /// Whether a request is served by the transaction coordinator.
@@ -207,6 +210,7 @@ impl Broker {
     ) -> Option<Reply> {
         let mut mine = None;
         let mut last_seq = self.synced_seq;
+        let mut decision_failed = false;
         for action in actions {
             match action {
                 TxnAction::Respond(r) => {
@@ -227,8 +231,9 @@ impl Broker {
                     then,
                 } => {
                     let outcome = self.persist_txn_record(partition, &record, id_block, now_ms);
-                    if let Ok(seq) = outcome {
-                        last_seq = seq.max(last_seq);
+                    match outcome {
+                        Ok(seq) => last_seq = seq.max(last_seq),
+                        Err(_) => decision_failed = true,
                     }
                     if let Some(r) = then {
                         let token = r.token;
@@ -260,11 +265,14 @@ impl Broker {
                         }
                     }
                 }
+                // A decision that was not stored gets no markers (the reload dropped it).
+                TxnAction::WriteMarkers(_) if decision_failed => {}
                 TxnAction::WriteMarkers(job) => {
                     self.pending_markers.push(PendingMarkers {
                         seq: last_seq,
                         job,
                         now_ms,
+                        written: false,
                     });
                 }
             }
@@ -327,17 +335,32 @@ impl Broker {
             let Some(i) = self.pending_markers.iter().position(|m| m.seq <= synced) else {
                 return;
             };
-            let PendingMarkers { job, now_ms, .. } = self.pending_markers.remove(i);
+            let PendingMarkers {
+                job,
+                now_ms,
+                written,
+                ..
+            } = self.pending_markers.remove(i);
+            if written {
+                // The markers are durable: the transaction completes.
+                let actions = self
+                    .txn
+                    .markers_written(&job, now_ms, &mut self.producer_ids);
+                self.execute_txn(actions, None, now_ms);
+                continue;
+            }
             if let Err(e) = self.write_markers(&job, now_ms) {
                 // Storage failed: the broker refuses writes from now on, and a restart finds
                 // the decision and writes the markers again.
                 warn!(node_id = self.config.node_id, transactional_id = %job.transactional_id, error = %e, "writing transaction markers failed");
                 continue;
             }
-            let actions = self
-                .txn
-                .markers_written(&job, now_ms, &mut self.producer_ids);
-            self.execute_txn(actions, None, now_ms);
+            self.pending_markers.push(PendingMarkers {
+                seq: self.write_seq,
+                job,
+                now_ms,
+                written: true,
+            });
         }
     }
 
@@ -367,20 +390,21 @@ impl Broker {
             if topic == OFFSETS_TOPIC {
                 self.coordinator
                     .complete_txn(*p, job.producer_id, job.commit);
-            } else {
-                self.producers
-                    .entry((topic.clone(), *p))
-                    .or_default()
-                    .record_marker(
-                        job.producer_id,
-                        job.producer_epoch,
-                        job.commit,
-                        appended.base_offset,
-                        now_ms,
-                        hw,
-                    );
-                self.sync_unstable(topic, *p);
             }
+            // Also on `__consumer_offsets`: its cleaner must not clean past an open
+            // transaction's offsets nor let an aborted offset shadow a committed one.
+            self.producers
+                .entry((topic.clone(), *p))
+                .or_default()
+                .record_marker(
+                    job.producer_id,
+                    job.producer_epoch,
+                    job.commit,
+                    appended.base_offset,
+                    now_ms,
+                    hw,
+                );
+            self.sync_unstable(topic, *p);
         }
         self.write_seq += 1;
         debug!(

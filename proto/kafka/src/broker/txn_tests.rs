@@ -404,6 +404,22 @@ fn produces_outside_the_transaction_and_from_zombies_are_refused() {
     );
     assert_eq!(e, ResponseError::InvalidTxnState.code());
     assert_eq!(b.topics()["u"].partitions[0].log_end_offset(), 0);
+    // Transactional records without their transactional id, or under another one: refused.
+    let (e, _) = produce(&mut b, "t", batch(pid, epoch, 0, &["no"], true), None, 2);
+    assert_eq!(e, ResponseError::InvalidRequest.code());
+    let (e, _) = produce(
+        &mut b,
+        "t",
+        batch(pid, epoch, 0, &["no"], true),
+        Some("other"),
+        2,
+    );
+    assert_eq!(e, ResponseError::InvalidProducerIdMapping.code());
+    // Markers are the coordinator's: a client's control batch is refused.
+    let forged = Bytes::from(crate::batch::control_batch(pid, epoch, true, 2));
+    let (e, _) = produce(&mut b, "t", forged, Some("tx"), 2);
+    assert_eq!(e, ResponseError::InvalidRecord.code());
+    assert_eq!(b.topics()["t"].partitions[0].log_end_offset(), 0);
     assert_eq!(
         produce(
             &mut b,
@@ -613,6 +629,10 @@ fn offsets_committed_in_a_transaction_appear_with_its_commit() {
         (0, -1),
         "not visible before the commit"
     );
+    // The group's partition holds its cleaner back while the transaction is open.
+    let p = b.coordinator.partition_for("g") as usize;
+    let log = &b.topics()[super::OFFSETS_TOPIC].partitions[p];
+    assert!(log.last_stable_offset() < log.high_watermark());
     assert_eq!(
         offset_fetch(&mut b, true).0,
         ResponseError::UnstableOffsetCommit.code(),
@@ -621,6 +641,9 @@ fn offsets_committed_in_a_transaction_appear_with_its_commit() {
     assert_eq!(end(&mut b, "tx", pid, epoch, true, 2), 0);
     sync(&mut b);
     assert_eq!(offset_fetch(&mut b, true), (0, 42));
+    sync(&mut b);
+    let log = &b.topics()[super::OFFSETS_TOPIC].partitions[p];
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
     // An aborted one leaves the committed offset alone.
     assert_eq!(txn_commit_offset(&mut b, pid, epoch, 50, 3), 0);
     assert_eq!(end(&mut b, "tx", pid, epoch, false, 4), 0);

@@ -342,8 +342,12 @@ impl PartitionLog {
     /// What read_committed consumers may read below: the high watermark, or the first offset
     /// of an undecided transaction if that is lower.
     pub fn last_stable_offset(&self) -> i64 {
-        self.first_unstable
-            .map_or(self.high_watermark, |o| o.min(self.high_watermark))
+        self.first_unstable.map_or(self.high_watermark, |o| {
+            o.clamp(
+                self.log_start_offset.min(self.high_watermark),
+                self.high_watermark,
+            )
+        })
     }
 
     /// Sets the first offset of an undecided transaction (`None`: none), see
