@@ -798,18 +798,7 @@ impl Broker {
         }
         if !self.topics.contains_key(OFFSETS_TOPIC) {
             // Compacted, as Kafka's: the latest commit per group and partition is what counts.
-            let segment_key = if self.config.offsets_segment_bytes < 1 << 20 {
-                "internal.segment.bytes"
-            } else {
-                "segment.bytes"
-            };
-            let configs = BTreeMap::from([
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                (
-                    segment_key.to_string(),
-                    self.config.offsets_segment_bytes.to_string(),
-                ),
-            ]);
+            let configs = self.internal_topic_configs();
             let n = self.config.offsets_partitions;
             self.create_topic(OFFSETS_TOPIC, n, configs, now_ms)
                 .map_err(|(e, msg)| BrokerError::Meta {
@@ -860,6 +849,24 @@ impl Broker {
             "group coordinator loaded"
         );
         Ok(())
+    }
+
+    /// Configs of an internal topic when it is created (`__consumer_offsets`,
+    /// `__transaction_state`): compacted, as Kafka's, with `--offsets-topic-segment-bytes`
+    /// segments (below 1 MiB as `internal.segment.bytes`).
+    fn internal_topic_configs(&self) -> BTreeMap<String, String> {
+        let segment_key = if self.config.offsets_segment_bytes < 1 << 20 {
+            "internal.segment.bytes"
+        } else {
+            "segment.bytes"
+        };
+        BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                segment_key.to_string(),
+                self.config.offsets_segment_bytes.to_string(),
+            ),
+        ])
     }
 
     fn new_uuid(&mut self) -> Uuid {

@@ -10,8 +10,6 @@
 //! open transactions (the last stable offset) and aborted ones (the index read_committed
 //! fetches answer from).
 
-use std::collections::BTreeMap;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
@@ -141,18 +139,7 @@ impl Broker {
         if self.topics.contains_key(TRANSACTION_STATE_TOPIC) {
             return Ok(());
         }
-        let segment_key = if self.config.offsets_segment_bytes < 1 << 20 {
-            "internal.segment.bytes"
-        } else {
-            "segment.bytes"
-        };
-        let configs = BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                segment_key.to_string(),
-                self.config.offsets_segment_bytes.to_string(),
-            ),
-        ]);
+        let configs = self.internal_topic_configs();
         let n = self.txn.config().num_partitions;
         self.create_topic(TRANSACTION_STATE_TOPIC, n, configs, now_ms)
             .map_err(|(e, m)| format!("{e:?} {}", m.unwrap_or_default()))?;
@@ -241,26 +228,18 @@ impl Broker {
                             Ok(seq) => (seq, r.body),
                             Err(e) => (0, r.into_error(e).body),
                         };
-                        let reply = if seq == 0 {
-                            Reply::Now(body)
-                        } else {
-                            Reply::Durable {
-                                seq,
-                                response: body,
-                            }
-                        };
-                        if Some(token) == current {
-                            mine = Some(reply);
-                        } else {
+                        if Some(token) != current {
                             self.deferred.push(groups::Deferred {
                                 token,
                                 seq,
-                                response: match reply {
-                                    Reply::Durable { response, .. } | Reply::Now(response) => {
-                                        response
-                                    }
-                                    _ => unreachable!(),
-                                },
+                                response: body,
+                            });
+                        } else if seq == 0 {
+                            mine = Some(Reply::Now(body));
+                        } else {
+                            mine = Some(Reply::Durable {
+                                seq,
+                                response: body,
                             });
                         }
                     }
