@@ -280,6 +280,7 @@ fn is_group_api(key: ApiKey) -> bool {
             | ApiKey::AddOffsetsToTxn
             | ApiKey::EndTxn
             | ApiKey::TxnOffsetCommit
+            | ApiKey::WriteTxnMarkers
     )
 }
 

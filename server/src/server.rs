@@ -49,6 +49,8 @@ pub struct Shared {
     pub sasl_secret: Vec<u8>,
     /// Cluster mode: TLS of this node's replica catch-up connections (its node certificate).
     pub replica_client: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// Cluster mode: where transaction marker requests go to be sent to partition leaders.
+    pub markers: std::sync::OnceLock<async_channel::Sender<sluice_proto::broker::MarkerRequest>>,
     /// Whether requests are served. Standalone: from the start. Cluster mode: once `__meta`
     /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
     serving: AtomicBool,
@@ -139,6 +141,11 @@ impl Shared {
 /// Hands the coordinator's answers to parked requests to their connections. Call with the broker
 /// lock held, after every call that may produce them (group requests, `tick`).
 pub fn deliver(shared: &Shared, broker: &mut Broker) {
+    if let Some(tx) = shared.markers.get() {
+        for m in broker.take_marker_requests() {
+            let _ = tx.try_send(m);
+        }
+    }
     let answers = broker.take_deferred();
     if answers.is_empty() {
         return;
@@ -304,6 +311,7 @@ impl<R: Runtime> Server<R> {
             cluster_gauges: Mutex::new(None),
             tls,
             replica_client: std::sync::OnceLock::new(),
+            markers: std::sync::OnceLock::new(),
             sasl_secret: {
                 use rand::Rng;
                 rand::thread_rng().r#gen::<[u8; 32]>().to_vec()
@@ -586,6 +594,8 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
                 broker.tick(now_ms());
                 deliver(&shared, &mut broker);
                 drop(broker);
+                // Cluster mode: an abort's state write is a Raft proposal.
+                shared.raft_wake.notify(1);
                 // A tick may have written (a timed-out transaction's abort): sync it.
                 shared.flush.notify(1);
             }

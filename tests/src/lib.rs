@@ -327,6 +327,52 @@ pub fn client_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs `script cmd --bootstrap BOOTSTRAP extra…` and parses the last JSON line it printed.
+pub fn python_json(script: &str, cmd: &str, bootstrap: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![cmd, "--bootstrap", bootstrap];
+    args.extend_from_slice(extra);
+    let out = python(script, &args);
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from {script} {cmd}:\n{out}"));
+    serde_json::from_str(last).unwrap()
+}
+
+/// A JSON array of strings.
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Checks an exactly-once copy: `records` (`[[partition, offset, "v-N"], …]` as a
+/// read_committed reader printed them) hold each of `v-0`…`v-{n-1}` exactly once, in
+/// increasing order within each partition.
+pub fn assert_copied_exactly_once(records: &serde_json::Value, n: usize) {
+    use std::collections::BTreeMap;
+    let mut count = BTreeMap::<String, usize>::new();
+    let mut last = BTreeMap::<i64, u64>::new();
+    for r in records.as_array().expect("a list of records") {
+        let p = r[0].as_i64().unwrap();
+        let value = r[2].as_str().unwrap().to_string();
+        let i: u64 = value[2..].parse().unwrap();
+        if let Some(prev) = last.insert(p, i) {
+            assert!(prev < i, "partition {p}: {value} after v-{prev}");
+        }
+        *count.entry(value).or_default() += 1;
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dups.is_empty(), "duplicates: {dups:?}");
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !count.contains_key(&format!("v-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "missing: {missing:?}");
+}
+
 /// Runs a Python client script to completion; panics with its output if it fails.
 pub fn python(script: &str, args: &[&str]) -> String {
     let out = python_output(script, args);

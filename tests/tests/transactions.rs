@@ -3,30 +3,13 @@
 //! the broker's timeout abort, offsets sent to a transaction, and an exactly-once copy loop
 //! through kill -9 of the broker.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_tests::{Broker, Streaming, python};
+use sluice_tests::{Broker, Streaming, assert_copied_exactly_once, python, python_json, strings};
 
 fn run(script: &str, cmd: &str, b: &Broker, extra: &[&str]) -> Value {
-    let mut args = vec![cmd, "--bootstrap", &b.addr];
-    args.extend_from_slice(extra);
-    let out = python(script, &args);
-    let last = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON from {script} {cmd}:\n{out}"));
-    serde_json::from_str(last).unwrap()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
+    python_json(script, cmd, &b.addr, extra)
 }
 
 fn range(prefix: &str, n: usize) -> Vec<String> {
@@ -167,21 +150,5 @@ fn exactly_once_copy_through_broker_kill9() {
         &["--topic", "eos-out", "--partitions", PARTITIONS],
     );
     // Every input record exactly once, and in order within its partition.
-    let mut count = BTreeMap::<String, usize>::new();
-    let mut last = BTreeMap::<i64, u64>::new();
-    for r in dump["records"].as_array().unwrap() {
-        let p = r[0].as_i64().unwrap();
-        let value = r[2].as_str().unwrap().to_string();
-        let n: u64 = value[2..].parse().unwrap();
-        if let Some(prev) = last.insert(p, n) {
-            assert!(prev < n, "partition {p}: {value} after v-{prev}");
-        }
-        *count.entry(value).or_default() += 1;
-    }
-    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "duplicates: {dups:?}");
-    let missing: Vec<usize> = (0..N)
-        .filter(|i| !count.contains_key(&format!("v-{i}")))
-        .collect();
-    assert!(missing.is_empty(), "missing: {missing:?}");
+    assert_copied_exactly_once(&dump["records"], N);
 }

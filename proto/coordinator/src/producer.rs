@@ -565,6 +565,18 @@ impl ProducerIdAllocator {
         }
     }
 
+    /// An allocator whose ids need no stored block: they start at `first`, a range unique to
+    /// this node and start (cluster mode puts the node id in the top bits and the start time
+    /// below), so nothing is persisted before an id is handed out.
+    pub fn unbounded(first: i64) -> ProducerIdAllocator {
+        ProducerIdAllocator {
+            next: first,
+            block_end: i64::MAX,
+            durable_end: i64::MAX,
+            block_size: 1,
+        }
+    }
+
     /// Applies a stored record; the rest of a block that was in use at a crash is skipped.
     pub fn replay(&mut self, record: &StoreRecord) {
         if let StoreRecord::ProducerIdBlock { block_end } = record {

@@ -37,7 +37,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 5),
-    // Transactions (standalone; a cluster answers that it has no transaction coordinator).
+    // Transactions; WriteTxnMarkers only from the cluster's nodes (coordinator to leader).
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::AddPartitionsToTxn, 0, 3),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),

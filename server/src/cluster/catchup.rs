@@ -28,7 +28,7 @@ const RESPONSE_BYTES_MAX: usize = 128 << 20;
 /// A source that does not answer within this is dropped and another tried.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Conn<R> = (
+pub(super) type Conn<R> = (
     crate::tls::TlsReader<<<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Reader>,
     crate::tls::TlsWriter<<<R as Runtime>::Listener as sluice_proto::runtime::Listener>::Writer>,
 );
@@ -192,7 +192,39 @@ async fn fetch<R: Runtime>(
     correlation: i32,
     request: &FetchRequest,
 ) -> Result<FetchResponse, String> {
-    let (reader, writer) = match conns.entry(source) {
+    let request = RequestKind::Fetch(request.clone());
+    let (key, version) = (ApiKey::Fetch, REPLICA_FETCH_VERSION);
+    match node_request(
+        rt,
+        shared,
+        conns,
+        (source, host, port),
+        correlation,
+        key,
+        version,
+        &request,
+    )
+    .await?
+    {
+        ResponseKind::Fetch(r) => Ok(r),
+        _ => Err("not a fetch response".into()),
+    }
+}
+
+/// One request to another node's replica listener on a (cached) connection: TLS with the
+/// cluster certificates, the peer checked to be `node`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn node_request<R: Runtime>(
+    rt: &R,
+    shared: &Shared,
+    conns: &mut HashMap<i32, Conn<R>>,
+    (node, host, port): (i32, &str, i32),
+    correlation: i32,
+    key: ApiKey,
+    version: i16,
+    request: &RequestKind,
+) -> Result<ResponseKind, String> {
+    let (reader, writer) = match conns.entry(node) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => {
             let addr = resolve(rt, host, port).await?;
@@ -203,30 +235,24 @@ async fn fetch<R: Runtime>(
                 .ok_or("no replica TLS configuration")?
                 .clone();
             let name = rustls::pki_types::ServerName::try_from(
-                sluice_transport_quic::certs::node_dns_name(source as u64),
+                sluice_transport_quic::certs::node_dns_name(node as u64),
             )
             .map_err(|e| e.to_string())?;
             let (r, w, cert) = crate::tls::connect_with(rt, tls, name, r, w)
                 .await
                 .map_err(|e| format!("TLS to {addr}: {e}"))?;
-            let is_source = cert
+            let is_node = cert
                 .as_ref()
-                .and_then(|c| sluice_transport_quic::tls::node_of_cert(c, [source as u64]));
-            if is_source.is_none() {
+                .and_then(|c| sluice_transport_quic::tls::node_of_cert(c, [node as u64]));
+            if is_node.is_none() {
                 return Err(format!(
-                    "the replica listener at {addr} is not node {source}'s"
+                    "the replica listener at {addr} is not node {node}'s"
                 ));
             }
             e.insert((r, w))
         }
     };
-    let frame = codec::encode_request(
-        ApiKey::Fetch,
-        REPLICA_FETCH_VERSION,
-        correlation,
-        Some("sluice-replica"),
-        &RequestKind::Fetch(request.clone()),
-    )?;
+    let frame = codec::encode_request(key, version, correlation, Some("sluice-replica"), request)?;
     writer.write_all(&frame).await.map_err(|e| e.to_string())?;
     let mut len = [0u8; 4];
     read_exact(reader, &mut len).await?;
@@ -236,8 +262,8 @@ async fn fetch<R: Runtime>(
     }
     let mut body = vec![0u8; len as usize];
     read_exact(reader, &mut body).await?;
-    match codec::decode_response(ApiKey::Fetch, REPLICA_FETCH_VERSION, Bytes::from(body))? {
-        (c, ResponseKind::Fetch(r)) if c == correlation => Ok(r),
+    match codec::decode_response(key, version, Bytes::from(body))? {
+        (c, r) if c == correlation => Ok(r),
         (c, _) => Err(format!("unexpected response (correlation id {c})")),
     }
 }

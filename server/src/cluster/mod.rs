@@ -5,6 +5,7 @@
 
 pub mod catchup;
 pub mod cli;
+pub mod markers;
 pub mod node;
 pub mod raft_store;
 pub mod raft_wal;

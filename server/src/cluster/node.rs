@@ -130,6 +130,12 @@ pub async fn run<R: Runtime>(
     let client_tls = sluice_transport_quic::tls::replica_client_config(&tls)
         .map_err(|e| anyhow::anyhow!("node {node_id}: replica TLS: {e}"))?;
     let _ = shared.replica_client.set(Arc::new(client_tls));
+    let (markers_tx, markers_rx) = async_channel::unbounded();
+    let _ = shared.markers.set(markers_tx);
+    rt.spawn(
+        super::markers::send_markers(rt.clone(), shared.clone(), markers_rx)
+            .instrument(tracing::Span::current()),
+    );
     let others: Vec<u64> = cc.others().iter().map(|&(id, _)| id).collect();
     rt.spawn(
         super::catchup::serve_replicas(

@@ -310,6 +310,12 @@ impl TxnCoordinator {
         self.txns.iter()
     }
 
+    /// Whether this coordinator holds `transactional_id`'s partition (it can verify the id's
+    /// producers; in cluster mode another node may be its coordinator).
+    pub fn coordinates(&self, transactional_id: &str) -> bool {
+        self.owns(transactional_id)
+    }
+
     fn owns(&self, transactional_id: &str) -> bool {
         self.loaded.contains(&self.partition_for(transactional_id))
     }

@@ -1595,3 +1595,272 @@ fn describe_quorum_reports_meta_as_kafkas_metadata_quorum() {
         ResponseError::UnknownTopicOrPartition.code()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transactions in cluster mode
+// ---------------------------------------------------------------------------------------------
+
+mod txn {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest,
+        FindCoordinatorRequest, InitProducerIdRequest, ProducerId, TransactionalId,
+    };
+    use sluice_coordinator::TRANSACTION_STATE_TOPIC;
+
+    use super::super::txn_tests::{batch, fetch};
+    use super::*;
+    use crate::security::Session;
+
+    const ID: &str = "tx";
+
+    /// The answer to a request parked on broker `i`, once the cluster ran.
+    fn parked(c: &mut Cluster, i: usize, reply: Reply) -> ResponseKind {
+        let token = match reply {
+            Reply::Now(r) => return r,
+            Reply::Parked { token } => token,
+            other => panic!("{other:?}"),
+        };
+        c.run();
+        let d = c.brokers[i].take_deferred();
+        d.into_iter()
+            .find(|d| d.token == token)
+            .unwrap_or_else(|| panic!("no answer for token {token}"))
+            .response
+    }
+
+    fn call(c: &mut Cluster, i: usize, key: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
+        let reply = c.brokers[i].handle(&ctx(key, v), req, 10_000);
+        parked(c, i, reply)
+    }
+
+    /// Carries marker requests between the brokers (as the runtime does over the replica
+    /// listeners) until none is left; returns how many went from one node to another.
+    fn carry_markers(c: &mut Cluster) -> usize {
+        let mut carried = 0;
+        loop {
+            let mut any = false;
+            for from in 0..3 {
+                for m in c.brokers[from].take_marker_requests() {
+                    any = true;
+                    carried += 1;
+                    let to = m.node as usize - 1;
+                    let session = Session {
+                        node: Some(from as i32 + 1),
+                        ..Session::anonymous("127.0.0.1", crate::security::REPLICA_LISTENER)
+                    };
+                    let (reply, _) = c.brokers[to].handle_session(
+                        &session,
+                        &ctx(ApiKey::WriteTxnMarkers, 1),
+                        RequestKind::WriteTxnMarkers(m.request),
+                        10_000,
+                    );
+                    let ResponseKind::WriteTxnMarkers(resp) = parked(c, to, reply) else {
+                        panic!()
+                    };
+                    c.brokers[from].marker_response(m.id, Ok(resp), 10_000);
+                    c.run();
+                }
+            }
+            if !any {
+                return carried;
+            }
+        }
+    }
+
+    fn txn_group(c: &Cluster) -> u64 {
+        let p = sluice_coordinator::partition_for(ID, 50);
+        c.group_of(TRANSACTION_STATE_TOPIC, p)
+    }
+
+    fn describe_state(c: &mut Cluster, i: usize) -> (i16, String) {
+        let req = DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(s(ID))]);
+        let ResponseKind::DescribeTransactions(r) = call(
+            c,
+            i,
+            ApiKey::DescribeTransactions,
+            0,
+            RequestKind::DescribeTransactions(req),
+        ) else {
+            panic!()
+        };
+        let t = &r.transaction_states[0];
+        (t.error_code, t.transaction_state.to_string())
+    }
+
+    /// Begins a transaction of `ID` on coordinator `coord` with one batch on `t`-0 (led by
+    /// node 2), and asks to commit it.
+    fn commit_one(c: &mut Cluster, coord: usize, pid: i64, epoch: i16, seq: i32, value: &str) {
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s(ID)))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![0]),
+            ]);
+        let ResponseKind::AddPartitionsToTxn(r) = call(
+            c,
+            coord,
+            ApiKey::AddPartitionsToTxn,
+            3,
+            RequestKind::AddPartitionsToTxn(add),
+        ) else {
+            panic!()
+        };
+        let codes: Vec<i16> = r.results_by_topic_v3_and_below[0]
+            .results_by_partition
+            .iter()
+            .map(|p| p.partition_error_code)
+            .collect();
+        assert_eq!(codes, vec![0], "{r:?}");
+        let mut req = produce_req("t", batch(pid, epoch, seq, &[value], true));
+        if let RequestKind::Produce(p) = &mut req {
+            p.transactional_id = Some(TransactionalId(s(ID)));
+        }
+        let ResponseKind::Produce(r) = call(c, 1, ApiKey::Produce, 9, req) else {
+            panic!()
+        };
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{r:?}");
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(ID)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        let ResponseKind::EndTxn(r) = call(c, coord, ApiKey::EndTxn, 3, RequestKind::EndTxn(end))
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0, "{r:?}");
+    }
+
+    #[test]
+    fn markers_reach_a_partition_led_elsewhere_and_a_new_coordinator_finishes_a_decision() {
+        let (mut c, _) = Cluster::with_topic_led_by(2);
+        // No __transaction_state yet: the first FindCoordinator asks for it.
+        let find = || {
+            RequestKind::FindCoordinator(
+                FindCoordinatorRequest::default()
+                    .with_key_type(1)
+                    .with_coordinator_keys(vec![s(ID)]),
+            )
+        };
+        let ResponseKind::FindCoordinator(r) = call(&mut c, 0, ApiKey::FindCoordinator, 4, find())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            r.coordinators[0].error_code,
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        for i in 0..3 {
+            c.brokers[i].cluster_tick(true, 10_000);
+        }
+        c.run();
+        let tg = txn_group(&c);
+        c.lead(tg, 1);
+        let ResponseKind::FindCoordinator(r) = call(&mut c, 2, ApiKey::FindCoordinator, 4, find())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
+            (0, 1)
+        );
+
+        // Node 1 coordinates; t-0 is led by node 2.
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s(ID))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let ResponseKind::InitProducerId(r) = call(
+            &mut c,
+            0,
+            ApiKey::InitProducerId,
+            4,
+            RequestKind::InitProducerId(init),
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0, "{r:?}");
+        let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+        assert_eq!(pid >> 48, 1, "a producer id from node 1's range");
+        // Any other node refuses the transaction's requests.
+        assert_eq!(
+            describe_state(&mut c, 1).0,
+            ResponseError::NotCoordinator.code()
+        );
+
+        commit_one(&mut c, 0, pid, epoch, 0, "one");
+        // Decided, not yet marked: read_committed sees nothing on the leader.
+        let (seen, lso, _) = fetch(&c.brokers[1], "t", true);
+        assert!(seen.is_empty() && lso == 0, "{seen:?} {lso}");
+        assert_eq!(describe_state(&mut c, 0).1, "PrepareCommit");
+        // The marker goes to node 2, which proposes it; every replica appends it.
+        assert_eq!(carry_markers(&mut c), 1);
+        assert_eq!(describe_state(&mut c, 0).1, "CompleteCommit");
+        let (seen, lso, _) = fetch(&c.brokers[1], "t", true);
+        assert_eq!((seen, lso), (vec!["one".to_string()], 2));
+        for b in &c.brokers {
+            assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 2);
+        }
+
+        // A second commit is decided, and its coordinator loses the partition before any
+        // marker is out: the new coordinator finds the decision and finishes it.
+        commit_one(&mut c, 0, pid, epoch, 1, "two");
+        let lost = c.brokers[0].take_marker_requests();
+        assert_eq!(lost.len(), 1, "the marker was about to go out");
+        c.lead(tg, 3);
+        assert_eq!(
+            describe_state(&mut c, 0).0,
+            ResponseError::NotCoordinator.code()
+        );
+        assert_eq!(describe_state(&mut c, 2).1, "PrepareCommit");
+        assert_eq!(carry_markers(&mut c), 1);
+        assert_eq!(describe_state(&mut c, 2).1, "CompleteCommit");
+        let (seen, lso, _) = fetch(&c.brokers[1], "t", true);
+        assert_eq!(seen, vec!["one".to_string(), "two".to_string()]);
+        assert_eq!(lso, 4);
+        // The old coordinator's late answer changes nothing.
+        c.brokers[0].marker_response(lost[0].id, Err("lost".into()), 10_000);
+        c.run();
+        assert!(c.brokers[0].take_marker_requests().is_empty());
+    }
+
+    #[test]
+    fn a_client_may_not_write_markers_or_control_batches() {
+        let (mut c, _) = Cluster::with_topic_led_by(1);
+        let req = crate::broker::cluster::txn_tests_marker_request("t", 0);
+        let ResponseKind::WriteTxnMarkers(r) = call(
+            &mut c,
+            0,
+            ApiKey::WriteTxnMarkers,
+            1,
+            RequestKind::WriteTxnMarkers(req),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            r.markers[0].topics[0].partitions[0].error_code,
+            ResponseError::ClusterAuthorizationFailed.code()
+        );
+        assert!(c.logs.get(&c.group_of("t", 0)).is_none_or(|l| {
+            l.iter()
+                .all(|(_, _, d)| crate::cluster::MarkerEntry::decode(d).is_none())
+        }));
+        // A control batch from a client is refused by the leader, before it is proposed.
+        let control = Bytes::from(crate::batch::control_batch(5, 0, true, 1_000));
+        let ResponseKind::Produce(r) =
+            call(&mut c, 0, ApiKey::Produce, 9, produce_req("t", control))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            ResponseError::InvalidRecord.code()
+        );
+    }
+}

@@ -189,10 +189,7 @@ impl Broker {
             CoordinatorType::Group if cluster => self.coordinator_node(key),
             // Standalone: this node leads every partition of __consumer_offsets.
             CoordinatorType::Group => Ok((node, host.clone(), port)),
-            // Transactions have a coordinator on a standalone broker only (so far).
-            CoordinatorType::Transaction if cluster => {
-                Err(ResponseError::TransactionalIdAuthorizationFailed)
-            }
+            CoordinatorType::Transaction if cluster => self.txn_coordinator_node(key),
             CoordinatorType::Transaction => Ok((node, host.clone(), port)),
         })
     }
@@ -262,11 +259,9 @@ impl Broker {
     pub fn tick(&mut self, now_ms: i64) {
         let actions = self.coordinator.tick(now_ms);
         self.execute(actions, None, now_ms);
-        if !self.is_cluster() {
-            // Transactions past their timeout are aborted.
-            let actions = self.txn.tick(now_ms, &mut self.producer_ids);
-            self.execute_txn(actions, None, now_ms);
-        }
+        // Transactions past their timeout are aborted.
+        let actions = self.txn.tick(now_ms, &mut self.producer_ids);
+        self.execute_txn(actions, None, now_ms);
     }
 
     /// Absolute time (ms) at which [`Broker::tick`] is next needed, if any.
@@ -281,6 +276,25 @@ impl Broker {
     /// Responses to parked requests produced since the last call, in order.
     pub fn take_deferred(&mut self) -> Vec<Deferred> {
         std::mem::take(&mut self.deferred)
+    }
+
+    /// An answer available now: the reply when it is for the request being handled
+    /// (`current`), else queued for its parked connection.
+    pub(super) fn answer_now(
+        &mut self,
+        current: Option<u64>,
+        token: u64,
+        body: ResponseKind,
+    ) -> Option<Reply> {
+        if Some(token) == current {
+            return Some(Reply::Now(body));
+        }
+        self.deferred.push(Deferred {
+            token,
+            seq: 0,
+            response: body,
+        });
+        None
     }
 
     /// Executes coordinator actions in order. Returns the reply for `current` if one of the
@@ -303,27 +317,15 @@ impl Broker {
             };
             match action {
                 Action::Respond(r) => {
-                    if Some(r.token) == current {
-                        mine = Some(Reply::Now(r.body));
-                    } else {
-                        self.deferred.push(Deferred {
-                            token: r.token,
-                            seq: 0,
-                            response: r.body,
-                        });
+                    if let Some(reply) = self.answer_now(current, r.token, r.body) {
+                        mine = Some(reply);
                     }
                 }
                 Action::Persist { writes, then } if self.is_cluster() => {
-                    self.persist_replicated(&writes, then, now_ms);
+                    self.persist_replicated(&writes, then, None, now_ms);
                 }
-                Action::PersistTxn { then, .. } if self.is_cluster() => {
-                    for r in then {
-                        self.deferred.push(Deferred {
-                            token: r.token,
-                            seq: 0,
-                            response: r.into_error(ResponseError::NotCoordinator).body,
-                        });
-                    }
+                Action::PersistTxn { writes, then, .. } if self.is_cluster() => {
+                    self.persist_replicated(&writes, then, txn, now_ms);
                 }
                 Action::Persist { writes, then } | Action::PersistTxn { writes, then, .. } => {
                     let outcome = self.persist(&writes, txn, now_ms);
@@ -358,7 +360,13 @@ impl Broker {
 
     /// Cluster mode: the writes of one Persist become one entry per internal partition; the
     /// responses wait (parked) until the last entry is applied here.
-    fn persist_replicated(&mut self, writes: &[StoreWrite], then: Vec<Response>, now_ms: i64) {
+    fn persist_replicated(
+        &mut self,
+        writes: &[StoreWrite],
+        then: Vec<Response>,
+        txn: Option<(i64, i16)>,
+        now_ms: i64,
+    ) {
         let mut by_partition: BTreeMap<i32, Vec<&StoreRecord>> = BTreeMap::new();
         for w in writes {
             by_partition.entry(w.partition).or_default().push(&w.record);
@@ -371,7 +379,7 @@ impl Broker {
             } else {
                 Vec::new()
             };
-            let refused = match encode_store_batch(records, None, now_ms) {
+            let refused = match encode_store_batch(records, txn, now_ms) {
                 Ok(batch) => self.persist_cluster(*p, &batch, responses, now_ms).err(),
                 Err(e) => {
                     warn!(node_id = self.config.node_id, partition = p, error = %e, "encoding group state failed");

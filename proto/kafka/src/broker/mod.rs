@@ -43,8 +43,8 @@ use crate::versions;
 
 pub use cleaning::{CleanJob, CleanTarget};
 pub use cluster::{
-    GroupChange, InstallStep, META_GROUP, METADATA_TOPIC, MetaQuorum, Proposal, QuorumVoter,
-    REPLICA_FETCH_VERSION, replica_fetch,
+    GroupChange, InstallStep, META_GROUP, METADATA_TOPIC, MarkerRequest, MetaQuorum, Proposal,
+    QuorumVoter, REPLICA_FETCH_VERSION, WRITE_TXN_MARKERS_VERSION, markers_error, replica_fetch,
 };
 pub use fetch::FetchOutcome;
 pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};
@@ -409,6 +409,10 @@ impl Broker {
                 now_ms,
                 boot,
             ));
+            broker.producer_ids = ProducerIdAllocator::unbounded(cluster::first_producer_id(
+                broker.config.node_id,
+                now_ms,
+            ));
             let local = security::load(&*broker.fs)?;
             if !local.acls.is_empty() || !local.credentials.is_empty() {
                 broker.security_import = Some(local);
@@ -508,7 +512,7 @@ impl Broker {
                 RequestKind::CreatePartitions(r) => {
                     return self.create_partitions_cluster(r, now_ms);
                 }
-                RequestKind::InitProducerId(r) => {
+                RequestKind::InitProducerId(r) if r.transactional_id.is_none() => {
                     return Reply::Now(self.init_producer_id_cluster(&r));
                 }
                 RequestKind::AlterConfigs(_) | RequestKind::IncrementalAlterConfigs(_) => {
@@ -544,6 +548,18 @@ impl Broker {
             }
             RequestKind::Produce(r) => self.produce(r, v, now_ms),
             RequestKind::Fetch(r) => Reply::Fetch(Box::new(r)),
+            RequestKind::WriteTxnMarkers(r) => {
+                if !self.is_cluster() {
+                    // A standalone broker is every partition's only coordinator.
+                    let e = ResponseError::NotLeaderOrFollower;
+                    return Reply::Now(ResponseKind::WriteTxnMarkers(markers_error(&r, e)));
+                }
+                let token = self.new_token();
+                match self.write_txn_markers(token, r, now_ms) {
+                    Some(resp) => Reply::Now(ResponseKind::WriteTxnMarkers(resp)),
+                    None => Reply::Parked { token },
+                }
+            }
             RequestKind::ListOffsets(r) => {
                 Reply::Now(ResponseKind::ListOffsets(self.list_offsets(r, v)))
             }

@@ -41,10 +41,6 @@ impl Broker {
             };
             let topic_error = match &name {
                 _ if !matches!(acks, -1..=1) => Some(ResponseError::InvalidRequiredAcks),
-                // Transactions have a coordinator on a standalone broker only (so far).
-                _ if req.transactional_id.is_some() && self.is_cluster() => {
-                    Some(ResponseError::TransactionalIdAuthorizationFailed)
-                }
                 None => Some(ResponseError::UnknownTopicId),
                 // Only the group coordinator writes the internal topic (as Kafka).
                 Some(n) if n == super::OFFSETS_TOPIC => Some(ResponseError::InvalidTopicException),
@@ -169,7 +165,7 @@ impl Broker {
 
     /// Transactional records must come with the transactional id their producer id belongs
     /// to (so the id's ACL covers them); `None` when they do or are not transactional.
-    fn txn_id_refusal(
+    pub(super) fn txn_id_refusal(
         &self,
         transactional_id: Option<&str>,
         records: Option<&[u8]>,
@@ -219,13 +215,9 @@ impl Broker {
             ));
         }
         let info = groups::batch_info(first);
-        if first.attributes & 0x10 != 0 {
-            if self.is_cluster() {
-                return Err((
-                    ResponseError::TransactionalIdAuthorizationFailed,
-                    Some("transactions are not supported in cluster mode yet".into()),
-                ));
-            }
+        // In cluster mode this runs when a committed entry applies, on every replica: the
+        // leader verified the transaction before proposing it (`produce_cluster`).
+        if first.attributes & 0x10 != 0 && !self.is_cluster() {
             // KIP-890: only into a partition of the producer's ongoing transaction, so a late
             // retry can never open a transaction nobody will end.
             if let Err(e) = self

@@ -1,5 +1,6 @@
-//! Transactions (KIP-98) on the standalone broker: the transaction coordinator's actions run
-//! against the broker's own logs.
+//! Transactions (KIP-98): the coordinator's requests, and on a standalone broker its actions
+//! run against the broker's own logs (cluster mode executes them through Raft instead:
+//! `cluster/txn.rs`).
 //!
 //! A decision (PrepareCommit / PrepareAbort) is appended to `__transaction_state` and the
 //! markers wait for the sync that makes it durable ([`Broker::complete_sync`] runs them), so a
@@ -68,10 +69,11 @@ impl Broker {
             return Reply::Now(ResponseKind::DescribeProducers(self.describe_producers(r)));
         }
         if self.is_cluster() {
-            // The cluster has no transaction coordinator yet: FindCoordinator answers none.
-            return Reply::Now(not_coordinator(body, ctx.api_version));
-        }
-        if let Err(e) = self.ensure_txn_topic(now_ms) {
+            // The coordinators live on the leaders of `__transaction_state`'s partitions.
+            if !self.txn_topic_ready() {
+                return Reply::Now(txn_error(body, ResponseError::CoordinatorNotAvailable));
+            }
+        } else if let Err(e) = self.ensure_txn_topic(now_ms) {
             warn!(node_id = self.config.node_id, error = %e, "creating {TRANSACTION_STATE_TOPIC} failed");
             return Reply::Now(txn_error(body, ResponseError::CoordinatorNotAvailable));
         }
@@ -89,14 +91,25 @@ impl Broker {
                     .init_producer_id(&cctx, &r, now_ms, &mut self.producer_ids)
             }
             RequestKind::AddPartitionsToTxn(r) => {
+                let meta = self.meta();
                 let topics = &self.topics;
-                let exists = |t: &str, p: i32| {
-                    t != OFFSETS_TOPIC
-                        && t != TRANSACTION_STATE_TOPIC
-                        && topics
-                            .get(t)
-                            .is_some_and(|x| p >= 0 && (p as usize) < x.partitions.len())
-                };
+                let known: std::collections::HashSet<(String, i32)> = r
+                    .v3_and_below_topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.as_str(), *p)))
+                    .filter(|(t, p)| {
+                        *t != OFFSETS_TOPIC
+                            && *t != TRANSACTION_STATE_TOPIC
+                            && match meta {
+                                Some(m) => m.partition(t, *p).is_some(),
+                                None => topics
+                                    .get(*t)
+                                    .is_some_and(|x| *p >= 0 && (*p as usize) < x.partitions.len()),
+                            }
+                    })
+                    .map(|(t, p)| (t.to_string(), p))
+                    .collect();
+                let exists = |t: &str, p: i32| known.contains(&(t.to_string(), p));
                 self.txn.add_partitions(&cctx, &r, now_ms, &exists)
             }
             RequestKind::AddOffsetsToTxn(r) => {
@@ -113,10 +126,12 @@ impl Broker {
             RequestKind::TxnOffsetCommit(r) => {
                 // The offsets must belong to the producer's ongoing transaction (KIP-890): a
                 // fenced zombie's commit is refused.
+                // (In cluster mode only when this node also coordinates the transaction.)
                 let p = self.coordinator.partition_for(r.group_id.0.as_str());
-                if let Err(e) = self
-                    .txn
-                    .verify(r.producer_id.0, r.producer_epoch, OFFSETS_TOPIC, p)
+                if self.txn.coordinates(&r.transactional_id)
+                    && let Err(e) =
+                        self.txn
+                            .verify(r.producer_id.0, r.producer_epoch, OFFSETS_TOPIC, p)
                 {
                     return Reply::Now(txn_error(RequestKind::TxnOffsetCommit(r), e));
                 }
@@ -195,20 +210,17 @@ impl Broker {
         current: Option<u64>,
         now_ms: i64,
     ) -> Option<Reply> {
+        if self.is_cluster() {
+            return self.execute_txn_cluster(actions, current, now_ms);
+        }
         let mut mine = None;
         let mut last_seq = self.synced_seq;
         let mut decision_failed = false;
         for action in actions {
             match action {
                 TxnAction::Respond(r) => {
-                    if Some(r.token) == current {
-                        mine = Some(Reply::Now(r.body));
-                    } else {
-                        self.deferred.push(groups::Deferred {
-                            token: r.token,
-                            seq: 0,
-                            response: r.body,
-                        });
+                    if let Some(reply) = self.answer_now(current, r.token, r.body) {
+                        mine = Some(reply);
                     }
                 }
                 TxnAction::Persist {
@@ -348,42 +360,8 @@ impl Broker {
         if let Some(f) = &self.storage_failure {
             return Err(format!("storage failed: {f}"));
         }
-        let sync_writes = self.config.sync_writes;
-        let marker =
-            crate::batch::control_batch(job.producer_id, job.producer_epoch, job.commit, now_ms);
         for (topic, p) in &job.partitions {
-            let Ok(log) = self.partition_mut(topic, *p) else {
-                debug!(
-                    topic,
-                    partition = p,
-                    "partition of a transaction is gone: no marker"
-                );
-                continue;
-            };
-            let appended = log.append(&marker, 0, now_ms).map_err(|e| e.to_string())?;
-            if !sync_writes {
-                let end = log.log_end_offset();
-                log.mark_durable(end);
-            }
-            let hw = log.high_watermark();
-            if topic == OFFSETS_TOPIC {
-                self.coordinator
-                    .complete_txn(*p, job.producer_id, job.commit);
-            }
-            // Also on `__consumer_offsets`: its cleaner must not clean past an open
-            // transaction's offsets nor let an aborted offset shadow a committed one.
-            self.producers
-                .entry((topic.clone(), *p))
-                .or_default()
-                .record_marker(
-                    job.producer_id,
-                    job.producer_epoch,
-                    job.commit,
-                    appended.base_offset,
-                    now_ms,
-                    hw,
-                );
-            self.sync_unstable(topic, *p);
+            self.append_marker(job, topic, *p, 0, now_ms)?;
         }
         self.write_seq += 1;
         debug!(
@@ -393,6 +371,57 @@ impl Broker {
             partitions = job.partitions.len(),
             "transaction markers written"
         );
+        Ok(())
+    }
+
+    /// Appends `job`'s marker to one partition (none to a partition that is gone) and tells
+    /// its producer state (and, on `__consumer_offsets`, the group coordinator) the outcome.
+    pub(super) fn append_marker(
+        &mut self,
+        job: &MarkerJob,
+        topic: &str,
+        p: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        // Cluster mode: a marker applies once committed, so it is durable already.
+        let durable_now = !self.config.sync_writes || self.is_cluster();
+        let marker =
+            crate::batch::control_batch(job.producer_id, job.producer_epoch, job.commit, now_ms);
+        let Ok(log) = self.partition_mut(topic, p) else {
+            debug!(
+                topic,
+                partition = p,
+                "partition of a transaction is gone: no marker"
+            );
+            return Ok(());
+        };
+        let appended = log
+            .append(&marker, leader_epoch, now_ms)
+            .map_err(|e| e.to_string())?;
+        if durable_now {
+            let end = log.log_end_offset();
+            log.mark_durable(end);
+        }
+        let hw = log.high_watermark();
+        if topic == OFFSETS_TOPIC {
+            self.coordinator
+                .complete_txn(p, job.producer_id, job.commit);
+        }
+        // Also on `__consumer_offsets`: its cleaner must not clean past an open
+        // transaction's offsets nor let an aborted offset shadow a committed one.
+        self.producers
+            .entry((topic.to_string(), p))
+            .or_default()
+            .record_marker(
+                job.producer_id,
+                job.producer_epoch,
+                job.commit,
+                appended.base_offset,
+                now_ms,
+                hw,
+            );
+        self.sync_unstable(topic, p);
         Ok(())
     }
 
@@ -478,15 +507,6 @@ impl Broker {
             .collect();
         DescribeProducersResponse::default().with_topics(topics)
     }
-}
-
-/// The answer to a transaction request when this node is no transaction coordinator.
-fn not_coordinator(body: RequestKind, _version: i16) -> ResponseKind {
-    let e = match &body {
-        RequestKind::InitProducerId(_) => ResponseError::TransactionalIdAuthorizationFailed,
-        _ => ResponseError::NotCoordinator,
-    };
-    txn_error(body, e)
 }
 
 /// A transaction request answered with `e` everywhere.

@@ -121,7 +121,7 @@ fn end(b: &mut Broker, id: &str, pid: i64, epoch: i16, commit: bool, now: i64) -
     r.error_code
 }
 
-fn batch(pid: i64, epoch: i16, seq: i32, values: &[&str], transactional: bool) -> Bytes {
+pub(super) fn batch(pid: i64, epoch: i16, seq: i32, values: &[&str], transactional: bool) -> Bytes {
     let keyed: Vec<(String, &str)> = values.iter().map(|v| (format!("k{v}"), *v)).collect();
     let keyed: Vec<(&str, &str)> = keyed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     keyed_batch(pid, epoch, seq, &keyed, transactional)
@@ -231,7 +231,11 @@ fn value(r: &Record) -> String {
 }
 
 /// A fetch from offset 0: (values seen, last stable offset, aborted (producer, first offset)).
-fn fetch(b: &Broker, topic: &str, read_committed: bool) -> (Vec<String>, i64, Vec<(i64, i64)>) {
+pub(super) fn fetch(
+    b: &Broker,
+    topic: &str,
+    read_committed: bool,
+) -> (Vec<String>, i64, Vec<(i64, i64)>) {
     let pd = fetch_partition(b, topic, read_committed);
     let values = records(&pd)
         .iter()

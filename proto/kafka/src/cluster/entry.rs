@@ -12,6 +12,61 @@ const COMPACT_HINT: u8 = 2;
 const DELETE_RECORDS: u8 = 3;
 /// Marks an ordered clean (see [`CleanEntry`]).
 const CLEAN: u8 = 4;
+/// Marks a transaction marker (see [`MarkerEntry`]).
+const MARKER: u8 = 5;
+
+/// A transaction's commit or abort marker for one partition, written by the transaction
+/// coordinator (WriteTxnMarkers): every replica appends the same control batch, stamped with
+/// the leader's clock, when it applies the entry. A format of its own, so no client's record
+/// batch can ever be taken for a marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerEntry {
+    /// Node that proposed it (answers the WriteTxnMarkers request when it applies).
+    pub proposer: u64,
+    /// Proposer-local sequence identifying the waiting request.
+    pub seq: u64,
+    /// The leader's wall clock when proposed (the marker's timestamp).
+    pub now_ms: i64,
+    /// Producer id of the transaction's batches.
+    pub producer_id: i64,
+    /// The epoch the marker carries.
+    pub producer_epoch: i16,
+    /// Commit (true) or abort.
+    pub commit: bool,
+}
+
+impl MarkerEntry {
+    const BYTES: usize = 1 + 8 + 8 + 8 + 8 + 2 + 1;
+
+    /// Encodes the entry for `propose`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::BYTES);
+        out.push(MARKER);
+        out.extend_from_slice(&self.proposer.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.now_ms.to_be_bytes());
+        out.extend_from_slice(&self.producer_id.to_be_bytes());
+        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        out.push(u8::from(self.commit));
+        out
+    }
+
+    /// Decodes entry data; `None` for any other kind of entry.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        if data.len() != Self::BYTES || data[0] != MARKER {
+            return None;
+        }
+        let u = |i: usize| u64::from_be_bytes(data[i..i + 8].try_into().expect("8 bytes"));
+        Some(MarkerEntry {
+            proposer: u(1),
+            seq: u(9),
+            now_ms: u(17) as i64,
+            producer_id: u(25) as i64,
+            producer_epoch: i16::from_be_bytes([data[33], data[34]]),
+            commit: data[35] != 0,
+        })
+    }
+}
 
 /// DeleteRecords through the log: every replica moves its log start offset to `offset` when it
 /// applies the entry, so all agree on what is gone.
@@ -149,6 +204,25 @@ impl<'a> PartitionEntry<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marker_round_trip() {
+        let m = MarkerEntry {
+            proposer: 2,
+            seq: 9,
+            now_ms: 1_700_000_000_000,
+            producer_id: (3 << 48) | 17,
+            producer_epoch: 4,
+            commit: true,
+        };
+        assert_eq!(MarkerEntry::decode(&m.encode()), Some(m));
+        let abort = MarkerEntry { commit: false, ..m };
+        assert_eq!(MarkerEntry::decode(&abort.encode()), Some(abort));
+        // Never taken for another kind of entry, nor another kind for it.
+        assert!(PartitionEntry::decode(&m.encode()).is_none());
+        assert!(DeleteRecordsEntry::decode(&m.encode()).is_none());
+        assert!(MarkerEntry::decode(&encode_compact_hint(7)).is_none());
+    }
 
     #[test]
     fn round_trip_and_noop() {

@@ -7,7 +7,8 @@ pub mod image;
 pub mod meta;
 
 pub use entry::{
-    CleanEntry, DeleteRecordsEntry, PartitionEntry, decode_compact_hint, encode_compact_hint,
+    CleanEntry, DeleteRecordsEntry, MarkerEntry, PartitionEntry, decode_compact_hint,
+    encode_compact_hint,
 };
 pub use image::PartitionImage;
 pub use meta::{MetaCommand, MetaEvent, MetaPartition, MetaState, MetaTopic, ProposalId};

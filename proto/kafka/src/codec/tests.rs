@@ -315,6 +315,19 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                     .with_partition_indexes(vec![0]),
             ]))
         }
+        ApiKey::WriteTxnMarkers => {
+            RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(7))
+                    .with_producer_epoch(1)
+                    .with_transaction_result(true)
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(topic())
+                            .with_partition_indexes(vec![0]),
+                    ]),
+            ]))
+        }
         ApiKey::SaslHandshake => {
             RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(s("PLAIN")))
         }
@@ -539,8 +552,8 @@ fn unknown_api_key_and_unsupported_versions_are_errors() {
         decode_request(Bytes::from(raw.clone())),
         Err(DecodeError::UnsupportedVersion { .. })
     ));
-    // An API Kafka defines but we do not serve (e.g. WriteTxnMarkers = 27, broker to broker).
-    raw[1] = 27;
+    // An API Kafka defines but we do not serve (e.g. StopReplica = 5, ZooKeeper-era).
+    raw[1] = 5;
     assert!(matches!(
         decode_request(Bytes::from(raw)),
         Err(DecodeError::UnknownApiKey { .. })

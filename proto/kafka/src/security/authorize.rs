@@ -433,6 +433,15 @@ impl Context<'_> {
 pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
     let mut denied = Denied::default();
     let body = match body {
+        // Markers are written by transaction coordinators only: the cluster's own nodes, on
+        // the replica listener (Kafka asks CLUSTER_ACTION; no client principal gets it here,
+        // not even with the authorizer off, since a forged marker ends others' transactions).
+        RequestKind::WriteTxnMarkers(r) if cx.node.is_none() => {
+            return Decision::Refuse(ResponseKind::WriteTxnMarkers(crate::broker::markers_error(
+                &r,
+                ResponseError::ClusterAuthorizationFailed,
+            )));
+        }
         RequestKind::Produce(r)
             if r.transactional_id.as_ref().is_some_and(|id| {
                 !(cx.may)(Operation::Write, ResourceType::TransactionalId, &id.0)

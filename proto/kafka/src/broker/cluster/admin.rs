@@ -423,13 +423,8 @@ impl Broker {
         let mut r = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
-        if req.transactional_id.is_some() {
-            r.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-            return ResponseKind::InitProducerId(r);
-        }
-        let c = self.cluster.as_mut().expect("cluster");
-        c.next_producer_id += 1;
-        r.producer_id = ProducerId(c.next_producer_id);
+        debug_assert!(req.transactional_id.is_none(), "served by the coordinator");
+        r.producer_id = ProducerId(self.producer_ids.allocate().0);
         r.producer_epoch = 0;
         ResponseKind::InitProducerId(r)
     }

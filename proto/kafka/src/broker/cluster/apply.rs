@@ -21,6 +21,7 @@ impl Broker {
         now_ms: i64,
     ) {
         let Some(c) = &mut self.cluster else { return };
+        c.clock_ms = now_ms;
         let me = c.node_id;
         let role = c.roles.entry(group).or_default();
         let was_leader = role.leader == me;
@@ -47,15 +48,21 @@ impl Broker {
                 .waits
                 .iter()
                 .filter(|(_, w)| match w {
-                    Wait::Produce { group: g, .. } | Wait::Coordinator { group: g, .. } => {
-                        *g == group
-                    }
+                    Wait::Produce { group: g, .. }
+                    | Wait::Coordinator { group: g, .. }
+                    | Wait::TxnState { group: g, .. }
+                    | Wait::Marker { group: g, .. } => *g == group,
                     Wait::Admin { group: g, .. } => *g == Some(group),
                 })
                 .map(|(s, _)| *s)
                 .collect();
             for seq in failed {
                 self.fail_wait(seq, ResponseError::NotLeaderOrFollower);
+            }
+            if let Some((topic, partition)) = &place
+                && topic == sluice_coordinator::TRANSACTION_STATE_TOPIC
+            {
+                self.unload_txn_partition(*partition, now_ms);
             }
             if let Some((topic, partition)) = place
                 && topic == OFFSETS_TOPIC
@@ -80,6 +87,13 @@ impl Broker {
             return;
         }
         self.resync_prediction(group);
+        let Some(c) = &mut self.cluster else { return };
+        if let Some((topic, partition)) = c.meta.group(group)
+            && topic == sluice_coordinator::TRANSACTION_STATE_TOPIC
+        {
+            self.load_txn_partition(partition, now_ms);
+            return;
+        }
         let Some(c) = &mut self.cluster else { return };
         if let Some((topic, partition)) = c.meta.group(group)
             && topic == OFFSETS_TOPIC
@@ -317,6 +331,9 @@ impl Broker {
     /// Applies committed entries of a partition group to the local log.
     pub fn apply_partition(&mut self, group: u64, entries: &[(u64, u64, Vec<u8>)], now_ms: i64) {
         let me = self.config.node_id as u64;
+        if let Some(c) = &mut self.cluster {
+            c.clock_ms = now_ms;
+        }
         for (index, term, data) in entries {
             let Some(c) = &mut self.cluster else { return };
             let Some(applied) = c.applied.get_mut(&group) else {
@@ -355,6 +372,25 @@ impl Broker {
                 }
                 continue;
             }
+            if let Some(m) = crate::cluster::MarkerEntry::decode(data) {
+                let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
+                let result = self.apply_marker(&topic, partition, epoch, m);
+                let end = self
+                    .partition(&topic, partition)
+                    .map_or(0, |l| l.log_end_offset());
+                let c = self.cluster.as_mut().expect("cluster");
+                c.wrote |= result.is_ok();
+                c.applied
+                    .get_mut(&group)
+                    .expect("checked")
+                    .unsynced
+                    .push_back((*index, end));
+                if m.proposer == me {
+                    self.prediction_applied(group, m.seq, None);
+                    self.complete_wait(m.seq, result.map(|()| (0, 0)).map_err(|e| (e, None)));
+                }
+                continue;
+            }
             if let Some(hint) = crate::cluster::decode_compact_hint(data) {
                 let a = c.applied.get_mut(&group).expect("checked");
                 a.compact_hint = a.compact_hint.max(hint);
@@ -362,9 +398,12 @@ impl Broker {
             }
             if let Some(e) = PartitionEntry::decode(data) {
                 let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
-                let result = self
-                    .append_partition_at(&topic, partition, Some(e.records), epoch, e.now_ms)
-                    .map(|(base, start, _)| (base, start));
+                let result = if super::txn::is_internal(&topic) {
+                    self.append_internal(&topic, partition, e.records, epoch, e.now_ms)
+                } else {
+                    self.append_partition_at(&topic, partition, Some(e.records), epoch, e.now_ms)
+                }
+                .map(|(base, start, _)| (base, start));
                 let c = self.cluster.as_mut().expect("cluster");
                 if result.is_ok() {
                     c.wrote = true;

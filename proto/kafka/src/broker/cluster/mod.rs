@@ -28,9 +28,13 @@ mod install;
 mod produce;
 mod quorum;
 mod records;
+mod txn;
 mod waits;
 pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
 pub use quorum::{METADATA_TOPIC, MetaQuorum, QuorumVoter};
+#[cfg(test)]
+pub(super) use txn::txn_tests_marker_request;
+pub use txn::{MarkerRequest, WRITE_TXN_MARKERS_VERSION, markers_error};
 
 use crate::cluster::{MetaCommand, MetaState, PartitionEntry, PartitionImage, ProposalId};
 
@@ -128,6 +132,19 @@ enum Wait {
         responses: Vec<sluice_coordinator::Response>,
         since_ms: i64,
     },
+    /// A transaction coordinator's state write (and its response, if any).
+    TxnState {
+        group: u64,
+        response: Option<Box<sluice_coordinator::Response>>,
+        since_ms: i64,
+    },
+    /// One partition of a parked WriteTxnMarkers request: (marker, topic, partition) slot.
+    Marker {
+        token: u64,
+        slot: (usize, usize, usize),
+        group: u64,
+        since_ms: i64,
+    },
     /// One topic (or partition) of a parked admin request.
     Admin {
         token: u64,
@@ -204,7 +221,19 @@ pub struct ClusterState {
     last_clean_check_ms: i64,
     last_registration_ms: i64,
     last_offsets_create_ms: i64,
-    next_producer_id: i64,
+    last_txn_create_ms: i64,
+    /// A transaction request arrived before `__transaction_state` exists: create it.
+    txn_topic_wanted: std::cell::Cell<bool>,
+    /// Marker rounds and WriteTxnMarkers requests in flight (see `txn`).
+    txn: txn::ClusterTxn,
+    /// The wall clock as last handed in (for work done where no time is passed).
+    clock_ms: i64,
+}
+
+/// The first producer id this start of a node hands out: unique across nodes (node id in the
+/// top bits) and restarts (start time below), so no id block is ever persisted.
+pub(super) fn first_producer_id(node_id: i32, now_ms: i64) -> i64 {
+    (i64::from(node_id) << 48) | ((now_ms & ((1 << 42) - 1)) << 6)
 }
 
 impl ClusterState {
@@ -240,8 +269,10 @@ impl ClusterState {
             last_clean_check_ms: 0,
             last_registration_ms: i64::MIN,
             last_offsets_create_ms: i64::MIN,
-            // Unique across nodes (node id in the top bits) and restarts (start time below).
-            next_producer_id: (i64::from(node_id) << 48) | ((now_ms & ((1 << 42) - 1)) << 6),
+            last_txn_create_ms: i64::MIN,
+            txn_topic_wanted: std::cell::Cell::new(false),
+            txn: txn::ClusterTxn::default(),
+            clock_ms: now_ms,
         }
     }
 
@@ -558,6 +589,7 @@ impl Broker {
         let offsets_segment_bytes = self.config.offsets_segment_bytes;
         let registered = self.registered();
         let Some(c) = &mut self.cluster else { return };
+        c.clock_ms = now_ms;
         if !registered
             && c.meta_leader.0 > 0
             && now_ms.saturating_sub(c.last_registration_ms) >= 1000
@@ -636,6 +668,8 @@ impl Broker {
                 let since = match w {
                     Wait::Produce { since_ms, .. }
                     | Wait::Coordinator { since_ms, .. }
+                    | Wait::TxnState { since_ms, .. }
+                    | Wait::Marker { since_ms, .. }
                     | Wait::Admin { since_ms, .. } => *since_ms,
                 };
                 now_ms - since > WAIT_MS_MAX
@@ -645,6 +679,8 @@ impl Broker {
         for seq in expired {
             self.fail_wait(seq, ResponseError::RequestTimedOut);
         }
+        self.want_txn_topic(meta_caught_up, now_ms);
+        self.drive_marker_rounds(now_ms);
         self.import_security(meta_caught_up, now_ms);
         self.order_cleans(now_ms);
         self.deliver_finished();
@@ -691,6 +727,12 @@ impl Broker {
             self.deliver_finished();
         } else if let Some(e) = crate::cluster::DeleteRecordsEntry::decode(data) {
             self.fail_wait(e.seq, ResponseError::NotLeaderOrFollower);
+            self.deliver_finished();
+        } else if let Some(m) = crate::cluster::MarkerEntry::decode(data) {
+            if let Some(c) = &mut self.cluster {
+                c.prediction_dropped(group, m.seq);
+            }
+            self.fail_wait(m.seq, ResponseError::NotLeaderOrFollower);
             self.deliver_finished();
         }
     }

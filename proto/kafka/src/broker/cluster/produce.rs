@@ -6,7 +6,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, PartitionProduceResponse};
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 
-use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
+use super::super::{Broker, Reply, str, valid_topic_name};
 use super::{META_GROUP, Proposal, Wait};
 use crate::cluster::MetaCommand;
 
@@ -44,18 +44,11 @@ impl Broker {
                     if !matches!(acks, -1..=1) {
                         return Err((ResponseError::InvalidRequiredAcks, None, -1, -1));
                     }
-                    if req.transactional_id.is_some() {
-                        return Err((
-                            ResponseError::TransactionalIdAuthorizationFailed,
-                            None,
-                            -1,
-                            -1,
-                        ));
-                    }
                     let Some(n) = &name else {
                         return Err((ResponseError::UnknownTopicId, None, -1, -1));
                     };
-                    if n == OFFSETS_TOPIC {
+                    // Only coordinators write the internal topics (as Kafka).
+                    if super::txn::is_internal(n) {
                         return Err((ResponseError::InvalidTopicException, None, -1, -1));
                     }
                     if !self.meta().is_some_and(|m| m.topics.contains_key(n)) {
@@ -84,6 +77,9 @@ impl Broker {
                             -1,
                         ));
                     };
+                    let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
+                    self.txn_produce_refusal(txn_id, records, n, pd.index)
+                        .map_err(|(e, m)| (e, Some(m), -1, -1))?;
                     // The same refusal as standalone: a compacted topic takes no keyless
                     // records (KIP-467's per-record errors).
                     if let Some((errors, message)) =

@@ -49,6 +49,19 @@ impl Broker {
                     c.finished.push((token, body));
                 }
             }
+            Some(Wait::TxnState { response, .. }) => {
+                let error = (!ok).then_some(ResponseError::CoordinatorNotAvailable);
+                let now = c.clock_ms;
+                self.txn_state_done(seq, response, error, now);
+            }
+            Some(Wait::Marker { token, slot, .. }) => {
+                let code = match &result {
+                    Ok(_) => 0,
+                    Err((e, _)) => e.code(),
+                };
+                let now = c.clock_ms;
+                self.marker_slot_done(token, slot, code, now);
+            }
             Some(Wait::Admin { .. }) | None => {}
         }
     }
@@ -91,6 +104,14 @@ impl Broker {
                     c.finished
                         .push((token, r.into_error(ResponseError::NotCoordinator).body));
                 }
+            }
+            Some(Wait::TxnState { response, .. }) => {
+                let now = c.clock_ms;
+                self.txn_state_done(seq, response, Some(ResponseError::NotCoordinator), now);
+            }
+            Some(Wait::Marker { token, slot, .. }) => {
+                let now = c.clock_ms;
+                self.marker_slot_done(token, slot, error.code(), now);
             }
             Some(Wait::Admin { token, slot, .. }) => {
                 // Answered like Kafka: the client retries (NOT_CONTROLLER refreshes metadata).

@@ -1,0 +1,826 @@
+//! Transactions in cluster mode.
+//!
+//! The coordinator of a transactional id is the leader of its `__transaction_state` partition:
+//! it loads the partition once the leader's earlier terms are applied, and every state change
+//! goes through the partition's Raft group before it is answered (committed there means durable
+//! on a majority). A decision's markers reach each partition of the transaction through that
+//! partition's leader, as Kafka's coordinator sends them: a WriteTxnMarkers request (to this node
+//! itself without a round trip), which the leader turns into a [`MarkerEntry`] of the partition's
+//! group. Once every partition's marker applied, the transaction completes. A coordinator that
+//! loses its partition drops its rounds; the next leader finds the prepared decision in the log
+//! and sends the markers again (a marker written twice is harmless: the second closes nothing).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{
+    ProducerId, ResponseKind, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use sluice_coordinator::{MarkerJob, Response, StoreRecord, TRANSACTION_STATE_TOPIC, TxnAction};
+use tracing::{debug, info, warn};
+
+use super::super::groups::{self, encode_store_batch};
+use super::super::{Broker, OFFSETS_TOPIC, Reply, str};
+use super::{BrokerAddr, Wait};
+use crate::cluster::MarkerEntry;
+
+/// The WriteTxnMarkers version coordinators send (the only one Kafka defines today).
+pub const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// Longest pause between two attempts of a marker round.
+const BACKOFF_MAX_MS: i64 = 1_000;
+
+/// A WriteTxnMarkers request for the runtime to send to `node`'s replica listener; its answer
+/// (or why none came) goes back through [`Broker::marker_response`].
+#[derive(Debug, Clone)]
+pub struct MarkerRequest {
+    /// Identifies the request in [`Broker::marker_response`].
+    pub id: u64,
+    /// The partition leader it goes to.
+    pub node: i32,
+    /// That node's replica listener.
+    pub host: String,
+    /// That node's replica listener.
+    pub port: i32,
+    /// The markers.
+    pub request: WriteTxnMarkersRequest,
+}
+
+/// One decision's markers on their way to every partition of the transaction.
+#[derive(Debug)]
+struct Round {
+    job: MarkerJob,
+    /// Partitions whose marker has not applied yet.
+    pending: BTreeSet<(String, i32)>,
+    /// Requests of this round awaiting an answer.
+    in_flight: usize,
+    retry_at_ms: i64,
+    backoff_ms: i64,
+}
+
+/// Cluster-mode transaction state outside the coordinator proper.
+#[derive(Debug, Default)]
+pub(in crate::broker) struct ClusterTxn {
+    rounds: BTreeMap<u64, Round>,
+    next_id: u64,
+    outbox: Vec<MarkerRequest>,
+    /// Requests sent: id → (round, partitions it carries).
+    sent: HashMap<u64, (u64, Vec<(String, i32)>)>,
+    /// WriteTxnMarkers requests this node serves for itself: token → request id.
+    local: HashMap<u64, u64>,
+    /// Parked WriteTxnMarkers requests: response so far, partitions outstanding.
+    parked: HashMap<u64, (WriteTxnMarkersResponse, usize)>,
+    /// Marker jobs waiting for the state write (by proposal sequence) that decides them.
+    after: HashMap<u64, Vec<MarkerJob>>,
+}
+
+impl Broker {
+    /// Coordinator of a transactional id: the leader of its `__transaction_state` partition.
+    /// Before the topic exists, asks for it and answers COORDINATOR_NOT_AVAILABLE (clients
+    /// retry).
+    pub(in crate::broker) fn txn_coordinator_node(
+        &self,
+        key: &str,
+    ) -> Result<BrokerAddr, ResponseError> {
+        let n = self.txn.config().num_partitions;
+        let c = self.cluster.as_ref().expect("cluster");
+        let Some(t) = c.meta.topics.get(TRANSACTION_STATE_TOPIC) else {
+            c.txn_topic_wanted.set(true);
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        if t.partitions.len() as i32 != n {
+            warn!(
+                node_id = c.node_id,
+                partitions = t.partitions.len(),
+                expected = n,
+                "{TRANSACTION_STATE_TOPIC} has an unexpected partition count"
+            );
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let p = sluice_coordinator::partition_for(key, n);
+        let (leader, _) = c.leader_of(TRANSACTION_STATE_TOPIC, p);
+        c.meta
+            .broker_addr(leader, c.listener.as_deref())
+            .map(|(h, port)| (leader, h, port))
+            .ok_or(ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// Whether a transaction request can be served here at all: the topic exists (else it is
+    /// asked for).
+    pub(in crate::broker) fn txn_topic_ready(&mut self) -> bool {
+        let Some(c) = &mut self.cluster else {
+            return true;
+        };
+        if c.meta.topics.contains_key(TRANSACTION_STATE_TOPIC) {
+            return true;
+        }
+        c.txn_topic_wanted.set(true);
+        false
+    }
+
+    /// Creates `__transaction_state` once a transaction request asked for it (through
+    /// `__meta`, whose leader this proposal is forwarded to; a second create is refused there).
+    pub(super) fn want_txn_topic(&mut self, meta_caught_up: bool, now_ms: i64) {
+        let n = self.txn.config().num_partitions;
+        let segment_bytes = self.config.offsets_segment_bytes;
+        let Some(c) = &mut self.cluster else { return };
+        if !c.txn_topic_wanted.get()
+            || !meta_caught_up
+            || c.meta_leader.0 <= 0
+            || now_ms.saturating_sub(c.last_txn_create_ms) < 2000
+        {
+            return;
+        }
+        if c.meta.topics.contains_key(TRANSACTION_STATE_TOPIC) {
+            c.txn_topic_wanted.set(false);
+            return;
+        }
+        c.last_txn_create_ms = now_ms;
+        let rf = c.meta.members().len().min(3) as i32;
+        let id = super::super::random_uuid(&mut self.rng);
+        info!(
+            node_id = self.config.node_id,
+            partitions = n,
+            replication_factor = rf,
+            "creating {TRANSACTION_STATE_TOPIC}"
+        );
+        self.propose_meta(crate::cluster::MetaCommand::CreateTopic {
+            request: None,
+            name: TRANSACTION_STATE_TOPIC.into(),
+            id,
+            partitions: n,
+            replication_factor: rf,
+            configs: super::offsets_topic_configs(segment_bytes),
+            assignment: None,
+        });
+    }
+
+    /// Executes transaction coordinator actions in cluster mode; returns the reply for
+    /// `current` when it is answered at once.
+    pub(in crate::broker) fn execute_txn_cluster(
+        &mut self,
+        actions: Vec<TxnAction>,
+        current: Option<u64>,
+        now_ms: i64,
+    ) -> Option<Reply> {
+        let mut mine = None;
+        let mut last_seq = None;
+        let mut decision_failed = false;
+        for action in actions {
+            match action {
+                TxnAction::Respond(r) => {
+                    if let Some(reply) = self.answer_now(current, r.token, r.body) {
+                        mine = Some(reply);
+                    }
+                }
+                // Cluster producer ids come from a range unique to the node: no block record.
+                TxnAction::Persist {
+                    partition,
+                    record,
+                    then,
+                    ..
+                } => match self.propose_txn_state(partition, &record, then.map(Box::new), now_ms) {
+                    Ok(seq) => last_seq = Some(seq),
+                    Err(then) => {
+                        decision_failed = true;
+                        // Memory holds what was not proposed: reload the partition to drop it.
+                        self.reload_txn_partition(partition, now_ms);
+                        if let Some(r) = then {
+                            let token = r.token;
+                            let body = (*r).into_error(ResponseError::NotCoordinator).body;
+                            if let Some(reply) = self.answer_now(current, token, body) {
+                                mine = Some(reply);
+                            }
+                        }
+                    }
+                },
+                TxnAction::WriteMarkers(_) if decision_failed => {}
+                TxnAction::WriteMarkers(job) => match last_seq {
+                    // Sent once the decision is committed.
+                    Some(seq) => {
+                        let c = self.cluster.as_mut().expect("cluster");
+                        c.txn.after.entry(seq).or_default().push(job);
+                    }
+                    // A decision found in the log at load: committed already.
+                    None => self.start_marker_round(job, now_ms),
+                },
+            }
+        }
+        self.drive_marker_rounds(now_ms);
+        self.deliver_finished();
+        mine
+    }
+
+    /// Proposes a transaction state record to its `__transaction_state` partition; the
+    /// response waits until it applies. `Err` (with the response) when this node does not
+    /// lead the partition.
+    fn propose_txn_state(
+        &mut self,
+        partition: i32,
+        record: &StoreRecord,
+        then: Option<Box<Response>>,
+        now_ms: i64,
+    ) -> Result<u64, Option<Box<Response>>> {
+        if self.storage_failure.is_some() {
+            return Err(then);
+        }
+        let Ok(batch) = encode_store_batch(&[record], None, now_ms) else {
+            return Err(then);
+        };
+        let Some(c) = &mut self.cluster else {
+            return Err(then);
+        };
+        let Some(group) = c
+            .meta
+            .partition(TRANSACTION_STATE_TOPIC, partition)
+            .map(|p| p.group)
+        else {
+            return Err(then);
+        };
+        if !c.is_local_leader(group) {
+            return Err(then);
+        }
+        let (seq, _) = c.propose_entry(group, now_ms, &batch, true);
+        c.waits.insert(
+            seq,
+            Wait::TxnState {
+                group,
+                response: then,
+                since_ms: now_ms,
+            },
+        );
+        Ok(seq)
+    }
+
+    /// A transaction state write applied (`ok`) or failed: its response goes out, and the
+    /// markers it decided start (or are dropped with the write).
+    pub(super) fn txn_state_done(
+        &mut self,
+        seq: u64,
+        response: Option<Box<Response>>,
+        error: Option<ResponseError>,
+        now_ms: i64,
+    ) {
+        let Some(c) = &mut self.cluster else { return };
+        let jobs = c.txn.after.remove(&seq).unwrap_or_default();
+        if let Some(r) = response {
+            let token = r.token;
+            let body = match error {
+                None => r.body,
+                Some(e) => (*r).into_error(e).body,
+            };
+            c.finished.push((token, body));
+        }
+        if error.is_none() {
+            for job in jobs {
+                self.start_marker_round(job, now_ms);
+            }
+            self.drive_marker_rounds(now_ms);
+        }
+    }
+
+    fn start_marker_round(&mut self, job: MarkerJob, now_ms: i64) {
+        let c = self.cluster.as_mut().expect("cluster");
+        c.txn.next_id += 1;
+        let id = c.txn.next_id;
+        debug!(node_id = c.node_id, transactional_id = %job.transactional_id, commit = job.commit, partitions = job.partitions.len(), "writing transaction markers");
+        c.txn.rounds.insert(
+            id,
+            Round {
+                pending: job.partitions.iter().cloned().collect(),
+                job,
+                in_flight: 0,
+                retry_at_ms: now_ms,
+                backoff_ms: 50,
+            },
+        );
+    }
+
+    /// Sends the markers of every round that is due, and completes the rounds whose markers
+    /// all applied.
+    pub(super) fn drive_marker_rounds(&mut self, now_ms: i64) {
+        let Some(c) = &mut self.cluster else { return };
+        let me = c.node_id;
+        let mut local = Vec::new();
+        let mut done = Vec::new();
+        let due: Vec<u64> = c
+            .txn
+            .rounds
+            .iter()
+            .filter(|(_, r)| r.in_flight == 0 && (r.pending.is_empty() || r.retry_at_ms <= now_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let mut round = c.txn.rounds.remove(&id).expect("listed");
+            // Partitions of deleted topics need no marker.
+            round
+                .pending
+                .retain(|(t, p)| c.meta.partition(t, *p).is_some());
+            if round.pending.is_empty() {
+                done.push(round.job);
+                continue;
+            }
+            let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+            let mut leaderless = false;
+            for (t, p) in &round.pending {
+                match c.leader_of(t, *p).0 {
+                    l if l > 0 => by_leader.entry(l).or_default().push((t.clone(), *p)),
+                    _ => leaderless = true,
+                }
+            }
+            if leaderless {
+                round.retry_at_ms = now_ms + round.backoff_ms;
+                round.backoff_ms = (round.backoff_ms * 2).min(BACKOFF_MAX_MS);
+            }
+            for (node, parts) in by_leader {
+                let request = markers_request(&round.job, &parts);
+                let addr = c
+                    .meta
+                    .listeners
+                    .get(&node)
+                    .and_then(|l| l.get(crate::security::REPLICA_LISTENER))
+                    .cloned();
+                if node != me && addr.is_none() {
+                    round.retry_at_ms = now_ms + round.backoff_ms;
+                    continue;
+                }
+                c.txn.next_id += 1;
+                let rid = c.txn.next_id;
+                round.in_flight += 1;
+                c.txn.sent.insert(rid, (id, parts));
+                if node == me {
+                    local.push((rid, request));
+                } else {
+                    let (host, port) = addr.expect("checked");
+                    c.txn.outbox.push(MarkerRequest {
+                        id: rid,
+                        node,
+                        host,
+                        port,
+                        request,
+                    });
+                }
+            }
+            c.txn.rounds.insert(id, round);
+        }
+        for (rid, request) in local {
+            let token = self.new_token();
+            let c = self.cluster.as_mut().expect("cluster");
+            c.txn.local.insert(token, rid);
+            if let Some(resp) = self.write_txn_markers(token, request, now_ms) {
+                let c = self.cluster.as_mut().expect("cluster");
+                c.txn.local.remove(&token);
+                self.marker_response(rid, Ok(resp), now_ms);
+            }
+        }
+        for job in done {
+            debug!(node_id = self.config.node_id, transactional_id = %job.transactional_id, commit = job.commit, "transaction markers written");
+            let actions = self
+                .txn
+                .markers_written(&job, now_ms, &mut self.producer_ids);
+            self.execute_txn_cluster(actions, None, now_ms);
+        }
+    }
+
+    /// WriteTxnMarkers requests to send to other nodes.
+    pub fn take_marker_requests(&mut self) -> Vec<MarkerRequest> {
+        self.cluster
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.txn.outbox))
+            .unwrap_or_default()
+    }
+
+    /// The answer to a [`MarkerRequest`] (`Err`: none came, e.g. the node is down).
+    pub fn marker_response(
+        &mut self,
+        id: u64,
+        result: Result<WriteTxnMarkersResponse, String>,
+        now_ms: i64,
+    ) {
+        let Some(c) = &mut self.cluster else { return };
+        let Some((round_id, parts)) = c.txn.sent.remove(&id) else {
+            return;
+        };
+        let Some(round) = c.txn.rounds.get_mut(&round_id) else {
+            return; // the coordinator gave the transaction up meanwhile
+        };
+        round.in_flight = round.in_flight.saturating_sub(1);
+        let mut failed = None;
+        match result {
+            Ok(resp) => {
+                for m in &resp.markers {
+                    for t in &m.topics {
+                        for p in &t.partitions {
+                            let key = (t.name.0.to_string(), p.partition_index);
+                            if p.error_code == 0 {
+                                round.pending.remove(&key);
+                            } else {
+                                failed = Some(format!(
+                                    "{}-{}: {:?}",
+                                    key.0,
+                                    key.1,
+                                    ResponseError::try_from_code(p.error_code)
+                                ));
+                            }
+                        }
+                    }
+                }
+                if failed.is_none() && parts.iter().any(|k| round.pending.contains(k)) {
+                    failed = Some("the answer left partitions out".to_string());
+                }
+            }
+            Err(e) => failed = Some(e),
+        }
+        if let Some(why) = failed {
+            debug!(node_id = c.node_id, transactional_id = %round.job.transactional_id, reason = %why, "transaction markers not written yet; retrying");
+            round.retry_at_ms = now_ms + round.backoff_ms;
+            round.backoff_ms = (round.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        } else {
+            round.backoff_ms = 50;
+        }
+        self.drive_marker_rounds(now_ms);
+        self.deliver_finished();
+    }
+
+    /// WriteTxnMarkers (from a coordinator, or this node's own): each partition's marker is
+    /// proposed to its group; answered once all applied (`None`: parked under `token`).
+    pub(in crate::broker) fn write_txn_markers(
+        &mut self,
+        token: u64,
+        req: WriteTxnMarkersRequest,
+        now_ms: i64,
+    ) -> Option<WriteTxnMarkersResponse> {
+        let mut resp = WriteTxnMarkersResponse::default();
+        let mut outstanding = 0usize;
+        for (mi, m) in req.markers.iter().enumerate() {
+            let mut result = WritableTxnMarkerResult::default().with_producer_id(m.producer_id);
+            for (ti, t) in m.topics.iter().enumerate() {
+                let name = t.name.0.to_string();
+                let mut topic = WritableTxnMarkerTopicResult::default().with_name(t.name.clone());
+                for (pi, p) in t.partition_indexes.iter().enumerate() {
+                    let error = (|| {
+                        if self.storage_failure.is_some() {
+                            return Err(ResponseError::KafkaStorageError);
+                        }
+                        let c = self.cluster.as_ref().expect("cluster");
+                        let group = c
+                            .meta
+                            .partition(&name, *p)
+                            .map(|mp| mp.group)
+                            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+                        self.check_leader(&name, *p).map_err(|h| h.error)?;
+                        Ok(group)
+                    })();
+                    let code = match error {
+                        Ok(group) => {
+                            let c = self.cluster.as_mut().expect("cluster");
+                            let seq = c.propose_marker(
+                                group,
+                                now_ms,
+                                m.producer_id.0,
+                                m.producer_epoch,
+                                m.transaction_result,
+                            );
+                            c.waits.insert(
+                                seq,
+                                Wait::Marker {
+                                    token,
+                                    slot: (mi, ti, pi),
+                                    group,
+                                    since_ms: now_ms,
+                                },
+                            );
+                            outstanding += 1;
+                            0
+                        }
+                        Err(e) => e.code(),
+                    };
+                    topic.partitions.push(
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(*p)
+                            .with_error_code(code),
+                    );
+                }
+                result.topics.push(topic);
+            }
+            resp.markers.push(result);
+        }
+        if outstanding == 0 {
+            return Some(resp);
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        c.txn.parked.insert(token, (resp, outstanding));
+        None
+    }
+
+    /// One partition of a parked WriteTxnMarkers request is answered (`code` 0: written).
+    pub(super) fn marker_slot_done(
+        &mut self,
+        token: u64,
+        slot: (usize, usize, usize),
+        code: i16,
+        now_ms: i64,
+    ) {
+        let Some(c) = &mut self.cluster else { return };
+        let Some((resp, outstanding)) = c.txn.parked.get_mut(&token) else {
+            return;
+        };
+        if let Some(p) = resp
+            .markers
+            .get_mut(slot.0)
+            .and_then(|m| m.topics.get_mut(slot.1))
+            .and_then(|t| t.partitions.get_mut(slot.2))
+        {
+            p.error_code = code;
+        }
+        *outstanding -= 1;
+        if *outstanding > 0 {
+            return;
+        }
+        let (resp, _) = c.txn.parked.remove(&token).expect("present");
+        match c.txn.local.remove(&token) {
+            Some(rid) => self.marker_response(rid, Ok(resp), now_ms),
+            None => c
+                .finished
+                .push((token, ResponseKind::WriteTxnMarkers(resp))),
+        }
+    }
+
+    /// A committed marker entry, on every replica: the control batch is appended and the
+    /// partition's producer state learns the transaction's end.
+    pub(super) fn apply_marker(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        epoch: i32,
+        m: MarkerEntry,
+    ) -> Result<(), ResponseError> {
+        let job = MarkerJob {
+            transactional_id: String::new(),
+            producer_id: m.producer_id,
+            producer_epoch: m.producer_epoch,
+            commit: m.commit,
+            partitions: Vec::new(),
+        };
+        self.append_marker(&job, topic, partition, epoch, m.now_ms)
+            .map_err(|e| {
+                warn!(node_id = self.config.node_id, topic, partition, error = %e, "appending a transaction marker failed");
+                ResponseError::KafkaStorageError
+            })
+    }
+
+    /// A committed coordinator write to an internal topic, on every replica: appended as it
+    /// is (coordinators' batches carry no sequence to check); a TxnOffsetCommit's batch opens
+    /// its transaction in the partition's producer state.
+    pub(super) fn append_internal(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<(i64, i64, i64), (ResponseError, Option<String>)> {
+        if let Some(f) = &self.storage_failure {
+            return Err((
+                ResponseError::KafkaStorageError,
+                Some(format!("storage failed: {f}")),
+            ));
+        }
+        let log = self
+            .partition_mut(topic, partition)
+            .map_err(|e| (e, None))?;
+        let a = log
+            .append(records, epoch, now_ms)
+            .map_err(crate::broker::produce::append_error)?;
+        let start = log.log_start_offset();
+        if let Some((_, h)) = crate::batch::headers(records).next()
+            && h.attributes & 0x10 != 0
+            && h.producer_id >= 0
+        {
+            self.producers
+                .entry((topic.to_string(), partition))
+                .or_default()
+                .record_txn_batch(h.producer_id, h.producer_epoch, a.base_offset);
+            self.sync_unstable(topic, partition);
+        }
+        Ok((a.base_offset, start, a.log_append_time))
+    }
+
+    /// The leader's checks of a transactional produce before it is proposed (apply runs only
+    /// the idempotence checks, which every replica decides alike): no control batch from a
+    /// client, the transactional id its producer id belongs to, and KIP-890's check that the
+    /// partition is in the ongoing transaction, when this node coordinates it. (A coordinator
+    /// on another node is not asked: Kafka's AddPartitionsToTxn v4 verification is not
+    /// implemented, so there the partition is trusted.)
+    pub(super) fn txn_produce_refusal(
+        &self,
+        transactional_id: Option<&str>,
+        records: &[u8],
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), (ResponseError, String)> {
+        if crate::batch::headers(records).any(|(_, h)| h.is_control()) {
+            return Err((
+                ResponseError::InvalidRecord,
+                "clients may not produce control batches".into(),
+            ));
+        }
+        let Some((_, h)) = crate::batch::headers(records).find(|(_, h)| h.attributes & 0x10 != 0)
+        else {
+            return Ok(());
+        };
+        let Some(id) = transactional_id else {
+            return Err((
+                ResponseError::InvalidRequest,
+                "transactional records need the producer's transactional id".into(),
+            ));
+        };
+        if !self.txn.coordinates(id) {
+            return Ok(());
+        }
+        if let Some(e) = self.txn_id_refusal(Some(id), Some(records)) {
+            return Err((
+                e,
+                "the producer id does not belong to this transactional id".into(),
+            ));
+        }
+        self.txn
+            .verify(h.producer_id, h.producer_epoch, topic, partition)
+            .map_err(|e| {
+                let why = match e {
+                    ResponseError::InvalidProducerEpoch => {
+                        "the producer was fenced by a newer epoch"
+                    }
+                    _ => "the partition is not part of the producer's ongoing transaction",
+                };
+                (e, why.to_string())
+            })
+    }
+
+    /// This node now coordinates the transactions of `partition`: load them, and finish the
+    /// decisions that were prepared.
+    pub(super) fn load_txn_partition(&mut self, partition: i32, now_ms: i64) {
+        let records = match self.read_store_batches(TRANSACTION_STATE_TOPIC, partition) {
+            Ok(items) => items
+                .into_iter()
+                .filter_map(|i| match i {
+                    groups::Stored::Record(r) => Some(r),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                warn!(node_id = self.config.node_id, partition, error = %e, "cannot read {TRANSACTION_STATE_TOPIC}; not coordinating its transactions");
+                return;
+            }
+        };
+        let actions = self.txn.load_partition(partition, &records);
+        info!(
+            node_id = self.config.node_id,
+            partition,
+            prepared = actions.len(),
+            "transaction coordinator partition loaded"
+        );
+        self.execute_txn_cluster(actions, None, now_ms);
+    }
+
+    /// This node no longer coordinates the transactions of `partition`.
+    pub(super) fn unload_txn_partition(&mut self, partition: i32, now_ms: i64) {
+        let actions = self.txn.unload_partition(partition);
+        let n = self.txn.config().num_partitions;
+        if let Some(c) = &mut self.cluster {
+            c.txn.rounds.retain(|_, r| {
+                sluice_coordinator::partition_for(&r.job.transactional_id, n) != partition
+            });
+        }
+        self.execute_txn_cluster(actions, None, now_ms);
+        info!(
+            node_id = self.config.node_id,
+            partition, "transaction coordinator partition unloaded"
+        );
+    }
+
+    /// Drops what memory holds for `partition` beyond its log (a write that was not proposed).
+    fn reload_txn_partition(&mut self, partition: i32, now_ms: i64) {
+        let leads = self.cluster.as_ref().is_some_and(|c| {
+            c.meta
+                .partition(TRANSACTION_STATE_TOPIC, partition)
+                .is_some_and(|p| c.is_local_leader(p.group))
+        });
+        self.txn.unload_partition(partition);
+        if leads {
+            self.load_txn_partition(partition, now_ms);
+        }
+    }
+}
+
+impl super::ClusterState {
+    /// Queues a marker entry; returns its sequence.
+    fn propose_marker(
+        &mut self,
+        group: u64,
+        now_ms: i64,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> u64 {
+        let seq = self.seq();
+        // A marker takes an offset: offsets after it are not predicted.
+        self.predict(group, seq, &[], false);
+        self.proposals.push(super::Proposal {
+            group,
+            data: MarkerEntry {
+                proposer: self.node_id as u64,
+                seq,
+                now_ms,
+                producer_id,
+                producer_epoch,
+                commit,
+            }
+            .encode(),
+        });
+        seq
+    }
+}
+
+/// The WriteTxnMarkers request carrying `job`'s marker to `parts`.
+fn markers_request(job: &MarkerJob, parts: &[(String, i32)]) -> WriteTxnMarkersRequest {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in parts {
+        topics.entry(t).or_default().push(*p);
+    }
+    WriteTxnMarkersRequest::default().with_markers(vec![
+        WritableTxnMarker::default()
+            .with_producer_id(ProducerId(job.producer_id))
+            .with_producer_epoch(job.producer_epoch)
+            .with_transaction_result(job.commit)
+            .with_coordinator_epoch(0)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(str(t)))
+                            .with_partition_indexes(ps)
+                    })
+                    .collect(),
+            ),
+    ])
+}
+
+/// A WriteTxnMarkers request answered with `e` for every partition.
+pub fn markers_error(req: &WriteTxnMarkersRequest, e: ResponseError) -> WriteTxnMarkersResponse {
+    WriteTxnMarkersResponse::default().with_markers(
+        req.markers
+            .iter()
+            .map(|m| {
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(m.producer_id)
+                    .with_topics(
+                        m.topics
+                            .iter()
+                            .map(|t| {
+                                WritableTxnMarkerTopicResult::default()
+                                    .with_name(t.name.clone())
+                                    .with_partitions(
+                                        t.partition_indexes
+                                            .iter()
+                                            .map(|p| {
+                                                WritableTxnMarkerPartitionResult::default()
+                                                    .with_partition_index(*p)
+                                                    .with_error_code(e.code())
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// Whether `topic` is written only by coordinators (client produces are refused).
+pub(in crate::broker) fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
+}
+
+/// A WriteTxnMarkers request for one partition (tests).
+#[cfg(test)]
+pub(in crate::broker) fn txn_tests_marker_request(
+    topic: &str,
+    partition: i32,
+) -> WriteTxnMarkersRequest {
+    let job = MarkerJob {
+        transactional_id: "tx".into(),
+        producer_id: 5,
+        producer_epoch: 0,
+        commit: true,
+        partitions: Vec::new(),
+    };
+    markers_request(&job, &[(topic.to_string(), partition)])
+}
