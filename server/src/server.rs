@@ -49,8 +49,9 @@ pub struct Shared {
     pub sasl_secret: Vec<u8>,
     /// Cluster mode: TLS of this node's replica catch-up connections (its node certificate).
     pub replica_client: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
-    /// Cluster mode: where transaction marker requests go to be sent to partition leaders.
-    pub markers: std::sync::OnceLock<async_channel::Sender<sluice_proto::broker::MarkerRequest>>,
+    /// Cluster mode: where requests to other nodes (transaction markers, verifications) go.
+    pub peer_requests:
+        std::sync::OnceLock<async_channel::Sender<sluice_proto::broker::PeerRequest>>,
     /// Whether requests are served. Standalone: from the start. Cluster mode: once `__meta`
     /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
     serving: AtomicBool,
@@ -141,8 +142,8 @@ impl Shared {
 /// Hands the coordinator's answers to parked requests to their connections. Call with the broker
 /// lock held, after every call that may produce them (group requests, `tick`).
 pub fn deliver(shared: &Shared, broker: &mut Broker) {
-    if let Some(tx) = shared.markers.get() {
-        for m in broker.take_marker_requests() {
+    if let Some(tx) = shared.peer_requests.get() {
+        for m in broker.take_peer_requests() {
             let _ = tx.try_send(m);
         }
     }
@@ -311,7 +312,7 @@ impl<R: Runtime> Server<R> {
             cluster_gauges: Mutex::new(None),
             tls,
             replica_client: std::sync::OnceLock::new(),
-            markers: std::sync::OnceLock::new(),
+            peer_requests: std::sync::OnceLock::new(),
             sasl_secret: {
                 use rand::Rng;
                 rand::thread_rng().r#gen::<[u8; 32]>().to_vec()

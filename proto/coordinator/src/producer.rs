@@ -304,6 +304,13 @@ impl ProducerStateTable {
         before - self.producers.len()
     }
 
+    /// Whether `producer_id` has a transaction open in this partition at `epoch`.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch)
+    }
+
     /// A transactional batch of `producer_id` was appended (or replayed) at `base_offset`: it
     /// opens the producer's transaction in this partition unless one is open.
     pub fn record_txn_batch(&mut self, producer_id: i64, epoch: i16, base_offset: i64) {

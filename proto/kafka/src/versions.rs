@@ -39,7 +39,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 5),
     // Transactions; WriteTxnMarkers only from the cluster's nodes (coordinator to leader).
     (ApiKey::WriteTxnMarkers, 1, 1),
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    // v4+ (KIP-890 verification) from partition leaders only.
+    (ApiKey::AddPartitionsToTxn, 0, 4),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),

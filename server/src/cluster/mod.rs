@@ -5,8 +5,8 @@
 
 pub mod catchup;
 pub mod cli;
-pub mod markers;
 pub mod node;
+pub mod peer_requests;
 pub mod raft_store;
 pub mod raft_wal;
 pub mod wal_writer;

@@ -130,10 +130,10 @@ pub async fn run<R: Runtime>(
     let client_tls = sluice_transport_quic::tls::replica_client_config(&tls)
         .map_err(|e| anyhow::anyhow!("node {node_id}: replica TLS: {e}"))?;
     let _ = shared.replica_client.set(Arc::new(client_tls));
-    let (markers_tx, markers_rx) = async_channel::unbounded();
-    let _ = shared.markers.set(markers_tx);
+    let (peer_tx, peer_rx) = async_channel::unbounded();
+    let _ = shared.peer_requests.set(peer_tx);
     rt.spawn(
-        super::markers::send_markers(rt.clone(), shared.clone(), markers_rx)
+        super::peer_requests::send_peer_requests(rt.clone(), shared.clone(), peer_rx)
             .instrument(tracing::Span::current()),
     );
     let others: Vec<u64> = cc.others().iter().map(|&(id, _)| id).collect();

@@ -24,6 +24,8 @@ struct Cluster {
     logs: BTreeMap<u64, Vec<(u64, u64, Vec<u8>)>>,
     term: u64,
     hosted: Vec<Vec<GroupChange>>,
+    /// Answers to parked requests taken from the brokers and not claimed yet.
+    answers: Vec<Vec<super::Deferred>>,
 }
 
 fn open(fs: &MemStorage, node: i32) -> Broker {
@@ -62,6 +64,7 @@ impl Cluster {
             logs: BTreeMap::new(),
             term: 1,
             hosted: vec![Vec::new(); 3],
+            answers: (0..3).map(|_| Vec::new()).collect(),
         };
         for b in &mut c.brokers {
             b.meta_role_changed(1, 1);
@@ -1622,11 +1625,15 @@ mod txn {
             other => panic!("{other:?}"),
         };
         c.run();
-        let d = c.brokers[i].take_deferred();
-        d.into_iter()
-            .find(|d| d.token == token)
-            .unwrap_or_else(|| panic!("no answer for token {token}"))
-            .response
+        loop {
+            let taken = c.brokers[i].take_deferred();
+            c.answers[i].extend(taken);
+            if let Some(at) = c.answers[i].iter().position(|d| d.token == token) {
+                return c.answers[i].remove(at).response;
+            }
+            // Waiting on another node (a verification, markers): carry what is asked.
+            assert!(carry_once(c) > 0, "no answer for token {token}");
+        }
     }
 
     fn call(c: &mut Cluster, i: usize, key: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
@@ -1634,38 +1641,45 @@ mod txn {
         parked(c, i, reply)
     }
 
-    /// Carries marker requests between the brokers (as the runtime does over the replica
-    /// listeners) until none is left; returns how many went from one node to another.
-    fn carry_markers(c: &mut Cluster) -> usize {
+    /// Carries requests between the brokers (as the runtime does over the replica listeners)
+    /// until none is left; returns how many went from one node to another.
+    fn carry(c: &mut Cluster) -> usize {
         let mut carried = 0;
         loop {
-            let mut any = false;
-            for from in 0..3 {
-                for m in c.brokers[from].take_marker_requests() {
-                    any = true;
-                    carried += 1;
-                    let to = m.node as usize - 1;
-                    let session = Session {
-                        node: Some(from as i32 + 1),
-                        ..Session::anonymous("127.0.0.1", crate::security::REPLICA_LISTENER)
-                    };
-                    let (reply, _) = c.brokers[to].handle_session(
-                        &session,
-                        &ctx(ApiKey::WriteTxnMarkers, 1),
-                        RequestKind::WriteTxnMarkers(m.request),
-                        10_000,
-                    );
-                    let ResponseKind::WriteTxnMarkers(resp) = parked(c, to, reply) else {
-                        panic!()
-                    };
-                    c.brokers[from].marker_response(m.id, Ok(resp), 10_000);
-                    c.run();
-                }
-            }
-            if !any {
-                return carried;
+            match carry_once(c) {
+                0 => return carried,
+                n => carried += n,
             }
         }
+    }
+
+    /// Carries the requests the brokers queued so far; returns how many.
+    fn carry_once(c: &mut Cluster) -> usize {
+        let mut carried = 0;
+        {
+            {
+                for from in 0..3 {
+                    for m in c.brokers[from].take_peer_requests() {
+                        carried += 1;
+                        let to = m.node as usize - 1;
+                        let session = Session {
+                            node: Some(from as i32 + 1),
+                            ..Session::anonymous("127.0.0.1", crate::security::REPLICA_LISTENER)
+                        };
+                        let (reply, _) = c.brokers[to].handle_session(
+                            &session,
+                            &ctx(m.api_key, m.version),
+                            m.request,
+                            10_000,
+                        );
+                        let resp = parked(c, to, reply);
+                        c.brokers[from].peer_response(m.id, Ok(resp), 10_000);
+                        c.run();
+                    }
+                }
+            }
+        }
+        carried
     }
 
     fn txn_group(c: &Cluster) -> u64 {
@@ -1689,9 +1703,8 @@ mod txn {
         (t.error_code, t.transaction_state.to_string())
     }
 
-    /// Begins a transaction of `ID` on coordinator `coord` with one batch on `t`-0 (led by
-    /// node 2), and asks to commit it.
-    fn commit_one(c: &mut Cluster, coord: usize, pid: i64, epoch: i16, seq: i32, value: &str) {
+    /// AddPartitionsToTxn of `t`-0 to `ID`'s transaction on coordinator `coord`.
+    fn add_t0(c: &mut Cluster, coord: usize, pid: i64, epoch: i16) {
         let add = AddPartitionsToTxnRequest::default()
             .with_v3_and_below_transactional_id(TransactionalId(s(ID)))
             .with_v3_and_below_producer_id(ProducerId(pid))
@@ -1716,6 +1729,10 @@ mod txn {
             .map(|p| p.partition_error_code)
             .collect();
         assert_eq!(codes, vec![0], "{r:?}");
+    }
+
+    /// A transactional produce of `ID`'s producer to `t`-0 on its leader (node 2): the error.
+    fn produce_t0(c: &mut Cluster, pid: i64, epoch: i16, seq: i32, value: &str) -> i16 {
         let mut req = produce_req("t", batch(pid, epoch, seq, &[value], true));
         if let RequestKind::Produce(p) = &mut req {
             p.transactional_id = Some(TransactionalId(s(ID)));
@@ -1723,7 +1740,14 @@ mod txn {
         let ResponseKind::Produce(r) = call(c, 1, ApiKey::Produce, 9, req) else {
             panic!()
         };
-        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{r:?}");
+        r.responses[0].partition_responses[0].error_code
+    }
+
+    /// Begins a transaction of `ID` on coordinator `coord` with one batch on `t`-0 (led by
+    /// node 2), and asks to commit it.
+    fn commit_one(c: &mut Cluster, coord: usize, pid: i64, epoch: i16, seq: i32, value: &str) {
+        add_t0(c, coord, pid, epoch);
+        assert_eq!(produce_t0(c, pid, epoch, seq, value), 0);
         let end = EndTxnRequest::default()
             .with_transactional_id(TransactionalId(s(ID)))
             .with_producer_id(ProducerId(pid))
@@ -1737,7 +1761,88 @@ mod txn {
     }
 
     #[test]
-    fn markers_reach_a_partition_led_elsewhere_and_a_new_coordinator_finishes_a_decision() {
+    fn a_leader_asks_the_coordinator_on_another_node_before_a_transaction_opens_there() {
+        let (mut c, _, pid, epoch) = coordinated_by_node_1();
+        // Not added to the transaction: node 2 asks node 1, which says no; nothing is written.
+        assert_eq!(
+            produce_t0(&mut c, pid, epoch, 0, "stray"),
+            ResponseError::InvalidTxnState.code()
+        );
+        assert_eq!(c.brokers[1].partition("t", 0).unwrap().log_end_offset(), 0);
+        // Added: the first batch is verified, later ones of the same transaction are not.
+        add_t0(&mut c, 0, pid, epoch);
+        assert_eq!(produce_t0(&mut c, pid, epoch, 0, "one"), 0);
+        let mut req = produce_req("t", batch(pid, epoch, 1, &["two"], true));
+        if let RequestKind::Produce(p) = &mut req {
+            p.transactional_id = Some(TransactionalId(s(ID)));
+        }
+        let reply = c.brokers[1].handle(&ctx(ApiKey::Produce, 9), req, 10_000);
+        assert!(
+            c.brokers[1].take_peer_requests().is_empty(),
+            "no second verification"
+        );
+        let ResponseKind::Produce(r) = parked(&mut c, 1, reply) else {
+            panic!()
+        };
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        // A new instance fences this one: its open transaction is aborted (markers carried
+        // to node 2 on the way) and the old epoch's next batch is refused by the coordinator.
+        let r = init_on_node_1(&mut c);
+        assert_eq!((r.error_code, r.producer_id.0), (0, pid), "{r:?}");
+        assert!(r.producer_epoch > epoch);
+        // The records are below the LSO now, listed as aborted (a consumer skips them).
+        let (seen, lso, aborted) = fetch(&c.brokers[1], "t", true);
+        assert_eq!((seen.len(), lso), (2, 3), "{seen:?}");
+        assert_eq!(aborted, vec![(pid, 0)]);
+        assert_eq!(
+            produce_t0(&mut c, pid, epoch, 2, "zombie"),
+            ResponseError::InvalidProducerEpoch.code()
+        );
+        // AddPartitionsToTxn v4 is for nodes: a client is refused.
+        let v4 = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(s(ID)))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_verify_only(true),
+        ]);
+        let ResponseKind::AddPartitionsToTxn(r) = call(
+            &mut c,
+            0,
+            ApiKey::AddPartitionsToTxn,
+            4,
+            RequestKind::AddPartitionsToTxn(v4),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            r.error_code,
+            ResponseError::ClusterAuthorizationFailed.code()
+        );
+    }
+
+    /// InitProducerId of `ID` on node 1.
+    fn init_on_node_1(c: &mut Cluster) -> kafka_protocol::messages::InitProducerIdResponse {
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s(ID))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let ResponseKind::InitProducerId(r) = call(
+            c,
+            0,
+            ApiKey::InitProducerId,
+            4,
+            RequestKind::InitProducerId(init),
+        ) else {
+            panic!()
+        };
+        r
+    }
+
+    /// Three nodes, `t`-0 led by node 2, and `ID` coordinated by node 1 (FindCoordinator
+    /// checked on the way); returns the cluster, the transaction's group and the producer.
+    fn coordinated_by_node_1() -> (Cluster, u64, i64, i16) {
         let (mut c, _) = Cluster::with_topic_led_by(2);
         // No __transaction_state yet: the first FindCoordinator asks for it.
         let find = || {
@@ -1770,23 +1875,14 @@ mod txn {
             (0, 1)
         );
 
-        // Node 1 coordinates; t-0 is led by node 2.
-        let init = InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(s(ID))))
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-        let ResponseKind::InitProducerId(r) = call(
-            &mut c,
-            0,
-            ApiKey::InitProducerId,
-            4,
-            RequestKind::InitProducerId(init),
-        ) else {
-            panic!()
-        };
+        let r = init_on_node_1(&mut c);
         assert_eq!(r.error_code, 0, "{r:?}");
-        let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+        (c, tg, r.producer_id.0, r.producer_epoch)
+    }
+
+    #[test]
+    fn markers_reach_a_partition_led_elsewhere_and_a_new_coordinator_finishes_a_decision() {
+        let (mut c, tg, pid, epoch) = coordinated_by_node_1();
         assert_eq!(pid >> 48, 1, "a producer id from node 1's range");
         // Any other node refuses the transaction's requests.
         assert_eq!(
@@ -1800,7 +1896,7 @@ mod txn {
         assert!(seen.is_empty() && lso == 0, "{seen:?} {lso}");
         assert_eq!(describe_state(&mut c, 0).1, "PrepareCommit");
         // The marker goes to node 2, which proposes it; every replica appends it.
-        assert_eq!(carry_markers(&mut c), 1);
+        assert_eq!(carry(&mut c), 1);
         assert_eq!(describe_state(&mut c, 0).1, "CompleteCommit");
         let (seen, lso, _) = fetch(&c.brokers[1], "t", true);
         assert_eq!((seen, lso), (vec!["one".to_string()], 2));
@@ -1811,7 +1907,7 @@ mod txn {
         // A second commit is decided, and its coordinator loses the partition before any
         // marker is out: the new coordinator finds the decision and finishes it.
         commit_one(&mut c, 0, pid, epoch, 1, "two");
-        let lost = c.brokers[0].take_marker_requests();
+        let lost = c.brokers[0].take_peer_requests();
         assert_eq!(lost.len(), 1, "the marker was about to go out");
         c.lead(tg, 3);
         assert_eq!(
@@ -1819,15 +1915,15 @@ mod txn {
             ResponseError::NotCoordinator.code()
         );
         assert_eq!(describe_state(&mut c, 2).1, "PrepareCommit");
-        assert_eq!(carry_markers(&mut c), 1);
+        assert_eq!(carry(&mut c), 1);
         assert_eq!(describe_state(&mut c, 2).1, "CompleteCommit");
         let (seen, lso, _) = fetch(&c.brokers[1], "t", true);
         assert_eq!(seen, vec!["one".to_string(), "two".to_string()]);
         assert_eq!(lso, 4);
         // The old coordinator's late answer changes nothing.
-        c.brokers[0].marker_response(lost[0].id, Err("lost".into()), 10_000);
+        c.brokers[0].peer_response(lost[0].id, Err("lost".into()), 10_000);
         c.run();
-        assert!(c.brokers[0].take_marker_requests().is_empty());
+        assert!(c.brokers[0].take_peer_requests().is_empty());
     }
 
     #[test]

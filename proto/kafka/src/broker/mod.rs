@@ -43,7 +43,7 @@ use crate::versions;
 
 pub use cleaning::{CleanJob, CleanTarget};
 pub use cluster::{
-    GroupChange, InstallStep, META_GROUP, METADATA_TOPIC, MarkerRequest, MetaQuorum, Proposal,
+    GroupChange, InstallStep, META_GROUP, METADATA_TOPIC, MetaQuorum, PeerRequest, Proposal,
     QuorumVoter, REPLICA_FETCH_VERSION, WRITE_TXN_MARKERS_VERSION, markers_error, replica_fetch,
 };
 pub use fetch::FetchOutcome;

@@ -90,6 +90,11 @@ impl Broker {
                 self.txn
                     .init_producer_id(&cctx, &r, now_ms, &mut self.producer_ids)
             }
+            // v4+: a partition leader verifies (only nodes may send it, see `authorize`).
+            RequestKind::AddPartitionsToTxn(r) if !r.transactions.is_empty() => {
+                let resp = self.verify_txn_partitions(&r);
+                return Reply::Now(ResponseKind::AddPartitionsToTxn(resp));
+            }
             RequestKind::AddPartitionsToTxn(r) => {
                 let meta = self.meta();
                 let topics = &self.topics;

@@ -900,6 +900,15 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             }
             RequestKind::InitProducerId(r)
         }
+        // v4+ is broker to broker (KIP-890's verification): the cluster's nodes only.
+        RequestKind::AddPartitionsToTxn(r) if cx.version >= 4 => {
+            if cx.node.is_none() {
+                let mut resp = kafka_protocol::messages::AddPartitionsToTxnResponse::default();
+                resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+                return Decision::Refuse(ResponseKind::AddPartitionsToTxn(resp));
+            }
+            RequestKind::AddPartitionsToTxn(r)
+        }
         RequestKind::AddPartitionsToTxn(r) => {
             if !(cx.may)(
                 Operation::Write,

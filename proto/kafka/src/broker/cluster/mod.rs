@@ -34,7 +34,7 @@ pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
 pub use quorum::{METADATA_TOPIC, MetaQuorum, QuorumVoter};
 #[cfg(test)]
 pub(super) use txn::txn_tests_marker_request;
-pub use txn::{MarkerRequest, WRITE_TXN_MARKERS_VERSION, markers_error};
+pub use txn::{PeerRequest, WRITE_TXN_MARKERS_VERSION, markers_error};
 
 use crate::cluster::{MetaCommand, MetaState, PartitionEntry, PartitionImage, ProposalId};
 
@@ -205,8 +205,8 @@ pub struct ClusterState {
     pub(super) pending_configs: Vec<(String, BTreeMap<String, String>)>,
     next_seq: u64,
     waits: HashMap<u64, Wait>,
-    /// Parked produces: response so far, partitions outstanding.
-    produces: HashMap<u64, (ProduceResponse, usize)>,
+    /// Parked produces: response so far, partitions outstanding, request version.
+    produces: HashMap<u64, (ProduceResponse, usize, i16)>,
     admins: HashMap<u64, (AdminWait, usize)>,
     /// Tokens whose response is complete, delivered at the end of the apply batch.
     finished: Vec<(u64, ResponseKind)>,
@@ -343,12 +343,12 @@ impl ClusterState {
     /// One partition of the parked produce `token` is answered; when it was the last, the
     /// response is ready for delivery.
     fn produce_partition_done(&mut self, token: u64) {
-        let Some((_, outstanding)) = self.produces.get_mut(&token) else {
+        let Some((_, outstanding, _)) = self.produces.get_mut(&token) else {
             return;
         };
         *outstanding -= 1;
         if *outstanding == 0 {
-            let (resp, _) = self.produces.remove(&token).expect("present");
+            let (resp, _, _) = self.produces.remove(&token).expect("present");
             self.finished.push((token, ResponseKind::Produce(resp)));
         }
     }

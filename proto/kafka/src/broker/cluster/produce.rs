@@ -10,6 +10,27 @@ use super::super::{Broker, Reply, str, valid_topic_name};
 use super::{META_GROUP, Proposal, Wait};
 use crate::cluster::MetaCommand;
 
+/// Why a partition of a produce is refused: error, message, and the leader (id, epoch) to try.
+pub(super) type Refusal = (ResponseError, Option<String>, i32, i32);
+
+/// One partition of a produce request, as far as its answer is concerned.
+#[derive(Debug)]
+pub(super) struct PartitionProduce {
+    /// The parked produce.
+    pub token: u64,
+    /// (topic, partition) position in the response.
+    pub slot: (usize, usize),
+    pub topic: Option<String>,
+    pub partition: i32,
+    pub records: Option<bytes::Bytes>,
+    pub acks: i16,
+    pub transactional_id: Option<String>,
+    /// The transaction's coordinator confirmed the partition is in the transaction.
+    pub verified: bool,
+    /// When the request arrived.
+    pub since_ms: i64,
+}
+
 impl Broker {
     pub(in crate::broker) fn new_token(&mut self) -> u64 {
         self.next_token += 1;
@@ -25,8 +46,9 @@ impl Broker {
     ) -> Reply {
         let acks = req.acks;
         let token = self.new_token();
+        let txn_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
         let mut response = ProduceResponse::default();
-        let mut proposed = 0usize;
+        let mut outstanding = 0usize;
         for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
             let name = if version >= 13 {
                 self.ids.get(&topic_data.topic_id).cloned()
@@ -40,113 +62,20 @@ impl Broker {
                     .with_base_offset(-1)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
-                let outcome = (|| -> Result<u64, (ResponseError, Option<String>, i32, i32)> {
-                    if !matches!(acks, -1..=1) {
-                        return Err((ResponseError::InvalidRequiredAcks, None, -1, -1));
-                    }
-                    let Some(n) = &name else {
-                        return Err((ResponseError::UnknownTopicId, None, -1, -1));
-                    };
-                    // Only coordinators write the internal topics (as Kafka).
-                    if super::txn::is_internal(n) {
-                        return Err((ResponseError::InvalidTopicException, None, -1, -1));
-                    }
-                    if !self.meta().is_some_and(|m| m.topics.contains_key(n)) {
-                        self.auto_create(n, now_ms);
-                        return Err((ResponseError::UnknownTopicOrPartition, None, -1, -1));
-                    }
-                    self.check_leader(n, pd.index)
-                        .map_err(|h| (h.error, None, h.leader, h.epoch))?;
-                    if acks == -1 {
-                        self.check_min_insync(n, pd.index)
-                            .map_err(|m| (ResponseError::NotEnoughReplicas, Some(m), -1, -1))?;
-                    }
-                    if let Some(f) = &self.storage_failure {
-                        return Err((
-                            ResponseError::KafkaStorageError,
-                            Some(format!("storage failed: {f}")),
-                            -1,
-                            -1,
-                        ));
-                    }
-                    let Some(records) = pd.records.as_deref() else {
-                        return Err((
-                            ResponseError::InvalidRecord,
-                            Some("no records".into()),
-                            -1,
-                            -1,
-                        ));
-                    };
-                    let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
-                    self.txn_produce_refusal(txn_id, records, n, pd.index)
-                        .map_err(|(e, m)| (e, Some(m), -1, -1))?;
-                    // The same refusal as standalone: a compacted topic takes no keyless
-                    // records (KIP-467's per-record errors).
-                    if let Some((errors, message)) =
-                        self.keyless_refusal(n, pd.index, Some(records))
-                    {
-                        pr.record_errors = errors;
-                        return Err((ResponseError::InvalidRecord, Some(message), -1, -1));
-                    }
-                    // Everything apply would refuse, at the time the entry carries (apply
-                    // stamps and checks with it too, so the outcome is the same); only the size
-                    // after a recompression is left to apply.
-                    let mut predictable = true;
-                    if let Ok(log) = self.partition(n, pd.index) {
-                        let headers = log.check(records, now_ms).map_err(|e| {
-                            let (code, msg) = crate::broker::produce::append_error(e);
-                            (code, msg, -1, -1)
-                        })?;
-                        if log.config().log_append_time {
-                            pr.log_append_time_ms = now_ms;
-                        }
-                        // A recompressed batch may outgrow max.message.bytes: only apply knows.
-                        predictable = log
-                            .config()
-                            .compression
-                            .is_none_or(|t| headers.iter().all(|h| h.compression() == t as i16));
-                    }
-                    let c = self.cluster.as_mut().expect("cluster");
-                    let group = c.meta.partition(n, pd.index).expect("checked").group;
-                    let (seq, base) = c.propose_entry(group, now_ms, records, predictable);
-                    if acks == 1
-                        && let Some(base) = base
-                    {
-                        c.early_pending.insert(seq, (group, base));
-                    }
-                    if acks != 0 {
-                        c.waits.insert(
-                            seq,
-                            Wait::Produce {
-                                token,
-                                topic: ti,
-                                partition: pi,
-                                group,
-                                since_ms: now_ms,
-                            },
-                        );
-                    }
-                    Ok(seq)
-                })();
-                match outcome {
-                    Ok(_) => proposed += 1,
-                    Err((e, msg, leader, epoch)) => {
-                        pr.error_code = e.code();
-                        pr.error_message = msg.map(|m| str(&m));
-                        if leader >= 0 && version >= 10 {
-                            pr.current_leader = LeaderIdAndEpoch::default()
-                                .with_leader_id(BrokerId(leader))
-                                .with_leader_epoch(epoch);
-                            if let Some(ep) = self.cluster.as_ref().and_then(|c| c.endpoint(leader))
-                                && !response
-                                    .node_endpoints
-                                    .iter()
-                                    .any(|x| x.node_id.0 == leader)
-                            {
-                                response.node_endpoints.push(ep);
-                            }
-                        }
-                    }
+                let step = PartitionProduce {
+                    token,
+                    slot: (ti, pi),
+                    topic: name.clone(),
+                    partition: pd.index,
+                    records: pd.records,
+                    acks,
+                    transactional_id: txn_id.clone(),
+                    verified: false,
+                    since_ms: now_ms,
+                };
+                match self.produce_partition(step, &mut pr, now_ms) {
+                    Ok(()) => outstanding += 1,
+                    Err(refusal) => self.refuse_partition(&mut response, &mut pr, refusal, version),
                 }
                 partitions.push(pr);
             }
@@ -162,12 +91,139 @@ impl Broker {
         if acks == 0 {
             return Reply::Nothing;
         }
-        if proposed == 0 {
+        if outstanding == 0 {
             return Reply::Now(ResponseKind::Produce(response));
         }
         let c = self.cluster.as_mut().expect("cluster");
-        c.produces.insert(token, (response, proposed));
+        c.produces.insert(token, (response, outstanding, version));
         Reply::Parked { token }
+    }
+
+    /// One partition of a produce: checks it, then proposes its entry (or first asks the
+    /// transaction's coordinator on another node whether the partition is in the transaction,
+    /// see `txn`). `Ok` when the partition's answer will come later.
+    pub(super) fn produce_partition(
+        &mut self,
+        step: PartitionProduce,
+        pr: &mut PartitionProduceResponse,
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        let acks = step.acks;
+        if !matches!(acks, -1..=1) {
+            return Err((ResponseError::InvalidRequiredAcks, None, -1, -1));
+        }
+        let Some(n) = step.topic.as_deref() else {
+            return Err((ResponseError::UnknownTopicId, None, -1, -1));
+        };
+        // Only coordinators write the internal topics (as Kafka).
+        if super::txn::is_internal(n) {
+            return Err((ResponseError::InvalidTopicException, None, -1, -1));
+        }
+        if !self.meta().is_some_and(|m| m.topics.contains_key(n)) {
+            let n = n.to_string();
+            self.auto_create(&n, now_ms);
+            return Err((ResponseError::UnknownTopicOrPartition, None, -1, -1));
+        }
+        self.check_leader(n, step.partition)
+            .map_err(|h| (h.error, None, h.leader, h.epoch))?;
+        if acks == -1 {
+            self.check_min_insync(n, step.partition)
+                .map_err(|m| (ResponseError::NotEnoughReplicas, Some(m), -1, -1))?;
+        }
+        if let Some(f) = &self.storage_failure {
+            return Err((
+                ResponseError::KafkaStorageError,
+                Some(format!("storage failed: {f}")),
+                -1,
+                -1,
+            ));
+        }
+        let Some(records) = step.records.as_deref() else {
+            return Err((
+                ResponseError::InvalidRecord,
+                Some("no records".into()),
+                -1,
+                -1,
+            ));
+        };
+        let verify = self
+            .txn_produce_refusal(step.transactional_id.as_deref(), records, n, step.partition)
+            .map_err(|(e, m)| (e, Some(m), -1, -1))?;
+        if let Some(check) = verify
+            && !step.verified
+        {
+            return self.verify_remotely(step, check);
+        }
+        // The same refusal as standalone: a compacted topic takes no keyless records
+        // (KIP-467's per-record errors).
+        if let Some((errors, message)) = self.keyless_refusal(n, step.partition, Some(records)) {
+            pr.record_errors = errors;
+            return Err((ResponseError::InvalidRecord, Some(message), -1, -1));
+        }
+        // Everything apply would refuse, at the time the entry carries (apply stamps and
+        // checks with it too, so the outcome is the same); only the size after a
+        // recompression is left to apply.
+        let mut predictable = true;
+        if let Ok(log) = self.partition(n, step.partition) {
+            let headers = log.check(records, now_ms).map_err(|e| {
+                let (code, msg) = crate::broker::produce::append_error(e);
+                (code, msg, -1, -1)
+            })?;
+            if log.config().log_append_time {
+                pr.log_append_time_ms = now_ms;
+            }
+            // A recompressed batch may outgrow max.message.bytes: only apply knows.
+            predictable = log
+                .config()
+                .compression
+                .is_none_or(|t| headers.iter().all(|h| h.compression() == t as i16));
+        }
+        let c = self.cluster.as_mut().expect("cluster");
+        let group = c.meta.partition(n, step.partition).expect("checked").group;
+        let (seq, base) = c.propose_entry(group, now_ms, records, predictable);
+        if acks == 1
+            && let Some(base) = base
+        {
+            c.early_pending.insert(seq, (group, base));
+        }
+        if acks != 0 {
+            c.waits.insert(
+                seq,
+                Wait::Produce {
+                    token: step.token,
+                    topic: step.slot.0,
+                    partition: step.slot.1,
+                    group,
+                    since_ms: step.since_ms,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Fills a refused partition's answer (with the leader to go to, when that is why).
+    pub(super) fn refuse_partition(
+        &self,
+        response: &mut ProduceResponse,
+        pr: &mut PartitionProduceResponse,
+        (e, msg, leader, epoch): Refusal,
+        version: i16,
+    ) {
+        pr.error_code = e.code();
+        pr.error_message = msg.map(|m| str(&m));
+        if leader >= 0 && version >= 10 {
+            pr.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(leader))
+                .with_leader_epoch(epoch);
+            if let Some(ep) = self.cluster.as_ref().and_then(|c| c.endpoint(leader))
+                && !response
+                    .node_endpoints
+                    .iter()
+                    .any(|x| x.node_id.0 == leader)
+            {
+                response.node_endpoints.push(ep);
+            }
+        }
     }
 
     /// acks=all on a partition whose ISR is smaller than the topic's `min.insync.replicas` is

@@ -13,6 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
@@ -20,7 +26,8 @@ use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
-    ProducerId, ResponseKind, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProducerId, RequestKind,
+    ResponseKind, TopicName, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use sluice_coordinator::{MarkerJob, Response, StoreRecord, TRANSACTION_STATE_TOPIC, TxnAction};
 use tracing::{debug, info, warn};
@@ -35,20 +42,37 @@ pub const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// Longest pause between two attempts of a marker round.
 const BACKOFF_MAX_MS: i64 = 1_000;
 
-/// A WriteTxnMarkers request for the runtime to send to `node`'s replica listener; its answer
-/// (or why none came) goes back through [`Broker::marker_response`].
+/// A request for the runtime to send to `node`'s replica listener (WriteTxnMarkers from a
+/// coordinator, AddPartitionsToTxn verification from a partition leader); its answer (or why
+/// none came) goes back through [`Broker::peer_response`].
 #[derive(Debug, Clone)]
-pub struct MarkerRequest {
-    /// Identifies the request in [`Broker::marker_response`].
+pub struct PeerRequest {
+    /// Identifies the request in [`Broker::peer_response`].
     pub id: u64,
-    /// The partition leader it goes to.
+    /// The node it goes to.
     pub node: i32,
     /// That node's replica listener.
     pub host: String,
     /// That node's replica listener.
     pub port: i32,
-    /// The markers.
-    pub request: WriteTxnMarkersRequest,
+    /// The API and version of `request`.
+    pub api_key: ApiKey,
+    /// The API and version of `request`.
+    pub version: i16,
+    /// The request.
+    pub request: RequestKind,
+}
+
+/// The AddPartitionsToTxn version partition leaders verify with (KIP-890: `verify_only`).
+const VERIFY_VERSION: i16 = 4;
+
+/// What a partition leader asks a transaction's coordinator on another node before it lets a
+/// producer's first transactional batch into a partition.
+#[derive(Debug, Clone)]
+pub(super) struct RemoteCheck {
+    transactional_id: String,
+    producer_id: i64,
+    epoch: i16,
 }
 
 /// One decision's markers on their way to every partition of the transaction.
@@ -68,7 +92,9 @@ struct Round {
 pub(in crate::broker) struct ClusterTxn {
     rounds: BTreeMap<u64, Round>,
     next_id: u64,
-    outbox: Vec<MarkerRequest>,
+    outbox: Vec<PeerRequest>,
+    /// Produce partitions waiting for their coordinator's verification, by request id.
+    verifying: HashMap<u64, super::produce::PartitionProduce>,
     /// Requests sent: id → (round, partitions it carries).
     sent: HashMap<u64, (u64, Vec<(String, i32)>)>,
     /// WriteTxnMarkers requests this node serves for itself: token → request id.
@@ -357,12 +383,14 @@ impl Broker {
                     local.push((rid, request));
                 } else {
                     let (host, port) = addr.expect("checked");
-                    c.txn.outbox.push(MarkerRequest {
+                    c.txn.outbox.push(PeerRequest {
                         id: rid,
                         node,
                         host,
                         port,
-                        request,
+                        api_key: ApiKey::WriteTxnMarkers,
+                        version: WRITE_TXN_MARKERS_VERSION,
+                        request: RequestKind::WriteTxnMarkers(request),
                     });
                 }
             }
@@ -387,16 +415,32 @@ impl Broker {
         }
     }
 
-    /// WriteTxnMarkers requests to send to other nodes.
-    pub fn take_marker_requests(&mut self) -> Vec<MarkerRequest> {
+    /// Requests to send to other nodes.
+    pub fn take_peer_requests(&mut self) -> Vec<PeerRequest> {
         self.cluster
             .as_mut()
             .map(|c| std::mem::take(&mut c.txn.outbox))
             .unwrap_or_default()
     }
 
-    /// The answer to a [`MarkerRequest`] (`Err`: none came, e.g. the node is down).
-    pub fn marker_response(
+    /// The answer to a [`PeerRequest`] (`Err`: none came, e.g. the node is down).
+    pub fn peer_response(&mut self, id: u64, result: Result<ResponseKind, String>, now_ms: i64) {
+        let Some(c) = &mut self.cluster else { return };
+        c.clock_ms = now_ms;
+        if let Some(step) = c.txn.verifying.remove(&id) {
+            self.verified(step, result, now_ms);
+            self.deliver_finished();
+            return;
+        }
+        let result = result.and_then(|r| match r {
+            ResponseKind::WriteTxnMarkers(r) => Ok(r),
+            other => Err(format!("not a WriteTxnMarkers response: {other:?}")),
+        });
+        self.marker_response(id, result, now_ms);
+    }
+
+    /// The answer to a WriteTxnMarkers request.
+    fn marker_response(
         &mut self,
         id: u64,
         result: Result<WriteTxnMarkersResponse, String>,
@@ -623,7 +667,7 @@ impl Broker {
         records: &[u8],
         topic: &str,
         partition: i32,
-    ) -> Result<(), (ResponseError, String)> {
+    ) -> Result<Option<RemoteCheck>, (ResponseError, String)> {
         if crate::batch::headers(records).any(|(_, h)| h.is_control()) {
             return Err((
                 ResponseError::InvalidRecord,
@@ -632,7 +676,7 @@ impl Broker {
         }
         let Some((_, h)) = crate::batch::headers(records).find(|(_, h)| h.attributes & 0x10 != 0)
         else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(id) = transactional_id else {
             return Err((
@@ -641,7 +685,17 @@ impl Broker {
             ));
         };
         if !self.txn.coordinates(id) {
-            return Ok(());
+            // Another node coordinates it: only a batch that would open the transaction here
+            // needs its word (later ones belong to the transaction the first one opened).
+            let open = self
+                .producers
+                .get(&(topic.to_string(), partition))
+                .is_some_and(|t| t.in_transaction(h.producer_id, h.producer_epoch));
+            return Ok((!open).then(|| RemoteCheck {
+                transactional_id: id.to_string(),
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+            }));
         }
         if let Some(e) = self.txn_id_refusal(Some(id), Some(records)) {
             return Err((
@@ -651,6 +705,7 @@ impl Broker {
         }
         self.txn
             .verify(h.producer_id, h.producer_epoch, topic, partition)
+            .map(|()| None)
             .map_err(|e| {
                 let why = match e {
                     ResponseError::InvalidProducerEpoch => {
@@ -660,6 +715,167 @@ impl Broker {
                 };
                 (e, why.to_string())
             })
+    }
+
+    /// Parks a produce partition until the transaction's coordinator (on another node)
+    /// confirms the partition is in the producer's ongoing transaction (KIP-890).
+    pub(super) fn verify_remotely(
+        &mut self,
+        step: super::produce::PartitionProduce,
+        check: RemoteCheck,
+    ) -> Result<(), super::produce::Refusal> {
+        let n = self.txn.config().num_partitions;
+        let c = self.cluster.as_mut().expect("cluster");
+        let me = c.node_id;
+        let p = sluice_coordinator::partition_for(&check.transactional_id, n);
+        let (leader, _) = c.leader_of(TRANSACTION_STATE_TOPIC, p);
+        let addr = c
+            .meta
+            .listeners
+            .get(&leader)
+            .and_then(|l| l.get(crate::security::REPLICA_LISTENER))
+            .cloned();
+        let Some((host, port)) = addr.filter(|_| leader > 0 && leader != me) else {
+            // Retriable for every client (as Kafka maps coordinator errors for produce).
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                Some("the transaction's coordinator is not known yet".into()),
+                -1,
+                -1,
+            ));
+        };
+        let topic = step.topic.clone().unwrap_or_default();
+        let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(str(&check.transactional_id)))
+                .with_producer_id(ProducerId(check.producer_id))
+                .with_producer_epoch(check.epoch)
+                .with_verify_only(true)
+                .with_topics(vec![
+                    AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(str(&topic)))
+                        .with_partitions(vec![step.partition]),
+                ]),
+        ]);
+        c.txn.next_id += 1;
+        let id = c.txn.next_id;
+        debug!(node_id = me, transactional_id = %check.transactional_id, topic = %topic, partition = step.partition, coordinator = leader, "verifying a transactional produce with its coordinator");
+        c.txn.verifying.insert(id, step);
+        c.txn.outbox.push(PeerRequest {
+            id,
+            node: leader,
+            host,
+            port,
+            api_key: ApiKey::AddPartitionsToTxn,
+            version: VERIFY_VERSION,
+            request: RequestKind::AddPartitionsToTxn(request),
+        });
+        Ok(())
+    }
+
+    /// The coordinator's answer to a verification: the partition goes on (and is proposed) or
+    /// is refused.
+    fn verified(
+        &mut self,
+        mut step: super::produce::PartitionProduce,
+        result: Result<ResponseKind, String>,
+        now_ms: i64,
+    ) {
+        let code = match &result {
+            Ok(ResponseKind::AddPartitionsToTxn(r)) if r.error_code != 0 => r.error_code,
+            Ok(ResponseKind::AddPartitionsToTxn(r)) => r
+                .results_by_transaction
+                .iter()
+                .flat_map(|t| &t.topic_results)
+                .flat_map(|t| &t.results_by_partition)
+                .find(|p| p.partition_index == step.partition)
+                .map_or(ResponseError::UnknownServerError.code(), |p| {
+                    p.partition_error_code
+                }),
+            _ => ResponseError::CoordinatorNotAvailable.code(),
+        };
+        let (token, (ti, pi)) = (step.token, step.slot);
+        let Some(c) = &mut self.cluster else { return };
+        let Some((resp, _, version)) = c.produces.get_mut(&token) else {
+            return;
+        };
+        let version = *version;
+        let mut pr = resp.responses[ti].partition_responses[pi].clone();
+        let outcome = if code == 0 {
+            step.verified = true;
+            self.produce_partition(step, &mut pr, now_ms)
+        } else {
+            let e = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+            debug!(node_id = self.config.node_id, error = ?e, "transactional produce refused by its coordinator");
+            Err((verification_error(e), None, -1, -1))
+        };
+        let c = self.cluster.as_mut().expect("cluster");
+        let Some((mut resp, outstanding, _)) = c.produces.remove(&token) else {
+            return;
+        };
+        if let Err(refusal) = outcome {
+            self.refuse_partition(&mut resp, &mut pr, refusal, version);
+            resp.responses[ti].partition_responses[pi] = pr;
+            let c = self.cluster.as_mut().expect("cluster");
+            c.produces.insert(token, (resp, outstanding, version));
+            c.produce_partition_done(token);
+        } else {
+            resp.responses[ti].partition_responses[pi] = pr;
+            let c = self.cluster.as_mut().expect("cluster");
+            c.produces.insert(token, (resp, outstanding, version));
+        }
+    }
+
+    /// AddPartitionsToTxn v4+ from a partition leader: whether each partition is in the
+    /// producer's ongoing transaction (`verify_only`; adding is for clients, v3 and below).
+    pub(in crate::broker) fn verify_txn_partitions(
+        &self,
+        req: &AddPartitionsToTxnRequest,
+    ) -> AddPartitionsToTxnResponse {
+        let results = req
+            .transactions
+            .iter()
+            .map(|t| {
+                let id = t.transactional_id.0.as_str();
+                let mapping = self.txn.get(id).map(|m| m.producer_id);
+                let topic_results = t
+                    .topics
+                    .iter()
+                    .map(|topic| {
+                        let partitions = topic
+                            .partitions
+                            .iter()
+                            .map(|&p| {
+                                let result = if !t.verify_only {
+                                    Err(ResponseError::InvalidRequest)
+                                } else if !self.txn.coordinates(id) {
+                                    Err(ResponseError::NotCoordinator)
+                                } else if mapping != Some(t.producer_id.0) {
+                                    Err(ResponseError::InvalidProducerIdMapping)
+                                } else {
+                                    self.txn.verify(
+                                        t.producer_id.0,
+                                        t.producer_epoch,
+                                        &topic.name.0,
+                                        p,
+                                    )
+                                };
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(p)
+                                    .with_partition_error_code(result.err().map_or(0, |e| e.code()))
+                            })
+                            .collect();
+                        AddPartitionsToTxnTopicResult::default()
+                            .with_name(topic.name.clone())
+                            .with_results_by_partition(partitions)
+                    })
+                    .collect();
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id.clone())
+                    .with_topic_results(topic_results)
+            })
+            .collect();
+        AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
     }
 
     /// This node now coordinates the transactions of `partition`: load them, and finish the
@@ -802,6 +1018,18 @@ pub fn markers_error(req: &WriteTxnMarkersRequest, e: ResponseError) -> WriteTxn
             })
             .collect(),
     )
+}
+
+/// The produce error for a verification the coordinator refused: coordinator troubles are
+/// retriable for every client (NOT_ENOUGH_REPLICAS, as Kafka maps them); the rest as they are.
+fn verification_error(e: ResponseError) -> ResponseError {
+    match e {
+        ResponseError::NotCoordinator
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
+        other => other,
+    }
 }
 
 /// Whether `topic` is written only by coordinators (client produces are refused).

@@ -23,7 +23,7 @@ impl Broker {
                 partition,
                 ..
             }) => {
-                if let Some((resp, _)) = c.produces.get_mut(&token) {
+                if let Some((resp, _, _)) = c.produces.get_mut(&token) {
                     let pr = &mut resp.responses[topic].partition_responses[partition];
                     match result {
                         Ok((base, start)) => {
@@ -82,7 +82,7 @@ impl Broker {
                     .map(|(t, p)| c.leader_of(t, p))
                     .unwrap_or((-1, -1));
                 let endpoint = c.endpoint(hint.0);
-                if let Some((resp, _)) = c.produces.get_mut(&token) {
+                if let Some((resp, _, _)) = c.produces.get_mut(&token) {
                     let pr = &mut resp.responses[topic].partition_responses[partition];
                     pr.error_code = error.code();
                     if hint.0 >= 0 && hint.0 != c.node_id {
