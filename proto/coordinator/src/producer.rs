@@ -405,6 +405,13 @@ impl ProducerStateTable {
         self.aborted.iter()
     }
 
+    /// Forgets the aborted transactions whose markers, (producer id, offset), were cleaned
+    /// away together with every record of theirs.
+    pub fn forget_aborted(&mut self, markers: &[(i64, i64)]) {
+        self.aborted
+            .retain(|a| !markers.contains(&(a.producer_id, a.last_offset)));
+    }
+
     /// Forgets aborted transactions that end before the log start.
     pub fn trim_aborted(&mut self, log_start: i64) {
         while self

@@ -93,18 +93,31 @@ impl Broker {
         partition: i32,
         cleaned: Cleaned,
     ) -> Result<Option<Swapped>, LogError> {
+        let mut cleaned = cleaned;
+        let removed = std::mem::take(&mut cleaned.markers_removed);
+        let Some(name) = self.ids.get(&topic_id).cloned() else {
+            cleaned.discard(&*self.fs);
+            return Ok(None);
+        };
         let log = self
-            .ids
-            .get(&topic_id)
-            .and_then(|n| self.topics.get_mut(n))
+            .topics
+            .get_mut(&name)
             .and_then(|t| t.partitions.get_mut(partition as usize));
-        match log {
-            Some(log) => log.finish_clean_deferred(cleaned),
+        let swapped = match log {
+            Some(log) => log.finish_clean_deferred(cleaned)?,
             None => {
                 cleaned.discard(&*self.fs);
-                Ok(None)
+                return Ok(None);
             }
+        };
+        if swapped.is_some()
+            && !removed.is_empty()
+            && let Some(t) = self.producers.get_mut(&(name, partition))
+        {
+            // Their transactions left no record behind: nothing is left to skip.
+            t.forget_aborted(&removed);
         }
+        Ok(swapped)
     }
 
     /// Cleans every compacted partition that is due, in one go (tests and tools).

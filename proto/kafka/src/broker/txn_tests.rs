@@ -695,10 +695,10 @@ fn txn_commit_offset_raw(b: &mut Broker, pid: i64, epoch: i16) -> i16 {
     r.topics[0].partitions[0].error_code
 }
 
-#[test]
-fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones() {
-    let fs = MemStorage::new();
-    let mut b = open(&fs, 0);
+/// A compacted topic `c` whose key K holds a committed value, then an aborted one, then 20
+/// fillers that roll segments (so those are closed and cleanable).
+fn compacted_with_an_aborted_value(fs: &MemStorage) -> Broker {
+    let mut b = open(fs, 0);
     let req = CreateTopicsRequest::default().with_topics(vec![
         kafka_protocol::messages::create_topics_request::CreatableTopic::default()
             .with_name(TopicName(s("c")))
@@ -752,6 +752,13 @@ fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones()
             6,
         );
     }
+    b
+}
+
+#[test]
+fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones() {
+    let fs = MemStorage::new();
+    let mut b = compacted_with_an_aborted_value(&fs);
     assert!(b.topics()["c"].partitions[0].segment_count() > 3);
     assert_eq!(committed_view(&b, "c")[0], "committed");
     let cleaned = b.clean_now(10_000);
@@ -766,4 +773,46 @@ fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones()
         Some("committed"),
         "the committed record of K survives the clean"
     );
+}
+
+#[test]
+fn markers_of_transactions_cleaned_away_go_after_delete_retention_and_the_index_forgets_them() {
+    const DAY_MS: i64 = 86_400_000; // delete.retention.ms's default
+    let fs = MemStorage::new();
+    let mut b = compacted_with_an_aborted_value(&fs);
+    assert!(!b.clean_now(10_000).is_empty());
+    let markers = |b: &Broker| {
+        let mut n = 0;
+        b.topics()["c"].partitions[0]
+            .for_each_batch_header(0, |h| n += usize::from(h.is_control()))
+            .unwrap();
+        n
+    };
+    // The aborted record is gone, its marker and index entry stay for delete.retention.ms.
+    assert_eq!(markers(&b), 1);
+    assert_eq!(fetch(&b, "c", true).2.len(), 1);
+    // A day later (and more records to make the log dirty), the next clean removes the marker
+    // and the index forgets the transaction.
+    for i in 0..60 {
+        let v = format!("later-{i}");
+        produce(
+            &mut b,
+            "c",
+            keyed_batch(-1, -1, -1, &[(&v, &v)], false),
+            None,
+            DAY_MS + 20_000,
+        );
+    }
+    let stats = b.clean_now(DAY_MS + 20_000);
+    assert_eq!(stats.iter().map(|s| s.markers_removed).sum::<u64>(), 1);
+    assert_eq!(markers(&b), 0);
+    let (_, lso, aborted) = fetch(&b, "c", true);
+    assert!(aborted.is_empty(), "{aborted:?}");
+    assert_eq!(committed_view(&b, "c")[0], "committed");
+    // A restart rebuilds no open transaction from what is left: the LSO is the log end.
+    let end = b.topics()["c"].partitions[0].log_end_offset();
+    assert_eq!(lso, end);
+    drop(b);
+    let b = open(&fs, DAY_MS + 30_000);
+    assert_eq!(fetch(&b, "c", true).1, end);
 }

@@ -239,6 +239,8 @@ pub struct CleanStats {
     pub segments_in: usize,
     /// Segments written.
     pub segments_out: usize,
+    /// Transaction markers removed.
+    pub markers_removed: u64,
 }
 
 /// The output of [`CleanPlan::copy`], to hand to [`PartitionLog::finish_clean`].
@@ -250,6 +252,10 @@ pub struct Cleaned {
     ordered: Option<PendingClean>,
     /// What the clean did.
     pub stats: CleanStats,
+    /// Transaction markers it removed, as (producer id, offset): the partition's index of
+    /// aborted transactions must forget them too (a read_committed consumer told of an aborted
+    /// transaction skips its producer's batches until it meets the marker).
+    pub markers_removed: Vec<(i64, i64)>,
 }
 
 fn cleaned_path(dir: &str, base: i64, end: i64) -> String {
@@ -476,6 +482,11 @@ struct Filter<'a> {
     limit: i64,
     /// Aborted transactions (see [`CleanPlan`]).
     aborted: &'a [(i64, i64, i64)],
+    /// Producers with a batch of their current transaction kept so far (in log order): its
+    /// marker must stay, or a rebuild of the producer state would find the transaction open.
+    txn_kept: std::cell::RefCell<std::collections::HashSet<i64>>,
+    /// Markers this clean removes: (producer id, offset).
+    markers_removed: std::cell::RefCell<Vec<(i64, i64)>>,
 }
 
 impl Filter<'_> {
@@ -515,12 +526,43 @@ fn clean_batch<'b>(
     filter: &Filter<'_>,
     stats: &mut CleanStats,
 ) -> Result<Option<Cow<'b, [u8]>>, LogError> {
-    let last_of_producer =
-        h.producer_id >= 0 && filter.last_batch.get(&h.producer_id) == Some(&h.base_offset);
-    if h.is_control() || h.base_offset >= filter.limit {
-        // Transaction markers are kept, and so is what lies past an ordered clean's bound.
+    if h.base_offset >= filter.limit {
+        // What lies past an ordered clean's bound is not this clean's business.
         return Ok(Some(Cow::Borrowed(bytes)));
     }
+    if h.is_control() {
+        // A marker goes (as in Kafka) once no batch of its transaction is left and
+        // delete.retention.ms has passed since it was written, so a consumer that read the
+        // transaction's records before they were cleaned still finds it.
+        let kept_data = filter.txn_kept.borrow_mut().remove(&h.producer_id);
+        let expired = h.max_timestamp.saturating_add(filter.delete_retention_ms) <= filter.now_ms;
+        if !kept_data && expired {
+            filter
+                .markers_removed
+                .borrow_mut()
+                .push((h.producer_id, h.base_offset));
+            stats.markers_removed += 1;
+            return Ok(None);
+        }
+        return Ok(Some(Cow::Borrowed(bytes)));
+    }
+    let kept = clean_data_batch(bytes, h, cfg, filter, stats)?;
+    if kept.is_some() && h.attributes & 0x10 != 0 && h.producer_id >= 0 {
+        filter.txn_kept.borrow_mut().insert(h.producer_id);
+    }
+    Ok(kept)
+}
+
+/// [`clean_batch`] for a batch of records.
+fn clean_data_batch<'b>(
+    bytes: &'b [u8],
+    h: &BatchHeader,
+    cfg: &LogConfig,
+    filter: &Filter<'_>,
+    stats: &mut CleanStats,
+) -> Result<Option<Cow<'b, [u8]>>, LogError> {
+    let last_of_producer =
+        h.producer_id >= 0 && filter.last_batch.get(&h.producer_id) == Some(&h.base_offset);
     if !last_of_producer && in_aborted(filter.aborted, h) {
         stats.records_read += h.records_count as u64;
         return Ok(None); // an aborted transaction's records: nobody may read them
@@ -735,6 +777,8 @@ impl CleanPlan {
             new_tombstones: Default::default(),
             limit,
             aborted: &self.aborted,
+            txn_kept: Default::default(),
+            markers_removed: Default::default(),
         };
         // A segment joins the group being written while the group's cleaned bytes plus its
         // whole size fit in segment.bytes (so cleaned-away segments merge into their
@@ -841,6 +885,7 @@ impl CleanPlan {
             state,
             ordered: self.ordered,
             stats,
+            markers_removed: filter.markers_removed.take(),
         })
     }
 }

@@ -46,12 +46,23 @@ pub(crate) fn keyed(
     ts: i64,
     producer: Option<(i64, i16, i32)>,
 ) -> Bytes {
+    batch_of(recs, compression, ts, producer, false)
+}
+
+/// [`keyed`], transactional or not.
+fn batch_of(
+    recs: &[(Option<&str>, Option<&str>)],
+    compression: Compression,
+    ts: i64,
+    producer: Option<(i64, i16, i32)>,
+    transactional: bool,
+) -> Bytes {
     let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = recs
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: 0,
             producer_id: pid,
@@ -771,3 +782,80 @@ fn segments_the_clean_empties_merge_into_their_neighbours() {
 
 #[path = "ordered_clean_tests.rs"]
 mod ordered;
+
+/// One transactional batch of `producer` (id, epoch, base sequence) with one record.
+fn txn_record(key: &str, value: &str, ts: i64, producer: (i64, i16, i32)) -> Bytes {
+    batch_of(
+        &[(Some(key), Some(value))],
+        Compression::None,
+        ts,
+        Some(producer),
+        true,
+    )
+}
+
+#[test]
+fn a_marker_goes_once_its_transaction_left_no_record_and_delete_retention_passed() {
+    let fs = MemStorage::new();
+    let cfg = compacted();
+    let mut log = open(&fs, cfg.clone(), 0);
+    let big = "x".repeat(250);
+    // Producer 7's transaction is committed; its record is then overwritten.
+    log.append(&txn_record("k", &big, 0, (7, 0, 0)), 0, 0)
+        .unwrap();
+    let m7 = log
+        .append(&crate::batch::control_batch(7, 0, true, 5), 0, 5)
+        .unwrap()
+        .base_offset;
+    // Producer 9's transaction is committed and its record stays (its key is not rewritten).
+    log.append(&txn_record("j", &big, 6, (9, 0, 0)), 0, 6)
+        .unwrap();
+    let m9 = log
+        .append(&crate::batch::control_batch(9, 0, true, 7), 0, 7)
+        .unwrap()
+        .base_offset;
+    for v in ["k", "a", "b", "c"] {
+        log.append(
+            &keyed(&[(Some(v), Some(&big))], Compression::None, 8, None),
+            0,
+            8,
+        )
+        .unwrap();
+    }
+    sync(&mut log);
+    let markers = |log: &PartitionLog| {
+        let mut out = Vec::new();
+        log.for_each_batch_header(0, |h| {
+            if h.is_control() {
+                out.push((h.producer_id, h.base_offset));
+            }
+        })
+        .unwrap();
+        out
+    };
+    // Within delete.retention.ms (1000 ms here) both markers stay, although producer 7's
+    // record is gone.
+    let stats = log.clean_now(500, true).unwrap().unwrap();
+    assert_eq!(stats.markers_removed, 0);
+    assert!(
+        !read_all(&log).iter().any(|(o, k, _)| k == "k" && *o == 0),
+        "producer 7's record was compacted away"
+    );
+    assert_eq!(markers(&log), vec![(7, m7), (9, m9)]);
+    // Past it, the next clean (of newer records) removes producer 7's marker; producer 9's
+    // stays with its record.
+    for v in ["d", "e", "f"] {
+        log.append(
+            &keyed(&[(Some(v), Some(&big))], Compression::None, 1_900, None),
+            0,
+            1_900,
+        )
+        .unwrap();
+    }
+    sync(&mut log);
+    let stats = log.clean_now(2_000, true).unwrap().unwrap();
+    assert_eq!(stats.markers_removed, 1);
+    assert_eq!(markers(&log), vec![(9, m9)]);
+    assert!(read_all(&log).iter().any(|(_, k, _)| k == "j"));
+    check_batches(&log);
+}
