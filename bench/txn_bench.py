@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Transactions against the idempotent producer, on one standalone broker, in one invocation.
+"""Transactions against the idempotent producer, on one standalone broker (or a 3-node cluster),
+in one invocation.
 
 For each round, in turn: the idempotent producer (acks=all, warmed up with one message) sends
 --messages records of --size bytes; then the transactional producer sends the same in transactions of 100 records and of
@@ -8,7 +9,7 @@ rounds), the ratio of each transactional run to the idempotent run of the same r
 and commit_transaction() latency p50/p99 over every commit of the run.
 
 Usage: bench/txn_bench.py [--bin target/release/sluice] [--messages 200000] [--size 100]
-       [--rounds 3] [--data-root DIR]
+       [--rounds 3] [--data-root DIR] [--target standalone|cluster]
 """
 import argparse, os, shutil, statistics, subprocess, tempfile, time
 from confluent_kafka import Producer
@@ -22,10 +23,13 @@ ap.add_argument("--messages", type=int, default=200_000)
 ap.add_argument("--size", type=int, default=100)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--data-root", default=None)
+ap.add_argument("--target", choices=["standalone", "cluster"], default="standalone",
+                help="one broker, or a 3-node cluster on this machine (topics with RF 3)")
 args = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="sluice-txnbench-", dir=args.data_root)
-procs, bs = start_brokers(args.bin, "standalone", tmp)
+procs, bs = start_brokers(args.bin, args.target, tmp)
+RF = 3 if args.target == "cluster" else 1
 admin = AdminClient({"bootstrap.servers": bs})
 payload = b"x" * args.size
 topic_n = 0
@@ -35,8 +39,10 @@ def new_topic():
     global topic_n
     topic_n += 1
     name = f"bench-{topic_n}"
-    for f in admin.create_topics([NewTopic(name, 1, 1)]).values():
+    for f in admin.create_topics([NewTopic(name, 1, RF)]).values():
         f.result()
+    if args.target == "cluster":
+        time.sleep(1)  # the partition's leader is elected
     return name
 
 
@@ -106,7 +112,7 @@ finally:
     stop(procs)
     shutil.rmtree(tmp, ignore_errors=True)
 
-print(f"\n{args.messages} messages of {args.size} B per run, {args.rounds} rounds, standalone, fsync on")
+print(f"\n{args.messages} messages of {args.size} B per run, {args.rounds} rounds, {args.target}, fsync on")
 print("| producer | msg/s (median) | ratio to idempotent (median of rounds) | commit p50 | commit p99 |")
 print("|---|---|---|---|---|")
 print(f"| idempotent, acks=all | {statistics.median(results['idempotent']):,.0f} | 1 | | |")
