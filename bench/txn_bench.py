@@ -9,9 +9,9 @@ rounds), the ratio of each transactional run to the idempotent run of the same r
 and commit_transaction() latency p50/p99 over every commit of the run.
 
 Usage: bench/txn_bench.py [--bin target/release/sluice] [--messages 200000] [--size 100]
-       [--rounds 3] [--data-root DIR] [--target standalone|cluster]
+       [--rounds 3] [--data-root DIR] [--target standalone|cluster] [--producers 1]
 """
-import argparse, os, shutil, statistics, subprocess, tempfile, time
+import argparse, multiprocessing as mp, os, shutil, statistics, subprocess, tempfile, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -25,6 +25,9 @@ ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--data-root", default=None)
 ap.add_argument("--target", choices=["standalone", "cluster"], default="standalone",
                 help="one broker, or a 3-node cluster on this machine (topics with RF 3)")
+ap.add_argument("--producers", type=int, default=1,
+                help="producers running at once, each in its own process and on its own topic "
+                     "(exactly-once pipelines run one transactional producer per task)")
 args = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="sluice-txnbench-", dir=args.data_root)
@@ -46,12 +49,14 @@ def new_topic():
     return name
 
 
-def idempotent(topic):
+def idempotent(topic, ready=None):
     p = Producer({"bootstrap.servers": bs, "enable.idempotence": True, "acks": "all",
                   "linger.ms": 5, "batch.num.messages": 10000})
     # Warm up: the producer id and the connection, as init_transactions() does for the other.
     p.produce(topic, payload)
     p.flush(30)
+    if ready:
+        ready.wait()
     start = time.perf_counter()
     for _ in range(args.messages):
         while True:
@@ -61,14 +66,16 @@ def idempotent(topic):
             except BufferError:
                 p.poll(0.001)
     p.flush(120)
-    return args.messages / (time.perf_counter() - start), []
+    return start, time.perf_counter(), []
 
 
-def transactional(topic, per_txn, txn_id):
+def transactional(topic, per_txn, txn_id, ready=None):
     p = Producer({"bootstrap.servers": bs, "transactional.id": txn_id, "linger.ms": 5,
                   "batch.num.messages": 10000})
     p.init_transactions(30)
     commits = []
+    if ready:
+        ready.wait()
     start = time.perf_counter()
     sent = 0
     while sent < args.messages:
@@ -84,7 +91,31 @@ def transactional(topic, per_txn, txn_id):
         t = time.perf_counter()
         p.commit_transaction(60)
         commits.append((time.perf_counter() - t) * 1000)
-    return args.messages / (time.perf_counter() - start), commits
+    return start, time.perf_counter(), commits
+
+
+def _worker(fn, fn_args, ready, out):
+    out.put(fn(*fn_args, ready))
+
+
+def concurrently(make_args, fn):
+    """Runs `fn` in --producers processes at once (each on its own topic, started together);
+    returns (msg/s of all together, commit latencies of all)."""
+    if args.producers == 1:
+        start, end, lat = fn(*make_args(0))
+        return args.messages / (end - start), lat
+    ready = mp.Barrier(args.producers)
+    out = mp.Queue()
+    workers = [mp.Process(target=_worker, args=(fn, make_args(i), ready, out))
+               for i in range(args.producers)]
+    for w in workers:
+        w.start()
+    runs = [out.get() for _ in workers]
+    for w in workers:
+        w.join()
+    start = min(r[0] for r in runs)
+    end = max(r[1] for r in runs)
+    return args.producers * args.messages / (end - start), [x for r in runs for x in r[2]]
 
 
 def pct(xs, q):
@@ -98,11 +129,14 @@ commits = {"txn100": [], "txn1000": []}
 try:
     for r in range(args.rounds):
         subprocess.run(["sync"])
-        base, _ = idempotent(new_topic())
+        topics = [new_topic() for _ in range(args.producers)]
+        base, _ = concurrently(lambda i: (topics[i],), idempotent)
         results["idempotent"].append(base)
         for name, per in (("txn100", 100), ("txn1000", 1000)):
             subprocess.run(["sync"])
-            rate, lat = transactional(new_topic(), per, f"bench-{name}-{r}")
+            topics = [new_topic() for _ in range(args.producers)]
+            rate, lat = concurrently(lambda i: (topics[i], per, f"bench-{name}-{r}-{i}"),
+                                     transactional)
             results[name].append(rate)
             ratios[name].append(rate / base)
             commits[name].extend(lat)
@@ -112,7 +146,8 @@ finally:
     stop(procs)
     shutil.rmtree(tmp, ignore_errors=True)
 
-print(f"\n{args.messages} messages of {args.size} B per run, {args.rounds} rounds, {args.target}, fsync on")
+print(f"\n{args.messages} messages of {args.size} B per producer and run, {args.producers} "
+      f"producer(s) at once, {args.rounds} rounds, {args.target}, fsync on")
 print("| producer | msg/s (median) | ratio to idempotent (median of rounds) | commit p50 | commit p99 |")
 print("|---|---|---|---|---|")
 print(f"| idempotent, acks=all | {statistics.median(results['idempotent']):,.0f} | 1 | | |")
