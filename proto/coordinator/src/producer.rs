@@ -304,6 +304,11 @@ impl ProducerStateTable {
         before - self.producers.len()
     }
 
+    /// The epoch this partition last saw of `producer_id`.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// Whether `producer_id` has a transaction open in this partition at `epoch`.
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.producers

@@ -1927,26 +1927,38 @@ mod txn {
     }
 
     #[test]
-    fn a_client_may_not_write_markers_or_control_batches() {
+    fn a_client_may_only_abort_and_never_produce_control_batches() {
         let (mut c, _) = Cluster::with_topic_led_by(1);
-        let req = crate::broker::cluster::txn_tests_marker_request("t", 0);
-        let ResponseKind::WriteTxnMarkers(r) = call(
-            &mut c,
-            0,
-            ApiKey::WriteTxnMarkers,
-            1,
-            RequestKind::WriteTxnMarkers(req),
-        ) else {
-            panic!()
+        let marker = |c: &mut Cluster, commit: bool| {
+            let req = crate::broker::cluster::txn_tests_marker_request("t", 0, commit);
+            let ResponseKind::WriteTxnMarkers(r) = call(
+                c,
+                0,
+                ApiKey::WriteTxnMarkers,
+                1,
+                RequestKind::WriteTxnMarkers(req),
+            ) else {
+                panic!()
+            };
+            r.markers[0].topics[0].partitions[0].error_code
         };
+        let markers = |c: &Cluster| {
+            c.logs.get(&c.group_of("t", 0)).map_or(0, |l| {
+                l.iter()
+                    .filter(|(_, _, d)| crate::cluster::MarkerEntry::decode(d).is_some())
+                    .count()
+            })
+        };
+        // A commit is the coordinator's.
         assert_eq!(
-            r.markers[0].topics[0].partitions[0].error_code,
+            marker(&mut c, true),
             ResponseError::ClusterAuthorizationFailed.code()
         );
-        assert!(c.logs.get(&c.group_of("t", 0)).is_none_or(|l| {
-            l.iter()
-                .all(|(_, _, d)| crate::cluster::MarkerEntry::decode(d).is_none())
-        }));
+        assert_eq!(markers(&c), 0);
+        // An operator's abort of a hanging transaction (`kafka-transactions.sh abort`) goes
+        // through the partition's log like the coordinator's markers.
+        assert_eq!(marker(&mut c, false), 0);
+        assert_eq!(markers(&c), 1);
         // A control batch from a client is refused by the leader, before it is proposed.
         let control = Bytes::from(crate::batch::control_batch(5, 0, true, 1_000));
         let ResponseKind::Produce(r) =

@@ -550,9 +550,7 @@ impl Broker {
             RequestKind::Fetch(r) => Reply::Fetch(Box::new(r)),
             RequestKind::WriteTxnMarkers(r) => {
                 if !self.is_cluster() {
-                    // A standalone broker is every partition's only coordinator.
-                    let e = ResponseError::NotLeaderOrFollower;
-                    return Reply::Now(ResponseKind::WriteTxnMarkers(markers_error(&r, e)));
+                    return self.write_txn_markers_standalone(&r, now_ms);
                 }
                 let token = self.new_token();
                 match self.write_txn_markers(token, r, now_ms) {

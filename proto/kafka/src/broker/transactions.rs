@@ -430,6 +430,71 @@ impl Broker {
         Ok(())
     }
 
+    /// WriteTxnMarkers on a standalone broker: an operator's abort of a hanging transaction
+    /// (its own coordinator writes markers directly). Each marker is appended at once and the
+    /// answer waits for its sync. A marker older than the producer's epoch in the partition is
+    /// refused (INVALID_PRODUCER_EPOCH), as Kafka does.
+    pub(super) fn write_txn_markers_standalone(
+        &mut self,
+        req: &kafka_protocol::messages::WriteTxnMarkersRequest,
+        now_ms: i64,
+    ) -> Reply {
+        let mut resp = crate::broker::markers_error(req, ResponseError::UnknownServerError);
+        let mut wrote = false;
+        for (m, result) in req.markers.iter().zip(&mut resp.markers) {
+            let job = MarkerJob {
+                transactional_id: String::new(),
+                producer_id: m.producer_id.0,
+                producer_epoch: m.producer_epoch,
+                commit: m.transaction_result,
+                partitions: Vec::new(),
+            };
+            for (t, topic) in m.topics.iter().zip(&mut result.topics) {
+                let name = t.name.0.as_str();
+                for (p, out) in t.partition_indexes.iter().zip(&mut topic.partitions) {
+                    let newer = self
+                        .producers
+                        .get(&(name.to_string(), *p))
+                        .and_then(|tbl| tbl.epoch_of(job.producer_id))
+                        .is_some_and(|e| e > job.producer_epoch);
+                    let outcome = if self.partition(name, *p).is_err() {
+                        Err(ResponseError::UnknownTopicOrPartition)
+                    } else if newer {
+                        Err(ResponseError::InvalidProducerEpoch)
+                    } else if self.storage_failure.is_some() {
+                        Err(ResponseError::KafkaStorageError)
+                    } else {
+                        self.append_marker(&job, name, *p, 0, now_ms).map_err(|e| {
+                            warn!(node_id = self.config.node_id, topic = name, partition = p, error = %e, "writing a marker failed");
+                            ResponseError::KafkaStorageError
+                        })
+                    };
+                    if outcome.is_ok() {
+                        wrote = true;
+                        info!(
+                            node_id = self.config.node_id,
+                            topic = name,
+                            partition = p,
+                            producer_id = job.producer_id,
+                            commit = job.commit,
+                            "transaction marker written on request"
+                        );
+                    }
+                    out.error_code = outcome.err().map_or(0, |e| e.code());
+                }
+            }
+        }
+        let response = ResponseKind::WriteTxnMarkers(resp);
+        if !wrote || !self.config.sync_writes {
+            return Reply::Now(response);
+        }
+        self.write_seq += 1;
+        Reply::Durable {
+            seq: self.write_seq,
+            response,
+        }
+    }
+
     /// Copies a partition's first undecided transaction offset from its producer state to its
     /// log, which answers the last stable offset from it.
     pub(super) fn sync_unstable(&mut self, topic: &str, partition: i32) {

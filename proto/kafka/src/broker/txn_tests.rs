@@ -816,3 +816,65 @@ fn markers_of_transactions_cleaned_away_go_after_delete_retention_and_the_index_
     let b = open(&fs, DAY_MS + 30_000);
     assert_eq!(fetch(&b, "c", true).1, end);
 }
+
+#[test]
+fn an_operator_aborts_a_hanging_transaction_with_write_txn_markers() {
+    use kafka_protocol::messages::WriteTxnMarkersRequest;
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "h");
+    let (_, pid, epoch) = init(&mut b, "stuck", 60_000, 1);
+    add(&mut b, "stuck", pid, epoch, "h", 2);
+    assert_eq!(
+        produce(
+            &mut b,
+            "h",
+            batch(pid, epoch, 0, &["open"], true),
+            Some("stuck"),
+            3
+        )
+        .0,
+        0
+    );
+    // The transaction holds the LSO back.
+    assert_eq!(fetch(&b, "h", true).1, 0);
+    let marker = |commit: bool, epoch: i16| {
+        RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_transaction_result(commit)
+                .with_topics(vec![
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(s("h")))
+                        .with_partition_indexes(vec![0]),
+                ]),
+        ]))
+    };
+    let code = |b: &mut Broker, req| {
+        let reply = b.handle(&ctx(ApiKey::WriteTxnMarkers, 1), req, 4);
+        let ResponseKind::WriteTxnMarkers(r) = answer(b, reply) else {
+            panic!()
+        };
+        r.markers[0].topics[0].partitions[0].error_code
+    };
+    // A client may not commit for the coordinator, nor abort below the producer's epoch.
+    assert_eq!(
+        code(&mut b, marker(true, epoch)),
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    if epoch > 0 {
+        assert_eq!(
+            code(&mut b, marker(false, epoch - 1)),
+            ResponseError::InvalidProducerEpoch.code()
+        );
+    }
+    // `kafka-transactions.sh abort`: the records are aborted and the LSO moves past them.
+    assert_eq!(code(&mut b, marker(false, epoch)), 0);
+    let (_, lso, aborted) = fetch(&b, "h", true);
+    assert_eq!((lso, aborted), (2, vec![(pid, 0)]));
+    assert!(committed_view(&b, "h").is_empty());
+}

@@ -433,10 +433,15 @@ impl Context<'_> {
 pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
     let mut denied = Denied::default();
     let body = match body {
-        // Markers are written by transaction coordinators only: the cluster's own nodes, on
-        // the replica listener (Kafka asks CLUSTER_ACTION; no client principal gets it here,
-        // not even with the authorizer off, since a forged marker ends others' transactions).
-        RequestKind::WriteTxnMarkers(r) if cx.node.is_none() => {
+        // Markers are written by transaction coordinators — the cluster's own nodes, on the
+        // replica listener — and, for an operator aborting a hanging transaction (Kafka's
+        // `kafka-transactions.sh abort`, AdminClient.abortTransaction), by a client allowed
+        // CLUSTER_ACTION on the cluster: abort markers only, a commit is the coordinator's.
+        RequestKind::WriteTxnMarkers(r)
+            if cx.node.is_none()
+                && (r.markers.iter().any(|m| m.transaction_result)
+                    || !cx.cluster(Operation::ClusterAction)) =>
+        {
             return Decision::Refuse(ResponseKind::WriteTxnMarkers(crate::broker::markers_error(
                 &r,
                 ResponseError::ClusterAuthorizationFailed,

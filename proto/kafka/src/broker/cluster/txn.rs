@@ -1037,17 +1037,18 @@ pub(in crate::broker) fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
 }
 
-/// A WriteTxnMarkers request for one partition (tests).
+/// A WriteTxnMarkers request of producer 5 for one partition (tests).
 #[cfg(test)]
 pub(in crate::broker) fn txn_tests_marker_request(
     topic: &str,
     partition: i32,
+    commit: bool,
 ) -> WriteTxnMarkersRequest {
     let job = MarkerJob {
         transactional_id: "tx".into(),
         producer_id: 5,
         producer_epoch: 0,
-        commit: true,
+        commit,
         partitions: Vec::new(),
     };
     markers_request(&job, &[(topic.to_string(), partition)])

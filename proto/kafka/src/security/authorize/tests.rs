@@ -244,3 +244,44 @@ fn a_transaction_may_not_add_a_topic_its_principal_cannot_write() {
         Decision::Serve(..)
     ));
 }
+
+#[test]
+fn markers_come_from_nodes_or_as_an_operators_abort_with_cluster_action() {
+    use kafka_protocol::messages::WriteTxnMarkersRequest;
+    use kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker;
+    let markers = |commit: bool| {
+        RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+            WritableTxnMarker::default().with_transaction_result(commit),
+        ]))
+    };
+    let refused = |d: Decision| matches!(d, Decision::Refuse(ResponseKind::WriteTxnMarkers(_)));
+    // alice has no CLUSTER_ACTION: neither commit nor abort.
+    assert!(refused(run(markers(false), 1, None)));
+    assert!(refused(run(markers(true), 1, None)));
+    // A node (the coordinator) may write both.
+    assert!(matches!(
+        run(markers(true), 1, Some(2)),
+        Decision::Serve(..)
+    ));
+    // An operator with CLUSTER_ACTION may abort, not commit.
+    let operator = |op: Operation, rt: ResourceType, _: &str| {
+        op == Operation::ClusterAction && rt == ResourceType::Cluster
+    };
+    let cx = |body| {
+        let all = Vec::new;
+        let name_of = |_| None;
+        check(
+            body,
+            &Context {
+                may: &operator,
+                may_quietly: &operator,
+                name_of: &name_of,
+                all_topics: &all,
+                version: 1,
+                node: None,
+            },
+        )
+    };
+    assert!(matches!(cx(markers(false)), Decision::Serve(..)));
+    assert!(refused(cx(markers(true))));
+}
