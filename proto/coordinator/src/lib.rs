@@ -228,7 +228,35 @@ impl Response {
                 r.producer_id = kafka_protocol::messages::ProducerId(-1);
                 r.producer_epoch = -1;
             }
-            _ => {}
+            ResponseKind::EndTxn(r) => {
+                r.error_code = code;
+                r.producer_id = kafka_protocol::messages::ProducerId(-1);
+                r.producer_epoch = -1;
+            }
+            ResponseKind::AddOffsetsToTxn(r) => r.error_code = code,
+            ResponseKind::AddPartitionsToTxn(r) => {
+                r.error_code = code;
+                for p in r
+                    .results_by_topic_v3_and_below
+                    .iter_mut()
+                    .chain(
+                        r.results_by_transaction
+                            .iter_mut()
+                            .flat_map(|t| t.topic_results.iter_mut()),
+                    )
+                    .flat_map(|t| t.results_by_partition.iter_mut())
+                {
+                    p.partition_error_code = code;
+                }
+            }
+            ResponseKind::LeaveGroup(r) => {
+                r.error_code = code;
+                r.members.clear();
+            }
+            ResponseKind::Heartbeat(r) => r.error_code = code,
+            // Every response a coordinator parks on a write must be covered above: a failed
+            // write answered as a success would tell a client its change happened.
+            other => tracing::error!(response = ?other, "a failed write's answer carries no error"),
         }
         self
     }

@@ -50,6 +50,11 @@ async fn node_sender<R: Runtime>(
     let mut conns = HashMap::new();
     let mut correlation = 0i32;
     while let Ok(m) = requests.recv().await {
+        // A request its sender gave up meanwhile (e.g. markers of a coordinator that lost its
+        // partition) is not sent late.
+        if !shared.broker.lock().unwrap().peer_request_wanted(m.id) {
+            continue;
+        }
         correlation = correlation.wrapping_add(1);
         let sent = future::or(
             super::catchup::node_request(

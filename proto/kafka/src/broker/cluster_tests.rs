@@ -1971,4 +1971,134 @@ mod txn {
             ResponseError::InvalidRecord.code()
         );
     }
+    #[test]
+    fn a_marker_from_a_coordinator_that_lost_its_partition_is_refused() {
+        let (mut c, tg, pid, epoch) = coordinated_by_node_1();
+        commit_one(&mut c, 0, pid, epoch, 0, "one");
+        // Node 1's marker request for this commit is held back (its network is cut), and
+        // node 3 takes the coordinator partition over, finishing the commit.
+        let late = c.brokers[0].take_peer_requests();
+        assert_eq!(late.len(), 1);
+        c.term += 1;
+        c.lead(tg, 3);
+        assert_eq!(carry(&mut c), 1);
+        assert_eq!(describe_state(&mut c, 2).1, "CompleteCommit");
+        // The producer's next transaction is open on t-0 when node 1's request arrives: it
+        // carries an older coordinator epoch and is refused, so it cannot end that one.
+        add_t0(&mut c, 2, pid, epoch);
+        assert_eq!(produce_t0(&mut c, pid, epoch, 1, "two"), 0);
+        let m = late.into_iter().next().unwrap();
+        let session = Session {
+            node: Some(1),
+            ..Session::anonymous("127.0.0.1", crate::security::REPLICA_LISTENER)
+        };
+        let (reply, _) =
+            c.brokers[1].handle_session(&session, &ctx(m.api_key, m.version), m.request, 10_000);
+        let ResponseKind::WriteTxnMarkers(r) = parked(&mut c, 1, reply) else {
+            panic!()
+        };
+        assert_eq!(
+            r.markers[0].topics[0].partitions[0].error_code,
+            ResponseError::TransactionCoordinatorFenced.code()
+        );
+        // "two" is still undecided: read_committed stops before it.
+        let (seen, lso, _) = fetch(&c.brokers[1], "t", true);
+        assert_eq!((seen, lso), (vec!["one".to_string()], 2));
+        // And node 1, no longer coordinator, does not send what it still had queued.
+        assert!(!c.brokers[0].peer_request_wanted(m.id));
+    }
+
+    #[test]
+    fn a_txn_offset_commit_is_verified_with_a_coordinator_on_another_node() {
+        use kafka_protocol::messages::txn_offset_commit_request::{
+            TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::{GroupId, TxnOffsetCommitRequest};
+        let (mut c, _, pid, epoch) = coordinated_by_node_1();
+        // Group "g"'s coordinator is node 2 (it leads g's __consumer_offsets partition).
+        let p = sluice_coordinator::partition_for("g", 2);
+        let og = c.group_of(crate::broker::OFFSETS_TOPIC, p);
+        c.lead(og, 2);
+        let commit = || {
+            RequestKind::TxnOffsetCommit(
+                TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(s(ID)))
+                    .with_group_id(GroupId(s("g")))
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_topics(vec![
+                        TxnOffsetCommitRequestTopic::default()
+                            .with_name(TopicName(s("t")))
+                            .with_partitions(vec![
+                                TxnOffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(5),
+                            ]),
+                    ]),
+            )
+        };
+        let code = |c: &mut Cluster| {
+            let ResponseKind::TxnOffsetCommit(r) = call(c, 1, ApiKey::TxnOffsetCommit, 3, commit())
+            else {
+                panic!()
+            };
+            r.topics[0].partitions[0].error_code
+        };
+        // No AddOffsetsToTxn: node 1 says the offsets partition is not in the transaction, and
+        // nothing is written to __consumer_offsets.
+        let before = c.logs.get(&og).map_or(0, Vec::len);
+        assert_eq!(code(&mut c), ResponseError::InvalidTxnState.code());
+        assert_eq!(c.logs.get(&og).map_or(0, Vec::len), before);
+        // After AddOffsetsToTxn it is accepted.
+        let add = kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(ID)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(s("g")));
+        let ResponseKind::AddOffsetsToTxn(r) = call(
+            &mut c,
+            0,
+            ApiKey::AddOffsetsToTxn,
+            3,
+            RequestKind::AddOffsetsToTxn(add),
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0);
+        assert_eq!(code(&mut c), 0);
+    }
+    #[test]
+    fn a_decision_whose_wait_expired_is_finished_when_its_entry_commits() {
+        let (mut c, _, pid, epoch) = coordinated_by_node_1();
+        add_t0(&mut c, 0, pid, epoch);
+        assert_eq!(produce_t0(&mut c, pid, epoch, 0, "slow"), 0);
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(ID)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        let Reply::Parked { token } =
+            c.brokers[0].handle(&ctx(ApiKey::EndTxn, 3), RequestKind::EndTxn(end), 10_000)
+        else {
+            panic!("EndTxn waits for its PrepareCommit")
+        };
+        // The PrepareCommit does not commit within the wait (no quorum for 30 s)...
+        let held = c.brokers[0].take_proposals();
+        assert_eq!(held.len(), 1);
+        c.brokers[0].cluster_tick(true, 45_000);
+        let d = c.brokers[0].take_deferred();
+        let answer = d.iter().find(|d| d.token == token).expect("answered");
+        let ResponseKind::EndTxn(r) = &answer.response else {
+            panic!()
+        };
+        assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+        // ...then it does: the markers go out and the transaction completes.
+        for p in held {
+            c.commit_on(p.group, p.data, &[0, 1, 2]);
+        }
+        assert_eq!(carry(&mut c), 1);
+        assert_eq!(describe_state(&mut c, 0).1, "CompleteCommit");
+        let (seen, _, _) = fetch(&c.brokers[1], "t", true);
+        assert_eq!(seen, vec!["slow".to_string()]);
+    }
 }

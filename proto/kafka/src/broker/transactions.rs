@@ -130,13 +130,16 @@ impl Broker {
             }
             RequestKind::TxnOffsetCommit(r) => {
                 // The offsets must belong to the producer's ongoing transaction (KIP-890): a
-                // fenced zombie's commit is refused.
-                // (In cluster mode only when this node also coordinates the transaction.)
+                // fenced zombie's or a late retry's commit is refused, or it would open a
+                // transaction on `__consumer_offsets` that nobody ends. In cluster mode the
+                // transaction's coordinator may be another node: it is asked first.
                 let p = self.coordinator.partition_for(r.group_id.0.as_str());
-                if self.txn.coordinates(&r.transactional_id)
-                    && let Err(e) =
-                        self.txn
-                            .verify(r.producer_id.0, r.producer_epoch, OFFSETS_TOPIC, p)
+                if self.is_cluster() && !self.txn.coordinates(&r.transactional_id) {
+                    return self.verify_offsets_remotely(cctx, r, p);
+                }
+                if let Err(e) = self
+                    .txn
+                    .verify(r.producer_id.0, r.producer_epoch, OFFSETS_TOPIC, p)
                 {
                     return Reply::Now(txn_error(RequestKind::TxnOffsetCommit(r), e));
                 }
@@ -235,9 +238,10 @@ impl Broker {
                     then,
                 } => {
                     let outcome = self.persist_txn_record(partition, &record, id_block, now_ms);
-                    match outcome {
-                        Ok(seq) => last_seq = seq.max(last_seq),
-                        Err(_) => decision_failed = true,
+                    // A WriteMarkers follows its own decision's Persist.
+                    decision_failed = outcome.is_err();
+                    if let Ok(seq) = outcome {
+                        last_seq = seq.max(last_seq);
                     }
                     if let Some(r) = then {
                         let token = r.token;
@@ -563,7 +567,11 @@ impl Broker {
                                         .with_producer_epoch(v.epoch as i32)
                                         .with_last_sequence(v.last_sequence)
                                         .with_last_timestamp(v.last_timestamp_ms)
-                                        .with_coordinator_epoch(0)
+                                        .with_coordinator_epoch(self.coordinator_epoch_of(
+                                            name,
+                                            *p,
+                                            v.producer_id,
+                                        ))
                                         .with_current_txn_start_offset(v.txn_start_offset)
                                 })
                                 .collect(),

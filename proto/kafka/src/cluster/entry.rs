@@ -33,10 +33,13 @@ pub struct MarkerEntry {
     pub producer_epoch: i16,
     /// Commit (true) or abort.
     pub commit: bool,
+    /// The coordinator's epoch (its `__transaction_state` partition's term): a marker from an
+    /// older coordinator is refused once a newer one wrote for the producer.
+    pub coordinator_epoch: i32,
 }
 
 impl MarkerEntry {
-    const BYTES: usize = 1 + 8 + 8 + 8 + 8 + 2 + 1;
+    const BYTES: usize = 1 + 8 + 8 + 8 + 8 + 2 + 1 + 4;
 
     /// Encodes the entry for `propose`.
     pub fn encode(&self) -> Vec<u8> {
@@ -48,6 +51,7 @@ impl MarkerEntry {
         out.extend_from_slice(&self.producer_id.to_be_bytes());
         out.extend_from_slice(&self.producer_epoch.to_be_bytes());
         out.push(u8::from(self.commit));
+        out.extend_from_slice(&self.coordinator_epoch.to_be_bytes());
         out
     }
 
@@ -64,6 +68,7 @@ impl MarkerEntry {
             producer_id: u(25) as i64,
             producer_epoch: i16::from_be_bytes([data[33], data[34]]),
             commit: data[35] != 0,
+            coordinator_epoch: i32::from_be_bytes(data[36..40].try_into().expect("4 bytes")),
         })
     }
 }
@@ -214,6 +219,7 @@ mod tests {
             producer_id: (3 << 48) | 17,
             producer_epoch: 4,
             commit: true,
+            coordinator_epoch: 3,
         };
         assert_eq!(MarkerEntry::decode(&m.encode()), Some(m));
         let abort = MarkerEntry { commit: false, ..m };

@@ -91,11 +91,21 @@ impl Broker {
             .unwrap_or(0);
         due.rotate_left(start);
         for (topic, partition) in due {
+            // Aborted transactions' records go (an aborted value must not shadow a committed
+            // one). Every transaction with records below the order's bound was decided when it
+            // was ordered (the bound is at most the leader's LSO), so every replica passes the
+            // same list for them.
+            let aborted: Vec<(i64, i64, i64)> = self
+                .aborted_between(&topic, partition, 0, i64::MAX)
+                .into_iter()
+                .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                .collect();
             let t = self.topics.get_mut(&topic)?;
             let topic_id = t.id;
             let log = t.partitions.get_mut(partition as usize)?;
             match log.plan_ordered_clean(limits) {
-                Ok(Some(plan)) => {
+                Ok(Some(mut plan)) => {
+                    plan.set_aborted(aborted);
                     self.last_cleaned = Some((topic.clone(), partition));
                     return Some(CleanJob {
                         topic_id,

@@ -152,6 +152,10 @@ impl Broker {
         if let Some(check) = verify
             && !step.verified
         {
+            if acks == 0 {
+                // Nobody would hear the verification's outcome (transactions need acks=all).
+                return Err((ResponseError::InvalidRequiredAcks, None, -1, -1));
+            }
             return self.verify_remotely(step, check);
         }
         // The same refusal as standalone: a compacted topic takes no keyless records

@@ -27,9 +27,13 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProducerId, RequestKind,
-    ResponseKind, TopicName, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
-use sluice_coordinator::{MarkerJob, Response, StoreRecord, TRANSACTION_STATE_TOPIC, TxnAction};
+use sluice_coordinator::{
+    MarkerJob, RequestContext as CoordContext, Response, StoreRecord, TRANSACTION_STATE_TOPIC,
+    TxnAction,
+};
 use tracing::{debug, info, warn};
 
 use super::super::groups::{self, encode_store_batch};
@@ -95,14 +99,49 @@ pub(in crate::broker) struct ClusterTxn {
     outbox: Vec<PeerRequest>,
     /// Produce partitions waiting for their coordinator's verification, by request id.
     verifying: HashMap<u64, super::produce::PartitionProduce>,
+    /// TxnOffsetCommit requests waiting for their coordinator's verification.
+    verifying_offsets: HashMap<u64, (CoordContext, TxnOffsetCommitRequest)>,
     /// Requests sent: id → (round, partitions it carries).
     sent: HashMap<u64, (u64, Vec<(String, i32)>)>,
     /// WriteTxnMarkers requests this node serves for itself: token → request id.
     local: HashMap<u64, u64>,
     /// Parked WriteTxnMarkers requests: response so far, partitions outstanding.
     parked: HashMap<u64, (WriteTxnMarkersResponse, usize)>,
-    /// Marker jobs waiting for the state write (by proposal sequence) that decides them.
-    after: HashMap<u64, Vec<MarkerJob>>,
+    /// State writes in flight (by proposal sequence): their `__transaction_state` partition
+    /// and the marker jobs they decide. Kept when a write's wait expires (the entry may still
+    /// commit), dropped when it is refused or dropped.
+    after: HashMap<u64, (i32, Vec<MarkerJob>)>,
+    /// Partitions whose memory holds a write that never reached the log: reloaded once no
+    /// write of theirs is in flight.
+    reload: BTreeSet<i32>,
+    /// The newest coordinator epoch whose marker applied, per (partition group, producer):
+    /// a marker from an older coordinator (a late request of one that lost its partition) is
+    /// refused, so it can never end a later transaction of the producer.
+    marker_epochs: HashMap<(u64, i64), i32>,
+    /// Leader side: the transactional id a producer's open transaction in a partition group
+    /// was verified for, until a marker for the producer is proposed there. Later batches of
+    /// that transaction pass without asking the coordinator again.
+    verified: HashMap<(u64, i64), String>,
+}
+
+impl ClusterTxn {
+    /// Whether `seq` is a transaction state write still awaited.
+    pub(super) fn awaits(&self, seq: u64) -> bool {
+        self.after.contains_key(&seq)
+    }
+}
+
+/// What became of a transaction state write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StateWrite {
+    /// Committed and appended: answer, and send the markers it decided.
+    Applied,
+    /// Committed but refused by the log (memory holds what the log does not).
+    Refused,
+    /// Dropped before it entered the log (leadership lost or moving).
+    Dropped,
+    /// Not committed within the wait: the client hears so, the markers wait for the entry.
+    TimedOut,
 }
 
 impl Broker {
@@ -211,11 +250,19 @@ impl Broker {
                     then,
                     ..
                 } => match self.propose_txn_state(partition, &record, then.map(Box::new), now_ms) {
-                    Ok(seq) => last_seq = Some(seq),
+                    // A WriteMarkers follows its own decision's Persist.
+                    Ok(seq) => {
+                        last_seq = Some(seq);
+                        decision_failed = false;
+                    }
                     Err(then) => {
                         decision_failed = true;
-                        // Memory holds what was not proposed: reload the partition to drop it.
-                        self.reload_txn_partition(partition, now_ms);
+                        // Memory holds what was not proposed: reload the partition to drop it
+                        // (once its writes in flight are in the log).
+                        if let Some(c) = &mut self.cluster {
+                            c.txn.reload.insert(partition);
+                        }
+                        self.reload_quiet_partitions(now_ms);
                         if let Some(r) = then {
                             let token = r.token;
                             let body = (*r).into_error(ResponseError::NotCoordinator).body;
@@ -230,7 +277,9 @@ impl Broker {
                     // Sent once the decision is committed.
                     Some(seq) => {
                         let c = self.cluster.as_mut().expect("cluster");
-                        c.txn.after.entry(seq).or_default().push(job);
+                        if let Some((_, jobs)) = c.txn.after.get_mut(&seq) {
+                            jobs.push(job);
+                        }
                     }
                     // A decision found in the log at load: committed already.
                     None => self.start_marker_round(job, now_ms),
@@ -280,20 +329,27 @@ impl Broker {
                 since_ms: now_ms,
             },
         );
+        c.txn.after.insert(seq, (partition, Vec::new()));
         Ok(seq)
     }
 
-    /// A transaction state write applied (`ok`) or failed: its response goes out, and the
-    /// markers it decided start (or are dropped with the write).
+    /// A transaction state write applied, failed or timed out: its response goes out, and
+    /// the markers it decided start once it is in the log (and only then).
     pub(super) fn txn_state_done(
         &mut self,
         seq: u64,
         response: Option<Box<Response>>,
-        error: Option<ResponseError>,
+        outcome: StateWrite,
         now_ms: i64,
     ) {
         let Some(c) = &mut self.cluster else { return };
-        let jobs = c.txn.after.remove(&seq).unwrap_or_default();
+        let error = match outcome {
+            StateWrite::Applied => None,
+            StateWrite::Refused | StateWrite::TimedOut => {
+                Some(ResponseError::CoordinatorNotAvailable)
+            }
+            StateWrite::Dropped => Some(ResponseError::NotCoordinator),
+        };
         if let Some(r) = response {
             let token = r.token;
             let body = match error {
@@ -302,11 +358,41 @@ impl Broker {
             };
             c.finished.push((token, body));
         }
-        if error.is_none() {
-            for job in jobs {
-                self.start_marker_round(job, now_ms);
+        if outcome == StateWrite::TimedOut {
+            return; // the entry may still commit: its markers wait for it
+        }
+        let Some((partition, jobs)) = c.txn.after.remove(&seq) else {
+            return;
+        };
+        match outcome {
+            StateWrite::Applied => {
+                for job in jobs {
+                    self.start_marker_round(job, now_ms);
+                }
+                self.drive_marker_rounds(now_ms);
             }
-            self.drive_marker_rounds(now_ms);
+            _ => {
+                let c = self.cluster.as_mut().expect("cluster");
+                c.txn.reload.insert(partition);
+                self.reload_quiet_partitions(now_ms);
+            }
+        }
+    }
+
+    /// Reloads the partitions marked for it that have no state write in flight any more.
+    fn reload_quiet_partitions(&mut self, now_ms: i64) {
+        let Some(c) = &mut self.cluster else { return };
+        let busy: BTreeSet<i32> = c.txn.after.values().map(|(p, _)| *p).collect();
+        let due: Vec<i32> = c.txn.reload.difference(&busy).copied().collect();
+        for p in due {
+            let c = self.cluster.as_mut().expect("cluster");
+            c.txn.reload.remove(&p);
+            warn!(
+                node_id = c.node_id,
+                partition = p,
+                "a transaction state write did not reach the log: reloading the partition"
+            );
+            self.reload_txn_partition(p, now_ms);
         }
     }
 
@@ -330,6 +416,7 @@ impl Broker {
     /// Sends the markers of every round that is due, and completes the rounds whose markers
     /// all applied.
     pub(super) fn drive_marker_rounds(&mut self, now_ms: i64) {
+        let n = self.txn.config().num_partitions;
         let Some(c) = &mut self.cluster else { return };
         let me = c.node_id;
         let mut local = Vec::new();
@@ -363,8 +450,17 @@ impl Broker {
                 round.retry_at_ms = now_ms + round.backoff_ms;
                 round.backoff_ms = (round.backoff_ms * 2).min(BACKOFF_MAX_MS);
             }
+            // This coordinator's epoch: the term of its `__transaction_state` partition.
+            let coordinator_epoch = c
+                .meta
+                .partition(
+                    TRANSACTION_STATE_TOPIC,
+                    sluice_coordinator::partition_for(&round.job.transactional_id, n),
+                )
+                .and_then(|mp| c.roles.get(&mp.group))
+                .map_or(0, |r| i32::try_from(r.term).unwrap_or(i32::MAX));
             for (node, parts) in by_leader {
-                let request = markers_request(&round.job, &parts);
+                let request = markers_request(&round.job, &parts, coordinator_epoch);
                 let addr = c
                     .meta
                     .listeners
@@ -423,12 +519,61 @@ impl Broker {
             .unwrap_or_default()
     }
 
+    /// The coordinator epoch of the last marker `producer_id` got in a partition (-1: none),
+    /// for DescribeProducers (`kafka-transactions.sh abort` passes it back).
+    pub(in crate::broker) fn coordinator_epoch_of(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+    ) -> i32 {
+        let Some(c) = &self.cluster else { return -1 };
+        c.meta
+            .partition(topic, partition)
+            .and_then(|mp| c.txn.marker_epochs.get(&(mp.group, producer_id)))
+            .copied()
+            .unwrap_or(-1)
+    }
+
+    /// Whether a [`PeerRequest`] is still wanted: a marker request of a round this node gave
+    /// up (it lost its coordinator partition) must not be sent late.
+    pub fn peer_request_wanted(&self, id: u64) -> bool {
+        let Some(c) = &self.cluster else {
+            return false;
+        };
+        c.txn.verifying.contains_key(&id)
+            || c.txn.verifying_offsets.contains_key(&id)
+            || c.txn
+                .sent
+                .get(&id)
+                .is_some_and(|(round, _)| c.txn.rounds.contains_key(round))
+    }
+
     /// The answer to a [`PeerRequest`] (`Err`: none came, e.g. the node is down).
     pub fn peer_response(&mut self, id: u64, result: Result<ResponseKind, String>, now_ms: i64) {
         let Some(c) = &mut self.cluster else { return };
         c.clock_ms = now_ms;
         if let Some(step) = c.txn.verifying.remove(&id) {
             self.verified(step, result, now_ms);
+            self.deliver_finished();
+            return;
+        }
+        if let Some((cctx, req)) = c.txn.verifying_offsets.remove(&id) {
+            let p = self.coordinator.partition_for(req.group_id.0.as_str());
+            let code = verification_code(&result, OFFSETS_TOPIC, p);
+            if code == 0 {
+                let actions = self.coordinator.txn_offset_commit(&cctx, req, now_ms);
+                self.execute(actions, None, now_ms);
+            } else {
+                let e =
+                    ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+                debug!(node_id = self.config.node_id, error = ?e, "TxnOffsetCommit refused by its coordinator");
+                let body = super::super::transactions::txn_error(
+                    RequestKind::TxnOffsetCommit(req),
+                    offsets_verification_error(e),
+                );
+                self.answer_now(None, cctx.token, body);
+            }
             self.deliver_finished();
             return;
         }
@@ -455,12 +600,15 @@ impl Broker {
         };
         round.in_flight = round.in_flight.saturating_sub(1);
         let mut failed = None;
+        let mut fenced = false;
         match result {
             Ok(resp) => {
                 for m in &resp.markers {
                     for t in &m.topics {
                         for p in &t.partitions {
                             let key = (t.name.0.to_string(), p.partition_index);
+                            fenced |=
+                                p.error_code == ResponseError::TransactionCoordinatorFenced.code();
                             if p.error_code == 0 {
                                 round.pending.remove(&key);
                             } else {
@@ -479,6 +627,12 @@ impl Broker {
                 }
             }
             Err(e) => failed = Some(e),
+        }
+        if fenced {
+            // A newer coordinator wrote for this producer: this one lost its partition.
+            warn!(node_id = c.node_id, transactional_id = %round.job.transactional_id, "a newer transaction coordinator took over: giving up its markers here");
+            c.txn.rounds.remove(&round_id);
+            return;
         }
         if let Some(why) = failed {
             debug!(node_id = c.node_id, transactional_id = %round.job.transactional_id, reason = %why, "transaction markers not written yet; retrying");
@@ -518,6 +672,22 @@ impl Broker {
                             .map(|mp| mp.group)
                             .ok_or(ResponseError::UnknownTopicOrPartition)?;
                         self.check_leader(&name, *p).map_err(|h| h.error)?;
+                        let pid = m.producer_id.0;
+                        if c.txn
+                            .marker_epochs
+                            .get(&(group, pid))
+                            .is_some_and(|e| m.coordinator_epoch < *e)
+                        {
+                            return Err(ResponseError::TransactionCoordinatorFenced);
+                        }
+                        let newer = self
+                            .producers
+                            .get(&(name.clone(), *p))
+                            .and_then(|t| t.epoch_of(pid))
+                            .is_some_and(|e| e > m.producer_epoch);
+                        if newer {
+                            return Err(ResponseError::InvalidProducerEpoch);
+                        }
                         Ok(group)
                     })();
                     let code = match error {
@@ -526,9 +696,9 @@ impl Broker {
                             let seq = c.propose_marker(
                                 group,
                                 now_ms,
-                                m.producer_id.0,
-                                m.producer_epoch,
+                                (m.producer_id.0, m.producer_epoch),
                                 m.transaction_result,
+                                m.coordinator_epoch,
                             );
                             c.waits.insert(
                                 seq,
@@ -599,11 +769,19 @@ impl Broker {
     /// partition's producer state learns the transaction's end.
     pub(super) fn apply_marker(
         &mut self,
-        topic: &str,
-        partition: i32,
+        group: u64,
+        (topic, partition): (&str, i32),
         epoch: i32,
         m: MarkerEntry,
     ) -> Result<(), ResponseError> {
+        if let Some(c) = &mut self.cluster {
+            let e = c
+                .txn
+                .marker_epochs
+                .entry((group, m.producer_id))
+                .or_insert(m.coordinator_epoch);
+            *e = (*e).max(m.coordinator_epoch);
+        }
         let job = MarkerJob {
             transactional_id: String::new(),
             producer_id: m.producer_id,
@@ -687,7 +865,11 @@ impl Broker {
         if !self.txn.coordinates(id) {
             // Another node coordinates it: only a batch that would open the transaction here
             // needs its word (later ones belong to the transaction the first one opened).
-            let open = self
+            let c = self.cluster.as_ref().expect("cluster");
+            let group = c.meta.partition(topic, partition).map(|mp| mp.group);
+            let open = group.is_some_and(|g| {
+                c.txn.verified.get(&(g, h.producer_id)).map(String::as_str) == Some(id)
+            }) && self
                 .producers
                 .get(&(topic.to_string(), partition))
                 .is_some_and(|t| t.in_transaction(h.producer_id, h.producer_epoch));
@@ -724,18 +906,8 @@ impl Broker {
         step: super::produce::PartitionProduce,
         check: RemoteCheck,
     ) -> Result<(), super::produce::Refusal> {
-        let n = self.txn.config().num_partitions;
-        let c = self.cluster.as_mut().expect("cluster");
-        let me = c.node_id;
-        let p = sluice_coordinator::partition_for(&check.transactional_id, n);
-        let (leader, _) = c.leader_of(TRANSACTION_STATE_TOPIC, p);
-        let addr = c
-            .meta
-            .listeners
-            .get(&leader)
-            .and_then(|l| l.get(crate::security::REPLICA_LISTENER))
-            .cloned();
-        let Some((host, port)) = addr.filter(|_| leader > 0 && leader != me) else {
+        let topic = step.topic.clone().unwrap_or_default();
+        let Some(id) = self.ask_coordinator(&check, &topic, step.partition) else {
             // Retriable for every client (as Kafka maps coordinator errors for produce).
             return Err((
                 ResponseError::NotEnoughReplicas,
@@ -744,7 +916,53 @@ impl Broker {
                 -1,
             ));
         };
-        let topic = step.topic.clone().unwrap_or_default();
+        let c = self.cluster.as_mut().expect("cluster");
+        c.txn.verifying.insert(id, step);
+        Ok(())
+    }
+
+    /// Parks a TxnOffsetCommit until the transaction's coordinator (on another node) confirms
+    /// the group's `__consumer_offsets` partition is in the producer's ongoing transaction.
+    pub(in crate::broker) fn verify_offsets_remotely(
+        &mut self,
+        cctx: CoordContext,
+        req: TxnOffsetCommitRequest,
+        partition: i32,
+    ) -> Reply {
+        let check = RemoteCheck {
+            transactional_id: req.transactional_id.0.to_string(),
+            producer_id: req.producer_id.0,
+            epoch: req.producer_epoch,
+        };
+        let Some(id) = self.ask_coordinator(&check, OFFSETS_TOPIC, partition) else {
+            let body = super::super::transactions::txn_error(
+                RequestKind::TxnOffsetCommit(req),
+                ResponseError::CoordinatorNotAvailable,
+            );
+            return Reply::Now(body);
+        };
+        let token = cctx.token;
+        let c = self.cluster.as_mut().expect("cluster");
+        c.txn.verifying_offsets.insert(id, (cctx, req));
+        Reply::Parked { token }
+    }
+
+    /// Queues AddPartitionsToTxn v4 (`verify_only`) for (`topic`, `partition`) to the
+    /// transaction's coordinator; returns the request id, `None` when no other node is known
+    /// to coordinate it.
+    fn ask_coordinator(&mut self, check: &RemoteCheck, topic: &str, partition: i32) -> Option<u64> {
+        let n = self.txn.config().num_partitions;
+        let c = self.cluster.as_mut().expect("cluster");
+        let me = c.node_id;
+        let p = sluice_coordinator::partition_for(&check.transactional_id, n);
+        let (leader, _) = c.leader_of(TRANSACTION_STATE_TOPIC, p);
+        let (host, port) = c
+            .meta
+            .listeners
+            .get(&leader)
+            .and_then(|l| l.get(crate::security::REPLICA_LISTENER))
+            .cloned()
+            .filter(|_| leader > 0 && leader != me)?;
         let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
             AddPartitionsToTxnTransaction::default()
                 .with_transactional_id(TransactionalId(str(&check.transactional_id)))
@@ -753,14 +971,13 @@ impl Broker {
                 .with_verify_only(true)
                 .with_topics(vec![
                     AddPartitionsToTxnTopic::default()
-                        .with_name(TopicName(str(&topic)))
-                        .with_partitions(vec![step.partition]),
+                        .with_name(TopicName(str(topic)))
+                        .with_partitions(vec![partition]),
                 ]),
         ]);
         c.txn.next_id += 1;
         let id = c.txn.next_id;
-        debug!(node_id = me, transactional_id = %check.transactional_id, topic = %topic, partition = step.partition, coordinator = leader, "verifying a transactional produce with its coordinator");
-        c.txn.verifying.insert(id, step);
+        debug!(node_id = me, transactional_id = %check.transactional_id, topic, partition, coordinator = leader, "verifying a transactional write with its coordinator");
         c.txn.outbox.push(PeerRequest {
             id,
             node: leader,
@@ -770,7 +987,7 @@ impl Broker {
             version: VERIFY_VERSION,
             request: RequestKind::AddPartitionsToTxn(request),
         });
-        Ok(())
+        Some(id)
     }
 
     /// The coordinator's answer to a verification: the partition goes on (and is proposed) or
@@ -781,19 +998,11 @@ impl Broker {
         result: Result<ResponseKind, String>,
         now_ms: i64,
     ) {
-        let code = match &result {
-            Ok(ResponseKind::AddPartitionsToTxn(r)) if r.error_code != 0 => r.error_code,
-            Ok(ResponseKind::AddPartitionsToTxn(r)) => r
-                .results_by_transaction
-                .iter()
-                .flat_map(|t| &t.topic_results)
-                .flat_map(|t| &t.results_by_partition)
-                .find(|p| p.partition_index == step.partition)
-                .map_or(ResponseError::UnknownServerError.code(), |p| {
-                    p.partition_error_code
-                }),
-            _ => ResponseError::CoordinatorNotAvailable.code(),
-        };
+        let code = verification_code(
+            &result,
+            step.topic.as_deref().unwrap_or_default(),
+            step.partition,
+        );
         let (token, (ti, pi)) = (step.token, step.slot);
         let Some(c) = &mut self.cluster else { return };
         let Some((resp, _, version)) = c.produces.get_mut(&token) else {
@@ -803,6 +1012,20 @@ impl Broker {
         let mut pr = resp.responses[ti].partition_responses[pi].clone();
         let outcome = if code == 0 {
             step.verified = true;
+            let pid = step
+                .records
+                .as_deref()
+                .and_then(|r| crate::batch::headers(r).next())
+                .map(|(_, h)| h.producer_id);
+            let group = step
+                .topic
+                .as_deref()
+                .and_then(|t| c.meta.partition(t, step.partition))
+                .map(|mp| mp.group);
+            if let (Some(pid), Some(group), Some(id)) = (pid, group, step.transactional_id.clone())
+            {
+                c.txn.verified.insert((group, pid), id);
+            }
             self.produce_partition(step, &mut pr, now_ms)
         } else {
             let e = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
@@ -912,6 +1135,8 @@ impl Broker {
             c.txn.rounds.retain(|_, r| {
                 sluice_coordinator::partition_for(&r.job.transactional_id, n) != partition
             });
+            c.txn.after.retain(|_, (p, _)| *p != partition);
+            c.txn.reload.remove(&partition);
         }
         self.execute_txn_cluster(actions, None, now_ms);
         info!(
@@ -940,13 +1165,15 @@ impl super::ClusterState {
         &mut self,
         group: u64,
         now_ms: i64,
-        producer_id: i64,
-        producer_epoch: i16,
+        (producer_id, producer_epoch): (i64, i16),
         commit: bool,
+        coordinator_epoch: i32,
     ) -> u64 {
         let seq = self.seq();
         // A marker takes an offset: offsets after it are not predicted.
         self.predict(group, seq, &[], false);
+        // The producer's next batch here opens a new transaction: verified again.
+        self.txn.verified.remove(&(group, producer_id));
         self.proposals.push(super::Proposal {
             group,
             data: MarkerEntry {
@@ -956,6 +1183,7 @@ impl super::ClusterState {
                 producer_id,
                 producer_epoch,
                 commit,
+                coordinator_epoch,
             }
             .encode(),
         });
@@ -964,7 +1192,11 @@ impl super::ClusterState {
 }
 
 /// The WriteTxnMarkers request carrying `job`'s marker to `parts`.
-fn markers_request(job: &MarkerJob, parts: &[(String, i32)]) -> WriteTxnMarkersRequest {
+fn markers_request(
+    job: &MarkerJob,
+    parts: &[(String, i32)],
+    coordinator_epoch: i32,
+) -> WriteTxnMarkersRequest {
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in parts {
         topics.entry(t).or_default().push(*p);
@@ -974,7 +1206,7 @@ fn markers_request(job: &MarkerJob, parts: &[(String, i32)]) -> WriteTxnMarkersR
             .with_producer_id(ProducerId(job.producer_id))
             .with_producer_epoch(job.producer_epoch)
             .with_transaction_result(job.commit)
-            .with_coordinator_epoch(0)
+            .with_coordinator_epoch(coordinator_epoch)
             .with_topics(
                 topics
                     .into_iter()
@@ -1020,6 +1252,36 @@ pub fn markers_error(req: &WriteTxnMarkersRequest, e: ResponseError) -> WriteTxn
     )
 }
 
+/// The error code a verification answered for (`topic`, `partition`); coordinator
+/// unavailable when no answer came.
+fn verification_code(result: &Result<ResponseKind, String>, topic: &str, partition: i32) -> i16 {
+    match result {
+        Ok(ResponseKind::AddPartitionsToTxn(r)) if r.error_code != 0 => r.error_code,
+        Ok(ResponseKind::AddPartitionsToTxn(r)) => r
+            .results_by_transaction
+            .iter()
+            .flat_map(|t| &t.topic_results)
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| &t.results_by_partition)
+            .find(|p| p.partition_index == partition)
+            .map_or(ResponseError::UnknownServerError.code(), |p| {
+                p.partition_error_code
+            }),
+        _ => ResponseError::CoordinatorNotAvailable.code(),
+    }
+}
+
+/// The TxnOffsetCommit error for a verification the coordinator refused: coordinator troubles
+/// are retriable (COORDINATOR_NOT_AVAILABLE makes clients look the coordinator up again).
+fn offsets_verification_error(e: ResponseError) -> ResponseError {
+    match e {
+        ResponseError::NotCoordinator
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::ConcurrentTransactions => ResponseError::CoordinatorNotAvailable,
+        other => other,
+    }
+}
+
 /// The produce error for a verification the coordinator refused: coordinator troubles are
 /// retriable for every client (NOT_ENOUGH_REPLICAS, as Kafka maps them); the rest as they are.
 fn verification_error(e: ResponseError) -> ResponseError {
@@ -1051,5 +1313,5 @@ pub(in crate::broker) fn txn_tests_marker_request(
         commit,
         partitions: Vec::new(),
     };
-    markers_request(&job, &[(topic.to_string(), partition)])
+    markers_request(&job, &[(topic.to_string(), partition)], 0)
 }

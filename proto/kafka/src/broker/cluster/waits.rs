@@ -5,6 +5,7 @@ use kafka_protocol::messages::produce_response::LeaderIdAndEpoch;
 use kafka_protocol::messages::{BrokerId, ResponseKind};
 
 use super::super::{Broker, Deferred, str};
+use super::txn::StateWrite;
 use super::{AdminWait, Wait};
 
 impl Broker {
@@ -50,9 +51,13 @@ impl Broker {
                 }
             }
             Some(Wait::TxnState { response, .. }) => {
-                let error = (!ok).then_some(ResponseError::CoordinatorNotAvailable);
+                let outcome = if ok {
+                    StateWrite::Applied
+                } else {
+                    StateWrite::Refused
+                };
                 let now = c.clock_ms;
-                self.txn_state_done(seq, response, error, now);
+                self.txn_state_done(seq, response, outcome, now);
             }
             Some(Wait::Marker { token, slot, .. }) => {
                 let code = match &result {
@@ -61,6 +66,16 @@ impl Broker {
                 };
                 let now = c.clock_ms;
                 self.marker_slot_done(token, slot, code, now);
+            }
+            // A transaction state write whose wait expired applied after all.
+            None if c.txn.awaits(seq) => {
+                let outcome = if ok {
+                    StateWrite::Applied
+                } else {
+                    StateWrite::Refused
+                };
+                let now = c.clock_ms;
+                self.txn_state_done(seq, None, outcome, now);
             }
             Some(Wait::Admin { .. }) | None => {}
         }
@@ -106,8 +121,13 @@ impl Broker {
                 }
             }
             Some(Wait::TxnState { response, .. }) => {
+                let outcome = if error == ResponseError::RequestTimedOut {
+                    StateWrite::TimedOut
+                } else {
+                    StateWrite::Dropped
+                };
                 let now = c.clock_ms;
-                self.txn_state_done(seq, response, Some(ResponseError::NotCoordinator), now);
+                self.txn_state_done(seq, response, outcome, now);
             }
             Some(Wait::Marker { token, slot, .. }) => {
                 let now = c.clock_ms;
