@@ -695,9 +695,10 @@ fn txn_commit_offset_raw(b: &mut Broker, pid: i64, epoch: i16) -> i16 {
     r.topics[0].partitions[0].error_code
 }
 
-/// A compacted topic `c` whose key K holds a committed value, then an aborted one, then 20
-/// fillers that roll segments (so those are closed and cleanable).
-fn compacted_with_an_aborted_value(fs: &MemStorage) -> Broker {
+/// A compacted topic `c` whose key K holds a committed value, then an aborted one (of
+/// transactional id "tx": its producer id and epoch are returned), then 20 fillers that roll
+/// segments (so those are closed and cleanable).
+fn compacted_with_an_aborted_value(fs: &MemStorage) -> (Broker, i64, i16) {
     let mut b = open(fs, 0);
     let req = CreateTopicsRequest::default().with_topics(vec![
         kafka_protocol::messages::create_topics_request::CreatableTopic::default()
@@ -752,13 +753,13 @@ fn compacted_with_an_aborted_value(fs: &MemStorage) -> Broker {
             6,
         );
     }
-    b
+    (b, pid, epoch)
 }
 
 #[test]
 fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones() {
     let fs = MemStorage::new();
-    let mut b = compacted_with_an_aborted_value(&fs);
+    let (mut b, _, _) = compacted_with_an_aborted_value(&fs);
     assert!(b.topics()["c"].partitions[0].segment_count() > 3);
     assert_eq!(committed_view(&b, "c")[0], "committed");
     let cleaned = b.clean_now(10_000);
@@ -779,7 +780,7 @@ fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones()
 fn markers_of_transactions_cleaned_away_go_after_delete_retention_and_the_index_forgets_them() {
     const DAY_MS: i64 = 86_400_000; // delete.retention.ms's default
     let fs = MemStorage::new();
-    let mut b = compacted_with_an_aborted_value(&fs);
+    let (mut b, pid, epoch) = compacted_with_an_aborted_value(&fs);
     assert!(!b.clean_now(10_000).is_empty());
     let markers = |b: &Broker| {
         let mut n = 0;
@@ -791,8 +792,15 @@ fn markers_of_transactions_cleaned_away_go_after_delete_retention_and_the_index_
     // The aborted record is gone, its marker and index entry stay for delete.retention.ms.
     assert_eq!(markers(&b), 1);
     assert_eq!(fetch(&b, "c", true).2.len(), 1);
-    // A day later (and more records to make the log dirty), the next clean removes the marker
-    // and the index forgets the transaction.
+    // The producer commits another transaction (so the abort marker is no longer its last
+    // batch, which stays with the epoch it carries).
+    add(&mut b, "tx", pid, epoch, "c", 20_000);
+    let next = keyed_batch(pid, epoch, 1, &[("K2", "next")], true);
+    assert_eq!(produce(&mut b, "c", next, Some("tx"), 20_000).0, 0);
+    assert_eq!(end(&mut b, "tx", pid, epoch, true, 20_000), 0);
+    sync(&mut b);
+    // A day later (and more records to make the log dirty), the next clean removes the abort
+    // marker and the index forgets that transaction; the commit marker stays with its record.
     for i in 0..60 {
         let v = format!("later-{i}");
         produce(
@@ -805,7 +813,7 @@ fn markers_of_transactions_cleaned_away_go_after_delete_retention_and_the_index_
     }
     let stats = b.clean_now(DAY_MS + 20_000);
     assert_eq!(stats.iter().map(|s| s.markers_removed).sum::<u64>(), 1);
-    assert_eq!(markers(&b), 0);
+    assert_eq!(markers(&b), 1);
     let (_, lso, aborted) = fetch(&b, "c", true);
     assert!(aborted.is_empty(), "{aborted:?}");
     assert_eq!(committed_view(&b, "c")[0], "committed");

@@ -533,10 +533,12 @@ fn clean_batch<'b>(
     if h.is_control() {
         // A marker goes (as in Kafka) once no batch of its transaction is left and
         // delete.retention.ms has passed since it was written, so a consumer that read the
-        // transaction's records before they were cleaned still finds it.
+        // transaction's records before they were cleaned still finds it. A producer's last
+        // batch stays: it carries the producer's epoch (a fence) for a rebuild of its state.
         let kept_data = filter.txn_kept.borrow_mut().remove(&h.producer_id);
         let expired = h.max_timestamp.saturating_add(filter.delete_retention_ms) <= filter.now_ms;
-        if !kept_data && expired {
+        let last = filter.last_batch.get(&h.producer_id) == Some(&h.base_offset);
+        if !kept_data && expired && !last {
             filter
                 .markers_removed
                 .borrow_mut()

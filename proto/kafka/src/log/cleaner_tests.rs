@@ -822,6 +822,14 @@ fn a_marker_goes_once_its_transaction_left_no_record_and_delete_retention_passed
         )
         .unwrap();
     }
+    // Producer 7 goes on with another transaction: its first marker is not its last batch
+    // (a producer's last batch stays, with the epoch it carries).
+    log.append(&txn_record("q", &big, 9, (7, 0, 1)), 0, 9)
+        .unwrap();
+    let m7b = log
+        .append(&crate::batch::control_batch(7, 0, true, 9), 0, 9)
+        .unwrap()
+        .base_offset;
     sync(&mut log);
     let markers = |log: &PartitionLog| {
         let mut out = Vec::new();
@@ -841,7 +849,7 @@ fn a_marker_goes_once_its_transaction_left_no_record_and_delete_retention_passed
         !read_all(&log).iter().any(|(o, k, _)| k == "k" && *o == 0),
         "producer 7's record was compacted away"
     );
-    assert_eq!(markers(&log), vec![(7, m7), (9, m9)]);
+    assert_eq!(markers(&log), vec![(7, m7), (9, m9), (7, m7b)]);
     // Past it, the next clean (of newer records) removes producer 7's marker; producer 9's
     // stays with its record.
     for v in ["d", "e", "f"] {
@@ -855,7 +863,7 @@ fn a_marker_goes_once_its_transaction_left_no_record_and_delete_retention_passed
     sync(&mut log);
     let stats = log.clean_now(2_000, true).unwrap().unwrap();
     assert_eq!(stats.markers_removed, 1);
-    assert_eq!(markers(&log), vec![(9, m9)]);
+    assert_eq!(markers(&log), vec![(9, m9), (7, m7b)]);
     assert!(read_all(&log).iter().any(|(_, k, _)| k == "j"));
     check_batches(&log);
 }

@@ -114,6 +114,8 @@ pub(in crate::broker) struct ClusterTxn {
     /// Partitions whose memory holds a write that never reached the log: reloaded once no
     /// write of theirs is in flight.
     reload: BTreeSet<i32>,
+    /// When the tick next retries `reload` (a log that cannot be read is retried each second).
+    reload_at_ms: i64,
     /// The newest coordinator epoch whose marker applied, per (partition group, producer):
     /// a marker from an older coordinator (a late request of one that lost its partition) is
     /// refused, so it can never end a later transaction of the producer.
@@ -191,6 +193,15 @@ impl Broker {
     /// Creates `__transaction_state` once a transaction request asked for it (through
     /// `__meta`, whose leader this proposal is forwarded to; a second create is refused there).
     pub(super) fn want_txn_topic(&mut self, meta_caught_up: bool, now_ms: i64) {
+        // A partition whose load failed, or whose memory went ahead of its log, is loaded
+        // again (once no write of it is in flight).
+        if let Some(c) = &mut self.cluster
+            && !c.txn.reload.is_empty()
+            && now_ms >= c.txn.reload_at_ms
+        {
+            c.txn.reload_at_ms = now_ms + 1_000;
+            self.reload_quiet_partitions(now_ms);
+        }
         let n = self.txn.config().num_partitions;
         let segment_bytes = self.config.offsets_segment_bytes;
         let Some(c) = &mut self.cluster else { return };
@@ -1113,7 +1124,10 @@ impl Broker {
                 })
                 .collect::<Vec<_>>(),
             Err(e) => {
-                warn!(node_id = self.config.node_id, partition, error = %e, "cannot read {TRANSACTION_STATE_TOPIC}; not coordinating its transactions");
+                warn!(node_id = self.config.node_id, partition, error = %e, "cannot read {TRANSACTION_STATE_TOPIC}; not coordinating its transactions yet (retrying)");
+                if let Some(c) = &mut self.cluster {
+                    c.txn.reload.insert(partition);
+                }
                 return;
             }
         };
@@ -1147,10 +1161,14 @@ impl Broker {
 
     /// Drops what memory holds for `partition` beyond its log (a write that was not proposed).
     fn reload_txn_partition(&mut self, partition: i32, now_ms: i64) {
+        // Only a leader whose earlier terms are applied (else the catch-up loads it).
         let leads = self.cluster.as_ref().is_some_and(|c| {
             c.meta
                 .partition(TRANSACTION_STATE_TOPIC, partition)
-                .is_some_and(|p| c.is_local_leader(p.group))
+                .is_some_and(|p| {
+                    c.is_local_leader(p.group)
+                        && c.roles.get(&p.group).is_some_and(|r| r.load_at.is_none())
+                })
         });
         self.txn.unload_partition(partition);
         if leads {
