@@ -52,8 +52,13 @@ async fn node_sender<R: Runtime>(
     while let Ok(m) = requests.recv().await {
         // A request its sender gave up meanwhile (e.g. markers of a coordinator that lost its
         // partition) is not sent late.
-        if !shared.broker.lock().unwrap().peer_request_wanted(m.id) {
-            continue;
+        {
+            let mut broker = shared.broker.lock().unwrap();
+            if !broker.peer_request_wanted(m.id) {
+                // Its bookkeeping goes too.
+                broker.peer_response(m.id, Err("given up".into()), now_ms());
+                continue;
+            }
         }
         correlation = correlation.wrapping_add(1);
         let sent = future::or(

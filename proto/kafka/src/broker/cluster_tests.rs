@@ -2101,4 +2101,40 @@ mod txn {
         let (seen, _, _) = fetch(&c.brokers[1], "t", true);
         assert_eq!(seen, vec!["slow".to_string()]);
     }
+    #[test]
+    fn a_reload_of_the_coordinator_partition_leaves_one_round_per_decision() {
+        let (mut c, tg, pid, epoch) = coordinated_by_node_1();
+        commit_one(&mut c, 0, pid, epoch, 0, "one");
+        let first = c.brokers[0].take_peer_requests();
+        assert_eq!(first.len(), 1, "the commit's marker request");
+        // Another transactional id of the same __transaction_state partition has a state
+        // write dropped (e.g. leadership wavered): the partition reloads from its log.
+        let p = sluice_coordinator::partition_for(ID, 50);
+        let other = (0..)
+            .map(|i| format!("other-{i}"))
+            .find(|id| sluice_coordinator::partition_for(id, 50) == p)
+            .unwrap();
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s(&other))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let reply = c.brokers[0].handle(
+            &ctx(ApiKey::InitProducerId, 4),
+            RequestKind::InitProducerId(init),
+            10_000,
+        );
+        assert!(matches!(reply, Reply::Parked { .. }));
+        let dropped = c.brokers[0].take_proposals();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].group, tg);
+        c.brokers[0].proposal_dropped(dropped[0].group, &dropped[0].data);
+        // The reload found the prepared commit and sends its markers again; the first round
+        // is gone, so its request is not sent, and only one marker reaches t-0.
+        assert!(!c.brokers[0].peer_request_wanted(first[0].id));
+        assert_eq!(carry(&mut c), 1);
+        assert_eq!(describe_state(&mut c, 0).1, "CompleteCommit");
+        let (seen, lso, _) = fetch(&c.brokers[1], "t", true);
+        assert_eq!((seen, lso), (vec!["one".to_string()], 2));
+    }
 }

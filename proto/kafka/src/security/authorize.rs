@@ -447,6 +447,13 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
                 ResponseError::ClusterAuthorizationFailed,
             )));
         }
+        // An operator's abort is fenced by no coordinator and fences none.
+        RequestKind::WriteTxnMarkers(mut r) if cx.node.is_none() => {
+            for m in &mut r.markers {
+                m.coordinator_epoch = crate::broker::OPERATOR_EPOCH;
+            }
+            RequestKind::WriteTxnMarkers(r)
+        }
         RequestKind::Produce(r)
             if r.transactional_id.as_ref().is_some_and(|id| {
                 !(cx.may)(Operation::Write, ResourceType::TransactionalId, &id.0)

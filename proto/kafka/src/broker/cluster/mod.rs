@@ -34,7 +34,7 @@ pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
 pub use quorum::{METADATA_TOPIC, MetaQuorum, QuorumVoter};
 #[cfg(test)]
 pub(super) use txn::txn_tests_marker_request;
-pub use txn::{PeerRequest, WRITE_TXN_MARKERS_VERSION, markers_error};
+pub use txn::{OPERATOR_EPOCH, PeerRequest, WRITE_TXN_MARKERS_VERSION, markers_error};
 
 use crate::cluster::{MetaCommand, MetaState, PartitionEntry, PartitionImage, ProposalId};
 

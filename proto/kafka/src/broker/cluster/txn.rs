@@ -43,6 +43,9 @@ use crate::cluster::MarkerEntry;
 
 /// The WriteTxnMarkers version coordinators send (the only one Kafka defines today).
 pub const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// The coordinator epoch an operator's abort marker is written with (authorization sets it):
+/// it is fenced by no coordinator and fences none, whatever epoch the client sent.
+pub const OPERATOR_EPOCH: i32 = i32::MIN;
 /// Longest pause between two attempts of a marker round.
 const BACKOFF_MAX_MS: i64 = 1_000;
 
@@ -620,7 +623,11 @@ impl Broker {
                             let key = (t.name.0.to_string(), p.partition_index);
                             fenced |=
                                 p.error_code == ResponseError::TransactionCoordinatorFenced.code();
-                            if p.error_code == 0 {
+                            // A newer producer epoch was written there: a fence's abort
+                            // already ended this transaction in that partition (as Kafka).
+                            if p.error_code == 0
+                                || p.error_code == ResponseError::InvalidProducerEpoch.code()
+                            {
                                 round.pending.remove(&key);
                             } else {
                                 failed = Some(format!(
@@ -684,10 +691,11 @@ impl Broker {
                             .ok_or(ResponseError::UnknownTopicOrPartition)?;
                         self.check_leader(&name, *p).map_err(|h| h.error)?;
                         let pid = m.producer_id.0;
-                        if c.txn
-                            .marker_epochs
-                            .get(&(group, pid))
-                            .is_some_and(|e| m.coordinator_epoch < *e)
+                        if m.coordinator_epoch != OPERATOR_EPOCH
+                            && c.txn
+                                .marker_epochs
+                                .get(&(group, pid))
+                                .is_some_and(|e| m.coordinator_epoch < *e)
                         {
                             return Err(ResponseError::TransactionCoordinatorFenced);
                         }
@@ -785,7 +793,9 @@ impl Broker {
         epoch: i32,
         m: MarkerEntry,
     ) -> Result<(), ResponseError> {
-        if let Some(c) = &mut self.cluster {
+        if let Some(c) = &mut self.cluster
+            && m.coordinator_epoch != OPERATOR_EPOCH
+        {
             let e = c
                 .txn
                 .marker_epochs
@@ -1143,6 +1153,17 @@ impl Broker {
 
     /// This node no longer coordinates the transactions of `partition`.
     pub(super) fn unload_txn_partition(&mut self, partition: i32, now_ms: i64) {
+        self.drop_txn_partition(partition, now_ms);
+        info!(
+            node_id = self.config.node_id,
+            partition, "transaction coordinator partition unloaded"
+        );
+    }
+
+    /// Forgets `partition`'s transactions, its marker rounds (a reload starts them again:
+    /// two rounds of one decision could end the producer's next transaction) and its writes
+    /// in flight; parked InitProducerId requests are answered NOT_COORDINATOR.
+    fn drop_txn_partition(&mut self, partition: i32, now_ms: i64) {
         let actions = self.txn.unload_partition(partition);
         let n = self.txn.config().num_partitions;
         if let Some(c) = &mut self.cluster {
@@ -1153,10 +1174,6 @@ impl Broker {
             c.txn.reload.remove(&partition);
         }
         self.execute_txn_cluster(actions, None, now_ms);
-        info!(
-            node_id = self.config.node_id,
-            partition, "transaction coordinator partition unloaded"
-        );
     }
 
     /// Drops what memory holds for `partition` beyond its log (a write that was not proposed).
@@ -1170,7 +1187,7 @@ impl Broker {
                         && c.roles.get(&p.group).is_some_and(|r| r.load_at.is_none())
                 })
         });
-        self.txn.unload_partition(partition);
+        self.drop_txn_partition(partition, now_ms);
         if leads {
             self.load_txn_partition(partition, now_ms);
         }
