@@ -1057,16 +1057,15 @@ impl Broker {
         let Some((mut resp, outstanding, _)) = c.produces.remove(&token) else {
             return;
         };
+        let refused = outcome.is_err();
         if let Err(refusal) = outcome {
             self.refuse_partition(&mut resp, &mut pr, refusal, version);
-            resp.responses[ti].partition_responses[pi] = pr;
-            let c = self.cluster.as_mut().expect("cluster");
-            c.produces.insert(token, (resp, outstanding, version));
+        }
+        resp.responses[ti].partition_responses[pi] = pr;
+        let c = self.cluster.as_mut().expect("cluster");
+        c.produces.insert(token, (resp, outstanding, version));
+        if refused {
             c.produce_partition_done(token);
-        } else {
-            resp.responses[ti].partition_responses[pi] = pr;
-            let c = self.cluster.as_mut().expect("cluster");
-            c.produces.insert(token, (resp, outstanding, version));
         }
     }
 
