@@ -100,6 +100,21 @@ struct ProducerEntry {
     last_timestamp_ms: i64,
     /// First offset of the producer's open transaction in this partition.
     txn_first_offset: Option<i64>,
+    /// The highest coordinator epoch of a marker it got here (-1: none): a marker of an older
+    /// coordinator (one deposed while its request was in flight) is refused.
+    coordinator_epoch: i32,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16, last_timestamp_ms: i64) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(BATCHES_RETAINED),
+            last_timestamp_ms,
+            txn_first_offset: None,
+            coordinator_epoch: -1,
+        }
+    }
 }
 
 /// A transaction aborted in this partition: read_committed consumers skip the producer's
@@ -127,6 +142,8 @@ pub struct ProducerView {
     pub last_timestamp_ms: i64,
     /// First offset of its open transaction (-1: none).
     pub txn_start_offset: i64,
+    /// Coordinator epoch of the last marker it got here (-1: none).
+    pub coordinator_epoch: i32,
 }
 
 /// Why a snapshot could not be read.
@@ -143,8 +160,9 @@ pub enum SnapshotError {
     InvalidBatchCount(u8),
 }
 
-/// Version 1 adds open transactions and the aborted-transaction index.
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 1 adds open transactions and the aborted-transaction index; version 2 each
+/// producer's coordinator epoch.
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// Idempotence and transaction state of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -252,12 +270,7 @@ impl ProducerStateTable {
         let entry = self
             .producers
             .entry(batch.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: batch.producer_epoch,
-                batches: VecDeque::with_capacity(BATCHES_RETAINED),
-                last_timestamp_ms: max_timestamp_ms,
-                txn_first_offset: None,
-            });
+            .or_insert_with(|| ProducerEntry::new(batch.producer_epoch, max_timestamp_ms));
         if entry.epoch != batch.producer_epoch {
             entry.epoch = batch.producer_epoch;
             entry.batches.clear();
@@ -309,6 +322,13 @@ impl ProducerStateTable {
         self.producers.get(&producer_id).map(|e| e.epoch)
     }
 
+    /// The highest coordinator epoch of a marker `producer_id` got here (-1: none).
+    pub fn coordinator_epoch_of(&self, producer_id: i64) -> i32 {
+        self.producers
+            .get(&producer_id)
+            .map_or(-1, |e| e.coordinator_epoch)
+    }
+
     /// Whether `producer_id` has a transaction open in this partition at `epoch`.
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.producers
@@ -322,12 +342,7 @@ impl ProducerStateTable {
         let e = self
             .producers
             .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::with_capacity(BATCHES_RETAINED),
-                last_timestamp_ms: -1,
-                txn_first_offset: None,
-            });
+            .or_insert_with(|| ProducerEntry::new(epoch, -1));
         if e.txn_first_offset.is_none() {
             e.txn_first_offset = Some(base_offset);
             self.ongoing.insert(base_offset, producer_id);
@@ -341,7 +356,7 @@ impl ProducerStateTable {
     pub fn record_marker(
         &mut self,
         producer_id: i64,
-        epoch: i16,
+        (epoch, coordinator_epoch): (i16, i32),
         commit: bool,
         offset: i64,
         timestamp_ms: i64,
@@ -351,17 +366,13 @@ impl ProducerStateTable {
         let entry = self
             .producers
             .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::with_capacity(BATCHES_RETAINED),
-                last_timestamp_ms: timestamp_ms,
-                txn_first_offset: None,
-            });
+            .or_insert_with(|| ProducerEntry::new(epoch, timestamp_ms));
         if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
         }
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
         let Some(first) = entry.txn_first_offset.take() else {
             return; // a marker for a transaction that wrote nothing here
         };
@@ -438,6 +449,7 @@ impl ProducerStateTable {
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
                 last_timestamp_ms: e.last_timestamp_ms,
                 txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+                coordinator_epoch: e.coordinator_epoch,
             })
             .collect()
     }
@@ -454,6 +466,7 @@ impl ProducerStateTable {
             b.put_i16(e.epoch);
             b.put_i64(e.last_timestamp_ms);
             b.put_i64(e.txn_first_offset.unwrap_or(-1));
+            b.put_i32(e.coordinator_epoch);
             b.put_u8(e.batches.len() as u8);
             for m in &e.batches {
                 b.put_i32(m.first_seq);
@@ -502,6 +515,12 @@ impl ProducerStateTable {
             } else {
                 None
             };
+            let coordinator_epoch = if version >= 2 {
+                need(b, 4 + 1)?;
+                b.get_i32()
+            } else {
+                -1
+            };
             let count = b.get_u8();
             if count as usize > BATCHES_RETAINED {
                 return Err(SnapshotError::InvalidBatchCount(count));
@@ -524,6 +543,7 @@ impl ProducerStateTable {
                     batches,
                     last_timestamp_ms,
                     txn_first_offset,
+                    coordinator_epoch,
                 },
             );
         }
@@ -807,7 +827,7 @@ mod tests {
         // Producer 1: a transaction aborted by a marker at 2; producer 2: open from 3.
         t.record_append(&batch(1, 0, 0, 2), 0, 10);
         t.record_txn_batch(1, 0, 0);
-        t.record_marker(1, 0, false, 2, 11, 0);
+        t.record_marker(1, (0, 3), false, 2, 11, 0);
         t.record_append(&batch(2, 0, 0, 1), 3, 12);
         t.record_txn_batch(2, 0, 3);
         // The marker at 2 is not durable (high watermark 0): it still holds the LSO at 0.
@@ -821,6 +841,12 @@ mod tests {
         let restored = ProducerStateTable::from_snapshot(&t.snapshot()).unwrap();
         assert_eq!(restored, t);
         assert_eq!(restored.first_unstable_offset(), Some(3));
+        // The marker's coordinator epoch is kept; an older one does not lower it.
+        assert_eq!(restored.coordinator_epoch_of(1), 3);
+        assert_eq!(restored.coordinator_epoch_of(2), -1);
+        let mut lower = restored.clone();
+        lower.record_marker(1, (0, 2), true, 20, 30, 0);
+        assert_eq!(lower.coordinator_epoch_of(1), 3);
         assert_eq!(
             restored.aborted().copied().collect::<Vec<_>>(),
             vec![AbortedTxn {

@@ -145,10 +145,19 @@ pub fn reseal(buf: &mut [u8]) {
 }
 
 /// A transaction marker (control batch) of `producer_id` at `epoch`: one control record whose
-/// key says commit or abort, as Kafka's `EndTransactionMarker` (coordinator epoch 0).
-pub fn control_batch(producer_id: i64, epoch: i16, commit: bool, timestamp_ms: i64) -> Vec<u8> {
+/// key says commit or abort and whose value carries the coordinator epoch that wrote it, as
+/// Kafka's `EndTransactionMarker`. The epoch is kept so a restarted leader still refuses a
+/// deposed coordinator's late markers.
+pub fn control_batch(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> Vec<u8> {
     // Record: attributes, timestamp delta 0, offset delta 0, key (version 0, type), value
-    // (version 0, coordinator epoch 0), no headers. Varints are zig-zag: 4 → 8, 6 → 12.
+    // (version 0, coordinator epoch), no headers. Varints are zig-zag: 4 → 8, 6 → 12.
+    let ce = coordinator_epoch.to_be_bytes();
     let mut record = vec![
         0u8,
         0,
@@ -161,10 +170,10 @@ pub fn control_batch(producer_id: i64, epoch: i16, commit: bool, timestamp_ms: i
         12,
         0,
         0,
-        0,
-        0,
-        0,
-        0,
+        ce[0],
+        ce[1],
+        ce[2],
+        ce[3],
         0,
     ];
     record.insert(0, (record.len() as u8) << 1);
@@ -190,6 +199,21 @@ pub fn control_batch(producer_id: i64, epoch: i16, commit: bool, timestamp_ms: i
 /// Whether the control batch `buf` (whole, uncompressed) commits (`Some(true)`) or aborts;
 /// `None` when it is not a transaction marker.
 pub fn control_commits(buf: &[u8]) -> Option<bool> {
+    control_marker(buf).map(|m| m.commit)
+}
+
+/// What a transaction marker says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    /// Commit (true) or abort.
+    pub commit: bool,
+    /// The coordinator epoch that wrote it (-1 when its value carries none).
+    pub coordinator_epoch: i32,
+}
+
+/// The marker in control batch `buf` (whole, uncompressed); `None` when it is not a
+/// transaction marker.
+pub fn control_marker(buf: &[u8]) -> Option<EndTxnMarker> {
     let h = BatchHeader::parse(buf).ok()?;
     if !h.is_control() || h.compression() != 0 {
         return None;
@@ -202,11 +226,22 @@ pub fn control_commits(buf: &[u8]) -> Option<bool> {
     varlong(body, &mut pos)?; // offset delta
     let key_len = usize::try_from(varlong(body, &mut pos)?).ok()?;
     let key = body.get(pos..pos.checked_add(key_len)?)?;
-    match i16::from_be_bytes(key.get(2..4)?.try_into().ok()?) {
-        0 => Some(false),
-        1 => Some(true),
-        _ => None,
-    }
+    let commit = match i16::from_be_bytes(key.get(2..4)?.try_into().ok()?) {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    pos += key_len;
+    // Value: version (2 bytes), coordinator epoch (4).
+    let coordinator_epoch = usize::try_from(varlong(body, &mut pos)?)
+        .ok()
+        .filter(|len| *len >= 6)
+        .and_then(|_| body.get(pos + 2..pos + 6))
+        .map_or(-1, |e| i32::from_be_bytes(e.try_into().expect("4 bytes")));
+    Some(EndTxnMarker {
+        commit,
+        coordinator_epoch,
+    })
 }
 
 /// Reads a zig-zag varint (up to 64 bits) at `*pos`.
@@ -357,7 +392,7 @@ pub(crate) mod tests {
     #[test]
     fn a_marker_is_a_valid_control_batch_others_decode() {
         for commit in [true, false] {
-            let b = control_batch(42, 3, commit, 1_000);
+            let b = control_batch(42, 3, commit, 7, 1_000);
             let h = validate(&b).unwrap();
             assert!(h.is_control());
             assert_eq!(
@@ -365,13 +400,20 @@ pub(crate) mod tests {
                 (42, 3, 1)
             );
             assert_eq!(control_commits(&b), Some(commit));
+            assert_eq!(
+                control_marker(&b),
+                Some(EndTxnMarker {
+                    commit,
+                    coordinator_epoch: 7
+                })
+            );
             // Kafka's own decoder reads it as one control record with the marker key.
             let mut buf = Bytes::from(b);
             let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).unwrap();
             let r = &sets[0].records[0];
             assert!(r.control && r.transactional);
             assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, u8::from(commit)][..]));
-            assert_eq!(r.value.as_deref().map(|v| v.len()), Some(6));
+            assert_eq!(r.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 7][..]));
         }
         assert_eq!(control_commits(&batch(1, Compression::None, 0)), None);
     }

@@ -1960,7 +1960,7 @@ mod txn {
         assert_eq!(marker(&mut c, false), 0);
         assert_eq!(markers(&c), 1);
         // A control batch from a client is refused by the leader, before it is proposed.
-        let control = Bytes::from(crate::batch::control_batch(5, 0, true, 1_000));
+        let control = Bytes::from(crate::batch::control_batch(5, 0, true, 0, 1_000));
         let ResponseKind::Produce(r) =
             call(&mut c, 0, ApiKey::Produce, 9, produce_req("t", control))
         else {
@@ -2006,6 +2006,43 @@ mod txn {
         assert_eq!((seen, lso), (vec!["one".to_string()], 2));
         // And node 1, no longer coordinator, does not send what it still had queued.
         assert!(!c.brokers[0].peer_request_wanted(m.id));
+        // The fence outlives a restart of the partition's leader: the commit marker carries
+        // the coordinator epoch, and the producer state rebuilt from the log has it.
+        let epoch_of = |b: &Broker| {
+            b.producers
+                .get(&("t".to_string(), 0))
+                .map(|t| t.coordinator_epoch_of(pid))
+        };
+        let newer = epoch_of(&c.brokers[1]).unwrap();
+        assert!(newer > 0, "{newer}");
+        sync(&mut c.brokers[1]);
+        for (_, path, bytes) in c.brokers[1].take_applied_marks() {
+            c.fs[1].write_file_atomic(&path, &bytes).unwrap();
+        }
+        let mut b = open(&c.fs[1], 2);
+        let entries: Vec<(u64, Vec<u8>)> = c.logs[&META_GROUP]
+            .iter()
+            .map(|(i, _, d)| (*i, d.clone()))
+            .collect();
+        b.apply_meta(&entries, 0);
+        assert_eq!(epoch_of(&b), Some(newer));
+        // A late marker that was proposed before the newer one applied is refused when it
+        // applies, on every replica alike: nothing is appended.
+        let end = b.partition("t", 0).unwrap().log_end_offset();
+        let late = crate::cluster::MarkerEntry {
+            proposer: 2,
+            seq: 1,
+            now_ms: 10_000,
+            producer_id: pid,
+            producer_epoch: epoch,
+            commit: true,
+            coordinator_epoch: newer - 1,
+        };
+        assert_eq!(
+            b.apply_marker(("t", 0), 9, late),
+            Err(ResponseError::TransactionCoordinatorFenced)
+        );
+        assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), end);
     }
 
     #[test]

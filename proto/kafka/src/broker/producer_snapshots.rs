@@ -90,12 +90,12 @@ impl Broker {
                     return;
                 }
                 if h.is_control() {
-                    if let Some(commit) = marker {
+                    if let Some(m) = marker {
                         // Everything recovered is durable: the markers count as decided.
                         table.record_marker(
                             h.producer_id,
-                            h.producer_epoch,
-                            commit,
+                            (h.producer_epoch, m.coordinator_epoch),
+                            m.commit,
                             h.base_offset,
                             h.max_timestamp,
                             end,

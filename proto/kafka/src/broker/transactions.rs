@@ -25,7 +25,7 @@ use sluice_coordinator::{
 use tracing::{debug, info, warn};
 
 use super::groups::{OFFSETS_TOPIC, encode_store_batch};
-use super::{Broker, Reply, groups};
+use super::{Broker, OPERATOR_EPOCH, Reply, groups};
 use crate::codec::RequestContext;
 
 /// A marker job waiting for the sync that makes its decision durable.
@@ -370,7 +370,8 @@ impl Broker {
             return Err(format!("storage failed: {f}"));
         }
         for (topic, p) in &job.partitions {
-            self.append_marker(job, topic, *p, 0, now_ms)?;
+            // A standalone broker's coordinator epoch is its partitions' leader epoch, 0.
+            self.append_marker(job, (topic, *p), (0, 0), now_ms)?;
         }
         self.write_seq += 1;
         debug!(
@@ -385,18 +386,31 @@ impl Broker {
 
     /// Appends `job`'s marker to one partition (none to a partition that is gone) and tells
     /// its producer state (and, on `__consumer_offsets`, the group coordinator) the outcome.
+    /// `coordinator_epoch`: of the coordinator that decided ([`OPERATOR_EPOCH`] for an
+    /// operator's abort, which keeps the producer's).
     pub(super) fn append_marker(
         &mut self,
         job: &MarkerJob,
-        topic: &str,
-        p: i32,
-        leader_epoch: i32,
+        (topic, p): (&str, i32),
+        (leader_epoch, coordinator_epoch): (i32, i32),
         now_ms: i64,
     ) -> Result<(), String> {
         // Cluster mode: a marker applies once committed, so it is durable already.
         let durable_now = !self.config.sync_writes || self.is_cluster();
-        let marker =
-            crate::batch::control_batch(job.producer_id, job.producer_epoch, job.commit, now_ms);
+        let coordinator_epoch = if coordinator_epoch == OPERATOR_EPOCH {
+            self.producers
+                .get(&(topic.to_string(), p))
+                .map_or(-1, |t| t.coordinator_epoch_of(job.producer_id))
+        } else {
+            coordinator_epoch
+        };
+        let marker = crate::batch::control_batch(
+            job.producer_id,
+            job.producer_epoch,
+            job.commit,
+            coordinator_epoch,
+            now_ms,
+        );
         let Ok(log) = self.partition_mut(topic, p) else {
             debug!(
                 topic,
@@ -424,7 +438,7 @@ impl Broker {
             .or_default()
             .record_marker(
                 job.producer_id,
-                job.producer_epoch,
+                (job.producer_epoch, coordinator_epoch),
                 job.commit,
                 appended.base_offset,
                 now_ms,
@@ -468,7 +482,7 @@ impl Broker {
                     } else if self.storage_failure.is_some() {
                         Err(ResponseError::KafkaStorageError)
                     } else {
-                        self.append_marker(&job, name, *p, 0, now_ms).map_err(|e| {
+                        self.append_marker(&job, (name, *p), (0, OPERATOR_EPOCH), now_ms).map_err(|e| {
                             warn!(node_id = self.config.node_id, topic = name, partition = p, error = %e, "writing a marker failed");
                             ResponseError::KafkaStorageError
                         })
@@ -567,11 +581,7 @@ impl Broker {
                                         .with_producer_epoch(v.epoch as i32)
                                         .with_last_sequence(v.last_sequence)
                                         .with_last_timestamp(v.last_timestamp_ms)
-                                        .with_coordinator_epoch(self.coordinator_epoch_of(
-                                            name,
-                                            *p,
-                                            v.producer_id,
-                                        ))
+                                        .with_coordinator_epoch(v.coordinator_epoch)
                                         .with_current_txn_start_offset(v.txn_start_offset)
                                 })
                                 .collect(),

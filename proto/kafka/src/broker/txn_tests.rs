@@ -420,7 +420,7 @@ fn produces_outside_the_transaction_and_from_zombies_are_refused() {
     );
     assert_eq!(e, ResponseError::InvalidProducerIdMapping.code());
     // Markers are the coordinator's: a client's control batch is refused.
-    let forged = Bytes::from(crate::batch::control_batch(pid, epoch, true, 2));
+    let forged = Bytes::from(crate::batch::control_batch(pid, epoch, true, 0, 2));
     let (e, _) = produce(&mut b, "t", forged, Some("tx"), 2);
     assert_eq!(e, ResponseError::InvalidRecord.code());
     assert_eq!(b.topics()["t"].partitions[0].log_end_offset(), 0);

@@ -804,14 +804,14 @@ fn a_marker_goes_once_its_transaction_left_no_record_and_delete_retention_passed
     log.append(&txn_record("k", &big, 0, (7, 0, 0)), 0, 0)
         .unwrap();
     let m7 = log
-        .append(&crate::batch::control_batch(7, 0, true, 5), 0, 5)
+        .append(&crate::batch::control_batch(7, 0, true, 0, 5), 0, 5)
         .unwrap()
         .base_offset;
     // Producer 9's transaction is committed and its record stays (its key is not rewritten).
     log.append(&txn_record("j", &big, 6, (9, 0, 0)), 0, 6)
         .unwrap();
     let m9 = log
-        .append(&crate::batch::control_batch(9, 0, true, 7), 0, 7)
+        .append(&crate::batch::control_batch(9, 0, true, 0, 7), 0, 7)
         .unwrap()
         .base_offset;
     for v in ["k", "a", "b", "c"] {
@@ -827,7 +827,7 @@ fn a_marker_goes_once_its_transaction_left_no_record_and_delete_retention_passed
     log.append(&txn_record("q", &big, 9, (7, 0, 1)), 0, 9)
         .unwrap();
     let m7b = log
-        .append(&crate::batch::control_batch(7, 0, true, 9), 0, 9)
+        .append(&crate::batch::control_batch(7, 0, true, 0, 9), 0, 9)
         .unwrap()
         .base_offset;
     sync(&mut log);

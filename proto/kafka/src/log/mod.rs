@@ -813,12 +813,12 @@ impl PartitionLog {
         self.for_each_batch_with_markers(from_offset, |h, _| f(h))
     }
 
-    /// [`PartitionLog::for_each_batch_header`] that also tells, for a transaction marker,
-    /// whether it commits (`Some(true)`) or aborts (`Some(false)`), reading the marker's record.
+    /// [`PartitionLog::for_each_batch_header`] that also reads, for a transaction marker,
+    /// what it says (commit or abort, and its coordinator epoch).
     pub fn for_each_batch_with_markers(
         &self,
         from_offset: i64,
-        mut f: impl FnMut(&BatchHeader, Option<bool>),
+        mut f: impl FnMut(&BatchHeader, Option<batch::EndTxnMarker>),
     ) -> Result<(), LogError> {
         for seg in self.segments.values() {
             if seg.next_offset <= from_offset {
@@ -837,7 +837,7 @@ impl PartitionLog {
                         seg.file
                             .read_exact_at(&mut whole, pos)
                             .map_err(io_err(&self.dir))?;
-                        batch::control_commits(&whole)
+                        batch::control_marker(&whole)
                     } else {
                         None
                     };

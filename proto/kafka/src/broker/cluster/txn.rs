@@ -119,10 +119,6 @@ pub(in crate::broker) struct ClusterTxn {
     reload: BTreeSet<i32>,
     /// When the tick next retries `reload` (a log that cannot be read is retried each second).
     reload_at_ms: i64,
-    /// The newest coordinator epoch whose marker applied, per (partition group, producer):
-    /// a marker from an older coordinator (a late request of one that lost its partition) is
-    /// refused, so it can never end a later transaction of the producer.
-    marker_epochs: HashMap<(u64, i64), i32>,
     /// Leader side: the transactional id a producer's open transaction in a partition group
     /// was verified for, until a marker for the producer is proposed there. Later batches of
     /// that transaction pass without asking the coordinator again.
@@ -533,22 +529,6 @@ impl Broker {
             .unwrap_or_default()
     }
 
-    /// The coordinator epoch of the last marker `producer_id` got in a partition (-1: none),
-    /// for DescribeProducers (`kafka-transactions.sh abort` passes it back).
-    pub(in crate::broker) fn coordinator_epoch_of(
-        &self,
-        topic: &str,
-        partition: i32,
-        producer_id: i64,
-    ) -> i32 {
-        let Some(c) = &self.cluster else { return -1 };
-        c.meta
-            .partition(topic, partition)
-            .and_then(|mp| c.txn.marker_epochs.get(&(mp.group, producer_id)))
-            .copied()
-            .unwrap_or(-1)
-    }
-
     /// Whether a [`PeerRequest`] is still wanted: a marker request of a round this node gave
     /// up (it lost its coordinator partition) must not be sent late.
     pub fn peer_request_wanted(&self, id: u64) -> bool {
@@ -690,23 +670,13 @@ impl Broker {
                             .map(|mp| mp.group)
                             .ok_or(ResponseError::UnknownTopicOrPartition)?;
                         self.check_leader(&name, *p).map_err(|h| h.error)?;
-                        let pid = m.producer_id.0;
-                        if m.coordinator_epoch != OPERATOR_EPOCH
-                            && c.txn
-                                .marker_epochs
-                                .get(&(group, pid))
-                                .is_some_and(|e| m.coordinator_epoch < *e)
-                        {
-                            return Err(ResponseError::TransactionCoordinatorFenced);
-                        }
-                        let newer = self
-                            .producers
-                            .get(&(name.clone(), *p))
-                            .and_then(|t| t.epoch_of(pid))
-                            .is_some_and(|e| e > m.producer_epoch);
-                        if newer {
-                            return Err(ResponseError::InvalidProducerEpoch);
-                        }
+                        // Checked again when the entry applies (a marker of a newer
+                        // coordinator may apply first); here to refuse without a proposal.
+                        self.marker_fenced(
+                            (&name, *p),
+                            (m.producer_id.0, m.producer_epoch),
+                            m.coordinator_epoch,
+                        )?;
                         Ok(group)
                     })();
                     let code = match error {
@@ -784,25 +754,45 @@ impl Broker {
         }
     }
 
+    /// Why a marker of `(producer id, epoch)` from a coordinator at `coordinator_epoch` may not
+    /// be written to a partition: an older coordinator than one whose marker the producer got
+    /// here (a late request of one deposed), or an older producer epoch, as Kafka refuses
+    /// them. The partition's producer state holds both, so every replica decides alike and a
+    /// restart forgets neither.
+    fn marker_fenced(
+        &self,
+        (topic, partition): (&str, i32),
+        (producer_id, producer_epoch): (i64, i16),
+        coordinator_epoch: i32,
+    ) -> Result<(), ResponseError> {
+        let Some(t) = self.producers.get(&(topic.to_string(), partition)) else {
+            return Ok(());
+        };
+        if coordinator_epoch != OPERATOR_EPOCH
+            && coordinator_epoch < t.coordinator_epoch_of(producer_id)
+        {
+            return Err(ResponseError::TransactionCoordinatorFenced);
+        }
+        if t.epoch_of(producer_id).is_some_and(|e| e > producer_epoch) {
+            return Err(ResponseError::InvalidProducerEpoch);
+        }
+        Ok(())
+    }
+
     /// A committed marker entry, on every replica: the control batch is appended and the
-    /// partition's producer state learns the transaction's end.
-    pub(super) fn apply_marker(
+    /// partition's producer state learns the transaction's end, unless the marker is fenced
+    /// by then (the same answer on every replica: the state is the log's).
+    pub(in crate::broker) fn apply_marker(
         &mut self,
-        group: u64,
         (topic, partition): (&str, i32),
         epoch: i32,
         m: MarkerEntry,
     ) -> Result<(), ResponseError> {
-        if let Some(c) = &mut self.cluster
-            && m.coordinator_epoch != OPERATOR_EPOCH
-        {
-            let e = c
-                .txn
-                .marker_epochs
-                .entry((group, m.producer_id))
-                .or_insert(m.coordinator_epoch);
-            *e = (*e).max(m.coordinator_epoch);
-        }
+        self.marker_fenced(
+            (topic, partition),
+            (m.producer_id, m.producer_epoch),
+            m.coordinator_epoch,
+        )?;
         let job = MarkerJob {
             transactional_id: String::new(),
             producer_id: m.producer_id,
@@ -810,7 +800,12 @@ impl Broker {
             commit: m.commit,
             partitions: Vec::new(),
         };
-        self.append_marker(&job, topic, partition, epoch, m.now_ms)
+        self.append_marker(
+            &job,
+            (topic, partition),
+            (epoch, m.coordinator_epoch),
+            m.now_ms,
+        )
             .map_err(|e| {
                 warn!(node_id = self.config.node_id, topic, partition, error = %e, "appending a transaction marker failed");
                 ResponseError::KafkaStorageError
