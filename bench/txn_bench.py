@@ -8,10 +8,16 @@ For each round, in turn: the idempotent producer (acks=all, warmed up with one m
 rounds), the ratio of each transactional run to the idempotent run of the same round (median),
 and commit_transaction() latency p50/p99 over every commit of the run.
 
+--client native runs the same producers on librdkafka's C API (bench/txn_native.c, one thread
+per producer, built here with cc against the librdkafka bundled in confluent-kafka; needs the
+librdkafka headers, e.g. Debian's librdkafka-dev), so the Python client's own cost per
+transaction is out of the measurement.
+
 Usage: bench/txn_bench.py [--bin target/release/sluice] [--messages 200000] [--size 100]
        [--rounds 3] [--data-root DIR] [--target standalone|cluster] [--producers 1]
+       [--client python|native]
 """
-import argparse, multiprocessing as mp, os, shutil, statistics, subprocess, tempfile, time
+import argparse, glob, json, multiprocessing as mp, os, shutil, statistics, subprocess, tempfile, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -28,6 +34,8 @@ ap.add_argument("--target", choices=["standalone", "cluster"], default="standalo
 ap.add_argument("--producers", type=int, default=1,
                 help="producers running at once, each in its own process and on its own topic "
                      "(exactly-once pipelines run one transactional producer per task)")
+ap.add_argument("--client", choices=["python", "native"], default="python",
+                help="confluent-kafka in Python processes, or librdkafka's C API in threads")
 args = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="sluice-txnbench-", dir=args.data_root)
@@ -38,15 +46,38 @@ payload = b"x" * args.size
 topic_n = 0
 
 
-def new_topic():
+def new_topics(n):
+    """Creates topics PREFIX-0 .. PREFIX-(n-1), one per producer; returns PREFIX."""
     global topic_n
     topic_n += 1
-    name = f"bench-{topic_n}"
-    for f in admin.create_topics([NewTopic(name, 1, RF)]).values():
+    prefix = f"bench-{topic_n}"
+    for f in admin.create_topics([NewTopic(f"{prefix}-{i}", 1, RF) for i in range(n)]).values():
         f.result()
     if args.target == "cluster":
-        time.sleep(1)  # the partition's leader is elected
-    return name
+        time.sleep(1)  # the partitions' leaders are elected
+    return prefix
+
+
+def build_native():
+    import confluent_kafka
+    libs = os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), "confluent_kafka.libs")
+    lib = glob.glob(os.path.join(libs, "librdkafka*.so*"))[0]
+    out = os.path.join(tmp, "txn_native")
+    subprocess.run(["cc", "-O2", "-pthread", "-o", out, os.path.join(os.path.dirname(__file__), "txn_native.c"),
+                    lib, f"-Wl,-rpath,{libs}"], check=True)
+    return out
+
+
+NATIVE = build_native() if args.client == "native" else None
+
+
+def native(prefix, per_txn=None, _id=None):
+    """The native run of --producers producers on PREFIX-i: (msg/s, commit latencies)."""
+    mode = "transactional" if per_txn else "idempotent"
+    out = subprocess.run([NATIVE, bs, prefix, mode, str(args.producers), str(args.messages),
+                          str(per_txn or 1), str(args.size)], check=True, capture_output=True, text=True)
+    r = json.loads(out.stdout)
+    return r["msgs_s"], r["commit_ms"]
 
 
 def idempotent(topic, ready=None):
@@ -101,6 +132,9 @@ def _worker(fn, fn_args, ready, out):
 def concurrently(make_args, fn):
     """Runs `fn` in --producers processes at once (each on its own topic, started together);
     returns (msg/s of all together, commit latencies of all)."""
+    if NATIVE:
+        topic, *rest = make_args(0)
+        return native(topic.rsplit("-", 1)[0], *rest)
     if args.producers == 1:
         start, end, lat = fn(*make_args(0))
         return args.messages / (end - start), lat
@@ -129,13 +163,13 @@ commits = {"txn100": [], "txn1000": []}
 try:
     for r in range(args.rounds):
         subprocess.run(["sync"])
-        topics = [new_topic() for _ in range(args.producers)]
-        base, _ = concurrently(lambda i: (topics[i],), idempotent)
+        prefix = new_topics(args.producers)
+        base, _ = concurrently(lambda i: (f"{prefix}-{i}",), idempotent)
         results["idempotent"].append(base)
         for name, per in (("txn100", 100), ("txn1000", 1000)):
             subprocess.run(["sync"])
-            topics = [new_topic() for _ in range(args.producers)]
-            rate, lat = concurrently(lambda i: (topics[i], per, f"bench-{name}-{r}-{i}"),
+            prefix = new_topics(args.producers)
+            rate, lat = concurrently(lambda i: (f"{prefix}-{i}", per, f"bench-{name}-{r}-{i}"),
                                      transactional)
             results[name].append(rate)
             ratios[name].append(rate / base)
@@ -147,7 +181,7 @@ finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
 print(f"\n{args.messages} messages of {args.size} B per producer and run, {args.producers} "
-      f"producer(s) at once, {args.rounds} rounds, {args.target}, fsync on")
+      f"producer(s) at once ({args.client} client), {args.rounds} rounds, {args.target}, fsync on")
 print("| producer | msg/s (median) | ratio to idempotent (median of rounds) | commit p50 | commit p99 |")
 print("|---|---|---|---|---|")
 print(f"| idempotent, acks=all | {statistics.median(results['idempotent']):,.0f} | 1 | | |")

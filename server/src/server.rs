@@ -545,15 +545,7 @@ async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Se
             }
             continue;
         };
-        let files: Vec<Arc<dyn StoreFile>> = work.files;
-        let result = rt
-            .spawn_blocking(move || -> Result<(), String> {
-                for f in &files {
-                    f.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
-                }
-                Ok(())
-            })
-            .await;
+        let result = sync_files(&rt, work.files).await;
         if let Err(e) = &result {
             error!(node_id = shared.config.node_id, error = %e, "sync failed");
         }
@@ -572,6 +564,40 @@ async fn flusher<R: Runtime>(rt: R, shared: Arc<Shared>, done: async_channel::Se
         }
     }
     let _ = done.send(()).await;
+}
+
+/// How many fdatasyncs one group commit runs at once.
+const SYNC_LANES: usize = 16;
+
+/// Syncs a group commit's files side by side: concurrent fdatasyncs share the filesystem's
+/// journal commits and device flushes, where one after another each pays for its own. A commit
+/// touching many partitions (a transaction's records, its markers and the coordinator's state,
+/// or a producer writing to many partitions) would otherwise wait for each file in turn.
+async fn sync_files<R: Runtime>(rt: &R, files: Vec<Arc<dyn StoreFile>>) -> Result<(), String> {
+    let lanes = files.len().clamp(1, SYNC_LANES);
+    let mut chunks: Vec<Vec<Arc<dyn StoreFile>>> = (0..lanes).map(|_| Vec::new()).collect();
+    for (i, f) in files.into_iter().enumerate() {
+        chunks[i % lanes].push(f);
+    }
+    // Every lane is spawned before the first is awaited, so they run together.
+    let tasks: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            rt.spawn_blocking(move || -> Result<(), String> {
+                for f in &chunk {
+                    f.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let mut result = Ok(());
+    for task in tasks {
+        if let Err(e) = task.await {
+            result = Err(e);
+        }
+    }
+    result
 }
 
 /// Drives the group coordinator's timers (session timeouts, rebalance deadlines, the initial
