@@ -1821,6 +1821,58 @@ mod txn {
         );
     }
 
+    #[test]
+    fn a_verification_answered_before_its_transaction_ended_opens_nothing_after_the_marker() {
+        let (mut c, _, pid, epoch) = coordinated_by_node_1();
+        add_t0(&mut c, 0, pid, epoch);
+        // Node 2 asks node 1 about the first batch; node 1 says yes, but its answer is held
+        // up on the way back.
+        let mut req = produce_req("t", batch(pid, epoch, 0, &["late"], true));
+        if let RequestKind::Produce(p) = &mut req {
+            p.transactional_id = Some(TransactionalId(s(ID)));
+        }
+        let reply = c.brokers[1].handle(&ctx(ApiKey::Produce, 9), req, 10_000);
+        let asked = c.brokers[1].take_peer_requests();
+        assert_eq!(asked.len(), 1);
+        let m = asked.into_iter().next().unwrap();
+        let session = Session {
+            node: Some(2),
+            ..Session::anonymous("127.0.0.1", crate::security::REPLICA_LISTENER)
+        };
+        let (answer, _) =
+            c.brokers[0].handle_session(&session, &ctx(m.api_key, m.version), m.request, 10_000);
+        let answer = parked(&mut c, 0, answer);
+        // Meanwhile the transaction is aborted: its marker is written to t-0.
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(ID)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(false);
+        let ResponseKind::EndTxn(r) = call(&mut c, 0, ApiKey::EndTxn, 3, RequestKind::EndTxn(end))
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0, "{r:?}");
+        carry(&mut c);
+        let end_before = c.brokers[1].partition("t", 0).unwrap().log_end_offset();
+        assert_eq!(end_before, 1, "the abort marker");
+        // The yes arrives after the marker: it speaks of the ended transaction, so the batch
+        // is refused rather than opening a transaction no coordinator knows.
+        c.brokers[1].peer_response(m.id, Ok(answer), 10_000);
+        let ResponseKind::Produce(r) = parked(&mut c, 1, reply) else {
+            panic!()
+        };
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            ResponseError::InvalidTxnState.code()
+        );
+        c.run();
+        let log = c.brokers[1].partition("t", 0).unwrap();
+        assert_eq!(log.log_end_offset(), end_before);
+        let (_, lso, _) = fetch(&c.brokers[1], "t", true);
+        assert_eq!(lso, end_before, "no transaction left open");
+    }
+
     /// InitProducerId of `ID` on node 1.
     fn init_on_node_1(c: &mut Cluster) -> kafka_protocol::messages::InitProducerIdResponse {
         let init = InitProducerIdRequest::default()

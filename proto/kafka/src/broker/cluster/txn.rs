@@ -104,6 +104,12 @@ pub(in crate::broker) struct ClusterTxn {
     verifying: HashMap<u64, super::produce::PartitionProduce>,
     /// TxnOffsetCommit requests waiting for their coordinator's verification.
     verifying_offsets: HashMap<u64, (CoordContext, TxnOffsetCommitRequest)>,
+    /// Kafka's verification guard: each verification out, by request id, with the
+    /// (partition group, producer) it speaks for and whether a marker for that producer was
+    /// proposed there since it was asked. Such an answer describes the transaction the marker
+    /// ends, so it is not trusted: a late batch of it must not open a transaction no
+    /// coordinator knows.
+    guards: HashMap<u64, (u64, i64, bool)>,
     /// Requests sent: id → (round, partitions it carries).
     sent: HashMap<u64, (u64, Vec<(String, i32)>)>,
     /// WriteTxnMarkers requests this node serves for itself: token → request id.
@@ -547,6 +553,16 @@ impl Broker {
     pub fn peer_response(&mut self, id: u64, result: Result<ResponseKind, String>, now_ms: i64) {
         let Some(c) = &mut self.cluster else { return };
         c.clock_ms = now_ms;
+        let stale = c.txn.guards.remove(&id).is_some_and(|(_, _, stale)| stale);
+        let result = if stale {
+            debug!(
+                node_id = c.node_id,
+                "a marker ended the transaction while it was verified: refused"
+            );
+            Ok(guard_tripped())
+        } else {
+            result
+        };
         if let Some(step) = c.txn.verifying.remove(&id) {
             self.verified(step, result, now_ms);
             self.deliver_finished();
@@ -993,6 +1009,11 @@ impl Broker {
         ]);
         c.txn.next_id += 1;
         let id = c.txn.next_id;
+        if let Some(mp) = c.meta.partition(topic, partition) {
+            c.txn
+                .guards
+                .insert(id, (mp.group, check.producer_id, false));
+        }
         debug!(node_id = me, transactional_id = %check.transactional_id, topic, partition, coordinator = leader, "verifying a transactional write with its coordinator");
         c.txn.outbox.push(PeerRequest {
             id,
@@ -1201,8 +1222,12 @@ impl super::ClusterState {
         let seq = self.seq();
         // A marker takes an offset: offsets after it are not predicted.
         self.predict(group, seq, &[], false);
-        // The producer's next batch here opens a new transaction: verified again.
+        // The producer's next batch here opens a new transaction: verified again, and the
+        // verifications out now speak of the transaction this marker ends.
         self.txn.verified.remove(&(group, producer_id));
+        for (g, pid, stale) in self.txn.guards.values_mut() {
+            *stale |= (*g, *pid) == (group, producer_id);
+        }
         self.proposals.push(super::Proposal {
             group,
             data: MarkerEntry {
@@ -1309,6 +1334,15 @@ fn offsets_verification_error(e: ResponseError) -> ResponseError {
         | ResponseError::ConcurrentTransactions => ResponseError::CoordinatorNotAvailable,
         other => other,
     }
+}
+
+/// The answer a verification gets when a marker for its producer was proposed in its
+/// partition while it was out: the partition is not in an ongoing transaction any more.
+fn guard_tripped() -> ResponseKind {
+    ResponseKind::AddPartitionsToTxn(
+        AddPartitionsToTxnResponse::default()
+            .with_error_code(ResponseError::InvalidTxnState.code()),
+    )
 }
 
 /// The produce error for a verification the coordinator refused: coordinator troubles are
