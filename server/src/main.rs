@@ -21,6 +21,7 @@ mod metrics;
 mod server;
 mod status;
 mod tls;
+mod tool_conn;
 mod users;
 
 use clap::Parser;

@@ -1,14 +1,12 @@
 //! `sluice cluster status`: what an operator asks first of a cluster, through the Kafka API
 //! every node serves (DescribeCluster, Metadata, and an ApiVersions round trip to each node),
-//! so it works from any machine that reaches a Kafka listener. The exit status says whether
-//! anything needs attention.
+//! so it works from any machine that reaches a Kafka listener, secured or not. The exit status
+//! says whether anything needs attention.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest,
@@ -16,7 +14,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
-use sluice_proto::codec;
+
+use crate::tool_conn::{ClientSecurity, Conn};
 
 /// `sluice cluster` subcommands.
 #[derive(Debug, Args)]
@@ -37,9 +36,18 @@ pub enum ClusterTool {
 /// `sluice cluster status` options.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Kafka listeners (PLAINTEXT) to ask, tried in turn: HOST:PORT,HOST:PORT,...
+    /// Kafka listeners to ask, tried in turn: HOST:PORT,HOST:PORT,...
     #[arg(long, value_name = "HOST:PORT,...")]
     pub bootstrap: String,
+    /// A client property, as librdkafka names it (repeatable): security.protocol,
+    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location,
+    /// ssl.certificate.location, ssl.key.location
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// A properties file of client settings, as Kafka's tools take it (the keys of -X, and
+    /// sasl.jaas.config, ssl.truststore.location with ssl.truststore.type=PEM)
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<PathBuf>,
     /// Print one JSON document instead of tables
     #[arg(long)]
     pub json: bool,
@@ -55,67 +63,6 @@ pub struct StatusArgs {
 pub fn run(args: ClusterToolArgs) -> anyhow::Result<i32> {
     match args.command {
         ClusterTool::Status(a) => status(&a),
-    }
-}
-
-/// A blocking Kafka connection for one-off requests.
-struct Conn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Conn {
-    fn open(addr: &str, timeout: Duration) -> anyhow::Result<Conn> {
-        let resolved: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {addr}"))?
-            .collect();
-        let mut last = None;
-        for a in resolved {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(stream) => {
-                    stream.set_read_timeout(Some(timeout))?;
-                    stream.set_write_timeout(Some(timeout))?;
-                    stream.set_nodelay(true)?;
-                    return Ok(Conn {
-                        stream,
-                        correlation: 0,
-                    });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        match last {
-            Some(e) => Err(e).with_context(|| format!("connecting to {addr}")),
-            None => bail!("{addr} resolves to no address"),
-        }
-    }
-
-    fn call(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        body: RequestKind,
-    ) -> anyhow::Result<ResponseKind> {
-        self.correlation += 1;
-        let frame =
-            codec::encode_request(key, version, self.correlation, Some("sluice-status"), &body)
-                .map_err(anyhow::Error::msg)?;
-        self.stream.write_all(&frame)?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
-        let len = i32::from_be_bytes(len);
-        if !(0..=64 << 20).contains(&len) {
-            bail!("response frame of {len} bytes");
-        }
-        let mut buf = vec![0u8; len as usize];
-        self.stream.read_exact(&mut buf)?;
-        let (correlation, response) =
-            codec::decode_response(key, version, Bytes::from(buf)).map_err(anyhow::Error::msg)?;
-        if correlation != self.correlation {
-            bail!("answer to another request (correlation id {correlation})");
-        }
-        Ok(response)
     }
 }
 
@@ -149,6 +96,7 @@ impl Partition {
 
 fn status(a: &StatusArgs) -> anyhow::Result<i32> {
     let timeout = Duration::from_millis(a.timeout_ms.max(1));
+    let security = ClientSecurity::from_properties(a.command_config.as_deref(), &a.properties)?;
     let mut errors = Vec::new();
     let mut asked = None;
     for addr in a
@@ -157,7 +105,7 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        match ask(addr, timeout) {
+        match ask(addr, timeout, &security) {
             Ok(r) => {
                 asked = Some(r);
                 break;
@@ -179,7 +127,7 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
     let nodes: Vec<Node> = brokers
         .into_iter()
         .map(|(id, address)| {
-            let reached = Conn::open(&address, timeout).and_then(|mut c| {
+            let reached = Conn::open(&address, timeout, &security).and_then(|mut c| {
                 c.call(
                     ApiKey::ApiVersions,
                     3,
@@ -292,8 +240,8 @@ struct Asked {
     partitions: Vec<Partition>,
 }
 
-fn ask(addr: &str, timeout: Duration) -> anyhow::Result<Asked> {
-    let mut c = Conn::open(addr, timeout)?;
+fn ask(addr: &str, timeout: Duration, security: &ClientSecurity) -> anyhow::Result<Asked> {
+    let mut c = Conn::open(addr, timeout, security)?;
     let ResponseKind::DescribeCluster(dc) = c.call(
         ApiKey::DescribeCluster,
         1,

@@ -40,7 +40,7 @@ pub struct TlsAcceptor {
 /// ring, with AES-128-GCM first: as safe for this use, and a third cheaper per byte than
 /// AES-256 for the broker and (as the server's choice is taken) for its clients — encryption
 /// is most of what TLS costs a broker moving hundreds of MB/s.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite as suite;
     let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites = vec![
@@ -57,7 +57,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .with_context(|| format!("reading certificates from {}", path.display()))?
         .collect::<Result<_, _>>()

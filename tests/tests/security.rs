@@ -1638,3 +1638,67 @@ fn a_listener_that_authenticates_no_one_on_a_public_address_is_warned_about() {
         quiet.log()
     );
 }
+
+#[test]
+fn cluster_status_asks_a_sasl_ssl_listener_with_kafka_client_properties() {
+    let certs = Certs::generate(&[]);
+    let tmp = dir_with_users(&[("erin", "SCRAM-SHA-256", "erin-pw")]);
+    let b = Broker::start_listeners_in(tmp, &[("SASL_SSL", 0)], &args(&[], &certs.server_args()));
+    let addr = b.listener("SASL_SSL");
+    let status = |props: &[String]| {
+        let mut a: Vec<&str> = vec!["cluster", "status", "--bootstrap", &addr, "--json"];
+        for p in props {
+            a.extend(["-X", p.as_str()]);
+        }
+        run_sluice(&a)
+    };
+    let props = |password: &str| -> Vec<String> {
+        vec![
+            "security.protocol=SASL_SSL".into(),
+            "sasl.mechanisms=SCRAM-SHA-256".into(),
+            "sasl.username=erin".into(),
+            format!("sasl.password={password}"),
+            format!("ssl.ca.location={}", certs.ca()),
+        ]
+    };
+    // The properties librdkafka (kcat) takes: TLS verified against the CA, SCRAM, and every
+    // node reached the same way.
+    let (code, out, err) = status(&props("erin-pw"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["nodes"][0]["up"], true, "{doc}");
+    // Kafka's tools' --command-config, with a JAAS line and a PEM trust store.
+    let conf_dir = broker_tempdir();
+    let file = conf_dir.path().join("client.properties");
+    std::fs::write(
+        &file,
+        format!(
+            "# as for kafka-topics.sh\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+             username=\"erin\" password=\"erin-pw\";\nssl.truststore.type=PEM\n\
+             ssl.truststore.location={}\n",
+            certs.ca()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_sluice(&[
+        "cluster",
+        "status",
+        "--bootstrap",
+        &addr,
+        "--command-config",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("1 node"), "{out}");
+    // A wrong password: exit 2, and the broker's reason.
+    let (code, _, err) = status(&props("wrong"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    // PLAINTEXT against the TLS port, and TLS without the CA: no answer, clear errors.
+    let (code, _, err) = status(&[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = status(&props("erin-pw")[..4]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ssl.ca.location"), "{err}");
+}

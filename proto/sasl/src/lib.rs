@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod authenticator;
+mod client;
 mod credential;
 mod crypto;
 mod mechanism;
@@ -33,6 +34,7 @@ mod store;
 mod tests;
 
 pub use authenticator::{AuthError, Authenticator, InvalidServerNonce, Step};
+pub use client::{ClientError, ScramClient, plain_message};
 pub use credential::{CredentialError, ScramCredential};
 pub use mechanism::{Mechanism, ScramMechanism};
 pub use store::CredentialStore;

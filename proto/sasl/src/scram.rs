@@ -325,8 +325,7 @@ fn decode_saslname(name: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// User name to saslname (the client's side; used by tests).
-#[cfg(test)]
+/// User name to saslname (the client's side).
 pub(crate) fn encode_saslname(user: &str) -> String {
     user.replace('=', "=3D").replace(',', "=2C")
 }
