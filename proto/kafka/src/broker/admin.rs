@@ -358,7 +358,7 @@ impl Broker {
     }
 
     fn delete_topic(&mut self, name: &str, now_ms: i64) -> Result<Uuid, AdminError> {
-        if name == super::OFFSETS_TOPIC {
+        if super::is_internal(name) {
             return Err((
                 ResponseError::InvalidTopicException,
                 Some(format!("{name} is an internal topic and cannot be deleted")),
@@ -401,8 +401,9 @@ impl Broker {
         for t in req.topics {
             let name = t.name.0.to_string();
             let outcome = (|| -> Result<(), AdminError> {
-                if name == super::OFFSETS_TOPIC {
-                    // Adding partitions would move groups to other partitions (partition_for).
+                if super::is_internal(&name) {
+                    // Adding partitions would move groups and transactional ids to other
+                    // partitions (partition_for).
                     return Err((
                         ResponseError::InvalidRequest,
                         Some(format!("{name} is an internal topic")),

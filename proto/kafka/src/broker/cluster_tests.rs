@@ -1873,6 +1873,23 @@ mod txn {
         assert_eq!(lso, end_before, "no transaction left open");
     }
 
+    #[test]
+    fn the_transaction_state_topic_is_neither_deleted_grown_nor_trimmed_by_clients() {
+        let (mut c, tg, _, _) = coordinated_by_node_1();
+        // Asked of node 1, which leads the id's coordinator partition.
+        let p = sluice_coordinator::partition_for(ID, 50);
+        for (key, version, req, want) in
+            super::super::txn_tests::refused_on_the_transaction_state(p)
+        {
+            let r = call(&mut c, 0, key, version, req);
+            assert_eq!(super::super::txn_tests::only_error(&r), want, "{key:?}");
+        }
+        assert!(
+            c.logs.contains_key(&tg),
+            "the coordinator's group is still there"
+        );
+    }
+
     /// InitProducerId of `ID` on node 1.
     fn init_on_node_1(c: &mut Cluster) -> kafka_protocol::messages::InitProducerIdResponse {
         let init = InitProducerIdRequest::default()

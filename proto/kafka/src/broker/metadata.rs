@@ -85,7 +85,7 @@ impl Broker {
             }
             let mut mt = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(str(&name))))
-                .with_is_internal(name == super::OFFSETS_TOPIC);
+                .with_is_internal(super::is_internal(&name));
             if let Some(e) = error {
                 mt.error_code = e.code();
                 response.topics.push(mt);

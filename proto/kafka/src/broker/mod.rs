@@ -276,6 +276,12 @@ pub(crate) fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// Kafka's internal topics: written only by their coordinators (client produces are refused),
+/// never deleted and never grown (their partition count places groups and transactional ids).
+pub(crate) fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == sluice_coordinator::TRANSACTION_STATE_TOPIC
+}
+
 pub(crate) fn partition_dir(topic: &str, partition: i32) -> String {
     format!("logs/{topic}-{partition}")
 }

@@ -95,7 +95,13 @@ impl Broker {
                 let mut r = DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
-                match self.partition_mut(&name, p.partition_index) {
+                // An internal topic's records are its coordinator's state (as Kafka refuses).
+                let target = if super::is_internal(&name) {
+                    Err(ResponseError::InvalidTopicException)
+                } else {
+                    self.partition_mut(&name, p.partition_index)
+                };
+                match target {
                     Err(e) => r.error_code = e.code(),
                     Ok(log) => {
                         let offset = if p.offset == -1 {

@@ -42,8 +42,8 @@ impl Broker {
             let topic_error = match &name {
                 _ if !matches!(acks, -1..=1) => Some(ResponseError::InvalidRequiredAcks),
                 None => Some(ResponseError::UnknownTopicId),
-                // Only the group coordinator writes the internal topic (as Kafka).
-                Some(n) if n == super::OFFSETS_TOPIC => Some(ResponseError::InvalidTopicException),
+                // Only coordinators write the internal topics (as Kafka).
+                Some(n) if super::is_internal(n) => Some(ResponseError::InvalidTopicException),
                 // One replica: acks=all cannot meet a min.insync.replicas above 1 (as Kafka).
                 Some(n) if acks == -1 && self.min_insync_replicas(n) > 1 => {
                     Some(ResponseError::NotEnoughReplicas)

@@ -886,3 +886,98 @@ fn an_operator_aborts_a_hanging_transaction_with_write_txn_markers() {
     assert_eq!((lso, aborted), (2, vec![(pid, 0)]));
     assert!(committed_view(&b, "h").is_empty());
 }
+
+/// What a client may not do to `__transaction_state` (partition `p`): delete it, grow it (ids
+/// would move to other partitions), delete its records. Each request with the error it gets.
+pub(super) fn refused_on_the_transaction_state(p: i32) -> Vec<(ApiKey, i16, RequestKind, i16)> {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{
+        CreatePartitionsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    };
+    let name = || TopicName(s(sluice_coordinator::TRANSACTION_STATE_TOPIC));
+    let invalid = ResponseError::InvalidTopicException.code();
+    vec![
+        (
+            ApiKey::DeleteTopics,
+            6,
+            RequestKind::DeleteTopics(
+                DeleteTopicsRequest::default()
+                    .with_topics(vec![DeleteTopicState::default().with_name(Some(name()))]),
+            ),
+            invalid,
+        ),
+        (
+            ApiKey::CreatePartitions,
+            3,
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+                CreatePartitionsTopic::default().with_name(name()).with_count(60),
+            ])),
+            ResponseError::InvalidRequest.code(),
+        ),
+        (
+            ApiKey::DeleteRecords,
+            2,
+            RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                DeleteRecordsTopic::default().with_name(name()).with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(p)
+                        .with_offset(-1),
+                ]),
+            ])),
+            invalid,
+        ),
+    ]
+}
+
+/// The error of the one topic (or partition) a response of [`refused_on_the_transaction_state`]
+/// is about.
+pub(super) fn only_error(r: &ResponseKind) -> i16 {
+    match r {
+        ResponseKind::DeleteTopics(r) => r.responses[0].error_code,
+        ResponseKind::CreatePartitions(r) => r.results[0].error_code,
+        ResponseKind::DeleteRecords(r) => r.topics[0].partitions[0].error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn clients_may_not_write_the_transaction_state_topic() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 1_000);
+    // The first transactional producer creates __transaction_state.
+    let (code, _, _) = init(&mut b, "t1", 60_000, 1_000);
+    assert_eq!(code, 0);
+    let (code, _) = produce(
+        &mut b,
+        sluice_coordinator::TRANSACTION_STATE_TOPIC,
+        batch(-1, -1, -1, &["forged state"], false),
+        None,
+        1_000,
+    );
+    assert_eq!(code, ResponseError::InvalidTopicException.code());
+    for (key, version, req, want) in refused_on_the_transaction_state(0) {
+        let reply = b.handle(&ctx(key, version), req, 1_000);
+        assert_eq!(only_error(&answer(&mut b, reply)), want, "{key:?}");
+    }
+    // Metadata calls it internal, as Kafka does.
+    let md = kafka_protocol::messages::MetadataRequest::default().with_topics(None);
+    let reply = b.handle(&ctx(ApiKey::Metadata, 12), RequestKind::Metadata(md), 1_000);
+    let ResponseKind::Metadata(r) = answer(&mut b, reply) else {
+        panic!()
+    };
+    let t = r
+        .topics
+        .iter()
+        .find(|t| {
+            t.name.as_ref().map(|n| n.0.as_str())
+                == Some(sluice_coordinator::TRANSACTION_STATE_TOPIC)
+        })
+        .expect("listed");
+    assert!(t.is_internal);
+    // The coordinator still works.
+    assert_eq!(init(&mut b, "t1", 60_000, 2_000).0, 0);
+}

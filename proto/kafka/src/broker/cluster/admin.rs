@@ -74,7 +74,7 @@ impl Broker {
             };
             let mut mt = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(str(&name))))
-                .with_is_internal(name == OFFSETS_TOPIC);
+                .with_is_internal(crate::broker::is_internal(&name));
             let Some(topic) = c.meta.topics.get(&name) else {
                 mt.error_code = if valid_topic_name(&name).is_err() {
                     ResponseError::InvalidTopicException.code()
@@ -305,7 +305,7 @@ impl Broker {
                 .with_topic_id(id);
             match name {
                 None => r.error_code = ResponseError::UnknownTopicId.code(),
-                Some(n) if n == OFFSETS_TOPIC => {
+                Some(n) if crate::broker::is_internal(&n) => {
                     r.error_code = ResponseError::InvalidTopicException.code();
                     r.error_message = Some(str(&format!(
                         "{n} is an internal topic and cannot be deleted"
@@ -355,7 +355,7 @@ impl Broker {
             let name = t.name.0.to_string();
             let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let check = match meta.topics.get(&name) {
-                _ if name == OFFSETS_TOPIC => Err((
+                _ if crate::broker::is_internal(&name) => Err((
                     ResponseError::InvalidRequest,
                     format!("{name} is an internal topic"),
                 )),

@@ -398,7 +398,7 @@ impl Broker {
             }
             if let Some(e) = PartitionEntry::decode(data) {
                 let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
-                let result = if super::txn::is_internal(&topic) {
+                let result = if crate::broker::is_internal(&topic) {
                     self.append_internal(&topic, partition, e.records, epoch, e.now_ms)
                 } else {
                     self.append_partition_at(&topic, partition, Some(e.records), epoch, e.now_ms)

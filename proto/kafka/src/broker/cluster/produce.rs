@@ -116,7 +116,7 @@ impl Broker {
             return Err((ResponseError::UnknownTopicId, None, -1, -1));
         };
         // Only coordinators write the internal topics (as Kafka).
-        if super::txn::is_internal(n) {
+        if crate::broker::is_internal(n) {
             return Err((ResponseError::InvalidTopicException, None, -1, -1));
         }
         if !self.meta().is_some_and(|m| m.topics.contains_key(n)) {

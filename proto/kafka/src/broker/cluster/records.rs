@@ -87,6 +87,10 @@ impl Broker {
         partition: i32,
         offset: i64,
     ) -> Result<(u64, i64), ResponseError> {
+        // An internal topic's records are its coordinator's state (as Kafka refuses).
+        if crate::broker::is_internal(topic) {
+            return Err(ResponseError::InvalidTopicException);
+        }
         let log = self.partition(topic, partition)?;
         self.check_leader(topic, partition).map_err(|h| h.error)?;
         let hw = log.high_watermark();

@@ -1357,11 +1357,6 @@ fn verification_error(e: ResponseError) -> ResponseError {
     }
 }
 
-/// Whether `topic` is written only by coordinators (client produces are refused).
-pub(in crate::broker) fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
-}
-
 /// A WriteTxnMarkers request of producer 5 for one partition (tests).
 #[cfg(test)]
 pub(in crate::broker) fn txn_tests_marker_request(
