@@ -283,6 +283,9 @@ impl Broker {
             let name = t.name.0.to_string();
             let mut result = creatable_result(&t);
             let outcome = (|| -> Result<(Uuid, i32, BTreeMap<String, String>), AdminError> {
+                if let Some(m) = internal_creation_refusal(&name) {
+                    return Err((ResponseError::InvalidRequest, Some(m)));
+                }
                 let partitions = if t.assignments.is_empty() {
                     if !(t.replication_factor == -1 || t.replication_factor == 1) {
                         return Err((
@@ -571,4 +574,12 @@ impl Broker {
                 .with_usable_bytes(-1),
         ])
     }
+}
+
+/// Clients may not create Kafka's internal topics: their coordinators create them with the
+/// partition count and configs they rely on (a `__transaction_state` of the wrong size would
+/// put transactional ids on partitions that do not exist). Kafka's words.
+pub(in crate::broker) fn internal_creation_refusal(name: &str) -> Option<String> {
+    (super::is_internal(name) || name == super::METADATA_TOPIC)
+        .then(|| format!("Creation of internal topic {name} is prohibited."))
 }

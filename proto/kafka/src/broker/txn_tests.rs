@@ -887,8 +887,9 @@ fn an_operator_aborts_a_hanging_transaction_with_write_txn_markers() {
     assert!(committed_view(&b, "h").is_empty());
 }
 
-/// What a client may not do to `__transaction_state` (partition `p`): delete it, grow it (ids
-/// would move to other partitions), delete its records. Each request with the error it gets.
+/// What a client may not do to `__transaction_state` (partition `p`): create it, delete it,
+/// grow it (ids would move to other partitions), delete its records. Each request with the
+/// error it gets.
 pub(super) fn refused_on_the_transaction_state(p: i32) -> Vec<(ApiKey, i16, RequestKind, i16)> {
     use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
     use kafka_protocol::messages::delete_records_request::{
@@ -901,6 +902,17 @@ pub(super) fn refused_on_the_transaction_state(p: i32) -> Vec<(ApiKey, i16, Requ
     let name = || TopicName(s(sluice_coordinator::TRANSACTION_STATE_TOPIC));
     let invalid = ResponseError::InvalidTopicException.code();
     vec![
+        (
+            ApiKey::CreateTopics,
+            5,
+            RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+                kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+                    .with_name(name())
+                    .with_num_partitions(1)
+                    .with_replication_factor(-1),
+            ])),
+            ResponseError::InvalidRequest.code(),
+        ),
         (
             ApiKey::DeleteTopics,
             6,
@@ -937,6 +949,7 @@ pub(super) fn refused_on_the_transaction_state(p: i32) -> Vec<(ApiKey, i16, Requ
 /// is about.
 pub(super) fn only_error(r: &ResponseKind) -> i16 {
     match r {
+        ResponseKind::CreateTopics(r) => r.topics[0].error_code,
         ResponseKind::DeleteTopics(r) => r.responses[0].error_code,
         ResponseKind::CreatePartitions(r) => r.results[0].error_code,
         ResponseKind::DeleteRecords(r) => r.topics[0].partitions[0].error_code,
@@ -948,6 +961,10 @@ pub(super) fn only_error(r: &ResponseKind) -> i16 {
 fn clients_may_not_write_the_transaction_state_topic() {
     let fs = MemStorage::new();
     let mut b = open(&fs, 1_000);
+    // Not even before it exists (with a partition count of the client's choosing).
+    let (key, version, req, want) = refused_on_the_transaction_state(0).remove(0);
+    let reply = b.handle(&ctx(key, version), req, 1_000);
+    assert_eq!(only_error(&answer(&mut b, reply)), want);
     // The first transactional producer creates __transaction_state.
     let (code, _, _) = init(&mut b, "t1", 60_000, 1_000);
     assert_eq!(code, 0);

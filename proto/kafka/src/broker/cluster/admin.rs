@@ -206,6 +206,9 @@ impl Broker {
                 (i32, i32, BTreeMap<String, String>, Option<Vec<Vec<i32>>>),
                 (ResponseError, String),
             > {
+                if let Some(m) = crate::broker::admin::internal_creation_refusal(&name) {
+                    return Err((ResponseError::InvalidRequest, m));
+                }
                 valid_topic_name(&name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
                 let (partitions, rf, assignment) = if t.assignments.is_empty() {
                     let rf = if t.replication_factor == -1 {
