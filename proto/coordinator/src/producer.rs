@@ -329,6 +329,13 @@ impl ProducerStateTable {
             .map_or(-1, |e| e.coordinator_epoch)
     }
 
+    /// Whether `producer_id` has a transaction open in this partition, at any epoch.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
     /// Whether `producer_id` has a transaction open in this partition at `epoch`.
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.producers

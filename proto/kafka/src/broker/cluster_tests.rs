@@ -2095,23 +2095,32 @@ mod txn {
             .collect();
         b.apply_meta(&entries, 0);
         assert_eq!(epoch_of(&b), Some(newer));
-        // A late marker that was proposed before the newer one applied is refused when it
-        // applies, on every replica alike: nothing is appended.
-        let end = b.partition("t", 0).unwrap().log_end_offset();
-        let late = crate::cluster::MarkerEntry {
-            proposer: 2,
-            seq: 1,
-            now_ms: 10_000,
-            producer_id: pid,
-            producer_epoch: epoch,
-            commit: true,
-            coordinator_epoch: newer - 1,
+        // A deposed coordinator's marker is refused also while a newer one is proposed and
+        // not applied yet: the leader remembers what it proposed.
+        let marker = |ce: i32| {
+            let mut r = crate::broker::cluster::txn_tests_marker_request("t", 0, false);
+            r.markers[0].producer_id = ProducerId(pid);
+            r.markers[0].producer_epoch = epoch;
+            r.markers[0].coordinator_epoch = ce;
+            RequestKind::WriteTxnMarkers(r)
+        };
+        let ask = |c: &mut Cluster, ce: i32| {
+            let (reply, _) = c.brokers[1].handle_session(
+                &session,
+                &ctx(ApiKey::WriteTxnMarkers, 1),
+                marker(ce),
+                10_000,
+            );
+            reply
+        };
+        assert!(matches!(ask(&mut c, newer + 2), Reply::Parked { .. }));
+        let Reply::Now(ResponseKind::WriteTxnMarkers(r)) = ask(&mut c, newer + 1) else {
+            panic!("refused at once")
         };
         assert_eq!(
-            b.apply_marker(("t", 0), 9, late),
-            Err(ResponseError::TransactionCoordinatorFenced)
+            r.markers[0].topics[0].partitions[0].error_code,
+            ResponseError::TransactionCoordinatorFenced.code()
         );
-        assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), end);
     }
 
     #[test]

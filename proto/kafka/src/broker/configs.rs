@@ -176,6 +176,17 @@ impl Broker {
             ));
         }
         let configs = topic_config::validate_all(&configs).map_err(invalid_config)?;
+        // An internal topic's records are its coordinator's state (committed offsets,
+        // transactions, and on a standalone broker the producer-id blocks): retention must
+        // never delete them. Kafka lets this through; losing producer-id blocks would hand
+        // ids out again, so Sluice does not.
+        if super::is_internal(name)
+            && configs.get("cleanup.policy").map(|p| p.trim()) != Some("compact")
+        {
+            return Err(invalid_config(format!(
+                "cleanup.policy of internal topic {name} must stay compact: its records are its coordinator's state"
+            )));
+        }
         if validate_only {
             return Ok(());
         }

@@ -72,7 +72,11 @@ impl Broker {
             if !self.topics.contains_key(&name) {
                 if let Err(_msg) = valid_topic_name(&name) {
                     error = Some(ResponseError::InvalidTopicException);
-                } else if auto_create && by_id.is_none() {
+                } else if auto_create
+                    && by_id.is_none()
+                    // Internal topics are their coordinators' to create, at their size.
+                    && super::admin::internal_creation_refusal(&name).is_none()
+                {
                     let partitions = self.config.default_partitions;
                     if let Err((e, _)) =
                         self.create_topic(&name, partitions, Default::default(), now_ms)

@@ -234,10 +234,22 @@ impl Broker {
                 return Err((e, Some(why.into())));
             }
         }
-        let check = self
-            .producers
-            .get(&(topic.to_string(), partition))
-            .map_or(BatchCheck::Append, |t| t.check(&info));
+        let table = self.producers.get(&(topic.to_string(), partition));
+        // As Kafka: while a producer id has a transaction open here, only transactional
+        // batches of it are written (a plain idempotent one, say with a bumped epoch, would
+        // fence the transaction's producer and could later pass for its retry).
+        if first.attributes & 0x10 == 0
+            && table.is_some_and(|t| t.has_open_transaction(info.producer_id))
+        {
+            return Err((
+                ResponseError::InvalidTxnState,
+                Some(format!(
+                    "expected a transactional write from producer {}: it has a transaction open in this partition",
+                    info.producer_id
+                )),
+            ));
+        }
+        let check = table.map_or(BatchCheck::Append, |t| t.check(&info));
         match check {
             BatchCheck::Append => Ok(Ok(Some((info, first.max_timestamp)))),
             BatchCheck::Duplicate { base_offset, .. } => {
@@ -260,7 +272,9 @@ impl Broker {
         if self.topics.contains_key(name) {
             return Ok(());
         }
-        if !self.config.auto_create_topics {
+        if !self.config.auto_create_topics
+            || super::admin::internal_creation_refusal(name).is_some()
+        {
             return Err(ResponseError::UnknownTopicOrPartition);
         }
         if super::valid_topic_name(name).is_err() {

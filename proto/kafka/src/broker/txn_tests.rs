@@ -435,6 +435,27 @@ fn produces_outside_the_transaction_and_from_zombies_are_refused() {
         .0,
         0
     );
+    // While its transaction is open here, a plain idempotent batch of the same producer id
+    // (a bumped epoch, sequence 0) is refused: it would fence the producer.
+    let (e, _) = produce(
+        &mut b,
+        "t",
+        batch(pid, epoch + 1, 0, &["intruder"], false),
+        None,
+        3,
+    );
+    assert_eq!(e, ResponseError::InvalidTxnState.code());
+    assert_eq!(
+        produce(
+            &mut b,
+            "t",
+            batch(pid, epoch, 1, &["still mine"], true),
+            Some("tx"),
+            3
+        )
+        .0,
+        0
+    );
     // A new instance fences the old one: its open transaction is aborted, and the request
     // is answered once the abort is complete.
     let req = InitProducerIdRequest::default()
@@ -468,7 +489,7 @@ fn produces_outside_the_transaction_and_from_zombies_are_refused() {
     let (e, _) = produce(
         &mut b,
         "t",
-        batch(pid, epoch, 1, &["zombie"], true),
+        batch(pid, epoch, 2, &["zombie"], true),
         Some("tx"),
         6,
     );
@@ -888,8 +909,8 @@ fn an_operator_aborts_a_hanging_transaction_with_write_txn_markers() {
 }
 
 /// What a client may not do to `__transaction_state` (partition `p`): create it, delete it,
-/// grow it (ids would move to other partitions), delete its records. Each request with the
-/// error it gets.
+/// grow it (ids would move to other partitions), let retention delete it, delete its records.
+/// Each request with the error it gets.
 pub(super) fn refused_on_the_transaction_state(p: i32) -> Vec<(ApiKey, i16, RequestKind, i16)> {
     use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
     use kafka_protocol::messages::delete_records_request::{
@@ -931,6 +952,26 @@ pub(super) fn refused_on_the_transaction_state(p: i32) -> Vec<(ApiKey, i16, Requ
             ResponseError::InvalidRequest.code(),
         ),
         (
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            RequestKind::IncrementalAlterConfigs(
+                kafka_protocol::messages::IncrementalAlterConfigsRequest::default().with_resources(
+                    vec![
+                        kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(s(sluice_coordinator::TRANSACTION_STATE_TOPIC))
+                            .with_configs(vec![
+                                kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig::default()
+                                    .with_name(s("cleanup.policy"))
+                                    .with_config_operation(0)
+                                    .with_value(Some(s("compact,delete"))),
+                            ]),
+                    ],
+                ),
+            ),
+            ResponseError::InvalidConfig.code(),
+        ),
+        (
             ApiKey::DeleteRecords,
             2,
             RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
@@ -953,6 +994,7 @@ pub(super) fn only_error(r: &ResponseKind) -> i16 {
         ResponseKind::DeleteTopics(r) => r.responses[0].error_code,
         ResponseKind::CreatePartitions(r) => r.results[0].error_code,
         ResponseKind::DeleteRecords(r) => r.topics[0].partitions[0].error_code,
+        ResponseKind::IncrementalAlterConfigs(r) => r.responses[0].error_code,
         other => panic!("{other:?}"),
     }
 }
@@ -965,6 +1007,26 @@ fn clients_may_not_write_the_transaction_state_topic() {
     let (key, version, req, want) = refused_on_the_transaction_state(0).remove(0);
     let reply = b.handle(&ctx(key, version), req, 1_000);
     assert_eq!(only_error(&answer(&mut b, reply)), want);
+    // Nor by naming it in Metadata with auto-creation on (as `kafka-topics --describe` may).
+    let named = kafka_protocol::messages::MetadataRequest::default()
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+                Some(TopicName(s(sluice_coordinator::TRANSACTION_STATE_TOPIC))),
+            ),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let reply = b.handle(
+        &ctx(ApiKey::Metadata, 12),
+        RequestKind::Metadata(named),
+        1_000,
+    );
+    let ResponseKind::Metadata(r) = answer(&mut b, reply) else {
+        panic!()
+    };
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
     // The first transactional producer creates __transaction_state.
     let (code, _, _) = init(&mut b, "t1", 60_000, 1_000);
     assert_eq!(code, 0);
@@ -995,6 +1057,7 @@ fn clients_may_not_write_the_transaction_state_topic() {
         })
         .expect("listed");
     assert!(t.is_internal);
+    assert_eq!(t.partitions.len(), 50, "at the coordinator's size");
     // The coordinator still works.
     assert_eq!(init(&mut b, "t1", 60_000, 2_000).0, 0);
 }

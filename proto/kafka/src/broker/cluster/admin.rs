@@ -78,7 +78,10 @@ impl Broker {
             let Some(topic) = c.meta.topics.get(&name) else {
                 mt.error_code = if valid_topic_name(&name).is_err() {
                     ResponseError::InvalidTopicException.code()
-                } else if auto_create && by_id.is_none() {
+                } else if auto_create
+                    && by_id.is_none()
+                    && crate::broker::admin::internal_creation_refusal(&name).is_none()
+                {
                     to_create.push(name.clone());
                     ResponseError::LeaderNotAvailable.code()
                 } else {

@@ -374,7 +374,7 @@ impl Broker {
             }
             if let Some(m) = crate::cluster::MarkerEntry::decode(data) {
                 let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
-                let result = self.apply_marker((&topic, partition), epoch, m);
+                let result = self.apply_marker(group, (&topic, partition), epoch, m);
                 let end = self
                     .partition(&topic, partition)
                     .map_or(0, |l| l.log_end_offset());

@@ -248,7 +248,11 @@ impl Broker {
 
     /// Proposes the creation of a topic a client asked for by name (auto-creation).
     pub(in crate::broker) fn auto_create(&mut self, name: &str, _now_ms: i64) {
-        if !self.config.auto_create_topics || valid_topic_name(name).is_err() {
+        // Internal topics are their coordinators' to create, at their size.
+        if !self.config.auto_create_topics
+            || valid_topic_name(name).is_err()
+            || crate::broker::admin::internal_creation_refusal(name).is_some()
+        {
             return;
         }
         let partitions = self.config.default_partitions;

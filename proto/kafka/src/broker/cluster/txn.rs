@@ -110,6 +110,10 @@ pub(in crate::broker) struct ClusterTxn {
     /// ends, so it is not trusted: a late batch of it must not open a transaction no
     /// coordinator knows.
     guards: HashMap<u64, (u64, i64, bool)>,
+    /// Leader side: the newest coordinator epoch of a marker proposed per (partition group,
+    /// producer) and not applied yet, so a deposed coordinator's marker arriving meanwhile is
+    /// fenced before it is proposed behind it.
+    proposed_epochs: HashMap<(u64, i64), i32>,
     /// Requests sent: id → (round, partitions it carries).
     sent: HashMap<u64, (u64, Vec<(String, i32)>)>,
     /// WriteTxnMarkers requests this node serves for itself: token → request id.
@@ -129,6 +133,16 @@ pub(in crate::broker) struct ClusterTxn {
     /// was verified for, until a marker for the producer is proposed there. Later batches of
     /// that transaction pass without asking the coordinator again.
     verified: HashMap<(u64, i64), String>,
+}
+
+impl ClusterTxn {
+    /// A marker for `producer_id` in `group` was proposed or applied: the verifications out
+    /// for it there describe the transaction the marker ends (Kafka's verification guard).
+    fn trip_guards(&mut self, group: u64, producer_id: i64) {
+        for (g, pid, stale) in self.guards.values_mut() {
+            *stale |= (*g, *pid) == (group, producer_id);
+        }
+    }
 }
 
 impl ClusterTxn {
@@ -686,10 +700,9 @@ impl Broker {
                             .map(|mp| mp.group)
                             .ok_or(ResponseError::UnknownTopicOrPartition)?;
                         self.check_leader(&name, *p).map_err(|h| h.error)?;
-                        // Checked again when the entry applies (a marker of a newer
-                        // coordinator may apply first); here to refuse without a proposal.
                         self.marker_fenced(
                             (&name, *p),
+                            group,
                             (m.producer_id.0, m.producer_epoch),
                             m.coordinator_epoch,
                         )?;
@@ -697,13 +710,22 @@ impl Broker {
                     })();
                     let code = match error {
                         Ok(group) => {
+                            // An operator's abort keeps the producer's coordinator epoch,
+                            // resolved here so every replica writes the same record.
+                            let coordinator_epoch = if m.coordinator_epoch == OPERATOR_EPOCH {
+                                self.producers
+                                    .get(&(name.clone(), *p))
+                                    .map_or(-1, |t| t.coordinator_epoch_of(m.producer_id.0))
+                            } else {
+                                m.coordinator_epoch
+                            };
                             let c = self.cluster.as_mut().expect("cluster");
                             let seq = c.propose_marker(
                                 group,
                                 now_ms,
                                 (m.producer_id.0, m.producer_epoch),
                                 m.transaction_result,
-                                m.coordinator_epoch,
+                                coordinator_epoch,
                             );
                             c.waits.insert(
                                 seq,
@@ -770,45 +792,60 @@ impl Broker {
         }
     }
 
-    /// Why a marker of `(producer id, epoch)` from a coordinator at `coordinator_epoch` may not
-    /// be written to a partition: an older coordinator than one whose marker the producer got
-    /// here (a late request of one deposed), or an older producer epoch, as Kafka refuses
-    /// them. The partition's producer state holds both, so every replica decides alike and a
-    /// restart forgets neither.
+    /// Why the leader refuses to propose a marker of `(producer id, epoch)` from a coordinator
+    /// at `coordinator_epoch` to a partition (group `group`): an older coordinator than one
+    /// whose marker the producer got here, or than one this leader already proposed for it (a
+    /// late request of one deposed), or an older producer epoch, as Kafka refuses them. The
+    /// producer state (kept in the control records and snapshots) survives restarts. The
+    /// leader decides alone; replicas append what committed, so their logs stay identical.
     fn marker_fenced(
         &self,
         (topic, partition): (&str, i32),
+        group: u64,
         (producer_id, producer_epoch): (i64, i16),
         coordinator_epoch: i32,
     ) -> Result<(), ResponseError> {
-        let Some(t) = self.producers.get(&(topic.to_string(), partition)) else {
-            return Ok(());
-        };
-        if coordinator_epoch != OPERATOR_EPOCH
-            && coordinator_epoch < t.coordinator_epoch_of(producer_id)
-        {
+        let table = self.producers.get(&(topic.to_string(), partition));
+        let proposed = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.txn.proposed_epochs.get(&(group, producer_id)).copied());
+        let newest = table
+            .map_or(-1, |t| t.coordinator_epoch_of(producer_id))
+            .max(proposed.unwrap_or(-1));
+        if coordinator_epoch != OPERATOR_EPOCH && coordinator_epoch < newest {
             return Err(ResponseError::TransactionCoordinatorFenced);
         }
-        if t.epoch_of(producer_id).is_some_and(|e| e > producer_epoch) {
+        if table
+            .and_then(|t| t.epoch_of(producer_id))
+            .is_some_and(|e| e > producer_epoch)
+        {
             return Err(ResponseError::InvalidProducerEpoch);
         }
         Ok(())
     }
 
-    /// A committed marker entry, on every replica: the control batch is appended and the
-    /// partition's producer state learns the transaction's end, unless the marker is fenced
-    /// by then (the same answer on every replica: the state is the log's).
+    /// A committed marker entry, on every replica: the control batch is appended (with the
+    /// coordinator epoch the leader resolved) and the partition's producer state learns the
+    /// transaction's end. A verification this node has out for the producer there now speaks
+    /// of an ended transaction (the marker may have been proposed by an earlier leader).
     pub(in crate::broker) fn apply_marker(
         &mut self,
+        group: u64,
         (topic, partition): (&str, i32),
         epoch: i32,
         m: MarkerEntry,
     ) -> Result<(), ResponseError> {
-        self.marker_fenced(
-            (topic, partition),
-            (m.producer_id, m.producer_epoch),
-            m.coordinator_epoch,
-        )?;
+        if let Some(c) = &mut self.cluster {
+            c.txn.trip_guards(group, m.producer_id);
+            if c.txn
+                .proposed_epochs
+                .get(&(group, m.producer_id))
+                .is_some_and(|e| *e <= m.coordinator_epoch)
+            {
+                c.txn.proposed_epochs.remove(&(group, m.producer_id));
+            }
+        }
         let job = MarkerJob {
             transactional_id: String::new(),
             producer_id: m.producer_id,
@@ -1225,8 +1262,14 @@ impl super::ClusterState {
         // The producer's next batch here opens a new transaction: verified again, and the
         // verifications out now speak of the transaction this marker ends.
         self.txn.verified.remove(&(group, producer_id));
-        for (g, pid, stale) in self.txn.guards.values_mut() {
-            *stale |= (*g, *pid) == (group, producer_id);
+        self.txn.trip_guards(group, producer_id);
+        if coordinator_epoch != OPERATOR_EPOCH {
+            let e = self
+                .txn
+                .proposed_epochs
+                .entry((group, producer_id))
+                .or_insert(coordinator_epoch);
+            *e = (*e).max(coordinator_epoch);
         }
         self.proposals.push(super::Proposal {
             group,
