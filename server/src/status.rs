@@ -268,7 +268,16 @@ fn ask(addr: &str, timeout: Duration, security: &ClientSecurity) -> anyhow::Resu
     let mut brokers: Vec<(i32, String)> = dc
         .brokers
         .iter()
-        .map(|b| (b.broker_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .map(|b| {
+            let host = b.host.as_str();
+            // An IPv6 address is bracketed, so HOST:PORT still splits at the last colon.
+            let addr = if host.contains(':') {
+                format!("[{host}]:{}", b.port)
+            } else {
+                format!("{host}:{}", b.port)
+            };
+            (b.broker_id.0, addr)
+        })
         .collect();
     brokers.sort();
     let mut partitions = Vec::new();

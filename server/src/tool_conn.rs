@@ -31,34 +31,35 @@ pub struct ClientSecurity {
 /// The keys understood, for the error naming an unknown one.
 const KEYS: &str = "security.protocol, sasl.mechanism(s), sasl.username, sasl.password, \
                     sasl.jaas.config, ssl.ca.location, ssl.truststore.location (with \
-                    ssl.truststore.type=PEM), ssl.certificate.location, ssl.key.location";
+                    ssl.truststore.type=PEM), ssl.certificate.location, ssl.key.location, \
+                    ssl.endpoint.identification.algorithm";
 
 impl ClientSecurity {
     /// Builds the settings from `--command-config` (a properties file, if any) and then the
-    /// `-X key=value` properties, later ones winning.
+    /// `-X key=value` properties, later ones winning. A file may hold settings meant for other
+    /// clients (`client.id`, `acks`...): those are ignored with a warning, as Kafka's tools do;
+    /// an unknown `-X` key is an error, as in librdkafka.
     pub fn from_properties(file: Option<&Path>, props: &[String]) -> anyhow::Result<Self> {
-        let mut all: Vec<(String, String)> = Vec::new();
+        let mut all: Vec<(String, String, bool)> = Vec::new();
         if let Some(f) = file {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("reading --command-config {}", f.display()))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                    continue;
-                }
-                let (k, v) = split_property(line)
-                    .with_context(|| format!("{} line {}", f.display(), n + 1))?;
-                all.push((k, v));
+            for (k, v) in
+                properties_file(&text).with_context(|| format!("reading {}", f.display()))?
+            {
+                all.push((k, v, true));
             }
         }
         for p in props {
-            all.push(split_property(p).context("-X")?);
+            let (k, v) = split_property(p).context("-X")?;
+            all.push((k, v, false));
         }
         let mut protocol = "PLAINTEXT".to_string();
         let (mut mechanism, mut user, mut password) = (None, None, None);
         let (mut ca, mut cert, mut key) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
         let mut truststore_type = None;
-        for (k, v) in all {
+        let mut check_hostname = true;
+        for (k, v, from_file) in all {
             match k.as_str() {
                 "security.protocol" => protocol = v.to_ascii_uppercase(),
                 "sasl.mechanism" | "sasl.mechanisms" => mechanism = Some(v.to_ascii_uppercase()),
@@ -72,6 +73,18 @@ impl ClientSecurity {
                 "ssl.truststore.type" => truststore_type = Some(v.to_ascii_uppercase()),
                 "ssl.certificate.location" => cert = Some(v.into()),
                 "ssl.key.location" => key = Some(v.into()),
+                "ssl.endpoint.identification.algorithm" => match v.to_ascii_lowercase().as_str() {
+                    "https" => check_hostname = true,
+                    "" | "none" => check_hostname = false,
+                    other => bail!(
+                        "ssl.endpoint.identification.algorithm {other:?}: expected https or empty"
+                    ),
+                },
+                other if from_file => {
+                    eprintln!(
+                        "sluice: ignoring {other} (not used by this tool; understood: {KEYS})"
+                    )
+                }
                 other => bail!("unknown client property {other:?}; understood: {KEYS}"),
             }
         }
@@ -112,8 +125,8 @@ impl ClientSecurity {
         let tls = if tls {
             Some(Arc::new(tls_config(
                 ca.as_deref(),
-                cert.as_deref(),
-                key.as_deref(),
+                (cert.as_deref(), key.as_deref()),
+                check_hostname,
             )?))
         } else {
             if ca.is_some() || cert.is_some() {
@@ -132,6 +145,47 @@ fn split_property(line: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
+/// The (key, value) pairs of a Java properties file as Kafka's tools write them: `#` and `!`
+/// comments, a `\` at the end of a line continuing it (a long `sasl.jaas.config`), and the key
+/// ending at the first `=` or `:`.
+fn properties_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    let mut first_line = 0;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if pending.is_empty() {
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            first_line = n + 1;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => pending.push_str(part),
+            None => {
+                pending.push_str(line);
+                out.push(property_line(&pending).with_context(|| format!("line {first_line}"))?);
+                pending.clear();
+            }
+        }
+    }
+    if !pending.is_empty() {
+        out.push(property_line(&pending).with_context(|| format!("line {first_line}"))?);
+    }
+    Ok(out)
+}
+
+fn property_line(line: &str) -> anyhow::Result<(String, String)> {
+    let at = line
+        .find(['=', ':'])
+        .with_context(|| format!("{line:?} is not key=value"))?;
+    let (k, v) = (line[..at].trim(), line[at + 1..].trim());
+    if k.is_empty() {
+        bail!("{line:?} has no key");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
 /// `name="value"` out of a JAAS line such as Kafka's
 /// `org.apache.kafka.common.security.scram.ScramLoginModule required username="a" password="b";`.
 fn jaas_option(jaas: &str, name: &str) -> anyhow::Result<String> {
@@ -148,8 +202,8 @@ fn jaas_option(jaas: &str, name: &str) -> anyhow::Result<String> {
 
 fn tls_config(
     ca: Option<&Path>,
-    cert: Option<&Path>,
-    key: Option<&Path>,
+    (cert, key): (Option<&Path>, Option<&Path>),
+    check_hostname: bool,
 ) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let Some(ca) = ca else {
@@ -162,10 +216,21 @@ fn tls_config(
             .add(c)
             .with_context(|| format!("adding a CA certificate of {}", ca.display()))?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let provider = crate::tls::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_root_certificates(roots);
+        .context("TLS versions")?;
+    let builder = if check_hostname {
+        builder.with_root_certificates(roots)
+    } else {
+        let chain =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("the certificate verifier")?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+    };
     Ok(match (cert, key) {
         (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => {
@@ -178,6 +243,56 @@ fn tls_config(
         }
         _ => bail!("ssl.certificate.location and ssl.key.location go together"),
     })
+}
+
+/// `ssl.endpoint.identification.algorithm=` (empty): the server's chain must still lead to
+/// the CA, but its certificate need not name the host (listeners reached by an address their
+/// certificates do not list), as Kafka clients do with that setting.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 trait Stream: Read + Write + Send {}
@@ -348,6 +463,20 @@ mod tests {
     fn props(p: &[&str]) -> anyhow::Result<ClientSecurity> {
         let p: Vec<String> = p.iter().map(|s| s.to_string()).collect();
         ClientSecurity::from_properties(None, &p)
+    }
+
+    #[test]
+    fn a_properties_file_reads_as_kafka_tools_write_it() {
+        let text = "# admin\n! also a comment\n\nsecurity.protocol = SASL_SSL\nsasl.mechanism: SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n    username=\"admin\" \\\n    password=\"secret\";\nclient.id=tools\n";
+        let got = properties_file(text).unwrap();
+        assert_eq!(got[0], ("security.protocol".into(), "SASL_SSL".into()));
+        assert_eq!(got[1], ("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
+        assert_eq!(got[2].0, "sasl.jaas.config");
+        assert_eq!(jaas_option(&got[2].1, "password").unwrap(), "secret");
+        assert_eq!(got[3], ("client.id".into(), "tools".into()));
+        assert_eq!(got.len(), 4);
+        let e = format!("{:#}", properties_file("a=1\nnonsense\n").unwrap_err());
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -23,9 +23,13 @@ pub enum ClientError {
     /// The server's signature is wrong: it does not hold this user's credential.
     #[error("the server's signature does not match: it does not know this credential")]
     ServerSignature,
-    /// Too few iterations to be Kafka's (or a downgrade).
-    #[error("{0} iterations is below the mechanism's minimum")]
+    /// An iteration count outside Kafka's bounds: too few is a downgrade, too many would
+    /// keep the client computing for hours.
+    #[error("{0} iterations is outside the mechanism's bounds")]
     Iterations(u32),
+    /// The server requires an extension this client does not know (`m=`).
+    #[error("the server requires an unknown extension: {0}")]
+    Extension(String),
 }
 
 /// One SCRAM exchange as a client (no channel binding, as Kafka speaks it).
@@ -77,6 +81,8 @@ impl ScramClient {
                         ClientError::Malformed(format!("iteration count i={v}: {e}"))
                     })?)
                 }
+                // RFC 5802: a mandatory extension the client does not support fails.
+                Some(("m", v)) => return Err(ClientError::Extension(v.to_owned())),
                 _ => {}
             }
         }
@@ -89,7 +95,7 @@ impl ScramClient {
             return Err(ClientError::Nonce);
         }
         let m = self.mechanism;
-        if iterations < m.min_iterations() {
+        if !(m.min_iterations()..=m.max_iterations()).contains(&iterations) {
             return Err(ClientError::Iterations(iterations));
         }
         let without_proof = format!("c=biws,r={nonce}");
@@ -209,6 +215,14 @@ mod tests {
         assert_eq!(
             c.client_final(b"r=abcdef,s=c2FsdA==,i=10"),
             Err(ClientError::Iterations(10))
+        );
+        assert_eq!(
+            c.client_final(b"r=abcdef,s=c2FsdA==,i=4294967295"),
+            Err(ClientError::Iterations(u32::MAX))
+        );
+        assert_eq!(
+            c.client_final(b"m=ext,r=abcdef,s=c2FsdA==,i=4096"),
+            Err(ClientError::Extension("ext".into()))
         );
         assert!(matches!(
             c.client_final(b"r=abcdef,i=4096"),
