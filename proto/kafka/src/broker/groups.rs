@@ -18,8 +18,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, FindCoordinatorResponse, OffsetCommitRequest, RequestKind, ResponseKind,
+    FindCoordinatorRequest, FindCoordinatorResponse, OffsetCommitRequest, RequestKind,
+    ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -204,15 +208,8 @@ impl Broker {
     ) -> Vec<Action> {
         let mut unknown = Vec::new();
         for t in &mut req.topics {
-            let count = self
-                .topics
-                .get(t.name.as_str())
-                .map_or(0, |x| x.partitions.len() as i32);
-            let (known, missing): (Vec<_>, Vec<_>) = std::mem::take(&mut t.partitions)
-                .into_iter()
-                .partition(|p| {
-                    (0..count).contains(&p.partition_index) && t.name.as_str() != OFFSETS_TOPIC
-                });
+            let (known, missing) =
+                self.known_partitions(t.name.as_str(), &mut t.partitions, |p| p.partition_index);
             t.partitions = known;
             if !missing.is_empty() {
                 unknown.push(
@@ -220,10 +217,10 @@ impl Broker {
                         .with_name(t.name.clone())
                         .with_partitions(
                             missing
-                                .iter()
+                                .into_iter()
                                 .map(|p| {
                                     OffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
+                                        .with_partition_index(p)
                                         .with_error_code(
                                             ResponseError::UnknownTopicOrPartition.code(),
                                         )
@@ -238,21 +235,79 @@ impl Broker {
             .coordinator
             .handle(cctx, RequestKind::OffsetCommit(req), now_ms)
             .unwrap_or_default();
-        if !unknown.is_empty() {
-            let mine = actions.iter_mut().find_map(|a| match a {
-                Action::Respond(r) if r.token == cctx.token => Some(r),
-                Action::Persist { then, .. } => then.iter_mut().find(|r| r.token == cctx.token),
-                _ => None,
-            });
-            if let Some(Response {
-                body: ResponseKind::OffsetCommit(resp),
-                ..
-            }) = mine
-            {
-                resp.topics.extend(unknown);
-            }
+        if let Some(ResponseKind::OffsetCommit(resp)) = response_for(&mut actions, cctx.token) {
+            resp.topics.extend(unknown);
         }
         actions
+    }
+
+    /// TxnOffsetCommit, once verified: partitions of unknown topics (and of the internal
+    /// topics) are answered UNKNOWN_TOPIC_OR_PARTITION here, as for OffsetCommit; the rest goes
+    /// to the coordinator (nothing when nothing is left: no transaction is opened for it).
+    pub(super) fn txn_offset_commit_known(
+        &mut self,
+        cctx: &CoordContext,
+        mut req: TxnOffsetCommitRequest,
+        now_ms: i64,
+    ) -> Vec<Action> {
+        let mut unknown = Vec::new();
+        for t in &mut req.topics {
+            let (known, missing) =
+                self.known_partitions(t.name.as_str(), &mut t.partitions, |p| p.partition_index);
+            t.partitions = known;
+            if !missing.is_empty() {
+                unknown.push(
+                    TxnOffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            missing
+                                .into_iter()
+                                .map(|p| {
+                                    TxnOffsetCommitResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(
+                                            ResponseError::UnknownTopicOrPartition.code(),
+                                        )
+                                })
+                                .collect(),
+                        ),
+                );
+            }
+        }
+        req.topics.retain(|t| !t.partitions.is_empty());
+        if req.topics.is_empty() {
+            return vec![Action::Respond(Response {
+                token: cctx.token,
+                api_version: cctx.api_version,
+                body: ResponseKind::TxnOffsetCommit(
+                    TxnOffsetCommitResponse::default().with_topics(unknown),
+                ),
+            })];
+        }
+        let mut actions = self.coordinator.txn_offset_commit(cctx, req, now_ms);
+        if let Some(ResponseKind::TxnOffsetCommit(resp)) = response_for(&mut actions, cctx.token) {
+            resp.topics.extend(unknown);
+        }
+        actions
+    }
+
+    /// Splits `parts` (taken) into those of partitions `topic` has and the indexes of the
+    /// others; an internal topic has none a client may commit offsets for.
+    fn known_partitions<P>(
+        &self,
+        topic: &str,
+        parts: &mut Vec<P>,
+        index: impl Fn(&P) -> i32,
+    ) -> (Vec<P>, Vec<i32>) {
+        let count = self
+            .topics
+            .get(topic)
+            .filter(|_| !super::is_internal(topic))
+            .map_or(0, |x| x.partitions.len() as i32);
+        let (known, missing): (Vec<P>, Vec<P>) = std::mem::take(parts)
+            .into_iter()
+            .partition(|p| (0..count).contains(&index(p)));
+        (known, missing.iter().map(index).collect())
     }
 
     /// Runs the coordinator's timers; responses go to the outbox.
@@ -601,4 +656,16 @@ pub fn sync_failed(response: ResponseKind, api_version: i16) -> ResponseKind {
             .body
         }
     }
+}
+
+/// The response among `actions` addressed to `token`, sent at once or after a persist.
+fn response_for(actions: &mut [Action], token: u64) -> Option<&mut ResponseKind> {
+    actions.iter_mut().find_map(|a| match a {
+        Action::Respond(r) if r.token == token => Some(&mut r.body),
+        Action::Persist { then, .. } | Action::PersistTxn { then, .. } => then
+            .iter_mut()
+            .find(|r| r.token == token)
+            .map(|r| &mut r.body),
+        _ => None,
+    })
 }

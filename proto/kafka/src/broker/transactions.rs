@@ -143,7 +143,7 @@ impl Broker {
                 {
                     return Reply::Now(txn_error(RequestKind::TxnOffsetCommit(r), e));
                 }
-                let actions = self.coordinator.txn_offset_commit(&cctx, r, now_ms);
+                let actions = self.txn_offset_commit_known(&cctx, r, now_ms);
                 return self
                     .execute(actions, Some(token), now_ms)
                     .unwrap_or(Reply::Parked { token });

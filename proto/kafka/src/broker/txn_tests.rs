@@ -1061,3 +1061,65 @@ fn clients_may_not_write_the_transaction_state_topic() {
     // The coordinator still works.
     assert_eq!(init(&mut b, "t1", 60_000, 2_000).0, 0);
 }
+
+#[test]
+fn a_txn_offset_commit_of_unknown_partitions_is_refused_for_those_only() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    assert_eq!(txn_commit_offset(&mut b, pid, epoch, 42, 1), 0);
+    let part = |p: i32, offset: i64| {
+        TxnOffsetCommitRequestPartition::default()
+            .with_partition_index(p)
+            .with_committed_offset(offset)
+            .with_committed_leader_epoch(-1)
+    };
+    let topic = |name: &str, parts| {
+        TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(name)))
+            .with_partitions(parts)
+    };
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_group_id(GroupId(s("g")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![
+            topic("t", vec![part(0, 43), part(7, 1)]),
+            topic("nope", vec![part(0, 1)]),
+            topic(super::OFFSETS_TOPIC, vec![part(0, 1)]),
+        ]);
+    let reply = b.handle(
+        &ctx(ApiKey::TxnOffsetCommit, 3),
+        RequestKind::TxnOffsetCommit(req),
+        2,
+    );
+    let ResponseKind::TxnOffsetCommit(r) = answer(&mut b, reply) else {
+        panic!()
+    };
+    let mut codes: Vec<(String, i32, i16)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, p.error_code))
+        })
+        .collect();
+    codes.sort();
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    assert_eq!(
+        codes,
+        vec![
+            (super::OFFSETS_TOPIC.to_string(), 0, unknown),
+            ("nope".to_string(), 0, unknown),
+            ("t".to_string(), 0, 0),
+            ("t".to_string(), 7, unknown),
+        ]
+    );
+    assert_eq!(end(&mut b, "tx", pid, epoch, true, 3), 0);
+    sync(&mut b);
+    assert_eq!(offset_fetch(&mut b, true), (0, 43));
+}

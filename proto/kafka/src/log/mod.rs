@@ -464,11 +464,13 @@ impl PartitionLog {
         })
     }
 
-    /// Validates a produce payload and checks every batch against `max.message.bytes`.
+    /// Validates a produce payload and checks every batch against `max.message.bytes`, except
+    /// transaction markers: only coordinators write those (clients' are refused earlier), and a
+    /// refused marker would leave its transaction open in the partition for good.
     fn check_size(&self, records: &[u8]) -> Result<Vec<BatchHeader>, LogError> {
         let headers = batch::validate_all(records)?;
         for h in &headers {
-            if h.total_bytes() > self.config.max_message_bytes {
+            if !h.is_control() && h.total_bytes() > self.config.max_message_bytes {
                 return Err(LogError::TooLarge {
                     size: h.total_bytes(),
                     limit: self.config.max_message_bytes,

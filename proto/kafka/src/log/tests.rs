@@ -268,6 +268,15 @@ fn oversized_batches_are_refused() {
         Err(LogError::TooLarge { .. })
     ));
     assert_eq!(log.log_end_offset(), 0);
+    // A transaction marker always fits: refusing it would leave its transaction open.
+    let tiny = LogConfig {
+        max_message_bytes: 10,
+        ..LogConfig::default()
+    };
+    let mut log = open(&MemStorage::new(), tiny);
+    log.append(&crate::batch::control_batch(7, 0, false, 0, 1), 0, 1)
+        .unwrap();
+    assert_eq!(log.log_end_offset(), 1);
 }
 
 #[test]

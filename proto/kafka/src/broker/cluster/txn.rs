@@ -586,7 +586,7 @@ impl Broker {
             let p = self.coordinator.partition_for(req.group_id.0.as_str());
             let code = verification_code(&result, OFFSETS_TOPIC, p);
             if code == 0 {
-                let actions = self.coordinator.txn_offset_commit(&cctx, req, now_ms);
+                let actions = self.txn_offset_commit_known(&cctx, req, now_ms);
                 self.execute(actions, None, now_ms);
             } else {
                 let e =
