@@ -88,6 +88,7 @@ enum Item {
     OffsetFetch(TopicName, Vec<i32>),
     OffsetDelete(TopicName, Vec<i32>),
     DescribeGroup(GroupId),
+    DescribeTransaction(kafka_protocol::messages::TransactionalId),
     DeleteGroup(GroupId),
     Coordinator(StrBytes, ResponseError),
 }
@@ -124,6 +125,11 @@ impl Denied {
                 r.topics.retain(|t| !hidden(t.name.0.as_str()));
                 for g in &mut r.groups {
                     g.topics.retain(|t| !hidden(t.name.0.as_str()));
+                }
+            }
+            ResponseKind::DescribeTransactions(r) => {
+                for state in &mut r.transaction_states {
+                    state.topics.retain(|t| !hidden(t.topic.0.as_str()));
                 }
             }
             _ => {}
@@ -369,6 +375,13 @@ fn apply_item(item: &Item, resp: &mut ResponseKind) {
                 DescribedGroup::default()
                     .with_group_id(g.clone())
                     .with_error_code(GROUP_DENIED.code()),
+            );
+        }
+        (Item::DescribeTransaction(id), ResponseKind::DescribeTransactions(r)) => {
+            r.transaction_states.push(
+                kafka_protocol::messages::describe_transactions_response::TransactionState::default()
+                    .with_transactional_id(id.clone())
+                    .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
             );
         }
         (Item::DeleteGroup(g), ResponseKind::DeleteGroups(r)) => {
@@ -1011,16 +1024,17 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             }
             RequestKind::TxnOffsetCommit(r)
         }
-        RequestKind::DescribeTransactions(r) => {
-            if r.transactional_ids
-                .iter()
-                .any(|id| !(cx.may)(Operation::Describe, ResourceType::TransactionalId, &id.0))
-            {
-                return Decision::Refuse(txn_error(
-                    RequestKind::DescribeTransactions(r),
-                    ResponseError::TransactionalIdAuthorizationFailed,
-                ));
-            }
+        // As Kafka: each id the principal may not describe gets its own error, and the
+        // partitions of topics it may not describe are left out of the others.
+        RequestKind::DescribeTransactions(mut r) => {
+            r.transactional_ids.retain(|id| {
+                if (cx.may)(Operation::Describe, ResourceType::TransactionalId, &id.0) {
+                    return true;
+                }
+                denied.items.push(Item::DescribeTransaction(id.clone()));
+                false
+            });
+            denied.hide_topics = cx.hidden_topics();
             RequestKind::DescribeTransactions(r)
         }
         RequestKind::DescribeProducers(r) => {

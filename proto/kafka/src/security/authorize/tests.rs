@@ -17,7 +17,8 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-/// alice may write and read `orders`, describe the cluster, read group `g`; nothing else.
+/// alice may write and read `orders`, describe the cluster, read group `g`, describe
+/// transactional id `mine`; nothing else.
 fn alice(op: Operation, rt: ResourceType, name: &str) -> bool {
     matches!(
         (op, rt, name),
@@ -27,6 +28,7 @@ fn alice(op: Operation, rt: ResourceType, name: &str) -> bool {
             "orders"
         ) | (Operation::Describe, ResourceType::Cluster, _)
             | (Operation::Read, ResourceType::Group, "g")
+            | (Operation::Describe, ResourceType::TransactionalId, "mine")
     )
 }
 
@@ -284,4 +286,58 @@ fn markers_come_from_nodes_or_as_an_operators_abort_with_cluster_action() {
     };
     assert!(matches!(cx(markers(false)), Decision::Serve(..)));
     assert!(refused(cx(markers(true))));
+}
+
+#[test]
+fn describe_transactions_answers_each_denied_id_and_hides_undescribable_topics() {
+    use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+    use kafka_protocol::messages::{
+        DescribeTransactionsRequest, DescribeTransactionsResponse, TransactionalId,
+    };
+    let req = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+        TransactionalId(s("mine")),
+        TransactionalId(s("theirs")),
+    ]);
+    let Decision::Serve(RequestKind::DescribeTransactions(served), denied) =
+        run(RequestKind::DescribeTransactions(req), 0, None)
+    else {
+        panic!()
+    };
+    assert_eq!(served.transactional_ids, vec![TransactionalId(s("mine"))]);
+    let mut resp = ResponseKind::DescribeTransactions(
+        DescribeTransactionsResponse::default().with_transaction_states(vec![
+            TransactionState::default()
+                .with_transactional_id(TransactionalId(s("mine")))
+                .with_topics(vec![
+                    TopicData::default().with_topic(TopicName(s("orders"))),
+                    TopicData::default().with_topic(TopicName(s("secret"))),
+                ]),
+        ]),
+    );
+    denied.apply(&mut resp);
+    let ResponseKind::DescribeTransactions(r) = resp else {
+        panic!()
+    };
+    let states: Vec<(&str, i16, Vec<&str>)> = r
+        .transaction_states
+        .iter()
+        .map(|t| {
+            (
+                t.transactional_id.0.as_str(),
+                t.error_code,
+                t.topics.iter().map(|x| x.topic.0.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("mine", 0, vec!["orders"]),
+            (
+                "theirs",
+                ResponseError::TransactionalIdAuthorizationFailed.code(),
+                vec![]
+            ),
+        ]
+    );
 }
