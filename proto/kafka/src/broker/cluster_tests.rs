@@ -1785,6 +1785,21 @@ mod txn {
             panic!()
         };
         assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        // A plain idempotent batch of the same producer id is refused by the leader while the
+        // transaction is open there (it would fence the transaction's producer).
+        let ResponseKind::Produce(r) = call(
+            &mut c,
+            1,
+            ApiKey::Produce,
+            9,
+            produce_req("t", batch(pid, epoch + 1, 0, &["intruder"], false)),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            ResponseError::InvalidTxnState.code()
+        );
         // A new instance fences this one: its open transaction is aborted (markers carried
         // to node 2 on the way) and the old epoch's next batch is refused by the coordinator.
         let r = init_on_node_1(&mut c);
@@ -1887,6 +1902,54 @@ mod txn {
         assert!(
             c.logs.contains_key(&tg),
             "the coordinator's group is still there"
+        );
+    }
+
+    #[test]
+    fn a_new_leader_takes_markers_and_verified_batches_only_once_its_earlier_terms_applied() {
+        let (mut c, _, pid, epoch) = coordinated_by_node_1();
+        add_t0(&mut c, 0, pid, epoch);
+        let g = c.group_of("t", 0);
+        c.term += 1;
+        let last = c.logs.get(&g).map_or(0, |l| l.len() as u64);
+        // Node 3 is elected leader of t-0, with an entry of an earlier term not applied yet.
+        c.brokers[2].partition_role_changed(g, 3, c.term, last + 1, 0);
+        let mut req = crate::broker::cluster::txn_tests_marker_request("t", 0, false);
+        req.markers[0].producer_id = ProducerId(pid);
+        req.markers[0].producer_epoch = epoch;
+        let session = Session {
+            node: Some(1),
+            ..Session::anonymous("127.0.0.1", crate::security::REPLICA_LISTENER)
+        };
+        let (reply, _) = c.brokers[2].handle_session(
+            &session,
+            &ctx(ApiKey::WriteTxnMarkers, 1),
+            RequestKind::WriteTxnMarkers(req),
+            10_000,
+        );
+        let Reply::Now(ResponseKind::WriteTxnMarkers(r)) = reply else {
+            panic!("answered at once: {reply:?}")
+        };
+        assert_eq!(
+            r.markers[0].topics[0].partitions[0].error_code,
+            ResponseError::NotLeaderOrFollower.code()
+        );
+        // A transactional batch that needs the coordinator's word is sent back too.
+        let mut req = produce_req("t", batch(pid, epoch, 0, &["early"], true));
+        if let RequestKind::Produce(p) = &mut req {
+            p.transactional_id = Some(TransactionalId(s(ID)));
+        }
+        let reply = c.brokers[2].handle(&ctx(ApiKey::Produce, 9), req, 10_000);
+        let Reply::Now(ResponseKind::Produce(r)) = reply else {
+            panic!("answered at once: {reply:?}")
+        };
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            ResponseError::NotLeaderOrFollower.code()
+        );
+        assert!(
+            c.brokers[2].take_peer_requests().is_empty(),
+            "no verification"
         );
     }
 

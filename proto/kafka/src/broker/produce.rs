@@ -235,19 +235,11 @@ impl Broker {
             }
         }
         let table = self.producers.get(&(topic.to_string(), partition));
-        // As Kafka: while a producer id has a transaction open here, only transactional
-        // batches of it are written (a plain idempotent one, say with a bumped epoch, would
-        // fence the transaction's producer and could later pass for its retry).
-        if first.attributes & 0x10 == 0
-            && table.is_some_and(|t| t.has_open_transaction(info.producer_id))
+        // In cluster mode the leader decided this before proposing (`produce_partition`).
+        if !self.is_cluster()
+            && let Some(refusal) = self.plain_batch_in_transaction(topic, partition, first)
         {
-            return Err((
-                ResponseError::InvalidTxnState,
-                Some(format!(
-                    "expected a transactional write from producer {}: it has a transaction open in this partition",
-                    info.producer_id
-                )),
-            ));
+            return Err(refusal);
         }
         let check = table.map_or(BatchCheck::Append, |t| t.check(&info));
         match check {
@@ -265,6 +257,33 @@ impl Broker {
             }
             BatchCheck::Reject(e) => Err((e, None)),
         }
+    }
+
+    /// As Kafka: while a producer id has a transaction open in a partition, only
+    /// transactional batches of it are written there (a plain idempotent one, say with a
+    /// bumped epoch, would fence the transaction's producer and could later pass for its
+    /// retry). The refusal, if `h` is such a batch.
+    pub(super) fn plain_batch_in_transaction(
+        &self,
+        topic: &str,
+        partition: i32,
+        h: &crate::batch::BatchHeader,
+    ) -> Option<(ResponseError, Option<String>)> {
+        let open = h.producer_id >= 0
+            && h.attributes & 0x10 == 0
+            && self
+                .producers
+                .get(&(topic.to_string(), partition))
+                .is_some_and(|t| t.has_open_transaction(h.producer_id));
+        open.then(|| {
+            (
+                ResponseError::InvalidTxnState,
+                Some(format!(
+                    "expected a transactional write from producer {}: it has a transaction open in this partition",
+                    h.producer_id
+                )),
+            )
+        })
     }
 
     /// Looks a topic up for a write, creating it when auto-creation is on.

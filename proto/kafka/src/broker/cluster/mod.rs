@@ -391,6 +391,14 @@ impl ClusterState {
         }
     }
 
+    /// This node leads `group` and has applied its earlier terms' entries: state it decides
+    /// from (producer tables, transaction markers) is as fresh as the log.
+    fn leader_caught_up(&self, group: u64) -> bool {
+        self.roles
+            .get(&group)
+            .is_some_and(|r| r.leader == self.node_id && r.load_at.is_none())
+    }
+
     fn is_local_leader(&self, group: u64) -> bool {
         self.roles
             .get(&group)

@@ -158,6 +158,13 @@ impl Broker {
             }
             return self.verify_remotely(step, check);
         }
+        // Decided here, not at apply: a replica whose producer table was rebuilt from a
+        // trimmed log might decide otherwise.
+        if let Some((_, h)) = crate::batch::headers(records).next()
+            && let Some((e, m)) = self.plain_batch_in_transaction(n, step.partition, &h)
+        {
+            return Err((e, m, -1, -1));
+        }
         // The same refusal as standalone: a compacted topic takes no keyless records
         // (KIP-467's per-record errors).
         if let Some((errors, message)) = self.keyless_refusal(n, step.partition, Some(records)) {

@@ -700,6 +700,11 @@ impl Broker {
                             .map(|mp| mp.group)
                             .ok_or(ResponseError::UnknownTopicOrPartition)?;
                         self.check_leader(&name, *p).map_err(|h| h.error)?;
+                        // The fence is decided from the producer table: not before the earlier
+                        // terms' markers in the log applied (the coordinator retries).
+                        if !c.leader_caught_up(group) {
+                            return Err(ResponseError::NotLeaderOrFollower);
+                        }
                         self.marker_fenced(
                             (&name, *p),
                             group,
@@ -942,6 +947,14 @@ impl Broker {
                 .producers
                 .get(&(topic.to_string(), partition))
                 .is_some_and(|t| t.in_transaction(h.producer_id, h.producer_epoch));
+            // A new leader verifies only once its earlier terms' markers applied: one applying
+            // while the verification is out would trip its guard and refuse a good batch.
+            if !open && !group.is_some_and(|g| c.leader_caught_up(g)) {
+                return Err((
+                    ResponseError::NotLeaderOrFollower,
+                    "the partition's new leader is still applying earlier terms".into(),
+                ));
+            }
             return Ok((!open).then(|| RemoteCheck {
                 transactional_id: id.to_string(),
                 producer_id: h.producer_id,
