@@ -748,9 +748,22 @@ fn cluster_replicas_catch_up_from_snapshots_after_an_outage_and_after_losing_the
                 log.contains("the cluster exists but this node's raft state is empty"),
                 "{log}"
             );
+            // The node logs that it votes again, then its I/O thread clears the mark: wait
+            // for the file rather than read it at once.
             let data = c.data_dir(victim).join("raft/recovering");
-            let mark = std::fs::read(&data).unwrap_or_default();
-            assert!(mark.is_empty(), "{}: {mark:?}", data.display());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let mark = std::fs::read(&data).unwrap_or_default();
+                if mark.is_empty() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{}: {mark:?}",
+                    data.display()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
     let produced = stop_and_compare(producer, &c, TOPIC, PARTS);
