@@ -3,18 +3,11 @@
 
 use sluice_raft::PeerProgress;
 
-/// How many entries the preferred replica may still lack when leadership is handed back:
-/// raft-rs sends them before the hand-off completes. Requiring the whole log at the instant of
-/// the check never hands back a partition written to without pause (a busy consumer group's
-/// offsets partition), which then stays on the node that took it over.
-pub const BALANCE_SLACK: u64 = 8;
-
-/// Leadership of a group is handed to `preferred` once it is live and holds the log but for
-/// its last [`BALANCE_SLACK`] entries.
+/// Leadership of a group is handed to `preferred` once it is live and holds the whole log.
 pub fn preferred_ready(preferred: u64, last_index: u64, progress: &[PeerProgress]) -> bool {
-    progress.iter().any(|pr| {
-        pr.id == preferred && pr.recent_active && pr.matched + BALANCE_SLACK >= last_index
-    })
+    progress
+        .iter()
+        .any(|pr| pr.id == preferred && pr.recent_active && pr.matched >= last_index)
 }
 
 /// On shutdown, a group goes to the live follower with the longest log, if it lacks at most
@@ -34,9 +27,8 @@ mod tests {
     use crate::liveness::pr;
 
     #[test]
-    fn the_preferred_replica_gets_leadership_back_only_when_live_and_nearly_caught_up() {
-        assert!(!preferred_ready(2, 50, &[pr(1, 50, true), pr(2, 41, true)]));
-        assert!(preferred_ready(2, 50, &[pr(1, 50, true), pr(2, 42, true)]));
+    fn the_preferred_replica_gets_leadership_back_only_when_live_and_caught_up() {
+        assert!(!preferred_ready(2, 50, &[pr(1, 50, true), pr(2, 49, true)]));
         assert!(!preferred_ready(
             2,
             50,
