@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, DescribeClusterRequest, DescribeQuorumRequest, MetadataRequest,
-    RequestKind, ResponseKind, TopicName, describe_quorum_request,
+    ApiKey, ApiVersionsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeQuorumRequest, MetadataRequest, RequestKind, ResponseKind, TopicName,
+    describe_quorum_request,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -27,8 +31,8 @@ pub struct ClusterToolArgs {
 /// Operator tools for a running cluster.
 #[derive(Debug, Subcommand)]
 pub enum ClusterTool {
-    /// Nodes (up or down), the __meta leader, and every partition's leader, replicas and
-    /// in-sync replicas; exits 1 when a node is down or a partition is under-replicated or
+    /// Nodes (up or down, software version), the __meta leader, and every partition's leader,
+    /// replicas, in-sync replicas and how far each replica is behind; exits 1 when a node is down or a partition is under-replicated or
     /// offline, 2 when the cluster cannot be asked.
     Status(StatusArgs),
 }
@@ -72,6 +76,8 @@ struct Node {
     address: String,
     up: bool,
     error: Option<String>,
+    /// Its software version (None: it did not say).
+    version: Option<String>,
 }
 
 /// One partition as the tool reports it.
@@ -82,9 +88,17 @@ struct Partition {
     leader_epoch: i32,
     replicas: Vec<i32>,
     isr: Vec<i32>,
+    /// Raft entries each replica is behind its leader, as the leader knows it (empty: the
+    /// leader did not say, e.g. a standalone broker).
+    lag: BTreeMap<i32, i64>,
 }
 
 impl Partition {
+    /// The most any replica is behind (None: not known).
+    fn max_lag(&self) -> Option<i64> {
+        self.lag.values().copied().max()
+    }
+
     fn offline(&self) -> bool {
         self.leader < 0
     }
@@ -127,6 +141,7 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
     let nodes: Vec<Node> = brokers
         .into_iter()
         .map(|(id, address)| {
+            let mut version = None;
             let reached = Conn::open(&address, timeout, &security).and_then(|mut c| {
                 c.call(
                     ApiKey::ApiVersions,
@@ -136,13 +151,18 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
                             .with_client_software_name("sluice-status".into())
                             .with_client_software_version(env!("CARGO_PKG_VERSION").into()),
                     ),
-                )
+                )?;
+                version = node_version(&mut c, id);
+                // Each leader says how far its partitions' replicas are behind.
+                ask_lag(&mut c, id, &mut partitions);
+                Ok(())
             });
             Node {
                 id,
                 address,
                 up: reached.is_ok(),
                 error: reached.err().map(|e| format!("{e:#}")),
+                version,
             }
         })
         .collect();
@@ -155,12 +175,13 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
             "meta_leader": meta_leader,
             "meta_term": meta_term,
             "nodes": nodes.iter().map(|n| json!({
-                "id": n.id, "address": n.address, "up": n.up, "error": n.error,
+                "id": n.id, "address": n.address, "up": n.up, "error": n.error, "version": n.version,
             })).collect::<Vec<_>>(),
             "partitions": partitions.iter().filter(|p| a.all || p.offline() || p.under_replicated()).map(|p| json!({
                 "topic": p.topic, "partition": p.partition, "leader": p.leader,
                 "leader_epoch": p.leader_epoch, "replicas": p.replicas, "isr": p.isr,
                 "under_replicated": p.under_replicated(), "offline": p.offline(),
+                "lag": p.lag.iter().map(|(r, l)| (r.to_string(), json!(l))).collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
             "partition_count": partitions.len(),
             "under_replicated": under,
@@ -179,13 +200,14 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
             "cluster {cluster_id}: {} node{plural}, __meta leader {leader}",
             nodes.len()
         );
-        println!("{:<6} {:<28} status", "node", "address");
+        println!("{:<6} {:<28} {:<10} status", "node", "address", "version");
         for n in &nodes {
             let state = match &n.error {
                 None => "up".to_string(),
                 Some(e) => format!("DOWN ({e})"),
             };
-            println!("{:<6} {:<28} {state}", n.id, n.address);
+            let version = n.version.as_deref().unwrap_or("-");
+            println!("{:<6} {:<28} {version:<10} {state}", n.id, n.address);
         }
         println!(
             "{} partitions: {under} under-replicated, {offline} offline",
@@ -197,8 +219,8 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
             .collect();
         if !shown.is_empty() {
             println!(
-                "{:<32} {:>9} {:>6} {:>6} {:<12} {:<12} state",
-                "topic", "partition", "leader", "epoch", "replicas", "isr"
+                "{:<32} {:>9} {:>6} {:>6} {:<12} {:<12} {:>6} state",
+                "topic", "partition", "leader", "epoch", "replicas", "isr", "lag"
             );
             let list = |v: &[i32]| {
                 v.iter()
@@ -214,8 +236,9 @@ fn status(a: &StatusArgs) -> anyhow::Result<i32> {
                 } else {
                     "ok"
                 };
+                let lag = p.max_lag().map_or("-".to_string(), |l| l.to_string());
                 println!(
-                    "{:<32} {:>9} {:>6} {:>6} {:<12} {:<12} {state}",
+                    "{:<32} {:>9} {:>6} {:>6} {:<12} {:<12} {lag:>6} {state}",
                     p.topic,
                     p.partition,
                     p.leader,
@@ -291,6 +314,7 @@ fn ask(addr: &str, timeout: Duration, security: &ClientSecurity) -> anyhow::Resu
                 leader_epoch: p.leader_epoch,
                 replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
                 isr: p.isr_nodes.iter().map(|r| r.0).collect(),
+                lag: BTreeMap::new(),
             });
         }
     }
@@ -320,4 +344,98 @@ fn ask(addr: &str, timeout: Duration, security: &ClientSecurity) -> anyhow::Resu
         brokers,
         partitions,
     })
+}
+
+/// The node's software version, from its `sluice.version` broker config (None: an older node,
+/// or one that does not let this principal describe it).
+fn node_version(c: &mut Conn, id: i32) -> Option<String> {
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(id.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str("sluice.version")])),
+    ]);
+    let Ok(ResponseKind::DescribeConfigs(r)) = c.call(
+        ApiKey::DescribeConfigs,
+        4,
+        RequestKind::DescribeConfigs(request),
+    ) else {
+        return None;
+    };
+    let result = r.results.first().filter(|r| r.error_code == 0)?;
+    result
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "sluice.version")
+        .and_then(|e| e.value.as_ref())
+        .map(|v| v.as_str().to_string())
+}
+
+/// Asks node `id` how far behind each replica of the partitions it leads is: a Sluice
+/// partition is a Raft group, which its leader describes through DescribeQuorum. A node that
+/// cannot say (a standalone broker, an older node) leaves the lag unknown.
+fn ask_lag(c: &mut Conn, id: i32, partitions: &mut [Partition]) {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for p in partitions.iter().filter(|p| p.leader == id) {
+        by_topic.entry(&p.topic).or_default().push(p.partition);
+    }
+    if by_topic.is_empty() {
+        return;
+    }
+    let topics = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_string(t.to_string())))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|p| {
+                            describe_quorum_request::PartitionData::default()
+                                .with_partition_index(p)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let Ok(ResponseKind::DescribeQuorum(q)) = c.call(
+        ApiKey::DescribeQuorum,
+        1,
+        RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(topics)),
+    ) else {
+        return;
+    };
+    if q.error_code != 0 {
+        return;
+    }
+    let mut found: BTreeMap<(String, i32), BTreeMap<i32, i64>> = BTreeMap::new();
+    for t in &q.topics {
+        for p in t.partitions.iter().filter(|p| p.error_code == 0) {
+            let Some(end) = p
+                .current_voters
+                .iter()
+                .find(|v| v.replica_id.0 == p.leader_id.0)
+                .map(|v| v.log_end_offset)
+            else {
+                continue;
+            };
+            let lag = p
+                .current_voters
+                .iter()
+                .map(|v| {
+                    let behind = if v.log_end_offset < 0 {
+                        -1
+                    } else {
+                        (end - v.log_end_offset).max(0)
+                    };
+                    (v.replica_id.0, behind)
+                })
+                .collect();
+            found.insert((t.topic_name.0.to_string(), p.partition_index), lag);
+        }
+    }
+    for p in partitions.iter_mut() {
+        if let Some(lag) = found.remove(&(p.topic.clone(), p.partition)) {
+            p.lag = lag;
+        }
+    }
 }

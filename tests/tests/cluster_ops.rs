@@ -108,6 +108,19 @@ fn cluster_status_reports_nodes_and_partitions_and_fails_once_a_node_is_down() {
     let nodes = doc["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3, "{doc:#}");
     assert!(nodes.iter().all(|n| n["up"] == true), "{doc:#}");
+    // Every node says its version (the tests are built with the binary, from one workspace).
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["version"] == env!("CARGO_PKG_VERSION")),
+        "{doc:#}"
+    );
+    // Each partition's leader says how far every replica is behind: all three known.
+    for p in doc["partitions"].as_array().unwrap() {
+        let lag = p["lag"].as_object().unwrap();
+        assert_eq!(lag.len(), 3, "{p:#}");
+        assert!(lag.values().all(|l| l.as_i64().unwrap() >= 0), "{p:#}");
+    }
     let meta_leader = doc["meta_leader"].as_i64().unwrap();
     assert!((1..=3).contains(&meta_leader), "{doc:#}");
     assert!(doc["meta_term"].as_i64().unwrap() >= 1, "{doc:#}");
@@ -139,6 +152,24 @@ fn cluster_status_reports_nodes_and_partitions_and_fails_once_a_node_is_down() {
     let led = metric_on(&c, 0, "sluice_under_replicated_partitions")
         + metric_on(&c, 1, "sluice_under_replicated_partitions");
     assert!(led >= 3.0, "the leaders count them: {led}");
+    // Records written while node 3 is down leave its replicas behind, and the leaders say by
+    // how much; the live followers keep up.
+    sluice_tests::cluster::produce(&others, "st", 3, "behind", 300, 1000, &[]).assert_complete();
+    let (_, doc) = status_until(&others, "node 3's replicas reported behind", |_, d| {
+        d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["topic"] == "st")
+            .all(|p| p["lag"]["3"].as_i64().is_some_and(|l| l > 0))
+    });
+    for p in doc["partitions"].as_array().unwrap() {
+        if p["topic"] != "st" {
+            continue;
+        }
+        let leader = p["leader"].as_i64().unwrap().to_string();
+        assert_eq!(p["lag"][leader.as_str()], 0, "{p:#}");
+    }
     let (code, out, _) = sluice_tests::run_sluice(&["cluster", "status", "--bootstrap", &others]);
     assert_eq!(code, 1);
     assert!(

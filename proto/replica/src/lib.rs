@@ -26,10 +26,12 @@ mod standing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use sluice_proto::broker::{Broker, GroupChange, MetaQuorum, QuorumVoter};
+use sluice_proto::broker::{Broker, GroupChange, GroupProgress, MetaQuorum, QuorumVoter};
 use sluice_proto::cluster::{PartitionEntry, PartitionImage, encode_compact_hint};
 use sluice_raft::eraftpb::{Entry, HardState, MessageType, Snapshot};
-use sluice_raft::{Apply, LogStore, META_GROUP, PeerBatch, PeerProgress, Persist, StateRole, Task};
+use sluice_raft::{
+    Apply, Driver, LogStore, META_GROUP, PeerBatch, PeerProgress, Persist, StateRole, Task,
+};
 use tracing::{debug, error, info, warn};
 
 pub use apply::{ApplyJob, apply_entries};
@@ -827,6 +829,7 @@ impl Replica {
         // `led` is sorted (group ids in order): thousands of groups make a linear scan per
         // entry quadratic.
         self.hinted.retain(|g, _| led.binary_search(g).is_ok());
+        broker.keep_group_progress(&led);
         self.silence.retain_groups(&led);
         let me = self.cfg.node_id;
         let timeout = self.cfg.replica_timeout_ms;
@@ -856,6 +859,8 @@ impl Replica {
                 }
             }
             self.silence.sample(group, me, &progress, now);
+            broker
+                .report_group_progress(group, self.group_progress(driver, &progress, now, wall_ms));
             // Compaction: each replica then drops what it also has durably in its segment log.
             let held = liveness::held_by_live(&self.silence, group, &progress, now, timeout);
             let last = self.hinted.get(&group).copied().unwrap_or(0);
@@ -924,6 +929,41 @@ impl Replica {
             term: meta.term(),
             commit: meta.commit_index(),
             voters,
+        }
+    }
+
+    /// A led group's replicas for DescribeQuorum: how far each one's log matches the leader's.
+    fn group_progress(
+        &self,
+        driver: &Driver,
+        progress: &[PeerProgress],
+        now: u64,
+        wall_ms: i64,
+    ) -> GroupProgress {
+        let me = self.cfg.node_id;
+        let mut replicas: Vec<QuorumVoter> = progress
+            .iter()
+            .map(|p| QuorumVoter {
+                id: p.id as i32,
+                log_end: if p.id == me {
+                    driver.last_index() as i64
+                } else {
+                    p.matched as i64
+                },
+                last_heard_ms: if p.id == me {
+                    wall_ms
+                } else {
+                    self.reach
+                        .last_heard(p.id)
+                        .map_or(-1, |at| wall_ms - now.saturating_sub(at) as i64)
+                },
+            })
+            .collect();
+        replicas.sort_by_key(|r| r.id);
+        GroupProgress {
+            term: driver.term(),
+            commit: driver.commit_index(),
+            replicas,
         }
     }
 

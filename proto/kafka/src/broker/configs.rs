@@ -159,6 +159,8 @@ impl Broker {
                 "sluice.sync.writes".into(),
                 self.config.sync_writes.to_string(),
             ),
+            // Kafka has no API for a broker's software version; `sluice cluster status` reads it here.
+            ("sluice.version".into(), env!("CARGO_PKG_VERSION").into()),
         ]
     }
 

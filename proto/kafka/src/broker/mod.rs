@@ -43,9 +43,9 @@ use crate::versions;
 
 pub use cleaning::{CleanJob, CleanTarget};
 pub use cluster::{
-    GroupChange, InstallStep, META_GROUP, METADATA_TOPIC, MetaQuorum, OPERATOR_EPOCH, PeerRequest,
-    Proposal, QuorumVoter, REPLICA_FETCH_VERSION, WRITE_TXN_MARKERS_VERSION, markers_error,
-    replica_fetch,
+    GroupChange, GroupProgress, InstallStep, META_GROUP, METADATA_TOPIC, MetaQuorum,
+    OPERATOR_EPOCH, PeerRequest, Proposal, QuorumVoter, REPLICA_FETCH_VERSION,
+    WRITE_TXN_MARKERS_VERSION, markers_error, replica_fetch,
 };
 pub use fetch::FetchOutcome;
 pub use groups::{Deferred, OFFSETS_TOPIC, sync_failed};

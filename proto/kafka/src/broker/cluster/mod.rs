@@ -31,7 +31,7 @@ mod records;
 mod txn;
 mod waits;
 pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
-pub use quorum::{METADATA_TOPIC, MetaQuorum, QuorumVoter};
+pub use quorum::{GroupProgress, METADATA_TOPIC, MetaQuorum, QuorumVoter};
 #[cfg(test)]
 pub(super) use txn::txn_tests_marker_request;
 pub use txn::{OPERATOR_EPOCH, PeerRequest, WRITE_TXN_MARKERS_VERSION, markers_error};
@@ -215,6 +215,9 @@ pub struct ClusterState {
     wrote: bool,
     /// `__meta` as the replica core last reported it (DescribeQuorum).
     quorum: Option<MetaQuorum>,
+    /// Led partitions' Raft groups as the replica core last reported them (DescribeQuorum on
+    /// a data partition): group → progress.
+    group_progress: HashMap<u64, GroupProgress>,
     /// Led compacted partitions with a clean ordered and not yet applied: group → when.
     clean_ordered: HashMap<u64, i64>,
     /// When led partitions were last checked for a clean to order.
@@ -265,6 +268,7 @@ impl ClusterState {
             marks_read: None,
             wrote: false,
             quorum: None,
+            group_progress: HashMap::new(),
             clean_ordered: HashMap::new(),
             last_clean_check_ms: 0,
             last_registration_ms: i64::MIN,

@@ -30,7 +30,19 @@ pub struct MetaQuorum {
     pub voters: Vec<QuorumVoter>,
 }
 
-/// One voter of `__meta`.
+/// A led partition's Raft group as the replica core last saw it (DescribeQuorum).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupProgress {
+    /// The leader's term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Every replica; `log_end` is the last index known to match the leader's log (the
+    /// leader's own: its last index).
+    pub replicas: Vec<QuorumVoter>,
+}
+
+/// One voter of `__meta` (or of a partition's group).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuorumVoter {
     /// Node id.
@@ -49,8 +61,25 @@ impl Broker {
         }
     }
 
-    /// Answers DescribeQuorum for `__cluster_metadata` partition 0 (standalone: this node is
-    /// the only voter).
+    /// Records a led partition's Raft group for DescribeQuorum (the replica core, at each
+    /// housekeeping round that looks at the group).
+    pub fn report_group_progress(&mut self, group: u64, progress: GroupProgress) {
+        if let Some(c) = &mut self.cluster {
+            c.group_progress.insert(group, progress);
+        }
+    }
+
+    /// Forgets the progress of groups this node no longer leads (`led` is sorted).
+    pub fn keep_group_progress(&mut self, led: &[u64]) {
+        if let Some(c) = &mut self.cluster {
+            c.group_progress.retain(|g, _| led.binary_search(g).is_ok());
+        }
+    }
+
+    /// Answers DescribeQuorum: `__cluster_metadata` partition 0 is `__meta` (standalone: this
+    /// node is the only voter); in a cluster a data partition is its own Raft group, which its
+    /// leader describes in Raft terms (leader epoch = term, high watermark = commit index, log
+    /// end offsets = Raft indexes), so an operator sees how far each replica is behind.
     pub(in crate::broker) fn describe_quorum(
         &self,
         r: DescribeQuorumRequest,
@@ -74,43 +103,23 @@ impl Broker {
             .topics
             .into_iter()
             .map(|t| {
-                let ours = t.topic_name.0.as_str() == METADATA_TOPIC;
+                let name = t.topic_name.0.as_str();
+                let ours = name == METADATA_TOPIC;
                 let partitions = t
                     .partitions
                     .into_iter()
                     .map(|p| {
-                        if !ours || p.partition_index != 0 {
-                            return PartitionData::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        if ours && p.partition_index == 0 {
+                            partition_data(0, &quorum)
+                        } else if ours {
+                            refused(p.partition_index, ResponseError::UnknownTopicOrPartition)
+                        } else {
+                            self.describe_group(name, p.partition_index)
                         }
-                        let voters = quorum
-                            .voters
-                            .iter()
-                            .map(|v| {
-                                ReplicaState::default()
-                                    .with_replica_id(BrokerId(v.id))
-                                    .with_log_end_offset(v.log_end)
-                                    .with_last_fetch_timestamp(v.last_heard_ms)
-                                    .with_last_caught_up_timestamp(
-                                        if v.log_end >= quorum.commit as i64 {
-                                            v.last_heard_ms
-                                        } else {
-                                            -1
-                                        },
-                                    )
-                            })
-                            .collect();
-                        PartitionData::default()
-                            .with_partition_index(0)
-                            .with_leader_id(BrokerId(quorum.leader))
-                            .with_leader_epoch(i32::try_from(quorum.term).unwrap_or(i32::MAX))
-                            .with_high_watermark(quorum.commit as i64)
-                            .with_current_voters(voters)
                     })
                     .collect();
                 TopicData::default()
-                    .with_topic_name(TopicName(str(t.topic_name.0.as_str())))
+                    .with_topic_name(TopicName(str(name)))
                     .with_partitions(partitions)
             })
             .collect();
@@ -119,6 +128,32 @@ impl Broker {
             response.nodes = self.quorum_nodes(&quorum);
         }
         response
+    }
+
+    /// A data partition's Raft group, answered by its leader (Kafka's error otherwise).
+    fn describe_group(&self, topic: &str, partition: i32) -> PartitionData {
+        let Some(c) = &self.cluster else {
+            return refused(partition, ResponseError::UnknownTopicOrPartition);
+        };
+        let Some(mp) = c.meta.partition(topic, partition) else {
+            return refused(partition, ResponseError::UnknownTopicOrPartition);
+        };
+        match c.group_progress.get(&mp.group) {
+            Some(g) if mp.leader == c.node_id && i64::from(mp.leader_epoch) == g.term as i64 => {
+                partition_data(
+                    partition,
+                    &MetaQuorum {
+                        leader: c.node_id,
+                        term: g.term,
+                        commit: g.commit,
+                        voters: g.replicas.clone(),
+                    },
+                )
+            }
+            _ => refused(partition, ResponseError::NotLeaderOrFollower)
+                .with_leader_id(BrokerId(mp.leader))
+                .with_leader_epoch(mp.leader_epoch),
+        }
     }
 
     /// v2: each voter's listeners, as registered in `__meta`.
@@ -150,4 +185,37 @@ impl Broker {
             })
             .collect()
     }
+}
+
+/// One quorum as Kafka's DescribeQuorum partition answer.
+fn partition_data(partition: i32, quorum: &MetaQuorum) -> PartitionData {
+    let voters = quorum
+        .voters
+        .iter()
+        .map(|v| {
+            ReplicaState::default()
+                .with_replica_id(BrokerId(v.id))
+                .with_log_end_offset(v.log_end)
+                .with_last_fetch_timestamp(v.last_heard_ms)
+                .with_last_caught_up_timestamp(if v.log_end >= quorum.commit as i64 {
+                    v.last_heard_ms
+                } else {
+                    -1
+                })
+        })
+        .collect();
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_leader_id(BrokerId(quorum.leader))
+        .with_leader_epoch(i32::try_from(quorum.term).unwrap_or(i32::MAX))
+        .with_high_watermark(quorum.commit as i64)
+        .with_current_voters(voters)
+}
+
+/// A partition DescribeQuorum cannot describe here.
+fn refused(partition: i32, error: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(error.code())
+        .with_leader_id(BrokerId(-1))
 }
