@@ -435,6 +435,23 @@ impl ProducerStateTable {
             .retain(|a| !markers.contains(&(a.producer_id, a.last_offset)));
     }
 
+    /// How many aborted transactions the table holds.
+    pub fn aborted_len(&self) -> usize {
+        self.aborted.len()
+    }
+
+    /// Forgets the aborted transactions whose marker is at or before `offset` (they went to
+    /// an index file on disk).
+    pub fn drop_aborted_through(&mut self, offset: i64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset <= offset)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
     /// Forgets aborted transactions that end before the log start.
     pub fn trim_aborted(&mut self, log_start: i64) {
         while self

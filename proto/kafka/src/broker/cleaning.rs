@@ -66,8 +66,12 @@ impl Broker {
             let (topic, p) = &all[(start + i) % all.len()];
             let t = &self.topics[topic];
             if let Some(mut plan) = t.partitions[*p as usize].plan_clean(now_ms, false, limits) {
+                // An unreadable index: no clean may drop records blindly.
+                let Ok(aborted) = self.aborted_between(topic, *p, 0, i64::MAX) else {
+                    continue;
+                };
                 plan.set_aborted(
-                    self.aborted_between(topic, *p, 0, i64::MAX)
+                    aborted
                         .into_iter()
                         .map(|a| (a.producer_id, a.first_offset, a.last_offset))
                         .collect(),
@@ -110,12 +114,15 @@ impl Broker {
                 return Ok(None);
             }
         };
-        if swapped.is_some()
-            && !removed.is_empty()
-            && let Some(t) = self.producers.get_mut(&(name, partition))
-        {
+        if swapped.is_some() && !removed.is_empty() {
             // Their transactions left no record behind: nothing is left to skip.
-            t.forget_aborted(&removed);
+            if let Err(e) = self.forget_filed_aborted(&name, partition, &removed) {
+                // The entries stay: a reader is told to skip records that are gone.
+                warn!(node_id = self.config.node_id, topic = %name, partition, error = %e, "rewriting the aborted-transaction index failed");
+            }
+            if let Some(t) = self.producers.get_mut(&(name, partition)) {
+                t.forget_aborted(&removed);
+            }
         }
         Ok(swapped)
     }

@@ -108,23 +108,35 @@ impl Broker {
                 };
                 match log.read_below(fp.fetch_offset, room, total == 0, limit) {
                     Ok(read) => {
-                        total += read.records.len();
                         if read_committed && !read.records.is_empty() {
                             let upto = crate::batch::headers(&read.records)
                                 .last()
                                 .map_or(fp.fetch_offset, |(_, h)| h.last_offset() + 1);
                             let name = name.as_deref().unwrap_or_default();
-                            pd.aborted_transactions = Some(
-                                self.aborted_between(name, fp.partition, fp.fetch_offset, upto)
-                                    .into_iter()
-                                    .map(|a| {
-                                        AbortedTransaction::default()
-                                            .with_producer_id(ProducerId(a.producer_id))
-                                            .with_first_offset(a.first_offset)
-                                    })
-                                    .collect(),
-                            );
+                            match self.aborted_between(name, fp.partition, fp.fetch_offset, upto) {
+                                Ok(aborted) => {
+                                    pd.aborted_transactions = Some(
+                                        aborted
+                                            .into_iter()
+                                            .map(|a| {
+                                                AbortedTransaction::default()
+                                                    .with_producer_id(ProducerId(a.producer_id))
+                                                    .with_first_offset(a.first_offset)
+                                            })
+                                            .collect(),
+                                    );
+                                }
+                                // Without the index a consumer would read aborted records.
+                                Err(e) => {
+                                    tracing::warn!(node_id = self.config.node_id, topic = name, partition = fp.partition, error = %e, "reading the aborted-transaction index failed");
+                                    pd.error_code = ResponseError::KafkaStorageError.code();
+                                    has_error = true;
+                                    partitions.push(pd);
+                                    continue;
+                                }
+                            }
                         }
+                        total += read.records.len();
                         pd.records = Some(read.records);
                     }
                     Err(LogError::OffsetOutOfRange { .. }) => {

@@ -625,6 +625,7 @@ impl Broker {
     pub(super) fn on_topic_deleted(&mut self, topic: &str, now_ms: i64) {
         self.producers.retain(|(t, _), _| t != topic);
         self.snapshotted.retain(|(t, _), _| t != topic);
+        self.aborted_files.retain(|(t, _), _| t != topic);
         let actions = self.coordinator.topic_deleted(topic, now_ms);
         self.execute(actions, None, now_ms);
     }

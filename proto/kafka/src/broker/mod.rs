@@ -6,6 +6,7 @@
 //! drives syncing through [`Broker::take_sync_work`] / [`Broker::complete_sync`] — that is
 //! group commit: every append between two syncs shares one fdatasync per file.
 
+mod aborted_index;
 mod admin;
 mod cleaning;
 mod cluster;
@@ -244,6 +245,12 @@ pub struct Broker {
     producers: HashMap<(String, i32), ProducerStateTable>,
     /// The offset each partition's producer snapshot on disk resumes at.
     snapshotted: HashMap<(String, i32), i64>,
+    /// Each partition's aborted-transaction index files (`aborted_index`).
+    aborted_files: HashMap<(String, i32), Vec<aborted_index::IndexFile>>,
+    /// Aborted transactions a partition's table holds before the oldest go to a file.
+    aborted_spill: usize,
+    /// When a cluster node last moved aborted transactions to index files.
+    last_spill_ms: i64,
     /// Last coordinator token handed out.
     next_token: u64,
     /// Responses to parked requests, for the runtime to deliver.
@@ -390,6 +397,9 @@ impl Broker {
             pending_id_blocks: Vec::new(),
             producers: HashMap::new(),
             snapshotted: HashMap::new(),
+            aborted_files: HashMap::new(),
+            aborted_spill: aborted_index::SPILL_ENTRIES,
+            last_spill_ms: 0,
             next_token: 0,
             deferred: Vec::new(),
             cluster: None,
@@ -761,6 +771,7 @@ impl Broker {
                 table.trim_aborted(log.log_start_offset());
             }
         }
+        self.trim_aborted_files();
         // Also the periodic moment to record producer state, so a restart replays little.
         self.snapshot_producer_states();
     }

@@ -73,9 +73,18 @@ impl Broker {
                 ),
             }
         }
+        // The snapshot leaves out the aborted transactions already in index files: it is
+        // only as good as they are.
+        if table.is_some()
+            && let Err(e) = self.load_aborted_files(topic, partition)
+        {
+            warn!(node_id = self.config.node_id, topic, partition, error = %e, "replaying every batch");
+            table = None;
+        }
         let from_snapshot = table.is_some();
         if !from_snapshot {
             let _ = self.fs.remove_file(&file);
+            self.delete_aborted_files(topic, partition);
         }
         let mut table = table.unwrap_or_default();
         if let Ok(log) = self.partition(topic, partition) {
@@ -120,6 +129,10 @@ impl Broker {
             self.partition(topic, partition)
                 .map_or(0, |l| l.log_start_offset()),
         );
+        // A crash between an index file and the snapshot leaving its entries out.
+        if let Some(filed) = self.last_filed_marker(topic, partition) {
+            table.drop_aborted_through(filed);
+        }
         self.producers.insert((topic.to_string(), partition), table);
         self.sync_unstable(topic, partition);
     }
@@ -127,6 +140,10 @@ impl Broker {
     /// Writes the snapshot of every partition whose producer state moved since its last one
     /// (all of them with `all`, at shutdown).
     pub(super) fn snapshot_producer_states(&mut self) {
+        // Entries moved to an index file leave the table: its snapshot must follow.
+        for key in self.spill_aborted() {
+            self.snapshotted.remove(&key);
+        }
         let due: Vec<((String, i32), Vec<u8>, i64)> = self
             .producers
             .iter()

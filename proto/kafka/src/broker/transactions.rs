@@ -525,18 +525,25 @@ impl Broker {
         }
     }
 
-    /// Aborted transactions whose records may lie in `[from, to)` of a partition.
+    /// Aborted transactions whose records may lie in `[from, to)` of a partition, in marker
+    /// order: those in its index files, then those its table holds.
     pub(super) fn aborted_between(
         &self,
         topic: &str,
         partition: i32,
         from: i64,
         to: i64,
-    ) -> Vec<sluice_coordinator::AbortedTxn> {
-        self.producers
-            .get(&(topic.to_string(), partition))
-            .map(|t| t.aborted_between(from, to))
-            .unwrap_or_default()
+    ) -> std::io::Result<Vec<sluice_coordinator::AbortedTxn>> {
+        let mut out = self.filed_aborted_between(topic, partition, from, to)?;
+        let filed = self.last_filed_marker(topic, partition).unwrap_or(-1);
+        if let Some(t) = self.producers.get(&(topic.to_string(), partition)) {
+            out.extend(
+                t.aborted_between(from, to)
+                    .into_iter()
+                    .filter(|a| a.last_offset > filed),
+            );
+        }
+        Ok(out)
     }
 
     /// The sync of partition `(topic, partition)` reached `hw`: markers below it are durable.

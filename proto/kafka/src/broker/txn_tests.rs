@@ -820,6 +820,18 @@ fn markers_of_transactions_cleaned_away_go_after_delete_retention_and_the_index_
     assert_eq!(produce(&mut b, "c", next, Some("tx"), 20_000).0, 0);
     assert_eq!(end(&mut b, "tx", pid, epoch, true, 20_000), 0);
     sync(&mut b);
+    // The aborted transaction's entry goes to an index file, which the clean must rewrite.
+    b.aborted_spill = 1;
+    b.apply_retention(20_000);
+    let filed = |fs: &MemStorage| {
+        fs.list_dir("logs/c-0")
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".txnindex"))
+            .count()
+    };
+    assert_eq!(filed(&fs), 1);
+    assert_eq!(fetch(&b, "c", true).2.len(), 1);
     // A day later (and more records to make the log dirty), the next clean removes the abort
     // marker and the index forgets that transaction; the commit marker stays with its record.
     for i in 0..60 {
@@ -842,8 +854,10 @@ fn markers_of_transactions_cleaned_away_go_after_delete_retention_and_the_index_
     let end = b.topics()["c"].partitions[0].log_end_offset();
     assert_eq!(lso, end);
     drop(b);
+    assert_eq!(filed(&fs), 0, "the emptied index file is gone");
     let b = open(&fs, DAY_MS + 30_000);
     assert_eq!(fetch(&b, "c", true).1, end);
+    assert!(fetch(&b, "c", true).2.is_empty());
 }
 
 #[test]
@@ -1122,4 +1136,136 @@ fn a_txn_offset_commit_of_unknown_partitions_is_refused_for_those_only() {
     assert_eq!(end(&mut b, "tx", pid, epoch, true, 3), 0);
     sync(&mut b);
     assert_eq!(offset_fetch(&mut b, true), (0, 43));
+}
+
+/// Aborts `n` transactions of one record each in `t`, then commits one of `committed`.
+fn aborts_then_commit(
+    b: &mut Broker,
+    pid: i64,
+    epoch: i16,
+    seq: &mut i32,
+    n: usize,
+    committed: &str,
+    now: i64,
+) {
+    for i in 0..n {
+        assert_eq!(add(b, "tx", pid, epoch, "t", now), 0);
+        let v = format!("aborted-{seq}-{i}");
+        assert_eq!(
+            produce(
+                b,
+                "t",
+                batch(pid, epoch, *seq, &[&v], true),
+                Some("tx"),
+                now
+            )
+            .0,
+            0
+        );
+        *seq += 1;
+        assert_eq!(end(b, "tx", pid, epoch, false, now), 0);
+        sync(b);
+    }
+    assert_eq!(add(b, "tx", pid, epoch, "t", now), 0);
+    assert_eq!(
+        produce(
+            b,
+            "t",
+            batch(pid, epoch, *seq, &[committed], true),
+            Some("tx"),
+            now
+        )
+        .0,
+        0
+    );
+    *seq += 1;
+    assert_eq!(end(b, "tx", pid, epoch, true, now), 0);
+    sync(b);
+}
+
+fn index_files(fs: &MemStorage) -> Vec<String> {
+    fs.list_dir("logs/t-0")
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".txnindex"))
+        .collect()
+}
+
+#[test]
+fn the_aborted_index_moves_to_files_and_survives_restarts_and_crashes() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 0);
+    create(&mut b, "t");
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    let mut seq = 0;
+    aborts_then_commit(&mut b, pid, epoch, &mut seq, 5, "c1", 1);
+    let five = fetch(&b, "t", true).2;
+    assert_eq!(five.len(), 5, "{five:?}");
+
+    // A snapshot that still holds all five (as a crash would find it if the next one were
+    // never written), then the table's entries go to a file and the snapshot follows.
+    b.aborted_spill = usize::MAX;
+    b.apply_retention(2);
+    let before_spill = fs.raw("logs/t-0/producer.snapshot").unwrap();
+    b.aborted_spill = 2;
+    b.apply_retention(3);
+    assert_eq!(index_files(&fs).len(), 1);
+    assert_eq!(b.producers[&("t".to_string(), 0)].aborted_len(), 0);
+    assert_eq!(
+        fetch(&b, "t", true).2,
+        five,
+        "read_committed learns them from the file"
+    );
+    assert_eq!(committed_view(&b, "t"), vec!["c1"]);
+    // A fetch from the middle is told only what concerns it.
+    let from = five[3].1;
+    let tail = b.aborted_between("t", 0, from, i64::MAX).unwrap();
+    assert_eq!(tail.len(), 2, "{tail:?}");
+
+    // More aborts after the file: the fetch joins both, once each.
+    aborts_then_commit(&mut b, pid, epoch, &mut seq, 1, "c2", 4);
+    let six = fetch(&b, "t", true).2;
+    assert_eq!(six.len(), 6, "{six:?}");
+    assert_eq!(&six[..5], &five[..]);
+    assert_eq!(committed_view(&b, "t"), vec!["c1", "c2"]);
+
+    // A clean restart, then a crash that kept the file but lost the snapshot written after
+    // it: the entries are neither lost nor reported twice.
+    b.close();
+    let b = open(&fs, 5);
+    assert_eq!(fetch(&b, "t", true).2, six);
+    drop(b);
+    fs.set_raw("logs/t-0/producer.snapshot", before_spill);
+    fs.crash();
+    let b = open(&fs, 6);
+    assert_eq!(fetch(&b, "t", true).2, six);
+    assert_eq!(committed_view(&b, "t"), vec!["c1", "c2"]);
+
+    // A damaged file: the start rebuilds the index from the whole log instead.
+    drop(b);
+    let file = format!("logs/t-0/{}", index_files(&fs)[0]);
+    let mut raw = fs.raw(&file).unwrap();
+    raw[8] ^= 0xff;
+    fs.set_raw(&file, raw);
+    let mut b = open(&fs, 7);
+    assert!(
+        index_files(&fs).is_empty(),
+        "a rebuild starts the files afresh"
+    );
+    assert_eq!(fetch(&b, "t", true).2, six);
+    assert_eq!(committed_view(&b, "t"), vec!["c1", "c2"]);
+    b.aborted_spill = 2;
+    b.apply_retention(8);
+    assert_eq!(index_files(&fs).len(), 1);
+    assert_eq!(fetch(&b, "t", true).2, six);
+
+    // Records deleted past every marker: retention deletes the file too.
+    let end = b.partition("t", 0).unwrap().log_end_offset();
+    b.partition_mut("t", 0)
+        .unwrap()
+        .delete_records_before(end)
+        .unwrap();
+    b.apply_retention(9);
+    assert!(index_files(&fs).is_empty());
+    assert!(b.aborted_between("t", 0, 0, i64::MAX).unwrap().is_empty());
 }

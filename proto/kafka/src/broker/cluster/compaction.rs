@@ -95,8 +95,10 @@ impl Broker {
             // one). Every transaction with records below the order's bound was decided when it
             // was ordered (the bound is at most the leader's LSO), so every replica passes the
             // same list for them.
-            let aborted: Vec<(i64, i64, i64)> = self
-                .aborted_between(&topic, partition, 0, i64::MAX)
+            let Ok(aborted) = self.aborted_between(&topic, partition, 0, i64::MAX) else {
+                continue; // an unreadable index: no clean may drop records blindly
+            };
+            let aborted: Vec<(i64, i64, i64)> = aborted
                 .into_iter()
                 .map(|a| (a.producer_id, a.first_offset, a.last_offset))
                 .collect();

@@ -600,6 +600,12 @@ impl Broker {
         let offsets_partitions = self.config.offsets_partitions;
         let offsets_segment_bytes = self.config.offsets_segment_bytes;
         let registered = self.registered();
+        // A cluster writes producer snapshots only at shutdown; the aborted-transaction index
+        // still goes to disk as it grows (a restart without a snapshot rebuilds it).
+        if self.cluster.is_some() && now_ms.saturating_sub(self.last_spill_ms) >= 10_000 {
+            self.last_spill_ms = now_ms;
+            self.spill_aborted();
+        }
         let Some(c) = &mut self.cluster else { return };
         c.clock_ms = now_ms;
         if !registered
