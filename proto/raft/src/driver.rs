@@ -115,6 +115,8 @@ pub struct PeerProgress {
     pub recent_active: bool,
     /// Being sent a snapshot: it fell behind the leader's retained log.
     pub snapshotting: bool,
+    /// A learner (a replica being added): it receives the log but does not vote.
+    pub learner: bool,
 }
 
 /// One Raft group on one node (see the module docs for the flow).
@@ -185,6 +187,18 @@ impl Driver {
             quiesce_after_ticks: config.heartbeat_ticks as u64 + 1,
             quiesced: false,
         };
+        // raft-rs starts from the store's membership and hands out only entries after `applied`:
+        // membership changes between the snapshot and `applied` were applied before a restart
+        // and must be applied again, or the group would run with the snapshot's membership.
+        let replay: Vec<Entry> = driver
+            .raw
+            .store()
+            .entries_slice()
+            .iter()
+            .filter(|e| e.index <= applied && e.get_entry_type() != EntryType::EntryNormal)
+            .cloned()
+            .collect();
+        driver.apply_conf_changes(&replay);
         driver.reseed_election_timeout();
         driver.note_role();
         tracing::debug!(
@@ -241,12 +255,18 @@ impl Driver {
     /// What this replica knows of every voter's log: meaningful on the leader, which tracks
     /// its followers (a follower's view is stale).
     pub fn progress(&self) -> impl Iterator<Item = PeerProgress> + '_ {
-        self.raw.raft.prs().iter().map(|(&id, pr)| PeerProgress {
-            id,
-            matched: pr.matched,
-            recent_active: pr.recent_active,
-            snapshotting: pr.state == raft::ProgressState::Snapshot,
-        })
+        let learners = self.raw.raft.prs().conf().learners().clone();
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .map(move |(&id, pr)| PeerProgress {
+                id,
+                matched: pr.matched,
+                recent_active: pr.recent_active,
+                snapshotting: pr.state == raft::ProgressState::Snapshot,
+                learner: learners.contains(&id),
+            })
     }
 
     /// Escape hatch for diagnostics and tests: the wrapped raft-rs node.
@@ -1026,5 +1046,39 @@ mod tests {
         assert_eq!(applied[3], vec![b"after".to_vec()]);
         assert!(ds[3].store().snapshot_index() >= 2);
         assert_eq!(ds[3].store().conf_state().voters.len(), 4);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_membership_changes_it_applied() {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeType};
+        let mut ds = cluster(3);
+        let mut applied = vec![Vec::new(); 4];
+        ds[0].campaign().unwrap();
+        pump(&mut ds, &mut applied);
+        ds.push(Driver::new(&config(4), 7, LogStore::joining(), 0).unwrap());
+        let cc = ConfChangeV2 {
+            changes: vec![ConfChangeSingle {
+                change_type: ConfChangeType::AddLearnerNode as i32,
+                node_id: 4,
+            }],
+            ..Default::default()
+        };
+        ds[0].propose_conf_change(cc).unwrap();
+        ds[0].propose(b"after".to_vec()).unwrap();
+        pump(&mut ds, &mut applied);
+        assert_eq!(ds[1].store().conf_state().learners, vec![4]);
+        // Node 2 restarts from its log (no snapshot since the change), having applied it all.
+        // Its store as a restart rebuilds it: the snapshot's membership, then the entries.
+        let mut store = ds[1].store().clone();
+        let snapshot_conf = store.snapshot_ref().get_metadata().get_conf_state().clone();
+        assert!(snapshot_conf.learners.is_empty());
+        store.set_conf_state(snapshot_conf);
+        let last = store.last_index();
+        let restarted = Driver::new(&config(2), 7, store, last).unwrap();
+        assert_eq!(restarted.store().conf_state().learners, vec![4]);
+        assert_eq!(restarted.store().conf_state().voters, vec![1, 2, 3]);
+        let pr: Vec<PeerProgress> = ds[0].progress().collect();
+        assert!(pr.iter().any(|p| p.id == 4 && p.learner));
+        assert!(pr.iter().filter(|p| p.id != 4).all(|p| !p.learner));
     }
 }

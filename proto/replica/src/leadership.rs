@@ -7,7 +7,7 @@ use sluice_raft::PeerProgress;
 pub fn preferred_ready(preferred: u64, last_index: u64, progress: &[PeerProgress]) -> bool {
     progress
         .iter()
-        .any(|pr| pr.id == preferred && pr.recent_active && pr.matched >= last_index)
+        .any(|pr| pr.id == preferred && pr.recent_active && !pr.learner && pr.matched >= last_index)
 }
 
 /// On shutdown, a group goes to the live follower with the longest log, if it lacks at most
@@ -15,7 +15,7 @@ pub fn preferred_ready(preferred: u64, last_index: u64, progress: &[PeerProgress
 pub fn handoff_target(me: u64, last_index: u64, progress: &[PeerProgress]) -> Option<u64> {
     progress
         .iter()
-        .filter(|pr| pr.id != me && pr.recent_active)
+        .filter(|pr| pr.id != me && pr.recent_active && !pr.learner)
         .max_by_key(|pr| pr.matched)
         .filter(|pr| pr.matched + 1 >= last_index)
         .map(|pr| pr.id)

@@ -63,8 +63,9 @@ pub fn hint_due(held: u64, last: u64, step: u64, bytes: usize, max_bytes: usize)
     held > last && (held >= last + step || bytes >= max_bytes)
 }
 
-/// The in-sync replicas of a led group: the leader, and every follower heard from within the
-/// replica timeout that is not being sent a snapshot (it fell behind the retained log).
+/// The in-sync replicas of a led group: the leader, and every voting follower heard from
+/// within the replica timeout that is not being sent a snapshot (it fell behind the retained
+/// log). A learner (a replica being added) is not a replica of the partition yet.
 pub fn in_sync(
     silence: &Silence,
     group: u64,
@@ -75,7 +76,10 @@ pub fn in_sync(
 ) -> Vec<i32> {
     progress
         .iter()
-        .filter(|pr| pr.id == me || (!silence.gone(group, pr.id, now, timeout) && !pr.snapshotting))
+        .filter(|pr| {
+            pr.id == me
+                || (!pr.learner && !silence.gone(group, pr.id, now, timeout) && !pr.snapshotting)
+        })
         .map(|pr| pr.id as i32)
         .collect()
 }
@@ -88,6 +92,7 @@ pub(crate) fn pr(id: u64, matched: u64, active: bool) -> PeerProgress {
         matched,
         recent_active: active,
         snapshotting: false,
+        learner: false,
     }
 }
 
