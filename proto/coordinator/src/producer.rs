@@ -161,8 +161,10 @@ pub enum SnapshotError {
 }
 
 /// Version 1 adds open transactions and the aborted-transaction index; version 2 each
-/// producer's coordinator epoch.
-const SNAPSHOT_VERSION: u8 = 2;
+/// producer's coordinator epoch; version 3 has the same layout, but older aborted transactions
+/// may live in index files beside it, which a build that reads at most version 2 would miss (it
+/// refuses the snapshot and replays the log instead).
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// Idempotence and transaction state of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

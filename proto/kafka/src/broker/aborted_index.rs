@@ -3,17 +3,18 @@
 //! snapshot hold only its recent aborts however many the log retains.
 //!
 //! The producer state table keeps the newest aborted transactions in marker order. Once it
-//! holds [`SPILL_ENTRIES`] whose markers are durable, the oldest go to a file of their own,
+//! holds [`SPILL_ENTRIES`] whose markers are synced to disk, the oldest go to a file of their own,
 //! `logs/<topic>-<partition>/<first marker offset>.txnindex` (`[crc32c][count][entries]`,
 //! written atomically), and the snapshot written next leaves them out. Files are cut by marker
 //! offset rather than by segment, so the cleaner's swap of merged segments never has to carry
 //! them; retention deletes a file once its last marker is before the log start, and a clean
 //! that removes markers rewrites the files holding them.
 //!
-//! A crash between a file and the snapshot that leaves its entries out is harmless: a file
-//! always holds a prefix of the table's entries, so at load the table drops every entry up to
-//! the newest file's last marker. A rebuild from the whole log (no snapshot to trust) deletes
-//! the files first and spills afresh.
+//! A crash between a file and the snapshot that leaves its entries out is harmless: at load the
+//! table forgets the entries a file already holds, and a fetch reports each transaction once.
+//! Only synced markers are filed, so no crash can leave a file describing records the log lost;
+//! a file that does (its last marker past the log end) is refused. A rebuild from the whole
+//! log (no snapshot to trust) deletes the files first and spills afresh.
 
 use std::io;
 
@@ -103,6 +104,9 @@ impl Broker {
     /// the log).
     pub(super) fn load_aborted_files(&mut self, topic: &str, partition: i32) -> io::Result<()> {
         let dir = partition_dir(topic, partition);
+        let end = self
+            .partition(topic, partition)
+            .map_or(0, |l| l.log_end_offset());
         let mut files = Vec::new();
         for name in self.fs.list_dir(&dir)? {
             if !name.ends_with(SUFFIX) {
@@ -113,6 +117,15 @@ impl Broker {
             let raw = self.fs.read_file(&path)?.unwrap_or_default();
             let entries = decode(&raw).ok_or_else(|| corrupt(&path))?;
             match (summary(&entries), named) {
+                (Some(f), _) if f.last_marker >= end => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "aborted-transaction index {path} lists a marker at {} beyond the log end {end}",
+                            f.last_marker
+                        ),
+                    ));
+                }
                 // The name says where the file starts (a rewrite may have dropped its first).
                 (Some(f), Ok(first_marker)) => files.push(IndexFile { first_marker, ..f }),
                 (None, _) => self.fs.remove_file(&path)?,
@@ -136,14 +149,6 @@ impl Broker {
             }
         }
         self.aborted_files.remove(&(topic.to_string(), partition));
-    }
-
-    /// The last marker the files of a partition hold (the table drops entries up to it).
-    pub(super) fn last_filed_marker(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.aborted_files
-            .get(&(topic.to_string(), partition))
-            .and_then(|fs| fs.last())
-            .map(|f| f.last_marker)
     }
 
     /// Aborted transactions of the files that may have records in `[from, to)`.
@@ -174,7 +179,7 @@ impl Broker {
         Ok(out)
     }
 
-    /// Moves the oldest durable aborted transactions of every partition holding at least
+    /// Moves the oldest synced aborted transactions of every partition holding at least
     /// `self.aborted_spill` of them into a file; returns the partitions whose table changed
     /// (their snapshot must be written again).
     pub(super) fn spill_aborted(&mut self) -> Vec<(String, i32)> {
@@ -185,34 +190,57 @@ impl Broker {
             .filter(|(_, t)| t.aborted_len() >= self.aborted_spill)
             .filter_map(|(key, _)| {
                 let log = self.topics.get(&key.0)?.partitions.get(key.1 as usize)?;
-                Some((key.clone(), log.high_watermark()))
+                // Without fsync-before-ack the high watermark runs ahead of the disk.
+                Some((key.clone(), log.high_watermark().min(log.synced_end())))
             })
             .collect();
-        for ((topic, partition), durable) in due {
+        for ((topic, partition), synced) in due {
             let key = (topic.clone(), partition);
             let Some(table) = self.producers.get(&key) else {
                 continue;
             };
-            let entries: Vec<AbortedTxn> = table
+            let mut entries: Vec<AbortedTxn> = table
                 .aborted()
-                .take_while(|a| a.last_offset < durable)
+                .take_while(|a| a.last_offset < synced)
                 .copied()
                 .collect();
+            let Some(last_marker) = entries.last().map(|a| a.last_offset) else {
+                continue;
+            };
+            let first_marker = entries[0].last_offset;
+            let path = file_path(&topic, partition, first_marker);
+            // A file of that name already (its entries were filed before a crash): join it.
+            let existing = self
+                .aborted_files
+                .get(&key)
+                .is_some_and(|fs| fs.iter().any(|f| f.first_marker == first_marker));
+            if existing {
+                match self.fs.read_file(&path).map(|r| r.and_then(|r| decode(&r))) {
+                    Ok(Some(old)) => {
+                        entries.extend(old);
+                        entries.sort_by_key(|a| (a.last_offset, a.producer_id));
+                        entries.dedup();
+                    }
+                    _ => continue,
+                }
+            }
             let Some(file) = summary(&entries) else {
                 continue;
             };
-            let path = file_path(&topic, partition, file.first_marker);
             if let Err(e) = self.fs.write_file_atomic(&path, &encode(&entries)) {
                 warn!(node_id = self.config.node_id, topic = %topic, partition, error = %e, "writing an aborted-transaction index failed");
                 continue;
             }
             if let Some(t) = self.producers.get_mut(&key) {
-                t.drop_aborted_through(file.last_marker);
+                t.drop_aborted_through(last_marker);
             }
-            self.aborted_files
-                .entry(key.clone())
-                .or_default()
-                .push(file);
+            let files = self.aborted_files.entry(key.clone()).or_default();
+            files.retain(|f| f.first_marker != first_marker);
+            files.push(IndexFile {
+                first_marker,
+                ..file
+            });
+            files.sort_by_key(|f| f.first_marker);
             changed.push(key);
         }
         changed
@@ -258,35 +286,58 @@ impl Broker {
             return Ok(());
         };
         let mut kept_files = Vec::new();
+        let mut failed = None;
         for f in files {
             let touched = removed
                 .iter()
                 .any(|(_, m)| (f.first_marker..=f.last_marker).contains(m));
-            if !touched {
+            if !touched || failed.is_some() {
                 kept_files.push(f);
                 continue;
             }
-            let path = file_path(topic, partition, f.first_marker);
-            let raw = self.fs.read_file(&path)?.unwrap_or_default();
-            let entries: Vec<AbortedTxn> = decode(&raw)
-                .ok_or_else(|| corrupt(&path))?
-                .into_iter()
-                .filter(|a| !removed.contains(&(a.producer_id, a.last_offset)))
-                .collect();
-            match summary(&entries) {
-                // Keeps its name: a file's name is where it starts, not its first entry.
-                Some(s) => {
-                    self.fs.write_file_atomic(&path, &encode(&entries))?;
-                    kept_files.push(IndexFile {
-                        first_marker: f.first_marker,
-                        ..s
-                    });
+            // A failed step leaves the file as it was (writes are atomic), so it stays listed.
+            match self.rewrite_without(topic, partition, &f, removed) {
+                Ok(Some(rewritten)) => kept_files.push(rewritten),
+                Ok(None) => {}
+                Err(e) => {
+                    kept_files.push(f);
+                    failed = Some(e);
                 }
-                None => self.fs.remove_file(&path)?,
             }
         }
         self.aborted_files.insert(key, kept_files);
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// One file without the `removed` markers (`None`: nothing left, the file is gone).
+    fn rewrite_without(
+        &self,
+        topic: &str,
+        partition: i32,
+        f: &IndexFile,
+        removed: &[(i64, i64)],
+    ) -> io::Result<Option<IndexFile>> {
+        let path = file_path(topic, partition, f.first_marker);
+        let raw = self.fs.read_file(&path)?.unwrap_or_default();
+        let entries: Vec<AbortedTxn> = decode(&raw)
+            .ok_or_else(|| corrupt(&path))?
+            .into_iter()
+            .filter(|a| !removed.contains(&(a.producer_id, a.last_offset)))
+            .collect();
+        match summary(&entries) {
+            // Keeps its name: a file's name is where it starts, not its first entry.
+            Some(s) => {
+                self.fs.write_file_atomic(&path, &encode(&entries))?;
+                Ok(Some(IndexFile {
+                    first_marker: f.first_marker,
+                    ..s
+                }))
+            }
+            None => {
+                self.fs.remove_file(&path)?;
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -718,6 +718,7 @@ impl Broker {
                         .and_then(|t| t.partitions.get_mut(*p as usize))
                     {
                         log.mark_durable(*end);
+                        log.mark_synced(*end);
                         if log.last_stable_offset() < log.high_watermark() {
                             undecided = Some(log.high_watermark());
                         }

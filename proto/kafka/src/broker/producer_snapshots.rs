@@ -129,9 +129,18 @@ impl Broker {
             self.partition(topic, partition)
                 .map_or(0, |l| l.log_start_offset()),
         );
-        // A crash between an index file and the snapshot leaving its entries out.
-        if let Some(filed) = self.last_filed_marker(topic, partition) {
-            table.drop_aborted_through(filed);
+        // A crash between an index file and the snapshot leaving its entries out: the table
+        // forgets what the files hold.
+        let first = table.aborted().next().map(|a| a.last_offset);
+        if let Some(first) = first
+            && let Ok(filed) = self.filed_aborted_between(topic, partition, first, i64::MAX)
+            && !filed.is_empty()
+        {
+            let filed: Vec<(i64, i64)> = filed
+                .iter()
+                .map(|a| (a.producer_id, a.last_offset))
+                .collect();
+            table.forget_aborted(&filed);
         }
         self.producers.insert((topic.to_string(), partition), table);
         self.sync_unstable(topic, partition);

@@ -535,14 +535,12 @@ impl Broker {
         to: i64,
     ) -> std::io::Result<Vec<sluice_coordinator::AbortedTxn>> {
         let mut out = self.filed_aborted_between(topic, partition, from, to)?;
-        let filed = self.last_filed_marker(topic, partition).unwrap_or(-1);
         if let Some(t) = self.producers.get(&(topic.to_string(), partition)) {
-            out.extend(
-                t.aborted_between(from, to)
-                    .into_iter()
-                    .filter(|a| a.last_offset > filed),
-            );
+            out.extend(t.aborted_between(from, to));
         }
+        // Each transaction once (a crash may have left an entry in a file and in the table).
+        out.sort_by_key(|a| (a.last_offset, a.producer_id));
+        out.dedup();
         Ok(out)
     }
 

@@ -1269,3 +1269,66 @@ fn the_aborted_index_moves_to_files_and_survives_restarts_and_crashes() {
     assert!(index_files(&fs).is_empty());
     assert!(b.aborted_between("t", 0, 0, i64::MAX).unwrap().is_empty());
 }
+
+#[test]
+fn without_fsync_before_ack_only_synced_markers_are_filed() {
+    let fs = MemStorage::new();
+    let config = BrokerConfig {
+        offsets_partitions: 2,
+        sync_writes: false,
+        ..BrokerConfig::default()
+    };
+    let mut b = Broker::open(
+        Arc::new(fs.clone()) as Arc<dyn Storage>,
+        config.clone(),
+        9,
+        0,
+    )
+    .unwrap();
+    sync(&mut b);
+    create(&mut b, "t");
+    let (_, pid, epoch) = init(&mut b, "tx", 60_000, 0);
+    // Three aborts; the periodic flush syncs the first two.
+    for i in 0..3 {
+        if i == 2 {
+            sync(&mut b);
+        }
+        assert_eq!(add(&mut b, "tx", pid, epoch, "t", 1), 0);
+        let v = format!("a{i}");
+        produce(
+            &mut b,
+            "t",
+            batch(pid, epoch, i, &[&v], true),
+            Some("tx"),
+            1,
+        );
+        assert_eq!(end(&mut b, "tx", pid, epoch, false, 1), 0);
+    }
+    let log = b.partition("t", 0).unwrap();
+    assert_eq!(
+        log.high_watermark(),
+        log.log_end_offset(),
+        "acknowledged without fsync"
+    );
+    assert!(log.synced_end() < log.log_end_offset());
+    b.aborted_spill = 2;
+    b.apply_retention(2);
+    assert_eq!(index_files(&fs).len(), 1);
+    assert_eq!(
+        b.producers[&("t".to_string(), 0)].aborted_len(),
+        1,
+        "the unsynced marker stays in memory"
+    );
+    assert_eq!(fetch(&b, "t", true).2.len(), 3);
+    // A crash loses the unsynced tail; the file describes only what is left.
+    drop(b);
+    fs.crash();
+    let b = Broker::open(Arc::new(fs.clone()) as Arc<dyn Storage>, config, 9, 3).unwrap();
+    let end = b.partition("t", 0).unwrap().log_end_offset();
+    let aborted = b.aborted_between("t", 0, 0, i64::MAX).unwrap();
+    assert!(
+        aborted.iter().all(|a| a.last_offset < end),
+        "{aborted:?} end {end}"
+    );
+    assert_eq!(aborted.len(), 2, "the two synced aborts are still known");
+}

@@ -189,6 +189,9 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     high_watermark: i64,
+    /// Everything below is known synced to disk (without fsync-before-ack the high watermark
+    /// runs ahead of it).
+    synced_end: i64,
     /// Files written since the last sync was taken.
     unsynced: Vec<Arc<dyn StoreFile>>,
     /// Records appended since the last sync was taken (`flush.messages`).
@@ -311,6 +314,7 @@ impl PartitionLog {
             segments,
             log_start_offset: 0,
             high_watermark: 0,
+            synced_end: 0,
             first_unstable: None,
             unsynced: Vec::new(),
             unsynced_records: 0,
@@ -321,6 +325,7 @@ impl PartitionLog {
         log.log_start_offset = stored_start.max(first_base).min(end);
         // Whatever survived recovery is on disk: it is all durable now.
         log.high_watermark = end;
+        log.synced_end = end;
         Ok(log)
     }
 
@@ -597,6 +602,7 @@ impl PartitionLog {
         self.clear_unsynced();
         self.log_start_offset = offset;
         self.high_watermark = offset;
+        self.synced_end = offset;
         info!(partition = %dir, offset, "log reset");
         Ok(())
     }
@@ -676,6 +682,17 @@ impl PartitionLog {
             self.high_watermark = end_offset;
         }
         debug_assert!(self.high_watermark <= self.log_end_offset());
+    }
+
+    /// A sync taken by [`PartitionLog::take_sync_work`] completed: everything below
+    /// `end_offset` is on disk.
+    pub fn mark_synced(&mut self, end_offset: i64) {
+        self.synced_end = self.synced_end.max(end_offset.min(self.log_end_offset()));
+    }
+
+    /// Last offset known synced to disk + 1 (what a crash cannot take back).
+    pub fn synced_end(&self) -> i64 {
+        self.synced_end
     }
 
     /// Reads whole batches from `offset`, up to `max_bytes` (the first batch may exceed it when
@@ -1034,6 +1051,7 @@ impl PartitionLog {
         self.clear_unsynced();
         let end = self.log_end_offset();
         self.high_watermark = self.high_watermark.min(end);
+        self.synced_end = self.synced_end.min(end);
         self.log_start_offset = self.log_start_offset.min(end);
         info!(partition = %dir, end_offset = end, "log truncated");
         Ok(())
@@ -1047,6 +1065,7 @@ impl PartitionLog {
         active.write_index(&*self.fs, &dir).map_err(io_err(&dir))?;
         self.clear_unsynced();
         self.high_watermark = self.log_end_offset();
+        self.synced_end = self.log_end_offset();
         Ok(())
     }
 
