@@ -269,6 +269,12 @@ impl Driver {
             })
     }
 
+    /// A membership change is proposed and not yet applied (raft-rs takes one at a time and
+    /// turns another into an empty entry).
+    pub fn conf_change_pending(&self) -> bool {
+        self.raw.raft.pending_conf_index > self.raw.raft.raft_log.applied
+    }
+
     /// Escape hatch for diagnostics and tests: the wrapped raft-rs node.
     pub fn raw_node(&self) -> &RawNode<LogStore> {
         &self.raw

@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod leadership;
 pub mod liveness;
+pub mod moves;
 pub mod reach;
 pub mod recovery;
 pub mod sim;
@@ -46,6 +47,8 @@ const HOUSEKEEPING_MS: u64 = 200;
 const BALANCE_MS: u64 = 2_000;
 /// Transfers started per balance round: a restarted node takes its partitions back gradually.
 const BALANCE_MOVES: usize = 16;
+/// How often a leader leaving a moving partition retries handing it over.
+const MOVE_TRANSFER_EVERY_MS: u64 = 3000;
 /// A preferred replica repeats its first campaign for a new partition this long: its first
 /// one is lost when the other replicas open the group a moment later than it does.
 const EARLY_CAMPAIGN_MS: u64 = 3_000;
@@ -122,6 +125,9 @@ pub struct OpenGroup {
     pub applied: u64,
     /// This node is the preferred leader: campaign at once rather than after a timeout.
     pub campaign: bool,
+    /// This node is being added to the group: a new store starts empty, outside the
+    /// membership, and is seeded by the leader's snapshot.
+    pub joining: bool,
     /// For logs: the partition's topic.
     pub topic: String,
     /// For logs: the partition.
@@ -239,6 +245,8 @@ pub struct Replica {
     /// Since when the node is handing off leadership to stop.
     stopping: Option<u64>,
     last_transfer: u64,
+    /// Led groups whose leadership this node handed over to leave them (a move): when.
+    move_transfers: HashMap<u64, u64>,
     stopped: bool,
     /// (term, leader id) of `__meta` last logged.
     meta_leader: (u64, u64),
@@ -330,6 +338,7 @@ impl Replica {
             next_balance: 0,
             stopping: None,
             last_transfer: 0,
+            move_transfers: HashMap::new(),
             stopped: false,
             meta_leader: (0, 0),
             first_campaign: false,
@@ -830,6 +839,7 @@ impl Replica {
         // entry quadratic.
         self.hinted.retain(|g, _| led.binary_search(g).is_ok());
         broker.keep_group_progress(&led);
+        self.move_replicas(&led, now, wall_ms, broker);
         self.silence.retain_groups(&led);
         let me = self.cfg.node_id;
         let timeout = self.cfg.replica_timeout_ms;
@@ -932,6 +942,68 @@ impl Replica {
         }
     }
 
+    /// Partition reassignment, on the leader: one membership change at a time towards the
+    /// replicas `__meta` wants (learners first, promoted once caught up, then the replicas
+    /// left behind removed, leadership handed over first if this node is one of them), then
+    /// the move is reported complete.
+    fn move_replicas(&mut self, led: &[u64], now: u64, wall_ms: i64, broker: &mut Broker) {
+        for &group in led {
+            let Some(driver) = self.node.group(group) else {
+                continue;
+            };
+            let Some(wanted) = broker.wanted_voters(group) else {
+                continue;
+            };
+            let cs = driver.store().conf_state();
+            let settled = cs.learners.is_empty()
+                && cs.voters_outgoing.is_empty()
+                && cs.voters.len() == wanted.len()
+                && wanted.iter().all(|w| cs.voters.contains(w));
+            if settled {
+                broker.report_voters(group, &cs.voters, wall_ms);
+                continue;
+            }
+            if driver.conf_change_pending() || !cs.voters_outgoing.is_empty() {
+                continue;
+            }
+            let step = moves::next_step(
+                self.cfg.node_id,
+                cs,
+                &wanted,
+                driver.commit_index(),
+                &driver.progress().collect::<Vec<_>>(),
+            );
+            let node_id = self.cfg.node_id;
+            match step {
+                moves::Step::Change(cc) => {
+                    info!(node_id, group, change = ?cc.changes, "changing a partition's replicas");
+                    if let Err(e) = self.node.propose_conf_change(group, cc) {
+                        warn!(node_id, group, error = %e, "proposing a membership change failed");
+                    }
+                }
+                moves::Step::HandOver(to) => {
+                    let due = self
+                        .move_transfers
+                        .get(&group)
+                        .is_none_or(|at| now.saturating_sub(*at) >= MOVE_TRANSFER_EVERY_MS);
+                    if due {
+                        self.move_transfers.insert(group, now);
+                        info!(
+                            node_id,
+                            group,
+                            to,
+                            "this replica is leaving the partition: handing leadership over"
+                        );
+                        let _ = self.node.transfer_leader(group, to);
+                    }
+                }
+                moves::Step::Wait => {}
+            }
+        }
+        self.move_transfers
+            .retain(|g, _| led.binary_search(g).is_ok());
+    }
+
     /// A led group's replicas for DescribeQuorum: how far each one's log matches the leader's.
     fn group_progress(
         &self,
@@ -1030,18 +1102,21 @@ impl Replica {
                 voters,
                 applied,
                 campaign,
+                joining,
                 topic,
                 partition,
             } => {
                 self.preferred
                     .insert(group, voters.first().copied().unwrap_or(0));
-                if self.node.group(group).is_none() {
+                // Also sent for a hosted group whose replicas changed (its preferred leader).
+                if self.node.group(group).is_none() && !self.opening.contains(&group) {
                     self.opening.insert(group);
                     self.io.push_back(Io::OpenGroup(OpenGroup {
                         group,
                         voters,
                         applied,
                         campaign,
+                        joining,
                         topic,
                         partition,
                     }));
@@ -1174,11 +1249,16 @@ impl Replica {
                 broker.partition_role_changed(group, rc.leader_id, rc.term, last_index, wall_ms);
             }
             Task::SnapshotWanted => {
-                // Partition groups keep their voters, so every compaction's snapshot serves.
+                // A replica being added is not in the stored snapshot's membership (or the
+                // snapshot is older than what it lacks): compact to what is applied and
+                // durable here, under the current membership.
                 debug!(
                     node_id,
                     group, "a peer asked for a newer snapshot than the stored one"
                 );
+                if let Some((index, image)) = broker.compaction_now(group) {
+                    self.compact_group(group, index, image);
+                }
             }
             Task::ReadReady { .. } => {}
         }

@@ -441,7 +441,21 @@ impl<F: Fn() -> u64> Executor<'_, F> {
     ) -> anyhow::Result<()> {
         let node_id = self.node_id;
         let (reply, stores) = async_channel::bounded(1);
-        let groups = opens.iter().map(|o| (o.group, o.voters.clone())).collect();
+        // A replica being added starts outside the membership (no voters: seeded by the
+        // leader's snapshot).
+        let groups = opens
+            .iter()
+            .map(|o| {
+                (
+                    o.group,
+                    if o.joining {
+                        Vec::new()
+                    } else {
+                        o.voters.clone()
+                    },
+                )
+            })
+            .collect();
         self.to_wal(WalJob::Open { groups, reply })?;
         let stores = stores
             .recv()

@@ -324,9 +324,17 @@ impl RaftWal {
         Some(self.raft_dir.join(name)).filter(|d| d.exists())
     }
 
-    /// The group's log as replayed (or a fresh one with `voters`); from now on its persists are
-    /// written. A directory left by an earlier version is migrated here (synced, then removed).
+    /// The group's log as replayed (or a fresh one with `voters`, or one that joins an
+    /// existing group when `voters` is empty); from now on its persists are written. A
+    /// directory left by an earlier version is migrated here (synced, then removed).
     pub fn open_group(&mut self, group: u64, voters: &[u64]) -> io::Result<LogStore> {
+        let fresh = || {
+            if voters.is_empty() {
+                LogStore::joining()
+            } else {
+                LogStore::new(voters)
+            }
+        };
         if let Some(legacy) = self.legacy_dir(group) {
             let (_, loaded) = RaftStore::open(&legacy, voters)?;
             self.open.insert(group);
@@ -338,9 +346,9 @@ impl RaftWal {
         }
         self.open.insert(group);
         let Some(r) = self.recovered.remove(&group) else {
-            return Ok(LogStore::new(voters));
+            return Ok(fresh());
         };
-        let mut store = LogStore::new(voters);
+        let mut store = fresh();
         if let Some(snap) = &r.snapshot {
             store.apply_snapshot(snap);
         }

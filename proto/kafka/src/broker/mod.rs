@@ -605,6 +605,12 @@ impl Broker {
             RequestKind::DescribeQuorum(r) => {
                 Reply::Now(ResponseKind::DescribeQuorum(self.describe_quorum(r, v)))
             }
+            RequestKind::AlterPartitionReassignments(r) => {
+                self.alter_partition_reassignments(r, now_ms)
+            }
+            RequestKind::ListPartitionReassignments(r) => Reply::Now(
+                ResponseKind::ListPartitionReassignments(self.list_partition_reassignments(r)),
+            ),
             RequestKind::DescribeLogDirs(r) => {
                 Reply::Now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))
             }

@@ -110,6 +110,26 @@ pub enum MetaCommand {
         /// Replicas in sync, the leader included.
         isr: Vec<i32>,
     },
+    /// Moves a partition to other replicas (AlterPartitionReassignments); `None` cancels the
+    /// move in progress.
+    Reassign {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The replicas wanted, the first the preferred leader.
+        replicas: Option<Vec<i32>>,
+    },
+    /// The leader of a partition group reports that its Raft voters are now `replicas`, the
+    /// move's target: the move is complete.
+    Reassigned {
+        /// Partition group.
+        group: u64,
+        /// The voters (the target, in its order).
+        replicas: Vec<i32>,
+    },
 }
 
 impl MetaCommand {
@@ -142,9 +162,36 @@ pub struct MetaPartition {
     pub leader_epoch: i32,
     /// In-sync replicas as that leader last reported them (empty: not reported yet, all).
     pub isr: Vec<i32>,
+    /// The replicas a move in progress goes to (AlterPartitionReassignments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<i32>>,
 }
 
 impl MetaPartition {
+    /// The replicas the partition's Raft group should have: the move's target while one is in
+    /// progress.
+    pub fn wanted(&self) -> &[i32] {
+        self.target.as_deref().unwrap_or(&self.replicas)
+    }
+
+    /// Whether `node` holds (or is getting) a replica.
+    pub fn hosted_on(&self, node: i32) -> bool {
+        self.replicas.contains(&node) || self.target.as_ref().is_some_and(|t| t.contains(&node))
+    }
+
+    /// Every replica during a move, as Kafka lists them: the target's, then those leaving.
+    pub fn all_replicas(&self) -> Vec<i32> {
+        let mut all = self.wanted().to_vec();
+        all.extend(
+            self.replicas
+                .iter()
+                .filter(|r| !all.contains(r))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        all
+    }
+
     /// The in-sync replicas to report to clients.
     pub fn in_sync(&self) -> &[i32] {
         if self.isr.is_empty() {
@@ -225,6 +272,13 @@ pub enum MetaEvent {
     },
     /// ACLs or credentials changed.
     SecurityChanged {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+    },
+    /// A partition's move began, was cancelled or completed: nodes start or stop hosting it.
+    ReassignmentChanged {
+        /// Partition group.
+        group: u64,
         /// Waiting request, if any.
         request: Option<ProposalId>,
     },
@@ -495,12 +549,65 @@ impl MetaState {
                 if term != part.leader_epoch
                     || leader != part.leader
                     || !isr.contains(&leader)
-                    || isr.iter().any(|r| !part.replicas.contains(r))
+                    || isr.iter().any(|r| !part.hosted_on(*r))
                 {
                     return Vec::new();
                 }
                 part.isr = isr;
                 vec![MetaEvent::LeaderRecorded { group }]
+            }
+            MetaCommand::Reassign {
+                request,
+                topic,
+                partition,
+                replicas,
+            } => {
+                let missing = || format!("The partition {topic}-{partition} does not exist.");
+                let Some(group) = self.partition(&topic, partition).map(|p| p.group) else {
+                    return vec![refused(
+                        request,
+                        ResponseError::UnknownTopicOrPartition,
+                        missing(),
+                    )];
+                };
+                if let Some(r) = &replicas
+                    && let Err((e, m)) = self.check_assignment(std::slice::from_ref(r), None)
+                {
+                    return vec![refused(request, e, m)];
+                }
+                let part = self.group_partition_mut(group).expect("checked");
+                match replicas {
+                    None if part.target.is_none() => {
+                        return vec![refused(
+                            request,
+                            ResponseError::NoReassignmentInProgress,
+                            format!(
+                                "No reassignment is in progress for partition {topic}-{partition}"
+                            ),
+                        )];
+                    }
+                    None => part.target = None,
+                    // Back to where it is: nothing to move.
+                    Some(r) if r == part.replicas => part.target = None,
+                    Some(r) => part.target = Some(r),
+                }
+                vec![MetaEvent::ReassignmentChanged { group, request }]
+            }
+            MetaCommand::Reassigned { group, replicas } => {
+                let Some(part) = self.group_partition_mut(group) else {
+                    return Vec::new();
+                };
+                // Only the move still wanted completes (not one cancelled or replaced since).
+                if part.target.as_ref() != Some(&replicas) {
+                    return Vec::new();
+                }
+                part.isr.retain(|r| replicas.contains(r));
+                part.replicas = replicas;
+                part.target = None;
+                vec![MetaEvent::ReassignmentChanged {
+                    group,
+                    request: None,
+                }]
             }
         }
     }
@@ -603,6 +710,7 @@ impl MetaState {
             leader: -1,
             leader_epoch: 0,
             isr: Vec::new(),
+            target: None,
         }
     }
 }

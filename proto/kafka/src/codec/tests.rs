@@ -163,6 +163,19 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                     .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
             ]))
         }
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_replicas(Some(vec![BrokerId(1)])),
+                    ]),
+            ]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default().with_topics(None),
+        ),
         ApiKey::ElectLeaders => RequestKind::ElectLeaders(
             ElectLeadersRequest::default().with_topic_partitions(Some(vec![
                 elect_leaders_request::TopicPartitions::default()

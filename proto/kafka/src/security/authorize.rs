@@ -1086,6 +1086,26 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             }
             RequestKind::DescribeQuorum(r)
         }
+        RequestKind::AlterPartitionReassignments(r) => {
+            if !cx.cluster(Operation::Alter) {
+                return Decision::Refuse(ResponseKind::AlterPartitionReassignments(
+                    kafka_protocol::messages::AlterPartitionReassignmentsResponse::default()
+                        .with_error_code(CLUSTER_DENIED.code())
+                        .with_error_message(denied_message()),
+                ));
+            }
+            RequestKind::AlterPartitionReassignments(r)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            if !cx.cluster(Operation::Describe) {
+                return Decision::Refuse(ResponseKind::ListPartitionReassignments(
+                    kafka_protocol::messages::ListPartitionReassignmentsResponse::default()
+                        .with_error_code(CLUSTER_DENIED.code())
+                        .with_error_message(denied_message()),
+                ));
+            }
+            RequestKind::ListPartitionReassignments(r)
+        }
         RequestKind::ElectLeaders(r) => {
             if !cx.cluster(Operation::Alter) {
                 return Decision::Refuse(ResponseKind::ElectLeaders(

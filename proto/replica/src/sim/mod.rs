@@ -655,7 +655,13 @@ impl Sim {
                     let store = node
                         .durable
                         .entry(open.group)
-                        .or_insert_with(|| LogStore::new(&open.voters))
+                        .or_insert_with(|| {
+                            if open.joining {
+                                LogStore::joining()
+                            } else {
+                                LogStore::new(&open.voters)
+                            }
+                        })
                         .clone();
                     if let Err(e) =
                         live.replica

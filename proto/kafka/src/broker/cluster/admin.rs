@@ -98,7 +98,7 @@ impl Broker {
                 .map(|(p, mp)| {
                     let (leader, epoch) = c.leader_of(&name, p as i32);
                     let replicas: Vec<BrokerId> =
-                        mp.replicas.iter().map(|&r| BrokerId(r)).collect();
+                        mp.all_replicas().into_iter().map(BrokerId).collect();
                     let isr: Vec<BrokerId> = mp.in_sync().iter().map(|&r| BrokerId(r)).collect();
                     MetadataResponsePartition::default()
                         .with_error_code(if leader < 0 {

@@ -132,6 +132,7 @@ impl Broker {
                     | MetaEvent::TopicDeleted { .. }
                     | MetaEvent::PartitionsCreated { .. }
                     | MetaEvent::ConfigsChanged { .. }
+                    | MetaEvent::ReassignmentChanged { .. }
             )
         });
         // Deletions first (by id), then creations: a batch may delete and re-create a name.
@@ -187,9 +188,10 @@ impl Broker {
             }
             for (p, mp) in mt.partitions.iter().enumerate() {
                 let c = self.cluster.as_ref().expect("cluster");
-                if !mp.replicas.contains(&me) || c.applied.contains_key(&mp.group) {
+                if !mp.hosted_on(me) || c.applied.contains_key(&mp.group) {
                     continue;
                 }
+                let joining = !mp.replicas.contains(&me);
                 let applied = self.recover_replica(mp.group, &name, p as i32, now_ms);
                 let c = self.cluster.as_mut().expect("cluster");
                 c.applied.insert(
@@ -205,21 +207,42 @@ impl Broker {
                 c.roles.insert(mp.group, Role::default());
                 c.group_changes.push(GroupChange::Add {
                     group: mp.group,
-                    voters: mp.replicas.iter().map(|&r| r as u64).collect(),
+                    voters: mp.wanted().iter().map(|&r| r as u64).collect(),
                     applied: applied.0,
-                    campaign: mp.replicas.first() == Some(&me) && applied.0 == 0,
+                    campaign: !joining && mp.replicas.first() == Some(&me) && applied.0 == 0,
+                    joining,
                     topic: name.clone(),
                     partition: p as i32,
                 });
             }
         }
         let c = self.cluster.as_mut().expect("cluster");
+        // Partitions that moved away from this node: their records go.
+        let moved: Vec<(u64, String, i32)> = c
+            .applied
+            .keys()
+            .filter_map(|g| {
+                let (t, p) = c.meta.group(*g)?;
+                let mp = c.meta.partition(t, p)?;
+                (!mp.hosted_on(me)).then(|| (*g, t.to_string(), p))
+            })
+            .collect();
         let gone: Vec<u64> = c
             .applied
             .keys()
             .filter(|g| !c.meta.groups.contains_key(g))
             .copied()
+            .chain(moved.iter().map(|(g, _, _)| *g))
             .collect();
+        for (group, topic, partition) in moved {
+            info!(node_id = me, group, topic = %topic, partition, "partition moved to other replicas: its local records go");
+            self.forget_moved_replica(&topic, partition, now_ms);
+            let c = self.cluster.as_mut().expect("cluster");
+            if let Some(t) = &mut c.marks_read {
+                t.remove(&group);
+            }
+        }
+        let c = self.cluster.as_mut().expect("cluster");
         for group in gone {
             c.applied.remove(&group);
             if let Some(t) = &mut c.marks_read {
@@ -227,6 +250,24 @@ impl Broker {
             }
             c.roles.remove(&group);
             c.group_changes.push(GroupChange::Remove { group });
+        }
+    }
+
+    /// A partition that moved to other replicas: its local records, producer state and
+    /// applied mark go (if it comes back, it is seeded afresh by its leader's snapshot).
+    fn forget_moved_replica(&mut self, topic: &str, partition: i32, now_ms: i64) {
+        if let Ok(log) = self.partition_mut(topic, partition)
+            && let Err(e) = log.reset_to(0, now_ms)
+        {
+            warn!(node_id = self.config.node_id, topic, partition, error = %e, "dropping the records of a moved partition failed");
+        }
+        let key = (topic.to_string(), partition);
+        self.producers.remove(&key);
+        self.snapshotted.remove(&key);
+        self.delete_aborted_files(topic, partition);
+        let dir = partition_dir(topic, partition);
+        for file in ["producer.snapshot", APPLIED_FILE] {
+            let _ = self.fs.remove_file(&format!("{dir}/{file}"));
         }
     }
 
@@ -316,6 +357,30 @@ impl Broker {
                 info!(node_id = me, broker = node_id, "broker registered");
             }
             MetaEvent::LeaderRecorded { .. } => {}
+            MetaEvent::ReassignmentChanged { group, request } => {
+                if let Some(c) = &mut self.cluster
+                    && let Some((t, p)) = c.meta.group(group)
+                    && let Some(mp) = c.meta.partition(t, p)
+                {
+                    info!(node_id = me, group, topic = %t, partition = p, replicas = ?mp.replicas, target = ?mp.target, "partition reassignment changed");
+                    // A hosted group learns its (new) preferred leader.
+                    if c.applied.contains_key(&group) && mp.hosted_on(me as i32) {
+                        let change = GroupChange::Add {
+                            group,
+                            voters: mp.wanted().iter().map(|&r| r as u64).collect(),
+                            applied: 0,
+                            campaign: false,
+                            joining: false,
+                            topic: t.to_string(),
+                            partition: p,
+                        };
+                        c.group_changes.push(change);
+                    }
+                }
+                if let Some(seq) = mine(&request) {
+                    self.admin_done(seq, None);
+                }
+            }
             MetaEvent::SecurityChanged { request } => {
                 if let Some(c) = &self.cluster {
                     self.security = c.meta.security.clone();
@@ -524,25 +589,48 @@ impl Broker {
         }
         let mut out = Vec::new();
         for (group, to, applied_index, end_offset) in due {
-            let c = self.cluster.as_ref().expect("cluster");
-            let Some((topic, p)) = c.meta.group(group) else {
-                continue;
-            };
-            let log = self.partition(topic, p).ok();
-            let start_offset = log.map_or(0, |l| l.log_start_offset()).min(end_offset);
-            let cleaner = log
-                .filter(|l| l.config().compact || *l.cleaner_state() != Default::default())
-                .map(|l| l.cleaner_state().encode())
-                .unwrap_or_default();
-            let image = PartitionImage {
-                applied_index,
-                end_offset,
-                start_offset,
-                cleaner,
-            };
-            out.push((group, to, image.encode()));
+            if let Some(image) = self.partition_image(group, applied_index, end_offset) {
+                out.push((group, to, image));
+            }
         }
         out
+    }
+
+    /// The snapshot image of `group`'s local log at its applied mark `applied_index`, where the
+    /// log ended at `end_offset` (`None`: not a partition of this cluster).
+    fn partition_image(&self, group: u64, applied_index: u64, end_offset: i64) -> Option<Vec<u8>> {
+        let c = self.cluster.as_ref()?;
+        let (topic, p) = c.meta.group(group)?;
+        let log = self.partition(topic, p).ok();
+        let start_offset = log.map_or(0, |l| l.log_start_offset()).min(end_offset);
+        let cleaner = log
+            .filter(|l| l.config().compact || *l.cleaner_state() != Default::default())
+            .map(|l| l.cleaner_state().encode())
+            .unwrap_or_default();
+        let image = PartitionImage {
+            applied_index,
+            end_offset,
+            start_offset,
+            cleaner,
+        };
+        Some(image.encode())
+    }
+
+    /// A snapshot image of `group` at its recorded applied mark, for a replica the stored
+    /// snapshot cannot serve (one being added is not in its membership): (index, image), or
+    /// `None` when nothing was applied since the last compaction (or it is being installed).
+    pub fn compaction_now(&mut self, group: u64) -> Option<(u64, Vec<u8>)> {
+        let c = self.cluster.as_mut()?;
+        if c.installing.contains_key(&group) {
+            return None;
+        }
+        let a = c.applied.get_mut(&group)?;
+        if a.recorded <= a.compacted {
+            return None;
+        }
+        a.compacted = a.recorded;
+        let (to, end_offset) = (a.recorded, a.recorded_end);
+        Some((to, self.partition_image(group, to, end_offset)?))
     }
 
     /// The index up to which the local log of `group` is durable (what a restart resumes from).

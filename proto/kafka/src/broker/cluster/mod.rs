@@ -27,6 +27,7 @@ mod early;
 mod install;
 mod produce;
 mod quorum;
+mod reassign;
 mod records;
 mod txn;
 mod waits;
@@ -75,6 +76,9 @@ pub enum GroupChange {
         applied: u64,
         /// This node is the preferred leader: campaign at once rather than after a timeout.
         campaign: bool,
+        /// This node is being added to the group (a partition moving here): it starts empty,
+        /// outside the membership, and is seeded by the leader's snapshot.
+        joining: bool,
         /// For logs: the partition.
         topic: String,
         /// For logs: the partition.
@@ -166,6 +170,11 @@ enum AdminWait {
     Alter(kafka_protocol::messages::AlterConfigsResponse),
     IncrementalAlter(kafka_protocol::messages::IncrementalAlterConfigsResponse),
     /// Slots are (topic, partition) positions in the response.
+    Reassign(
+        kafka_protocol::messages::AlterPartitionReassignmentsResponse,
+        Vec<(usize, usize)>,
+    ),
+    /// Slots are (topic, partition) positions in the response.
     DeleteRecords(
         kafka_protocol::messages::DeleteRecordsResponse,
         Vec<(usize, usize)>,
@@ -194,6 +203,8 @@ pub struct ClusterState {
     early_pending: HashMap<u64, (u64, i64)>,
     /// ISR reports proposed to `__meta` and not yet seen applied: group → (isr, when).
     isr_proposed: HashMap<u64, (Vec<i32>, i64)>,
+    /// Completed moves reported to `__meta` and not yet seen applied: group → when.
+    reassigned_reported: HashMap<u64, i64>,
     /// Leader records proposed again (the first was lost, e.g. `__meta` was electing):
     /// group → (term, when).
     leader_reproposed: HashMap<u64, (u64, i64)>,
@@ -255,6 +266,7 @@ impl ClusterState {
             early: BTreeMap::new(),
             early_pending: HashMap::new(),
             isr_proposed: HashMap::new(),
+            reassigned_reported: HashMap::new(),
             leader_reproposed: HashMap::new(),
             proposals: Vec::new(),
             group_changes: Vec::new(),

@@ -222,6 +222,11 @@ impl Broker {
                 let (t, p) = slots[slot];
                 (&mut r.topics[t].partitions[p].error_code, None)
             }
+            AdminWait::Reassign(r, slots) => {
+                let (t, p) = slots[slot];
+                let x = &mut r.responses[t].partitions[p];
+                (&mut x.error_code, Some(&mut x.error_message))
+            }
         };
         if let Some((e, m)) = &error {
             *code = e.code();
@@ -240,6 +245,7 @@ impl Broker {
                 AdminWait::Alter(r) => ResponseKind::AlterConfigs(r),
                 AdminWait::IncrementalAlter(r) => ResponseKind::IncrementalAlterConfigs(r),
                 AdminWait::DeleteRecords(r, _) => ResponseKind::DeleteRecords(r),
+                AdminWait::Reassign(r, _) => ResponseKind::AlterPartitionReassignments(r),
             };
             c.finished.push((token, response));
         }

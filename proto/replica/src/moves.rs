@@ -1,0 +1,175 @@
+//! The next membership change of a partition whose replicas are moving (KIP-455 reassignment),
+//! decided by its leader from the group's committed membership and its followers' progress.
+//!
+//! One change at a time, each a single-voter change (always safe in Raft, no joint state): new
+//! replicas join as learners and receive the log (a snapshot first) without voting; each is
+//! promoted once it has caught up, so the quorum never waits on a replica still copying; then
+//! the replicas left behind are removed one by one. A leader never removes itself (raft-rs
+//! would keep a removed leader leading): it hands leadership to a wanted voter first, and the
+//! new leader carries on.
+
+use sluice_raft::PeerProgress;
+use sluice_raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState};
+
+/// A learner within this many entries of the commit index counts as caught up.
+pub const CAUGHT_UP_ENTRIES: u64 = 64;
+
+/// What the leader does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Propose this membership change.
+    Change(ConfChangeV2),
+    /// Hand leadership to this voter (this node is leaving the group).
+    HandOver(u64),
+    /// Nothing yet (a learner is catching up, or nobody can take over).
+    Wait,
+}
+
+fn change(kind: ConfChangeType, nodes: impl IntoIterator<Item = u64>) -> Step {
+    Step::Change(ConfChangeV2 {
+        changes: nodes
+            .into_iter()
+            .map(|node_id| ConfChangeSingle {
+                change_type: kind as i32,
+                node_id,
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// The next step from membership `cs` (not joint) towards voters `wanted` (in preference
+/// order); `commit` is the leader's commit index.
+pub fn next_step(
+    me: u64,
+    cs: &ConfState,
+    wanted: &[u64],
+    commit: u64,
+    progress: &[PeerProgress],
+) -> Step {
+    let caught_up = |id: u64| {
+        id == me
+            || progress.iter().any(|p| {
+                p.id == id
+                    && p.recent_active
+                    && !p.snapshotting
+                    && p.matched + CAUGHT_UP_ENTRIES >= commit
+            })
+    };
+    // Learners no longer wanted (a move cancelled or redirected).
+    let stale: Vec<u64> = cs
+        .learners
+        .iter()
+        .filter(|l| !wanted.contains(l))
+        .copied()
+        .collect();
+    if !stale.is_empty() {
+        return change(ConfChangeType::RemoveNode, stale);
+    }
+    // New replicas start as learners.
+    let new: Vec<u64> = wanted
+        .iter()
+        .filter(|w| !cs.voters.contains(w) && !cs.learners.contains(w))
+        .copied()
+        .collect();
+    if !new.is_empty() {
+        return change(ConfChangeType::AddLearnerNode, new);
+    }
+    // A caught-up learner becomes a voter.
+    if !cs.learners.is_empty() {
+        return match wanted
+            .iter()
+            .find(|w| cs.learners.contains(w) && caught_up(**w))
+        {
+            Some(&l) => change(ConfChangeType::AddNode, [l]),
+            None => Step::Wait,
+        };
+    }
+    // Every wanted replica votes: the others leave, this node last, after handing over.
+    let leaving: Vec<u64> = cs
+        .voters
+        .iter()
+        .filter(|v| !wanted.contains(v))
+        .copied()
+        .collect();
+    match leaving.iter().find(|&&v| v != me) {
+        Some(&v) => change(ConfChangeType::RemoveNode, [v]),
+        None if leaving.contains(&me) => wanted
+            .iter()
+            .find(|w| cs.voters.contains(w) && caught_up(**w))
+            .map_or(Step::Wait, |&to| Step::HandOver(to)),
+        None => Step::Wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
+        ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn pr(id: u64, matched: u64) -> PeerProgress {
+        PeerProgress {
+            id,
+            matched,
+            recent_active: true,
+            snapshotting: false,
+            learner: false,
+        }
+    }
+
+    fn single(step: &Step) -> (ConfChangeType, Vec<u64>) {
+        let Step::Change(cc) = step else {
+            panic!("not a change: {step:?}")
+        };
+        (
+            cc.changes[0].get_change_type(),
+            cc.changes.iter().map(|c| c.node_id).collect(),
+        )
+    }
+
+    #[test]
+    fn a_move_adds_learners_promotes_them_when_caught_up_then_removes_the_old_replicas() {
+        let progress = [pr(1, 100), pr(2, 100), pr(3, 100)];
+        // 1,2,3 → 2,3,4: 4 joins as a learner.
+        let step = next_step(1, &conf(&[1, 2, 3], &[]), &[2, 3, 4], 100, &progress);
+        assert_eq!(single(&step), (ConfChangeType::AddLearnerNode, vec![4]));
+        // Still copying: wait.
+        let copying = [pr(1, 100), pr(2, 100), pr(3, 100), pr(4, 0)];
+        let step = next_step(1, &conf(&[1, 2, 3], &[4]), &[2, 3, 4], 100, &copying);
+        assert_eq!(step, Step::Wait);
+        // Caught up: promoted.
+        let caught = [pr(1, 100), pr(2, 100), pr(3, 100), pr(4, 99)];
+        let step = next_step(1, &conf(&[1, 2, 3], &[4]), &[2, 3, 4], 100, &caught);
+        assert_eq!(single(&step), (ConfChangeType::AddNode, vec![4]));
+        // The leader (1) is leaving: it hands over to a caught-up wanted voter first.
+        let step = next_step(1, &conf(&[1, 2, 3, 4], &[]), &[2, 3, 4], 100, &caught);
+        assert_eq!(step, Step::HandOver(2));
+        // The new leader (2) removes 1.
+        let step = next_step(2, &conf(&[1, 2, 3, 4], &[]), &[2, 3, 4], 100, &caught);
+        assert_eq!(single(&step), (ConfChangeType::RemoveNode, vec![1]));
+    }
+
+    #[test]
+    fn cancelled_learners_are_removed_and_nobody_takes_over_from_a_lagging_voter() {
+        let progress = [pr(1, 100), pr(2, 100)];
+        let step = next_step(1, &conf(&[1, 2], &[3]), &[1, 2], 100, &progress);
+        assert_eq!(single(&step), (ConfChangeType::RemoveNode, vec![3]));
+        // Moving off the leader to a voter that lags: wait.
+        let lagging = [pr(1, 500), pr(2, 10)];
+        assert_eq!(
+            next_step(1, &conf(&[1, 2], &[]), &[2], 500, &lagging),
+            Step::Wait
+        );
+        // Replication factor 1 → another node: learner, voter, hand over, removed.
+        let alone = [pr(1, 50)];
+        let step = next_step(1, &conf(&[1], &[]), &[2], 50, &alone);
+        assert_eq!(single(&step), (ConfChangeType::AddLearnerNode, vec![2]));
+    }
+}

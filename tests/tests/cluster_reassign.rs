@@ -1,0 +1,143 @@
+//! Partition reassignment (KIP-455) on a 3-node cluster, through kafka-python's
+//! `alter_partition_reassignments` / `list_partition_reassignments`, while an acks=all
+//! idempotent librdkafka producer writes: the partition grows onto two other nodes and leaves
+//! its first one, then comes back, and every acknowledged record is read back once, in order.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_tests::cluster::{self, Cluster};
+use sluice_tests::python;
+
+fn reassign(bootstrap: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--bootstrap", bootstrap];
+    all.extend_from_slice(args);
+    let out = python("reassign.py", &all);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Moves `mv`-0 to `replicas` and waits until the move is complete (Metadata lists exactly
+/// them, all in sync, and no move is listed).
+fn move_to(bootstrap: &str, replicas: &[i32]) -> Value {
+    let list: Vec<String> = replicas.iter().map(|r| r.to_string()).collect();
+    let list = list.join(",");
+    let r = reassign(bootstrap, &["alter", "--topic", "mv", "--replicas", &list]);
+    assert!(r["error"].is_null(), "{r}");
+    reassign(
+        bootstrap,
+        &[
+            "wait",
+            "--topic",
+            "mv",
+            "--replicas",
+            &list,
+            "--timeout",
+            "90",
+        ],
+    )
+}
+
+/// Waits until node `i` holds no records of `mv`-0.
+fn wait_dropped(c: &Cluster, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = cluster::log_bytes(&c.data_dir(i), "mv", 0).unwrap_or_default();
+        if bytes.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} still holds {} bytes of mv-0 after it left the partition:\n{}",
+            i + 1,
+            bytes.len(),
+            cluster::listing(&c.data_dir(i))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads `mv`-0 back and checks every acknowledged record is there once, at the offset it was
+/// acknowledged at, and that no value appears twice.
+fn check_read_back(bootstrap: &str, acked: &[&cluster::Ack]) {
+    let out = python(
+        "cluster_dump.py",
+        &["--bootstrap", bootstrap, "--topic", "mv"],
+    );
+    let dump: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let records: BTreeMap<i64, String> = dump["partitions"]["0"]["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| (r[0].as_i64().unwrap(), r[1].as_str().unwrap().to_string()))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for v in records.values() {
+        assert!(seen.insert(v), "{v} appears twice");
+    }
+    for a in acked {
+        assert_eq!(
+            records.get(&a.offset),
+            Some(&a.value),
+            "acknowledged {} at offset {} is not there",
+            a.value,
+            a.offset
+        );
+    }
+}
+
+#[test]
+fn a_partition_moves_to_other_nodes_and_back_while_a_producer_writes() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    cluster::create_topic(&all, "mv", 1, 1);
+    let md = cluster::describe(&all, "mv");
+    let home = md["partitions"]["0"]["replicas"][0].as_i64().unwrap() as i32;
+    let others: Vec<i32> = (1..=3).filter(|n| *n != home).collect();
+    let before = cluster::produce(&all, "mv", 1, "before", 300, 1000, &[]);
+    before.assert_complete();
+
+    // Nothing moves yet; a cancel of nothing and a move to an unknown node are refused.
+    assert_eq!(reassign(&all, &["list"]), serde_json::json!({}));
+    let r = reassign(&all, &["cancel", "--topic", "mv"]);
+    assert_eq!(r["error"], "NoReassignmentInProgressError", "{r}");
+    let r = reassign(&all, &["alter", "--topic", "mv", "--replicas", "9"]);
+    assert_eq!(r["error"], "InvalidReplicationAssignmentError", "{r}");
+
+    // From its one node to the two others (replication factor 1 → 2), while a producer writes.
+    let (during, moved) = std::thread::scope(|s| {
+        let producer = s.spawn(|| cluster::produce(&all, "mv", 1, "during", 3000, 500, &[]));
+        std::thread::sleep(Duration::from_millis(700));
+        let moved = move_to(&all, &others);
+        (producer.join().unwrap(), moved)
+    });
+    during.assert_complete();
+    assert_eq!(moved["replicas"], serde_json::json!(others), "{moved}");
+    assert_eq!(reassign(&all, &["list"]), serde_json::json!({}));
+    wait_dropped(&c, (home - 1) as usize);
+    let acked: Vec<&cluster::Ack> = before.acks.iter().chain(during.acks.iter()).collect();
+    check_read_back(&all, &acked);
+
+    // And back to where it started (2 → 1), the producer still writing.
+    let (back, moved) = std::thread::scope(|s| {
+        let producer = s.spawn(|| cluster::produce(&all, "mv", 1, "back", 2000, 500, &[]));
+        std::thread::sleep(Duration::from_millis(500));
+        let moved = move_to(&all, &[home]);
+        (producer.join().unwrap(), moved)
+    });
+    back.assert_complete();
+    assert_eq!(moved["leader"], home, "{moved}");
+    for o in &others {
+        wait_dropped(&c, (*o - 1) as usize);
+    }
+    let acked: Vec<&cluster::Ack> = before
+        .acks
+        .iter()
+        .chain(during.acks.iter())
+        .chain(back.acks.iter())
+        .collect();
+    check_read_back(&all, &acked);
+}
