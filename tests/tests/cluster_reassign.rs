@@ -17,19 +17,19 @@ fn reassign(bootstrap: &str, args: &[&str]) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-/// Moves `mv`-0 to `replicas` and waits until the move is complete (Metadata lists exactly
+/// Moves `topic`-0 to `replicas` and waits until the move is complete (Metadata lists exactly
 /// them, all in sync, and no move is listed).
-fn move_to(bootstrap: &str, replicas: &[i32]) -> Value {
+fn move_to(bootstrap: &str, topic: &str, replicas: &[i32]) -> Value {
     let list: Vec<String> = replicas.iter().map(|r| r.to_string()).collect();
     let list = list.join(",");
-    let r = reassign(bootstrap, &["alter", "--topic", "mv", "--replicas", &list]);
+    let r = reassign(bootstrap, &["alter", "--topic", topic, "--replicas", &list]);
     assert!(r["error"].is_null(), "{r}");
     reassign(
         bootstrap,
         &[
             "wait",
             "--topic",
-            "mv",
+            topic,
             "--replicas",
             &list,
             "--timeout",
@@ -38,17 +38,17 @@ fn move_to(bootstrap: &str, replicas: &[i32]) -> Value {
     )
 }
 
-/// Waits until node `i` holds no records of `mv`-0.
-fn wait_dropped(c: &Cluster, i: usize) {
+/// Waits until node `i` holds no records of `topic`-0.
+fn wait_dropped(c: &Cluster, i: usize, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let bytes = cluster::log_bytes(&c.data_dir(i), "mv", 0).unwrap_or_default();
+        let bytes = cluster::log_bytes(&c.data_dir(i), topic, 0).unwrap_or_default();
         if bytes.is_empty() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "node {} still holds {} bytes of mv-0 after it left the partition:\n{}",
+            "node {} still holds {} bytes of {topic}-0 after it left the partition:\n{}",
             i + 1,
             bytes.len(),
             cluster::listing(&c.data_dir(i))
@@ -57,12 +57,12 @@ fn wait_dropped(c: &Cluster, i: usize) {
     }
 }
 
-/// Reads `mv`-0 back and checks every acknowledged record is there once, at the offset it was
-/// acknowledged at, and that no value appears twice.
-fn check_read_back(bootstrap: &str, acked: &[&cluster::Ack]) {
+/// Reads `topic`-0 back and checks every acknowledged record is there once, at the offset it
+/// was acknowledged at, and that no value appears twice.
+fn check_read_back(bootstrap: &str, topic: &str, acked: &[&cluster::Ack]) {
     let out = python(
         "cluster_dump.py",
-        &["--bootstrap", bootstrap, "--topic", "mv"],
+        &["--bootstrap", bootstrap, "--topic", topic],
     );
     let dump: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let records: BTreeMap<i64, String> = dump["partitions"]["0"]["records"]
@@ -111,27 +111,27 @@ fn a_partition_moves_to_other_nodes_and_back_while_a_producer_writes() {
     let (during, moved) = std::thread::scope(|s| {
         let producer = s.spawn(|| cluster::produce(&all, "mv", 1, "during", 3000, 500, &[]));
         std::thread::sleep(Duration::from_millis(700));
-        let moved = move_to(&all, &others);
+        let moved = move_to(&all, "mv", &others);
         (producer.join().unwrap(), moved)
     });
     during.assert_complete();
     assert_eq!(moved["replicas"], serde_json::json!(others), "{moved}");
     assert_eq!(reassign(&all, &["list"]), serde_json::json!({}));
-    wait_dropped(&c, (home - 1) as usize);
+    wait_dropped(&c, (home - 1) as usize, "mv");
     let acked: Vec<&cluster::Ack> = before.acks.iter().chain(during.acks.iter()).collect();
-    check_read_back(&all, &acked);
+    check_read_back(&all, "mv", &acked);
 
     // And back to where it started (2 → 1), the producer still writing.
     let (back, moved) = std::thread::scope(|s| {
         let producer = s.spawn(|| cluster::produce(&all, "mv", 1, "back", 2000, 500, &[]));
         std::thread::sleep(Duration::from_millis(500));
-        let moved = move_to(&all, &[home]);
+        let moved = move_to(&all, "mv", &[home]);
         (producer.join().unwrap(), moved)
     });
     back.assert_complete();
     assert_eq!(moved["leader"], home, "{moved}");
     for o in &others {
-        wait_dropped(&c, (*o - 1) as usize);
+        wait_dropped(&c, (*o - 1) as usize, "mv");
     }
     let acked: Vec<&cluster::Ack> = before
         .acks
@@ -139,5 +139,18 @@ fn a_partition_moves_to_other_nodes_and_back_while_a_producer_writes() {
         .chain(during.acks.iter())
         .chain(back.acks.iter())
         .collect();
-    check_read_back(&all, &acked);
+    check_read_back(&all, "mv", &acked);
+
+    // An idle partition moves too: nothing is written while its new replica is seeded.
+    cluster::create_topic(&all, "idle", 1, 1);
+    let md = cluster::describe(&all, "idle");
+    let from = md["partitions"]["0"]["replicas"][0].as_i64().unwrap() as i32;
+    let to = if from == 3 { 1 } else { from + 1 };
+    let written = cluster::produce(&all, "idle", 1, "idle", 200, 1000, &[]);
+    written.assert_complete();
+    std::thread::sleep(Duration::from_millis(500));
+    let moved = move_to(&all, "idle", &[to]);
+    assert_eq!(moved["leader"], to, "{moved}");
+    wait_dropped(&c, (from - 1) as usize, "idle");
+    check_read_back(&all, "idle", &written.acks.iter().collect::<Vec<_>>());
 }

@@ -48,15 +48,27 @@ pub fn apply_entries(
     wall_ms: i64,
 ) -> Option<u64> {
     let last = entries.last().map(|e| e.index)?;
-    let normal = entries
-        .into_iter()
-        .filter(|e| e.get_entry_type() == EntryType::EntryNormal);
     if group == META_GROUP {
-        let entries: Vec<(u64, Vec<u8>)> = normal.map(|e| (e.index, e.data.to_vec())).collect();
+        let entries: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
+            .map(|e| (e.index, e.data.to_vec()))
+            .collect();
         broker.apply_meta(&entries, wall_ms);
     } else {
-        let entries: Vec<(u64, u64, Vec<u8>)> =
-            normal.map(|e| (e.index, e.term, e.data.to_vec())).collect();
+        // Membership changes reach the broker as empty entries: they move the applied mark
+        // (a snapshot for a replica being added must be taken at or after them).
+        let entries: Vec<(u64, u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| {
+                let data = if e.get_entry_type() == EntryType::EntryNormal {
+                    e.data.to_vec()
+                } else {
+                    Vec::new()
+                };
+                (e.index, e.term, data)
+            })
+            .collect();
         broker.apply_partition(group, &entries, wall_ms);
     }
     broker.finish_apply();

@@ -955,10 +955,12 @@ impl Replica {
                 continue;
             };
             let cs = driver.store().conf_state();
+            // A leader outside the voters (its removal committed under it) hands over first.
             let settled = cs.learners.is_empty()
                 && cs.voters_outgoing.is_empty()
                 && cs.voters.len() == wanted.len()
-                && wanted.iter().all(|w| cs.voters.contains(w));
+                && wanted.iter().all(|w| cs.voters.contains(w))
+                && cs.voters.contains(&self.cfg.node_id);
             if settled {
                 broker.report_voters(group, &cs.voters, wall_ms);
                 continue;
@@ -1100,14 +1102,14 @@ impl Replica {
             GroupChange::Add {
                 group,
                 voters,
+                preferred,
                 applied,
                 campaign,
                 joining,
                 topic,
                 partition,
             } => {
-                self.preferred
-                    .insert(group, voters.first().copied().unwrap_or(0));
+                self.preferred.insert(group, preferred);
                 // Also sent for a hosted group whose replicas changed (its preferred leader).
                 if self.node.group(group).is_none() && !self.opening.contains(&group) {
                     self.opening.insert(group);

@@ -1,8 +1,9 @@
 //! The next membership change of a partition whose replicas are moving (KIP-455 reassignment),
 //! decided by its leader from the group's committed membership and its followers' progress.
 //!
-//! One change at a time, each a single-voter change (always safe in Raft, no joint state): new
-//! replicas join as learners and receive the log (a snapshot first) without voting; each is
+//! One change at a time, each of one node (a single-voter change is always safe in Raft and
+//! needs no joint state; raft-rs would make a change of several nodes joint): new replicas
+//! join as learners, one by one, and receive the log (a snapshot first) without voting; each is
 //! promoted once it has caught up, so the quorum never waits on a replica still copying; then
 //! the replicas left behind are removed one by one. A leader never removes itself (raft-rs
 //! would keep a removed leader leading): it hands leadership to a wanted voter first, and the
@@ -56,6 +57,13 @@ pub fn next_step(
                     && p.matched + CAUGHT_UP_ENTRIES >= commit
             })
     };
+    // A leader whose own removal committed (it was elected before): someone wanted leads.
+    if !cs.voters.contains(&me) {
+        return wanted
+            .iter()
+            .find(|w| cs.voters.contains(w) && caught_up(**w))
+            .map_or(Step::Wait, |&to| Step::HandOver(to));
+    }
     // Learners no longer wanted (a move cancelled or redirected).
     let stale: Vec<u64> = cs
         .learners
@@ -63,8 +71,8 @@ pub fn next_step(
         .filter(|l| !wanted.contains(l))
         .copied()
         .collect();
-    if !stale.is_empty() {
-        return change(ConfChangeType::RemoveNode, stale);
+    if let Some(&l) = stale.first() {
+        return change(ConfChangeType::RemoveNode, [l]);
     }
     // New replicas start as learners.
     let new: Vec<u64> = wanted
@@ -72,8 +80,8 @@ pub fn next_step(
         .filter(|w| !cs.voters.contains(w) && !cs.learners.contains(w))
         .copied()
         .collect();
-    if !new.is_empty() {
-        return change(ConfChangeType::AddLearnerNode, new);
+    if let Some(&n) = new.first() {
+        return change(ConfChangeType::AddLearnerNode, [n]);
     }
     // A caught-up learner becomes a voter.
     if !cs.learners.is_empty() {
@@ -167,6 +175,14 @@ mod tests {
             next_step(1, &conf(&[1, 2], &[]), &[2], 500, &lagging),
             Step::Wait
         );
+        // A leader elected after its own removal committed hands over to a wanted voter.
+        assert_eq!(
+            next_step(1, &conf(&[2, 3], &[]), &[2, 3], 100, &progress),
+            Step::HandOver(2)
+        );
+        // New replicas join one at a time (raft-rs would make a change of two joint).
+        let step = next_step(1, &conf(&[1], &[]), &[1, 4, 5], 50, &[pr(1, 50)]);
+        assert_eq!(single(&step), (ConfChangeType::AddLearnerNode, vec![4]));
         // Replication factor 1 → another node: learner, voter, hand over, removed.
         let alone = [pr(1, 50)];
         let step = next_step(1, &conf(&[1], &[]), &[2], 50, &alone);

@@ -140,6 +140,6 @@ impl Broker {
     fn placement(&self, topic: &str, partition: i32) -> Option<(i32, Vec<i32>, Vec<i32>)> {
         let mp = self.meta()?.partition(topic, partition)?;
         let (leader, _) = self.cluster.as_ref()?.leader_of(topic, partition);
-        Some((leader, mp.replicas.clone(), mp.in_sync().to_vec()))
+        Some((leader, mp.wanted().to_vec(), mp.in_sync().to_vec()))
     }
 }

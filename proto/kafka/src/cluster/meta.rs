@@ -165,6 +165,14 @@ pub struct MetaPartition {
     /// The replicas a move in progress goes to (AlterPartitionReassignments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Vec<i32>>,
+    /// Every node that may be in the group's Raft membership while a move (or its cancel) is
+    /// under way: they keep hosting it until its leader reports the membership settled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub involved: Vec<i32>,
+    /// The replicas the group's Raft log started with, once they differ from `replicas`: a
+    /// replica rebuilding the group from the log must start from them (None: `replicas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<Vec<i32>>,
 }
 
 impl MetaPartition {
@@ -174,9 +182,21 @@ impl MetaPartition {
         self.target.as_deref().unwrap_or(&self.replicas)
     }
 
-    /// Whether `node` holds (or is getting) a replica.
+    /// Whether `node` holds (or is getting, or may still be in the membership of) a replica.
     pub fn hosted_on(&self, node: i32) -> bool {
-        self.replicas.contains(&node) || self.target.as_ref().is_some_and(|t| t.contains(&node))
+        self.replicas.contains(&node)
+            || self.involved.contains(&node)
+            || self.target.as_ref().is_some_and(|t| t.contains(&node))
+    }
+
+    /// The voters the group's Raft log started with.
+    pub fn initial_voters(&self) -> &[i32] {
+        self.initial.as_deref().unwrap_or(&self.replicas)
+    }
+
+    /// Whether a move or its cleanup is under way.
+    pub fn moving(&self) -> bool {
+        self.target.is_some() || !self.involved.is_empty()
     }
 
     /// Every replica during a move, as Kafka lists them: the target's, then those leaving.
@@ -576,6 +596,12 @@ impl MetaState {
                     return vec![refused(request, e, m)];
                 }
                 let part = self.group_partition_mut(group).expect("checked");
+                // Whoever may join the membership stays a host until it settles.
+                for r in part.replicas.iter().chain(replicas.iter().flatten()) {
+                    if !part.involved.contains(r) {
+                        part.involved.push(*r);
+                    }
+                }
                 match replicas {
                     None if part.target.is_none() => {
                         return vec![refused(
@@ -597,13 +623,18 @@ impl MetaState {
                 let Some(part) = self.group_partition_mut(group) else {
                     return Vec::new();
                 };
-                // Only the move still wanted completes (not one cancelled or replaced since).
-                if part.target.as_ref() != Some(&replicas) {
+                // Only the membership still wanted settles a move (not one cancelled or
+                // replaced since).
+                if replicas.as_slice() != part.wanted() || !part.moving() {
                     return Vec::new();
+                }
+                if replicas != part.replicas && part.initial.is_none() {
+                    part.initial = Some(part.replicas.clone());
                 }
                 part.isr.retain(|r| replicas.contains(r));
                 part.replicas = replicas;
                 part.target = None;
+                part.involved.clear();
                 vec![MetaEvent::ReassignmentChanged {
                     group,
                     request: None,
@@ -711,6 +742,8 @@ impl MetaState {
             leader_epoch: 0,
             isr: Vec::new(),
             target: None,
+            involved: Vec::new(),
+            initial: None,
         }
     }
 }

@@ -207,7 +207,8 @@ impl Broker {
                 c.roles.insert(mp.group, Role::default());
                 c.group_changes.push(GroupChange::Add {
                     group: mp.group,
-                    voters: mp.wanted().iter().map(|&r| r as u64).collect(),
+                    voters: mp.initial_voters().iter().map(|&r| r as u64).collect(),
+                    preferred: mp.wanted().first().map_or(0, |&r| r as u64),
                     applied: applied.0,
                     campaign: !joining && mp.replicas.first() == Some(&me) && applied.0 == 0,
                     joining,
@@ -245,6 +246,9 @@ impl Broker {
         let c = self.cluster.as_mut().expect("cluster");
         for group in gone {
             c.applied.remove(&group);
+            // An install or a clean still running for it stops (its log is gone or reset).
+            c.installing.remove(&group);
+            c.clean_ordered.remove(&group);
             if let Some(t) = &mut c.marks_read {
                 t.remove(&group);
             }
@@ -367,7 +371,8 @@ impl Broker {
                     if c.applied.contains_key(&group) && mp.hosted_on(me as i32) {
                         let change = GroupChange::Add {
                             group,
-                            voters: mp.wanted().iter().map(|&r| r as u64).collect(),
+                            voters: mp.initial_voters().iter().map(|&r| r as u64).collect(),
+                            preferred: mp.wanted().first().map_or(0, |&r| r as u64),
                             applied: 0,
                             campaign: false,
                             joining: false,
@@ -459,9 +464,16 @@ impl Broker {
             if let Some(hint) = crate::cluster::decode_compact_hint(data) {
                 let a = c.applied.get_mut(&group).expect("checked");
                 a.compact_hint = a.compact_hint.max(hint);
+                self.noop_applied(group, &topic, partition, *index);
                 continue;
             }
-            if let Some(e) = PartitionEntry::decode(data) {
+            let Some(e) = PartitionEntry::decode(data) else {
+                // A leader's empty entry or a membership change: nothing to write.
+                self.noop_applied(group, &topic, partition, *index);
+                self.maybe_caught_up(group, *index, now_ms);
+                continue;
+            };
+            {
                 let epoch = i32::try_from(*term).unwrap_or(i32::MAX);
                 let result = if crate::broker::is_internal(&topic) {
                     self.append_internal(&topic, partition, e.records, epoch, e.now_ms)
@@ -497,14 +509,38 @@ impl Broker {
                     self.complete_wait(e.seq, result);
                 }
             }
-            let c = self.cluster.as_mut().expect("cluster");
-            if c.roles
-                .get(&group)
-                .and_then(|r| r.load_at)
-                .is_some_and(|at| *index >= at)
-            {
-                self.on_leader_caught_up(group, now_ms);
-            }
+            self.maybe_caught_up(group, *index, now_ms);
+        }
+    }
+
+    /// A new leader here has applied up to its term's first entry: it may act as coordinator.
+    fn maybe_caught_up(&mut self, group: u64, index: u64, now_ms: i64) {
+        let Some(c) = &self.cluster else { return };
+        if c.roles
+            .get(&group)
+            .and_then(|r| r.load_at)
+            .is_some_and(|at| index >= at)
+        {
+            self.on_leader_caught_up(group, now_ms);
+        }
+    }
+
+    /// An applied entry that wrote nothing: durable as soon as what precedes it.
+    fn noop_applied(&mut self, group: u64, topic: &str, partition: i32, index: u64) {
+        let end = self
+            .partition(topic, partition)
+            .map_or(0, |l| l.log_end_offset());
+        let Some(a) = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.applied.get_mut(&group))
+        else {
+            return;
+        };
+        if a.unsynced.is_empty() {
+            a.durable = (index, end);
+        } else {
+            a.unsynced.push_back((index, end));
         }
     }
 
@@ -624,11 +660,12 @@ impl Broker {
         if c.installing.contains_key(&group) {
             return None;
         }
-        let a = c.applied.get_mut(&group)?;
-        if a.recorded <= a.compacted {
+        // Not counted as a compaction step: the replica core may refuse it (below its last
+        // membership change), and a later request tries again.
+        let a = c.applied.get(&group)?;
+        if a.recorded == 0 {
             return None;
         }
-        a.compacted = a.recorded;
         let (to, end_offset) = (a.recorded, a.recorded_end);
         Some((to, self.partition_image(group, to, end_offset)?))
     }

@@ -90,7 +90,7 @@ impl Broker {
         let mut sources: Vec<BrokerAddr> = c
             .meta
             .partition(topic, partition)
-            .map(|mp| mp.replicas.clone())
+            .map(|mp| mp.all_replicas())
             .unwrap_or_default()
             .into_iter()
             .filter(|&r| r != c.node_id)

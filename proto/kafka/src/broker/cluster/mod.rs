@@ -70,8 +70,10 @@ pub enum GroupChange {
     Add {
         /// Group id.
         group: u64,
-        /// The partition's replicas (the group's voters).
+        /// The voters the group's Raft log started with (a new store's bootstrap membership).
         voters: Vec<u64>,
+        /// The preferred leader (the first replica wanted).
+        preferred: u64,
         /// Entries up to this index are already in the local log.
         applied: u64,
         /// This node is the preferred leader: campaign at once rather than after a timeout.

@@ -203,14 +203,20 @@ impl Broker {
         Some(mp.wanted().iter().map(|&r| r as u64).collect())
     }
 
-    /// The leader of `group` found its voters equal to the move's target: the move is
-    /// complete, which `__meta` records (again after a while, if the first report was lost).
+    /// The leader of `group` found its voters equal to the replicas wanted, with no learner:
+    /// a move (or its cancel) is complete, which `__meta` records (again after a while, if the
+    /// first report was lost).
     pub fn report_voters(&mut self, group: u64, voters: &[u64], now_ms: i64) {
         let Some(c) = &mut self.cluster else { return };
         let Some((t, p)) = c.meta.group(group) else {
             return;
         };
-        let Some(target) = c.meta.partition(t, p).and_then(|mp| mp.target.clone()) else {
+        let Some(target) = c
+            .meta
+            .partition(t, p)
+            .filter(|mp| mp.moving())
+            .map(|mp| mp.wanted().to_vec())
+        else {
             c.reassigned_reported.remove(&group);
             return;
         };
