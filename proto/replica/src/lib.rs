@@ -954,6 +954,9 @@ impl Replica {
             let Some(wanted) = broker.wanted_voters(group) else {
                 continue;
             };
+            if driver.conf_change_pending() {
+                continue;
+            }
             let cs = driver.store().conf_state();
             // A leader outside the voters (its removal committed under it) hands over first.
             let settled = cs.learners.is_empty()
@@ -965,7 +968,7 @@ impl Replica {
                 broker.report_voters(group, &cs.voters, wall_ms);
                 continue;
             }
-            if driver.conf_change_pending() || !cs.voters_outgoing.is_empty() {
+            if !cs.voters_outgoing.is_empty() {
                 continue;
             }
             let step = moves::next_step(

@@ -59,8 +59,10 @@ pub fn next_step(
     };
     // A leader whose own removal committed (it was elected before): someone wanted leads.
     if !cs.voters.contains(&me) {
+        // A wanted voter if one is caught up, else any (a move redirected meanwhile).
         return wanted
             .iter()
+            .chain(cs.voters.iter())
             .find(|w| cs.voters.contains(w) && caught_up(**w))
             .map_or(Step::Wait, |&to| Step::HandOver(to));
     }

@@ -348,6 +348,12 @@ impl RaftWal {
         let Some(r) = self.recovered.remove(&group) else {
             return Ok(fresh());
         };
+        // Joining, with a log left from hosting the group before without a snapshot (its
+        // entries follow a bootstrap this store does not have): start empty instead.
+        if voters.is_empty() && r.snapshot.is_none() {
+            self.stage_reset(group, &LogStore::joining());
+            return Ok(fresh());
+        }
         let mut store = fresh();
         if let Some(snap) = &r.snapshot {
             store.apply_snapshot(snap);

@@ -129,6 +129,10 @@ pub enum MetaCommand {
         group: u64,
         /// The voters (the target, in its order).
         replicas: Vec<i32>,
+        /// The move reported on (`MetaPartition::moves` when the leader saw it): a report
+        /// about an earlier move settles nothing.
+        #[serde(default)]
+        move_id: u64,
     },
 }
 
@@ -173,6 +177,13 @@ pub struct MetaPartition {
     /// replica rebuilding the group from the log must start from them (None: `replicas`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial: Option<Vec<i32>>,
+    /// Moves (and cancels) accepted so far: identifies the one a completion report is about.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moves: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl MetaPartition {
@@ -596,22 +607,21 @@ impl MetaState {
                     return vec![refused(request, e, m)];
                 }
                 let part = self.group_partition_mut(group).expect("checked");
+                if replicas.is_none() && part.target.is_none() {
+                    return vec![refused(
+                        request,
+                        ResponseError::NoReassignmentInProgress,
+                        format!("No reassignment is in progress for partition {topic}-{partition}"),
+                    )];
+                }
                 // Whoever may join the membership stays a host until it settles.
                 for r in part.replicas.iter().chain(replicas.iter().flatten()) {
                     if !part.involved.contains(r) {
                         part.involved.push(*r);
                     }
                 }
+                part.moves += 1;
                 match replicas {
-                    None if part.target.is_none() => {
-                        return vec![refused(
-                            request,
-                            ResponseError::NoReassignmentInProgress,
-                            format!(
-                                "No reassignment is in progress for partition {topic}-{partition}"
-                            ),
-                        )];
-                    }
                     None => part.target = None,
                     // Back to where it is: nothing to move.
                     Some(r) if r == part.replicas => part.target = None,
@@ -619,13 +629,17 @@ impl MetaState {
                 }
                 vec![MetaEvent::ReassignmentChanged { group, request }]
             }
-            MetaCommand::Reassigned { group, replicas } => {
+            MetaCommand::Reassigned {
+                group,
+                replicas,
+                move_id,
+            } => {
                 let Some(part) = self.group_partition_mut(group) else {
                     return Vec::new();
                 };
                 // Only the membership still wanted settles a move (not one cancelled or
                 // replaced since).
-                if replicas.as_slice() != part.wanted() || !part.moving() {
+                if replicas.as_slice() != part.wanted() || !part.moving() || move_id != part.moves {
                     return Vec::new();
                 }
                 if replicas != part.replicas && part.initial.is_none() {
@@ -744,6 +758,7 @@ impl MetaState {
             target: None,
             involved: Vec::new(),
             initial: None,
+            moves: 0,
         }
     }
 }
@@ -770,6 +785,58 @@ mod tests {
             configs: BTreeMap::new(),
             assignment: None,
         }
+    }
+
+    #[test]
+    fn a_move_settles_only_on_its_own_report_and_its_nodes_host_until_then() {
+        let mut m = MetaState::new(&[1, 2, 3]);
+        m.apply(create("t", 1, 1));
+        let home = m.topics["t"].partitions[0].replicas[0];
+        let to = if home == 3 { 1 } else { home + 1 };
+        let group = m.topics["t"].partitions[0].group;
+        let reassign = |replicas: Option<Vec<i32>>| MetaCommand::Reassign {
+            request: None,
+            topic: "t".into(),
+            partition: 0,
+            replicas,
+        };
+        // Nothing to cancel: refused, and nothing changes.
+        let before = m.clone();
+        assert!(matches!(
+            m.apply(reassign(None))[..],
+            [MetaEvent::Refused {
+                error: ResponseError::NoReassignmentInProgress,
+                ..
+            }]
+        ));
+        assert_eq!(m, before);
+        m.apply(reassign(Some(vec![to])));
+        let reported = |move_id| MetaCommand::Reassigned {
+            group,
+            replicas: vec![to],
+            move_id,
+        };
+        // A report about an earlier move settles nothing.
+        assert!(m.apply(reported(0)).is_empty());
+        let p = &m.topics["t"].partitions[0];
+        assert!(p.hosted_on(home) && p.hosted_on(to));
+        assert!(!m.apply(reported(1)).is_empty());
+        let p = &m.topics["t"].partitions[0];
+        assert_eq!(p.replicas, vec![to]);
+        assert_eq!(p.initial_voters(), &[home]);
+        assert!(!p.moving() && !p.hosted_on(home));
+        // A cancel keeps every node that took part hosting until the leader reports.
+        m.apply(reassign(Some(vec![home])));
+        m.apply(reassign(None));
+        let p = &m.topics["t"].partitions[0];
+        assert!(p.target.is_none() && p.moving() && p.hosted_on(home));
+        let settled = MetaCommand::Reassigned {
+            group,
+            replicas: vec![to],
+            move_id: 3,
+        };
+        assert!(!m.apply(settled).is_empty());
+        assert!(!m.topics["t"].partitions[0].hosted_on(home));
     }
 
     #[test]

@@ -211,11 +211,11 @@ impl Broker {
         let Some((t, p)) = c.meta.group(group) else {
             return;
         };
-        let Some(target) = c
+        let Some((target, move_id)) = c
             .meta
             .partition(t, p)
             .filter(|mp| mp.moving())
-            .map(|mp| mp.wanted().to_vec())
+            .map(|mp| (mp.wanted().to_vec(), mp.moves))
         else {
             c.reassigned_reported.remove(&group);
             return;
@@ -240,6 +240,7 @@ impl Broker {
             data: MetaCommand::Reassigned {
                 group,
                 replicas: target,
+                move_id,
             }
             .encode(),
         });
