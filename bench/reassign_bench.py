@@ -43,7 +43,10 @@ def free_ports(n, kind):
 def cleanup(*_):
     for p in procs:
         p.kill()
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"kept {work}", flush=True)
 
 
 signal.signal(signal.SIGTERM, cleanup)
@@ -90,57 +93,48 @@ try:
     home = md.topics["mv"].partitions[0].replicas[0]
     to = 1 if home == 3 else home + 1
 
-    def timed_producer(seconds):
-        """acks=all 1 KiB records to `lat` at --rate for `seconds`: latencies in ms."""
+    def timed_producer(until):
+        """acks=all 1 KiB records to `lat` at --rate until `until(elapsed s, sent)` says
+        stop: (latencies in ms, sorted; seconds it ran)."""
         lat = []
         q = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
         payload = b"x" * 1024
         start = time.time()
         sent = 0
-        while time.time() - start < seconds:
+        while not until(time.time() - start, sent):
             due = start + sent / a.rate
             if time.time() < due:
-                q.poll(max(0.0, due - time.time()))
+                q.poll(min(0.01, max(0.0, due - time.time())))
                 continue
             t0 = time.time()
             q.produce("lat", payload, partition=0,
                       on_delivery=lambda err, msg, t0=t0: lat.append((time.time() - t0) * 1000))
             sent += 1
             q.poll(0)
+        elapsed = time.time() - start
         q.flush(30)
-        return sorted(lat)
+        return sorted(lat), elapsed
 
     def pct(v, x):
         return v[min(len(v) - 1, int(len(v) * x))] if v else None
 
     kp = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
-    # The move, while the latency producer writes at --rate (polling the move every 200 sends).
-    lat = []
-    q = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
-    payload = b"x" * 1024
-    sent = 0
-    done_at = None
-    t_start = time.time()
+    checked = [0]
+
+    def moved(_elapsed, sent):
+        """Whether the move is complete (asked every 200 records sent)."""
+        if sent < checked[0] + 200:
+            return False
+        checked[0] = sent
+        if kp.list_partition_reassignments():
+            return False
+        reps = admin.list_topics("mv", timeout=10).topics["mv"].partitions[0].replicas
+        return list(reps) == [to]
+
+    # The move, while the latency producer writes; then the same without a move (baseline).
     kp.alter_partition_reassignments({TopicPartition("mv", 0): [to]})
-    while done_at is None:
-        now = time.time()
-        due = t_start + sent / a.rate
-        if now < due:
-            q.poll(min(0.01, due - now))
-            continue
-        t0 = time.time()
-        q.produce("lat", payload, partition=0,
-                  on_delivery=lambda err, msg, t0=t0: lat.append((time.time() - t0) * 1000))
-        sent += 1
-        q.poll(0)
-        if sent % 200 == 0 and not kp.list_partition_reassignments():
-            reps = admin.list_topics("mv", timeout=10).topics["mv"].partitions[0].replicas
-            if list(reps) == [to]:
-                done_at = time.time()
-    q.flush(30)
-    seconds = done_at - t_start
-    lat.sort()
-    base = timed_producer(seconds)
+    lat, seconds = timed_producer(moved)
+    base, _ = timed_producer(lambda elapsed, _sent: elapsed >= seconds)
     out = {
         "mb": a.mb, "move_s": round(seconds, 2), "mb_per_s": round(a.mb / seconds, 1),
         "during_p50_ms": round(pct(lat, 0.5), 2), "during_p99_ms": round(pct(lat, 0.99), 2),

@@ -282,6 +282,9 @@ impl Driver {
 
     /// Advances Raft's logical clock by one tick. Returns whether there is new work.
     pub fn tick(&mut self) -> bool {
+        if self.installing_snapshot() {
+            return false;
+        }
         // A leader that hears no quorum steps down at its next quorum check, and its followers,
         // which may still hear it (a deaf leader), would wait out a whole election timeout of
         // their own before electing. On its way out it asks its most caught-up follower to
@@ -360,9 +363,28 @@ impl Driver {
                 msg.commit = last;
             }
         }
+        // Not while a snapshot is being installed: raft-rs reads the entries after the applied
+        // index to campaign, and they are compacted (it would panic). The leader that asked
+        // tries again after its transfer times out.
+        if msg.get_msg_type() == MessageType::MsgTimeoutNow && self.installing_snapshot() {
+            tracing::debug!(
+                node = self.node_id,
+                group = self.group,
+                applied = self.raw.raft.raft_log.applied,
+                snapshot = self.raw.store().snapshot_index(),
+                "leadership offered while installing a snapshot: declined"
+            );
+            return Ok(());
+        }
         let result = self.raw.step(msg);
         self.reseed_election_timeout();
         result.map_err(Error::from)
+    }
+
+    /// A snapshot is stored but not yet applied (its records are being copied): this replica
+    /// must not campaign, neither on its own nor when a leader hands over.
+    pub fn installing_snapshot(&self) -> bool {
+        self.raw.raft.raft_log.applied < self.raw.store().snapshot_index()
     }
 
     /// Proposes `data` as a new log entry (followers forward to the leader).
@@ -430,6 +452,9 @@ impl Driver {
 
     /// Starts an election now (tests, or bootstrapping a single-node group).
     pub fn campaign(&mut self) -> Result<()> {
+        if self.installing_snapshot() {
+            return Ok(());
+        }
         let result = self.raw.campaign();
         self.reseed_election_timeout();
         result.map_err(Error::from)
@@ -1052,6 +1077,53 @@ mod tests {
         assert_eq!(applied[3], vec![b"after".to_vec()]);
         assert!(ds[3].store().snapshot_index() >= 2);
         assert_eq!(ds[3].store().conf_state().voters.len(), 4);
+    }
+
+    #[test]
+    fn a_replica_installing_a_snapshot_declines_leadership_and_does_not_campaign() {
+        use raft::eraftpb::{ConfState, SnapshotMetadata};
+        // A replica being added receives the leader's snapshot; its records are still being
+        // copied (not applied) when the leader hands over. raft-rs would read the compacted
+        // entries after the applied index to campaign, and panic.
+        let mut d = Driver::new(&config(4), 7, LogStore::joining(), 0).unwrap();
+        let snapshot = Snapshot {
+            data: b"image".to_vec(),
+            metadata: Some(SnapshotMetadata {
+                conf_state: Some(ConfState {
+                    voters: vec![1, 2, 3, 4],
+                    ..Default::default()
+                }),
+                index: 10,
+                term: 1,
+            }),
+        };
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.from = 1;
+        m.to = 4;
+        m.term = 1;
+        m.snapshot = Some(snapshot);
+        d.step(m).unwrap();
+        d.handle_ready();
+        while let Some(task) = d.poll_task() {
+            if let Task::Persist(p) = task {
+                d.persisted(p.number);
+            }
+        }
+        assert!(d.installing_snapshot());
+        let mut offer = Message::default();
+        offer.set_msg_type(MessageType::MsgTimeoutNow);
+        offer.from = 1;
+        offer.to = 4;
+        offer.term = 1;
+        d.step(offer).unwrap();
+        for _ in 0..100 {
+            d.tick();
+        }
+        assert_eq!(d.role(), StateRole::Follower);
+        // Once the install is applied, it may lead.
+        d.applied(10);
+        assert!(!d.installing_snapshot());
     }
 
     #[test]
