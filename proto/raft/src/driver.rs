@@ -17,7 +17,7 @@
 //! Time only enters through [`Driver::tick`]; the multi-group node converts milliseconds into
 //! ticks. Nothing here touches a clock, a socket, a file or a thread.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -145,6 +145,9 @@ pub struct Driver {
     quiesce_after_ticks: u64,
     /// Not ticking (see `quiesce.rs`).
     quiesced: bool,
+    /// Peers that said they are installing this group's snapshot (see
+    /// [`crate::PeerBatch::installing`]).
+    peers_installing: BTreeSet<u64>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -186,6 +189,7 @@ impl Driver {
             idle_mark: (0, 0),
             quiesce_after_ticks: config.heartbeat_ticks as u64 + 1,
             quiesced: false,
+            peers_installing: BTreeSet::new(),
         };
         // raft-rs starts from the store's membership and hands out only entries after `applied`:
         // membership changes between the snapshot and `applied` were applied before a restart
@@ -264,7 +268,8 @@ impl Driver {
                 id,
                 matched: pr.matched,
                 recent_active: pr.recent_active,
-                snapshotting: pr.state == raft::ProgressState::Snapshot,
+                snapshotting: pr.state == raft::ProgressState::Snapshot
+                    || self.peers_installing.contains(&id),
                 learner: learners.contains(&id),
             })
     }
@@ -385,6 +390,16 @@ impl Driver {
     /// must not campaign, neither on its own nor when a leader hands over.
     pub fn installing_snapshot(&self) -> bool {
         self.raw.raft.raft_log.applied < self.raw.store().snapshot_index()
+    }
+
+    /// `peer` says it is (or no longer is) installing this group's snapshot: until it is
+    /// done, [`Driver::progress`] reports it as snapshotting, whatever it acknowledged.
+    pub fn set_peer_installing(&mut self, peer: u64, installing: bool) {
+        if installing {
+            self.peers_installing.insert(peer);
+        } else {
+            self.peers_installing.remove(&peer);
+        }
     }
 
     /// Proposes `data` as a new log entry (followers forward to the leader).

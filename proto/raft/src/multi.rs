@@ -55,6 +55,12 @@ pub struct Node {
     /// Groups that may tick: every group that is not quiesced is here (a quiesced one leaves
     /// at its next tick), so a tick costs the awake groups, not all of them.
     ticking: BTreeSet<GroupId>,
+    /// Local groups installing a snapshot (see [`PeerBatch::installing`]).
+    installing: BTreeSet<GroupId>,
+    /// Peers of the group that last started installing: told at once when it is done.
+    reported_to: BTreeSet<u64>,
+    /// What each peer last said it is installing.
+    peers_installing: BTreeMap<u64, BTreeSet<GroupId>>,
 }
 
 /// What went to one peer.
@@ -102,6 +108,9 @@ impl Node {
             notices: BTreeMap::new(),
             live: Liveness::default(),
             ticking: BTreeSet::new(),
+            installing: BTreeSet::new(),
+            reported_to: BTreeSet::new(),
+            peers_installing: BTreeMap::new(),
         })
     }
 
@@ -129,6 +138,7 @@ impl Node {
         self.dirty.remove(&group);
         self.ticking.remove(&group);
         self.tasks.retain(|(g, _)| *g != group);
+        self.installing.remove(&group);
         self.groups.remove(&group)
     }
 
@@ -322,6 +332,7 @@ impl Node {
     /// may not be created here yet; the sender retries).
     pub fn step(&mut self, batch: PeerBatch) {
         self.live.fresh.insert(batch.from);
+        self.peer_installing(batch.from, &batch.installing);
         if batch.incarnation != 0 {
             let was = self.live.incarnations.insert(batch.from, batch.incarnation);
             if was.is_some_and(|was| was != batch.incarnation) {
@@ -412,14 +423,58 @@ impl Node {
 
     /// The runtime persisted `group`'s readies up to `number`.
     pub fn persisted(&mut self, group: GroupId, number: u64) -> Result<()> {
-        self.driver(group)?.persisted(number);
+        let driver = self.driver(group)?;
+        driver.persisted(number);
+        self.note_installing(group);
         Ok(())
+    }
+
+    /// A snapshot of `group` was stored and not applied yet: peers are told from now on.
+    fn note_installing(&mut self, group: GroupId) {
+        if let Some(driver) = self.groups.get(&group)
+            && driver.installing_snapshot()
+            && self.installing.insert(group)
+        {
+            self.reported_to = driver.progress().map(|p| p.id).collect();
+            self.live.ping.extend(self.reported_to.iter().copied());
+        }
     }
 
     /// The state machine of `group` applied up to `index`.
     pub fn applied(&mut self, group: GroupId, index: u64) -> Result<()> {
-        self.driver(group)?.applied(index);
+        let driver = self.driver(group)?;
+        driver.applied(index);
+        if !driver.installing_snapshot() && self.installing.remove(&group) {
+            // Peers learn it from the next batch; one is due now rather than at the next ping.
+            self.live.ping.extend(self.reported_to.iter().copied());
+        }
         Ok(())
+    }
+
+    /// Groups this node is installing a snapshot of (told to every peer in each batch).
+    pub fn installing(&self) -> Vec<GroupId> {
+        self.installing.iter().copied().collect()
+    }
+
+    /// A batch from `peer` listed the groups it is installing: the drivers of the groups it
+    /// starts or stops installing learn it.
+    fn peer_installing(&mut self, peer: u64, groups: &[GroupId]) {
+        let now: BTreeSet<GroupId> = groups.iter().copied().collect();
+        let before = self.peers_installing.remove(&peer).unwrap_or_default();
+        for g in before.difference(&now) {
+            if let Some(d) = self.groups.get_mut(g) {
+                d.set_peer_installing(peer, false);
+                self.dirty.insert(*g);
+            }
+        }
+        for g in now.difference(&before) {
+            if let Some(d) = self.groups.get_mut(g) {
+                d.set_peer_installing(peer, true);
+            }
+        }
+        if !now.is_empty() {
+            self.peers_installing.insert(peer, now);
+        }
     }
 
     /// Log retention for `group` (see [`Driver::compact`]).
@@ -468,6 +523,7 @@ impl Node {
             incarnation: self.config.seed,
             heartbeats: None,
             heartbeat_responses: None,
+            installing: self.installing(),
         })
     }
 
@@ -500,6 +556,7 @@ impl Node {
                     other => self.tasks.push_back((id, other)),
                 }
             }
+            self.note_installing(id);
         }
     }
 }
@@ -573,6 +630,40 @@ mod tests {
         }
         round(&mut nodes, 0);
         nodes
+    }
+
+    #[test]
+    fn a_peer_installing_a_snapshot_is_reported_snapshotting_until_it_says_it_is_done() {
+        let mut nodes = led_by_node_1(3, Config::new);
+        let snapshotting = |n: &Node, g: GroupId, peer: u64| {
+            n.group(g)
+                .unwrap()
+                .progress()
+                .find(|p| p.id == peer)
+                .unwrap()
+                .snapshotting
+        };
+        assert!(!snapshotting(&nodes[0], 1, 2));
+        let batch = |installing: Vec<GroupId>| PeerBatch {
+            from: 2,
+            to: 1,
+            messages: Vec::new(),
+            formed: true,
+            lost: Vec::new(),
+            quiesced: Vec::new(),
+            incarnation: 0,
+            heartbeats: None,
+            heartbeat_responses: None,
+            installing,
+        };
+        // Node 2 acknowledged the log, but its records are still being copied.
+        nodes[0].step(PeerBatch::decode_from(&batch(vec![1]).encode()).unwrap());
+        assert!(snapshotting(&nodes[0], 1, 2));
+        assert!(!snapshotting(&nodes[0], 2, 2), "only the group it named");
+        assert!(!snapshotting(&nodes[0], 1, 3), "only the peer that said so");
+        // Any later batch that no longer names the group clears it.
+        nodes[0].step(batch(Vec::new()));
+        assert!(!snapshotting(&nodes[0], 1, 2));
     }
 
     #[test]

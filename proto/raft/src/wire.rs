@@ -64,6 +64,12 @@ pub struct PeerBatch {
     /// Coalesced `MsgHeartbeatResponse`s (wire only, as `heartbeats`).
     #[prost(message, optional, tag = "9")]
     pub heartbeat_responses: Option<Beats>,
+    /// Every group the sender is installing a snapshot of (stored, its records still being
+    /// copied): its acknowledgement of the snapshot told the leader it holds the log, but it
+    /// does not hold the records yet. The leader counts it neither in sync nor caught up
+    /// (see [`crate::PeerProgress::snapshotting`]) until a batch no longer lists the group.
+    #[prost(uint64, repeated, tag = "10")]
+    pub installing: Vec<u64>,
 }
 
 /// Coalesced heartbeats (or responses) between two nodes: entry `i` of each column is one
@@ -143,6 +149,7 @@ impl PeerBatch {
             incarnation: self.incarnation,
             heartbeats: None,
             heartbeat_responses: None,
+            installing: self.installing.clone(),
         };
         let mut kept = Vec::new();
         for gm in &self.messages {
@@ -236,6 +243,7 @@ mod tests {
             incarnation: 3,
             heartbeats: None,
             heartbeat_responses: None,
+            installing: vec![42, 7],
             from: 1,
             to: 2,
             messages: vec![GroupMessage {

@@ -975,7 +975,7 @@ impl Replica {
                 self.cfg.node_id,
                 cs,
                 &wanted,
-                driver.commit_index(),
+                (driver.commit_index(), driver.store().snapshot_index()),
                 &driver.progress().collect::<Vec<_>>(),
             );
             let node_id = self.cfg.node_id;

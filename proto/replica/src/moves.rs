@@ -40,12 +40,13 @@ fn change(kind: ConfChangeType, nodes: impl IntoIterator<Item = u64>) -> Step {
 }
 
 /// The next step from membership `cs` (not joint) towards voters `wanted` (in preference
-/// order); `commit` is the leader's commit index.
+/// order); `commit` is the leader's commit index, `log_start` the index its log was compacted
+/// to (a replica below it still needs the snapshot and the records it stands for).
 pub fn next_step(
     me: u64,
     cs: &ConfState,
     wanted: &[u64],
-    commit: u64,
+    (commit, log_start): (u64, u64),
     progress: &[PeerProgress],
 ) -> Step {
     let caught_up = |id: u64| {
@@ -54,6 +55,7 @@ pub fn next_step(
                 p.id == id
                     && p.recent_active
                     && !p.snapshotting
+                    && p.matched >= log_start
                     && p.matched + CAUGHT_UP_ENTRIES >= commit
             })
     };
@@ -148,46 +150,57 @@ mod tests {
     fn a_move_adds_learners_promotes_them_when_caught_up_then_removes_the_old_replicas() {
         let progress = [pr(1, 100), pr(2, 100), pr(3, 100)];
         // 1,2,3 → 2,3,4: 4 joins as a learner.
-        let step = next_step(1, &conf(&[1, 2, 3], &[]), &[2, 3, 4], 100, &progress);
+        let step = next_step(1, &conf(&[1, 2, 3], &[]), &[2, 3, 4], (100, 0), &progress);
         assert_eq!(single(&step), (ConfChangeType::AddLearnerNode, vec![4]));
         // Still copying: wait.
         let copying = [pr(1, 100), pr(2, 100), pr(3, 100), pr(4, 0)];
-        let step = next_step(1, &conf(&[1, 2, 3], &[4]), &[2, 3, 4], 100, &copying);
+        let step = next_step(1, &conf(&[1, 2, 3], &[4]), &[2, 3, 4], (100, 0), &copying);
+        assert_eq!(step, Step::Wait);
+        // Still needs the snapshot (its log ends before the leader's starts), however close
+        // to the commit index: wait.
+        let before_start = [pr(1, 100), pr(2, 100), pr(3, 100), pr(4, 0)];
+        let step = next_step(
+            1,
+            &conf(&[1, 2, 3], &[4]),
+            &[2, 3, 4],
+            (7, 5),
+            &before_start,
+        );
         assert_eq!(step, Step::Wait);
         // Caught up: promoted.
         let caught = [pr(1, 100), pr(2, 100), pr(3, 100), pr(4, 99)];
-        let step = next_step(1, &conf(&[1, 2, 3], &[4]), &[2, 3, 4], 100, &caught);
+        let step = next_step(1, &conf(&[1, 2, 3], &[4]), &[2, 3, 4], (100, 0), &caught);
         assert_eq!(single(&step), (ConfChangeType::AddNode, vec![4]));
         // The leader (1) is leaving: it hands over to a caught-up wanted voter first.
-        let step = next_step(1, &conf(&[1, 2, 3, 4], &[]), &[2, 3, 4], 100, &caught);
+        let step = next_step(1, &conf(&[1, 2, 3, 4], &[]), &[2, 3, 4], (100, 0), &caught);
         assert_eq!(step, Step::HandOver(2));
         // The new leader (2) removes 1.
-        let step = next_step(2, &conf(&[1, 2, 3, 4], &[]), &[2, 3, 4], 100, &caught);
+        let step = next_step(2, &conf(&[1, 2, 3, 4], &[]), &[2, 3, 4], (100, 0), &caught);
         assert_eq!(single(&step), (ConfChangeType::RemoveNode, vec![1]));
     }
 
     #[test]
     fn cancelled_learners_are_removed_and_nobody_takes_over_from_a_lagging_voter() {
         let progress = [pr(1, 100), pr(2, 100)];
-        let step = next_step(1, &conf(&[1, 2], &[3]), &[1, 2], 100, &progress);
+        let step = next_step(1, &conf(&[1, 2], &[3]), &[1, 2], (100, 0), &progress);
         assert_eq!(single(&step), (ConfChangeType::RemoveNode, vec![3]));
         // Moving off the leader to a voter that lags: wait.
         let lagging = [pr(1, 500), pr(2, 10)];
         assert_eq!(
-            next_step(1, &conf(&[1, 2], &[]), &[2], 500, &lagging),
+            next_step(1, &conf(&[1, 2], &[]), &[2], (500, 0), &lagging),
             Step::Wait
         );
         // A leader elected after its own removal committed hands over to a wanted voter.
         assert_eq!(
-            next_step(1, &conf(&[2, 3], &[]), &[2, 3], 100, &progress),
+            next_step(1, &conf(&[2, 3], &[]), &[2, 3], (100, 0), &progress),
             Step::HandOver(2)
         );
         // New replicas join one at a time (raft-rs would make a change of two joint).
-        let step = next_step(1, &conf(&[1], &[]), &[1, 4, 5], 50, &[pr(1, 50)]);
+        let step = next_step(1, &conf(&[1], &[]), &[1, 4, 5], (50, 0), &[pr(1, 50)]);
         assert_eq!(single(&step), (ConfChangeType::AddLearnerNode, vec![4]));
         // Replication factor 1 → another node: learner, voter, hand over, removed.
         let alone = [pr(1, 50)];
-        let step = next_step(1, &conf(&[1], &[]), &[2], 50, &alone);
+        let step = next_step(1, &conf(&[1], &[]), &[2], (50, 0), &alone);
         assert_eq!(single(&step), (ConfChangeType::AddLearnerNode, vec![2]));
     }
 }

@@ -66,6 +66,7 @@ impl Replica {
                         incarnation: 0,
                         heartbeats: None,
                         heartbeat_responses: None,
+                        installing: Vec::new(),
                     });
                 }
             }
@@ -254,6 +255,7 @@ impl Replica {
             incarnation: self.node.incarnation(),
             heartbeats: None,
             heartbeat_responses: None,
+            installing: self.node.installing(),
         };
         Some(Transmit {
             to,
