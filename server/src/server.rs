@@ -52,6 +52,10 @@ pub struct Shared {
     /// Cluster mode: where requests to other nodes (transaction markers, verifications) go.
     pub peer_requests:
         std::sync::OnceLock<async_channel::Sender<sluice_proto::broker::PeerRequest>>,
+    /// Cluster mode: paces snapshot installs to the replication throttles (one per node).
+    pub install_pacer: Mutex<sluice_proto::throttle::Pacer>,
+    /// When this process started: the monotonic clock of the pacer.
+    pub started: std::time::Instant,
     /// Whether requests are served. Standalone: from the start. Cluster mode: once `__meta`
     /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
     serving: AtomicBool,
@@ -313,6 +317,8 @@ impl<R: Runtime> Server<R> {
             tls,
             replica_client: std::sync::OnceLock::new(),
             peer_requests: std::sync::OnceLock::new(),
+            install_pacer: Mutex::new(Default::default()),
+            started: std::time::Instant::now(),
             sasl_secret: {
                 use rand::Rng;
                 rand::thread_rng().r#gen::<[u8; 32]>().to_vec()

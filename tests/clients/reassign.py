@@ -7,6 +7,18 @@ ListPartitionReassignments) and Metadata. Prints one JSON line.
   wait --topic T --partition P --replicas 2,3    waits (--timeout s) until no move of T-P is in
                                                  progress and Metadata lists exactly those
                                                  replicas, all in sync: {"replicas", "isr", "leader"}
+  fill --topic T --mb N                          writes N MB of 10 KB records (confluent-kafka,
+                                                 acks=all): {"records": n}
+  throttle --topic T --rate R                    Kafka's reassignment throttle, as
+                                                 kafka-reassign-partitions --throttle sets it:
+                                                 both *.replication.throttled.rate on every node
+                                                 and both *.replication.throttled.replicas=* on
+                                                 T (confluent-kafka incremental_alter_configs);
+                                                 --rate "" removes them all: {"error": null}
+  broker-configs --node N                        DescribeConfigs of broker N (kafka-python):
+                                                 {name: [value, source]} for the throttle rates
+  bad-throttle                                   {"negative": error, "static": error} for
+                                                 invalid values and a non-dynamic config
 """
 import argparse, json, sys, time
 
@@ -15,11 +27,15 @@ from kafka.admin import KafkaAdminClient
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bootstrap", required=True)
-ap.add_argument("command", choices=["alter", "cancel", "list", "wait"])
+ap.add_argument("command", choices=["alter", "cancel", "list", "wait", "fill", "throttle",
+                                    "broker-configs", "bad-throttle"])
 ap.add_argument("--topic")
 ap.add_argument("--partition", type=int, default=0)
 ap.add_argument("--replicas", default="")
 ap.add_argument("--timeout", type=float, default=60)
+ap.add_argument("--mb", type=float, default=1)
+ap.add_argument("--rate", default="")
+ap.add_argument("--node", type=int, default=1)
 a = ap.parse_args()
 
 admin = KafkaAdminClient(bootstrap_servers=a.bootstrap, request_timeout_ms=30000)
@@ -50,7 +66,77 @@ def partition_metadata():
     return None
 
 
-if a.command in ("alter", "cancel"):
+RATES = ["leader.replication.throttled.rate", "follower.replication.throttled.rate"]
+REPLICAS = ["leader.replication.throttled.replicas", "follower.replication.throttled.replicas"]
+
+
+def node_ids():
+    from confluent_kafka.admin import AdminClient
+
+    return sorted(AdminClient({"bootstrap.servers": a.bootstrap}).list_topics(timeout=15).brokers)
+
+
+if a.command == "fill":
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": a.bootstrap, "acks": "all", "linger.ms": 20,
+                  "enable.idempotence": True})
+    failed = []
+    value = b"x" * 10_000
+    n = int(a.mb * 100)
+    for i in range(n):
+        while True:
+            try:
+                p.produce(a.topic, value, key=str(i).encode(),
+                          on_delivery=lambda e, m: e and failed.append(str(e)))
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    p.flush(60)
+    if failed:
+        print(f"undelivered: {failed[:3]}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(json.dumps({"records": n}), flush=True)
+elif a.command == "throttle":
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    ca = AdminClient({"bootstrap.servers": a.bootstrap})
+    op = AlterConfigOpType.SET if a.rate else AlterConfigOpType.DELETE
+    resources = [ConfigResource("broker", str(n), incremental_configs=[
+        ConfigEntry(k, a.rate, incremental_operation=op) for k in RATES]) for n in node_ids()]
+    resources.append(ConfigResource("topic", a.topic, incremental_configs=[
+        ConfigEntry(k, "*", incremental_operation=op) for k in REPLICAS]))
+    error = None
+    for r in resources:  # librdkafka takes one broker resource per call
+        try:
+            ca.incremental_alter_configs([r])[r].result(30)
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            error = f"{r}: {e}"
+    print(json.dumps({"error": error}), flush=True)
+elif a.command == "broker-configs":
+    from kafka.admin import ConfigResource as KpConfigResource, ConfigResourceType
+
+    resp = admin.describe_configs([KpConfigResource(ConfigResourceType.BROKER, str(a.node))],
+                                  config_filter="all")
+    configs = resp["broker"][str(a.node)]
+    out = {k: [v.get("value"), v.get("config_source")] for k, v in configs.items() if k in RATES}
+    print(json.dumps(out), flush=True)
+elif a.command == "bad-throttle":
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    ca = AdminClient({"bootstrap.servers": a.bootstrap})
+    out = {}
+    for label, key, value in [("negative", RATES[0], "-5"), ("static", "num.partitions", "3")]:
+        r = ConfigResource("broker", str(node_ids()[0]), incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+        try:
+            ca.incremental_alter_configs([r])[r].result(30)
+            out[label] = None
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            out[label] = str(e)
+    print(json.dumps(out), flush=True)
+elif a.command in ("alter", "cancel"):
     result = admin.alter_partition_reassignments(
         {tp: replicas if a.command == "alter" else None}, timeout_ms=30000
     )

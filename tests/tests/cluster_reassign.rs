@@ -154,3 +154,99 @@ fn a_partition_moves_to_other_nodes_and_back_while_a_producer_writes() {
     wait_dropped(&c, (from - 1) as usize, "idle");
     check_read_back(&all, "idle", &written.acks.iter().collect::<Vec<_>>());
 }
+
+/// Kafka's reassignment throttle: with `*.replication.throttled.rate` set on every node and the
+/// topic's `*.replication.throttled.replicas=*` (what `kafka-reassign-partitions --throttle`
+/// sets), a new replica copies at most that many bytes per second, so a move of 3 MB at
+/// 100 KB/s is still under way seconds later; removing the throttle lets it finish. The rates
+/// are dynamic broker configs that DescribeConfigs reports with their source.
+#[test]
+fn a_throttled_move_copies_at_its_rate_until_the_throttle_is_lifted() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    // Raft logs compacted early: the new replica catches up by copying records (the
+    // throttled path), not from Raft entries still held in memory.
+    c.compact_raft_logs_often();
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    cluster::create_topic(&all, "slow", 1, 1);
+    let md = cluster::describe(&all, "slow");
+    let home = md["partitions"]["0"]["replicas"][0].as_i64().unwrap() as i32;
+    let other = if home == 3 { 1 } else { home + 1 };
+    let filled = reassign(&all, &["fill", "--topic", "slow", "--mb", "3"]);
+    assert_eq!(filled["records"], 300, "{filled}");
+
+    // Invalid throttles are refused as Kafka refuses them.
+    let bad = reassign(&all, &["bad-throttle"]);
+    assert!(
+        bad["negative"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at least 0"),
+        "{bad}"
+    );
+    assert!(
+        bad["static"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Cannot update these configs dynamically"),
+        "{bad}"
+    );
+
+    let r = reassign(&all, &["throttle", "--topic", "slow", "--rate", "100000"]);
+    assert!(r["error"].is_null(), "{r}");
+    for node in 1..=3 {
+        let configs = reassign(&all, &["broker-configs", "--node", &node.to_string()]);
+        assert_eq!(
+            configs["leader.replication.throttled.rate"],
+            serde_json::json!(["100000", "DYNAMIC_BROKER_CONFIG"]),
+            "node {node}: {configs}"
+        );
+    }
+    let list = format!("{home},{other}");
+    let r = reassign(&all, &["alter", "--topic", "slow", "--replicas", &list]);
+    assert!(r["error"].is_null(), "{r}");
+    // 3 MB at 100 KB/s takes 30 s; unthrottled it takes well under one.
+    std::thread::sleep(Duration::from_secs(5));
+    let ongoing = reassign(&all, &["list"]);
+    assert_eq!(
+        ongoing["slow-0"]["adding"],
+        serde_json::json!([other]),
+        "the throttled move should still be copying: {ongoing}"
+    );
+    let copied = cluster::log_bytes(&c.data_dir((other - 1) as usize), "slow", 0)
+        .unwrap_or_default()
+        .len();
+    assert!(
+        copied < 2_000_000,
+        "node {other} copied {copied} bytes in 5 s at 100 KB/s"
+    );
+
+    // Lifted: the move completes, and the rates are back to Kafka's default.
+    let r = reassign(&all, &["throttle", "--topic", "slow", "--rate", ""]);
+    assert!(r["error"].is_null(), "{r}");
+    let moved = reassign(
+        &all,
+        &[
+            "wait",
+            "--topic",
+            "slow",
+            "--replicas",
+            &list,
+            "--timeout",
+            "60",
+        ],
+    );
+    assert_eq!(
+        moved["replicas"],
+        serde_json::json!([home, other]),
+        "{moved}"
+    );
+    let configs = reassign(&all, &["broker-configs", "--node", &home.to_string()]);
+    assert_eq!(
+        configs["follower.replication.throttled.rate"],
+        serde_json::json!(["9223372036854775807", "DEFAULT_CONFIG"]),
+        "{configs}"
+    );
+}

@@ -24,5 +24,6 @@ pub mod log;
 pub mod runtime;
 pub mod security;
 pub mod storage;
+pub mod throttle;
 pub mod topic_config;
 pub mod versions;

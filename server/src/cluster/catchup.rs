@@ -146,15 +146,20 @@ pub async fn install<R: Runtime>(
             )
             .await;
             let result = fetched.and_then(|response| {
-                shared
-                    .broker
-                    .lock()
-                    .unwrap()
-                    .install_fetched(group, &response, now_ms())
+                let bytes: usize = response
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+                    .sum();
+                let mut broker = shared.broker.lock().unwrap();
+                broker.install_fetched(group, &response, now_ms())?;
+                Ok((bytes as u64, broker.install_rate(group, *source)))
             });
             match result {
-                Ok(()) => {
+                Ok((bytes, rate)) => {
                     progressed = true;
+                    pace(rt, shared, node_id, group, bytes, rate).await;
                     break;
                 }
                 Err(e) => {
@@ -177,6 +182,35 @@ pub async fn install<R: Runtime>(
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
         step = shared.broker.lock().unwrap().install_next(group);
+    }
+}
+
+/// Waits out what the replication throttle asks after copying `bytes` (Kafka's
+/// `*.replication.throttled.rate`; one pacer per node, shared by all its installs, as Kafka's
+/// rate is per broker).
+async fn pace<R: Runtime>(
+    rt: &R,
+    shared: &Shared,
+    node_id: u64,
+    group: u64,
+    bytes: u64,
+    rate: i64,
+) {
+    let wait = shared.install_pacer.lock().unwrap().delay_after(
+        shared.started.elapsed().as_millis() as u64,
+        bytes,
+        rate,
+    );
+    if wait > 0 {
+        debug!(
+            node_id,
+            group,
+            bytes,
+            rate,
+            wait_ms = wait,
+            "snapshot install: throttled"
+        );
+        rt.sleep(Duration::from_millis(wait)).await;
     }
 }
 

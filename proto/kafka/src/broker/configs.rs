@@ -14,7 +14,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{alter_configs_response, incremental_alter_configs_response};
 use tracing::info;
 
+use super::cluster::ConfigTarget;
 use super::{Broker, str};
+use crate::throttle;
 use crate::topic_config::{self, BrokerDefaults, ConfigType};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -130,6 +132,27 @@ impl Broker {
                                 result.configs.push(c);
                             }
                         }
+                        if let Some(cl) = &self.cluster {
+                            for (name, doc) in throttle::DYNAMIC_BROKER_CONFIGS {
+                                if !wanted(name) {
+                                    continue;
+                                }
+                                let (value, source) =
+                                    throttle::rate(&cl.meta.broker_configs, cl.node_id, name);
+                                let mut c = DescribeConfigsResourceResult::default()
+                                    .with_name(str(name))
+                                    .with_value(Some(str(&value.to_string())))
+                                    .with_read_only(false)
+                                    .with_config_source(source.code());
+                                if version >= 3 {
+                                    c.config_type = ConfigType::Long as i8;
+                                    if req.include_documentation {
+                                        c.documentation = Some(str(doc));
+                                    }
+                                }
+                                result.configs.push(c);
+                            }
+                        }
                     }
                 }
                 _ => {
@@ -194,7 +217,8 @@ impl Broker {
         }
         if let Some(c) = &mut self.cluster {
             // Cluster mode: the change goes through `__meta` (see `alter_configs_cluster`).
-            c.pending_configs.push((name.to_string(), configs));
+            c.pending_configs
+                .push((ConfigTarget::Topic(name.to_string()), configs));
             return Ok(());
         }
         let topic = self.topics.get_mut(name).unwrap();
@@ -212,15 +236,84 @@ impl Broker {
         Ok(())
     }
 
+    /// A broker resource's name as a node id: empty is the cluster-wide default (-1), as in
+    /// Kafka; otherwise a node of this cluster.
+    fn broker_resource(&self, name: &str) -> Result<i32, ConfigError> {
+        let Some(c) = &self.cluster else {
+            return Err((
+                ResponseError::InvalidRequest,
+                Some(
+                    "dynamic broker configs (the replication throttles) apply to cluster mode; \
+                     this broker is standalone"
+                        .into(),
+                ),
+            ));
+        };
+        if name.is_empty() {
+            return Ok(-1);
+        }
+        match name.parse::<i32>() {
+            Ok(n) if c.meta.members().contains(&n) || c.meta.brokers.contains_key(&n) => Ok(n),
+            _ => Err((
+                ResponseError::InvalidRequest,
+                Some(format!("broker {name} is not a node of this cluster")),
+            )),
+        }
+    }
+
+    /// The dynamic configs currently set on a broker resource (-1: cluster-wide defaults).
+    fn dynamic_broker_configs(&self, node: i32) -> BTreeMap<String, String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.meta.broker_configs.get(&node).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Validates a broker resource's complete new dynamic configs and proposes them.
+    fn set_broker_configs(
+        &mut self,
+        node: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), ConfigError> {
+        let mut valid = BTreeMap::new();
+        for (k, v) in configs {
+            let v = throttle::validate(&k, &v).map_err(|m| {
+                let kind = if m.starts_with("Cannot update") {
+                    ResponseError::InvalidRequest
+                } else {
+                    ResponseError::InvalidConfig
+                };
+                (kind, Some(m))
+            })?;
+            valid.insert(k, v);
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let c = self.cluster.as_mut().expect("checked by broker_resource");
+        c.pending_configs.push((ConfigTarget::Broker(node), valid));
+        Ok(())
+    }
+
     /// AlterConfigs: the request's configs replace the topic's overrides.
     pub(super) fn alter_configs(&mut self, req: AlterConfigsRequest) -> AlterConfigsResponse {
         let mut response = AlterConfigsResponse::default();
         for res in req.resources {
             let outcome = (|| -> Result<(), ConfigError> {
+                if res.resource_type == RESOURCE_BROKER {
+                    let node = self.broker_resource(res.resource_name.as_str())?;
+                    let configs = res
+                        .configs
+                        .iter()
+                        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                        .collect();
+                    return self.set_broker_configs(node, configs, req.validate_only);
+                }
                 if res.resource_type != RESOURCE_TOPIC {
                     return Err((
                         ResponseError::InvalidRequest,
-                        Some("only topic configs can be altered".to_string()),
+                        Some("only topic and broker configs can be altered".to_string()),
                     ));
                 }
                 let nulls: Vec<&str> = res
@@ -264,10 +357,37 @@ impl Broker {
         for res in req.resources {
             let name = res.resource_name.to_string();
             let outcome = (|| -> Result<(), ConfigError> {
+                if res.resource_type == RESOURCE_BROKER {
+                    let node = self.broker_resource(&name)?;
+                    let mut configs = self.dynamic_broker_configs(node);
+                    for c in res.configs.iter() {
+                        match (c.config_operation, &c.value) {
+                            (0, Some(v)) => {
+                                configs.insert(c.name.to_string(), v.to_string());
+                            }
+                            (1, _) => {
+                                configs.remove(c.name.as_str());
+                            }
+                            (0, None) => {
+                                return Err(invalid_config(format!(
+                                    "Null value not supported for: {}",
+                                    c.name.as_str()
+                                )));
+                            }
+                            (op, _) => {
+                                return Err(invalid_config(format!(
+                                    "Config operation {op} is not valid for {}: it is not a list",
+                                    c.name.as_str()
+                                )));
+                            }
+                        }
+                    }
+                    return self.set_broker_configs(node, configs, req.validate_only);
+                }
                 if res.resource_type != RESOURCE_TOPIC {
                     return Err((
                         ResponseError::InvalidRequest,
-                        Some("only topic configs can be altered".into()),
+                        Some("only topic and broker configs can be altered".into()),
                     ));
                 }
                 let configs = self

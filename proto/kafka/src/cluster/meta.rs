@@ -90,6 +90,15 @@ pub enum MetaCommand {
         /// The complete new overrides.
         configs: BTreeMap<String, String>,
     },
+    /// Replaces a node's dynamic broker configs (`node` -1: the cluster-wide defaults).
+    SetBrokerConfigs {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// Node id, or -1.
+        node: i32,
+        /// The complete new dynamic configs.
+        configs: BTreeMap<String, String>,
+    },
     /// A node became leader of a partition group in `term`.
     Leader {
         /// Partition group.
@@ -287,6 +296,11 @@ pub enum MetaEvent {
         /// Waiting request.
         request: Option<ProposalId>,
     },
+    /// A node's dynamic broker configs changed.
+    BrokerConfigsChanged {
+        /// Waiting request.
+        request: Option<ProposalId>,
+    },
     /// A command was refused.
     Refused {
         /// Waiting request.
@@ -331,6 +345,9 @@ pub struct MetaState {
     pub topics: BTreeMap<String, MetaTopic>,
     /// Partition group id → (topic, partition).
     pub groups: BTreeMap<u64, (String, i32)>,
+    /// Dynamic broker configs by node id (-1: the cluster-wide defaults).
+    #[serde(default)]
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     next_group: u64,
     placements: u64,
 }
@@ -348,6 +365,7 @@ impl MetaState {
             security: Default::default(),
             topics: BTreeMap::new(),
             groups: BTreeMap::new(),
+            broker_configs: BTreeMap::new(),
             next_group: 1,
             placements: 0,
         }
@@ -545,6 +563,18 @@ impl MetaState {
                     vec![MetaEvent::ConfigsChanged { name, request }]
                 }
             },
+            MetaCommand::SetBrokerConfigs {
+                request,
+                node,
+                configs,
+            } => {
+                if configs.is_empty() {
+                    self.broker_configs.remove(&node);
+                } else {
+                    self.broker_configs.insert(node, configs);
+                }
+                vec![MetaEvent::BrokerConfigsChanged { request }]
+            }
             MetaCommand::Leader {
                 group,
                 leader,

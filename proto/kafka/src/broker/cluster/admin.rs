@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 };
 
 use super::super::{Broker, OFFSETS_TOPIC, Reply, str, valid_topic_name};
-use super::{AdminWait, BrokerAddr, META_GROUP, Proposal, Wait};
+use super::{AdminWait, BrokerAddr, ConfigTarget, META_GROUP, Proposal, Wait};
 use crate::cluster::{MetaCommand, ProposalId};
 
 impl Broker {
@@ -523,15 +523,27 @@ impl Broker {
             });
         }
         c.admins.insert(token, (wait, pending.len()));
-        for (name, configs) in pending {
+        for (target, configs) in pending {
+            let name = match &target {
+                ConfigTarget::Topic(name) => name.clone(),
+                ConfigTarget::Broker(-1) => String::new(),
+                ConfigTarget::Broker(node) => node.to_string(),
+            };
             let slot = names.iter().position(|n| *n == name).unwrap_or(0);
             self.admin_proposal(
                 token,
                 slot,
-                |request| MetaCommand::SetConfigs {
-                    request: Some(request),
-                    name,
-                    configs,
+                |request| match target {
+                    ConfigTarget::Topic(name) => MetaCommand::SetConfigs {
+                        request: Some(request),
+                        name,
+                        configs,
+                    },
+                    ConfigTarget::Broker(node) => MetaCommand::SetBrokerConfigs {
+                        request: Some(request),
+                        node,
+                        configs,
+                    },
                 },
                 now_ms,
             );

@@ -343,7 +343,8 @@ impl Broker {
                 }
             }
             MetaEvent::PartitionsCreated { request, .. }
-            | MetaEvent::ConfigsChanged { request, .. } => {
+            | MetaEvent::ConfigsChanged { request, .. }
+            | MetaEvent::BrokerConfigsChanged { request } => {
                 if let Some(seq) = mine(&request) {
                     self.admin_done(seq, None);
                 }

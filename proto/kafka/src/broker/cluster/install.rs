@@ -12,11 +12,14 @@ use tracing::{info, warn};
 use super::super::{Broker, str};
 use super::BrokerAddr;
 use crate::cluster::PartitionImage;
+use crate::throttle;
 
 /// Fetch version used between replicas (topic names, `replica_id` in the body).
 pub const REPLICA_FETCH_VERSION: i16 = 12;
 /// Bytes asked for per replica fetch.
 const FETCH_BYTES: i32 = 8 << 20;
+/// Smallest fetch of a throttled install (a batch larger than the limit still comes whole).
+const THROTTLED_FETCH_BYTES_MIN: i32 = 16 << 10;
 
 /// What an installing replica does next.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,8 +104,27 @@ impl Broker {
             })
             .collect();
         sources.sort_by_key(|(r, _, _)| *r != leader);
+        // Throttled: fetches of about a tenth of a second's worth, so the copy trickles
+        // rather than lands in 8 MiB bursts between long pauses.
+        let rate = sources
+            .iter()
+            .map(|(r, _, _)| self.install_rate(group, *r))
+            .min()
+            .unwrap_or(throttle::UNLIMITED);
+        let max_bytes = if rate != throttle::UNLIMITED {
+            (rate / 10).clamp(THROTTLED_FETCH_BYTES_MIN as i64, FETCH_BYTES as i64) as i32
+        } else {
+            FETCH_BYTES
+        };
+        let mut request = replica_fetch(c.node_id, topic, partition, from);
+        request.max_bytes = max_bytes;
+        for t in &mut request.topics {
+            for p in &mut t.partitions {
+                p.partition_max_bytes = max_bytes;
+            }
+        }
         InstallStep::Fetch {
-            request: Box::new(replica_fetch(c.node_id, topic, partition, from)),
+            request: Box::new(request),
             sources,
             from,
             to: image.end_offset,
@@ -230,6 +252,39 @@ impl Broker {
         self.cluster
             .as_ref()
             .is_some_and(|c| c.installing.contains_key(&group))
+    }
+
+    /// The byte rate an install of `group` may copy from `source` at, under Kafka's
+    /// replication throttles ([`throttle::UNLIMITED`] when none applies): this node's
+    /// follower rate if the topic's `follower.replication.throttled.replicas` names this
+    /// replica, the source's leader rate if `leader.replication.throttled.replicas` names the
+    /// source's, whichever is lower. Both come from `__meta`, so the copying node enforces the
+    /// source's limit too.
+    pub fn install_rate(&self, group: u64, source: i32) -> i64 {
+        let Some(c) = &self.cluster else {
+            return throttle::UNLIMITED;
+        };
+        let Some((topic, partition)) = c.meta.group(group) else {
+            return throttle::UNLIMITED;
+        };
+        let Some(t) = c.meta.topics.get(topic) else {
+            return throttle::UNLIMITED;
+        };
+        let names = |key: &str, node: i32| {
+            t.configs
+                .get(key)
+                .is_some_and(|list| throttle::names_replica(list, partition, node))
+        };
+        let mut rate = throttle::UNLIMITED;
+        if names("follower.replication.throttled.replicas", c.node_id) {
+            rate = rate
+                .min(throttle::rate(&c.meta.broker_configs, c.node_id, throttle::FOLLOWER_RATE).0);
+        }
+        if names("leader.replication.throttled.replicas", source) {
+            rate =
+                rate.min(throttle::rate(&c.meta.broker_configs, source, throttle::LEADER_RATE).0);
+        }
+        rate
     }
 }
 

@@ -186,10 +186,10 @@ enum AdminWait {
 /// Cluster-mode state of the broker.
 #[derive(Debug)]
 pub struct ClusterState {
-    node_id: i32,
+    pub(in crate::broker) node_id: i32,
     /// The listener of the request being handled (addresses in hints follow it).
     pub(in crate::broker) listener: Option<String>,
-    meta: MetaState,
+    pub(in crate::broker) meta: MetaState,
     /// `__meta` leader and term as last reported (-1: unknown).
     meta_leader: (i32, u64),
     /// Hosted partition groups.
@@ -214,8 +214,8 @@ pub struct ClusterState {
     group_changes: Vec<GroupChange>,
     /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
     retry: Vec<(u64, Vec<u8>)>,
-    /// Validated topic config changes of the request being handled, to propose.
-    pub(super) pending_configs: Vec<(String, BTreeMap<String, String>)>,
+    /// Validated config changes of the request being handled, to propose.
+    pub(super) pending_configs: Vec<(ConfigTarget, BTreeMap<String, String>)>,
     next_seq: u64,
     waits: HashMap<u64, Wait>,
     /// Parked produces: response so far, partitions outstanding, request version.
@@ -439,6 +439,15 @@ pub(super) struct NotHere {
     pub error: ResponseError,
     pub leader: i32,
     pub epoch: i32,
+}
+
+/// What a config change is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::broker) enum ConfigTarget {
+    /// A topic's overrides.
+    Topic(String),
+    /// A node's dynamic broker configs (-1: the cluster-wide defaults).
+    Broker(i32),
 }
 
 impl Broker {
@@ -739,6 +748,7 @@ impl Broker {
                     | MetaCommand::DeleteTopic { request, .. }
                     | MetaCommand::CreatePartitions { request, .. }
                     | MetaCommand::SetConfigs { request, .. }
+                    | MetaCommand::SetBrokerConfigs { request, .. }
                     | MetaCommand::Security { request, .. },
                 )) => request.map(|r| r.seq),
                 _ => None,
