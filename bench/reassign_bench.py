@@ -10,8 +10,12 @@ replica and no move is listed: MB/s = data moved / time. Meanwhile an acks=all p
 its acknowledgement latency p50/p99 is reported during the move and, in the same invocation,
 over the same duration without one (the baseline), with their ratio.
 
+With --throttle MB/s the partition then moves back under Kafka's reassignment throttle (both
+*.replication.throttled.rate on every node, both *.replication.throttled.replicas=* on `mv`,
+as kafka-reassign-partitions --throttle sets them), measured the same way.
+
   cargo build --release -p sluice-server
-  python3 bench/reassign_bench.py --mb 256
+  python3 bench/reassign_bench.py --mb 256 --throttle 40
 """
 import argparse, json, os, shutil, signal, socket, subprocess, tempfile, time
 
@@ -24,6 +28,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default="target/release/sluice")
 ap.add_argument("--mb", type=int, default=256)
 ap.add_argument("--rate", type=int, default=2000)
+ap.add_argument("--throttle", type=float, default=0, help="MB/s for a second, throttled move")
 a = ap.parse_args()
 
 work = tempfile.mkdtemp(prefix="sluice-reassign-bench-")
@@ -131,16 +136,51 @@ try:
         reps = admin.list_topics("mv", timeout=10).topics["mv"].partitions[0].replicas
         return list(reps) == [to]
 
+    def throttle(rate):
+        """Sets (bytes/s) or removes (None) the reassignment throttle."""
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+        op = AlterConfigOpType.SET if rate else AlterConfigOpType.DELETE
+        value = str(int(rate)) if rate else ""
+        resources = [ConfigResource("broker", str(n), incremental_configs=[
+            ConfigEntry(k, value, incremental_operation=op)
+            for k in ("leader.replication.throttled.rate", "follower.replication.throttled.rate")])
+            for n in (1, 2, 3)]
+        resources.append(ConfigResource("topic", "mv", incremental_configs=[
+            ConfigEntry(k, "*", incremental_operation=op)
+            for k in ("leader.replication.throttled.replicas",
+                      "follower.replication.throttled.replicas")]))
+        for r in resources:  # librdkafka takes one broker resource per call
+            admin.incremental_alter_configs([r])[r].result(30)
+
+    def move(target):
+        """Moves `mv` to `target` while the latency producer writes: (latencies, seconds)."""
+        checked[0] = 0
+        global to
+        to = target
+        kp.alter_partition_reassignments({TopicPartition("mv", 0): [target]})
+        return timed_producer(moved)
+
+    def summary(lat, seconds):
+        return {"move_s": round(seconds, 2), "mb_per_s": round(a.mb / seconds, 1),
+                "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2)}
+
     # The move, while the latency producer writes; then the same without a move (baseline).
-    kp.alter_partition_reassignments({TopicPartition("mv", 0): [to]})
-    lat, seconds = timed_producer(moved)
-    base, _ = timed_producer(lambda elapsed, _sent: elapsed >= seconds)
-    out = {
-        "mb": a.mb, "move_s": round(seconds, 2), "mb_per_s": round(a.mb / seconds, 1),
-        "during_p50_ms": round(pct(lat, 0.5), 2), "during_p99_ms": round(pct(lat, 0.99), 2),
-        "baseline_p50_ms": round(pct(base, 0.5), 2), "baseline_p99_ms": round(pct(base, 0.99), 2),
-    }
-    out["p99_ratio"] = round(out["during_p99_ms"] / out["baseline_p99_ms"], 2)
+    lat, seconds = move(to)
+    out = {"mb": a.mb, "unthrottled": summary(lat, seconds)}
+    longest = seconds
+    if a.throttle:
+        throttle(a.throttle * 1e6)
+        lat, seconds = move(home)
+        throttle(None)
+        out["throttled"] = summary(lat, seconds)
+        out["throttled"]["limit_mb_per_s"] = a.throttle
+        longest = max(longest, seconds)
+    base, _ = timed_producer(lambda elapsed, _sent: elapsed >= longest)
+    out["baseline"] = {"p50_ms": round(pct(base, 0.5), 2), "p99_ms": round(pct(base, 0.99), 2)}
+    for k in ("unthrottled", "throttled"):
+        if k in out:
+            out[k]["p99_vs_baseline"] = round(out[k]["p99_ms"] / out["baseline"]["p99_ms"], 2)
     print(json.dumps(out), flush=True)
 finally:
     cleanup()
