@@ -101,31 +101,57 @@ pub fn names_replica(list: &str, partition: i32, node: i32) -> bool {
         })
 }
 
-/// Paces a stream of transfers to a rate: after each transfer, how long to wait before the
-/// next one so that the bytes moved since the pacer was last idle average at most the rate.
-/// Pure: the caller passes the time and does the waiting.
+/// Paces a stream of transfers to a rate that may change at any time: a byte debt that drains
+/// at the current rate. Transfers add to it; the next one waits while it exceeds a small burst.
+/// Pure: the caller passes the time and does the waiting, in short slices, asking again with
+/// the rate then in force (so lifting the throttle ends a wait at once).
 #[derive(Debug, Default)]
 pub struct Pacer {
-    /// When the bytes transferred so far are paid for (ms, the caller's clock).
-    free_at_ms: f64,
+    /// Bytes transferred and not yet paid for.
+    owed: f64,
+    /// When `owed` was last drained (ms, the caller's clock).
+    at_ms: u64,
 }
 
-/// Bytes that move without waiting after an idle spell: a small burst, so that one fetch
-/// after a pause is not delayed, but a sustained copy is.
+/// Bytes that move without waiting after an idle spell: a tenth of a second's worth, so one
+/// fetch after a pause is not delayed, but a sustained copy is.
 const BURST_MS: f64 = 100.0;
 
 impl Pacer {
-    /// `bytes` were just transferred at `now_ms` under a limit of `rate` bytes/s: the wait
-    /// (ms) before the next transfer.
-    pub fn delay_after(&mut self, now_ms: u64, bytes: u64, rate: i64) -> u64 {
-        if rate == UNLIMITED || bytes == 0 {
-            return 0;
+    fn drain(&mut self, now_ms: u64, rate: i64) {
+        let elapsed = now_ms.saturating_sub(self.at_ms) as f64;
+        self.at_ms = self.at_ms.max(now_ms);
+        self.owed = if rate == UNLIMITED {
+            0.0
+        } else {
+            (self.owed - elapsed * rate.max(0) as f64 / 1000.0).max(0.0)
+        };
+    }
+
+    /// `bytes` were just transferred at `now_ms` under a limit of `rate` bytes/s.
+    pub fn transferred(&mut self, now_ms: u64, bytes: u64, rate: i64) {
+        self.drain(now_ms, rate);
+        if rate != UNLIMITED {
+            self.owed += bytes as f64;
         }
-        let now = now_ms as f64;
-        let rate = rate.max(1) as f64;
-        let start = self.free_at_ms.max(now - BURST_MS);
-        self.free_at_ms = start + bytes as f64 * 1000.0 / rate;
-        (self.free_at_ms - now).max(0.0).ceil() as u64
+    }
+
+    /// How long (ms) the next transfer waits under `rate`; `None` waits for a rate above 0
+    /// (Kafka's rate 0 lets nothing through).
+    pub fn wait_ms(&mut self, now_ms: u64, rate: i64) -> Option<u64> {
+        self.drain(now_ms, rate);
+        if rate == UNLIMITED {
+            return Some(0);
+        }
+        if rate <= 0 {
+            return if self.owed <= 0.0 { Some(0) } else { None };
+        }
+        let excess = self.owed - rate as f64 * BURST_MS / 1000.0;
+        Some(if excess <= 0.0 {
+            0
+        } else {
+            (excess * 1000.0 / rate as f64).ceil() as u64
+        })
     }
 }
 
@@ -180,13 +206,24 @@ mod tests {
     #[test]
     fn a_sustained_copy_averages_the_rate_after_a_small_burst() {
         let mut p = Pacer::default();
-        // 1 MB/s: the first 100 KB pass at once (the burst), the next wait their share.
-        assert_eq!(p.delay_after(10_000, 100_000, 1_000_000), 0);
-        assert_eq!(p.delay_after(10_000, 100_000, 1_000_000), 100);
-        // 4 MB more with no time passing: 4 s more.
-        assert_eq!(p.delay_after(10_000, 4_000_000, 1_000_000), 4100);
-        // After an idle spell only the burst is forgiven, not the idle time.
-        assert_eq!(p.delay_after(60_000, 300_000, 1_000_000), 200);
-        assert_eq!(p.delay_after(60_000, 5, UNLIMITED), 0);
+        // 1 MB/s: 100 KB (the burst) passes at once, more waits its share.
+        p.transferred(10_000, 100_000, 1_000_000);
+        assert_eq!(p.wait_ms(10_000, 1_000_000), Some(0));
+        p.transferred(10_000, 100_000, 1_000_000);
+        assert_eq!(p.wait_ms(10_000, 1_000_000), Some(100));
+        p.transferred(10_000, 4_000_000, 1_000_000);
+        assert_eq!(p.wait_ms(10_000, 1_000_000), Some(4100));
+        // Half of it paid: half the wait left.
+        assert_eq!(p.wait_ms(12_050, 1_000_000), Some(2050));
+        // The rate doubles: what is owed drains twice as fast from now on.
+        assert_eq!(p.wait_ms(12_050, 2_000_000), Some(975));
+        // Lifted: nothing is owed any more.
+        assert_eq!(p.wait_ms(12_050, UNLIMITED), Some(0));
+        assert_eq!(p.wait_ms(12_060, 1_000_000), Some(0));
+        // Rate 0 lets nothing more through, without a giant sleep; raising it resumes.
+        p.transferred(20_000, 500_000, 1_000_000);
+        assert_eq!(p.wait_ms(20_000, 0), None);
+        assert_eq!(p.wait_ms(25_000, 0), None);
+        assert_eq!(p.wait_ms(25_000, 1_000_000), Some(400));
     }
 }

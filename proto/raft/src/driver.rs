@@ -148,6 +148,8 @@ pub struct Driver {
     /// Peers that said they are installing this group's snapshot (see
     /// [`crate::PeerBatch::installing`]).
     peers_installing: BTreeSet<u64>,
+    /// See [`Driver::resume_install`].
+    resumed_install: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -190,6 +192,7 @@ impl Driver {
             quiesce_after_ticks: config.heartbeat_ticks as u64 + 1,
             quiesced: false,
             peers_installing: BTreeSet::new(),
+            resumed_install: false,
         };
         // raft-rs starts from the store's membership and hands out only entries after `applied`:
         // membership changes between the snapshot and `applied` were applied before a restart
@@ -389,7 +392,14 @@ impl Driver {
     /// A snapshot is stored but not yet applied (its records are being copied): this replica
     /// must not campaign, neither on its own nor when a leader hands over.
     pub fn installing_snapshot(&self) -> bool {
-        self.raw.raft.raft_log.applied < self.raw.store().snapshot_index()
+        self.resumed_install || self.raw.raft.raft_log.applied < self.raw.store().snapshot_index()
+    }
+
+    /// A restart resumes an install cut short: the group opened with the snapshot's applied
+    /// mark (raft-rs needs one), but the records are still being copied. Until the runtime
+    /// reports the snapshot applied again, the replica counts as installing.
+    pub fn resume_install(&mut self) {
+        self.resumed_install = true;
     }
 
     /// `peer` says it is (or no longer is) installing this group's snapshot: until it is
@@ -485,6 +495,9 @@ impl Driver {
 
     /// The state machine applied everything up to `index`.
     pub fn applied(&mut self, index: u64) {
+        if index >= self.raw.store().snapshot_index() {
+            self.resumed_install = false;
+        }
         if index > self.raw.raft.raft_log.applied {
             self.raw.advance_apply_to(index);
         }

@@ -57,8 +57,6 @@ pub struct Node {
     ticking: BTreeSet<GroupId>,
     /// Local groups installing a snapshot (see [`PeerBatch::installing`]).
     installing: BTreeSet<GroupId>,
-    /// Peers of the group that last started installing: told at once when it is done.
-    reported_to: BTreeSet<u64>,
     /// What each peer last said it is installing.
     peers_installing: BTreeMap<u64, BTreeSet<GroupId>>,
 }
@@ -109,7 +107,6 @@ impl Node {
             live: Liveness::default(),
             ticking: BTreeSet::new(),
             installing: BTreeSet::new(),
-            reported_to: BTreeSet::new(),
             peers_installing: BTreeMap::new(),
         })
     }
@@ -125,7 +122,13 @@ impl Node {
         if self.groups.contains_key(&group) {
             return Err(Error::GroupExists(group));
         }
-        let driver = Driver::new(&self.config, group, store, applied)?;
+        let mut driver = Driver::new(&self.config, group, store, applied)?;
+        // Peers that said they install this group before it opened here.
+        for (peer, groups) in &self.peers_installing {
+            if groups.contains(&group) {
+                driver.set_peer_installing(*peer, true);
+            }
+        }
         self.groups.insert(group, driver);
         self.dirty.insert(group);
         self.ticking.insert(group);
@@ -431,13 +434,33 @@ impl Node {
 
     /// A snapshot of `group` was stored and not applied yet: peers are told from now on.
     fn note_installing(&mut self, group: GroupId) {
-        if let Some(driver) = self.groups.get(&group)
-            && driver.installing_snapshot()
+        if self
+            .groups
+            .get(&group)
+            .is_some_and(|d| d.installing_snapshot())
             && self.installing.insert(group)
         {
-            self.reported_to = driver.progress().map(|p| p.id).collect();
-            self.live.ping.extend(self.reported_to.iter().copied());
+            self.ping_peers_of(group);
         }
+    }
+
+    /// Peers learn of an install starting or ending from the next batch: one goes to every
+    /// other replica of `group` now rather than at the next ping.
+    fn ping_peers_of(&mut self, group: GroupId) {
+        let me = self.config.node_id;
+        if let Some(d) = self.groups.get(&group) {
+            self.live
+                .ping
+                .extend(d.progress().map(|p| p.id).filter(|id| *id != me));
+        }
+    }
+
+    /// A restart resumes an install of `group` cut short: its applied mark is the snapshot's,
+    /// but its records are still being copied (see [`Driver::resume_install`]).
+    pub fn resume_install(&mut self, group: GroupId) -> Result<()> {
+        self.driver(group)?.resume_install();
+        self.note_installing(group);
+        Ok(())
     }
 
     /// The state machine of `group` applied up to `index`.
@@ -445,8 +468,7 @@ impl Node {
         let driver = self.driver(group)?;
         driver.applied(index);
         if !driver.installing_snapshot() && self.installing.remove(&group) {
-            // Peers learn it from the next batch; one is due now rather than at the next ping.
-            self.live.ping.extend(self.reported_to.iter().copied());
+            self.ping_peers_of(group);
         }
         Ok(())
     }
@@ -461,15 +483,21 @@ impl Node {
     fn peer_installing(&mut self, peer: u64, groups: &[GroupId]) {
         let now: BTreeSet<GroupId> = groups.iter().copied().collect();
         let before = self.peers_installing.remove(&peer).unwrap_or_default();
-        for g in before.difference(&now) {
-            if let Some(d) = self.groups.get_mut(g) {
-                d.set_peer_installing(peer, false);
-                self.dirty.insert(*g);
-            }
-        }
-        for g in now.difference(&before) {
-            if let Some(d) = self.groups.get_mut(g) {
-                d.set_peer_installing(peer, true);
+        for (g, installing) in before
+            .difference(&now)
+            .map(|g| (*g, false))
+            .chain(now.difference(&before).map(|g| (*g, true)))
+        {
+            if let Some(d) = self.groups.get_mut(&g) {
+                d.set_peer_installing(peer, installing);
+                // A quiesced leader would not look at the group again: its ISR and a move
+                // waiting on this peer depend on it. (Followers stay as they are: a woken
+                // follower of a quiet leader would campaign.)
+                if d.role() == raft::StateRole::Leader {
+                    d.wake();
+                    self.ticking.insert(g);
+                    self.dirty.insert(g);
+                }
             }
         }
         if !now.is_empty() {

@@ -547,6 +547,7 @@ impl Replica {
             .add_group(group, store, applied)
             .map_err(self.err(group))?;
         if let Some(job) = install {
+            self.node.resume_install(group).map_err(self.err(group))?;
             self.io.push_back(Io::Apply(job));
         }
         debug!(node_id, group, topic = %topic, partition, applied, fresh, "hosting partition group");

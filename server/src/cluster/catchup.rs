@@ -152,14 +152,17 @@ pub async fn install<R: Runtime>(
                     .flat_map(|t| t.partitions.iter())
                     .filter_map(|p| p.records.as_ref().map(|r| r.len()))
                     .sum();
-                let mut broker = shared.broker.lock().unwrap();
-                broker.install_fetched(group, &response, now_ms())?;
-                Ok((bytes as u64, broker.install_rate(group, *source)))
+                shared
+                    .broker
+                    .lock()
+                    .unwrap()
+                    .install_fetched(group, &response, now_ms())?;
+                Ok(bytes as u64)
             });
             match result {
-                Ok((bytes, rate)) => {
+                Ok(bytes) => {
                     progressed = true;
-                    pace(rt, shared, node_id, group, bytes, rate).await;
+                    pace(rt, shared, node_id, group, *source, bytes).await;
                     break;
                 }
                 Err(e) => {
@@ -187,30 +190,39 @@ pub async fn install<R: Runtime>(
 
 /// Waits out what the replication throttle asks after copying `bytes` (Kafka's
 /// `*.replication.throttled.rate`; one pacer per node, shared by all its installs, as Kafka's
-/// rate is per broker).
+/// rate is per broker). Waits in short slices, reading the rate again after each, so a change
+/// (or lifting the throttle) applies at once.
 async fn pace<R: Runtime>(
     rt: &R,
     shared: &Shared,
     node_id: u64,
     group: u64,
+    source: i32,
     bytes: u64,
-    rate: i64,
 ) {
-    let wait = shared.install_pacer.lock().unwrap().delay_after(
-        shared.started.elapsed().as_millis() as u64,
-        bytes,
-        rate,
-    );
-    if wait > 0 {
-        debug!(
-            node_id,
-            group,
-            bytes,
-            rate,
-            wait_ms = wait,
-            "snapshot install: throttled"
-        );
-        rt.sleep(Duration::from_millis(wait)).await;
+    const SLICE_MS: u64 = 500;
+    let now = || shared.started.elapsed().as_millis() as u64;
+    let rate = shared.broker.lock().unwrap().install_rate(group, source);
+    shared
+        .install_pacer
+        .lock()
+        .unwrap()
+        .transferred(now(), bytes, rate);
+    let mut logged = false;
+    loop {
+        let rate = shared.broker.lock().unwrap().install_rate(group, source);
+        let wait = shared.install_pacer.lock().unwrap().wait_ms(now(), rate);
+        if wait == Some(0) || shared.shutting_down() {
+            return;
+        }
+        if !logged {
+            debug!(node_id, group, bytes, rate, wait_ms = ?wait, "snapshot install: throttled");
+            logged = true;
+        }
+        rt.sleep(Duration::from_millis(
+            wait.unwrap_or(SLICE_MS).min(SLICE_MS),
+        ))
+        .await;
     }
 }
 

@@ -25,6 +25,28 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 
 type ConfigError = (ResponseError, Option<String>);
 
+/// One dynamic broker config as DescribeConfigs reports it.
+fn dynamic_entry(
+    (name, doc): (&str, &str),
+    value: &str,
+    source: throttle::Source,
+    version: i16,
+    documentation: bool,
+) -> DescribeConfigsResourceResult {
+    let mut c = DescribeConfigsResourceResult::default()
+        .with_name(str(name))
+        .with_value(Some(str(value)))
+        .with_read_only(false)
+        .with_config_source(source.code());
+    if version >= 3 {
+        c.config_type = ConfigType::Long as i8;
+        if documentation {
+            c.documentation = Some(str(doc));
+        }
+    }
+    c
+}
+
 fn invalid_config(m: String) -> ConfigError {
     (ResponseError::InvalidConfig, Some(m))
 }
@@ -113,6 +135,23 @@ impl Broker {
                         );
                     }
                 },
+                RESOURCE_BROKER if res.resource_name.is_empty() && self.cluster.is_some() => {
+                    // The cluster-wide defaults (`kafka-configs --entity-default`): only what
+                    // is set there, as Kafka answers.
+                    let defaults = self.dynamic_broker_configs(-1);
+                    for (name, doc) in throttle::DYNAMIC_BROKER_CONFIGS {
+                        let Some(value) = defaults.get(name).filter(|_| wanted(name)) else {
+                            continue;
+                        };
+                        result.configs.push(dynamic_entry(
+                            (name, doc),
+                            value,
+                            throttle::Source::ClusterDefault,
+                            version,
+                            req.include_documentation,
+                        ));
+                    }
+                }
                 RESOURCE_BROKER => {
                     let node = self.config.node_id.to_string();
                     if !res.resource_name.is_empty() && res.resource_name.as_str() != node {
@@ -139,18 +178,13 @@ impl Broker {
                                 }
                                 let (value, source) =
                                     throttle::rate(&cl.meta.broker_configs, cl.node_id, name);
-                                let mut c = DescribeConfigsResourceResult::default()
-                                    .with_name(str(name))
-                                    .with_value(Some(str(&value.to_string())))
-                                    .with_read_only(false)
-                                    .with_config_source(source.code());
-                                if version >= 3 {
-                                    c.config_type = ConfigType::Long as i8;
-                                    if req.include_documentation {
-                                        c.documentation = Some(str(doc));
-                                    }
-                                }
-                                result.configs.push(c);
+                                result.configs.push(dynamic_entry(
+                                    (name, doc),
+                                    &value.to_string(),
+                                    source,
+                                    version,
+                                    req.include_documentation,
+                                ));
                             }
                         }
                     }
