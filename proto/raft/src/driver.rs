@@ -395,6 +395,20 @@ impl Driver {
         self.resumed_install || self.raw.raft.raft_log.applied < self.raw.store().snapshot_index()
     }
 
+    /// A replica rebuilt from an empty data dir, before it votes again: its term becomes at
+    /// least `term` (the highest its other voters answered) and its vote in that term is
+    /// spent, so it votes only in later terms, in none of which it can have voted before it
+    /// lost its state. A term it learned since from a leader newer than `term` is kept.
+    pub fn forgo_votes_through(&mut self, term: u64) {
+        let r = &mut self.raw.raft;
+        if term > r.term {
+            r.become_follower(term, raft::INVALID_ID);
+        }
+        if r.vote == raft::INVALID_ID {
+            r.vote = self.node_id;
+        }
+    }
+
     /// A restart resumes an install cut short: the group opened with the snapshot's applied
     /// mark (raft-rs needs one), but the records are still being copied. Until the runtime
     /// reports the snapshot applied again, the replica counts as installing.

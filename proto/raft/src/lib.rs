@@ -41,4 +41,4 @@ pub use multi::{META_GROUP, Node};
 pub use raft::eraftpb;
 pub use raft::{ProgressState, StateRole};
 pub use storage::LogStore;
-pub use wire::{GroupMessage, LostLog, PeerBatch, Quiesced};
+pub use wire::{GroupMessage, GroupTerm, LostLog, PeerBatch, Quiesced};

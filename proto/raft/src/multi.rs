@@ -455,6 +455,13 @@ impl Node {
         }
     }
 
+    /// See [`Driver::forgo_votes_through`].
+    pub fn forgo_votes_through(&mut self, group: GroupId, term: u64) -> Result<()> {
+        self.driver(group)?.forgo_votes_through(term);
+        self.dirty.insert(group);
+        Ok(())
+    }
+
     /// A restart resumes an install of `group` cut short: its applied mark is the snapshot's,
     /// but its records are still being copied (see [`Driver::resume_install`]).
     pub fn resume_install(&mut self, group: GroupId) -> Result<()> {
@@ -552,6 +559,8 @@ impl Node {
             heartbeats: None,
             heartbeat_responses: None,
             installing: self.installing(),
+            term_queries: Vec::new(),
+            terms: Vec::new(),
         })
     }
 
@@ -683,6 +692,8 @@ mod tests {
             heartbeats: None,
             heartbeat_responses: None,
             installing,
+            term_queries: Vec::new(),
+            terms: Vec::new(),
         };
         // Node 2 acknowledged the log, but its records are still being copied.
         nodes[0].step(PeerBatch::decode_from(&batch(vec![1]).encode()).unwrap());

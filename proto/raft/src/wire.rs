@@ -70,6 +70,25 @@ pub struct PeerBatch {
     /// (see [`crate::PeerProgress::snapshotting`]) until a batch no longer lists the group.
     #[prost(uint64, repeated, tag = "10")]
     pub installing: Vec<u64>,
+    /// Groups whose current term the sender asks for: a replica rebuilt from an empty data dir
+    /// must not vote again in a term it may have voted in before (see `sluice-replica`'s
+    /// `recovery`), and only its peers remember those terms.
+    #[prost(uint64, repeated, tag = "11")]
+    pub term_queries: Vec<u64>,
+    /// Answers to `term_queries`: the sender's current term in each group it hosts.
+    #[prost(message, repeated, tag = "12")]
+    pub terms: Vec<GroupTerm>,
+}
+
+/// "My current term in `group` is `term`" (see [`PeerBatch::term_queries`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupTerm {
+    /// Raft group.
+    #[prost(uint64, tag = "1")]
+    pub group: GroupId,
+    /// The sender's term (durable: raft persists it before acting on it).
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
 }
 
 /// Coalesced heartbeats (or responses) between two nodes: entry `i` of each column is one
@@ -150,6 +169,8 @@ impl PeerBatch {
             heartbeats: None,
             heartbeat_responses: None,
             installing: self.installing.clone(),
+            term_queries: self.term_queries.clone(),
+            terms: self.terms.clone(),
         };
         let mut kept = Vec::new();
         for gm in &self.messages {
@@ -244,6 +265,8 @@ mod tests {
             heartbeats: None,
             heartbeat_responses: None,
             installing: vec![42, 7],
+            term_queries: Vec::new(),
+            terms: Vec::new(),
             from: 1,
             to: 2,
             messages: vec![GroupMessage {

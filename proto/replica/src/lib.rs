@@ -281,6 +281,10 @@ pub struct Replica {
     next_unsure_log: u64,
     /// Lost-log reports to send, per peer (see `standing::report_lost_logs`).
     lost_out: std::collections::BTreeMap<u64, Vec<sluice_raft::LostLog>>,
+    /// Term queries of groups catching up since starting empty, per peer (see `recovery`).
+    term_queries_out: BTreeMap<u64, Vec<u64>>,
+    /// Answers to peers' term queries, per peer.
+    terms_out: BTreeMap<u64, Vec<sluice_raft::GroupTerm>>,
     next_lost_report: u64,
     io: VecDeque<Io>,
 }
@@ -354,6 +358,8 @@ impl Replica {
             connected: Vec::new(),
             next_unsure_log: UNSURE_LOG_MS,
             lost_out: Default::default(),
+            term_queries_out: BTreeMap::new(),
+            terms_out: BTreeMap::new(),
             next_lost_report: 0,
             recovery,
             opening: Default::default(),
@@ -395,6 +401,7 @@ impl Replica {
                     self.node
                         .follower_lost_log(lost.group, from, lost.last_index);
                 }
+                self.exchange_terms(from, &mut batch);
                 if self.recovery.behind().next().is_some() {
                     self.screen(&mut batch);
                 }
@@ -449,7 +456,7 @@ impl Replica {
         }
         // After the group changes: the groups `__meta`'s entries create must be opening
         // before this node counts as caught up.
-        self.check_recovery();
+        self.check_recovery(broker);
         self.admit(broker);
         if let Some(since) = self.stopping {
             let leading = self.led_groups();
@@ -687,6 +694,8 @@ impl Replica {
         };
         batch.formed = self.formed();
         batch.lost = self.lost_out.remove(&batch.to).unwrap_or_default();
+        batch.term_queries = self.term_queries_out.remove(&batch.to).unwrap_or_default();
+        batch.terms = self.terms_out.remove(&batch.to).unwrap_or_default();
         self.reach.sent(batch.to);
         let snapshots = batch
             .messages

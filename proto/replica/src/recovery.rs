@@ -14,6 +14,13 @@
 //!
 //! A new cluster therefore forms only once all its bootstrap peers are up (a majority would
 //! not do: two empty nodes cannot tell whether the third holds a cluster they lost).
+//!
+//! Catching up with a leader is not enough on its own: that leader may be a stale one (cut
+//! off, still in an old term) while the term this node voted in before losing its state is
+//! newer, and known only to the candidate it voted for. So before a group votes again, every
+//! other voter of the group answers with its current term; the group then takes a term at
+//! least their highest with its vote in it spent ([`Change::CaughtUp::term`]), so it only
+//! ever votes in terms it cannot have voted in before.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,8 +42,9 @@ pub enum Change {
     Bootstrap,
     /// A peer holds the cluster: this node lost its state.
     Recovering { told_by: u64 },
-    /// `group` caught up with its leader's commit index and votes again.
-    CaughtUp { group: u64, commit: u64 },
+    /// `group` caught up with its leader's commit index and votes again, in terms after
+    /// `term` (the highest its other voters answered).
+    CaughtUp { group: u64, commit: u64, term: u64 },
     /// `__meta` caught up and every group it hosts is open: the node is a member again.
     Member,
 }
@@ -47,6 +55,8 @@ pub struct Recovery {
     standing: Standing,
     /// Groups that may not vote yet → the highest commit index a leader sent them (0: none yet).
     behind: BTreeMap<u64, u64>,
+    /// Groups that may not vote yet → the current term each other voter answered.
+    terms: BTreeMap<u64, BTreeMap<u64, u64>>,
 }
 
 impl Recovery {
@@ -58,11 +68,13 @@ impl Recovery {
                     empty_peers: BTreeSet::new(),
                 },
                 behind: BTreeMap::from([(meta_group, 0)]),
+                terms: BTreeMap::new(),
             }
         } else {
             Recovery {
                 standing: Standing::Member,
                 behind: BTreeMap::new(),
+                terms: BTreeMap::new(),
             }
         }
     }
@@ -104,6 +116,7 @@ impl Recovery {
         if all {
             self.standing = Standing::Member;
             self.behind.clear();
+            self.terms.clear();
             return Some(Change::Bootstrap);
         }
         None
@@ -120,6 +133,30 @@ impl Recovery {
     /// A group was removed.
     pub fn group_removed(&mut self, group: u64) {
         self.behind.remove(&group);
+        self.terms.remove(&group);
+    }
+
+    /// `peer` answered that its current term in `group` is `term`.
+    pub fn term_heard(&mut self, group: u64, peer: u64, term: u64) {
+        if self.behind.contains_key(&group) {
+            let t = self
+                .terms
+                .entry(group)
+                .or_default()
+                .entry(peer)
+                .or_insert(0);
+            *t = (*t).max(term);
+        }
+    }
+
+    /// Of `voters`, the ones (other than `me`) that have not answered for `group` yet.
+    pub fn unanswered(&self, group: u64, voters: &[u64], me: u64) -> Vec<u64> {
+        let answered = self.terms.get(&group);
+        voters
+            .iter()
+            .copied()
+            .filter(|v| *v != me && !answered.is_some_and(|a| a.contains_key(v)))
+            .collect()
     }
 
     /// A leader's append or heartbeat to `group` said entries up to `commit` are committed.
@@ -132,10 +169,15 @@ impl Recovery {
     /// Releases the groups whose commit index (`commit_of`) reached what their leader said, and
     /// makes the node a member once `__meta` is released, applied that far, and no group is
     /// still being opened.
+    ///
+    /// `voters_of` gives a group's voters: all of them but this node must have answered their
+    /// term (see the module docs).
     pub fn check(
         &mut self,
         meta_group: u64,
         commit_of: impl Fn(u64) -> Option<u64>,
+        voters_of: impl Fn(u64) -> Vec<u64>,
+        me: u64,
         meta_applied: u64,
         opening: bool,
     ) -> Vec<Change> {
@@ -143,16 +185,28 @@ impl Recovery {
         if matches!(self.standing, Standing::Unsure { .. }) {
             return changes;
         }
+        let terms = &mut self.terms;
         self.behind.retain(|&group, &mut target| {
             let caught_up = target > 0 && commit_of(group).is_some_and(|c| c >= target);
-            if caught_up && (group != meta_group || meta_applied >= target) {
-                changes.push(Change::CaughtUp {
-                    group,
-                    commit: target,
-                });
-                return false;
+            if !caught_up || (group == meta_group && meta_applied < target) {
+                return true;
             }
-            true
+            let answered = terms.get(&group);
+            let voters = voters_of(group);
+            let all = voters
+                .iter()
+                .all(|v| *v == me || answered.is_some_and(|a| a.contains_key(v)));
+            if !all {
+                return true;
+            }
+            let term = answered.map_or(0, |a| a.values().copied().max().unwrap_or(0));
+            terms.remove(&group);
+            changes.push(Change::CaughtUp {
+                group,
+                commit: target,
+                term,
+            });
+            false
         });
         let meta_done = !self.behind.contains_key(&meta_group);
         if self.standing == Standing::Recovering && meta_done && !opening {
@@ -202,30 +256,45 @@ mod tests {
         assert_eq!(r.heard(2, false, &VOTERS, 1), None);
         r.group_opened(7);
         assert!(!r.may_vote(7));
+        // Every other voter answered its term in both groups (2's answer for 7 is the newest).
+        for (g, peer, term) in [(META, 2, 3), (META, 3, 3), (7, 2, 5), (7, 3, 4)] {
+            r.term_heard(g, peer, term);
+        }
         // No leader heard yet: nothing is caught up, whatever the local commit.
-        assert_eq!(r.check(META, |_| Some(5), 5, false), vec![]);
+        assert_eq!(
+            r.check(META, |_| Some(5), |_| VOTERS.to_vec(), 1, 5, false),
+            vec![]
+        );
         r.leader_commit(META, 40);
         r.leader_commit(7, 12);
         let commits =
             |meta: u64, seven: u64| move |g: u64| Some(if g == META { meta } else { seven });
-        assert_eq!(r.check(META, commits(39, 11), 39, false), vec![]);
-        // Committed but not applied yet: the groups it creates may still be opening.
-        assert_eq!(r.check(META, commits(40, 11), 30, false), vec![]);
         assert_eq!(
-            r.check(META, commits(40, 11), 40, true),
+            r.check(META, commits(39, 11), |_| VOTERS.to_vec(), 1, 39, false),
+            vec![]
+        );
+        // Committed but not applied yet: the groups it creates may still be opening.
+        assert_eq!(
+            r.check(META, commits(40, 11), |_| VOTERS.to_vec(), 1, 30, false),
+            vec![]
+        );
+        assert_eq!(
+            r.check(META, commits(40, 11), |_| VOTERS.to_vec(), 1, 40, true),
             vec![Change::CaughtUp {
                 group: META,
-                commit: 40
+                commit: 40,
+                term: 3
             }]
         );
         assert!(r.may_vote(META));
         assert_eq!(r.standing(), &Standing::Recovering, "a group is opening");
         assert_eq!(
-            r.check(META, |_| Some(12), 40, false),
+            r.check(META, |_| Some(12), |_| VOTERS.to_vec(), 1, 40, false),
             vec![
                 Change::CaughtUp {
                     group: 7,
-                    commit: 12
+                    commit: 12,
+                    term: 5
                 },
                 Change::Member
             ]
@@ -234,6 +303,34 @@ mod tests {
         // Groups opened empty once the node is a member are new partitions: they vote.
         r.group_opened(9);
         assert!(r.may_vote(9));
+    }
+
+    #[test]
+    fn a_caught_up_group_votes_again_only_once_every_other_voter_answered_its_term() {
+        // Node 1 voted for node 2 in term 2, then lost its disk. Node 3, a stale leader still
+        // in term 1, brings it up to date: without node 2's answer it may not vote, or it
+        // could vote again in term 2 (and elect a second leader in it).
+        let mut r = Recovery::new(true, META);
+        r.heard(3, true, &VOTERS, 1);
+        r.leader_commit(META, 10);
+        r.term_heard(META, 3, 1);
+        let voters = |_| VOTERS.to_vec();
+        assert_eq!(r.unanswered(META, &VOTERS, 1), vec![2]);
+        assert_eq!(r.check(META, |_| Some(10), voters, 1, 10, false), vec![]);
+        assert!(!r.may_vote(META));
+        r.term_heard(META, 2, 2);
+        assert_eq!(
+            r.check(META, |_| Some(10), voters, 1, 10, false),
+            vec![
+                Change::CaughtUp {
+                    group: META,
+                    commit: 10,
+                    term: 2
+                },
+                Change::Member
+            ]
+        );
+        assert!(r.may_vote(META));
     }
 
     #[test]

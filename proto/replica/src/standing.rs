@@ -3,8 +3,10 @@
 //! [`crate::recovery`]). The `Replica` side of those two pure state machines.
 
 use sluice_raft::eraftpb::MessageType;
-use sluice_raft::{LostLog, META_GROUP, PeerBatch};
+use sluice_raft::{GroupTerm, LostLog, META_GROUP, Node, PeerBatch};
 use tracing::{debug, info, warn};
+
+use sluice_proto::broker::Broker;
 
 use crate::reach;
 use crate::recovery::{self, Standing};
@@ -67,6 +69,8 @@ impl Replica {
                         heartbeats: None,
                         heartbeat_responses: None,
                         installing: Vec::new(),
+                        term_queries: Vec::new(),
+                        terms: Vec::new(),
                     });
                 }
             }
@@ -78,11 +82,21 @@ impl Replica {
                     "the cluster exists but this node's raft state is empty (a lost data dir?): it votes again once it has caught up"
                 )
             }
-            recovery::Change::CaughtUp { group, commit } => {
+            recovery::Change::CaughtUp {
+                group,
+                commit,
+                term,
+            } => {
                 debug!(
                     node_id,
-                    group, commit, "caught up since starting empty: voting again"
+                    group,
+                    commit,
+                    term,
+                    "caught up since starting empty: voting again, in terms after its peers' newest"
                 );
+                if let Err(e) = self.node.forgo_votes_through(group, term) {
+                    warn!(node_id, group, error = %e, "raising the term of a rebuilt replica failed");
+                }
                 self.node.hold_elections(group, false);
             }
             recovery::Change::Member => {
@@ -97,7 +111,7 @@ impl Replica {
         }
     }
 
-    pub(crate) fn check_recovery(&mut self) {
+    pub(crate) fn check_recovery(&mut self, broker: &Broker) {
         if !self.marked && !self.recovering() {
             return;
         }
@@ -106,13 +120,15 @@ impl Replica {
         let changes = self.recovery.check(
             META_GROUP,
             |g| node.group(g).map(|d| d.commit_index()),
+            |g| voters_of(node, g),
+            self.cfg.node_id,
             meta_applied,
             !self.opening.is_empty(),
         );
         for change in changes {
             self.on_recovery(change);
         }
-        self.report_lost_logs();
+        self.report_lost_logs(broker);
         if self.marked && !self.recovering() {
             info!(
                 node_id = self.cfg.node_id,
@@ -130,26 +146,40 @@ impl Replica {
     /// Tells the leader of every group that is behind and holds less than its leader says is
     /// committed where its log really ends (at most every [`LOST_REPORT_MS`]): the leader still
     /// believes in what this node held before it lost its data dir, and an idle group would
-    /// otherwise get nothing but heartbeats.
-    fn report_lost_logs(&mut self) {
+    /// otherwise get nothing but heartbeats. A group that has heard from no leader at all (it
+    /// opened after its leader quiesced, so nothing wakes it) tells the leader `__meta`
+    /// recorded: a leader that believes the replica holds more probes it; any other ignores it.
+    fn report_lost_logs(&mut self, broker: &Broker) {
         let now = self.reach.now();
         if now < self.next_lost_report {
             return;
         }
         self.next_lost_report = now + LOST_REPORT_MS;
+        let me = self.cfg.node_id;
         for (group, target) in self.recovery.targets() {
             let Some(d) = self.node.group(group) else {
                 continue;
             };
-            let leader = d.leader_id();
-            if target > d.last_index() && leader != 0 && leader != self.cfg.node_id {
+            // Every other voter is asked its term until it answers (see `recovery`).
+            for peer in self
+                .recovery
+                .unanswered(group, &voters_of(&self.node, group), me)
+            {
+                self.term_queries_out.entry(peer).or_default().push(group);
+            }
+            let mut leader = d.leader_id();
+            let unheard = target == 0 && leader == 0;
+            if unheard {
+                leader = broker.recorded_leader(group).unwrap_or(0);
+            }
+            if (unheard || target > d.last_index()) && leader != 0 && leader != me {
                 self.lost_out.entry(leader).or_default().push(LostLog {
                     group,
                     last_index: d.last_index(),
                 });
             }
         }
-        for &peer in self.lost_out.keys() {
+        for &peer in self.lost_out.keys().chain(self.term_queries_out.keys()) {
             self.reach.forget_sent(peer);
             self.pings_due = true;
         }
@@ -177,6 +207,23 @@ impl Replica {
             waiting_for = ?waiting,
             "empty raft state: waiting to hear from every peer before forming a new cluster (an empty node cannot tell a new cluster from one whose state it lost)"
         );
+    }
+
+    /// Answers a peer's term queries, and notes its answers to this node's.
+    pub(crate) fn exchange_terms(&mut self, from: u64, batch: &mut PeerBatch) {
+        for group in std::mem::take(&mut batch.term_queries) {
+            if let Some(d) = self.node.group(group) {
+                self.terms_out.entry(from).or_default().push(GroupTerm {
+                    group,
+                    term: d.term(),
+                });
+                self.reach.forget_sent(from);
+                self.pings_due = true;
+            }
+        }
+        for t in std::mem::take(&mut batch.terms) {
+            self.recovery.term_heard(t.group, from, t.term);
+        }
     }
 
     /// Where this node stands after starting (see [`recovery`]).
@@ -256,6 +303,8 @@ impl Replica {
             heartbeats: None,
             heartbeat_responses: None,
             installing: self.node.installing(),
+            term_queries: self.term_queries_out.remove(&to).unwrap_or_default(),
+            terms: self.terms_out.remove(&to).unwrap_or_default(),
         };
         Some(Transmit {
             to,
@@ -263,4 +312,11 @@ impl Replica {
             snapshots: Vec::new(),
         })
     }
+}
+
+/// The voters of `group` on this node (learners do not vote, so they are not asked).
+fn voters_of(node: &Node, group: u64) -> Vec<u64> {
+    node.group(group)
+        .map(|d| d.progress().filter(|p| !p.learner).map(|p| p.id).collect())
+        .unwrap_or_default()
 }

@@ -191,6 +191,16 @@ impl Broker {
         response
     }
 
+    /// The leader `__meta` last recorded for partition group `group`: a replica that has heard
+    /// from no leader yet (it was rebuilt after losing its data dir while the group was idle)
+    /// tells this one where its log ends.
+    pub fn recorded_leader(&self, group: u64) -> Option<u64> {
+        let c = self.cluster.as_ref()?;
+        let (t, p) = c.meta.group(group)?;
+        let leader = c.meta.partition(t, p)?.leader;
+        (leader > 0).then_some(leader as u64)
+    }
+
     /// The voters a partition group should have (the move's target while one is in progress);
     /// `None` for `__meta`, unknown groups and standalone.
     pub fn wanted_voters(&self, group: u64) -> Option<Vec<u64>> {
