@@ -418,9 +418,11 @@ fn ask_lag(c: &mut Conn, id: i32, partitions: &mut [Partition]) {
             else {
                 continue;
             };
+            // Observers are replicas a move is adding: their lag is how far the copy got.
             let lag = p
                 .current_voters
                 .iter()
+                .chain(p.observers.iter())
                 .map(|v| {
                     let behind = if v.log_end_offset < 0 {
                         -1

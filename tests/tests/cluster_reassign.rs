@@ -215,6 +215,31 @@ fn a_throttled_move_copies_at_its_rate_until_the_throttle_is_lifted() {
         serde_json::json!([other]),
         "the throttled move should still be copying: {ongoing}"
     );
+    // The replica being added is a learner: DescribeQuorum lists it among the observers,
+    // and `cluster status` reports its lag beside the voters'.
+    let (_, out, err) = sluice_tests::run_sluice(&[
+        "cluster",
+        "status",
+        "--bootstrap",
+        &all,
+        "--json",
+        "--all",
+        "--timeout-ms",
+        "2000",
+    ]);
+    let doc: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("status printed no JSON ({e}): {out}\n{err}"));
+    let slow = doc["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["topic"] == "slow")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        slow["lag"][other.to_string().as_str()].is_i64(),
+        "the learner's lag is reported: {slow:#}"
+    );
     let copied = cluster::log_bytes(&c.data_dir((other - 1) as usize), "slow", 0)
         .unwrap_or_default()
         .len();

@@ -940,6 +940,7 @@ impl Replica {
                     id: v as i32,
                     log_end,
                     last_heard_ms,
+                    observer: false,
                 }
             })
             .collect();
@@ -1044,6 +1045,7 @@ impl Replica {
                         .last_heard(p.id)
                         .map_or(-1, |at| wall_ms - now.saturating_sub(at) as i64)
                 },
+                observer: p.learner,
             })
             .collect();
         replicas.sort_by_key(|r| r.id);

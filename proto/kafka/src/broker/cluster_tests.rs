@@ -1550,6 +1550,7 @@ fn describe_quorum_reports_meta_as_kafkas_metadata_quorum() {
             id,
             log_end: if id == 3 { 5 } else { 9 },
             last_heard_ms: 1_000 + i64::from(id),
+            observer: false,
         })
         .collect();
     c.brokers[0].set_meta_quorum(MetaQuorum {

@@ -51,6 +51,9 @@ pub struct QuorumVoter {
     pub log_end: i64,
     /// Wall-clock ms when this node last heard from it (-1: never).
     pub last_heard_ms: i64,
+    /// A learner (a replica being added by a move): it receives the log but does not vote,
+    /// so DescribeQuorum lists it among the observers, as KRaft does.
+    pub observer: bool,
 }
 
 impl Broker {
@@ -96,6 +99,7 @@ impl Broker {
                     id: me,
                     log_end: 0,
                     last_heard_ms: -1,
+                    observer: false,
                 }],
             },
         };
@@ -189,27 +193,31 @@ impl Broker {
 
 /// One quorum as Kafka's DescribeQuorum partition answer.
 fn partition_data(partition: i32, quorum: &MetaQuorum) -> PartitionData {
-    let voters = quorum
-        .voters
-        .iter()
-        .map(|v| {
-            ReplicaState::default()
-                .with_replica_id(BrokerId(v.id))
-                .with_log_end_offset(v.log_end)
-                .with_last_fetch_timestamp(v.last_heard_ms)
-                .with_last_caught_up_timestamp(if v.log_end >= quorum.commit as i64 {
-                    v.last_heard_ms
-                } else {
-                    -1
-                })
-        })
-        .collect();
+    let state = |observer: bool| {
+        quorum
+            .voters
+            .iter()
+            .filter(move |v| v.observer == observer)
+            .map(|v| {
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(v.id))
+                    .with_log_end_offset(v.log_end)
+                    .with_last_fetch_timestamp(v.last_heard_ms)
+                    .with_last_caught_up_timestamp(if v.log_end >= quorum.commit as i64 {
+                        v.last_heard_ms
+                    } else {
+                        -1
+                    })
+            })
+            .collect::<Vec<_>>()
+    };
     PartitionData::default()
         .with_partition_index(partition)
         .with_leader_id(BrokerId(quorum.leader))
         .with_leader_epoch(i32::try_from(quorum.term).unwrap_or(i32::MAX))
         .with_high_watermark(quorum.commit as i64)
-        .with_current_voters(voters)
+        .with_current_voters(state(false))
+        .with_observers(state(true))
 }
 
 /// A partition DescribeQuorum cannot describe here.
