@@ -407,6 +407,13 @@ impl Driver {
         if r.vote == raft::INVALID_ID {
             r.vote = self.node_id;
         }
+        self.reseed_election_timeout();
+    }
+
+    /// Every ready so far is persisted (hard state included): nothing is held for the
+    /// runtime's persistence any more.
+    pub fn all_persisted(&self) -> bool {
+        self.held.is_empty() && !self.raw.has_ready()
     }
 
     /// A restart resumes an install cut short: the group opened with the snapshot's applied

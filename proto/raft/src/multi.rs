@@ -308,11 +308,16 @@ impl Node {
     /// `peer` reports that its log of `group` ends at `last_index` (it lost its data dir): if
     /// this node leads `group` and believes the peer holds more, it probes the peer again.
     pub fn follower_lost_log(&mut self, group: GroupId, peer: u64, last_index: u64) {
-        if let Some(d) = self.groups.get_mut(&group)
-            && d.follower_lost_log(peer, last_index)
-        {
-            d.wake();
-            self.dirty.insert(group);
+        if let Some(d) = self.groups.get_mut(&group) {
+            let probed = d.follower_lost_log(peer, last_index);
+            // Even with nothing to probe (this leader restarted since, or never believed
+            // more), a quiesced leader wakes: its heartbeats tell the rebuilt replica who leads
+            // and what is committed, which it waits for.
+            if probed || (d.role() == raft::StateRole::Leader && d.is_quiesced()) {
+                d.wake();
+                self.ticking.insert(group);
+                self.dirty.insert(group);
+            }
         }
     }
 

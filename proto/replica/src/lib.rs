@@ -285,6 +285,8 @@ pub struct Replica {
     term_queries_out: BTreeMap<u64, Vec<u64>>,
     /// Answers to peers' term queries, per peer.
     terms_out: BTreeMap<u64, Vec<sluice_raft::GroupTerm>>,
+    /// Groups whose spent vote (see `recovery`) is not durable yet.
+    forgo_pending: BTreeSet<u64>,
     next_lost_report: u64,
     io: VecDeque<Io>,
 }
@@ -360,6 +362,7 @@ impl Replica {
             lost_out: Default::default(),
             term_queries_out: BTreeMap::new(),
             terms_out: BTreeMap::new(),
+            forgo_pending: BTreeSet::new(),
             next_lost_report: 0,
             recovery,
             opening: Default::default(),

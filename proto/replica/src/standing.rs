@@ -97,6 +97,9 @@ impl Replica {
                 if let Err(e) = self.node.forgo_votes_through(group, term) {
                     warn!(node_id, group, error = %e, "raising the term of a rebuilt replica failed");
                 }
+                // `raft/recovering` is cleared only once this hard state is durable: a crash
+                // in between would restart the node with its old term and vote free.
+                self.forgo_pending.insert(group);
                 self.node.hold_elections(group, false);
             }
             recovery::Change::Member => {
@@ -129,7 +132,10 @@ impl Replica {
             self.on_recovery(change);
         }
         self.report_lost_logs(broker);
-        if self.marked && !self.recovering() {
+        let node = &self.node;
+        self.forgo_pending
+            .retain(|g| node.group(*g).is_some_and(|d| !d.all_persisted()));
+        if self.marked && !self.recovering() && self.forgo_pending.is_empty() {
             info!(
                 node_id = self.cfg.node_id,
                 "every group caught up since starting empty: raft/recovering cleared"
@@ -156,6 +162,7 @@ impl Replica {
         }
         self.next_lost_report = now + LOST_REPORT_MS;
         let me = self.cfg.node_id;
+        let mut awaited: std::collections::BTreeMap<u64, usize> = Default::default();
         for (group, target) in self.recovery.targets() {
             let Some(d) = self.node.group(group) else {
                 continue;
@@ -166,6 +173,10 @@ impl Replica {
                 .unanswered(group, &voters_of(&self.node, group), me)
             {
                 self.term_queries_out.entry(peer).or_default().push(group);
+                if target > 0 && d.commit_index() >= target {
+                    // Caught up: only the answer is missing.
+                    *awaited.entry(peer).or_insert(0) += 1;
+                }
             }
             let mut leader = d.leader_id();
             let unheard = target == 0 && leader == 0;
@@ -178,6 +189,14 @@ impl Replica {
                     last_index: d.last_index(),
                 });
             }
+        }
+        if !awaited.is_empty() && now >= self.next_unsure_log {
+            self.next_unsure_log = now + UNSURE_LOG_MS;
+            info!(
+                node_id = me,
+                groups_by_peer = ?awaited,
+                "caught up since starting empty, but these peers have not told their terms yet: each group votes again once every other replica of it did (bring them back, or move the partitions off them)"
+            );
         }
         for &peer in self.lost_out.keys().chain(self.term_queries_out.keys()) {
             self.reach.forget_sent(peer);
@@ -314,9 +333,10 @@ impl Replica {
     }
 }
 
-/// The voters of `group` on this node (learners do not vote, so they are not asked).
+/// The replicas of `group` on this node, learners included: a voter demoted to learner (a
+/// move in progress) may be the only other one that remembers a term.
 fn voters_of(node: &Node, group: u64) -> Vec<u64> {
     node.group(group)
-        .map(|d| d.progress().filter(|p| !p.learner).map(|p| p.id).collect())
+        .map(|d| d.progress().map(|p| p.id).collect())
         .unwrap_or_default()
 }

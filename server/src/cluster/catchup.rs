@@ -203,6 +203,10 @@ async fn pace<R: Runtime>(
     const SLICE_MS: u64 = 500;
     let now = || shared.started.elapsed().as_millis() as u64;
     let rate = shared.broker.lock().unwrap().install_rate(group, source);
+    if rate == sluice_proto::throttle::UNLIMITED {
+        // Unthrottled copies leave the pacer alone: they must not pay off throttled ones' debt.
+        return;
+    }
     shared
         .install_pacer
         .lock()
@@ -211,6 +215,9 @@ async fn pace<R: Runtime>(
     let mut logged = false;
     loop {
         let rate = shared.broker.lock().unwrap().install_rate(group, source);
+        if rate == sluice_proto::throttle::UNLIMITED {
+            return;
+        }
         let wait = shared.install_pacer.lock().unwrap().wait_ms(now(), rate);
         if wait == Some(0) || shared.shutting_down() {
             return;
