@@ -24,6 +24,7 @@ import argparse, json, sys, time
 
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaConnectionError, NodeNotReadyError
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bootstrap", required=True)
@@ -137,9 +138,21 @@ elif a.command == "bad-throttle":
             out[label] = str(e)
     print(json.dumps(out), flush=True)
 elif a.command in ("alter", "cancel"):
-    result = admin.alter_partition_reassignments(
-        {tp: replicas if a.command == "alter" else None}, timeout_ms=30000
-    )
+    # Just after a node died, Metadata may still name it the controller: ask again, with a
+    # new client (the old one keeps the controller it found).
+    deadline = time.time() + a.timeout
+    while True:
+        try:
+            result = admin.alter_partition_reassignments(
+                {tp: replicas if a.command == "alter" else None}, timeout_ms=30000
+            )
+            break
+        except (KafkaConnectionError, NodeNotReadyError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+            admin.close()
+            admin = KafkaAdminClient(bootstrap_servers=a.bootstrap, request_timeout_ms=30000)
     print(json.dumps({"error": name(result.get(tp))}), flush=True)
 elif a.command == "list":
     print(json.dumps(ongoing()), flush=True)
@@ -147,8 +160,19 @@ else:
     deadline = time.time() + a.timeout
     last = None
     while True:
-        moving = ongoing().get(f"{a.topic}-{a.partition}")
-        p = partition_metadata()
+        try:
+            moving = ongoing().get(f"{a.topic}-{a.partition}")
+            p = partition_metadata()
+        except (KafkaConnectionError, NodeNotReadyError, OSError) as e:
+            # A node just died (the controller Metadata names may be it): a new client.
+            last = {"error": str(e)}
+            if time.time() > deadline:
+                print(f"not moved within {a.timeout}s: {last}", file=sys.stderr, flush=True)
+                sys.exit(1)
+            time.sleep(0.5)
+            admin.close()
+            admin = KafkaAdminClient(bootstrap_servers=a.bootstrap, request_timeout_ms=30000)
+            continue
         last = {"moving": moving, "metadata": p}
         if (
             moving is None

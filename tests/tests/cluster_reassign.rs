@@ -275,3 +275,31 @@ fn a_throttled_move_copies_at_its_rate_until_the_throttle_is_lifted() {
         "{configs}"
     );
 }
+
+/// A node that was down while a partition moved off it drops its copy once it is back: the
+/// move completed without it (replication factor 3 → 2, the two others a majority), and the
+/// records it still holds belong to no replica.
+#[test]
+fn a_node_down_during_a_move_off_it_drops_its_copy_when_it_returns() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    cluster::create_topic(&all, "away", 1, 3);
+    let written = cluster::produce(&all, "away", 1, "away", 200, 1000, &[]);
+    written.assert_complete();
+    let md = cluster::describe(&all, "away");
+    let leader = cluster::leader_of(&md, 0) as i32;
+    let down = (1..=3).find(|n| *n != leader).unwrap();
+    let stay: Vec<i32> = (1..=3).filter(|n| *n != down).collect();
+    let di = (down - 1) as usize;
+    c.wait_for_identical_logs("away", 0, Duration::from_secs(30));
+    c.nodes[di].kill9();
+    let up: Vec<usize> = (0..3).filter(|i| *i != di).collect();
+    let live = c.bootstrap(&up);
+    move_to(&live, "away", &stay);
+    c.nodes[di].restart();
+    wait_dropped(&c, di, "away");
+    check_read_back(&all, "away", &written.acks.iter().collect::<Vec<_>>());
+}

@@ -749,6 +749,7 @@ impl Broker {
                     | MetaCommand::CreatePartitions { request, .. }
                     | MetaCommand::SetConfigs { request, .. }
                     | MetaCommand::SetBrokerConfigs { request, .. }
+                    | MetaCommand::Reassign { request, .. }
                     | MetaCommand::Security { request, .. },
                 )) => request.map(|r| r.seq),
                 _ => None,
