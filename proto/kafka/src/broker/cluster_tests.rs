@@ -613,6 +613,105 @@ fn topic_config_changes_go_through_meta_to_every_replica() {
 }
 
 #[test]
+fn replication_throttle_rates_are_dynamic_broker_configs_kept_in_meta() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{DescribeConfigsRequest, IncrementalAlterConfigsRequest};
+    const RATE: &str = "follower.replication.throttled.rate";
+    let mut c = Cluster::new();
+    create_topic(&mut c, "t", 1);
+    let set = |name: &str, key: &str, op: i8, value: Option<&str>| {
+        RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s(name))
+                    .with_configs(vec![
+                        AlterableConfig::default()
+                            .with_name(s(key))
+                            .with_config_operation(op)
+                            .with_value(value.map(s)),
+                    ]),
+            ]),
+        )
+    };
+    let alter = |c: &mut Cluster, req: RequestKind| -> (i16, Option<String>) {
+        match c.brokers[1].handle(&ctx(ApiKey::IncrementalAlterConfigs, 1), req, 0) {
+            Reply::Now(ResponseKind::IncrementalAlterConfigs(r)) => (
+                r.responses[0].error_code,
+                r.responses[0].error_message.as_ref().map(|m| m.to_string()),
+            ),
+            Reply::Parked { token } => {
+                c.run();
+                let d = c.brokers[1].take_deferred();
+                let Some(ResponseKind::IncrementalAlterConfigs(r)) =
+                    d.into_iter().find(|d| d.token == token).map(|d| d.response)
+                else {
+                    panic!("no answer")
+                };
+                (r.responses[0].error_code, None)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let describe = |c: &mut Cluster, node: usize, name: &str| -> Vec<(String, String, i8)> {
+        let req =
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s(name))
+                    .with_configuration_keys(None),
+            ]));
+        let Reply::Now(ResponseKind::DescribeConfigs(r)) =
+            c.brokers[node].handle(&ctx(ApiKey::DescribeConfigs, 4), req, 0)
+        else {
+            panic!()
+        };
+        assert_eq!(r.results[0].error_code, 0, "{r:?}");
+        r.results[0]
+            .configs
+            .iter()
+            .filter(|e| e.name.contains("throttled.rate"))
+            .map(|e| {
+                (
+                    e.name.to_string(),
+                    e.value.as_ref().unwrap().to_string(),
+                    e.config_source,
+                )
+            })
+            .collect()
+    };
+    // Refused as Kafka refuses them: a static config, a negative rate.
+    let (code, msg) = alter(&mut c, set("2", "num.partitions", 0, Some("3")));
+    assert_eq!(code, ResponseError::InvalidRequest.code(), "{msg:?}");
+    let (code, _) = alter(&mut c, set("2", RATE, 0, Some("-1")));
+    assert_eq!(code, ResponseError::InvalidConfig.code());
+    // Set on node 2 (through node 2) and cluster-wide: every node's __meta has both.
+    assert_eq!(alter(&mut c, set("2", RATE, 0, Some("1000"))).0, 0);
+    assert_eq!(alter(&mut c, set("", RATE, 0, Some("5000"))).0, 0);
+    for b in &c.brokers {
+        let m = b.meta().unwrap();
+        assert_eq!(m.broker_configs[&2][RATE], "1000");
+        assert_eq!(m.broker_configs[&-1][RATE], "5000");
+    }
+    // Node 2 reports its own rate; node 1 the cluster-wide one; the default resource only that.
+    let d = describe(&mut c, 1, "2");
+    assert!(d.contains(&(RATE.into(), "1000".into(), 2)), "{d:?}");
+    assert!(describe(&mut c, 0, "1").contains(&(RATE.into(), "5000".into(), 3)));
+    assert_eq!(
+        describe(&mut c, 0, ""),
+        vec![(RATE.into(), "5000".into(), 3)]
+    );
+    // Deleted: back to Kafka's default, unlimited.
+    assert_eq!(alter(&mut c, set("2", RATE, 1, None)).0, 0);
+    assert!(describe(&mut c, 1, "2").contains(&(RATE.into(), "5000".into(), 3)));
+    assert_eq!(alter(&mut c, set("", RATE, 1, None)).0, 0);
+    assert!(describe(&mut c, 1, "2").contains(&(RATE.into(), i64::MAX.to_string(), 5)));
+}
+
+#[test]
 fn a_replica_behind_the_compacted_log_copies_records_from_another_replica() {
     use super::InstallStep;
     let (mut c, g) = Cluster::with_topic_led_by(1);
