@@ -416,6 +416,12 @@ impl Driver {
         self.held.is_empty() && !self.raw.has_ready()
     }
 
+    /// This replica is a voter of the group as far as it knows (a learner, or a replica that
+    /// joined and has not received the membership yet, is not).
+    pub fn is_voter(&self) -> bool {
+        self.raw.raft.prs().conf().voters().contains(self.node_id)
+    }
+
     /// A restart resumes an install cut short: the group opened with the snapshot's applied
     /// mark (raft-rs needs one), but the records are still being copied. Until the runtime
     /// reports the snapshot applied again, the replica counts as installing.

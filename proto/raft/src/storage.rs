@@ -281,7 +281,12 @@ impl raft::Storage for LogStore {
                 || cs.voters_outgoing.contains(&to)
                 || cs.learners_next.contains(&to)
         });
-        if self.snapshot_index() < request_index || !lists_recipient {
+        // The bootstrap snapshot (term 0) is never sent: it carries the group's first voters,
+        // not the current ones, and raft-rs takes a term-0 snapshot as matching an empty log
+        // (the term of an index it does not hold reads 0), so a joining replica would
+        // fast-forward its commit past its log and panic. Only an image of real entries goes.
+        let bootstrap = self.snapshot_term() == 0;
+        if self.snapshot_index() < request_index || !lists_recipient || bootstrap {
             // The runtime builds a newer image (Driver::compact); raft-rs retries on the next
             // heartbeat response.
             self.snapshot_wanted.set(true);

@@ -408,6 +408,7 @@ impl Replica {
                 if self.recovery.behind().next().is_some() {
                     self.screen(&mut batch);
                 }
+                self.screen_non_voters(&mut batch);
                 // Even an empty batch goes in: a ping is what keeps quiesced groups from
                 // taking their leader's node for dead, and it may carry quiesce notices.
                 self.node.step(batch);
@@ -852,7 +853,7 @@ impl Replica {
         // entry quadratic.
         self.hinted.retain(|g, _| led.binary_search(g).is_ok());
         broker.keep_group_progress(&led);
-        self.move_replicas(&led, now, wall_ms, broker);
+        self.move_replicas(&led, now, broker);
         self.silence.retain_groups(&led);
         let me = self.cfg.node_id;
         let timeout = self.cfg.replica_timeout_ms;
@@ -960,7 +961,7 @@ impl Replica {
     /// replicas `__meta` wants (learners first, promoted once caught up, then the replicas
     /// left behind removed, leadership handed over first if this node is one of them), then
     /// the move is reported complete.
-    fn move_replicas(&mut self, led: &[u64], now: u64, wall_ms: i64, broker: &mut Broker) {
+    fn move_replicas(&mut self, led: &[u64], now: u64, broker: &mut Broker) {
         for &group in led {
             let Some(driver) = self.node.group(group) else {
                 continue;
@@ -979,18 +980,29 @@ impl Replica {
                 && wanted.iter().all(|w| cs.voters.contains(w))
                 && cs.voters.contains(&self.cfg.node_id);
             if settled {
-                broker.report_voters(group, &cs.voters, wall_ms);
+                // The monotonic clock: a report lost to a wall-clock jump back would otherwise
+                // wait that long to be sent again.
+                broker.report_voters(group, &cs.voters, now as i64);
                 continue;
             }
             if !cs.voters_outgoing.is_empty() {
                 continue;
+            }
+            // Only peers heard from lately count as caught up: raft-rs's `recent_active` lasts
+            // an election timeout, long enough to remove a replica while a wanted one just died.
+            let mut progress: Vec<PeerProgress> = driver.progress().collect();
+            for p in progress.iter_mut().filter(|p| p.id != self.cfg.node_id) {
+                p.recent_active &= self
+                    .reach
+                    .last_heard(p.id)
+                    .is_some_and(|at| now.saturating_sub(at) <= moves::HEARD_WITHIN_MS);
             }
             let step = moves::next_step(
                 self.cfg.node_id,
                 cs,
                 &wanted,
                 (driver.commit_index(), driver.store().snapshot_index()),
-                &driver.progress().collect::<Vec<_>>(),
+                &progress,
             );
             let node_id = self.cfg.node_id;
             match step {

@@ -14,6 +14,8 @@ use sluice_raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfS
 
 /// A learner within this many entries of the commit index counts as caught up.
 pub const CAUGHT_UP_ENTRIES: u64 = 64;
+/// ... and only if its node was heard from within this long (ms): three heartbeats.
+pub const HEARD_WITHIN_MS: u64 = 450;
 
 /// What the leader does next.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,13 +99,19 @@ pub fn next_step(
             None => Step::Wait,
         };
     }
-    // Every wanted replica votes: the others leave, this node last, after handing over.
+    // Every wanted replica votes: the others leave, this node last, after handing over. Only
+    // once every wanted replica is caught up (Kafka completes a move once its target is in
+    // sync): removing a replica that holds the log while a wanted one is down or was wiped
+    // could leave the group without a majority that can elect a leader.
     let leaving: Vec<u64> = cs
         .voters
         .iter()
         .filter(|v| !wanted.contains(v))
         .copied()
         .collect();
+    if !leaving.is_empty() && !wanted.iter().all(|w| caught_up(*w)) {
+        return Step::Wait;
+    }
     match leaving.iter().find(|&&v| v != me) {
         Some(&v) => change(ConfChangeType::RemoveNode, [v]),
         None if leaving.contains(&me) => wanted
@@ -176,6 +184,25 @@ mod tests {
         assert_eq!(step, Step::HandOver(2));
         // The new leader (2) removes 1.
         let step = next_step(2, &conf(&[1, 2, 3, 4], &[]), &[2, 3, 4], (100, 0), &caught);
+        assert_eq!(single(&step), (ConfChangeType::RemoveNode, vec![1]));
+    }
+
+    #[test]
+    fn a_replica_leaves_only_once_every_wanted_one_is_caught_up() {
+        // 1,2,3 → 2,3 while 2 is down (not heard from): removing 1 would leave {2,3}, which
+        // cannot commit or elect without 2. Wait.
+        let two_down = [
+            pr(1, 100),
+            PeerProgress {
+                recent_active: false,
+                ..pr(2, 100)
+            },
+            pr(3, 100),
+        ];
+        let step = next_step(3, &conf(&[1, 2, 3], &[]), &[2, 3], (100, 0), &two_down);
+        assert_eq!(step, Step::Wait);
+        let all_up = [pr(1, 100), pr(2, 100), pr(3, 100)];
+        let step = next_step(3, &conf(&[1, 2, 3], &[]), &[2, 3], (100, 0), &all_up);
         assert_eq!(single(&step), (ConfChangeType::RemoveNode, vec![1]));
     }
 

@@ -48,6 +48,30 @@ impl Replica {
         });
     }
 
+    /// Drops vote requests (and leadership hand-overs) to groups in which this replica is not a
+    /// voter as far as it knows. A replica that left a group deleted its state; added back, it
+    /// starts empty as a learner. Raft's safety rests on every voter remembering its vote and
+    /// log, and a candidate that missed the removal still counts the replica as a voter: its
+    /// empty log would grant that candidate a vote that elects it without entries it lacks.
+    pub(crate) fn screen_non_voters(&mut self, batch: &mut PeerBatch) {
+        let node = &self.node;
+        let node_id = self.cfg.node_id;
+        batch.messages.retain(|gm| {
+            let Some(m) = &gm.message else { return true };
+            let asks = matches!(
+                m.get_msg_type(),
+                MessageType::MsgRequestVote
+                    | MessageType::MsgRequestPreVote
+                    | MessageType::MsgTimeoutNow
+            );
+            if asks && node.group(gm.group).is_some_and(|d| !d.is_voter()) {
+                debug!(node_id, group = gm.group, from = m.from, term = m.term, msg_type = ?m.get_msg_type(), "not voting: not a voter of this group as far as this replica knows");
+                return false;
+            }
+            true
+        });
+    }
+
     pub(crate) fn on_recovery(&mut self, change: recovery::Change) {
         let node_id = self.cfg.node_id;
         match change {

@@ -10,7 +10,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -110,6 +110,25 @@ pub fn ctx(api_key: ApiKey, api_version: i16) -> RequestContext {
         correlation_id: 1,
         client_id: Some("sim".into()),
     }
+}
+
+/// AlterPartitionReassignments moving [`TOPIC`]-0 to `replicas`.
+pub fn reassign_request(replicas: &[i32]) -> RequestKind {
+    use kafka_protocol::messages::AlterPartitionReassignmentsRequest;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    RequestKind::AlterPartitionReassignments(
+        AlterPartitionReassignmentsRequest::default().with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(replicas.iter().map(|r| BrokerId(*r)).collect())),
+                ]),
+        ]),
+    )
 }
 
 /// CreateTopics for [`TOPIC`] with `partitions` partitions (the client writes partition 0).

@@ -23,8 +23,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use kafka_protocol::messages::{ApiKey, ResponseKind};
-use sluice_proto::broker::{Broker, BrokerConfig, Reply};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use sluice_proto::broker::{Broker, BrokerConfig, InstallStep, REPLICA_FETCH_VERSION, Reply};
+use sluice_proto::cluster::PartitionImage;
 use sluice_proto::storage::{MemStorage, Storage};
 use sluice_raft::LogStore;
 use sluice_raft::META_GROUP;
@@ -63,6 +64,11 @@ pub struct SimConfig {
     /// Partitions of the topic. The client writes partition 0; the others stay idle, so their
     /// groups quiesce and must wake through every fault: each needs one leader at the end.
     pub partitions: i32,
+    /// Among the faults, partition 0 moves (AlterPartitionReassignments): down to two of the
+    /// three nodes and back, so its Raft group changes membership (a learner seeded by a
+    /// snapshot whose records it copies from another replica, promoted, voters removed)
+    /// under crashes, partitions and lost disks.
+    pub moves: bool,
 }
 
 /// The faults a single-fault run ([`SimConfig::only`]) injects on the partition leader.
@@ -95,6 +101,7 @@ impl SimConfig {
             sabotage: None,
             only: None,
             partitions: 1,
+            moves: false,
         }
     }
 }
@@ -144,6 +151,8 @@ pub struct Outcome {
     pub first_leader: Option<(u64, u64)>,
     /// Most groups quiesced on one node at the end (after the quiet period).
     pub quiesced_at_end: usize,
+    /// Partition moves requested ([`SimConfig::moves`]).
+    pub moves: usize,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -188,6 +197,10 @@ struct SimNode {
     last_hw: (u64, i64),
     /// Offset up to which this incarnation's log was read by the consumer check.
     read_to: i64,
+    /// Moves of partition 0 this node's `__meta` had applied when it was last observed: a
+    /// node a move dropped and brought back copies the log anew, so its high watermark and
+    /// reading position start over.
+    moves_seen: u64,
 }
 
 struct Live {
@@ -245,6 +258,8 @@ struct Sim {
     fault_window: (u64, u64),
     /// Every (offset, value) any node ever exposed below its high watermark.
     seen: BTreeMap<i64, u64>,
+    /// When partition 0 was last asked to move (sim ms).
+    last_reassign: Option<u64>,
     violations: Vec<String>,
     digest: Fnv,
 }
@@ -271,6 +286,7 @@ impl Sim {
                 live: None,
                 last_hw: (0, 0),
                 read_to: 0,
+                moves_seen: 0,
             })
             .collect();
         let net = Network {
@@ -304,6 +320,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             fault_window: (0, 0),
             seen: BTreeMap::new(),
+            last_reassign: None,
             violations: Vec::new(),
             digest: Fnv::default(),
         }
@@ -674,10 +691,13 @@ impl Sim {
                     node.durable.remove(&group);
                 }
                 Io::CompactStore(c) => {
-                    self.violations.push(format!(
-                        "node {id}: group {} compacted, which the simulator does not model",
-                        c.group
-                    ));
+                    // The durable store follows once it holds the index (it may still be
+                    // persisting up to it: it then keeps the longer log, as a crash would).
+                    if let Some(store) = node.durable.get_mut(&c.group)
+                        && store.last_index() >= c.index
+                    {
+                        store.compact(c.index, c.snapshot.data.clone());
+                    }
                 }
                 Io::WriteMarks(marks) => {
                     for (_, path, bytes) in marks {
@@ -806,6 +826,21 @@ impl Sim {
         let Some(live) = node.live.as_ref().filter(|l| l.replica.serving()) else {
             return;
         };
+        let placement = live
+            .broker
+            .meta()
+            .and_then(|m| m.partition(TOPIC, 0))
+            .map(|p| (p.moves, p.hosted_on(node.id as i32)));
+        if let Some((moves, hosted)) = placement {
+            if moves != node.moves_seen || !hosted {
+                node.moves_seen = moves;
+                node.last_hw = (node.life, 0);
+                node.read_to = 0;
+            }
+            if !hosted {
+                return;
+            }
+        }
         let Some((hw, batches)) = live.broker.committed_batches(TOPIC, 0, node.read_to) else {
             return;
         };
@@ -885,14 +920,162 @@ impl Sim {
                     self.violations.push(format!("node {id}: {e}"));
                 }
             }
-            ApplyJob::Install { group, .. } => {
-                self.violations.push(format!(
-                    "node {id}: group {group} asked for a snapshot install, which the simulator does not model"
-                ));
+            ApplyJob::Install {
+                group,
+                index,
+                image,
+            } => {
+                if !self.install(i, group, index, image.clone()) {
+                    // No replica to copy from right now: again a little later.
+                    let node = &mut self.nodes[i];
+                    if let Some(live) = node.live.as_mut() {
+                        live.applies.push_front(ApplyJob::Install {
+                            group,
+                            index,
+                            image,
+                        });
+                        let life = node.life;
+                        self.at(self.now + 50, Event::ApplyDone { node: id, life });
+                    }
+                    return;
+                }
             }
         }
-        live.due = self.now;
+        if let Some(live) = self.nodes[i].live.as_mut() {
+            live.due = self.now;
+        }
         self.settle(i);
+    }
+
+    /// What the server's `catchup::install` does over the replica listener: copies the records
+    /// a snapshot stands for from a reachable replica with replica fetches, then reports the
+    /// snapshot applied. False when no replica can serve them now.
+    fn install(&mut self, i: usize, group: u64, index: u64, image: PartitionImage) -> bool {
+        let id = self.nodes[i].id;
+        let wall = self.wall(i);
+        let Some(live) = self.nodes[i].live.as_mut() else {
+            return true;
+        };
+        let mut step = live.broker.install_begin(group, image, wall);
+        loop {
+            let (request, sources) = match step {
+                InstallStep::Done | InstallStep::Gone => {
+                    let live = self.nodes[i].live.as_mut().expect("checked");
+                    if step == InstallStep::Done {
+                        live.broker.install_finish(group, wall);
+                    }
+                    if let Err(e) = live.replica.applied(group, index) {
+                        self.violations.push(format!("node {id}: {e}"));
+                    }
+                    self.log(|| format!("node {id}: group {group} installed its snapshot"));
+                    return true;
+                }
+                InstallStep::Fetch {
+                    request, sources, ..
+                } => (request, sources),
+            };
+            let mut fetched = None;
+            for (source, _, _) in &sources {
+                let src = *source as u64;
+                let j = (src - 1) as usize;
+                if self.nodes[j].paused
+                    || !self.net.connected(id, src)
+                    || !self.net.connected(src, id)
+                {
+                    continue;
+                }
+                let wall_j = self.wall(j);
+                let Some(source_live) = self.nodes[j].live.as_mut() else {
+                    continue;
+                };
+                let mut request = (*request).clone();
+                request.max_wait_ms = 0;
+                let session = sluice_proto::security::Session {
+                    principal: format!("User:node-{id}"),
+                    host: String::new(),
+                    listener: sluice_proto::security::REPLICA_LISTENER.to_string(),
+                    node: Some(id as i32),
+                };
+                let reply = source_live.broker.handle_session(
+                    &session,
+                    &client::ctx(ApiKey::Fetch, REPLICA_FETCH_VERSION),
+                    RequestKind::Fetch(request),
+                    wall_j,
+                );
+                match reply {
+                    (Reply::Now(ResponseKind::Fetch(r)), _) => {
+                        fetched = Some(r);
+                        break;
+                    }
+                    // The long poll, answered at once (what the server does at its deadline).
+                    (Reply::Fetch(r), _) => {
+                        fetched =
+                            Some(source_live.broker.fetch(&r, REPLICA_FETCH_VERSION).response);
+                        break;
+                    }
+                    other => self
+                        .log(|| format!("node {id}: fetch from {src} for an install: {other:?}")),
+                }
+            }
+            let Some(response) = fetched else {
+                return false;
+            };
+            let live = self.nodes[i].live.as_mut().expect("checked");
+            if let Err(e) = live.broker.install_fetched(group, &response, wall) {
+                self.log(|| format!("node {id}: install of group {group}: {e}"));
+                return false;
+            }
+            step = live.broker.install_next(group);
+        }
+    }
+
+    /// Moves partition 0 to two of the three nodes, or back to all three, through a random
+    /// running node (the request's answer is not awaited: a later move may redirect it).
+    fn reassign(&mut self) {
+        // Not while a node is rebuilding from a lost disk: a move to two replicas, one of them
+        // still recovering, stays without a leader if that one crashes again (it restarts
+        // unsure and votes only once caught up with a leader, which the other alone cannot be).
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.live.as_ref().is_none_or(|l| l.replica.recovering()))
+        {
+            return;
+        }
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.live.is_some() && !n.paused)
+            .map(|n| n.id)
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let via = up[self.rng.range(0, up.len() as u64) as usize];
+        let i = (via - 1) as usize;
+        let now_replicas = self.nodes[i]
+            .live
+            .as_ref()
+            .and_then(|l| l.broker.meta())
+            .and_then(|m| m.partition(TOPIC, 0).map(|p| p.wanted().to_vec()))
+            .unwrap_or_default();
+        let mut target: Vec<i32> = (1..=NODES as i32).collect();
+        if now_replicas.len() == NODES as usize {
+            let out = self.rng.range(0, NODES) as usize;
+            target.remove(out);
+        }
+        let first = self.rng.range(0, target.len() as u64) as usize;
+        target.rotate_left(first);
+        self.log(|| format!("partition 0 moves to {target:?} (asked through node {via})"));
+        self.last_reassign = Some(self.now);
+        let wall = self.wall(i);
+        let live = self.nodes[i].live.as_mut().expect("up");
+        let _ = live.broker.handle(
+            &client::ctx(ApiKey::AlterPartitionReassignments, 0),
+            client::reassign_request(&target),
+            wall,
+        );
+        live.due = self.now;
     }
 
     fn client_tick(&mut self) {
@@ -985,12 +1168,12 @@ impl Sim {
             self.only_fault(only);
             return;
         }
-        let kind = self.rng.range(0, 11);
+        let kind = self.rng.range(0, if self.cfg.moves { 12 } else { 11 });
         let a = self.rng.range(1, NODES + 1);
         let b = a % NODES + 1;
         let c = b % NODES + 1;
         self.digest.u64(self.now).u64(4).u64(kind).u64(a);
-        const KINDS: [&str; 11] = [
+        const KINDS: [&str; 12] = [
             "kill -9",
             "isolation",
             "cannot send",
@@ -1002,6 +1185,7 @@ impl Sim {
             "links heal",
             "cannot receive",
             "disk lost",
+            "reassign",
         ];
         self.faults.push((self.now, KINDS[kind as usize]));
         match kind {
@@ -1068,12 +1252,25 @@ impl Sim {
                     .nodes
                     .iter()
                     .any(|n| n.live.as_ref().is_none_or(|l| l.replica.recovering()));
-                if !lost && self.nodes[(a - 1) as usize].live.is_some() {
+                // Nor while partition 0 has fewer than three replicas (a move): a wiped replica
+                // of two never votes again until it caught up with a leader, and the other
+                // alone elects none (Raft's price; Kafka users run replication factor 3).
+                let thin = self.nodes.iter().any(|n| {
+                    n.live
+                        .as_ref()
+                        .and_then(|l| l.broker.meta())
+                        .and_then(|m| m.partition(TOPIC, 0))
+                        .is_some_and(|p| p.all_replicas().len() < NODES as usize || p.moving())
+                });
+                // A move asked lately may not have reached `__meta` yet.
+                let thin = thin || self.last_reassign.is_some_and(|at| self.now < at + 3_000);
+                if !lost && !thin && self.nodes[(a - 1) as usize].live.is_some() {
                     self.wipe(a);
                     let when = self.now + self.rng.range(200, 3_000);
                     self.at(when, Event::Restart { node: a });
                 }
             }
+            11 => self.reassign(),
             _ => {
                 // A deaf node: it still sends (a leader's heartbeats keep its followers
                 // from electing) but hears nothing.
@@ -1162,6 +1359,20 @@ impl Sim {
             let Some(live) = n.live.as_ref() else {
                 continue;
             };
+            // Moves: only the partition's replicas hold it at the end, and no move is left.
+            if let Some(p) = live.broker.meta().and_then(|m| m.partition(TOPIC, 0)) {
+                if p.moving() {
+                    self.violations.push(format!(
+                        "node {}: partition 0 is still moving at the end ({:?} → {:?})",
+                        n.id,
+                        p.replicas,
+                        p.wanted()
+                    ));
+                }
+                if !p.replicas.contains(&(n.id as i32)) {
+                    continue;
+                }
+            }
             let Some((hw, batches)) = live.broker.committed_batches(TOPIC, 0, 0) else {
                 self.violations
                     .push(format!("node {}: no partition {TOPIC}-0 at the end", n.id));
@@ -1322,6 +1533,7 @@ impl Sim {
             recovered_after_ms: self.first_ack_after_heal,
             first_leader: self.first_leader,
             quiesced_at_end: self.quiesced_at_end,
+            moves: self.faults.iter().filter(|(_, k)| *k == "reassign").count(),
             violations: std::mem::take(&mut self.violations),
         }
     }

@@ -216,6 +216,7 @@ impl Broker {
     /// The leader of `group` found its voters equal to the replicas wanted, with no learner:
     /// a move (or its cancel) is complete, which `__meta` records (again after a while, if the
     /// first report was lost).
+    /// `now_ms` is monotonic (it only times the report again).
     pub fn report_voters(&mut self, group: u64, voters: &[u64], now_ms: i64) {
         let Some(c) = &mut self.cluster else { return };
         let Some((t, p)) = c.meta.group(group) else {
