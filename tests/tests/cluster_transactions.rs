@@ -189,8 +189,20 @@ fn exactly_once_copy_through_coordinator_and_leader_kill9() {
     c.nodes[coordinator].restart();
     // Then the leader of an output partition (another node than the coordinator if it can be).
     wait_commits(&copier, 3, &mut lines);
-    let md = describe(&b, "eos-out");
-    let leaders: Vec<i64> = (0..3).map(|p| leader_of(&md, p)).collect();
+    // Every output partition led (just after the restart one may be between leaders: -1).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leaders: Vec<i64> = loop {
+        let md = describe(&b, "eos-out");
+        let leaders: Vec<i64> = (0..3).map(|p| leader_of(&md, p)).collect();
+        if leaders.iter().all(|&l| l >= 1) {
+            break leaders;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "eos-out partitions without a leader: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let victim = leaders
         .iter()
         .map(|&l| l as usize - 1)
