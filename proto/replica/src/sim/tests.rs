@@ -42,24 +42,30 @@ pub fn run_many_with(
     out
 }
 
-#[test]
-fn replica_sim_seeds() {
-    let count = env_u64("SIM_SEEDS", 10_000);
-    let start = env_u64("SIM_SEED_START", 0);
-    let began = Instant::now();
-    let outcomes = run_many(start..start + count);
+/// The failed runs, each printed with its violations and its replay command (`env` first).
+fn report_failures<'a>(outcomes: &'a [Outcome], env: &str) -> Vec<&'a Outcome> {
     let failed: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| !o.violations.is_empty())
         .collect();
     for o in &failed {
         eprintln!(
-            "seed {} failed: {}\n  replay: {}",
+            "seed {} failed: {}\n  replay: {env}{}",
             o.seed,
             o.violations.join("; "),
             replay_command(o.seed)
         );
     }
+    failed
+}
+
+#[test]
+fn replica_sim_seeds() {
+    let count = env_u64("SIM_SEEDS", 10_000);
+    let start = env_u64("SIM_SEED_START", 0);
+    let began = Instant::now();
+    let outcomes = run_many(start..start + count);
+    let failed = report_failures(&outcomes, "");
     let acked: usize = outcomes.iter().map(|o| o.acked).sum();
     let mut slowest: Vec<u64> = outcomes.iter().map(|o| o.slowest_answer).collect();
     slowest.sort_unstable();
@@ -199,18 +205,7 @@ fn replica_sim_moves_seeds() {
         moves: true,
         ..SimConfig::new(seed)
     });
-    let failed: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| !o.violations.is_empty())
-        .collect();
-    for o in &failed {
-        eprintln!(
-            "seed {} failed: {}\n  replay: SIM_MOVES=1 {}",
-            o.seed,
-            o.violations.join("; "),
-            replay_command(o.seed)
-        );
-    }
+    let failed = report_failures(&outcomes, "SIM_MOVES=1 ");
     let moves: usize = outcomes.iter().map(|o| o.moves).sum();
     println!(
         "replica sim with moves: {count} seeds in {:.1} s, {} failed, {moves} moves",
