@@ -276,6 +276,8 @@ pub struct Config {
     pub reauth_ms: u64,
     /// Cluster mode: where other nodes reach this node's replica listener.
     pub replica_advertised: Option<(String, u16)>,
+    /// Cluster mode: this node's Raft address as peers reach it (registered in `__meta`).
+    pub raft_advertised: Option<String>,
 }
 
 /// Client certificates on TLS listeners.
@@ -562,6 +564,7 @@ impl Cli {
                 .or(file.connections_max_reauth_ms)
                 .unwrap_or(0),
             replica_advertised: None,
+            raft_advertised: None,
         })
     }
 }

@@ -17,6 +17,7 @@ mod disk;
 mod limits;
 mod listeners;
 mod logging;
+mod membership;
 mod metrics;
 mod server;
 mod status;
@@ -55,6 +56,11 @@ fn main() {
         return;
     }
     if let Some(cluster::cli::Command::Cluster(args)) = command {
+        // A tool piped into `head` ends quietly when the pipe closes, as Unix tools do.
+        // SAFETY: restores the default disposition before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
         match status::run(args) {
             Ok(code) => std::process::exit(code),
             Err(e) => {
@@ -84,8 +90,8 @@ fn main() {
     if let Some(cluster::cli::Command::RaftCluster(args)) = command {
         // Every refusal (settings, certificates, a data dir of another node or cluster) is one
         // line and exit status 2, before anything runs.
-        let prepared = cluster::cli::resolve(args, &config).and_then(|cc| {
-            let p = cluster::node::prepare(&config.data_dir, &cc)?;
+        let prepared = cluster::cli::resolve(args, &config).and_then(|mut cc| {
+            let p = cluster::node::prepare(&config.data_dir, &mut cc)?;
             Ok((cc, p))
         });
         let (cc, prepared) = match prepared {
@@ -186,16 +192,21 @@ fn run_cluster(
         .map_err(|e| anyhow::anyhow!("node {node_id}: installing the SIGHUP handler: {e}"))?;
     let span = tracing::info_span!("node", node_id);
     let rt2 = rt.clone();
-    let members: Vec<i32> = cc.peers.iter().map(|&(id, _)| id as i32).collect();
     let mut config = config;
     config.node_id = node_id as i32;
+    let mut cc = cc;
     rt.block_on(
         async move {
             let cluster::node::Prepared {
                 storage,
                 data_dir,
                 tls,
+                needs_join,
             } = prepared;
+            if needs_join {
+                cluster::join::join_cluster(&rt2, &mut cc, &tls, &data_dir, &stop).await?;
+            }
+            let members: Vec<i32> = cc.initial_members.iter().map(|&id| id as i32).collect();
             // Replica catch-up: TCP with the cluster certificates, on an ephemeral port at this
             // node's Raft host; its address reaches the other nodes through `__meta`.
             let raft_host = cc
@@ -221,6 +232,13 @@ fn run_cluster(
                 sluice_proto::runtime::Listener::local_addr(&replica_listener)?.port();
             let mut config = config;
             config.replica_advertised = Some((raft_host.to_string(), replica_port));
+            config.raft_advertised = Some(
+                cc.peers
+                    .iter()
+                    .find(|(id, _)| *id == node_id)
+                    .map_or(cc.raft_addr, |(_, a)| *a)
+                    .to_string(),
+            );
             let server =
                 server::Server::start_with(rt2.clone(), config, storage, Some(members)).await?;
             let shared = server.shared();

@@ -56,6 +56,8 @@ pub struct Shared {
     pub install_pacer: Mutex<sluice_proto::throttle::Pacer>,
     /// When this process started: the monotonic clock of the pacer.
     pub started: std::time::Instant,
+    /// Cluster mode: this node was removed from the cluster (said once in the log).
+    pub left_cluster: AtomicBool,
     /// Whether requests are served. Standalone: from the start. Cluster mode: once `__meta`
     /// caught up (see [`Shared::start_serving`]); until then requests wait unread.
     serving: AtomicBool,
@@ -239,6 +241,7 @@ impl<R: Runtime> Server<R> {
                 }))
                 .collect(),
             security: config.security.clone(),
+            raft_addr: config.raft_advertised.clone(),
         };
         let tls = match &config.tls {
             Some(t) => Some(Arc::new(
@@ -319,6 +322,7 @@ impl<R: Runtime> Server<R> {
             peer_requests: std::sync::OnceLock::new(),
             install_pacer: Mutex::new(Default::default()),
             started: std::time::Instant::now(),
+            left_cluster: AtomicBool::new(false),
             sasl_secret: {
                 use rand::Rng;
                 rand::thread_rng().r#gen::<[u8; 32]>().to_vec()

@@ -35,6 +35,13 @@ pub enum ClusterTool {
     /// replicas, in-sync replicas and how far each replica is behind; exits 1 when a node is down or a partition is under-replicated or
     /// offline, 2 when the cluster cannot be asked.
     Status(StatusArgs),
+    /// Add a node to the cluster (AddRaftVoter), then wait until it votes: start the new node
+    /// with --join meanwhile
+    AddNode(crate::membership::AddNodeArgs),
+    /// Remove a node (RemoveRaftVoter): its replicas move to the other nodes first, then it
+    /// leaves __meta; waits until it can be stopped. Refused when a partition would find no
+    /// other node or the rest could not form a quorum
+    RemoveNode(crate::membership::RemoveNodeArgs),
 }
 
 /// `sluice cluster status` options.
@@ -67,6 +74,8 @@ pub struct StatusArgs {
 pub fn run(args: ClusterToolArgs) -> anyhow::Result<i32> {
     match args.command {
         ClusterTool::Status(a) => status(&a),
+        ClusterTool::AddNode(a) => crate::membership::add_node(&a),
+        ClusterTool::RemoveNode(a) => crate::membership::remove_node(&a),
     }
 }
 

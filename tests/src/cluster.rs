@@ -135,10 +135,12 @@ impl Cluster {
         self.path().join(format!("d{}", i + 1))
     }
 
-    /// The `--peers` list.
+    /// The `--peers` list (the three nodes the cluster was created with; nodes added later
+    /// join with `--join`).
     pub fn peers(&self) -> String {
         self.addrs
             .iter()
+            .take(3)
             .enumerate()
             .map(|(i, a)| format!("{}@{}", i + 1, a.raft))
             .collect::<Vec<_>>()
@@ -174,13 +176,18 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(self.flags.iter().cloned());
+        let (members_flag, members) = if i < 3 {
+            ("--peers", self.peers())
+        } else {
+            ("--join", self.addrs[0].raft.clone())
+        };
         args.extend(
             [
                 "raft-cluster",
                 "--raft-addr",
                 &self.addrs[i].raft,
-                "--peers",
-                &self.peers(),
+                members_flag,
+                &members,
                 "--tls-dir",
                 self.certs.to_str().unwrap(),
             ]
@@ -189,6 +196,75 @@ impl Cluster {
         );
         args.extend(self.cluster_flags.iter().cloned());
         args
+    }
+
+    /// A new node (id 4, 5, …): its certificate (from the cluster's CA) and addresses on `ip`;
+    /// returns its index. [`Cluster::start_node`] starts it with `--join` through node 1, and
+    /// it waits until it is added ([`Cluster::add_node`]).
+    pub fn new_node(&mut self, ip: &str) -> usize {
+        let i = self.addrs.len();
+        let id = (i + 1).to_string();
+        let (code, _, err) = run_sluice(&[
+            "certs",
+            "--nodes",
+            &id,
+            "--out",
+            self.certs.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "sluice certs --nodes {id}: {err}");
+        let (t, pl, h, u) = (
+            crate::bind_tcp(ip),
+            crate::bind_tcp(ip),
+            crate::bind_tcp(ip),
+            crate::bind_udp(ip),
+        );
+        self.addrs.push(Addr {
+            ip: ip.to_string(),
+            plain: format!("{ip}:{}", pl.local_addr().unwrap().port()),
+            kafka: format!("{ip}:{}", t.local_addr().unwrap().port()),
+            raft: format!("{ip}:{}", u.local_addr().unwrap().port()),
+            metrics: format!("{ip}:{}", h.local_addr().unwrap().port()),
+        });
+        i
+    }
+
+    /// Starts node `i + 1` made by [`Cluster::new_node`].
+    pub fn start_node(&mut self, i: usize) {
+        assert_eq!(self.nodes.len(), i, "start new nodes in order");
+        let args = self.args(i);
+        let p = Process::start(&format!("node{}", i + 1), &args, self.path());
+        self.nodes.push(p);
+    }
+
+    /// `sluice cluster add-node` for node `i + 1` through `bootstrap`: records it as a member
+    /// and waits until it votes in `__meta`. Returns the tool's output.
+    pub fn add_node(&self, i: usize, bootstrap: &str) -> String {
+        let node = format!("{}@{}", i + 1, self.addrs[i].raft);
+        let (code, out, err) = run_sluice(&[
+            "cluster",
+            "add-node",
+            &node,
+            "--bootstrap",
+            bootstrap,
+            "--wait-ms",
+            "60000",
+        ]);
+        assert_eq!(code, 0, "add-node {node}: {out}\n{err}");
+        out
+    }
+
+    /// `sluice cluster remove-node` of node `i + 1`: waits until its replicas moved and it left
+    /// `__meta`. Returns (exit status, stdout, stderr).
+    pub fn remove_node(&self, i: usize, bootstrap: &str) -> (i32, String, String) {
+        run_sluice(&[
+            "cluster",
+            "remove-node",
+            &(i + 1).to_string(),
+            "--bootstrap",
+            bootstrap,
+            "--wait-ms",
+            "90000",
+        ])
     }
 
     /// Spawns the three nodes back to back (as good as the same moment).
@@ -235,7 +311,7 @@ impl Cluster {
     /// Waits until every node accepts Kafka connections (nothing else: clients must cope with a
     /// cluster that is still registering its brokers).
     pub fn wait_for_kafka(&mut self) {
-        for i in 0..3 {
+        for i in 0..self.nodes.len() {
             let deadline = Instant::now() + Duration::from_secs(20);
             let addr = self.addrs[i].kafka.parse().unwrap();
             while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {

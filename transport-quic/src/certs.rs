@@ -111,6 +111,8 @@ impl NodeIdentity {
 }
 
 /// Writes a new cluster CA and one certificate + key per node into `out` (created if needed).
+/// When `out` holds a CA already (`ca.pem` and `ca.key`), it issues the node certificates: a
+/// node added to a running cluster gets one from the cluster's CA.
 ///
 /// Refuses to overwrite any existing file. Returns the files written. Keys are written with
 /// mode 0600. Node ids must be non-zero and distinct.
@@ -136,7 +138,13 @@ pub fn generate(nodes: &[u64], out: &Path) -> Result<Vec<PathBuf>, CertError> {
         path: out.to_path_buf(),
         source,
     })?;
-    let mut paths = vec![ca_cert_path(out), ca_key_path(out)];
+    // An existing CA (both files) issues the certificates of nodes added to its cluster.
+    let existing_ca = ca_cert_path(out).exists() && ca_key_path(out).exists();
+    let mut paths = if existing_ca {
+        Vec::new()
+    } else {
+        vec![ca_cert_path(out), ca_key_path(out)]
+    };
     for &id in nodes {
         paths.push(node_cert_path(out, id));
         paths.push(node_key_path(out, id));
@@ -147,28 +155,25 @@ pub fn generate(nodes: &[u64], out: &Path) -> Result<Vec<PathBuf>, CertError> {
     }
 
     let (first_year, last_year) = validity_years();
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    // A unique name per cluster: certificate path building matches issuers by name, so two
-    // clusters' CAs with one name would make a foreign certificate fail as "bad signature"
-    // rather than the clearer "unknown issuer".
-    let ca_name = format!("Sluice cluster CA {:016x}", rand::random::<u64>());
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params.not_before = rcgen::date_time_ymd(first_year, 1, 1);
-    ca_params.not_after = rcgen::date_time_ymd(last_year, 1, 1);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    write_file(&ca_cert_path(out), ca_cert.pem().as_bytes(), 0o644)?;
-    write_file(&ca_key_path(out), ca_key.serialize_pem().as_bytes(), 0o600)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
+    let issuer = if existing_ca {
+        let read = |path: PathBuf, what: &'static str| {
+            fs::read_to_string(&path).map_err(|source| CertError::Read { what, path, source })
+        };
+        let ca_pem = read(ca_cert_path(out), "cluster CA certificate")?;
+        let ca_key = read(ca_key_path(out), "cluster CA key")?;
+        let key = KeyPair::from_pem(&ca_key).map_err(|e| CertError::Pem {
+            what: "cluster CA key",
+            path: ca_key_path(out),
+            detail: e.to_string(),
+        })?;
+        Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| CertError::Pem {
+            what: "cluster CA certificate",
+            path: ca_cert_path(out),
+            detail: e.to_string(),
+        })?
+    } else {
+        new_ca(out, first_year, last_year)?
+    };
     for &id in nodes {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![node_dns_name(id)])?;
@@ -191,8 +196,37 @@ pub fn generate(nodes: &[u64], out: &Path) -> Result<Vec<PathBuf>, CertError> {
             0o600,
         )?;
     }
-    tracing::info!(nodes = ?nodes, out = %out.display(), "generated cluster CA and node certificates");
+    tracing::info!(nodes = ?nodes, out = %out.display(), existing_ca, "generated node certificates");
     Ok(paths)
+}
+
+/// A new cluster CA, written to `out`.
+fn new_ca(
+    out: &Path,
+    first_year: i32,
+    last_year: i32,
+) -> Result<Issuer<'static, KeyPair>, CertError> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    // A unique name per cluster: certificate path building matches issuers by name, so two
+    // clusters' CAs with one name would make a foreign certificate fail as "bad signature"
+    // rather than the clearer "unknown issuer".
+    let ca_name = format!("Sluice cluster CA {:016x}", rand::random::<u64>());
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.not_before = rcgen::date_time_ymd(first_year, 1, 1);
+    ca_params.not_after = rcgen::date_time_ymd(last_year, 1, 1);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    write_file(&ca_cert_path(out), ca_cert.pem().as_bytes(), 0o644)?;
+    write_file(&ca_key_path(out), ca_key.serialize_pem().as_bytes(), 0o600)?;
+    Ok(Issuer::new(ca_params, ca_key))
 }
 
 /// Reads `dir/ca.pem`, `dir/node-<node_id>.pem` and `dir/node-<node_id>.key` and checks that the

@@ -39,6 +39,6 @@ pub use certs::NodeIdentity;
 pub use error::{CertError, PeerParseError, SendError, StartError};
 pub use transport::{
     CLOSE_FRAME_TOO_LARGE, CLOSE_PROTOCOL, CLOSE_REFUSED, CLOSE_REPLACED, CLOSE_SHUTDOWN,
-    CLOSE_WRONG_PEER, Inbox, Limits, PeerState, PeerStatus, Refusal, Transport, TransportConfig,
-    parse_peer,
+    CLOSE_WRONG_PEER, Inbox, JoinConfig, Limits, PeerState, PeerStatus, Refusal, Transport,
+    TransportConfig, join, parse_peer,
 };

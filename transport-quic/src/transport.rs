@@ -37,7 +37,7 @@ use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,7 +50,9 @@ use tracing::{Instrument as _, debug, info, warn};
 use crate::certs::{NodeIdentity, cert_is_for_node, node_dns_name};
 use crate::error::{PeerParseError, SendError, StartError};
 use crate::frame::{self, FRAME_BYTES_MAX_DEFAULT, FrameError};
-use crate::handshake::{HANDSHAKE_BYTES_MAX, Hello, Welcome};
+use crate::handshake::{
+    HANDSHAKE_BYTES_MAX, Hello, Join, Opening, ROSTER_BYTES_MAX, Roster, Welcome,
+};
 use crate::tls;
 
 /// QUIC application close code: the node is shutting down.
@@ -119,8 +121,11 @@ pub struct TransportConfig {
     /// packets leave from it; bind a specific IP, not 0.0.0.0, on multi-homed hosts. Port 0
     /// picks a free port ([`Transport::local_addr`]).
     pub listen: SocketAddr,
-    /// Every other node: `(id, raft address)`. See [`parse_peer`] for `id@host:port`.
+    /// Every other node: `(id, raft address)`. See [`parse_peer`] for `id@host:port`. Nodes
+    /// added later join with [`Transport::add_peer`].
     pub peers: Vec<(u64, SocketAddr)>,
+    /// The voters the cluster's `__meta` group started with, told to joining nodes.
+    pub initial_members: Vec<u64>,
     /// Certificates from [`crate::certs::load`].
     pub tls: NodeIdentity,
     /// Bounds and timings.
@@ -290,7 +295,8 @@ struct Shared {
     limits: Limits,
     runtime: Arc<dyn quinn::Runtime>,
     endpoint: quinn::Endpoint,
-    peers: BTreeMap<u64, Arc<Peer>>,
+    peers: RwLock<BTreeMap<u64, Arc<Peer>>>,
+    initial_members: Vec<u64>,
     inbox: async_channel::Sender<(u64, Bytes)>,
     refusals: Mutex<VecDeque<Refusal>>,
     shutting_down: AtomicBool,
@@ -312,6 +318,10 @@ struct Peer {
     id: u64,
     addr: SocketAddr,
     dials: bool,
+    /// Removed from the cluster: its tasks end.
+    removed: AtomicBool,
+    /// Never registered with the cluster (a joiner may start empty).
+    fresh: AtomicBool,
     queue: Mutex<VecDeque<Bytes>>,
     queue_event: Event,
     status: Mutex<(PeerState, Option<String>)>,
@@ -326,6 +336,40 @@ struct Peer {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Peer {
+    fn new(me: u64, id: u64, addr: SocketAddr, fresh: bool) -> Arc<Peer> {
+        let dials = me < id;
+        let state = if dials {
+            PeerState::Connecting
+        } else {
+            PeerState::WaitingForPeer
+        };
+        Arc::new(Peer {
+            id,
+            addr,
+            dials,
+            removed: AtomicBool::new(false),
+            fresh: AtomicBool::new(fresh),
+            queue: Mutex::new(VecDeque::new()),
+            queue_event: Event::new(),
+            status: Mutex::new((state, None)),
+            conn: Mutex::new(None),
+            dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        })
+    }
 }
 
 impl Transport {
@@ -364,28 +408,7 @@ impl Transport {
         let peers = config
             .peers
             .iter()
-            .map(|&(id, addr)| {
-                let dials = node_id < id;
-                let state = if dials {
-                    PeerState::Connecting
-                } else {
-                    PeerState::WaitingForPeer
-                };
-                let peer = Peer {
-                    id,
-                    addr,
-                    dials,
-                    queue: Mutex::new(VecDeque::new()),
-                    queue_event: Event::new(),
-                    status: Mutex::new((state, None)),
-                    conn: Mutex::new(None),
-                    dropped: AtomicU64::new(0),
-                    sent: AtomicU64::new(0),
-                    received: AtomicU64::new(0),
-                    connections: AtomicU64::new(0),
-                };
-                (id, Arc::new(peer))
-            })
+            .map(|&(id, addr)| (id, Peer::new(node_id, id, addr, false)))
             .collect::<BTreeMap<_, _>>();
         let (inbox_tx, inbox_rx) = async_channel::bounded(config.limits.inbox_batches_max);
         let shared = Arc::new(Shared {
@@ -395,7 +418,8 @@ impl Transport {
             limits: config.limits,
             runtime,
             endpoint,
-            peers,
+            peers: RwLock::new(peers),
+            initial_members: config.initial_members,
             inbox: inbox_tx,
             refusals: Mutex::new(VecDeque::new()),
             shutting_down: AtomicBool::new(false),
@@ -411,10 +435,58 @@ impl Transport {
             "raft transport listening"
         );
         Shared::spawn(&shared, accept_loop(shared.clone()));
-        for peer in shared.peers.values().filter(|p| p.dials) {
-            Shared::spawn(&shared, dial_loop(shared.clone(), peer.clone()));
+        for peer in shared.all_peers().into_iter().filter(|p| p.dials) {
+            Shared::spawn(&shared, dial_loop(shared.clone(), peer));
         }
         Ok((Transport { shared }, Inbox { rx: inbox_rx }))
+    }
+
+    /// Adds (or re-addresses) a peer: a node that joined the cluster. `fresh`: it never
+    /// registered yet (told to it if it asks to join). Returns whether anything changed.
+    pub fn add_peer(&self, id: u64, addr: SocketAddr, fresh: bool) -> bool {
+        let shared = &self.shared;
+        if id == shared.node_id || id == 0 || shared.is_shutting_down() {
+            return false;
+        }
+        if let Some(p) = shared.peer(id) {
+            p.fresh.store(fresh, Ordering::Relaxed);
+            if same_addr(p.addr, addr) {
+                return false;
+            }
+            info!(peer_id = id, old = %p.addr, new = %addr, "node {id} moved to a new raft address");
+            self.remove_peer(id);
+        }
+        let peer = Peer::new(shared.node_id, id, addr, fresh);
+        lock_write(&shared.peers).insert(id, peer.clone());
+        info!(peer_id = id, %addr, "node {id} added to the raft transport");
+        if peer.dials {
+            Shared::spawn(shared, dial_loop(shared.clone(), peer));
+        }
+        true
+    }
+
+    /// Drops a peer (a node removed from the cluster): its connection closes, its queue is
+    /// discarded and its tasks end. Returns whether it was a peer.
+    pub fn remove_peer(&self, id: u64) -> bool {
+        let Some(peer) = lock_write(&self.shared.peers).remove(&id) else {
+            return false;
+        };
+        peer.removed.store(true, Ordering::Release);
+        if let Some(conn) = lock(&peer.conn).take() {
+            conn.close(
+                VarInt::from_u32(CLOSE_SHUTDOWN),
+                format!("node {id} was removed from the cluster").as_bytes(),
+            );
+        }
+        set_status(&peer, PeerState::ShutDown, None);
+        peer.queue_event.notify(usize::MAX);
+        info!(peer_id = id, "node {id} removed from the raft transport");
+        true
+    }
+
+    /// The peers' ids.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        lock_read(&self.shared.peers).keys().copied().collect()
     }
 
     /// [`Transport::start`] on tokio (`quinn::TokioRuntime`); call inside a tokio runtime.
@@ -446,7 +518,7 @@ impl Transport {
         if shared.shutting_down.load(Ordering::Acquire) {
             return Err(SendError::ShutDown);
         }
-        let peer = shared.peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        let peer = shared.peer(to).ok_or(SendError::UnknownPeer(to))?;
         let max = shared.limits.frame_bytes_max;
         if payload.len() > max {
             return Err(SendError::TooLarge {
@@ -486,8 +558,8 @@ impl Transport {
     /// Status of every peer, by id.
     pub fn peer_states(&self) -> Vec<PeerStatus> {
         self.shared
-            .peers
-            .values()
+            .all_peers()
+            .iter()
             .map(|p| {
                 let (state, last_error) = lock(&p.status).clone();
                 PeerStatus {
@@ -555,11 +627,11 @@ impl Shared {
         }
         self.shutdown_event.notify(usize::MAX);
         let reason = format!("node {} is shutting down", self.node_id);
-        for peer in self.peers.values() {
+        for peer in self.all_peers() {
             if let Some(conn) = lock(&peer.conn).take() {
                 conn.close(VarInt::from_u32(CLOSE_SHUTDOWN), reason.as_bytes());
             }
-            set_status(peer, PeerState::ShutDown, None);
+            set_status(&peer, PeerState::ShutDown, None);
             peer.queue_event.notify(usize::MAX);
         }
         self.endpoint
@@ -569,6 +641,14 @@ impl Shared {
 
     fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    fn peer(&self, id: u64) -> Option<Arc<Peer>> {
+        lock_read(&self.peers).get(&id).cloned()
+    }
+
+    fn all_peers(&self) -> Vec<Arc<Peer>> {
+        lock_read(&self.peers).values().cloned().collect()
     }
 
     /// Resolves once shutdown has begun.
@@ -709,7 +789,9 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
             }
         };
         match accept_handshake(&shared, &conn).await {
-            Ok(peer) => Some((peer, conn)),
+            Ok(Some(peer)) => Some((peer, conn)),
+            // A join answered: the joiner closes the connection.
+            Ok(None) => None,
             Err((claimed_id, reason)) => {
                 conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
                 let seen = shared.record_refusal(Refusal {
@@ -729,6 +811,10 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let Some(Some((peer, conn))) = timeout(&*shared.runtime, limit, work).await else {
         return;
     };
+    if peer.removed.load(Ordering::Acquire) {
+        conn.close(VarInt::from_u32(CLOSE_REFUSED), b"removed from the cluster");
+        return;
+    }
     if run_session(&shared, &peer, conn).await && !shared.is_shutting_down() {
         set_status(&peer, PeerState::WaitingForPeer, None);
     }
@@ -739,12 +825,13 @@ fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
-/// Reads the dialer's hello, checks it, registers the connection and answers welcome. On
-/// refusal returns the claimed id (if known) and the reason.
+/// Reads the dialer's hello, checks it, registers the connection and answers welcome (or
+/// answers a join with the roster: `None`). On refusal returns the claimed id (if known) and
+/// the reason.
 async fn accept_handshake(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
-) -> Result<Arc<Peer>, (Option<u64>, String)> {
+) -> Result<Option<Arc<Peer>>, (Option<u64>, String)> {
     let me = shared.node_id;
     let remote = conn.remote_address();
     let (mut send, mut recv) = conn
@@ -755,7 +842,10 @@ async fn accept_handshake(
         .await
         .map_err(|e| (None, format!("reading the handshake from {remote}: {e}")))?
         .ok_or_else(|| (None, format!("{remote} closed the handshake stream")))?;
-    let hello = Hello::decode(&hello).map_err(|e| (None, format!("{e} from {remote}")))?;
+    let hello = match Opening::decode(&hello).map_err(|e| (None, format!("{e} from {remote}")))? {
+        Opening::Hello(hello) => hello,
+        Opening::Join(join) => return answer_join(shared, conn, send, join).await.map(|()| None),
+    };
     let from = hello.from;
     let refuse = |reason: String| Err((Some(from), reason));
 
@@ -782,8 +872,10 @@ async fn accept_handshake(
     if from == me {
         return refuse(format!("node {from} at {remote} has this node's own id"));
     }
-    let Some(peer) = shared.peers.get(&from) else {
-        return refuse(format!("node {from} is not a configured peer of node {me}"));
+    let Some(peer) = shared.peer(from) else {
+        return refuse(format!(
+            "node {from} is not a member of the cluster as node {me} knows it (a node joining a running cluster is added first: `sluice cluster add-node {from}@HOST:PORT`)"
+        ));
     };
     if peer.dials {
         return refuse(format!(
@@ -840,7 +932,164 @@ async fn accept_handshake(
         return refuse(format!("answering node {from} at {remote}: {e}"));
     }
     info!(peer_id = from, %remote, "accepted node {from}");
-    Ok(peer.clone())
+    Ok(Some(peer))
+}
+
+/// A node asks to join: if it is a member already (added through `__meta`), it gets the roster.
+async fn answer_join(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    join: Join,
+) -> Result<(), (Option<u64>, String)> {
+    let me = shared.node_id;
+    let from = join.from;
+    let remote = conn.remote_address();
+    let refuse = |reason: String| Err((Some(from), reason));
+    if !join.cluster_id.is_empty() && join.cluster_id != shared.cluster_id {
+        return refuse(format!(
+            "node {from} at {remote} asks to join cluster {:?}, node {me} is in cluster {:?}",
+            join.cluster_id, shared.cluster_id
+        ));
+    }
+    if !tls::peer_leaf_cert(conn).is_some_and(|c| cert_is_for_node(&c, from)) {
+        return refuse(format!(
+            "{remote} claims to be node {from} but its certificate is not for node {from} \
+             (it lacks the name {})",
+            node_dns_name(from)
+        ));
+    }
+    if from == me {
+        return refuse(format!("node {from} at {remote} has this node's own id"));
+    }
+    let Some(peer) = shared.peer(from) else {
+        return refuse(format!(
+            "node {from} is not a member of cluster {:?} yet: add it first with `sluice cluster add-node {from}@HOST:PORT --bootstrap KAFKA_HOST:PORT` (it keeps retrying)",
+            shared.cluster_id
+        ));
+    };
+    let mut peers: Vec<(u64, String)> = shared
+        .all_peers()
+        .iter()
+        .map(|p| (p.id, p.addr.to_string()))
+        .collect();
+    peers.push((me, shared.local_addr.to_string()));
+    let roster = Roster {
+        cluster_id: shared.cluster_id.clone(),
+        fresh: peer.fresh.load(Ordering::Relaxed),
+        initial: shared.initial_members.clone(),
+        peers,
+    };
+    let answered = async {
+        frame::write_frame(&mut send, Bytes::from(roster.encode()), ROSTER_BYTES_MAX).await?;
+        send.finish().map_err(|e| FrameError::Write(e.into()))?;
+        Ok::<(), FrameError>(())
+    };
+    if let Err(e) = answered.await {
+        return refuse(format!("answering node {from}'s join at {remote}: {e}"));
+    }
+    info!(peer_id = from, %remote, fresh = roster.fresh, "told node {from} the cluster's members");
+    // Let the joiner read it and close.
+    let _ = timeout(&*shared.runtime, Duration::from_secs(2), conn.closed()).await;
+    Ok(())
+}
+
+/// What [`join`] needs: this node's identity and the member to ask.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinConfig<'a> {
+    /// This node's id.
+    pub node_id: u64,
+    /// The cluster id this node was given (empty: take the member's).
+    pub cluster_id: &'a str,
+    /// A member's Raft address (`--join`).
+    pub member: SocketAddr,
+    /// Certificates from [`crate::certs::load`].
+    pub tls: &'a NodeIdentity,
+}
+
+/// Asks a member of a running cluster for the roster (one attempt, bounded by `timeout_ms`).
+/// The member's own entry carries the address dialed, which works from here.
+pub async fn join(
+    config: &JoinConfig<'_>,
+    runtime: Arc<dyn quinn::Runtime>,
+    timeout_ms: u64,
+) -> Result<Roster, String> {
+    let me = config.node_id;
+    let member = config.member;
+    let limits = Limits::default();
+    let client = tls::client_config(config.tls, &limits).map_err(|e| format!("TLS: {e}"))?;
+    let bind: SocketAddr = if member.is_ipv4() {
+        "0.0.0.0:0".parse().expect("addr")
+    } else {
+        "[::]:0".parse().expect("addr")
+    };
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        runtime.clone(),
+    )
+    .map_err(|e| format!("endpoint: {e}"))?;
+    endpoint.set_default_client_config(client);
+    let attempt = async {
+        // The member's id is not known yet: any cluster node name passes the TLS check, the
+        // certificate is checked against the cluster CA.
+        let conn = endpoint
+            .connect(member, &node_dns_name(0))
+            .map_err(|e| format!("dialing {member}: {e}"))?
+            .await
+            .map_err(|e| format!("dialing {member}: {e}"))?;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let hello = Join {
+                cluster_id: config.cluster_id.to_string(),
+                from: me,
+            };
+            frame::write_frame(&mut send, Bytes::from(hello.encode()), HANDSHAKE_BYTES_MAX)
+                .await
+                .map_err(|e| e.to_string())?;
+            let answer = frame::read_frame(&mut recv, ROSTER_BYTES_MAX)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the member closed the stream without an answer".to_string())?;
+            Roster::decode(&answer).map_err(|e| e.to_string())
+        };
+        let result = exchange.await.map_err(|e| match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(close))
+                if close.error_code == VarInt::from_u32(CLOSE_REFUSED) =>
+            {
+                format!(
+                    "the node at {member} refused node {me}: {}",
+                    String::from_utf8_lossy(&close.reason)
+                )
+            }
+            Some(closed) => format!("joining through {member}: {closed}"),
+            None => format!("joining through {member}: {e}"),
+        });
+        conn.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"joined");
+        result
+    };
+    let result = timeout(&*runtime, Duration::from_millis(timeout_ms), attempt)
+        .await
+        .unwrap_or_else(|| Err(format!("joining through {member}: timed out")));
+    endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"joined");
+    let mut roster = result?;
+    // The member's entry: the address this node reached it at.
+    if let Some(id) = roster
+        .peers
+        .iter()
+        .find(|(_, a)| {
+            a.parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified())
+        })
+        .map(|(id, _)| *id)
+    {
+        for p in roster.peers.iter_mut().filter(|p| p.0 == id) {
+            p.1 = member.to_string();
+        }
+    }
+    Ok(roster)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,7 +1101,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut backoff = min;
     // The last dial error and how often it repeated since.
     let mut failures: (String, usize) = (String::new(), 0);
-    while !shared.is_shutting_down() {
+    while !shared.is_shutting_down() && !peer.removed.load(Ordering::Acquire) {
         set_status(&peer, PeerState::Connecting, None);
         let attempt = future::or(dial_once(&shared, &peer), async {
             shared.shutdown_signal().await;

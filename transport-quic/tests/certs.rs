@@ -37,14 +37,29 @@ fn generate_refuses_bad_node_lists_and_overwriting() {
         assert!(matches!(e, CertError::InvalidNodes(_)), "{nodes:?}: {e}");
     }
     certs::generate(&[1], dir.path()).unwrap();
-    let e = certs::generate(&[2], dir.path()).unwrap_err();
+    let e = certs::generate(&[3, 1], dir.path()).unwrap_err();
     assert!(
-        matches!(&e, CertError::Exists { path } if path.ends_with("ca.pem")),
+        matches!(&e, CertError::Exists { path } if path.ends_with("node-1.pem")),
         "{e}"
     );
     assert!(
-        !dir.path().join("node-2.pem").exists(),
+        !dir.path().join("node-3.pem").exists(),
         "nothing written on refusal"
+    );
+    // A node added later gets its certificate from the same CA, which stays as it was.
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let written = certs::generate(&[2], dir.path()).unwrap();
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+    certs::load(dir.path(), 2).expect("node 2's certificate chains to the cluster CA");
+    // Half a CA (no key) is not a CA to issue from.
+    let half = TempDir::new("gen-half");
+    std::fs::create_dir_all(half.path()).unwrap();
+    std::fs::copy(dir.path().join("ca.pem"), half.path().join("ca.pem")).unwrap();
+    let e = certs::generate(&[1], half.path()).unwrap_err();
+    assert!(
+        matches!(&e, CertError::Exists { path } if path.ends_with("ca.pem")),
+        "{e}"
     );
 }
 

@@ -333,3 +333,80 @@ async fn oversized_frame_closes_the_connection_without_panicking() {
     t1.shutdown().await;
     t2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_gets_the_roster_once_added_and_peers_come_and_go() {
+    let dir = cluster_certs("join", &[1, 2, 4]);
+    let addrs = [free_addr(), free_addr(), free_addr()];
+    let (t1, i1) = start(config(dir.path(), 1, addrs[0], &[(2, addrs[1])]));
+    let (t2, i2) = start(config(dir.path(), 2, addrs[1], &[(1, addrs[0])]));
+    let tls4 = sluice_transport_quic::certs::load(dir.path(), 4).unwrap();
+    let ask = sluice_transport_quic::JoinConfig {
+        node_id: 4,
+        cluster_id: "",
+        member: addrs[1],
+        tls: &tls4,
+    };
+    let runtime: std::sync::Arc<dyn quinn::Runtime> = std::sync::Arc::new(quinn::TokioRuntime);
+
+    // Not added yet: refused, with what to do.
+    let refused = sluice_transport_quic::join(&ask, runtime.clone(), 3000)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("not a member") && refused.contains("add-node 4@"),
+        "{refused}"
+    );
+
+    // Added on both members (as `__meta` does): the roster names every member.
+    assert!(t1.add_peer(4, addrs[2], true));
+    assert!(t2.add_peer(4, addrs[2], true));
+    assert!(
+        !t2.add_peer(4, addrs[2], true),
+        "adding twice changes nothing"
+    );
+    let roster = sluice_transport_quic::join(&ask, runtime.clone(), 3000)
+        .await
+        .unwrap();
+    assert_eq!(roster.cluster_id, "test-cluster");
+    assert!(roster.fresh);
+    assert_eq!(roster.initial, vec![1, 2, 3]);
+    let mut peers = roster.peers.clone();
+    peers.sort();
+    assert_eq!(
+        peers,
+        vec![
+            (1, addrs[0].to_string()),
+            (2, addrs[1].to_string()),
+            (4, addrs[2].to_string())
+        ]
+    );
+
+    // The joiner starts with the roster's peers (itself left out); traffic flows all ways.
+    let others: Vec<_> = peers
+        .iter()
+        .filter(|(id, _)| *id != 4)
+        .map(|(id, a)| (*id, a.parse().unwrap()))
+        .collect();
+    let (t4, i4) = start(config(dir.path(), 4, addrs[2], &others));
+    exchange(&[(1, &t1, &i1), (2, &t2, &i2), (4, &t4, &i4)], 5).await;
+
+    // Removed: the connection closes, sends are refused, and it cannot connect again.
+    assert!(t1.remove_peer(4));
+    assert!(!t1.remove_peer(4));
+    assert_eq!(t1.send(4, Bytes::new()), Err(SendError::UnknownPeer(4)));
+    wait_for("node 4 to see node 1 go", LIMIT, || {
+        !matches!(peer_status(&t4, 1).state, PeerState::Connected { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !matches!(peer_status(&t4, 1).state, PeerState::Connected { .. }),
+        "a removed peer stays out"
+    );
+    assert!(t1.peer_ids() == vec![2]);
+
+    t1.shutdown().await;
+    t2.shutdown().await;
+    t4.shutdown().await;
+}

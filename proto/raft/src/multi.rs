@@ -485,6 +485,13 @@ impl Node {
         Ok(())
     }
 
+    /// Stops pinging nodes that left the cluster: only `peers` (sorted) are still owed signs
+    /// of life for quiesced groups.
+    pub fn keep_watching(&mut self, peers: &[u64]) {
+        self.live.watched.retain(|p| peers.binary_search(p).is_ok());
+        self.live.ping.retain(|p| peers.binary_search(p).is_ok());
+    }
+
     /// Groups this node is installing a snapshot of (told to every peer in each batch).
     pub fn installing(&self) -> Vec<GroupId> {
         self.installing.iter().copied().collect()

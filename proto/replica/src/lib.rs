@@ -106,6 +106,10 @@ pub struct ReplicaConfig {
     /// [`RECOVERING_MARK`] said `recovering` at start: the node stopped before it caught up
     /// after starting empty, so what it holds cannot vote yet either.
     pub recovering: bool,
+    /// This node is joining a running cluster for the first time (`--join`, and the cluster
+    /// says it never registered): its empty state is new, not lost, so it need not recover a
+    /// vote it never cast. It is not a voter anywhere yet and becomes one only once caught up.
+    pub joining: bool,
 }
 
 /// The file (relative to the data dir, through [`Io::WriteMarks`]) that says this node started
@@ -258,6 +262,8 @@ pub struct Replica {
     reach: Reach,
     /// `__meta`'s voters (refreshed at housekeeping).
     voters: Vec<u64>,
+    /// `__meta`'s learners: nodes joining the cluster (refreshed with `voters`).
+    learners: Vec<u64>,
     /// New partitions this node is the preferred leader of, still without a leader: group →
     /// (give up at, campaign again at).
     early_campaigns: BTreeMap<u64, (u64, u64)>,
@@ -308,7 +314,7 @@ impl Replica {
         config.election_ticks_min = 16;
         config.election_ticks_max = 32;
         let mut node = sluice_raft::Node::new(config).map_err(raft)?;
-        let empty = meta.hard_state().term == 0 || cfg.recovering;
+        let empty = (meta.hard_state().term == 0 && !cfg.joining) || cfg.recovering;
         let voters = meta.conf_state().voters.clone();
         node.add_group(META_GROUP, meta, 0).map_err(raft)?;
         let mut recovery = Recovery::new(empty, META_GROUP);
@@ -351,6 +357,7 @@ impl Replica {
             serving: false,
             reach: Reach::default(),
             voters: Vec::new(),
+            learners: Vec::new(),
             early_campaigns: BTreeMap::new(),
             deferred_fresh: BTreeMap::new(),
             pings_due: false,
@@ -800,6 +807,19 @@ impl Replica {
         (meta.applied_index() >= meta.commit_index()).then_some(meta.applied_index())
     }
 
+    /// `__meta`'s voters and learners as this node's log has them.
+    pub fn meta_membership(&self) -> Vec<u64> {
+        self.node.group(META_GROUP).map_or_else(Vec::new, |d| {
+            let cs = d.store().conf_state();
+            cs.voters
+                .iter()
+                .chain(&cs.learners)
+                .chain(&cs.voters_outgoing)
+                .copied()
+                .collect()
+        })
+    }
+
     /// A hosted group's in-memory Raft log (the runtime rewrites idle groups from it to free
     /// old write-ahead log files).
     pub fn log_store(&self, group: u64) -> Option<&LogStore> {
@@ -840,6 +860,11 @@ impl Replica {
 
     fn housekeeping(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
         self.refresh_voters();
+        if !self.voters.is_empty() {
+            let mut peers = self.peers();
+            peers.sort_unstable();
+            self.node.keep_watching(&peers);
+        }
         broker.set_meta_quorum(self.meta_quorum(now, wall_ms));
         broker.cluster_tick(self.meta_caught_up().is_some(), wall_ms);
         let marks = broker.take_applied_marks();
@@ -854,12 +879,13 @@ impl Replica {
         self.hinted.retain(|g, _| led.binary_search(g).is_ok());
         broker.keep_group_progress(&led);
         self.move_replicas(&led, now, broker);
+        self.move_meta_voters(now, broker);
         self.silence.retain_groups(&led);
         let me = self.cfg.node_id;
         let timeout = self.cfg.replica_timeout_ms;
         // A quiesced group hears nothing from its followers, so raft-rs's `recent_active`
         // stands still: what the node hears from each peer says instead whether it is alive.
-        let silent = self.reach.silent(now, me, &self.voters);
+        let silent = self.reach.silent(now, me, &self.peers());
         if silent != self.silent_peers {
             self.settled.clear();
             self.silent_peers = silent.clone();
@@ -922,7 +948,9 @@ impl Replica {
         let voters = self
             .voters
             .iter()
-            .map(|&v| {
+            .map(|&v| (v, false))
+            .chain(self.learners.iter().map(|&l| (l, true)))
+            .map(|(v, observer)| {
                 let log_end = if v == me {
                     meta.last_index() as i64
                 } else if leading {
@@ -944,7 +972,7 @@ impl Replica {
                     id: v as i32,
                     log_end,
                     last_heard_ms,
-                    observer: false,
+                    observer,
                 }
             })
             .collect();
@@ -955,6 +983,38 @@ impl Replica {
             commit: meta.commit_index(),
             voters,
         }
+    }
+
+    /// Node membership, on the `__meta` leader: the same steps as a partition move, towards
+    /// the members `__meta` records (AddRaftVoter / RemoveRaftVoter), once this leader has
+    /// applied everything committed (a stale view would undo a change just made).
+    fn move_meta_voters(&mut self, now: u64, broker: &mut Broker) {
+        if !self.leads(META_GROUP) || self.meta_caught_up().is_none() {
+            return;
+        }
+        let Some(wanted) = broker.wanted_meta_voters() else {
+            return;
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        if self.membership_settled(META_GROUP, &wanted) {
+            return;
+        }
+        self.step_membership(META_GROUP, &wanted, now);
+    }
+
+    /// Whether `group`'s Raft membership is `wanted`, with this node voting (no change due);
+    /// also true while a change is pending or joint (nothing to do yet).
+    fn membership_settled(&self, group: u64, wanted: &[u64]) -> bool {
+        let Some(driver) = self.node.group(group) else {
+            return true;
+        };
+        if driver.conf_change_pending() {
+            return true;
+        }
+        let cs = driver.store().conf_state();
+        moves::settled(self.cfg.node_id, cs, wanted) || !cs.voters_outgoing.is_empty()
     }
 
     /// Partition reassignment, on the leader: one membership change at a time towards the
@@ -974,12 +1034,7 @@ impl Replica {
             }
             let cs = driver.store().conf_state();
             // A leader outside the voters (its removal committed under it) hands over first.
-            let settled = cs.learners.is_empty()
-                && cs.voters_outgoing.is_empty()
-                && cs.voters.len() == wanted.len()
-                && wanted.iter().all(|w| cs.voters.contains(w))
-                && cs.voters.contains(&self.cfg.node_id);
-            if settled {
+            if moves::settled(self.cfg.node_id, cs, &wanted) {
                 // The monotonic clock: a report lost to a wall-clock jump back would otherwise
                 // wait that long to be sent again.
                 broker.report_voters(group, &cs.voters, now as i64);
@@ -988,6 +1043,19 @@ impl Replica {
             if !cs.voters_outgoing.is_empty() {
                 continue;
             }
+            self.step_membership(group, &wanted, now);
+        }
+        self.move_transfers
+            .retain(|g, _| *g == META_GROUP || led.binary_search(g).is_ok());
+    }
+
+    /// One membership step of a led group towards `wanted` (see [`moves::next_step`]).
+    fn step_membership(&mut self, group: u64, wanted: &[u64], now: u64) {
+        {
+            let Some(driver) = self.node.group(group) else {
+                return;
+            };
+            let cs = driver.store().conf_state();
             // Only peers heard from lately count as caught up: raft-rs's `recent_active` lasts
             // an election timeout, long enough to remove a replica while a wanted one just died.
             let mut progress: Vec<PeerProgress> = driver.progress().collect();
@@ -1000,14 +1068,18 @@ impl Replica {
             let step = moves::next_step(
                 self.cfg.node_id,
                 cs,
-                &wanted,
+                wanted,
                 (driver.commit_index(), driver.store().snapshot_index()),
                 &progress,
             );
             let node_id = self.cfg.node_id;
             match step {
                 moves::Step::Change(cc) => {
-                    info!(node_id, group, change = ?cc.changes, "changing a partition's replicas");
+                    if group == META_GROUP {
+                        info!(node_id, group, change = ?cc.changes, "changing the cluster's __meta voters");
+                    } else {
+                        info!(node_id, group, change = ?cc.changes, "changing a partition's replicas");
+                    }
                     if let Err(e) = self.node.propose_conf_change(group, cc) {
                         warn!(node_id, group, error = %e, "proposing a membership change failed");
                     }
@@ -1021,9 +1093,7 @@ impl Replica {
                         self.move_transfers.insert(group, now);
                         info!(
                             node_id,
-                            group,
-                            to,
-                            "this replica is leaving the partition: handing leadership over"
+                            group, to, "this replica is leaving the group: handing leadership over"
                         );
                         let _ = self.node.transfer_leader(group, to);
                     }
@@ -1031,8 +1101,6 @@ impl Replica {
                 moves::Step::Wait => {}
             }
         }
-        self.move_transfers
-            .retain(|g, _| led.binary_search(g).is_ok());
     }
 
     /// A led group's replicas for DescribeQuorum: how far each one's log matches the leader's.

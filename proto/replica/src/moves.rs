@@ -41,6 +41,15 @@ fn change(kind: ConfChangeType, nodes: impl IntoIterator<Item = u64>) -> Step {
     })
 }
 
+/// Whether membership `cs` is `wanted` exactly (no learner, not joint) with `me` voting.
+pub fn settled(me: u64, cs: &ConfState, wanted: &[u64]) -> bool {
+    cs.learners.is_empty()
+        && cs.voters_outgoing.is_empty()
+        && cs.voters.len() == wanted.len()
+        && wanted.iter().all(|w| cs.voters.contains(w))
+        && cs.voters.contains(&me)
+}
+
 /// The next step from membership `cs` (not joint) towards voters `wanted` (in preference
 /// order); `commit` is the leader's commit index, `log_start` the index its log was compacted
 /// to (a replica below it still needs the snapshot and the records it stands for).

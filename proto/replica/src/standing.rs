@@ -3,7 +3,7 @@
 //! [`crate::recovery`]). The `Replica` side of those two pure state machines.
 
 use sluice_raft::eraftpb::MessageType;
-use sluice_raft::{GroupTerm, LostLog, META_GROUP, Node, PeerBatch};
+use sluice_raft::{GroupTerm, LostLog, META_GROUP, Node, PeerBatch, PeerProgress};
 use tracing::{debug, info, warn};
 
 use sluice_proto::broker::Broker;
@@ -313,13 +313,23 @@ impl Replica {
         self.pings_due = true;
     }
 
+    /// Every other node `__meta` knows: voters and learners (pinged, and checked for silence).
+    pub(crate) fn peers(&self) -> Vec<u64> {
+        let mut all = self.voters.clone();
+        all.extend(&self.learners);
+        all
+    }
+
     pub(crate) fn refresh_voters(&mut self) {
-        self.voters = self
+        let (learners, voters): (Vec<PeerProgress>, Vec<PeerProgress>) = self
             .node
             .group(META_GROUP)
-            .map(|d| d.progress().map(|p| p.id).collect())
+            .map(|d| d.progress().partition(|p| p.learner))
             .unwrap_or_default();
+        self.voters = voters.iter().map(|p| p.id).collect();
         self.voters.sort_unstable();
+        self.learners = learners.iter().map(|p| p.id).collect();
+        self.learners.sort_unstable();
     }
 
     /// Whether this node's `__meta` took part in a term (told to peers in every batch).
@@ -332,7 +342,7 @@ impl Replica {
             let me = self.cfg.node_id;
             let now = self.reach.now();
             self.pings
-                .extend(self.reach.pings_due(now, me, &self.voters));
+                .extend(self.reach.pings_due(now, me, &self.peers()));
         }
         let to = self.pings.pop_front()?;
         let batch = PeerBatch {

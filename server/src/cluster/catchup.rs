@@ -72,8 +72,21 @@ pub async fn serve_replicas<R: Runtime>(
                         return;
                     }
                 };
+                // The nodes known at start, and every member `__meta` added since.
+                let members: Vec<u64> = shared
+                    .broker
+                    .lock()
+                    .unwrap()
+                    .cluster_peers()
+                    .into_iter()
+                    .map(|(id, ..)| id)
+                    .filter(|id| *id != node_id as u64)
+                    .collect();
                 let Some(node) = cert.as_ref().and_then(|c| {
-                    sluice_transport_quic::tls::node_of_cert(c, nodes.iter().copied())
+                    sluice_transport_quic::tls::node_of_cert(
+                        c,
+                        nodes.iter().copied().chain(members),
+                    )
                 }) else {
                     warn!(node_id, %peer, "replica listener: certificate names no other node of this cluster; closing");
                     return;

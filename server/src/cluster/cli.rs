@@ -33,9 +33,20 @@ pub struct ClusterArgs {
     /// Address the QUIC endpoint for Raft traffic binds [default: this node's entry in --peers]
     #[arg(long, env = "SLUICE_RAFT_ADDR", value_name = "HOST:PORT")]
     pub raft_addr: Option<String>,
-    /// Every node of the cluster, this one included: ID@HOST:PORT,ID@HOST:PORT,...
+    /// Every node of a new cluster, this one included: ID@HOST:PORT,ID@HOST:PORT,... (to
+    /// bootstrap it; a node added later starts with --join instead)
     #[arg(long, env = "SLUICE_PEERS", value_name = "ID@HOST:PORT,...")]
     pub peers: Option<String>,
+    /// Join a running cluster through the Raft address of any member (add this node first with
+    /// `sluice cluster add-node ID@RAFT_HOST:PORT --bootstrap KAFKA_HOST:PORT`); needs
+    /// --raft-addr. Ignored once the data dir belongs to the cluster.
+    #[arg(
+        long,
+        env = "SLUICE_JOIN",
+        value_name = "HOST:PORT",
+        conflicts_with = "peers"
+    )]
+    pub join: Option<String>,
     /// Directory with ca.pem, node-<id>.pem and node-<id>.key (see `sluice certs`)
     #[arg(long, env = "SLUICE_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
@@ -80,6 +91,7 @@ pub struct FileCluster {
     raft_addr: Option<String>,
     /// `["1@host:port", ...]`
     peers: Option<Vec<String>>,
+    join: Option<String>,
     tls_dir: Option<PathBuf>,
     cluster_id: Option<String>,
     raft_compact_entries: Option<u64>,
@@ -108,6 +120,14 @@ pub struct ClusterConfig {
     pub raft_replica_timeout_ms: u64,
     /// Raft message tracing from the start.
     pub raft_debug: bool,
+    /// `--join`: a member's Raft address, asked for the cluster's members on first start.
+    pub join: Option<SocketAddr>,
+    /// The voters the cluster's `__meta` started with (its members at creation): every node
+    /// builds the same initial state from them.
+    pub initial_members: Vec<u64>,
+    /// This node joins the cluster for the first time with an empty state (see
+    /// `sluice_replica::ReplicaConfig::joining`).
+    pub joining: bool,
 }
 
 impl ClusterConfig {
@@ -157,9 +177,40 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
     } else {
         String::new()
     };
-    let Some(peers_s) = peers_s.filter(|p| p.iter().any(|s| !s.is_empty())) else {
+    let join = args.join.or(file.join).filter(|j| !j.is_empty());
+    let peers_s = peers_s.filter(|p| p.iter().any(|s| !s.is_empty()));
+    if let Some(join) = join {
+        if peers_s.is_some() {
+            bail!(
+                "{who}--join and --peers exclude each other: --peers bootstraps a new cluster, --join adds this node to a running one"
+            );
+        }
+        return resolve_join(
+            args.raft_addr.or(file.raft_addr),
+            &join,
+            args.tls_dir.or(file.tls_dir),
+            args.cluster_id.or(file.cluster_id),
+            config,
+            &who,
+        )
+        .map(|mut cc| {
+            cc.raft_compact_entries = args
+                .raft_compact_entries
+                .or(file.raft_compact_entries)
+                .unwrap_or(1000)
+                .max(1);
+            cc.raft_replica_timeout_ms = args
+                .raft_replica_timeout_ms
+                .or(file.raft_replica_timeout_ms)
+                .unwrap_or(10_000)
+                .max(1000);
+            cc.raft_debug = args.raft_debug || file.raft_debug.unwrap_or(false);
+            cc
+        });
+    }
+    let Some(peers_s) = peers_s else {
         bail!(
-            "{who}cluster mode needs the cluster's nodes: add --peers 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT (or SLUICE_PEERS, or peers in [cluster] of the config file)"
+            "{who}cluster mode needs the cluster's nodes: add --peers 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT to bootstrap a new cluster (or SLUICE_PEERS, or peers in [cluster] of the config file), or --join HOST:PORT to join a running one"
         );
     };
     let mut peers = Vec::new();
@@ -229,6 +280,7 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
             "node {node_id}: --raft-replica-timeout-ms must be 1000 or more (a live replica answers every 150 ms)"
         );
     }
+    let initial_members = peers.iter().map(|&(id, _)| id).collect();
     Ok(ClusterConfig {
         node_id,
         raft_addr,
@@ -239,6 +291,59 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
         raft_compact_entries,
         raft_replica_timeout_ms,
         raft_debug: args.raft_debug || file.raft_debug.unwrap_or(false),
+        join: None,
+        initial_members,
+        joining: false,
+    })
+}
+
+/// `--join`: this node's own id and Raft address are all it knows; the cluster id, the
+/// initial members and the peers come from the data dir or the member it joins through.
+fn resolve_join(
+    raft_addr: Option<String>,
+    join: &str,
+    tls_dir: Option<PathBuf>,
+    cluster_id: Option<String>,
+    config: &Config,
+    who: &str,
+) -> anyhow::Result<ClusterConfig> {
+    if !config.node_id_given || config.node_id <= 0 {
+        bail!(
+            "{who}joining a cluster needs this node's own id: add --node-id ID (a positive id no member has; add it first with `sluice cluster add-node ID@RAFT_HOST:PORT`)"
+        );
+    }
+    let node_id = config.node_id as u64;
+    let Some(raft_addr) = raft_addr else {
+        bail!(
+            "node {node_id}: joining a cluster needs this node's Raft address: add --raft-addr HOST:PORT (the address given to `sluice cluster add-node {node_id}@HOST:PORT`)"
+        );
+    };
+    let (_, raft_addr) = sluice_transport_quic::parse_peer(&format!("{node_id}@{raft_addr}"))
+        .map_err(|e| anyhow::anyhow!("node {node_id}: --raft-addr {raft_addr}: {}", e.detail))?;
+    let (_, join_addr) = sluice_transport_quic::parse_peer(&format!("1@{join}"))
+        .map_err(|e| anyhow::anyhow!("node {node_id}: --join {join}: {}", e.detail))?;
+    let Some(tls_dir) = tls_dir else {
+        bail!(
+            "node {node_id}: cluster mode needs certificates: add --tls-dir DIR holding the cluster's ca.pem and node-{node_id}.pem/.key (`sluice certs --nodes {node_id} --out DIR` with the cluster's CA in DIR)"
+        );
+    };
+    let given = cluster_id.filter(|c| !c.is_empty());
+    if given.as_ref().is_some_and(|c| c.len() > 255) {
+        bail!("node {node_id}: --cluster-id must be 1 to 255 bytes");
+    }
+    Ok(ClusterConfig {
+        node_id,
+        raft_addr,
+        peers: vec![(node_id, raft_addr)],
+        tls_dir,
+        cluster_id_given: given.is_some(),
+        cluster_id: given.unwrap_or_default(),
+        raft_compact_entries: 1000,
+        raft_replica_timeout_ms: 10_000,
+        raft_debug: false,
+        join: Some(join_addr),
+        initial_members: Vec::new(),
+        joining: false,
     })
 }
 

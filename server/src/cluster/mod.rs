@@ -5,6 +5,7 @@
 
 pub mod catchup;
 pub mod cli;
+pub mod join;
 pub mod node;
 pub mod peer_requests;
 pub mod raft_store;

@@ -44,11 +44,16 @@ pub struct Prepared {
     pub data_dir: PathBuf,
     /// This node's certificate and the cluster CA.
     pub tls: NodeIdentity,
+    /// `--join` on a data dir that belongs to no cluster yet: ask a member first
+    /// ([`super::join::join_cluster`]), which records the cluster in the data dir.
+    pub needs_join: bool,
 }
 
 /// Everything that can refuse a start, before the runtime exists: the certificates, the data
-/// dir lock and the node/cluster ids recorded in the data dir (written on first start).
-pub fn prepare(data_dir: &Path, cc: &ClusterConfig) -> anyhow::Result<Prepared> {
+/// dir lock and the node/cluster ids recorded in the data dir (written on first start). What
+/// the data dir recorded about the cluster (its initial members, the peers a joined node
+/// learned) completes `cc`.
+pub fn prepare(data_dir: &Path, cc: &mut ClusterConfig) -> anyhow::Result<Prepared> {
     let node_id = cc.node_id;
     let tls = sluice_transport_quic::certs::load(&cc.tls_dir, node_id)
         .map_err(|e| anyhow::anyhow!("node {node_id}: certificates: {e}"))?;
@@ -62,6 +67,34 @@ pub fn prepare(data_dir: &Path, cc: &ClusterConfig) -> anyhow::Result<Prepared> 
             .with_context(|| format!("node {node_id}: {} is not JSON", path.display()))?;
         let recorded_node = v.get("node_id").and_then(|n| n.as_i64());
         let recorded_cluster = v.get("cluster_id").and_then(|c| c.as_str()).unwrap_or("");
+        if cc.join.is_some() && !cc.cluster_id_given {
+            cc.cluster_id = recorded_cluster.to_string();
+        }
+        // Joined with an empty state: still so if nothing was persisted since (a term of 0).
+        cc.joining = v.get("fresh").and_then(|f| f.as_bool()).unwrap_or(false);
+        if let Some(initial) = v.get("initial_members").and_then(|m| m.as_array()) {
+            cc.initial_members = initial.iter().filter_map(|m| m.as_u64()).collect();
+        }
+        for p in v
+            .get("peers")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+        {
+            if let Ok((id, addr)) = sluice_transport_quic::parse_peer(p)
+                && !cc.peers.iter().any(|(known, _)| *known == id)
+            {
+                cc.peers.push((id, addr));
+            }
+        }
+        cc.peers.sort();
+        if cc.initial_members.is_empty() {
+            bail!(
+                "node {node_id}: {} records no initial members: it was written by a node that never finished joining; remove the data dir and start with --join again",
+                path.display()
+            );
+        }
         if recorded_node != Some(node_id as i64) {
             let recorded = recorded_node.map_or("?".to_string(), |n| n.to_string());
             bail!(
@@ -78,20 +111,34 @@ pub fn prepare(data_dir: &Path, cc: &ClusterConfig) -> anyhow::Result<Prepared> 
                 path.display()
             );
         }
-    } else {
-        std::fs::create_dir_all(data_dir.join("meta"))?;
-        let json = serde_json::json!({ "cluster_id": cc.cluster_id, "node_id": node_id });
-        let tmp = data_dir.join("meta/cluster.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(data_dir.join("meta"))?.sync_all()?;
+    } else if cc.join.is_none() {
+        record_cluster(&data_dir, cc)?;
     }
     Ok(Prepared {
         storage: Arc::new(lock),
+        needs_join: cc.join.is_some() && !path.exists(),
         data_dir,
         tls,
     })
+}
+
+/// Writes `meta/cluster.json` (durably): the node and cluster ids, the initial members and
+/// the peers known now (a joined node's only list of them before `__meta` replays).
+pub fn record_cluster(data_dir: &Path, cc: &ClusterConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir.join("meta"))?;
+    let json = serde_json::json!({
+        "cluster_id": cc.cluster_id,
+        "node_id": cc.node_id,
+        "initial_members": cc.initial_members,
+        "peers": cc.peers.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>(),
+        "fresh": cc.joining,
+    });
+    let tmp = data_dir.join("meta/cluster.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, data_dir.join(CLUSTER_FILE))?;
+    std::fs::File::open(data_dir.join("meta"))?.sync_all()?;
+    Ok(())
 }
 
 /// What a node runs with, beside the runtime and the Kafka side.
@@ -165,7 +212,7 @@ async fn run_inner<R: Runtime>(
     stop: async_channel::Receiver<()>,
 ) -> anyhow::Result<()> {
     let node_id = cc.node_id;
-    let voters: Vec<u64> = cc.peers.iter().map(|&(id, _)| id).collect();
+    let voters: Vec<u64> = cc.initial_members.clone();
     let dir = data_dir.join("raft");
     let open_dir = dir.clone();
     let open_voters = voters.clone();
@@ -209,6 +256,7 @@ async fn run_inner<R: Runtime>(
             started_ms: clock.duration_since(started).as_millis() as u64,
             recovering: std::fs::read(data_dir.join(sluice_replica::RECOVERING_MARK))
                 .is_ok_and(|b| b.starts_with(b"recovering")),
+            joining: cc.joining,
         },
         meta,
     )?;
@@ -220,6 +268,7 @@ async fn run_inner<R: Runtime>(
             cluster_id: cc.cluster_id.clone(),
             listen: cc.raft_addr,
             peers: cc.others(),
+            initial_members: cc.initial_members.clone(),
             tls,
             limits: Limits::default(),
         },
@@ -299,6 +348,9 @@ async fn run_inner<R: Runtime>(
         if pass.housekeeping && shared.config.metrics_addr.is_some() {
             publish_gauges(&replica, &transport, &shared);
         }
+        if pass.housekeeping {
+            sync_peers(&replica, &transport, &shared);
+        }
         io.run(&mut replica).await?;
         let wait_ms = replica.poll_timeout().saturating_sub(now_ms());
         match wait(&rt, &inbox, &stop, &done_rx, &wal_rx, &shared, wait_ms).await {
@@ -329,6 +381,53 @@ async fn run_inner<R: Runtime>(
     transport.shutdown().await;
     info!(node_id, "raft stopped");
     Ok(())
+}
+
+/// Keeps the transport's peers in line with the cluster's members as `__meta` records them:
+/// a node added (AddRaftVoter) is reached at the Raft address it was added with; a node
+/// removed, once it holds no replica and has left `__meta`'s membership, is dropped.
+fn sync_peers(replica: &Replica, transport: &Transport, shared: &Shared) {
+    let node_id = replica.node_id();
+    let wanted = shared.broker.lock().unwrap().cluster_peers();
+    for (id, addr, fresh) in &wanted {
+        let Some(addr) = addr.as_ref().filter(|_| *id != node_id) else {
+            continue;
+        };
+        match sluice_transport_quic::parse_peer(&format!("{id}@{addr}")) {
+            Ok((_, addr)) => {
+                transport.add_peer(*id, addr, *fresh);
+            }
+            Err(e) => {
+                warn!(node_id, peer = id, error = %e, "a member's raft address does not parse")
+            }
+        }
+    }
+    if !replica.serving() {
+        return;
+    }
+    let in_meta = replica.meta_membership();
+    let member = shared.broker.lock().unwrap().is_member(node_id as i32);
+    if member == Some(false)
+        && !in_meta.contains(&node_id)
+        && !shared
+            .left_cluster
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        warn!(
+            node_id,
+            "this node was removed from the cluster (RemoveRaftVoter) and holds no replica any more: stop it; to bring it back, add it again and start it with an empty data dir and --join"
+        );
+    }
+    for id in transport.peer_ids() {
+        if !wanted.iter().any(|(w, ..)| *w == id) && !in_meta.contains(&id) {
+            info!(
+                node_id,
+                peer = id,
+                "node {id} left the cluster: dropping it from the raft transport"
+            );
+            transport.remove_peer(id);
+        }
+    }
 }
 
 /// How late the loop ran due Raft ticks (the broker lock, a long pass): a tick held up past a

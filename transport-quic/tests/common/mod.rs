@@ -73,6 +73,7 @@ pub fn config(
         cluster_id: "test-cluster".into(),
         listen,
         peers: peers.to_vec(),
+        initial_members: vec![1, 2, 3],
         tls: certs::load(dir, node_id).expect("load certificates"),
         limits: test_limits(),
     }

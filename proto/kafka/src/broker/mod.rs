@@ -87,6 +87,9 @@ pub struct BrokerConfig {
     pub listeners: BTreeMap<String, (String, i32)>,
     /// Authorizer and super users.
     pub security: crate::security::SecurityConfig,
+    /// Cluster mode: where peers reach this node's Raft transport (registered in `__meta`, so
+    /// a node that joins later learns every member's address).
+    pub raft_addr: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -105,6 +108,7 @@ impl Default for BrokerConfig {
             cluster_members: None,
             listeners: BTreeMap::new(),
             security: Default::default(),
+            raft_addr: None,
         }
     }
 }
@@ -608,6 +612,8 @@ impl Broker {
             RequestKind::AlterPartitionReassignments(r) => {
                 self.alter_partition_reassignments(r, now_ms)
             }
+            RequestKind::AddRaftVoter(r) => self.add_raft_voter(r, now_ms),
+            RequestKind::RemoveRaftVoter(r) => self.remove_raft_voter(r, now_ms),
             RequestKind::ListPartitionReassignments(r) => Reply::Now(
                 ResponseKind::ListPartitionReassignments(self.list_partition_reassignments(r)),
             ),

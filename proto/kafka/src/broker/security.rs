@@ -393,6 +393,14 @@ pub(super) fn fail_all(response: &mut ResponseKind, error: ResponseError, messag
                 x.error_message = msg.clone();
             }
         }
+        ResponseKind::AddRaftVoter(r) => {
+            r.error_code = code;
+            r.error_message = msg;
+        }
+        ResponseKind::RemoveRaftVoter(r) => {
+            r.error_code = code;
+            r.error_message = msg;
+        }
         _ => {}
     }
 }

@@ -35,6 +35,27 @@ pub enum MetaCommand {
         /// Advertised address per listener name (absent in entries of older versions).
         #[serde(default)]
         listeners: BTreeMap<String, (String, i32)>,
+        /// Where peers reach its Raft transport (absent in entries of older versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raft_addr: Option<String>,
+    },
+    /// Adds a node to the cluster (AddRaftVoter): it may host partitions, and `__meta` takes it
+    /// in as a learner, then a voter once it caught up.
+    AddMember {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// The new node's id.
+        node_id: i32,
+        /// Its Raft address (`host:port`).
+        raft_addr: String,
+    },
+    /// Removes a node (RemoveRaftVoter): every replica it holds moves to the other members,
+    /// then it leaves `__meta`.
+    RemoveMember {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+        /// The node leaving.
+        node_id: i32,
     },
     /// Changes ACLs or SCRAM credentials.
     Security {
@@ -320,6 +341,11 @@ pub enum MetaEvent {
         /// Waiting request, if any.
         request: Option<ProposalId>,
     },
+    /// A node was added to or removed from the members.
+    MembersChanged {
+        /// Waiting request, if any.
+        request: Option<ProposalId>,
+    },
     /// A partition's move began, was cancelled or completed: nodes start or stop hosting it.
     ReassignmentChanged {
         /// Partition group.
@@ -348,6 +374,9 @@ pub struct MetaState {
     /// Dynamic broker configs by node id (-1: the cluster-wide defaults).
     #[serde(default)]
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// Raft addresses by node id, as nodes registered them or AddMember gave them.
+    #[serde(default)]
+    pub raft_addrs: BTreeMap<i32, String>,
     next_group: u64,
     placements: u64,
 }
@@ -366,6 +395,7 @@ impl MetaState {
             topics: BTreeMap::new(),
             groups: BTreeMap::new(),
             broker_configs: BTreeMap::new(),
+            raft_addrs: BTreeMap::new(),
             next_group: 1,
             placements: 0,
         }
@@ -374,6 +404,131 @@ impl MetaState {
     /// The cluster's node ids, ascending.
     pub fn members(&self) -> &[i32] {
         &self.members
+    }
+
+    /// The voters `__meta` should have: the members, and a removed node until no partition
+    /// replica is left on it (it keeps learning how its moves end).
+    pub fn meta_voters(&self) -> Vec<i32> {
+        let mut voters = self.members.clone();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                for &n in p.replicas.iter().chain(&p.involved) {
+                    if !voters.contains(&n) {
+                        voters.push(n);
+                    }
+                }
+            }
+        }
+        voters.sort_unstable();
+        voters
+    }
+
+    /// Whether `node` still holds, gets or may be in the membership of any partition replica.
+    pub fn hosts_anything(&self, node: i32) -> bool {
+        self.topics
+            .values()
+            .any(|t| t.partitions.iter().any(|p| p.hosted_on(node)))
+    }
+
+    /// Why removing `node` is refused, if it is: not a member, the last one, or some partition
+    /// it holds finds no other member to move to.
+    pub fn removal_refusal(&self, node: i32) -> Option<(ResponseError, String)> {
+        if !self.members.contains(&node) {
+            return Some((
+                ResponseError::VoterNotFound,
+                format!(
+                    "node {node} is not a member of the cluster (members: {:?})",
+                    self.members
+                ),
+            ));
+        }
+        if self.members.len() == 1 {
+            return Some((
+                ResponseError::InvalidRequest,
+                format!("node {node} is the cluster's last member"),
+            ));
+        }
+        for (name, t) in &self.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let wanted = p.wanted();
+                if wanted.contains(&node)
+                    && !self
+                        .members
+                        .iter()
+                        .any(|m| *m != node && !wanted.contains(m))
+                {
+                    return Some((
+                        ResponseError::InvalidReplicationFactor,
+                        format!(
+                            "removing node {node} would leave partition {name}-{i} (replication factor {}) below its replication factor: no other member can take its replica; add a node first, or lower the replication factor with a reassignment",
+                            wanted.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Drops the addresses of removed nodes that hold no replica any more: clients and peers
+    /// stop being told about them.
+    fn forget_departed(&mut self) {
+        let gone: Vec<i32> = self
+            .brokers
+            .keys()
+            .chain(self.raft_addrs.keys())
+            .copied()
+            .filter(|n| !self.members.contains(n) && !self.hosts_anything(*n))
+            .collect();
+        for n in gone {
+            self.brokers.remove(&n);
+            self.listeners.remove(&n);
+            self.raft_addrs.remove(&n);
+        }
+    }
+
+    /// Moves every replica of `node` (no longer a member) to the least loaded member that does
+    /// not hold one of the partition yet, in the replica's place (so a preferred leader's
+    /// place goes to its replacement). Returns the groups whose move began.
+    fn move_off(&mut self, node: i32) -> Vec<u64> {
+        let mut load: BTreeMap<i32, usize> = self.members.iter().map(|&m| (m, 0)).collect();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                for r in p.wanted() {
+                    if let Some(n) = load.get_mut(r) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        let mut moved = Vec::new();
+        for t in self.topics.values_mut() {
+            for part in &mut t.partitions {
+                let wanted = part.wanted().to_vec();
+                let Some(at) = wanted.iter().position(|&r| r == node) else {
+                    continue;
+                };
+                let Some((&to, _)) = load
+                    .iter()
+                    .filter(|(m, _)| !wanted.contains(m))
+                    .min_by_key(|(m, n)| (**n, **m))
+                else {
+                    continue;
+                };
+                *load.get_mut(&to).expect("member") += 1;
+                let mut target = wanted;
+                target[at] = to;
+                for r in part.replicas.iter().chain(target.iter()) {
+                    if !part.involved.contains(r) {
+                        part.involved.push(*r);
+                    }
+                }
+                part.moves += 1;
+                part.target = (target != part.replicas).then_some(target);
+                moved.push(part.group);
+            }
+        }
+        moved
     }
 
     /// The name of the topic with id `id`.
@@ -405,6 +560,7 @@ impl MetaState {
                 host,
                 port,
                 listeners,
+                raft_addr,
             } => {
                 if !self.members.contains(&node_id) {
                     return vec![refused(
@@ -415,7 +571,63 @@ impl MetaState {
                 }
                 self.brokers.insert(node_id, (host, port));
                 self.listeners.insert(node_id, listeners);
+                if let Some(a) = raft_addr {
+                    self.raft_addrs.insert(node_id, a);
+                }
                 vec![MetaEvent::BrokerRegistered { node_id }]
+            }
+            MetaCommand::AddMember {
+                request,
+                node_id,
+                raft_addr,
+            } => {
+                if node_id <= 0 {
+                    return vec![refused(
+                        request,
+                        ResponseError::InvalidRequest,
+                        format!("{node_id} is not a valid node id (ids start at 1)"),
+                    )];
+                }
+                if self.members.contains(&node_id) {
+                    return vec![refused(
+                        request,
+                        ResponseError::DuplicateVoter,
+                        format!("node {node_id} is already a member of the cluster"),
+                    )];
+                }
+                if let Some((other, _)) = self
+                    .raft_addrs
+                    .iter()
+                    .find(|(id, a)| **a == raft_addr && self.members.contains(id))
+                {
+                    return vec![refused(
+                        request,
+                        ResponseError::InvalidRequest,
+                        format!("node {other} already uses the raft address {raft_addr}"),
+                    )];
+                }
+                self.members.push(node_id);
+                self.members.sort_unstable();
+                self.raft_addrs.insert(node_id, raft_addr);
+                vec![MetaEvent::MembersChanged { request }]
+            }
+            MetaCommand::RemoveMember { request, node_id } => {
+                if let Some((e, m)) = self.removal_refusal(node_id) {
+                    return vec![refused(request, e, m)];
+                }
+                self.members.retain(|m| *m != node_id);
+                let mut events: Vec<MetaEvent> = self
+                    .move_off(node_id)
+                    .into_iter()
+                    .map(|group| MetaEvent::ReassignmentChanged {
+                        group,
+                        request: None,
+                    })
+                    .collect();
+                self.broker_configs.remove(&node_id);
+                self.forget_departed();
+                events.push(MetaEvent::MembersChanged { request });
+                events
             }
             MetaCommand::Security { request, change } => {
                 self.security.apply(&change);
@@ -679,6 +891,7 @@ impl MetaState {
                 part.replicas = replicas;
                 part.target = None;
                 part.involved.clear();
+                self.forget_departed();
                 vec![MetaEvent::ReassignmentChanged {
                     group,
                     request: None,
@@ -815,6 +1028,131 @@ mod tests {
             configs: BTreeMap::new(),
             assignment: None,
         }
+    }
+
+    fn add(node: i32, addr: &str) -> MetaCommand {
+        MetaCommand::AddMember {
+            request: None,
+            node_id: node,
+            raft_addr: addr.into(),
+        }
+    }
+
+    fn remove(node: i32) -> MetaCommand {
+        MetaCommand::RemoveMember {
+            request: None,
+            node_id: node,
+        }
+    }
+
+    fn refusal(events: &[MetaEvent]) -> Option<ResponseError> {
+        events.iter().find_map(|e| match e {
+            MetaEvent::Refused { error, .. } => Some(*error),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn members_are_added_once_and_refused_on_a_taken_address() {
+        let mut m = MetaState::new(&[1, 2, 3]);
+        m.raft_addrs.insert(1, "h:7001".into());
+        assert_eq!(refusal(&m.apply(add(4, "h:7004"))), None);
+        assert_eq!(m.members(), &[1, 2, 3, 4]);
+        assert_eq!(m.meta_voters(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            refusal(&m.apply(add(4, "h:7009"))),
+            Some(ResponseError::DuplicateVoter)
+        );
+        assert_eq!(
+            refusal(&m.apply(add(5, "h:7001"))),
+            Some(ResponseError::InvalidRequest),
+            "node 1's address"
+        );
+        assert_eq!(
+            refusal(&m.apply(add(0, "h:7000"))),
+            Some(ResponseError::InvalidRequest)
+        );
+        assert_eq!(m.members(), &[1, 2, 3, 4]);
+        assert_eq!(m.raft_addrs[&4], "h:7004");
+    }
+
+    #[test]
+    fn a_removed_member_moves_every_replica_then_is_forgotten() {
+        let mut m = MetaState::new(&[1, 2, 3]);
+        m.apply(create("t", 6, 2));
+        m.apply(add(4, "h:7004"));
+        m.apply(MetaCommand::RegisterBroker {
+            node_id: 2,
+            host: "h".into(),
+            port: 9002,
+            listeners: BTreeMap::new(),
+            raft_addr: Some("h:7002".into()),
+        });
+        let on_2: Vec<u64> = m.topics["t"]
+            .partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&2))
+            .map(|p| p.group)
+            .collect();
+        assert_eq!(on_2.len(), 4, "6 partitions x 2 replicas over 3 nodes");
+        let events = m.apply(remove(2));
+        assert_eq!(refusal(&events), None);
+        assert_eq!(m.members(), &[1, 3, 4]);
+        // Every replica of node 2 goes elsewhere, in its place, spread over the others (node 4
+        // holds nothing yet, so it takes most), and never twice into one partition.
+        let mut took = BTreeMap::new();
+        for p in &m.topics["t"].partitions {
+            let wanted = p.wanted();
+            assert!(!wanted.contains(&2), "{p:?}");
+            assert_eq!(wanted.len(), 2);
+            assert_ne!(wanted[0], wanted[1]);
+            if on_2.contains(&p.group) {
+                let at = p.replicas.iter().position(|r| *r == 2).unwrap();
+                *took.entry(wanted[at]).or_insert(0) += 1;
+                assert!(p.hosted_on(2), "node 2 hosts until the move settles");
+            }
+        }
+        assert!(took[&4] >= 2, "{took:?}");
+        // Node 2 stays a `__meta` voter (and known) until its last replica moved.
+        assert!(m.meta_voters().contains(&2));
+        assert!(m.brokers.contains_key(&2));
+        for group in on_2 {
+            let (t, p) = m.group(group).map(|(t, p)| (t.to_string(), p)).unwrap();
+            let mp = m.partition(&t, p).unwrap().clone();
+            m.apply(MetaCommand::Reassigned {
+                group,
+                replicas: mp.wanted().to_vec(),
+                move_id: mp.moves,
+            });
+        }
+        assert_eq!(m.meta_voters(), vec![1, 3, 4]);
+        assert!(!m.brokers.contains_key(&2) && !m.raft_addrs.contains_key(&2));
+        assert_eq!(
+            refusal(&m.apply(remove(2))),
+            Some(ResponseError::VoterNotFound)
+        );
+    }
+
+    #[test]
+    fn a_removal_that_leaves_a_partition_short_is_refused_and_changes_nothing() {
+        let mut m = MetaState::new(&[1, 2, 3]);
+        m.apply(create("t", 1, 3));
+        let before = m.clone();
+        assert_eq!(
+            refusal(&m.apply(remove(3))),
+            Some(ResponseError::InvalidReplicationFactor)
+        );
+        assert_eq!(m, before);
+        // With a fourth node there is room.
+        m.apply(add(4, "h:7004"));
+        assert_eq!(refusal(&m.apply(remove(3))), None);
+        assert_eq!(m.topics["t"].partitions[0].wanted().len(), 3);
+        assert!(m.topics["t"].partitions[0].wanted().contains(&4));
+        let mut lone = MetaState::new(&[1]);
+        assert_eq!(
+            refusal(&lone.apply(remove(1))),
+            Some(ResponseError::InvalidRequest)
+        );
     }
 
     #[test]

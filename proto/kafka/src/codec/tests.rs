@@ -403,6 +403,20 @@ fn request(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                     .with_salted_password(Bytes::from(vec![9u8; 64])),
             ]),
         ),
+        ApiKey::AddRaftVoter => RequestKind::AddRaftVoter(
+            kafka_protocol::messages::AddRaftVoterRequest::default()
+                .with_voter_id(4)
+                .with_timeout_ms(30_000)
+                .with_listeners(vec![
+                    kafka_protocol::messages::add_raft_voter_request::Listener::default()
+                        .with_name(s("RAFT"))
+                        .with_host(s("127.0.0.1"))
+                        .with_port(7004),
+                ]),
+        ),
+        ApiKey::RemoveRaftVoter => RequestKind::RemoveRaftVoter(
+            kafka_protocol::messages::RemoveRaftVoterRequest::default().with_voter_id(2),
+        ),
         other => panic!("no test request for {other:?}"),
     }
 }

@@ -1096,6 +1096,26 @@ pub fn check(body: RequestKind, cx: &Context<'_>) -> Decision {
             }
             RequestKind::AlterPartitionReassignments(r)
         }
+        RequestKind::AddRaftVoter(r) => {
+            if !cx.cluster(Operation::Alter) {
+                return Decision::Refuse(ResponseKind::AddRaftVoter(
+                    kafka_protocol::messages::AddRaftVoterResponse::default()
+                        .with_error_code(CLUSTER_DENIED.code())
+                        .with_error_message(denied_message()),
+                ));
+            }
+            RequestKind::AddRaftVoter(r)
+        }
+        RequestKind::RemoveRaftVoter(r) => {
+            if !cx.cluster(Operation::Alter) {
+                return Decision::Refuse(ResponseKind::RemoveRaftVoter(
+                    kafka_protocol::messages::RemoveRaftVoterResponse::default()
+                        .with_error_code(CLUSTER_DENIED.code())
+                        .with_error_message(denied_message()),
+                ));
+            }
+            RequestKind::RemoveRaftVoter(r)
+        }
         RequestKind::ListPartitionReassignments(r) => {
             if !cx.cluster(Operation::Describe) {
                 return Decision::Refuse(ResponseKind::ListPartitionReassignments(

@@ -454,6 +454,7 @@ impl Sim {
                     .ok()
                     .flatten()
                     .is_some_and(|b| b.starts_with(b"recovering")),
+                joining: false,
             },
             meta,
         )

@@ -361,6 +361,14 @@ impl Broker {
             MetaEvent::BrokerRegistered { node_id } => {
                 info!(node_id = me, broker = node_id, "broker registered");
             }
+            MetaEvent::MembersChanged { request } => {
+                if let Some(c) = &self.cluster {
+                    info!(node_id = me, members = ?c.meta.members(), "cluster members changed");
+                }
+                if let Some(seq) = mine(&request) {
+                    self.admin_done(seq, None);
+                }
+            }
             MetaEvent::LeaderRecorded { .. } => {}
             MetaEvent::ReassignmentChanged { group, request } => {
                 if let Some(c) = &mut self.cluster

@@ -25,6 +25,7 @@ mod apply;
 mod compaction;
 mod early;
 mod install;
+mod members;
 mod produce;
 mod quorum;
 mod reassign;
@@ -164,7 +165,8 @@ enum Wait {
 /// A parked admin request being assembled.
 #[derive(Debug)]
 enum AdminWait {
-    /// CreateAcls, DeleteAcls, AlterUserScramCredentials: one `__meta` change.
+    /// One `__meta` change answered as a whole: CreateAcls, DeleteAcls,
+    /// AlterUserScramCredentials, AddRaftVoter, RemoveRaftVoter.
     Security(ResponseKind),
     Create(CreateTopicsResponse),
     Delete(DeleteTopicsResponse),
@@ -474,6 +476,11 @@ impl Broker {
                 .listeners
                 .get(&c.node_id)
                 .is_some_and(|l| *l == self.config.listeners)
+                && self
+                    .config
+                    .raft_addr
+                    .as_ref()
+                    .is_none_or(|a| c.meta.raft_addrs.get(&c.node_id) == Some(a))
         })
     }
 
@@ -620,6 +627,7 @@ impl Broker {
             self.config.advertised_port,
         );
         let listeners = self.config.listeners.clone();
+        let raft_addr = self.config.raft_addr.clone();
         let offsets_partitions = self.config.offsets_partitions;
         let offsets_segment_bytes = self.config.offsets_segment_bytes;
         let registered = self.registered();
@@ -643,6 +651,7 @@ impl Broker {
                     host: advertised.0,
                     port: advertised.1,
                     listeners,
+                    raft_addr,
                 }
                 .encode(),
             });
@@ -750,6 +759,8 @@ impl Broker {
                     | MetaCommand::SetConfigs { request, .. }
                     | MetaCommand::SetBrokerConfigs { request, .. }
                     | MetaCommand::Reassign { request, .. }
+                    | MetaCommand::AddMember { request, .. }
+                    | MetaCommand::RemoveMember { request, .. }
                     | MetaCommand::Security { request, .. },
                 )) => request.map(|r| r.seq),
                 _ => None,
