@@ -112,6 +112,22 @@ pub fn ctx(api_key: ApiKey, api_version: i16) -> RequestContext {
     }
 }
 
+/// AddRaftVoter for node `node` (its Raft address does not matter in the simulator).
+pub fn add_voter_request(node: i32) -> RequestKind {
+    use kafka_protocol::messages::AddRaftVoterRequest;
+    use kafka_protocol::messages::add_raft_voter_request::Listener;
+    RequestKind::AddRaftVoter(
+        AddRaftVoterRequest::default()
+            .with_voter_id(node)
+            .with_listeners(vec![
+                Listener::default()
+                    .with_name(StrBytes::from_static_str("RAFT"))
+                    .with_host(StrBytes::from_string(format!("node-{node}")))
+                    .with_port(7000),
+            ]),
+    )
+}
+
 /// AlterPartitionReassignments moving [`TOPIC`]-0 to `replicas`.
 pub fn reassign_request(replicas: &[i32]) -> RequestKind {
     use kafka_protocol::messages::AlterPartitionReassignmentsRequest;

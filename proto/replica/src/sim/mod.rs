@@ -69,6 +69,10 @@ pub struct SimConfig {
     /// snapshot whose records it copies from another replica, promoted, voters removed)
     /// under crashes, partitions and lost disks.
     pub moves: bool,
+    /// A fourth node runs from the start, joining as a fresh node (`--join`), and among the
+    /// faults it is added to and removed from the cluster (AddRaftVoter / RemoveRaftVoter):
+    /// `__meta`'s voters change under crashes, partitions and lost disks.
+    pub members: bool,
 }
 
 /// The faults a single-fault run ([`SimConfig::only`]) injects on the partition leader.
@@ -102,6 +106,7 @@ impl SimConfig {
             only: None,
             partitions: 1,
             moves: false,
+            members: false,
         }
     }
 }
@@ -121,6 +126,11 @@ pub enum Sabotage {
     LateAnswers,
     /// Drop every Raft message of partition 1's group (an idle partition that never elects).
     SilenceAnIdlePartition,
+    /// Node 2 reports its last committed `__meta` entry with another term (a forked log).
+    ForkMeta,
+    /// Never answer the extra node's Raft messages (`members`): it is added but can never
+    /// catch up, so `__meta`'s membership never settles.
+    IgnoreTheJoiner,
 }
 
 /// The result of one run.
@@ -153,6 +163,8 @@ pub struct Outcome {
     pub quiesced_at_end: usize,
     /// Partition moves requested ([`SimConfig::moves`]).
     pub moves: usize,
+    /// Node additions and removals requested ([`SimConfig::members`]).
+    pub member_changes: usize,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -260,6 +272,10 @@ struct Sim {
     seen: BTreeMap<i64, u64>,
     /// When partition 0 was last asked to move (sim ms).
     last_reassign: Option<u64>,
+    /// Every committed `__meta` entry any node held: index → (term, digest of its data).
+    meta_log: BTreeMap<u64, (u64, u64)>,
+    /// Per node, how far its committed `__meta` entries were compared (reset at restart).
+    meta_checked: Vec<u64>,
     violations: Vec<String>,
     digest: Fnv,
 }
@@ -274,7 +290,7 @@ pub fn run(cfg: &SimConfig) -> Outcome {
 impl Sim {
     fn new(cfg: SimConfig) -> Self {
         let mut rng = Rng::new(cfg.seed);
-        let nodes = (1..=NODES)
+        let nodes = (1..=NODES + u64::from(cfg.members))
             .map(|id| SimNode {
                 id,
                 fs: MemStorage::new(),
@@ -321,6 +337,8 @@ impl Sim {
             fault_window: (0, 0),
             seen: BTreeMap::new(),
             last_reassign: None,
+            meta_log: BTreeMap::new(),
+            meta_checked: Vec::new(),
             violations: Vec::new(),
             digest: Fnv::default(),
         }
@@ -345,7 +363,7 @@ impl Sim {
         // Started within 50 ms of each other, as processes are: each node's Raft ticks run in a
         // phase of their own (nodes ticking in lockstep would tie elections far more often
         // than real ones do).
-        for node in 1..=NODES {
+        for node in 1..=self.nodes.len() as u64 {
             let at = self.rng.range(0, 50);
             self.at(at, Event::Restart { node });
         }
@@ -387,7 +405,7 @@ impl Sim {
                 let Reverse((_, _, event)) = self.queue.pop().expect("peeked");
                 self.handle(event);
             }
-            for i in 0..NODES as usize {
+            for i in 0..self.nodes.len() {
                 if !self.nodes[i].paused
                     && self.nodes[i]
                         .live
@@ -395,6 +413,7 @@ impl Sim {
                         .is_some_and(|l| l.due <= self.now)
                 {
                     self.pass(i);
+                    self.check_meta_log(i);
                 }
             }
         }
@@ -437,6 +456,11 @@ impl Sim {
             .entry(META_GROUP)
             .or_insert_with(|| LogStore::new(&voters))
             .clone();
+        // The extra node joins as a new one: empty, not a voter anywhere yet.
+        let joining = id > NODES && meta.hard_state().term == 0;
+        if let Some(c) = self.meta_checked.get_mut(i) {
+            *c = 0;
+        }
         let replica = Replica::new(
             ReplicaConfig {
                 node_id: id,
@@ -454,7 +478,7 @@ impl Sim {
                     .ok()
                     .flatten()
                     .is_some_and(|b| b.starts_with(b"recovering")),
-                joining: false,
+                joining,
             },
             meta,
         )
@@ -479,6 +503,9 @@ impl Sim {
                 if self.nodes[i].paused {
                     // A paused process reads its socket later.
                     self.at(self.now + 5, Event::Deliver { from, to, bytes });
+                    return;
+                }
+                if self.cfg.sabotage == Some(Sabotage::IgnoreTheJoiner) && from > NODES {
                     return;
                 }
                 if let Some(live) = self.nodes[i].live.as_mut() {
@@ -558,7 +585,7 @@ impl Sim {
         let wall = self.wall(i);
         let now = self.now;
         let id = self.nodes[i].id;
-        let connected: Vec<u64> = (1..=NODES)
+        let connected: Vec<u64> = (1..=self.nodes.len() as u64)
             .filter(|&p| {
                 p != id
                     && self.nodes[(p - 1) as usize].live.is_some()
@@ -1079,6 +1106,84 @@ impl Sim {
         live.due = self.now;
     }
 
+    /// Adds the extra node to the cluster, or removes it (through a random running node), as
+    /// `sluice cluster add-node` / `remove-node` do.
+    fn change_members(&mut self) {
+        let extra = NODES as i32 + 1;
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id <= NODES && n.live.is_some() && !n.paused)
+            .map(|n| n.id)
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let via = up[self.rng.range(0, up.len() as u64) as usize];
+        let i = (via - 1) as usize;
+        let member = self.nodes[i]
+            .live
+            .as_ref()
+            .and_then(|l| l.broker.meta())
+            .is_some_and(|m| m.members().contains(&extra));
+        let (key, request) = if member {
+            self.log(|| format!("node {extra} is removed (asked through node {via})"));
+            (
+                ApiKey::RemoveRaftVoter,
+                RequestKind::RemoveRaftVoter(
+                    kafka_protocol::messages::RemoveRaftVoterRequest::default()
+                        .with_voter_id(extra),
+                ),
+            )
+        } else {
+            self.log(|| format!("node {extra} is added (asked through node {via})"));
+            (ApiKey::AddRaftVoter, client::add_voter_request(extra))
+        };
+        let wall = self.wall(i);
+        let live = self.nodes[i].live.as_mut().expect("up");
+        let _ = live.broker.handle(&client::ctx(key, 0), request, wall);
+        live.due = self.now;
+    }
+
+    /// `__meta` is one log: every entry a node holds as committed matches what any other node
+    /// held as committed at that index (Raft's log matching, across membership changes).
+    fn check_meta_log(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let Some(store) = self.nodes[i]
+            .live
+            .as_ref()
+            .and_then(|l| l.replica.log_store(META_GROUP))
+        else {
+            return;
+        };
+        if self.meta_checked.len() <= i {
+            self.meta_checked.resize(i + 1, 0);
+        }
+        let commit = store.hard_state().commit;
+        let from = self.meta_checked[i];
+        for e in store
+            .entries_slice()
+            .iter()
+            .filter(|e| e.index > from && e.index <= commit)
+        {
+            let mut seen = (e.term, Fnv::default().bytes(&e.data).finish());
+            if self.cfg.sabotage == Some(Sabotage::ForkMeta) && id == 2 && e.index == commit {
+                seen.0 += 1;
+            }
+            let first = *self.meta_log.entry(e.index).or_insert(seen);
+            if first != seen {
+                let v = format!(
+                    "node {id} committed __meta entry {} of term {}, another node one of term {} at that index",
+                    e.index, seen.0, first.0
+                );
+                if !self.violations.contains(&v) {
+                    self.violations.push(v);
+                }
+            }
+        }
+        self.meta_checked[i] = commit.max(from);
+    }
+
     fn client_tick(&mut self) {
         for i in 0..NODES as usize {
             self.observe(i);
@@ -1169,12 +1274,19 @@ impl Sim {
             self.only_fault(only);
             return;
         }
-        let kind = self.rng.range(0, if self.cfg.moves { 12 } else { 11 });
+        let kinds = if self.cfg.members {
+            13
+        } else if self.cfg.moves {
+            12
+        } else {
+            11
+        };
+        let kind = self.rng.range(0, kinds);
         let a = self.rng.range(1, NODES + 1);
         let b = a % NODES + 1;
         let c = b % NODES + 1;
         self.digest.u64(self.now).u64(4).u64(kind).u64(a);
-        const KINDS: [&str; 12] = [
+        const KINDS: [&str; 13] = [
             "kill -9",
             "isolation",
             "cannot send",
@@ -1187,8 +1299,13 @@ impl Sim {
             "cannot receive",
             "disk lost",
             "reassign",
+            "membership",
         ];
-        self.faults.push((self.now, KINDS[kind as usize]));
+        let label = match KINDS[kind as usize] {
+            "reassign" if !self.cfg.moves => "membership",
+            k => k,
+        };
+        self.faults.push((self.now, label));
         match kind {
             0 => {
                 // kill -9 (the partition leader the client writes to, when it knows one),
@@ -1271,7 +1388,8 @@ impl Sim {
                     self.at(when, Event::Restart { node: a });
                 }
             }
-            11 => self.reassign(),
+            11 if self.cfg.moves => self.reassign(),
+            11 | 12 if self.cfg.members => self.change_members(),
             _ => {
                 // A deaf node: it still sends (a leader's heartbeats keep its followers
                 // from electing) but hears nothing.
@@ -1348,7 +1466,37 @@ impl Sim {
     }
 
     /// The end-of-run checks, on the healed and quiet cluster.
+    /// After healing, `__meta`'s voters are the members `__meta` records (every addition and
+    /// removal completed), as its leader sees them.
+    fn check_members_settled(&mut self) {
+        let Some(n) = self.nodes.iter().find(|n| {
+            n.live
+                .as_ref()
+                .is_some_and(|l| l.replica.meta_leader().is_some_and(|(_, id)| id == n.id))
+        }) else {
+            self.violations
+                .push("no __meta leader at the end".to_string());
+            return;
+        };
+        let live = n.live.as_ref().expect("found");
+        let wanted = live.broker.wanted_meta_voters().unwrap_or_default();
+        let cs = live
+            .replica
+            .log_store(META_GROUP)
+            .map(|s| s.conf_state().clone())
+            .unwrap_or_default();
+        if !crate::moves::settled(n.id, &cs, &wanted) {
+            self.violations.push(format!(
+                "__meta's membership did not settle: voters {:?}, learners {:?}, members {wanted:?} (leader node {})",
+                cs.voters, cs.learners, n.id
+            ));
+        }
+    }
+
     fn finish(&mut self) {
+        if self.cfg.members {
+            self.check_members_settled();
+        }
         if !self.client.topic_ready {
             self.violations
                 .push("the topic was never created".to_string());
@@ -1373,6 +1521,11 @@ impl Sim {
                 if !p.replicas.contains(&(n.id as i32)) {
                     continue;
                 }
+            }
+            // The extra node (`members`) never holds partition 0, and outside the cluster it
+            // may not even know the topic.
+            if n.id > NODES {
+                continue;
             }
             let Some((hw, batches)) = live.broker.committed_batches(TOPIC, 0, 0) else {
                 self.violations
@@ -1535,6 +1688,11 @@ impl Sim {
             first_leader: self.first_leader,
             quiesced_at_end: self.quiesced_at_end,
             moves: self.faults.iter().filter(|(_, k)| *k == "reassign").count(),
+            member_changes: self
+                .faults
+                .iter()
+                .filter(|(_, k)| *k == "membership")
+                .count(),
             violations: std::mem::take(&mut self.violations),
         }
     }
