@@ -185,8 +185,9 @@ pub fn remove_node(a: &RemoveNodeArgs) -> anyhow::Result<i32> {
     let deadline = Instant::now() + Duration::from_millis(a.reach.wait_ms);
     let mut next_report = Instant::now() + REPORT_EVERY;
     loop {
-        let state = quorum(&a.reach.bootstrap, &security).and_then(|q| {
-            let held = replicas_on(&a.reach.bootstrap, &security, id)?;
+        let state = open_other(&a.reach.bootstrap, &security, id).and_then(|mut c| {
+            let q = describe_quorum(&mut c)?;
+            let held = replicas_on(&mut c, id)?;
             Ok((q, held))
         });
         match state {
@@ -239,7 +240,36 @@ struct Quorum {
 }
 
 fn quorum(bootstrap: &str, security: &ClientSecurity) -> anyhow::Result<Quorum> {
+    describe_quorum(&mut open(bootstrap, security)?)
+}
+
+/// A connection to a node other than `node` (through `bootstrap`'s Metadata): a removed node
+/// stops learning what `__meta` decides, so its own answers would never change.
+fn open_other(bootstrap: &str, security: &ClientSecurity, node: i32) -> anyhow::Result<Conn> {
     let mut c = open(bootstrap, security)?;
+    let ResponseKind::Metadata(md) = c.call(
+        ApiKey::Metadata,
+        12,
+        RequestKind::Metadata(MetadataRequest::default().with_topics(Some(Vec::new()))),
+    )?
+    else {
+        bail!("not a Metadata answer");
+    };
+    for b in md.brokers.iter().filter(|b| b.node_id.0 != node) {
+        let host = b.host.as_str();
+        let addr = if host.contains(':') {
+            format!("[{host}]:{}", b.port)
+        } else {
+            format!("{host}:{}", b.port)
+        };
+        if let Ok(other) = Conn::open(&addr, TIMEOUT, security) {
+            return Ok(other);
+        }
+    }
+    Ok(c)
+}
+
+fn describe_quorum(c: &mut Conn) -> anyhow::Result<Quorum> {
     let ResponseKind::DescribeQuorum(r) = c.call(
         ApiKey::DescribeQuorum,
         1,
@@ -269,8 +299,7 @@ fn quorum(bootstrap: &str, security: &ClientSecurity) -> anyhow::Result<Quorum> 
 }
 
 /// How many partition replicas Metadata lists on `node`.
-fn replicas_on(bootstrap: &str, security: &ClientSecurity, node: i32) -> anyhow::Result<usize> {
-    let mut c = open(bootstrap, security)?;
+fn replicas_on(c: &mut Conn, node: i32) -> anyhow::Result<usize> {
     let ResponseKind::Metadata(md) = c.call(
         ApiKey::Metadata,
         12,

@@ -441,8 +441,9 @@ impl Transport {
         Ok((Transport { shared }, Inbox { rx: inbox_rx }))
     }
 
-    /// Adds (or re-addresses) a peer: a node that joined the cluster. `fresh`: it never
-    /// registered yet (told to it if it asks to join). Returns whether anything changed.
+    /// Adds a peer: a node that joined the cluster. `fresh`: it does not vote yet, so it
+    /// may start empty (told to it if it asks to join). A known peer keeps its address (the
+    /// one it was configured or added with). Returns whether it was new.
     pub fn add_peer(&self, id: u64, addr: SocketAddr, fresh: bool) -> bool {
         let shared = &self.shared;
         if id == shared.node_id || id == 0 || shared.is_shutting_down() {
@@ -450,11 +451,7 @@ impl Transport {
         }
         if let Some(p) = shared.peer(id) {
             p.fresh.store(fresh, Ordering::Relaxed);
-            if same_addr(p.addr, addr) {
-                return false;
-            }
-            info!(peer_id = id, old = %p.addr, new = %addr, "node {id} moved to a new raft address");
-            self.remove_peer(id);
+            return false;
         }
         let peer = Peer::new(shared.node_id, id, addr, fresh);
         lock_write(&shared.peers).insert(id, peer.clone());
@@ -1228,6 +1225,15 @@ async fn dial_once(shared: &Arc<Shared>, peer: &Arc<Peer>) -> Result<quinn::Conn
         return Err(reason);
     }
     *lock(&peer.conn) = Some(conn.clone());
+    if peer.removed.load(Ordering::Acquire) {
+        // Removed while dialing: `remove_peer` found no connection to close.
+        lock(&peer.conn).take();
+        conn.close(
+            VarInt::from_u32(CLOSE_SHUTDOWN),
+            b"removed from the cluster",
+        );
+        return Err(format!("node {expected} was removed from the cluster"));
+    }
     info!(peer_id = expected, %addr, "connected to node {expected}");
     Ok(conn)
 }
@@ -1300,6 +1306,9 @@ async fn write_loop(shared: &Shared, peer: &Peer, conn: &quinn::Connection) -> S
             }
             if shared.is_shutting_down() {
                 return "shutting down".into();
+            }
+            if peer.removed.load(Ordering::Acquire) {
+                return format!("node {} was removed from the cluster", peer.id);
             }
             listener.await;
         };

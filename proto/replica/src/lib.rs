@@ -49,6 +49,8 @@ const BALANCE_MS: u64 = 2_000;
 const BALANCE_MOVES: usize = 16;
 /// How often a leader leaving a moving partition retries handing it over.
 const MOVE_TRANSFER_EVERY_MS: u64 = 3000;
+/// A member not yet in `__meta` is taken in as a learner only if heard from within this long.
+const JOINER_HEARD_MS: u64 = 5000;
 /// A preferred replica repeats its first campaign for a new partition this long: its first
 /// one is lost when the other replicas open the group a moment later than it does.
 const EARLY_CAMPAIGN_MS: u64 = 3_000;
@@ -264,6 +266,9 @@ pub struct Replica {
     voters: Vec<u64>,
     /// `__meta`'s learners: nodes joining the cluster (refreshed with `voters`).
     learners: Vec<u64>,
+    /// Every node the runtime can reach (its transport's peers): pinged too, so a node that
+    /// joins is heard by a `__meta` leader its own (initial) view does not know yet.
+    known_peers: Vec<u64>,
     /// New partitions this node is the preferred leader of, still without a leader: group →
     /// (give up at, campaign again at).
     early_campaigns: BTreeMap<u64, (u64, u64)>,
@@ -358,6 +363,7 @@ impl Replica {
             reach: Reach::default(),
             voters: Vec::new(),
             learners: Vec::new(),
+            known_peers: Vec::new(),
             early_campaigns: BTreeMap::new(),
             deferred_fresh: BTreeMap::new(),
             pings_due: false,
@@ -807,6 +813,25 @@ impl Replica {
         (meta.applied_index() >= meta.commit_index()).then_some(meta.applied_index())
     }
 
+    /// The nodes the runtime's transport reaches (see `known_peers`).
+    pub fn set_known_peers(&mut self, mut peers: Vec<u64>) {
+        peers.retain(|p| *p != self.cfg.node_id);
+        peers.sort_unstable();
+        self.known_peers = peers;
+    }
+
+    /// `__meta`'s voters as this node's log has them (both halves of a joint configuration).
+    pub fn meta_voters(&self) -> Vec<u64> {
+        self.node.group(META_GROUP).map_or_else(Vec::new, |d| {
+            let cs = d.store().conf_state();
+            cs.voters
+                .iter()
+                .chain(&cs.voters_outgoing)
+                .copied()
+                .collect()
+        })
+    }
+
     /// `__meta`'s voters and learners as this node's log has them.
     pub fn meta_membership(&self) -> Vec<u64> {
         self.node.group(META_GROUP).map_or_else(Vec::new, |d| {
@@ -861,8 +886,12 @@ impl Replica {
     fn housekeeping(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
         self.refresh_voters();
         if !self.voters.is_empty() {
+            // `__meta`'s members, and every node the cluster says holds a replica (a move to
+            // a node `__meta` has not taken in yet).
             let mut peers = self.peers();
+            peers.extend(broker.cluster_peers().into_iter().map(|(id, _)| id));
             peers.sort_unstable();
+            peers.dedup();
             self.node.keep_watching(&peers);
         }
         broker.set_meta_quorum(self.meta_quorum(now, wall_ms));
@@ -992,9 +1021,21 @@ impl Replica {
         if !self.leads(META_GROUP) || self.meta_caught_up().is_none() {
             return;
         }
-        let Some(wanted) = broker.wanted_meta_voters() else {
+        let Some(mut wanted) = broker.wanted_meta_voters() else {
             return;
         };
+        // A member not heard from lately (added, not started yet) is not taken in: as a
+        // learner that never catches up it would hold back every later change.
+        let me = self.cfg.node_id;
+        let voters = self.meta_voters();
+        wanted.retain(|&w| {
+            w == me
+                || voters.contains(&w)
+                || self
+                    .reach
+                    .last_heard(w)
+                    .is_some_and(|at| now.saturating_sub(at) <= JOINER_HEARD_MS)
+        });
         if wanted.is_empty() {
             return;
         }
@@ -1058,12 +1099,16 @@ impl Replica {
             let cs = driver.store().conf_state();
             // Only peers heard from lately count as caught up: raft-rs's `recent_active` lasts
             // an election timeout, long enough to remove a replica while a wanted one just died.
+            // A quiesced group's `recent_active` stands still (no ticks, no quorum checks): what
+            // the node hears from each peer says instead whether it is alive, as for the ISR.
+            let quiesced = driver.is_quiesced();
             let mut progress: Vec<PeerProgress> = driver.progress().collect();
             for p in progress.iter_mut().filter(|p| p.id != self.cfg.node_id) {
-                p.recent_active &= self
+                let heard = self
                     .reach
                     .last_heard(p.id)
                     .is_some_and(|at| now.saturating_sub(at) <= moves::HEARD_WITHIN_MS);
+                p.recent_active = (p.recent_active || quiesced) && heard;
             }
             let step = moves::next_step(
                 self.cfg.node_id,

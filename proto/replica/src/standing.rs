@@ -320,6 +320,15 @@ impl Replica {
         all
     }
 
+    /// [`Replica::peers`] and the runtime's other peers, without duplicates.
+    fn ping_targets(&self) -> Vec<u64> {
+        let mut all = self.peers();
+        all.extend(&self.known_peers);
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
     pub(crate) fn refresh_voters(&mut self) {
         let (learners, voters): (Vec<PeerProgress>, Vec<PeerProgress>) = self
             .node
@@ -342,7 +351,7 @@ impl Replica {
             let me = self.cfg.node_id;
             let now = self.reach.now();
             self.pings
-                .extend(self.reach.pings_due(now, me, &self.peers()));
+                .extend(self.reach.pings_due(now, me, &self.ping_targets()));
         }
         let to = self.pings.pop_front()?;
         let batch = PeerBatch {

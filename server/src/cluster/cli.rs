@@ -39,7 +39,8 @@ pub struct ClusterArgs {
     pub peers: Option<String>,
     /// Join a running cluster through the Raft address of any member (add this node first with
     /// `sluice cluster add-node ID@RAFT_HOST:PORT --bootstrap KAFKA_HOST:PORT`); needs
-    /// --raft-addr. Ignored once the data dir belongs to the cluster.
+    /// --raft-addr. Keep it on restarts: the member is asked only on the first start, later
+    /// ones use what the data dir recorded.
     #[arg(
         long,
         env = "SLUICE_JOIN",

@@ -81,10 +81,12 @@ pub async fn join_cluster<R: Runtime>(
     cc.initial_members = roster.initial.clone();
     cc.joining = roster.fresh;
     for (id, addr) in &roster.peers {
-        if *id == node_id {
-            continue;
-        }
         match sluice_transport_quic::parse_peer(&format!("{id}@{addr}")) {
+            // This node's own entry: the address it was added with, which peers dial.
+            Ok(peer) if *id == node_id => {
+                cc.peers.retain(|(p, _)| *p != node_id);
+                cc.peers.push(peer);
+            }
             Ok(peer) => cc.peers.push(peer),
             Err(e) => {
                 warn!(node_id, peer = id, error = %e, "a member's raft address does not parse")

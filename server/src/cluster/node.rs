@@ -89,9 +89,15 @@ pub fn prepare(data_dir: &Path, cc: &mut ClusterConfig) -> anyhow::Result<Prepar
             }
         }
         cc.peers.sort();
+        if v.get("initial_members").is_none() && cc.join.is_none() {
+            // Written by an older version: the members it started with are `--peers` (the
+            // derived cluster id checked above says they did not change). Recorded now, so a
+            // later edit of `--peers` never changes the state every node rebuilds.
+            record_cluster(&data_dir, cc)?;
+        }
         if cc.initial_members.is_empty() {
             bail!(
-                "node {node_id}: {} records no initial members: it was written by a node that never finished joining; remove the data dir and start with --join again",
+                "node {node_id}: {} records no initial members (written by an older version): start this node with the --peers it was created with",
                 path.display()
             );
         }
@@ -233,6 +239,13 @@ async fn run_inner<R: Runtime>(
         warn!(node_id, bytes, reason = %reason, file = %file.display(), "truncated torn or corrupt raft log tail");
     }
     let hs = meta.hard_state().clone();
+    let mut cc = cc;
+    if cc.joining && hs.term > 0 {
+        // It took part in a term: it is no longer new to the cluster.
+        cc.joining = false;
+        record_cluster(&data_dir, &cc)
+            .with_context(|| format!("node {node_id}: updating {CLUSTER_FILE}"))?;
+    }
     info!(
         node_id,
         files = loaded.files,
@@ -349,7 +362,15 @@ async fn run_inner<R: Runtime>(
             publish_gauges(&replica, &transport, &shared);
         }
         if pass.housekeeping {
-            sync_peers(&replica, &transport, &shared);
+            sync_peers(&mut replica, &transport, &shared);
+            if cc.joining && replica.meta_voters().contains(&node_id) {
+                // A voter now: if its data is ever lost it must recover like any member,
+                // never start again as a fresh joiner.
+                cc.joining = false;
+                if let Err(e) = record_cluster(&data_dir, &cc) {
+                    warn!(node_id, error = %e, "recording that this node votes failed");
+                }
+            }
         }
         io.run(&mut replica).await?;
         let wait_ms = replica.poll_timeout().saturating_sub(now_ms());
@@ -386,22 +407,26 @@ async fn run_inner<R: Runtime>(
 /// Keeps the transport's peers in line with the cluster's members as `__meta` records them:
 /// a node added (AddRaftVoter) is reached at the Raft address it was added with; a node
 /// removed, once it holds no replica and has left `__meta`'s membership, is dropped.
-fn sync_peers(replica: &Replica, transport: &Transport, shared: &Shared) {
+fn sync_peers(replica: &mut Replica, transport: &Transport, shared: &Shared) {
     let node_id = replica.node_id();
     let wanted = shared.broker.lock().unwrap().cluster_peers();
-    for (id, addr, fresh) in &wanted {
+    // A member that votes in `__meta` (as this node's log says) is never told it may start
+    // empty without recovering.
+    let voters = replica.meta_voters();
+    for (id, addr) in &wanted {
         let Some(addr) = addr.as_ref().filter(|_| *id != node_id) else {
             continue;
         };
         match sluice_transport_quic::parse_peer(&format!("{id}@{addr}")) {
             Ok((_, addr)) => {
-                transport.add_peer(*id, addr, *fresh);
+                transport.add_peer(*id, addr, !voters.contains(id));
             }
             Err(e) => {
                 warn!(node_id, peer = id, error = %e, "a member's raft address does not parse")
             }
         }
     }
+    replica.set_known_peers(transport.peer_ids());
     if !replica.serving() {
         return;
     }
@@ -415,7 +440,7 @@ fn sync_peers(replica: &Replica, transport: &Transport, shared: &Shared) {
     {
         warn!(
             node_id,
-            "this node was removed from the cluster (RemoveRaftVoter) and holds no replica any more: stop it; to bring it back, add it again and start it with an empty data dir and --join"
+            "this node was removed from the cluster (RemoveRaftVoter): its replicas move to other nodes; stop it once `sluice cluster remove-node` says so (to bring it back, add it again and start it with an empty data dir and --join)"
         );
     }
     for id in transport.peer_ids() {

@@ -359,6 +359,9 @@ pub enum MetaEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     members: Vec<i32>,
+    /// The members the cluster started with.
+    #[serde(default)]
+    initial: Vec<i32>,
     /// Advertised Kafka addresses by node id.
     pub brokers: BTreeMap<i32, (String, i32)>,
     /// Advertised addresses by node id, then listener name.
@@ -388,6 +391,7 @@ impl MetaState {
         members.sort_unstable();
         members.dedup();
         MetaState {
+            initial: members.clone(),
             members,
             brokers: BTreeMap::new(),
             listeners: BTreeMap::new(),
@@ -423,6 +427,17 @@ impl MetaState {
         voters
     }
 
+    /// The members new replicas may be placed on: those the cluster started with, and added
+    /// ones once they registered (started and caught up): a node added but not started yet
+    /// gets nothing it would leave without a replica.
+    pub fn placeable(&self) -> Vec<i32> {
+        self.members
+            .iter()
+            .copied()
+            .filter(|m| self.initial.contains(m) || self.brokers.contains_key(m))
+            .collect()
+    }
+
     /// Whether `node` still holds, gets or may be in the membership of any partition replica.
     pub fn hosts_anything(&self, node: i32) -> bool {
         self.topics
@@ -448,19 +463,17 @@ impl MetaState {
                 format!("node {node} is the cluster's last member"),
             ));
         }
+        let placeable = self.placeable();
         for (name, t) in &self.topics {
             for (i, p) in t.partitions.iter().enumerate() {
                 let wanted = p.wanted();
                 if wanted.contains(&node)
-                    && !self
-                        .members
-                        .iter()
-                        .any(|m| *m != node && !wanted.contains(m))
+                    && !placeable.iter().any(|m| *m != node && !wanted.contains(m))
                 {
                     return Some((
                         ResponseError::InvalidReplicationFactor,
                         format!(
-                            "removing node {node} would leave partition {name}-{i} (replication factor {}) below its replication factor: no other member can take its replica; add a node first, or lower the replication factor with a reassignment",
+                            "removing node {node} would leave partition {name}-{i} (replication factor {}) below its replication factor: no other running member can take its replica; add a node (and start it) first, or lower the replication factor with a reassignment",
                             wanted.len()
                         ),
                     ));
@@ -491,7 +504,7 @@ impl MetaState {
     /// not hold one of the partition yet, in the replica's place (so a preferred leader's
     /// place goes to its replacement). Returns the groups whose move began.
     fn move_off(&mut self, node: i32) -> Vec<u64> {
-        let mut load: BTreeMap<i32, usize> = self.members.iter().map(|&m| (m, 0)).collect();
+        let mut load: BTreeMap<i32, usize> = self.placeable().iter().map(|&m| (m, 0)).collect();
         for t in self.topics.values() {
             for p in &t.partitions {
                 for r in p.wanted() {
@@ -571,8 +584,11 @@ impl MetaState {
                 }
                 self.brokers.insert(node_id, (host, port));
                 self.listeners.insert(node_id, listeners);
+                // The address AddMember (or the first registration) recorded is what peers
+                // were told and dial: a node's own view (its bind address, a name resolved
+                // on its host) never replaces it.
                 if let Some(a) = raft_addr {
-                    self.raft_addrs.insert(node_id, a);
+                    self.raft_addrs.entry(node_id).or_insert(a);
                 }
                 vec![MetaEvent::BrokerRegistered { node_id }]
             }
@@ -921,12 +937,12 @@ impl MetaState {
                 format!("Number of partitions must be between 1 and 100000, got {partitions}"),
             ));
         }
-        if rf < 1 || rf as usize > self.members.len() {
+        let brokers = self.placeable().len();
+        if rf < 1 || rf as usize > brokers {
             return Err((
                 ResponseError::InvalidReplicationFactor,
                 format!(
-                    "Replication factor {rf} must be between 1 and the number of brokers ({})",
-                    self.members.len()
+                    "Replication factor {rf} must be between 1 and the number of brokers ({brokers})"
                 ),
             ));
         }
@@ -951,7 +967,7 @@ impl MetaState {
             let mut sorted = replicas.clone();
             sorted.sort_unstable();
             for (i, b) in sorted.iter().enumerate() {
-                if !self.members.contains(b) {
+                if !self.placeable().contains(b) {
                     return bad(format!(
                         "The manual partition assignment includes broker {b}, but no such broker is registered."
                     ));
@@ -978,11 +994,12 @@ impl MetaState {
     /// Places one new partition: replicas rotate over the members, so preferred leaders (the
     /// first replica) spread evenly across nodes.
     fn place(&mut self, topic: &str, partition: i32, rf: i32) -> MetaPartition {
-        let n = self.members.len();
+        let placeable = self.placeable();
+        let n = placeable.len();
         let start = (self.placements % n as u64) as usize;
         self.placements += 1;
         let replicas = (0..rf as usize)
-            .map(|i| self.members[(start + i) % n])
+            .map(|i| placeable[(start + i) % n])
             .collect();
         self.place_on(topic, partition, replicas)
     }
@@ -1038,6 +1055,16 @@ mod tests {
         }
     }
 
+    fn register(node: i32) -> MetaCommand {
+        MetaCommand::RegisterBroker {
+            node_id: node,
+            host: "h".into(),
+            port: 9000 + node,
+            listeners: BTreeMap::new(),
+            raft_addr: Some(format!("elsewhere:{node}")),
+        }
+    }
+
     fn remove(node: i32) -> MetaCommand {
         MetaCommand::RemoveMember {
             request: None,
@@ -1081,6 +1108,14 @@ mod tests {
         let mut m = MetaState::new(&[1, 2, 3]);
         m.apply(create("t", 6, 2));
         m.apply(add(4, "h:7004"));
+        // Added but not started: nothing is placed on it.
+        assert_eq!(m.placeable(), vec![1, 2, 3]);
+        m.apply(register(4));
+        assert_eq!(m.placeable(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            m.raft_addrs[&4], "h:7004",
+            "the address it was added with stays"
+        );
         m.apply(MetaCommand::RegisterBroker {
             node_id: 2,
             host: "h".into(),
@@ -1143,8 +1178,13 @@ mod tests {
             Some(ResponseError::InvalidReplicationFactor)
         );
         assert_eq!(m, before);
-        // With a fourth node there is room.
+        // With a fourth node there is room, once it runs.
         m.apply(add(4, "h:7004"));
+        assert_eq!(
+            refusal(&m.clone().apply(remove(3))),
+            Some(ResponseError::InvalidReplicationFactor)
+        );
+        m.apply(register(4));
         assert_eq!(refusal(&m.apply(remove(3))), None);
         assert_eq!(m.topics["t"].partitions[0].wanted().len(), 3);
         assert!(m.topics["t"].partitions[0].wanted().contains(&4));

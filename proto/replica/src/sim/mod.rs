@@ -20,7 +20,7 @@
 pub mod client;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -163,7 +163,7 @@ pub struct Outcome {
     pub quiesced_at_end: usize,
     /// Partition moves requested ([`SimConfig::moves`]).
     pub moves: usize,
-    /// Node additions and removals requested ([`SimConfig::members`]).
+    /// Node additions and removals committed in `__meta` ([`SimConfig::members`]).
     pub member_changes: usize,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
@@ -276,6 +276,8 @@ struct Sim {
     meta_log: BTreeMap<u64, (u64, u64)>,
     /// Per node, how far its committed `__meta` entries were compared (reset at restart).
     meta_checked: Vec<u64>,
+    /// Indexes of committed AddMember / RemoveMember entries.
+    member_changes: BTreeSet<u64>,
     violations: Vec<String>,
     digest: Fnv,
 }
@@ -339,6 +341,7 @@ impl Sim {
             last_reassign: None,
             meta_log: BTreeMap::new(),
             meta_checked: Vec::new(),
+            member_changes: BTreeSet::new(),
             violations: Vec::new(),
             digest: Fnv::default(),
         }
@@ -433,6 +436,7 @@ impl Sim {
                 sluice_proto::security::REPLICA_LISTENER.to_string(),
                 ("127.0.0.1".to_string(), 9190 + id as i32),
             )]),
+            raft_addr: Some(format!("node-{id}:7000")),
             ..BrokerConfig::default()
         };
         let wall = WALL_BASE + self.now as i64 + node.wall_skew;
@@ -1170,6 +1174,15 @@ impl Sim {
             if self.cfg.sabotage == Some(Sabotage::ForkMeta) && id == 2 && e.index == commit {
                 seen.0 += 1;
             }
+            if matches!(
+                sluice_proto::cluster::MetaCommand::decode(&e.data),
+                Ok(Some(
+                    sluice_proto::cluster::MetaCommand::AddMember { .. }
+                        | sluice_proto::cluster::MetaCommand::RemoveMember { .. }
+                ))
+            ) {
+                self.member_changes.insert(e.index);
+            }
             let first = *self.meta_log.entry(e.index).or_insert(seen);
             if first != seen {
                 let v = format!(
@@ -1688,11 +1701,7 @@ impl Sim {
             first_leader: self.first_leader,
             quiesced_at_end: self.quiesced_at_end,
             moves: self.faults.iter().filter(|(_, k)| *k == "reassign").count(),
-            member_changes: self
-                .faults
-                .iter()
-                .filter(|(_, k)| *k == "membership")
-                .count(),
+            member_changes: self.member_changes.len(),
             violations: std::mem::take(&mut self.violations),
         }
     }

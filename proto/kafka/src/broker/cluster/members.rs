@@ -45,6 +45,16 @@ impl Broker {
             );
         };
         let raft_addr = format!("{}:{}", listener.host.as_str(), listener.port);
+        if let Ok(ip) = listener.host.as_str().parse::<std::net::IpAddr>()
+            && ip.is_unspecified()
+        {
+            return fail(
+                ResponseError::InvalidRequest,
+                format!(
+                    "{raft_addr} is not an address other nodes can reach node {node} at: give its IP or host name"
+                ),
+            );
+        }
         let c = self.cluster.as_ref().expect("checked");
         if c.meta.members().contains(&node) {
             let at = c
@@ -88,7 +98,9 @@ impl Broker {
         let node = req.voter_id;
         let c = self.cluster.as_ref().expect("checked");
         if c.meta.members().contains(&node)
-            && let Some(m) = self.quorum_refusal(node, now_ms)
+            && let Some(m) = self
+                .quorum_refusal(node, now_ms)
+                .or_else(|| self.sole_replica_refusal(node, now_ms))
         {
             return fail(ResponseError::InvalidRequest, m);
         }
@@ -106,11 +118,12 @@ impl Broker {
         Reply::Parked { token }
     }
 
-    /// The voters `__meta` should have (see [`crate::cluster::MetaState::meta_voters`]);
-    /// `None` standalone.
+    /// The voters `__meta` should have: the members. A removed node leaves `__meta` at once
+    /// (a dead one would otherwise count against its quorum while its replicas move); its
+    /// replicas move on in their own groups. `None` standalone.
     pub fn wanted_meta_voters(&self) -> Option<Vec<u64>> {
         let c = self.cluster.as_ref()?;
-        Some(c.meta.meta_voters().iter().map(|&v| v as u64).collect())
+        Some(c.meta.members().iter().map(|&v| v as u64).collect())
     }
 
     /// Whether `node` is a member of the cluster as `__meta` records it (`None`: standalone).
@@ -118,31 +131,42 @@ impl Broker {
         Some(self.cluster.as_ref()?.meta.members().contains(&node))
     }
 
-    /// Every node the Raft transport should reach: `(id, Raft address if registered, whether
-    /// it never registered)`, for the members and the nodes still holding a replica.
-    pub fn cluster_peers(&self) -> Vec<(u64, Option<String>, bool)> {
+    /// Every node the Raft transport should reach: `(id, Raft address if known)`, for the
+    /// members and the nodes still holding a replica.
+    pub fn cluster_peers(&self) -> Vec<(u64, Option<String>)> {
         let Some(c) = &self.cluster else {
             return Vec::new();
         };
         c.meta
             .meta_voters()
             .into_iter()
-            .map(|id| {
-                (
-                    id as u64,
-                    c.meta.raft_addrs.get(&id).cloned(),
-                    !c.meta.brokers.contains_key(&id),
-                )
-            })
+            .map(|id| (id as u64, c.meta.raft_addrs.get(&id).cloned()))
             .collect()
     }
 
-    /// Standalone, or a request for another cluster.
+    /// Standalone, a request for another cluster, or a node of an older version still in the
+    /// cluster (it would not apply membership changes, and its state would part from the
+    /// others').
     fn membership_refusal(&self, cluster_id: Option<&str>) -> Option<(ResponseError, String)> {
-        if self.cluster.is_none() {
+        let Some(c) = &self.cluster else {
             return Some((
                 ResponseError::InvalidRequest,
                 "this is a standalone broker: nodes are added to and removed from a cluster started with `sluice raft-cluster`".into(),
+            ));
+        };
+        let old: Vec<i32> = c
+            .meta
+            .members()
+            .iter()
+            .copied()
+            .filter(|m| c.meta.brokers.contains_key(m) && !c.meta.raft_addrs.contains_key(m))
+            .collect();
+        if !old.is_empty() {
+            return Some((
+                ResponseError::InvalidRequest,
+                format!(
+                    "nodes {old:?} run an older version that does not know membership changes: upgrade every node first"
+                ),
             ));
         }
         match cluster_id {
@@ -185,6 +209,30 @@ impl Broker {
             format!(
                 "removing node {node} would leave the cluster without a quorum: of the remaining members {left:?} only {up:?} are up; bring members back or add nodes first"
             )
+        })
+    }
+
+    /// A node that is down and holds the only replica of a partition cannot be removed: no
+    /// leader could move that replica, and the removal would never complete.
+    fn sole_replica_refusal(&self, node: i32, now_ms: i64) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        let up = node == c.node_id
+            || c.quorum.as_ref().is_some_and(|q| {
+                q.voters
+                    .iter()
+                    .any(|v| v.id == node && v.last_heard_ms >= now_ms - UP_WITHIN_MS)
+            });
+        if up {
+            return None;
+        }
+        c.meta.topics.iter().find_map(|(name, t)| {
+            t.partitions.iter().enumerate().find_map(|(i, p)| {
+                (p.replicas == [node]).then(|| {
+                    format!(
+                        "node {node} is down and holds the only replica of {name}-{i}: bring it back so the replica can move, or delete the topic"
+                    )
+                })
+            })
         })
     }
 

@@ -476,11 +476,8 @@ impl Broker {
                 .listeners
                 .get(&c.node_id)
                 .is_some_and(|l| *l == self.config.listeners)
-                && self
-                    .config
-                    .raft_addr
-                    .as_ref()
-                    .is_none_or(|a| c.meta.raft_addrs.get(&c.node_id) == Some(a))
+                // Any address: the one it was added with stays (see `RegisterBroker`).
+                && (self.config.raft_addr.is_none() || c.meta.raft_addrs.contains_key(&c.node_id))
         })
     }
 
