@@ -163,3 +163,35 @@ fn sigterm_shuts_down_cleanly() {
     assert!(status.success(), "{status}");
     assert!(b.log().contains("shutdown complete"));
 }
+
+/// `cluster add-node` / `remove-node`: bad arguments are one line; a standalone broker refuses
+/// membership changes with a reason (AddRaftVoter / RemoveRaftVoter answered, nothing changed).
+#[test]
+fn membership_tools_refuse_bad_input_and_a_standalone_broker() {
+    let (code, _, err) = run(&[
+        "cluster",
+        "add-node",
+        "four@127.0.0.1:1",
+        "--bootstrap",
+        "x:1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("positive integer"), "{err}");
+    let (code, _, err) = run(&["cluster", "add-node", "4@127.0.0.1", "--bootstrap", "x:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("port"), "{err}");
+    let b = Broker::start(&[]);
+    let (code, _, err) = run(&[
+        "cluster",
+        "add-node",
+        "4@127.0.0.1:7004",
+        "--bootstrap",
+        &b.addr,
+        "--no-wait",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("standalone broker"), "{err}");
+    let (code, _, err) = run(&["cluster", "remove-node", "1", "--bootstrap", &b.addr]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("standalone broker"), "{err}");
+}

@@ -459,6 +459,66 @@ mod tests {
     }
 
     #[test]
+    fn join_takes_a_member_and_this_nodes_raft_address() {
+        let c = parse(&[
+            "--node-id",
+            "4",
+            "raft-cluster",
+            "--join",
+            "127.0.0.1:7001",
+            "--raft-addr",
+            "127.0.0.1:7004",
+            "--tls-dir",
+            "c",
+        ])
+        .unwrap();
+        assert_eq!(c.join, Some("127.0.0.1:7001".parse().unwrap()));
+        assert_eq!(c.peers, vec![(4, "127.0.0.1:7004".parse().unwrap())]);
+        assert!(
+            !c.cluster_id_given && c.cluster_id.is_empty(),
+            "learned at the join"
+        );
+        assert!(c.initial_members.is_empty(), "learned at the join");
+        let refused = |args: &[&str]| parse(args).unwrap_err().to_string();
+        let e = refused(&[
+            "--node-id",
+            "4",
+            "raft-cluster",
+            "--join",
+            "127.0.0.1:7001",
+            "--tls-dir",
+            "c",
+        ]);
+        assert!(e.contains("--raft-addr"), "{e}");
+        let e = refused(&[
+            "raft-cluster",
+            "--join",
+            "127.0.0.1:7001",
+            "--raft-addr",
+            "127.0.0.1:7004",
+            "--tls-dir",
+            "c",
+        ]);
+        assert!(e.contains("--node-id"), "{e}");
+        let e = refused(&[
+            "--node-id",
+            "4",
+            "raft-cluster",
+            "--join",
+            "127.0.0.1:7001",
+            "--peers",
+            PEERS,
+            "--raft-addr",
+            "127.0.0.1:7004",
+            "--tls-dir",
+            "c",
+        ]);
+        assert!(e.contains("--join") && e.contains("--peers"), "{e}");
+        let e = refused(&["--node-id", "4", "raft-cluster", "--tls-dir", "c"]);
+        assert!(e.contains("--peers") && e.contains("--join"), "{e}");
+    }
+
+    #[test]
     fn file_table() {
         let dir = std::env::temp_dir().join(format!("sluice-ccfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
