@@ -123,38 +123,25 @@ pub fn add_node(a: &AddNodeArgs) -> anyhow::Result<i32> {
     if a.reach.no_wait {
         return Ok(0);
     }
-    let deadline = Instant::now() + Duration::from_millis(a.reach.wait_ms);
-    let mut next_report = Instant::now() + REPORT_EVERY;
-    loop {
-        match quorum(&a.reach.bootstrap, &security) {
-            Ok(q) if q.voters.contains(&id) => {
-                println!("node {id} votes in __meta: it has joined the cluster");
-                return Ok(0);
-            }
-            Ok(q) if Instant::now() >= next_report => {
-                next_report = Instant::now() + REPORT_EVERY;
-                if q.observers.contains(&id) {
-                    println!("node {id} is catching up (a learner of __meta)");
-                } else {
-                    println!("waiting for node {id} to start and join");
-                }
-            }
-            Ok(_) => {}
-            Err(e) if Instant::now() >= next_report => {
-                next_report = Instant::now() + REPORT_EVERY;
-                println!("asking the cluster failed (retrying): {e:#}");
-            }
-            Err(_) => {}
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "node {id} is a member but does not vote yet after {} ms; the cluster keeps waiting for it",
-                a.reach.wait_ms
-            );
-            return Ok(1);
-        }
-        std::thread::sleep(POLL);
-    }
+    follow(
+        a.reach.wait_ms,
+        || {
+            let q = quorum(&a.reach.bootstrap, &security)?;
+            Ok(if q.voters.contains(&id) {
+                Step::Done(format!(
+                    "node {id} votes in __meta: it has joined the cluster"
+                ))
+            } else if q.observers.contains(&id) {
+                Step::Waiting(format!("node {id} is catching up (a learner of __meta)"))
+            } else {
+                Step::Waiting(format!("waiting for node {id} to start and join"))
+            })
+        },
+        &format!(
+            "node {id} is a member but does not vote yet after {} ms; the cluster keeps waiting for it",
+            a.reach.wait_ms
+        ),
+    )
 }
 
 /// `sluice cluster remove-node`; returns the exit status.
@@ -182,35 +169,63 @@ pub fn remove_node(a: &RemoveNodeArgs) -> anyhow::Result<i32> {
     if a.reach.no_wait {
         return Ok(0);
     }
-    let deadline = Instant::now() + Duration::from_millis(a.reach.wait_ms);
-    let mut next_report = Instant::now() + REPORT_EVERY;
-    loop {
-        let state = open_other(&a.reach.bootstrap, &security, id).and_then(|mut c| {
+    follow(
+        a.reach.wait_ms,
+        || {
+            let mut c = open_other(&a.reach.bootstrap, &security, id)?;
             let q = describe_quorum(&mut c)?;
             let held = replicas_on(&mut c, id)?;
-            Ok((q, held))
-        });
-        match state {
-            Ok((q, 0)) if !q.voters.contains(&id) && !q.observers.contains(&id) => {
-                println!("node {id} holds no replica and has left __meta: it can be stopped now");
+            Ok(
+                if held == 0 && !q.voters.contains(&id) && !q.observers.contains(&id) {
+                    Step::Done(format!(
+                        "node {id} holds no replica and has left __meta: it can be stopped now"
+                    ))
+                } else {
+                    Step::Waiting(format!(
+                        "node {id} still holds {held} replica(s) (or has not left __meta yet)"
+                    ))
+                },
+            )
+        },
+        &format!(
+            "node {id} is still leaving after {} ms; the cluster goes on moving its replicas",
+            a.reach.wait_ms
+        ),
+    )
+}
+
+/// Where a change being followed stands.
+enum Step {
+    /// Complete: say so and exit 0.
+    Done(String),
+    /// Still under way: said every [`REPORT_EVERY`].
+    Waiting(String),
+}
+
+/// Asks `poll` every [`POLL`] until it says done (exit 0) or `wait_ms` passed (exit 1 with
+/// `gave_up`); where it stands, and failures to ask, are printed every [`REPORT_EVERY`].
+fn follow(
+    wait_ms: u64,
+    mut poll: impl FnMut() -> anyhow::Result<Step>,
+    gave_up: &str,
+) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut next_report = Instant::now() + REPORT_EVERY;
+    loop {
+        let say = match poll() {
+            Ok(Step::Done(m)) => {
+                println!("{m}");
                 return Ok(0);
             }
-            Ok((_, held)) if Instant::now() >= next_report => {
-                next_report = Instant::now() + REPORT_EVERY;
-                println!("node {id} still holds {held} replica(s) (or has not left __meta yet)");
-            }
-            Ok(_) => {}
-            Err(e) if Instant::now() >= next_report => {
-                next_report = Instant::now() + REPORT_EVERY;
-                println!("asking the cluster failed (retrying): {e:#}");
-            }
-            Err(_) => {}
+            Ok(Step::Waiting(m)) => m,
+            Err(e) => format!("asking the cluster failed (retrying): {e:#}"),
+        };
+        if Instant::now() >= next_report {
+            next_report = Instant::now() + REPORT_EVERY;
+            println!("{say}");
         }
         if Instant::now() >= deadline {
-            eprintln!(
-                "node {id} is still leaving after {} ms; the cluster goes on moving its replicas",
-                a.reach.wait_ms
-            );
+            eprintln!("{gave_up}");
             return Ok(1);
         }
         std::thread::sleep(POLL);
@@ -256,12 +271,7 @@ fn open_other(bootstrap: &str, security: &ClientSecurity, node: i32) -> anyhow::
         bail!("not a Metadata answer");
     };
     for b in md.brokers.iter().filter(|b| b.node_id.0 != node) {
-        let host = b.host.as_str();
-        let addr = if host.contains(':') {
-            format!("[{host}]:{}", b.port)
-        } else {
-            format!("{host}:{}", b.port)
-        };
+        let addr = crate::tool_conn::host_port(b.host.as_str(), b.port);
         if let Ok(other) = Conn::open(&addr, TIMEOUT, security) {
             return Ok(other);
         }

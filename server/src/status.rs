@@ -301,14 +301,10 @@ fn ask(addr: &str, timeout: Duration, security: &ClientSecurity) -> anyhow::Resu
         .brokers
         .iter()
         .map(|b| {
-            let host = b.host.as_str();
-            // An IPv6 address is bracketed, so HOST:PORT still splits at the last colon.
-            let addr = if host.contains(':') {
-                format!("[{host}]:{}", b.port)
-            } else {
-                format!("{host}:{}", b.port)
-            };
-            (b.broker_id.0, addr)
+            (
+                b.broker_id.0,
+                crate::tool_conn::host_port(b.host.as_str(), b.port),
+            )
         })
         .collect();
     brokers.sort();

@@ -433,6 +433,16 @@ impl Conn {
     }
 }
 
+/// `HOST:PORT` of a broker as Metadata names it: an IPv6 address is bracketed, so the string
+/// still splits at its last colon.
+pub fn host_port(host: &str, port: i32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 fn connect(addr: &str, timeout: Duration) -> anyhow::Result<TcpStream> {
     let resolved: Vec<SocketAddr> = addr
         .to_socket_addrs()

@@ -1074,17 +1074,9 @@ impl Sim {
         {
             return;
         }
-        let up: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|n| n.live.is_some() && !n.paused)
-            .map(|n| n.id)
-            .collect();
-        if up.is_empty() {
+        let Some((via, i)) = self.pick_running(u64::MAX) else {
             return;
-        }
-        let via = up[self.rng.range(0, up.len() as u64) as usize];
-        let i = (via - 1) as usize;
+        };
         let now_replicas = self.nodes[i]
             .live
             .as_ref()
@@ -1110,21 +1102,29 @@ impl Sim {
         live.due = self.now;
     }
 
+    /// A random running, unpaused node with an id up to `max_id` to send an admin request
+    /// through: (its id, its index).
+    fn pick_running(&mut self, max_id: u64) -> Option<(u64, usize)> {
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id <= max_id && n.live.is_some() && !n.paused)
+            .map(|n| n.id)
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
+        let via = up[self.rng.range(0, up.len() as u64) as usize];
+        Some((via, (via - 1) as usize))
+    }
+
     /// Adds the extra node to the cluster, or removes it (through a random running node), as
     /// `sluice cluster add-node` / `remove-node` do.
     fn change_members(&mut self) {
         let extra = NODES as i32 + 1;
-        let up: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|n| n.id <= NODES && n.live.is_some() && !n.paused)
-            .map(|n| n.id)
-            .collect();
-        if up.is_empty() {
+        let Some((via, i)) = self.pick_running(NODES) else {
             return;
-        }
-        let via = up[self.rng.range(0, up.len() as u64) as usize];
-        let i = (via - 1) as usize;
+        };
         let member = self.nodes[i]
             .live
             .as_ref()
