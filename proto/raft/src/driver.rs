@@ -701,6 +701,8 @@ impl Driver {
                         term = self.raw.raft.term,
                         index = entry.index,
                         voters = ?cs.voters,
+                        outgoing = ?cs.voters_outgoing,
+                        learners = ?cs.learners,
                         "membership changed"
                     );
                     self.raw.mut_store().set_conf_state(cs);

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use sluice_proto::broker::{Broker, GroupChange, GroupProgress, MetaQuorum, QuorumVoter};
 use sluice_proto::cluster::{PartitionEntry, PartitionImage, encode_compact_hint};
-use sluice_raft::eraftpb::{Entry, HardState, MessageType, Snapshot};
+use sluice_raft::eraftpb::{ConfState, Entry, HardState, MessageType, Snapshot};
 use sluice_raft::{
     Apply, Driver, LogStore, META_GROUP, PeerBatch, PeerProgress, Persist, StateRole, Task,
 };
@@ -824,11 +824,15 @@ impl Replica {
     pub fn meta_voters(&self) -> Vec<u64> {
         self.node.group(META_GROUP).map_or_else(Vec::new, |d| {
             let cs = d.store().conf_state();
-            cs.voters
+            let mut all: Vec<u64> = cs
+                .voters
                 .iter()
                 .chain(&cs.voters_outgoing)
                 .copied()
-                .collect()
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all
         })
     }
 
@@ -836,12 +840,16 @@ impl Replica {
     pub fn meta_membership(&self) -> Vec<u64> {
         self.node.group(META_GROUP).map_or_else(Vec::new, |d| {
             let cs = d.store().conf_state();
-            cs.voters
+            let mut all: Vec<u64> = cs
+                .voters
                 .iter()
                 .chain(&cs.learners)
                 .chain(&cs.voters_outgoing)
                 .copied()
-                .collect()
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all
         })
     }
 
@@ -881,6 +889,15 @@ impl Replica {
             .collect();
         groups.sort_by_key(|g| g.group);
         groups
+    }
+
+    /// The groups this node leads: (group, term, commit index, membership), without copying.
+    pub fn led_groups_view(&self) -> impl Iterator<Item = (u64, u64, u64, &ConfState)> + '_ {
+        self.node.group_ids().filter_map(|g| {
+            let d = self.node.group(g)?;
+            (d.role() == StateRole::Leader)
+                .then(|| (g, d.term(), d.commit_index(), d.store().conf_state()))
+        })
     }
 
     fn housekeeping(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
@@ -1046,7 +1063,7 @@ impl Replica {
     }
 
     /// Whether `group`'s Raft membership is `wanted`, with this node voting (no change due);
-    /// also true while a change is pending or joint (nothing to do yet).
+    /// also true while a change is pending (nothing to do yet).
     fn membership_settled(&self, group: u64, wanted: &[u64]) -> bool {
         let Some(driver) = self.node.group(group) else {
             return true;
@@ -1055,13 +1072,13 @@ impl Replica {
             return true;
         }
         let cs = driver.store().conf_state();
-        moves::settled(self.cfg.node_id, cs, wanted) || !cs.voters_outgoing.is_empty()
+        moves::settled(self.cfg.node_id, cs, wanted)
     }
 
     /// Partition reassignment, on the leader: one membership change at a time towards the
-    /// replicas `__meta` wants (learners first, promoted once caught up, then the replicas
-    /// left behind removed, leadership handed over first if this node is one of them), then
-    /// the move is reported complete.
+    /// replicas `__meta` wants (learners first; once caught up, one joint change promotes them
+    /// and removes the replicas left behind, leadership handed over first if this node is one
+    /// of them), then the move is reported complete.
     fn move_replicas(&mut self, led: &[u64], now: u64, broker: &mut Broker) {
         for &group in led {
             let Some(driver) = self.node.group(group) else {
@@ -1079,9 +1096,6 @@ impl Replica {
                 // The monotonic clock: a report lost to a wall-clock jump back would otherwise
                 // wait that long to be sent again.
                 broker.report_voters(group, &cs.voters, now as i64);
-                continue;
-            }
-            if !cs.voters_outgoing.is_empty() {
                 continue;
             }
             self.step_membership(group, &wanted, now);
@@ -1120,7 +1134,9 @@ impl Replica {
             let node_id = self.cfg.node_id;
             match step {
                 moves::Step::Change(cc) => {
-                    if group == META_GROUP {
+                    if cc.changes.is_empty() {
+                        info!(node_id, group, "leaving a joint configuration");
+                    } else if group == META_GROUP {
                         info!(node_id, group, change = ?cc.changes, "changing the cluster's __meta voters");
                     } else {
                         info!(node_id, group, change = ?cc.changes, "changing a partition's replicas");

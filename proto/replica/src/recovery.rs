@@ -20,7 +20,12 @@
 //! newer, and known only to the candidate it voted for. So before a group votes again, every
 //! other voter of the group answers with its current term; the group then takes a term at
 //! least their highest with its vote in it spent ([`Change::CaughtUp::term`]), so it only
-//! ever votes in terms it cannot have voted in before.
+//! ever votes in terms it cannot have voted in before. And the leader it caught up with must
+//! lead in a term at least that highest one: a stale leader may lack entries this node
+//! acknowledged before it lost them, committed by a newer leader with them (found by the
+//! replica simulator's commit check, seed 4107: caught up with a leader of term 1 while the
+//! other voter, down meanwhile, held an entry committed in term 2, the node was elected without
+//! it and the two logs diverged).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,8 +58,9 @@ pub enum Change {
 #[derive(Debug)]
 pub struct Recovery {
     standing: Standing,
-    /// Groups that may not vote yet → the highest commit index a leader sent them (0: none yet).
-    behind: BTreeMap<u64, u64>,
+    /// Groups that may not vote yet → the highest commit index a leader sent them (0: none
+    /// yet), and that leader's term (the newest term heard from a leader wins).
+    behind: BTreeMap<u64, (u64, u64)>,
     /// Groups that may not vote yet → the current term each other voter answered.
     terms: BTreeMap<u64, BTreeMap<u64, u64>>,
 }
@@ -67,7 +73,7 @@ impl Recovery {
                 standing: Standing::Unsure {
                     empty_peers: BTreeSet::new(),
                 },
-                behind: BTreeMap::from([(meta_group, 0)]),
+                behind: BTreeMap::from([(meta_group, (0, 0))]),
                 terms: BTreeMap::new(),
             }
         } else {
@@ -96,7 +102,7 @@ impl Recovery {
 
     /// Groups that may not vote yet and the commit index their leader sent them (0: none yet).
     pub fn targets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.behind.iter().map(|(g, t)| (*g, *t))
+        self.behind.iter().map(|(g, (t, _))| (*g, *t))
     }
 
     /// A batch from `peer`, whose `__meta` has (`formed`) or has not taken part in a term.
@@ -126,7 +132,7 @@ impl Recovery {
     /// partial copy at best, and it catches up before it votes.
     pub fn group_opened(&mut self, group: u64) {
         if self.standing != Standing::Member {
-            self.behind.entry(group).or_insert(0);
+            self.behind.entry(group).or_insert((0, 0));
         }
     }
 
@@ -159,10 +165,15 @@ impl Recovery {
             .collect()
     }
 
-    /// A leader's append or heartbeat to `group` said entries up to `commit` are committed.
-    pub fn leader_commit(&mut self, group: u64, commit: u64) {
+    /// A leader of `term` said, in an append or heartbeat to `group`, that entries up to
+    /// `commit` are committed.
+    pub fn leader_commit(&mut self, group: u64, commit: u64, term: u64) {
         if let Some(target) = self.behind.get_mut(&group) {
-            *target = (*target).max(commit);
+            if term > target.1 {
+                *target = (commit, term);
+            } else if term == target.1 {
+                target.0 = target.0.max(commit);
+            }
         }
     }
 
@@ -186,7 +197,7 @@ impl Recovery {
             return changes;
         }
         let terms = &mut self.terms;
-        self.behind.retain(|&group, &mut target| {
+        self.behind.retain(|&group, &mut (target, leader_term)| {
             let caught_up = target > 0 && commit_of(group).is_some_and(|c| c >= target);
             if !caught_up || (group == meta_group && meta_applied < target) {
                 return true;
@@ -200,6 +211,11 @@ impl Recovery {
                 return true;
             }
             let term = answered.map_or(0, |a| a.values().copied().max().unwrap_or(0));
+            if leader_term < term {
+                // Caught up with a leader older than another voter's term: wait for a newer
+                // leader (see the module docs).
+                return true;
+            }
             terms.remove(&group);
             changes.push(Change::CaughtUp {
                 group,
@@ -265,8 +281,8 @@ mod tests {
             r.check(META, |_| Some(5), |_| VOTERS.to_vec(), 1, 5, false),
             vec![]
         );
-        r.leader_commit(META, 40);
-        r.leader_commit(7, 12);
+        r.leader_commit(META, 40, 3);
+        r.leader_commit(7, 12, 5);
         let commits =
             |meta: u64, seven: u64| move |g: u64| Some(if g == META { meta } else { seven });
         assert_eq!(
@@ -312,19 +328,28 @@ mod tests {
         // could vote again in term 2 (and elect a second leader in it).
         let mut r = Recovery::new(true, META);
         r.heard(3, true, &VOTERS, 1);
-        r.leader_commit(META, 10);
+        r.leader_commit(META, 10, 1);
         r.term_heard(META, 3, 1);
         let voters = |_| VOTERS.to_vec();
         assert_eq!(r.unanswered(META, &VOTERS, 1), vec![2]);
         assert_eq!(r.check(META, |_| Some(10), voters, 1, 10, false), vec![]);
         assert!(!r.may_vote(META));
+        // Node 2 is in term 2: node 3's log (term 1) may lack entries committed in term 2
+        // with node 1's acknowledgement before it lost them. Caught up with node 3, node 1
+        // still waits, for a leader of term 2 or later.
         r.term_heard(META, 2, 2);
+        assert_eq!(r.check(META, |_| Some(10), voters, 1, 10, false), vec![]);
+        assert!(!r.may_vote(META));
+        // A stale leader's later heartbeats change nothing.
+        r.leader_commit(META, 12, 1);
+        r.leader_commit(META, 11, 3);
+        assert_eq!(r.check(META, |_| Some(10), voters, 1, 10, false), vec![]);
         assert_eq!(
-            r.check(META, |_| Some(10), voters, 1, 10, false),
+            r.check(META, |_| Some(11), voters, 1, 11, false),
             vec![
                 Change::CaughtUp {
                     group: META,
-                    commit: 10,
+                    commit: 11,
                     term: 2
                 },
                 Change::Member

@@ -40,7 +40,7 @@ impl Replica {
                     false
                 }
                 MessageType::MsgAppend | MessageType::MsgHeartbeat => {
-                    recovery.leader_commit(gm.group, m.commit);
+                    recovery.leader_commit(gm.group, m.commit, m.term);
                     true
                 }
                 _ => true,
@@ -48,22 +48,27 @@ impl Replica {
         });
     }
 
-    /// Drops vote requests (and leadership hand-overs) to groups in which this replica is not a
-    /// voter as far as it knows. A replica that left a group deleted its state; added back, it
-    /// starts empty as a learner. Raft's safety rests on every voter remembering its vote and
-    /// log, and a candidate that missed the removal still counts the replica as a voter: its
-    /// empty log would grant that candidate a vote that elects it without entries it lacks.
+    /// Drops leadership hand-overs to groups in which this replica is not a voter as far as it
+    /// knows, and vote requests while its log there is also empty. A replica that left a group
+    /// deleted its state; added back, it starts empty as a learner. Raft's safety rests on
+    /// every voter remembering its vote and log, and a candidate that missed the removal still
+    /// counts the replica as a voter: its empty log would grant that candidate a vote that
+    /// elects it without entries it lacks. Once seeded (a snapshot of the committed log, past
+    /// its removal and return), its log refuses such a candidate, and it answers votes as Raft
+    /// has learners do: a promotion it has not applied yet may already count it (a joint
+    /// change whose leader died before telling it, whose new half needs its vote).
     pub(crate) fn screen_non_voters(&mut self, batch: &mut PeerBatch) {
         let node = &self.node;
         let node_id = self.cfg.node_id;
         batch.messages.retain(|gm| {
             let Some(m) = &gm.message else { return true };
-            let asks = matches!(
-                m.get_msg_type(),
-                MessageType::MsgRequestVote
-                    | MessageType::MsgRequestPreVote
-                    | MessageType::MsgTimeoutNow
-            );
+            let asks = match m.get_msg_type() {
+                MessageType::MsgTimeoutNow => true,
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => node
+                    .group(gm.group)
+                    .is_some_and(|d| d.store().last_index() == 0),
+                _ => false,
+            };
             if asks && node.group(gm.group).is_some_and(|d| !d.is_voter()) {
                 debug!(node_id, group = gm.group, from = m.from, term = m.term, msg_type = ?m.get_msg_type(), "not voting: not a voter of this group as far as this replica knows");
                 return false;

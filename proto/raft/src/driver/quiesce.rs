@@ -23,7 +23,7 @@ use super::Driver;
 impl Driver {
     /// Whether the group has nothing in flight: this node leads, every replica holds the whole
     /// log, all of it is committed, applied and persisted, and no read, leadership transfer or
-    /// membership change is pending.
+    /// membership change is pending, nor a joint configuration waiting to be left.
     pub(super) fn idle(&self) -> bool {
         let r = &self.raw.raft;
         if r.state != StateRole::Leader
@@ -39,6 +39,7 @@ impl Driver {
             && r.raft_log.persisted == last
             && r.raft_log.applied == last
             && r.pending_conf_index <= r.raft_log.applied
+            && self.raw.store().conf_state().voters_outgoing.is_empty()
             && r.prs()
                 .iter()
                 .all(|(_, pr)| pr.matched == last && pr.state == raft::ProgressState::Replicate)

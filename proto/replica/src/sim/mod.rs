@@ -12,12 +12,15 @@
 //! - nothing a consumer could read (below a high watermark, sampled on every node throughout)
 //!   ever disappears or changes: no consumer sees an uncommitted record;
 //! - each node's high watermark never goes back while it runs;
+//! - one leader per term in every group, and every index a leader commits is on the disks of
+//!   a majority of its voters, of both halves while the group is joint (`quorum`);
 //! - the cluster acknowledges writes again soon after healing (liveness).
 //!
 //! Everything is driven by one seed: same seed, same history, same digest. A failure prints
 //! the one-line replay command ([`replay_command`]).
 
 pub mod client;
+mod quorum;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -64,6 +67,9 @@ pub struct SimConfig {
     /// Partitions of the topic. The client writes partition 0; the others stay idle, so their
     /// groups quiesce and must wake through every fault: each needs one leader at the end.
     pub partitions: i32,
+    /// Check every commit against the quorum that made it (`quorum`): after every step of
+    /// every node, a look at each group it leads (costly with a thousand partitions).
+    pub commit_check: bool,
     /// Among the faults, partition 0 moves (AlterPartitionReassignments): down to two of the
     /// three nodes and back, so its Raft group changes membership (a learner seeded by a
     /// snapshot whose records it copies from another replica, promoted, voters removed)
@@ -105,6 +111,7 @@ impl SimConfig {
             sabotage: None,
             only: None,
             partitions: 1,
+            commit_check: true,
             moves: false,
             members: false,
         }
@@ -131,6 +138,9 @@ pub enum Sabotage {
     /// Never answer the extra node's Raft messages (`members`): it is added but can never
     /// catch up, so `__meta`'s membership never settles.
     IgnoreTheJoiner,
+    /// Node 2's Raft writes go unrecorded, as if its disk acknowledged writes it dropped:
+    /// commits counted on its acknowledgements lack a majority.
+    UnrecordedAcks,
 }
 
 /// The result of one run.
@@ -165,6 +175,8 @@ pub struct Outcome {
     pub moves: usize,
     /// Node additions and removals committed in `__meta` ([`SimConfig::members`]).
     pub member_changes: usize,
+    /// Joint configurations a leader was seen in (membership changes of moves and members).
+    pub joint_configs: usize,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -278,6 +290,8 @@ struct Sim {
     meta_checked: Vec<u64>,
     /// Indexes of committed AddMember / RemoveMember entries.
     member_changes: BTreeSet<u64>,
+    /// What each node wrote and each leader committed: the joint-majority check.
+    commits: quorum::Commits,
     violations: Vec<String>,
     digest: Fnv,
 }
@@ -342,6 +356,7 @@ impl Sim {
             meta_log: BTreeMap::new(),
             meta_checked: Vec::new(),
             member_changes: BTreeSet::new(),
+            commits: quorum::Commits::default(),
             violations: Vec::new(),
             digest: Fnv::default(),
         }
@@ -767,6 +782,30 @@ impl Sim {
         for (sent, response) in done {
             self.answered(&sent, &response, now);
         }
+        self.check_commits(i);
+    }
+
+    /// Every index a leader of node `i` committed since its last step is on a majority's
+    /// disks (see `quorum`). Run after every step of the node: commits advance between steps
+    /// (messages), membership changes take effect only within one.
+    fn check_commits(&mut self, i: usize) {
+        if !self.cfg.commit_check {
+            return;
+        }
+        let id = self.nodes[i].id;
+        let Some(live) = self.nodes[i].live.as_ref() else {
+            return;
+        };
+        for led in live.replica.led_groups_view() {
+            let store = live.replica.log_store(led.0);
+            if let Some(v) = self
+                .commits
+                .check(id, led, |index| store.and_then(|s| s.term_of(index)))
+                && !self.violations.contains(&v)
+            {
+                self.violations.push(v);
+            }
+        }
     }
 
     fn answered(&mut self, sent: &Sent, response: &ResponseKind, now: u64) {
@@ -920,6 +959,9 @@ impl Sim {
                 continue; // removed meanwhile
             };
             store.apply_persist(p);
+            if !(self.cfg.sabotage == Some(Sabotage::UnrecordedAcks) && node.id == 2) {
+                self.commits.wrote(node.id, *group, p);
+            }
             match done.iter_mut().find(|(g, _)| g == group) {
                 Some(d) => d.1 = p.number,
                 None => done.push((*group, p.number)),
@@ -1702,6 +1744,7 @@ impl Sim {
             quiesced_at_end: self.quiesced_at_end,
             moves: self.faults.iter().filter(|(_, k)| *k == "reassign").count(),
             member_changes: self.member_changes.len(),
+            joint_configs: self.commits.joint_configs(),
             violations: std::mem::take(&mut self.violations),
         }
     }

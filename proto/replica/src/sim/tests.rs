@@ -135,6 +135,8 @@ fn replica_sim_with_idle_partitions() {
     let began = Instant::now();
     let outcomes = run_many_with(0..count, |seed| SimConfig {
         partitions: PARTITIONS,
+        // Checked in every other run; here it would more than double the run time.
+        commit_check: false,
         ..SimConfig::new(seed)
     });
     let failed: Vec<&Outcome> = outcomes
@@ -208,12 +210,17 @@ fn replica_sim_moves_seeds() {
     });
     let failed = report_failures(&outcomes, "SIM_MOVES=1 ");
     let moves: usize = outcomes.iter().map(|o| o.moves).sum();
+    let joint: usize = outcomes.iter().map(|o| o.joint_configs).sum();
     println!(
-        "replica sim with moves: {count} seeds in {:.1} s, {} failed, {moves} moves",
+        "replica sim with moves: {count} seeds in {:.1} s, {} failed, {moves} moves, {joint} joint configurations",
         began.elapsed().as_secs_f64(),
         failed.len()
     );
     assert!(moves > count as usize / 2, "moves were injected: {moves}");
+    assert!(
+        joint > count as usize / 4,
+        "moves went through joint consensus: {joint}"
+    );
     assert!(
         failed.is_empty(),
         "{} of {count} seeds failed",
@@ -237,14 +244,19 @@ fn replica_sim_members_seeds() {
     });
     let failed = report_failures(&outcomes, "SIM_MEMBERS=1 ");
     let changes: usize = outcomes.iter().map(|o| o.member_changes).sum();
+    let joint: usize = outcomes.iter().map(|o| o.joint_configs).sum();
     println!(
-        "replica sim with membership changes: {count} seeds in {:.1} s, {} failed, {changes} changes",
+        "replica sim with membership changes: {count} seeds in {:.1} s, {} failed, {changes} changes, {joint} joint configurations",
         began.elapsed().as_secs_f64(),
         failed.len()
     );
     assert!(
         changes > count as usize / 2,
         "changes were injected: {changes}"
+    );
+    assert!(
+        joint > count as usize / 2,
+        "changes went through joint consensus: {joint}"
     );
     assert!(
         failed.is_empty(),
@@ -341,6 +353,15 @@ fn a_node_addition_that_never_completes_is_caught() {
             .any(|v| v.contains("membership did not settle"))
     });
     assert!(caught, "a learner that never catches up is reported");
+}
+
+#[test]
+fn a_commit_without_a_majority_is_caught() {
+    let v = sabotaged(Sabotage::UnrecordedAcks);
+    assert!(
+        v.iter().any(|v| v.contains("not a majority of voters")),
+        "{v:?}"
+    );
 }
 
 #[test]
