@@ -576,6 +576,9 @@ impl Driver {
             }
             self.handle_one_ready();
         }
+        if self.step_down_if_removed() && self.raw.has_ready() {
+            self.handle_one_ready();
+        }
         self.note_role();
         if self.raw.store().take_snapshot_wanted() {
             self.tasks.push_back(Task::SnapshotWanted);
@@ -671,6 +674,36 @@ impl Driver {
             // Every earlier ready is persisted (or had nothing that needed it).
             self.raw.on_persist_ready(number);
         }
+    }
+
+    /// A leader whose membership change removed it (one elected in the old half of a joint
+    /// configuration, which raft-rs then leaves) hands leadership to the voter with the longest
+    /// log and steps down at once: raft-rs would keep it leading, and panic at its next commit
+    /// (its own progress is gone). Returns whether it stepped down.
+    fn step_down_if_removed(&mut self) -> bool {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader || self.is_voter() {
+            return false;
+        }
+        let successor = r
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.node_id && r.prs().conf().voters().contains(**id))
+            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        let term = r.term;
+        tracing::info!(
+            node = self.node_id,
+            group = self.group,
+            term,
+            to = ?successor,
+            "this leader is no longer a voter of the group: stepping down"
+        );
+        if let Some(to) = successor {
+            self.raw.raft.send_timeout_now(to);
+        }
+        self.raw.raft.become_follower(term, raft::INVALID_ID);
+        true
     }
 
     /// raft-rs expects membership changes applied as their entries are handed out.

@@ -71,8 +71,9 @@ pub struct SimConfig {
     /// every node, a look at each group it leads (costly with a thousand partitions).
     pub commit_check: bool,
     /// Among the faults, partition 0 moves (AlterPartitionReassignments): down to two of the
-    /// three nodes and back, so its Raft group changes membership (a learner seeded by a
-    /// snapshot whose records it copies from another replica, promoted, voters removed)
+    /// three nodes, to another two (a swap), and back, so its Raft group changes membership (a
+    /// learner seeded by a snapshot whose records it copies from another replica, promoted,
+    /// voters removed)
     /// under crashes, partitions and lost disks.
     pub moves: bool,
     /// A fourth node runs from the start, joining as a fresh node (`--join`), and among the
@@ -177,6 +178,8 @@ pub struct Outcome {
     pub member_changes: usize,
     /// Joint configurations a leader was seen in (membership changes of moves and members).
     pub joint_configs: usize,
+    /// Of those, swaps: a voter added and another removed in one change.
+    pub joint_swaps: usize,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -1129,6 +1132,11 @@ impl Sim {
         if now_replicas.len() == NODES as usize {
             let out = self.rng.range(0, NODES) as usize;
             target.remove(out);
+        } else if now_replicas.len() == 2 && self.rng.range(0, 2) == 0 {
+            // A swap to another pair: one joint change adds the third node and removes one of
+            // these, so the old and the new majorities differ.
+            let keep = now_replicas[self.rng.range(0, 2) as usize];
+            target.retain(|n| *n == keep || !now_replicas.contains(n));
         }
         let first = self.rng.range(0, target.len() as u64) as usize;
         target.rotate_left(first);
@@ -1745,6 +1753,7 @@ impl Sim {
             moves: self.faults.iter().filter(|(_, k)| *k == "reassign").count(),
             member_changes: self.member_changes.len(),
             joint_configs: self.commits.joint_configs(),
+            joint_swaps: self.commits.joint_swaps(),
             violations: std::mem::take(&mut self.violations),
         }
     }

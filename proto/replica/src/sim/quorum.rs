@@ -122,6 +122,17 @@ impl Commits {
     pub(super) fn joint_configs(&self) -> usize {
         self.joint.len()
     }
+
+    /// Of those, the swaps: voters both added and removed (the two majorities differ).
+    pub(super) fn joint_swaps(&self) -> usize {
+        self.joint
+            .iter()
+            .filter(|(_, _, (incoming, outgoing))| {
+                incoming.iter().any(|v| !outgoing.contains(v))
+                    && outgoing.iter().any(|v| !incoming.contains(v))
+            })
+            .count()
+    }
 }
 
 #[cfg(test)]

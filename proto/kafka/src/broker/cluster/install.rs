@@ -69,6 +69,15 @@ impl Broker {
         {
             warn!(node_id = me, topic = %topic, partition, error = %e, "resetting the log failed");
         }
+        // Records past the snapshot's end are left from an earlier copy of the partition (one
+        // moved away whose deletion a crash undid): the entries after the snapshot make them
+        // again.
+        if end > image.end_offset {
+            warn!(node_id = me, topic = %topic, partition, group, local_end = end, image_end = image.end_offset, "records past the snapshot left from an earlier copy: cutting them");
+            if let Err(e) = log.truncate_to(image.end_offset, now_ms) {
+                warn!(node_id = me, topic = %topic, partition, error = %e, "cutting the log back failed");
+            }
+        }
         self.install_next(group)
     }
 
@@ -227,6 +236,15 @@ impl Broker {
         let Some(a) = c.applied.get_mut(&group) else {
             return;
         };
+        if a.index > image.applied_index {
+            // A mark left from an earlier copy of the partition: the snapshot is the state now,
+            // and the entries after it are applied again (recorded anew, lower).
+            a.unsynced.clear();
+            a.durable = (0, 0);
+            a.recorded = 0;
+            a.recorded_end = 0;
+            a.index = 0;
+        }
         if image.applied_index > a.index {
             a.index = image.applied_index;
             if unsynced {
