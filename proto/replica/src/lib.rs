@@ -822,29 +822,23 @@ impl Replica {
 
     /// `__meta`'s voters as this node's log has them (both halves of a joint configuration).
     pub fn meta_voters(&self) -> Vec<u64> {
-        self.node.group(META_GROUP).map_or_else(Vec::new, |d| {
-            let cs = d.store().conf_state();
-            let mut all: Vec<u64> = cs
-                .voters
-                .iter()
-                .chain(&cs.voters_outgoing)
-                .copied()
-                .collect();
-            all.sort_unstable();
-            all.dedup();
-            all
-        })
+        self.meta_conf(false)
     }
 
     /// `__meta`'s voters and learners as this node's log has them.
     pub fn meta_membership(&self) -> Vec<u64> {
+        self.meta_conf(true)
+    }
+
+    fn meta_conf(&self, with_learners: bool) -> Vec<u64> {
         self.node.group(META_GROUP).map_or_else(Vec::new, |d| {
             let cs = d.store().conf_state();
+            let learners: &[u64] = if with_learners { &cs.learners } else { &[] };
             let mut all: Vec<u64> = cs
                 .voters
                 .iter()
-                .chain(&cs.learners)
                 .chain(&cs.voters_outgoing)
+                .chain(learners)
                 .copied()
                 .collect();
             all.sort_unstable();
