@@ -933,6 +933,12 @@ impl Broker {
             .write_file_atomic(TOPICS_FILE, &serde_json::to_vec_pretty(&stored).unwrap())
     }
 
+    /// A partition's high watermark, if this broker holds the partition (the simulator reads
+    /// it to skip re-reading a log that committed nothing new).
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        Some(self.partition(topic, partition).ok()?.high_watermark())
+    }
+
     /// A partition's high watermark and every batch below it from offset `from` (or the log
     /// start): what any consumer may see (the replica simulator compares it across replicas).
     pub fn committed_batches(

@@ -915,6 +915,12 @@ impl Sim {
                 return;
             }
         }
+        // Nothing committed since the last look: nothing new to read, and no step back.
+        if live.broker.high_watermark(TOPIC, 0) == Some(node.last_hw.1)
+            && node.last_hw.0 == node.life
+        {
+            return;
+        }
         let Some((hw, batches)) = live.broker.committed_batches(TOPIC, 0, node.read_to) else {
             return;
         };
