@@ -10,7 +10,7 @@ median of each round's SASL_SSL / PLAINTEXT ratio (the two runs of a round are a
 so a noisy neighbour hits both). `--data-root /dev/shm` takes the disk out of the measurement.
 
 Usage: bench/security_bench.py [--bin target/release/sluice] [--messages 500000] [--sizes 100,10240]
-       [--rounds 5] [--data-root DIR]
+       [--rounds 5] [--data-root DIR] [--partition-fetch-bytes N]
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -24,6 +24,8 @@ ap.add_argument("--messages", type=int, default=500_000)
 ap.add_argument("--sizes", default="100,10240")
 ap.add_argument("--rounds", type=int, default=5)
 ap.add_argument("--data-root", default=None, help="where the broker's data dir goes (default: a temp dir)")
+ap.add_argument("--partition-fetch-bytes", type=int, default=10_485_760,
+                help="the consumer's max.partition.fetch.bytes (0: librdkafka's default, 1 MiB)")
 args = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="sluice-secbench-")
@@ -77,9 +79,10 @@ def produce(conf, topic, n, payload):
 
 
 def consume(conf, topic, n):
+    fetch = {"fetch.max.bytes": 52428800, "max.partition.fetch.bytes": args.partition_fetch_bytes}
     c = Consumer(dict(conf, **{"group.id": "bench", "enable.auto.commit": False,
-                               "fetch.max.bytes": 52428800, "max.partition.fetch.bytes": 10485760,
-                               "queued.max.messages.kbytes": 1048576}))
+                               "queued.max.messages.kbytes": 1048576},
+                      **(fetch if args.partition_fetch_bytes else {})))
     c.assign([TopicPartition(topic, 0, 1)])  # offset 0 is the warm-up message
     got = 0
     cpu0, t0 = cpu_seconds(broker.pid), time.perf_counter()
