@@ -309,8 +309,7 @@ async fn pump<Rd: Reader>(
     let mut pending = vec![0u8; READ_CHUNK];
     let (mut pos, mut end) = (0, 0);
     loop {
-        // Plaintext is never longer than the ciphertext it came from: one allocation per pass.
-        let mut chunk = Vec::with_capacity(end - pos);
+        let mut chunk = Vec::new();
         let closed = {
             let mut conn = conn.lock().unwrap();
             loop {
@@ -324,18 +323,21 @@ async fn pump<Rd: Reader>(
                 let state = conn
                     .process_new_packets()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                let mut ready = state.plaintext_bytes_to_read();
-                // Taken chunk by chunk (no zero-filled buffer to copy into).
+                let ready = state.plaintext_bytes_to_read();
+                // Taken piece by piece (no zero-filled buffer to copy into). `ready` is all
+                // rustls holds, in non-empty pieces, so the loop takes every byte of it.
+                chunk.reserve(ready);
+                let mut left = ready;
                 let mut reader = conn.reader();
-                while ready > 0 {
+                while left > 0 {
                     let got = reader.fill_buf()?;
                     if got.is_empty() {
                         break;
                     }
-                    let n = got.len().min(ready);
+                    let n = got.len().min(left);
                     chunk.extend_from_slice(&got[..n]);
                     reader.consume(n);
-                    ready -= n;
+                    left -= n;
                 }
                 if state.peer_has_closed() {
                     break true;
@@ -423,7 +425,7 @@ impl<Rd: Reader> Reader for TlsReader<Rd> {
 /// version handed the pieces to a sender task; on tokio the woken sender waits in the same
 /// worker's LIFO slot until the encrypting task blocks, so the two took turns on one core and
 /// added a hand-off per piece (SASL_SSL 10 KiB consume: 0.80–0.83 of PLAINTEXT with the task,
-/// 0.83–0.86 without; 0.56–0.58 against 0.62–0.63 with the client's default 1 MiB fetches).
+/// 0.83–0.87 without; docs/BENCHMARKS.md has the runs, and those with 1 MiB fetches).
 pub struct TlsWriter<W> {
     conn: Arc<Mutex<Connection>>,
     inner: W,
