@@ -1705,9 +1705,12 @@ fn describe_quorum_reports_meta_as_kafkas_metadata_quorum() {
 
 mod txn {
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+    };
     use kafka_protocol::messages::{
-        AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest,
-        FindCoordinatorRequest, InitProducerIdRequest, ProducerId, TransactionalId,
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
+        EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest, ProducerId, TransactionalId,
     };
     use sluice_coordinator::TRANSACTION_STATE_TOPIC;
 
@@ -1936,20 +1939,49 @@ mod txn {
         );
     }
 
-    #[test]
-    fn a_verification_answered_before_its_transaction_ended_opens_nothing_after_the_marker() {
-        let (mut c, _, pid, epoch) = coordinated_by_node_1();
-        add_t0(&mut c, 0, pid, epoch);
-        // Node 2 asks node 1 about the first batch; node 1 says yes, but its answer is held
-        // up on the way back.
-        let mut req = produce_req("t", batch(pid, epoch, 0, &["late"], true));
+    /// Node 2 (leading t-0) takes a transactional batch and asks node 1, the coordinator,
+    /// whether t-0 is in the transaction: the parked produce and the question.
+    fn verification_out(
+        c: &mut Cluster,
+        pid: i64,
+        epoch: i16,
+        value: &str,
+    ) -> (Reply, crate::broker::cluster::PeerRequest) {
+        let mut req = produce_req("t", batch(pid, epoch, 0, &[value], true));
         if let RequestKind::Produce(p) = &mut req {
             p.transactional_id = Some(TransactionalId(s(ID)));
         }
         let reply = c.brokers[1].handle(&ctx(ApiKey::Produce, 9), req, 10_000);
         let asked = c.brokers[1].take_peer_requests();
         assert_eq!(asked.len(), 1);
-        let m = asked.into_iter().next().unwrap();
+        (reply, asked.into_iter().next().unwrap())
+    }
+
+    /// The transaction is aborted meanwhile: its marker is written to t-0 (its end offset
+    /// returned).
+    fn abort_with_marker(c: &mut Cluster, pid: i64, epoch: i16) -> i64 {
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(ID)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(false);
+        let ResponseKind::EndTxn(r) = call(c, 0, ApiKey::EndTxn, 3, RequestKind::EndTxn(end))
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0, "{r:?}");
+        carry(c);
+        let end_before = c.brokers[1].partition("t", 0).unwrap().log_end_offset();
+        assert_eq!(end_before, 1, "the abort marker");
+        end_before
+    }
+
+    #[test]
+    fn a_verification_answered_before_its_transaction_ended_opens_nothing_after_the_marker() {
+        let (mut c, _, pid, epoch) = coordinated_by_node_1();
+        add_t0(&mut c, 0, pid, epoch);
+        // Node 1 says yes, but its answer is held up on the way back.
+        let (reply, m) = verification_out(&mut c, pid, epoch, "late");
         let session = Session {
             node: Some(2),
             ..Session::anonymous("127.0.0.1", crate::security::REPLICA_LISTENER)
@@ -1957,20 +1989,7 @@ mod txn {
         let (answer, _) =
             c.brokers[0].handle_session(&session, &ctx(m.api_key, m.version), m.request, 10_000);
         let answer = parked(&mut c, 0, answer);
-        // Meanwhile the transaction is aborted: its marker is written to t-0.
-        let end = EndTxnRequest::default()
-            .with_transactional_id(TransactionalId(s(ID)))
-            .with_producer_id(ProducerId(pid))
-            .with_producer_epoch(epoch)
-            .with_committed(false);
-        let ResponseKind::EndTxn(r) = call(&mut c, 0, ApiKey::EndTxn, 3, RequestKind::EndTxn(end))
-        else {
-            panic!()
-        };
-        assert_eq!(r.error_code, 0, "{r:?}");
-        carry(&mut c);
-        let end_before = c.brokers[1].partition("t", 0).unwrap().log_end_offset();
-        assert_eq!(end_before, 1, "the abort marker");
+        let end_before = abort_with_marker(&mut c, pid, epoch);
         // The yes arrives after the marker: it speaks of the ended transaction, so the batch
         // is refused rather than opening a transaction no coordinator knows.
         c.brokers[1].peer_response(m.id, Ok(answer), 10_000);
@@ -1986,6 +2005,47 @@ mod txn {
         assert_eq!(log.log_end_offset(), end_before);
         let (_, lso, _) = fetch(&c.brokers[1], "t", true);
         assert_eq!(lso, end_before, "no transaction left open");
+    }
+
+    #[test]
+    fn a_refused_verification_keeps_its_error_when_a_marker_came_meanwhile() {
+        // A zombie's batch (its transaction was ended and its epoch bumped elsewhere) is
+        // verified while the new instance's marker is proposed in the partition: the
+        // coordinator's refusal reaches the client as it is (the zombie is fenced), not as the
+        // guard's INVALID_TXN_STATE, which only stands in for a yes that may be stale.
+        let (mut c, _, pid, epoch) = coordinated_by_node_1();
+        add_t0(&mut c, 0, pid, epoch);
+        let (reply, m) = verification_out(&mut c, pid, epoch, "zombie");
+        let end_before = abort_with_marker(&mut c, pid, epoch);
+        let refusal = AddPartitionsToTxnResponse::default().with_results_by_transaction(vec![
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(TransactionalId(s(ID)))
+                .with_topic_results(vec![
+                    AddPartitionsToTxnTopicResult::default()
+                        .with_name(TopicName(s("t")))
+                        .with_results_by_partition(vec![
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(0)
+                                .with_partition_error_code(
+                                    ResponseError::InvalidProducerEpoch.code(),
+                                ),
+                        ]),
+                ]),
+        ]);
+        c.brokers[1].peer_response(m.id, Ok(ResponseKind::AddPartitionsToTxn(refusal)), 10_000);
+        let ResponseKind::Produce(r) = parked(&mut c, 1, reply) else {
+            panic!()
+        };
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            ResponseError::InvalidProducerEpoch.code()
+        );
+        c.run();
+        assert_eq!(
+            c.brokers[1].partition("t", 0).unwrap().log_end_offset(),
+            end_before,
+            "nothing written"
+        );
     }
 
     #[test]

@@ -568,7 +568,8 @@ impl Broker {
         let Some(c) = &mut self.cluster else { return };
         c.clock_ms = now_ms;
         let stale = c.txn.guards.remove(&id).is_some_and(|(_, _, stale)| stale);
-        let result = if stale {
+        // Only a yes can be stale: a refusal (a fenced zombie's, say) stands as it came.
+        let result = if stale && confirms(&result) {
             debug!(
                 node_id = c.node_id,
                 "a marker ended the transaction while it was verified: refused"
@@ -1389,6 +1390,21 @@ fn offsets_verification_error(e: ResponseError) -> ResponseError {
         | ResponseError::CoordinatorLoadInProgress
         | ResponseError::ConcurrentTransactions => ResponseError::CoordinatorNotAvailable,
         other => other,
+    }
+}
+
+/// Whether a verification's answer confirms every partition it asked about.
+fn confirms(result: &Result<ResponseKind, String>) -> bool {
+    match result {
+        Ok(ResponseKind::AddPartitionsToTxn(r)) => {
+            r.error_code == 0
+                && r.results_by_transaction
+                    .iter()
+                    .flat_map(|t| &t.topic_results)
+                    .flat_map(|t| &t.results_by_partition)
+                    .all(|p| p.partition_error_code == 0)
+        }
+        _ => false,
     }
 }
 
