@@ -452,6 +452,7 @@ impl Replica {
     /// hand-off, and turns what Raft produced into transmits and [`Io`]. Call it on every wake.
     pub fn handle_timeout(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) -> Pass {
         let mut pass = Pass::default();
+        broker.advance_clock(now);
         if self.node.poll_timeout().is_none_or(|t| now >= t) {
             self.node.handle_timeout(now);
         }
@@ -906,7 +907,7 @@ impl Replica {
             self.node.keep_watching(&peers);
         }
         broker.set_meta_quorum(self.meta_quorum(now, wall_ms));
-        broker.cluster_tick(self.meta_caught_up().is_some(), wall_ms);
+        broker.cluster_tick(self.meta_caught_up().is_some(), now, wall_ms);
         let marks = broker.take_applied_marks();
         // Hints are already spaced by the leader: act on each.
         let compactions = broker.take_compactions(1);
@@ -961,7 +962,7 @@ impl Replica {
                 .map(|e| e.data.len())
                 .sum();
             let isr = liveness::in_sync(&self.silence, group, me, &progress, now, timeout);
-            let recorded = broker.report_isr(group, driver.term(), isr, wall_ms);
+            let recorded = broker.report_isr(group, driver.term(), isr, now);
             if let Some(held) = held
                 && liveness::hint_due(held, last, self.cfg.compact_step, bytes, COMPACT_BYTES)
             {
@@ -1022,6 +1023,7 @@ impl Replica {
             term: meta.term(),
             commit: meta.commit_index(),
             voters,
+            as_of_ms: wall_ms,
         }
     }
 
@@ -1089,7 +1091,7 @@ impl Replica {
             if moves::settled(self.cfg.node_id, cs, &wanted) {
                 // The monotonic clock: a report lost to a wall-clock jump back would otherwise
                 // wait that long to be sent again.
-                broker.report_voters(group, &cs.voters, now as i64);
+                broker.report_voters(group, &cs.voters, now);
                 continue;
             }
             self.step_membership(group, &wanted, now);
@@ -1328,6 +1330,7 @@ impl Replica {
 
     /// Turns Raft's tasks into I/O (one persist batch for all groups) and broker events.
     fn drive(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
+        broker.advance_clock(now);
         let mut persists = Vec::new();
         let mut written = std::collections::BTreeMap::new();
         while let Some((group, task)) = self.node.poll_task() {

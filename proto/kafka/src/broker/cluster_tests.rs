@@ -71,7 +71,7 @@ impl Cluster {
         }
         for _ in 0..3 {
             for b in &mut c.brokers {
-                b.cluster_tick(true, 0);
+                b.cluster_tick(true, 0, 0);
             }
             c.run();
         }
@@ -504,30 +504,8 @@ fn replaying_meta_after_a_restart_never_drops_a_recreated_topic() {
     assert_eq!(b.partition("t", 0).unwrap().log_end_offset(), 3);
 }
 
-#[test]
-fn an_admin_request_waits_for_a_meta_leader_and_times_out_without_one() {
-    let fs = MemStorage::new();
-    let mut b = open(&fs, 1);
-    // No `__meta` leader yet: raft-rs drops the proposal.
-    let req = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(TopicName(s("t")))
-            .with_num_partitions(1)
-            .with_replication_factor(3),
-    ]));
-    let Reply::Parked { token } = b.handle(&ctx(ApiKey::CreateTopics, 7), req, 0) else {
-        panic!()
-    };
-    // Dropped proposals are proposed again on every tick while the request waits.
-    for now in [200, 400] {
-        let p = b.take_proposals();
-        assert_eq!(p.len(), 1, "proposed again at {now}");
-        b.proposal_dropped(p[0].group, &p[0].data);
-        assert!(b.take_deferred().is_empty());
-        b.cluster_tick(false, now);
-    }
-    // Still no leader after 30 s: the client hears REQUEST_TIMED_OUT.
-    b.cluster_tick(false, 31_000);
+/// The parked CreateTopics `token` was answered REQUEST_TIMED_OUT.
+fn assert_timed_out(b: &mut Broker, token: u64) {
     let d = b.take_deferred();
     let ResponseKind::CreateTopics(r) = &d.iter().find(|d| d.token == token).unwrap().response
     else {
@@ -537,6 +515,57 @@ fn an_admin_request_waits_for_a_meta_leader_and_times_out_without_one() {
         r.topics[0].error_code,
         ResponseError::RequestTimedOut.code()
     );
+}
+
+/// CreateTopics for one topic `t` with one partition and three replicas.
+fn create_t_rf3() -> RequestKind {
+    RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_num_partitions(1)
+            .with_replication_factor(3),
+    ]))
+}
+
+#[test]
+fn a_wall_clock_stepped_back_does_not_stall_a_timeout() {
+    // Timers run on the monotonic clock the replica core hands in: with the wall clock stepped
+    // back an hour just after the request arrived, the wait still ends 30 s later.
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 1);
+    let wall = 3_600_000;
+    b.cluster_tick(false, 1_000, wall);
+    let req = create_t_rf3();
+    let Reply::Parked { token } = b.handle(&ctx(ApiKey::CreateTopics, 7), req, wall) else {
+        panic!()
+    };
+    let stepped_back = wall - 3_600_000;
+    b.cluster_tick(false, 30_000, stepped_back + 29_000);
+    assert!(b.take_deferred().is_empty(), "not yet 30 s");
+    b.cluster_tick(false, 31_100, stepped_back + 30_100);
+    assert_timed_out(&mut b, token);
+}
+
+#[test]
+fn an_admin_request_waits_for_a_meta_leader_and_times_out_without_one() {
+    let fs = MemStorage::new();
+    let mut b = open(&fs, 1);
+    // No `__meta` leader yet: raft-rs drops the proposal.
+    let req = create_t_rf3();
+    let Reply::Parked { token } = b.handle(&ctx(ApiKey::CreateTopics, 7), req, 0) else {
+        panic!()
+    };
+    // Dropped proposals are proposed again on every tick while the request waits.
+    for now in [200, 400] {
+        let p = b.take_proposals();
+        assert_eq!(p.len(), 1, "proposed again at {now}");
+        b.proposal_dropped(p[0].group, &p[0].data);
+        assert!(b.take_deferred().is_empty());
+        b.cluster_tick(false, now as u64, now);
+    }
+    // Still no leader after 30 s: the client hears REQUEST_TIMED_OUT.
+    b.cluster_tick(false, 31_000, 31_000);
+    assert_timed_out(&mut b, token);
 }
 
 #[test]
@@ -1452,7 +1481,7 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
     let before = stored_bytes(&c.brokers[0], "t");
     // Followers never order; the leader orders one clean, which every replica records.
     for i in [1, 2, 0] {
-        c.brokers[i].cluster_tick(true, 10_000);
+        c.brokers[i].cluster_tick(true, 10_000, 10_000);
     }
     c.run();
     settle(&mut c);
@@ -1472,7 +1501,7 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
         assert!(stored_bytes(b, "t") == after, "a replica's log differs");
     }
     // The leader does not order again while nothing new is dirty.
-    c.brokers[0].cluster_tick(true, 12_000);
+    c.brokers[0].cluster_tick(true, 12_000, 12_000);
     c.run();
     assert!(
         c.brokers[2]
@@ -1503,7 +1532,7 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
         }
     }
     settle_two(&mut c);
-    c.brokers[0].cluster_tick(true, 20_000);
+    c.brokers[0].cluster_tick(true, 20_000, 20_000);
     for p in c.brokers[0].take_proposals() {
         assert!(crate::cluster::CleanEntry::decode(&p.data).is_some());
         apply(&mut c, p.data, &[0, 1]);
@@ -1554,7 +1583,7 @@ fn every_replica_of_a_compacted_partition_runs_the_clean_its_leader_orders() {
     assert_eq!(image.end_offset, behind + 14);
     produce(&mut c, 114..160);
     settle_two(&mut c);
-    c.brokers[0].cluster_tick(true, 30_000);
+    c.brokers[0].cluster_tick(true, 30_000, 30_000);
     for p in c.brokers[0].take_proposals() {
         apply(&mut c, p.data, &[0, 1]);
     }
@@ -1657,6 +1686,7 @@ fn describe_quorum_reports_meta_as_kafkas_metadata_quorum() {
         term: 4,
         commit: 9,
         voters,
+        as_of_ms: 2_000,
     });
     let ask = |c: &mut Cluster, topic: &str, version: i16| {
         let req = RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
@@ -2153,7 +2183,7 @@ mod txn {
             ResponseError::CoordinatorNotAvailable.code()
         );
         for i in 0..3 {
-            c.brokers[i].cluster_tick(true, 10_000);
+            c.brokers[i].cluster_tick(true, 10_000, 10_000);
         }
         c.run();
         let tg = txn_group(&c);
@@ -2423,7 +2453,7 @@ mod txn {
         // The PrepareCommit does not commit within the wait (no quorum for 30 s)...
         let held = c.brokers[0].take_proposals();
         assert_eq!(held.len(), 1);
-        c.brokers[0].cluster_tick(true, 45_000);
+        c.brokers[0].cluster_tick(true, 45_000, 45_000);
         let d = c.brokers[0].take_deferred();
         let answer = d.iter().find(|d| d.token == token).expect("answered");
         let ResponseKind::EndTxn(r) = &answer.response else {

@@ -254,7 +254,7 @@ pub struct Broker {
     /// Aborted transactions a partition's table holds before the oldest go to a file.
     aborted_spill: usize,
     /// When a cluster node last moved aborted transactions to index files.
-    last_spill_ms: i64,
+    last_spill: Option<u64>,
     /// Last coordinator token handed out.
     next_token: u64,
     /// Responses to parked requests, for the runtime to deliver.
@@ -269,7 +269,7 @@ pub struct Broker {
     /// cluster existed) to copy into `__meta` once it is caught up.
     security_import: Option<SecurityState>,
     /// When the import was last proposed.
-    last_import_ms: i64,
+    last_import: Option<u64>,
     /// Set while handling a Metadata request whose principal may not create topics (v0-3
     /// requests carry no `allow_auto_topic_creation` flag).
     auto_create_denied: bool,
@@ -403,14 +403,14 @@ impl Broker {
             snapshotted: HashMap::new(),
             aborted_files: HashMap::new(),
             aborted_spill: aborted_index::SPILL_ENTRIES,
-            last_spill_ms: 0,
+            last_spill: None,
             next_token: 0,
             deferred: Vec::new(),
             cluster: None,
             security: SecurityState::default(),
             listener: None,
             security_import: None,
-            last_import_ms: i64::MIN,
+            last_import: None,
             auto_create_denied: false,
             denials: Default::default(),
             last_cleaned: None,
@@ -528,18 +528,18 @@ impl Broker {
                     return Reply::Now(ResponseKind::Metadata(self.metadata_cluster(r, v, now_ms)));
                 }
                 RequestKind::Produce(r) => return self.produce_cluster(r, v, now_ms),
-                RequestKind::CreateTopics(r) => return self.create_topics_cluster(r, v, now_ms),
-                RequestKind::DeleteTopics(r) => return self.delete_topics_cluster(r, now_ms),
+                RequestKind::CreateTopics(r) => return self.create_topics_cluster(r, v),
+                RequestKind::DeleteTopics(r) => return self.delete_topics_cluster(r),
                 RequestKind::CreatePartitions(r) => {
-                    return self.create_partitions_cluster(r, now_ms);
+                    return self.create_partitions_cluster(r);
                 }
                 RequestKind::InitProducerId(r) if r.transactional_id.is_none() => {
                     return Reply::Now(self.init_producer_id_cluster(&r));
                 }
                 RequestKind::AlterConfigs(_) | RequestKind::IncrementalAlterConfigs(_) => {
-                    return self.alter_configs_cluster(body, now_ms);
+                    return self.alter_configs_cluster(body);
                 }
-                RequestKind::DeleteRecords(r) => return self.delete_records_cluster(r, now_ms),
+                RequestKind::DeleteRecords(r) => return self.delete_records_cluster(r),
                 other => return self.handle_common(ctx, client_host, other, now_ms),
             }
         }
@@ -609,11 +609,9 @@ impl Broker {
             RequestKind::DescribeQuorum(r) => {
                 Reply::Now(ResponseKind::DescribeQuorum(self.describe_quorum(r, v)))
             }
-            RequestKind::AlterPartitionReassignments(r) => {
-                self.alter_partition_reassignments(r, now_ms)
-            }
-            RequestKind::AddRaftVoter(r) => self.add_raft_voter(r, now_ms),
-            RequestKind::RemoveRaftVoter(r) => self.remove_raft_voter(r, now_ms),
+            RequestKind::AlterPartitionReassignments(r) => self.alter_partition_reassignments(r),
+            RequestKind::AddRaftVoter(r) => self.add_raft_voter(r),
+            RequestKind::RemoveRaftVoter(r) => self.remove_raft_voter(r),
             RequestKind::ListPartitionReassignments(r) => Reply::Now(
                 ResponseKind::ListPartitionReassignments(self.list_partition_reassignments(r)),
             ),

@@ -323,7 +323,7 @@ impl Broker {
         now_ms: i64,
     ) -> Reply {
         if self.is_cluster() {
-            return self.propose_security(change, response, now_ms);
+            return self.propose_security(change, response);
         }
         let _ = now_ms;
         let before = self.security.clone();
@@ -431,14 +431,9 @@ impl Broker {
 
 impl Broker {
     /// Cluster mode: proposes a security change to `__meta`; the answer waits for its apply.
-    fn propose_security(
-        &mut self,
-        change: SecurityChange,
-        response: ResponseKind,
-        now_ms: i64,
-    ) -> Reply {
+    fn propose_security(&mut self, change: SecurityChange, response: ResponseKind) -> Reply {
         let token = self.new_token();
-        self.security_proposal(token, change, response, now_ms);
+        self.security_proposal(token, change, response);
         Reply::Parked { token }
     }
 }
@@ -447,7 +442,7 @@ impl Broker {
     /// Cluster mode: copies users and ACLs of this node's data dir into `__meta` (users and
     /// bindings `__meta` lacks; it never overwrites), then removes the local files so a later
     /// change through the Kafka APIs is never undone by a restart.
-    pub(super) fn import_security(&mut self, meta_caught_up: bool, now_ms: i64) {
+    pub(super) fn import_security(&mut self, meta_caught_up: bool) {
         let Some(local) = &self.security_import else {
             return;
         };
@@ -498,10 +493,11 @@ impl Broker {
             self.security_import = None;
             return;
         }
-        if now_ms.saturating_sub(self.last_import_ms) < 3000 {
+        let now = self.cluster_clock();
+        if !super::cluster::due(self.last_import, now, 3000) {
             return;
         }
-        self.last_import_ms = now_ms;
+        self.last_import = Some(now);
         let mut changes = Vec::new();
         if !creds.is_empty() {
             changes.push(SecurityChange::Scram(creds));

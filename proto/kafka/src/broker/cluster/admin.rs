@@ -148,19 +148,13 @@ impl Broker {
         token: u64,
         change: crate::security::state::SecurityChange,
         response: ResponseKind,
-        now_ms: i64,
     ) {
         let c = self.cluster.as_mut().expect("cluster");
         c.admins.insert(token, (AdminWait::Security(response), 1));
-        self.admin_proposal(
-            token,
-            0,
-            |request| MetaCommand::Security {
-                request: Some(request),
-                change,
-            },
-            now_ms,
-        );
+        self.admin_proposal(token, 0, |request| MetaCommand::Security {
+            request: Some(request),
+            change,
+        });
     }
 
     pub(super) fn admin_proposal(
@@ -168,7 +162,6 @@ impl Broker {
         token: u64,
         slot: usize,
         cmd: impl FnOnce(ProposalId) -> MetaCommand,
-        now_ms: i64,
     ) {
         let c = self.cluster.as_mut().expect("cluster");
         let id = c.proposal_id();
@@ -178,7 +171,7 @@ impl Broker {
                 token,
                 slot,
                 group: None,
-                since_ms: now_ms,
+                since: c.mono,
             },
         );
         c.proposals.push(Proposal {
@@ -194,7 +187,6 @@ impl Broker {
         &mut self,
         req: CreateTopicsRequest,
         version: i16,
-        now_ms: i64,
     ) -> Reply {
         let token = self.new_token();
         let members: Vec<i32> = self.meta().map_or(Vec::new(), |m| m.members().to_vec());
@@ -275,30 +267,21 @@ impl Broker {
             .insert(token, (AdminWait::Create(response), pending.len()));
         for (slot, name, partitions, rf, configs, assignment) in pending {
             let id = crate::broker::random_uuid(&mut self.rng);
-            self.admin_proposal(
-                token,
-                slot,
-                |request| MetaCommand::CreateTopic {
-                    request: Some(request),
-                    name,
-                    id,
-                    partitions,
-                    replication_factor: rf,
-                    configs,
-                    assignment,
-                },
-                now_ms,
-            );
+            self.admin_proposal(token, slot, |request| MetaCommand::CreateTopic {
+                request: Some(request),
+                name,
+                id,
+                partitions,
+                replication_factor: rf,
+                configs,
+                assignment,
+            });
         }
         Reply::Parked { token }
     }
 
     /// DeleteTopics through `__meta`.
-    pub(in crate::broker) fn delete_topics_cluster(
-        &mut self,
-        req: DeleteTopicsRequest,
-        now_ms: i64,
-    ) -> Reply {
+    pub(in crate::broker) fn delete_topics_cluster(&mut self, req: DeleteTopicsRequest) -> Reply {
         let token = self.new_token();
         let meta = &self.cluster.as_ref().expect("cluster").meta;
         let targets =
@@ -334,15 +317,10 @@ impl Broker {
         c.admins
             .insert(token, (AdminWait::Delete(response), pending.len()));
         for (slot, name) in pending {
-            self.admin_proposal(
-                token,
-                slot,
-                |request| MetaCommand::DeleteTopic {
-                    request: Some(request),
-                    name,
-                },
-                now_ms,
-            );
+            self.admin_proposal(token, slot, |request| MetaCommand::DeleteTopic {
+                request: Some(request),
+                name,
+            });
         }
         Reply::Parked { token }
     }
@@ -351,7 +329,6 @@ impl Broker {
     pub(in crate::broker) fn create_partitions_cluster(
         &mut self,
         req: CreatePartitionsRequest,
-        now_ms: i64,
     ) -> Reply {
         let token = self.new_token();
         let meta = &self.cluster.as_ref().expect("cluster").meta;
@@ -405,17 +382,12 @@ impl Broker {
         c.admins
             .insert(token, (AdminWait::Partitions(response), pending.len()));
         for (slot, name, count, assignment) in pending {
-            self.admin_proposal(
-                token,
-                slot,
-                |request| MetaCommand::CreatePartitions {
-                    request: Some(request),
-                    name,
-                    count,
-                    assignment,
-                },
-                now_ms,
-            );
+            self.admin_proposal(token, slot, |request| MetaCommand::CreatePartitions {
+                request: Some(request),
+                name,
+                count,
+                assignment,
+            });
         }
         Reply::Parked { token }
     }
@@ -477,7 +449,7 @@ impl Broker {
             Wait::Coordinator {
                 group,
                 responses,
-                since_ms: now_ms,
+                since: c.mono,
             },
         );
         Ok(())
@@ -489,7 +461,6 @@ impl Broker {
     pub(in crate::broker) fn alter_configs_cluster(
         &mut self,
         body: kafka_protocol::messages::RequestKind,
-        now_ms: i64,
     ) -> Reply {
         let token = self.new_token();
         let (wait, names) = match body {
@@ -530,23 +501,18 @@ impl Broker {
                 ConfigTarget::Broker(node) => node.to_string(),
             };
             let slot = names.iter().position(|n| *n == name).unwrap_or(0);
-            self.admin_proposal(
-                token,
-                slot,
-                |request| match target {
-                    ConfigTarget::Topic(name) => MetaCommand::SetConfigs {
-                        request: Some(request),
-                        name,
-                        configs,
-                    },
-                    ConfigTarget::Broker(node) => MetaCommand::SetBrokerConfigs {
-                        request: Some(request),
-                        node,
-                        configs,
-                    },
+            self.admin_proposal(token, slot, |request| match target {
+                ConfigTarget::Topic(name) => MetaCommand::SetConfigs {
+                    request: Some(request),
+                    name,
+                    configs,
                 },
-                now_ms,
-            );
+                ConfigTarget::Broker(node) => MetaCommand::SetBrokerConfigs {
+                    request: Some(request),
+                    node,
+                    configs,
+                },
+            });
         }
         Reply::Parked { token }
     }

@@ -12,22 +12,25 @@ use crate::cluster::CleanEntry;
 use crate::log::CleanerLimits;
 
 /// How often a leader looks for partitions due a clean.
-const CHECK_EVERY_MS: i64 = 1_000;
+const CHECK_EVERY_MS: u64 = 1_000;
 /// An order not seen applied by then is given up (lost to a leader change) and may be made
 /// again.
-const ORDER_TIMEOUT_MS: i64 = 30_000;
+const ORDER_TIMEOUT_MS: u64 = 30_000;
 
 impl Broker {
-    /// Leader side: orders a clean of every led compacted partition that is due one.
+    /// Leader side: orders a clean of every led compacted partition that is due one. The
+    /// checks are timed on the monotonic clock; `now_ms`, the wall clock, decides what is due
+    /// (compaction lags, tombstone retention).
     pub(super) fn order_cleans(&mut self, now_ms: i64) {
         let me = self.config.node_id;
         let Some(c) = &mut self.cluster else { return };
-        if now_ms.saturating_sub(c.last_clean_check_ms) < CHECK_EVERY_MS {
+        let now = c.mono;
+        if !super::due(c.last_clean_check, now, CHECK_EVERY_MS) {
             return;
         }
-        c.last_clean_check_ms = now_ms;
+        c.last_clean_check = Some(now);
         c.clean_ordered
-            .retain(|_, at| now_ms.saturating_sub(*at) < ORDER_TIMEOUT_MS);
+            .retain(|_, at| now.saturating_sub(*at) < ORDER_TIMEOUT_MS);
         let led: Vec<(u64, String, i32)> = c
             .roles
             .iter()
@@ -56,7 +59,7 @@ impl Broker {
         }
         let c = self.cluster.as_mut().expect("cluster");
         for (group, order) in orders {
-            c.clean_ordered.insert(group, now_ms);
+            c.clean_ordered.insert(group, c.mono);
             c.proposals.push(Proposal {
                 group,
                 data: order.encode(),

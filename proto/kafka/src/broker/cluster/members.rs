@@ -20,11 +20,7 @@ const UP_WITHIN_MS: i64 = 2000;
 
 impl Broker {
     /// AddRaftVoter: records the node as a member (its Raft address from the first listener).
-    pub(in crate::broker) fn add_raft_voter(
-        &mut self,
-        req: AddRaftVoterRequest,
-        now_ms: i64,
-    ) -> Reply {
+    pub(in crate::broker) fn add_raft_voter(&mut self, req: AddRaftVoterRequest) -> Reply {
         let fail = |e: ResponseError, m: String| {
             Reply::Now(ResponseKind::AddRaftVoter(
                 AddRaftVoterResponse::default()
@@ -69,7 +65,7 @@ impl Broker {
         }
         let token = self.new_token();
         let response = ResponseKind::AddRaftVoter(AddRaftVoterResponse::default());
-        self.one_change(token, response, now_ms, |request| MetaCommand::AddMember {
+        self.one_change(token, response, |request| MetaCommand::AddMember {
             request: Some(request),
             node_id: node,
             raft_addr,
@@ -80,11 +76,7 @@ impl Broker {
     /// RemoveRaftVoter: refused when a partition would find no other member for its replica or
     /// the remaining members could not form a quorum; else the node stops being a member and
     /// its replicas start moving.
-    pub(in crate::broker) fn remove_raft_voter(
-        &mut self,
-        req: RemoveRaftVoterRequest,
-        now_ms: i64,
-    ) -> Reply {
+    pub(in crate::broker) fn remove_raft_voter(&mut self, req: RemoveRaftVoterRequest) -> Reply {
         let fail = |e: ResponseError, m: String| {
             Reply::Now(ResponseKind::RemoveRaftVoter(
                 RemoveRaftVoterResponse::default()
@@ -99,8 +91,8 @@ impl Broker {
         let c = self.cluster.as_ref().expect("checked");
         if c.meta.members().contains(&node)
             && let Some(m) = self
-                .quorum_refusal(node, now_ms)
-                .or_else(|| self.sole_replica_refusal(node, now_ms))
+                .quorum_refusal(node)
+                .or_else(|| self.sole_replica_refusal(node))
         {
             return fail(ResponseError::InvalidRequest, m);
         }
@@ -109,11 +101,9 @@ impl Broker {
         }
         let token = self.new_token();
         let response = ResponseKind::RemoveRaftVoter(RemoveRaftVoterResponse::default());
-        self.one_change(token, response, now_ms, |request| {
-            MetaCommand::RemoveMember {
-                request: Some(request),
-                node_id: node,
-            }
+        self.one_change(token, response, |request| MetaCommand::RemoveMember {
+            request: Some(request),
+            node_id: node,
         });
         Reply::Parked { token }
     }
@@ -184,7 +174,7 @@ impl Broker {
     /// Whether the members left after removing `node` include a majority that is up (heard
     /// from lately, as this node's `__meta` view says): otherwise the cluster would lose its
     /// quorum, and the removal is refused.
-    fn quorum_refusal(&self, node: i32, now_ms: i64) -> Option<String> {
+    fn quorum_refusal(&self, node: i32) -> Option<String> {
         let c = self.cluster.as_ref()?;
         let quorum = c.quorum.as_ref()?;
         let left: Vec<i32> = c
@@ -194,17 +184,16 @@ impl Broker {
             .copied()
             .filter(|m| *m != node)
             .collect();
-        let up: Vec<i32> = left
-            .iter()
-            .copied()
-            .filter(|m| {
-                *m == c.node_id
-                    || quorum
-                        .voters
-                        .iter()
-                        .any(|v| v.id == *m && v.last_heard_ms >= now_ms - UP_WITHIN_MS)
-            })
-            .collect();
+        let up: Vec<i32> =
+            left.iter()
+                .copied()
+                .filter(|m| {
+                    *m == c.node_id
+                        || quorum.voters.iter().any(|v| {
+                            v.id == *m && v.last_heard_ms >= quorum.as_of_ms - UP_WITHIN_MS
+                        })
+                })
+                .collect();
         (up.len() * 2 <= left.len()).then(|| {
             format!(
                 "removing node {node} would leave the cluster without a quorum: of the remaining members {left:?} only {up:?} are up; bring members back or add nodes first"
@@ -214,13 +203,13 @@ impl Broker {
 
     /// A node that is down and holds the only replica of a partition cannot be removed: no
     /// leader could move that replica, and the removal would never complete.
-    fn sole_replica_refusal(&self, node: i32, now_ms: i64) -> Option<String> {
+    fn sole_replica_refusal(&self, node: i32) -> Option<String> {
         let c = self.cluster.as_ref()?;
         let up = node == c.node_id
             || c.quorum.as_ref().is_some_and(|q| {
                 q.voters
                     .iter()
-                    .any(|v| v.id == node && v.last_heard_ms >= now_ms - UP_WITHIN_MS)
+                    .any(|v| v.id == node && v.last_heard_ms >= q.as_of_ms - UP_WITHIN_MS)
             });
         if up {
             return None;
@@ -241,11 +230,10 @@ impl Broker {
         &mut self,
         token: u64,
         response: ResponseKind,
-        now_ms: i64,
         cmd: impl FnOnce(crate::cluster::ProposalId) -> MetaCommand,
     ) {
         let c = self.cluster.as_mut().expect("cluster");
         c.admins.insert(token, (AdminWait::Security(response), 1));
-        self.admin_proposal(token, 0, cmd, now_ms);
+        self.admin_proposal(token, 0, cmd);
     }
 }

@@ -53,7 +53,7 @@ const APPLIED_TABLE: &str = "raft/applied";
 /// The per-partition mark file of earlier versions, read when the table lacks the group.
 const APPLIED_FILE: &str = "raft-applied";
 /// How long a write waits for its entry to commit before the client hears REQUEST_TIMED_OUT.
-const WAIT_MS_MAX: i64 = 30_000;
+const WAIT_MS_MAX: u64 = 30_000;
 
 /// An entry for the runtime to propose.
 #[derive(Debug, Clone)]
@@ -131,26 +131,30 @@ enum Wait {
         topic: usize,
         partition: usize,
         group: u64,
-        since_ms: i64,
+        /// When it was parked (the monotonic clock).
+        since: u64,
     },
     /// Coordinator responses waiting for their group-state write.
     Coordinator {
         group: u64,
         responses: Vec<sluice_coordinator::Response>,
-        since_ms: i64,
+        /// When it was parked (the monotonic clock).
+        since: u64,
     },
     /// A transaction coordinator's state write (and its response, if any).
     TxnState {
         group: u64,
         response: Option<Box<sluice_coordinator::Response>>,
-        since_ms: i64,
+        /// When it was parked (the monotonic clock).
+        since: u64,
     },
     /// One partition of a parked WriteTxnMarkers request: (marker, topic, partition) slot.
     Marker {
         token: u64,
         slot: (usize, usize, usize),
         group: u64,
-        since_ms: i64,
+        /// When it was parked (the monotonic clock).
+        since: u64,
     },
     /// One topic (or partition) of a parked admin request.
     Admin {
@@ -158,7 +162,8 @@ enum Wait {
         slot: usize,
         /// The partition group it went through (DeleteRecords); `None`: `__meta`.
         group: Option<u64>,
-        since_ms: i64,
+        /// When it was parked (the monotonic clock).
+        since: u64,
     },
 }
 
@@ -206,12 +211,12 @@ pub struct ClusterState {
     /// acks=1 produces with a predicted base, waiting for their Raft index: seq → (group, base).
     early_pending: HashMap<u64, (u64, i64)>,
     /// ISR reports proposed to `__meta` and not yet seen applied: group → (isr, when).
-    isr_proposed: HashMap<u64, (Vec<i32>, i64)>,
+    isr_proposed: HashMap<u64, (Vec<i32>, u64)>,
     /// Completed moves reported to `__meta` and not yet seen applied: group → when.
-    reassigned_reported: HashMap<u64, i64>,
+    reassigned_reported: HashMap<u64, u64>,
     /// Leader records proposed again (the first was lost, e.g. `__meta` was electing):
     /// group → (term, when).
-    leader_reproposed: HashMap<u64, (u64, i64)>,
+    leader_reproposed: HashMap<u64, (u64, u64)>,
     proposals: Vec<Proposal>,
     group_changes: Vec<GroupChange>,
     /// `__meta` proposals dropped for want of a leader, proposed again on the next tick.
@@ -234,18 +239,29 @@ pub struct ClusterState {
     /// a data partition): group → progress.
     group_progress: HashMap<u64, GroupProgress>,
     /// Led compacted partitions with a clean ordered and not yet applied: group → when.
-    clean_ordered: HashMap<u64, i64>,
+    clean_ordered: HashMap<u64, u64>,
     /// When led partitions were last checked for a clean to order.
-    last_clean_check_ms: i64,
-    last_registration_ms: i64,
-    last_offsets_create_ms: i64,
-    last_txn_create_ms: i64,
+    last_clean_check: Option<u64>,
+    last_registration: Option<u64>,
+    last_offsets_create: Option<u64>,
+    last_txn_create: Option<u64>,
     /// A transaction request arrived before `__transaction_state` exists: create it.
     txn_topic_wanted: std::cell::Cell<bool>,
     /// Marker rounds and WriteTxnMarkers requests in flight (see `txn`).
     txn: txn::ClusterTxn,
     /// The wall clock as last handed in (for work done where no time is passed).
     clock_ms: i64,
+    /// The monotonic clock (ms) as the replica core last handed it in: every timer and
+    /// retry of this module runs on it, so a wall clock stepped back never stalls one. Work
+    /// started between two loop passes (a client request, a peer's answer) counts from the
+    /// last pass, at most one housekeeping interval earlier.
+    mono: u64,
+}
+
+/// Whether a duty last done at `last` (`None`: never) is due again, `every` ms later on the
+/// monotonic clock.
+pub(super) fn due(last: Option<u64>, now: u64, every: u64) -> bool {
+    last.is_none_or(|at| now.saturating_sub(at) >= every)
 }
 
 /// The first producer id this start of a node hands out: unique across nodes (node id in the
@@ -286,13 +302,14 @@ impl ClusterState {
             quorum: None,
             group_progress: HashMap::new(),
             clean_ordered: HashMap::new(),
-            last_clean_check_ms: 0,
-            last_registration_ms: i64::MIN,
-            last_offsets_create_ms: i64::MIN,
-            last_txn_create_ms: i64::MIN,
+            last_clean_check: None,
+            last_registration: None,
+            last_offsets_create: None,
+            last_txn_create: None,
             txn_topic_wanted: std::cell::Cell::new(false),
             txn: txn::ClusterTxn::default(),
             clock_ms: now_ms,
+            mono: 0,
         }
     }
 
@@ -555,7 +572,8 @@ impl Broker {
     /// it. Proposed to `__meta` when it differs from the recorded ISR (what Metadata reports);
     /// a proposal not applied within 5 s is made again. Returns whether `__meta` already records
     /// this leadership and ISR (nothing left to retry).
-    pub fn report_isr(&mut self, group: u64, term: u64, mut isr: Vec<i32>, now_ms: i64) -> bool {
+    /// `now` is the monotonic clock.
+    pub fn report_isr(&mut self, group: u64, term: u64, mut isr: Vec<i32>, now: u64) -> bool {
         let Some(c) = &mut self.cluster else {
             return true;
         };
@@ -574,9 +592,9 @@ impl Broker {
             let due = c
                 .leader_reproposed
                 .get(&group)
-                .is_none_or(|(t, at)| *t != term || now_ms - at >= 2000);
+                .is_none_or(|(t, at)| *t != term || now.saturating_sub(*at) >= 2000);
             if (mp.leader_epoch as u64) < term && due {
-                c.leader_reproposed.insert(group, (term, now_ms));
+                c.leader_reproposed.insert(group, (term, now));
                 c.propose_leader_record(group, term);
             }
             return false;
@@ -590,12 +608,12 @@ impl Broker {
         }
         if c.isr_proposed
             .get(&group)
-            .is_some_and(|(p, at)| *p == isr && now_ms - at < 5000)
+            .is_some_and(|(p, at)| *p == isr && now.saturating_sub(*at) < 5000)
         {
             return false;
         }
         tracing::info!(node_id = me, group, term, isr = ?isr, was = ?current, "in-sync replicas changed");
-        c.isr_proposed.insert(group, (isr.clone(), now_ms));
+        c.isr_proposed.insert(group, (isr.clone(), now));
         c.proposals.push(Proposal {
             group: META_GROUP,
             data: MetaCommand::Isr {
@@ -616,9 +634,23 @@ impl Broker {
         }
     }
 
+    /// Hands in the replica core's monotonic clock (ms), which this module's timers run on;
+    /// it never goes back.
+    pub fn advance_clock(&mut self, now: u64) {
+        if let Some(c) = &mut self.cluster {
+            c.mono = c.mono.max(now);
+        }
+    }
+
+    /// The monotonic clock as last handed in (see `ClusterState::mono`); 0 standalone.
+    pub(super) fn cluster_clock(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |c| c.mono)
+    }
+
     /// Periodic cluster duties: announce this broker, create `__consumer_offsets` (the `__meta`
-    /// leader does), time out writes whose entries never committed.
-    pub fn cluster_tick(&mut self, meta_caught_up: bool, now_ms: i64) {
+    /// leader does), time out writes whose entries never committed. `now` is the replica
+    /// core's monotonic clock, which every timer here runs on; `now_ms` the wall clock.
+    pub fn cluster_tick(&mut self, meta_caught_up: bool, now: u64, now_ms: i64) {
         let advertised = (
             self.config.advertised_host.clone(),
             self.config.advertised_port,
@@ -630,17 +662,15 @@ impl Broker {
         let registered = self.registered();
         // A cluster writes producer snapshots only at shutdown; the aborted-transaction index
         // still goes to disk as it grows (a restart without a snapshot rebuilds it).
-        if self.cluster.is_some() && now_ms.saturating_sub(self.last_spill_ms) >= 10_000 {
-            self.last_spill_ms = now_ms;
+        if self.cluster.is_some() && due(self.last_spill, now, 10_000) {
+            self.last_spill = Some(now);
             self.spill_aborted();
         }
         let Some(c) = &mut self.cluster else { return };
         c.clock_ms = now_ms;
-        if !registered
-            && c.meta_leader.0 > 0
-            && now_ms.saturating_sub(c.last_registration_ms) >= 1000
-        {
-            c.last_registration_ms = now_ms;
+        c.mono = c.mono.max(now);
+        if !registered && c.meta_leader.0 > 0 && due(c.last_registration, now, 1000) {
+            c.last_registration = Some(now);
             c.proposals.push(Proposal {
                 group: META_GROUP,
                 data: MetaCommand::RegisterBroker {
@@ -656,9 +686,9 @@ impl Broker {
         if c.meta_leader.0 == c.node_id
             && meta_caught_up
             && !c.meta.topics.contains_key(OFFSETS_TOPIC)
-            && now_ms.saturating_sub(c.last_offsets_create_ms) >= 2000
+            && due(c.last_offsets_create, now, 2000)
         {
-            c.last_offsets_create_ms = now_ms;
+            c.last_offsets_create = Some(now);
             let rf = c.meta.members().len().min(3) as i32;
             let configs = offsets_topic_configs(offsets_segment_bytes);
             let id = super::random_uuid(&mut self.rng);
@@ -682,11 +712,11 @@ impl Broker {
             && meta_caught_up
             && let Some(t) = c.meta.topics.get(OFFSETS_TOPIC)
             && !crate::topic_config::is_compacted(&t.configs)
-            && now_ms.saturating_sub(c.last_offsets_create_ms) >= 2000
+            && due(c.last_offsets_create, now, 2000)
         {
             // Created by a build without cluster compaction (retention.ms=-1): compacted from
             // now on, as Kafka's is.
-            c.last_offsets_create_ms = now_ms;
+            c.last_offsets_create = Some(now);
             let mut configs = t.configs.clone();
             configs.remove("retention.ms");
             configs.extend(offsets_topic_configs(offsets_segment_bytes));
@@ -713,13 +743,13 @@ impl Broker {
             .iter()
             .filter(|(_, w)| {
                 let since = match w {
-                    Wait::Produce { since_ms, .. }
-                    | Wait::Coordinator { since_ms, .. }
-                    | Wait::TxnState { since_ms, .. }
-                    | Wait::Marker { since_ms, .. }
-                    | Wait::Admin { since_ms, .. } => *since_ms,
+                    Wait::Produce { since, .. }
+                    | Wait::Coordinator { since, .. }
+                    | Wait::TxnState { since, .. }
+                    | Wait::Marker { since, .. }
+                    | Wait::Admin { since, .. } => *since,
                 };
-                now_ms - since > WAIT_MS_MAX
+                now.saturating_sub(since) > WAIT_MS_MAX
             })
             .map(|(s, _)| *s)
             .collect();
@@ -728,7 +758,7 @@ impl Broker {
         }
         self.want_txn_topic(meta_caught_up, now_ms);
         self.drive_marker_rounds(now_ms);
-        self.import_security(meta_caught_up, now_ms);
+        self.import_security(meta_caught_up);
         self.order_cleans(now_ms);
         self.deliver_finished();
     }

@@ -27,8 +27,8 @@ pub(super) struct PartitionProduce {
     pub transactional_id: Option<String>,
     /// The transaction's coordinator confirmed the partition is in the transaction.
     pub verified: bool,
-    /// When the request arrived.
-    pub since_ms: i64,
+    /// When the request arrived (the monotonic clock, see `ClusterState::mono`).
+    pub since: u64,
 }
 
 impl Broker {
@@ -71,7 +71,7 @@ impl Broker {
                     acks,
                     transactional_id: txn_id.clone(),
                     verified: false,
-                    since_ms: now_ms,
+                    since: self.cluster_clock(),
                 };
                 match self.produce_partition(step, &mut pr, now_ms) {
                     Ok(()) => outstanding += 1,
@@ -205,7 +205,7 @@ impl Broker {
                     topic: step.slot.0,
                     partition: step.slot.1,
                     group,
-                    since_ms: step.since_ms,
+                    since: step.since,
                 },
             );
         }

@@ -28,6 +28,9 @@ pub struct MetaQuorum {
     pub commit: u64,
     /// Every voter.
     pub voters: Vec<QuorumVoter>,
+    /// The wall clock when it was taken: the voters' `last_heard_ms` are readings of it, so
+    /// "heard lately" is judged against this, not a later reading a clock step may shift.
+    pub as_of_ms: i64,
 }
 
 /// A led partition's Raft group as the replica core last saw it (DescribeQuorum).
@@ -101,6 +104,7 @@ impl Broker {
                     last_heard_ms: -1,
                     observer: false,
                 }],
+                ..MetaQuorum::default()
             },
         };
         let topics = r
@@ -151,6 +155,7 @@ impl Broker {
                         term: g.term,
                         commit: g.commit,
                         voters: g.replicas.clone(),
+                        ..MetaQuorum::default()
                     },
                 )
             }

@@ -26,7 +26,7 @@ use crate::cluster::MetaCommand;
 
 /// How long a leader waits before reporting a completed move again (the first report may be
 /// lost while `__meta` elects).
-const REPORT_AGAIN_MS: i64 = 2000;
+const REPORT_AGAIN_MS: u64 = 2000;
 
 impl Broker {
     /// AlterPartitionReassignments: each partition's move is recorded in `__meta` (checked
@@ -34,7 +34,6 @@ impl Broker {
     pub(in crate::broker) fn alter_partition_reassignments(
         &mut self,
         req: AlterPartitionReassignmentsRequest,
-        now_ms: i64,
     ) -> Reply {
         let mut response = AlterPartitionReassignmentsResponse::default();
         let mut pending = Vec::new();
@@ -73,17 +72,12 @@ impl Broker {
         c.admins
             .insert(token, (AdminWait::Reassign(response, slots), pending.len()));
         for (slot, (_, topic, partition, replicas)) in pending.into_iter().enumerate() {
-            self.admin_proposal(
-                token,
-                slot,
-                |request| MetaCommand::Reassign {
-                    request: Some(request),
-                    topic,
-                    partition,
-                    replicas,
-                },
-                now_ms,
-            );
+            self.admin_proposal(token, slot, |request| MetaCommand::Reassign {
+                request: Some(request),
+                topic,
+                partition,
+                replicas,
+            });
         }
         Reply::Parked { token }
     }
@@ -216,8 +210,8 @@ impl Broker {
     /// The leader of `group` found its voters equal to the replicas wanted, with no learner:
     /// a move (or its cancel) is complete, which `__meta` records (again after a while, if the
     /// first report was lost).
-    /// `now_ms` is monotonic (it only times the report again).
-    pub fn report_voters(&mut self, group: u64, voters: &[u64], now_ms: i64) {
+    /// `now` is the monotonic clock (it only times the report again).
+    pub fn report_voters(&mut self, group: u64, voters: &[u64], now: u64) {
         let Some(c) = &mut self.cluster else { return };
         let Some((t, p)) = c.meta.group(group) else {
             return;
@@ -240,11 +234,11 @@ impl Broker {
         }
         if c.reassigned_reported
             .get(&group)
-            .is_some_and(|at| now_ms - at < REPORT_AGAIN_MS)
+            .is_some_and(|at| now.saturating_sub(*at) < REPORT_AGAIN_MS)
         {
             return;
         }
-        c.reassigned_reported.insert(group, now_ms);
+        c.reassigned_reported.insert(group, now);
         tracing::info!(node_id = c.node_id, group, replicas = ?target, "partition moved: reporting the new replicas");
         c.proposals.push(Proposal {
             group: META_GROUP,

@@ -16,11 +16,7 @@ use crate::log::LogError;
 
 impl Broker {
     /// DeleteRecords: validated here (leader, offset), applied by every replica.
-    pub(in crate::broker) fn delete_records_cluster(
-        &mut self,
-        req: DeleteRecordsRequest,
-        now_ms: i64,
-    ) -> Reply {
+    pub(in crate::broker) fn delete_records_cluster(&mut self, req: DeleteRecordsRequest) -> Reply {
         let token = self.new_token();
         let mut response = DeleteRecordsResponse::default();
         let mut slots = Vec::new();
@@ -64,7 +60,7 @@ impl Broker {
                     token,
                     slot,
                     group: Some(group),
-                    since_ms: now_ms,
+                    since: c.mono,
                 },
             );
             c.proposals.push(Proposal {

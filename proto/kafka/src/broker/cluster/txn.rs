@@ -47,7 +47,7 @@ pub const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// it is fenced by no coordinator and fences none, whatever epoch the client sent.
 pub const OPERATOR_EPOCH: i32 = i32::MIN;
 /// Longest pause between two attempts of a marker round.
-const BACKOFF_MAX_MS: i64 = 1_000;
+const BACKOFF_MAX_MS: u64 = 1_000;
 
 /// A request for the runtime to send to `node`'s replica listener (WriteTxnMarkers from a
 /// coordinator, AddPartitionsToTxn verification from a partition leader); its answer (or why
@@ -90,8 +90,9 @@ struct Round {
     pending: BTreeSet<(String, i32)>,
     /// Requests of this round awaiting an answer.
     in_flight: usize,
-    retry_at_ms: i64,
-    backoff_ms: i64,
+    /// When it is next sent (the monotonic clock).
+    retry_at: u64,
+    backoff_ms: u64,
 }
 
 /// Cluster-mode transaction state outside the coordinator proper.
@@ -127,8 +128,9 @@ pub(in crate::broker) struct ClusterTxn {
     /// Partitions whose memory holds a write that never reached the log: reloaded once no
     /// write of theirs is in flight.
     reload: BTreeSet<i32>,
-    /// When the tick next retries `reload` (a log that cannot be read is retried each second).
-    reload_at_ms: i64,
+    /// When the tick next retries `reload` (a log that cannot be read is retried each second),
+    /// on the monotonic clock.
+    reload_at: u64,
     /// Leader side: the transactional id a producer's open transaction in a partition group
     /// was verified for, until a marker for the producer is proposed there. Later batches of
     /// that transaction pass without asking the coordinator again.
@@ -216,9 +218,9 @@ impl Broker {
         // again (once no write of it is in flight).
         if let Some(c) = &mut self.cluster
             && !c.txn.reload.is_empty()
-            && now_ms >= c.txn.reload_at_ms
+            && c.mono >= c.txn.reload_at
         {
-            c.txn.reload_at_ms = now_ms + 1_000;
+            c.txn.reload_at = c.mono + 1_000;
             self.reload_quiet_partitions(now_ms);
         }
         let n = self.txn.config().num_partitions;
@@ -227,7 +229,7 @@ impl Broker {
         if !c.txn_topic_wanted.get()
             || !meta_caught_up
             || c.meta_leader.0 <= 0
-            || now_ms.saturating_sub(c.last_txn_create_ms) < 2000
+            || !super::due(c.last_txn_create, c.mono, 2000)
         {
             return;
         }
@@ -235,7 +237,7 @@ impl Broker {
             c.txn_topic_wanted.set(false);
             return;
         }
-        c.last_txn_create_ms = now_ms;
+        c.last_txn_create = Some(c.mono);
         let rf = c.meta.members().len().min(3) as i32;
         let id = super::super::random_uuid(&mut self.rng);
         info!(
@@ -312,7 +314,7 @@ impl Broker {
                         }
                     }
                     // A decision found in the log at load: committed already.
-                    None => self.start_marker_round(job, now_ms),
+                    None => self.start_marker_round(job),
                 },
             }
         }
@@ -356,7 +358,7 @@ impl Broker {
             Wait::TxnState {
                 group,
                 response: then,
-                since_ms: now_ms,
+                since: c.mono,
             },
         );
         c.txn.after.insert(seq, (partition, Vec::new()));
@@ -397,7 +399,7 @@ impl Broker {
         match outcome {
             StateWrite::Applied => {
                 for job in jobs {
-                    self.start_marker_round(job, now_ms);
+                    self.start_marker_round(job);
                 }
                 self.drive_marker_rounds(now_ms);
             }
@@ -426,7 +428,7 @@ impl Broker {
         }
     }
 
-    fn start_marker_round(&mut self, job: MarkerJob, now_ms: i64) {
+    fn start_marker_round(&mut self, job: MarkerJob) {
         let c = self.cluster.as_mut().expect("cluster");
         c.txn.next_id += 1;
         let id = c.txn.next_id;
@@ -437,7 +439,7 @@ impl Broker {
                 pending: job.partitions.iter().cloned().collect(),
                 job,
                 in_flight: 0,
-                retry_at_ms: now_ms,
+                retry_at: c.mono,
                 backoff_ms: 50,
             },
         );
@@ -449,13 +451,14 @@ impl Broker {
         let n = self.txn.config().num_partitions;
         let Some(c) = &mut self.cluster else { return };
         let me = c.node_id;
+        let now = c.mono;
         let mut local = Vec::new();
         let mut done = Vec::new();
         let due: Vec<u64> = c
             .txn
             .rounds
             .iter()
-            .filter(|(_, r)| r.in_flight == 0 && (r.pending.is_empty() || r.retry_at_ms <= now_ms))
+            .filter(|(_, r)| r.in_flight == 0 && (r.pending.is_empty() || r.retry_at <= now))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -477,7 +480,7 @@ impl Broker {
                 }
             }
             if leaderless {
-                round.retry_at_ms = now_ms + round.backoff_ms;
+                round.retry_at = now + round.backoff_ms;
                 round.backoff_ms = (round.backoff_ms * 2).min(BACKOFF_MAX_MS);
             }
             // This coordinator's epoch: the term of its `__transaction_state` partition.
@@ -498,7 +501,7 @@ impl Broker {
                     .and_then(|l| l.get(crate::security::REPLICA_LISTENER))
                     .cloned();
                 if node != me && addr.is_none() {
-                    round.retry_at_ms = now_ms + round.backoff_ms;
+                    round.retry_at = now + round.backoff_ms;
                     continue;
                 }
                 c.txn.next_id += 1;
@@ -665,7 +668,7 @@ impl Broker {
         }
         if let Some(why) = failed {
             debug!(node_id = c.node_id, transactional_id = %round.job.transactional_id, reason = %why, "transaction markers not written yet; retrying");
-            round.retry_at_ms = now_ms + round.backoff_ms;
+            round.retry_at = c.mono + round.backoff_ms;
             round.backoff_ms = (round.backoff_ms * 2).min(BACKOFF_MAX_MS);
         } else {
             round.backoff_ms = 50;
@@ -739,7 +742,7 @@ impl Broker {
                                     token,
                                     slot: (mi, ti, pi),
                                     group,
-                                    since_ms: now_ms,
+                                    since: c.mono,
                                 },
                             );
                             outstanding += 1;
