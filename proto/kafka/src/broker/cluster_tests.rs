@@ -1045,6 +1045,47 @@ fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
 }
 
 #[test]
+fn the_leader_refuses_what_standalone_refuses_and_proposes_nothing() {
+    // One validation path (`partition_refusal`) for both modes: the refusals
+    // `txn_tests::produces_outside_the_transaction_and_from_zombies_are_refused` sees, here on a cluster leader.
+    let (mut c, _) = Cluster::with_topic_led_by(1);
+    let pid = 7;
+    let cases = [
+        (
+            "a client's control batch",
+            Bytes::from(crate::batch::control_batch(pid, 0, true, 0, 2)),
+            Some("tx"),
+            ResponseError::InvalidRecord,
+        ),
+        (
+            "transactional records without their transactional id",
+            super::txn_tests::batch(pid, 0, 0, &["no"], true),
+            None,
+            ResponseError::InvalidRequest,
+        ),
+    ];
+    for (what, batch, txn_id, want) in cases {
+        let req = match produce_req("t", batch) {
+            RequestKind::Produce(r) => RequestKind::Produce(r.with_transactional_id(
+                txn_id.map(|t| kafka_protocol::messages::TransactionalId(s(t))),
+            )),
+            _ => unreachable!(),
+        };
+        let Reply::Now(ResponseKind::Produce(r)) =
+            c.brokers[0].handle(&ctx(ApiKey::Produce, 9), req, 0)
+        else {
+            panic!("{what}: refused at once")
+        };
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            want.code(),
+            "{what}"
+        );
+        assert!(c.brokers[0].take_proposals().is_empty(), "{what}: proposed");
+    }
+}
+
+#[test]
 fn a_lost_leader_record_is_proposed_again_before_the_isr() {
     let mut c = Cluster::new();
     create_topic(&mut c, "t", 1);

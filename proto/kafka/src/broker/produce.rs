@@ -9,9 +9,18 @@ use tracing::{debug, warn};
 
 use sluice_coordinator::BatchCheck;
 
+use super::cluster::RemoteCheck;
 use super::{Broker, Reply, groups, str};
 use crate::batch;
 use crate::log::LogError;
+
+/// Why a partition's records are refused: the error, its message, and the per-record errors
+/// (KIP-467) when single records are to blame.
+pub(super) type RecordsRefusal = (
+    ResponseError,
+    Option<String>,
+    Vec<BatchIndexAndErrorMessage>,
+);
 
 /// A topic's produce response, naming the topic the way the request version does (v13+: id).
 pub(in crate::broker) fn topic_response(
@@ -28,6 +37,17 @@ pub(in crate::broker) fn topic_response(
     }
 }
 
+/// The checks of a produce's target both modes make first: valid acks, a topic id that names
+/// a topic (v13+), and no client writes to an internal topic (only coordinators do, as Kafka).
+pub(super) fn target_refusal(acks: i16, topic: Option<&str>) -> Option<ResponseError> {
+    match topic {
+        _ if !matches!(acks, -1..=1) => Some(ResponseError::InvalidRequiredAcks),
+        None => Some(ResponseError::UnknownTopicId),
+        Some(n) if super::is_internal(n) => Some(ResponseError::InvalidTopicException),
+        Some(_) => None,
+    }
+}
+
 impl Broker {
     pub(super) fn produce(&mut self, req: ProduceRequest, version: i16, now_ms: i64) -> Reply {
         let acks = req.acks;
@@ -39,17 +59,10 @@ impl Broker {
             } else {
                 Some(topic_data.name.0.to_string())
             };
-            let topic_error = match &name {
-                _ if !matches!(acks, -1..=1) => Some(ResponseError::InvalidRequiredAcks),
-                None => Some(ResponseError::UnknownTopicId),
-                // Only coordinators write the internal topics (as Kafka).
-                Some(n) if super::is_internal(n) => Some(ResponseError::InvalidTopicException),
-                // One replica: acks=all cannot meet a min.insync.replicas above 1 (as Kafka).
-                Some(n) if acks == -1 && self.min_insync_replicas(n) > 1 => {
-                    Some(ResponseError::NotEnoughReplicas)
-                }
-                Some(n) => self.ensure_topic_for_write(n, now_ms).err(),
-            };
+            let topic_error = target_refusal(acks, name.as_deref()).or_else(|| {
+                let n = name.as_deref().expect("refused above");
+                self.ensure_topic_for_write(n, now_ms).err()
+            });
             let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
             for pd in topic_data.partition_data {
                 let mut pr = PartitionProduceResponse::default()
@@ -57,26 +70,26 @@ impl Broker {
                     .with_base_offset(-1)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
-                let txn_refusal = self.txn_id_refusal(
-                    req.transactional_id.as_ref().map(|t| t.0.as_str()),
-                    pd.records.as_deref(),
-                );
                 let result = match (topic_error, &name) {
                     (Some(e), _) => Err((e, None)),
-                    (None, Some(_)) if txn_refusal.is_some() => {
-                        Err((txn_refusal.expect("checked"), None))
-                    }
-                    (None, Some(n)) => {
-                        match self.keyless_refusal(n, pd.index, pd.records.as_deref()) {
-                            Some((errors, message)) => {
-                                pr.record_errors = errors;
-                                Err((ResponseError::InvalidRecord, Some(message)))
-                            }
-                            None => {
-                                self.append_partition(n, pd.index, pd.records.as_deref(), now_ms)
-                            }
+                    (None, Some(n)) => match self
+                        .partition(n, pd.index)
+                        .map_err(|e| (e, None, Vec::new()))
+                        .and_then(|_| {
+                            self.partition_refusal(
+                                n,
+                                pd.index,
+                                acks,
+                                req.transactional_id.as_ref().map(|t| t.0.as_str()),
+                                pd.records.as_deref(),
+                            )
+                        }) {
+                        Err((e, message, errors)) => {
+                            pr.record_errors = errors;
+                            Err((e, message))
                         }
-                    }
+                        Ok(_) => self.append_partition(n, pd.index, pd.records.as_deref(), now_ms),
+                    },
                     (None, None) => unreachable!("topic error set when the name is unknown"),
                 };
                 match result {
@@ -114,6 +127,93 @@ impl Broker {
         } else {
             Reply::Now(kafka_protocol::messages::ResponseKind::Produce(response))
         }
+    }
+
+    /// What one partition of a produce must pass once its topic is known and this node may
+    /// write it, before its records are written (standalone) or proposed (cluster mode, on
+    /// the leader; apply then runs only the idempotence checks, which every replica decides
+    /// alike). One path for both modes, so they refuse alike: acks=all with too few in-sync
+    /// replicas, a storage failure, no records, a control batch from a client, a
+    /// transactional batch without its transactional id or with a producer id that is not
+    /// that id's, KIP-890's check that the partition is in the producer's ongoing transaction,
+    /// a plain batch from a producer with a transaction open here, keyless records on a
+    /// compacted topic. `Ok(Some(check))`: the transaction's coordinator is on another node,
+    /// which must confirm the partition before the records go in.
+    pub(super) fn partition_refusal(
+        &self,
+        topic: &str,
+        partition: i32,
+        acks: i16,
+        transactional_id: Option<&str>,
+        records: Option<&[u8]>,
+    ) -> Result<Option<RemoteCheck>, RecordsRefusal> {
+        let refuse = |e: ResponseError, m: String| (e, Some(m), Vec::new());
+        if acks == -1
+            && let Some(m) = self.min_insync_refusal(topic, partition)
+        {
+            return Err(refuse(ResponseError::NotEnoughReplicas, m));
+        }
+        if let Some(f) = &self.storage_failure {
+            return Err(refuse(
+                ResponseError::KafkaStorageError,
+                format!("storage failed: {f}"),
+            ));
+        }
+        let Some(records) = records else {
+            return Err(refuse(ResponseError::InvalidRecord, "no records".into()));
+        };
+        if batch::headers(records).any(|(_, h)| h.is_control()) {
+            // Only the transaction coordinator writes markers (as Kafka).
+            return Err(refuse(
+                ResponseError::InvalidRecord,
+                "clients may not produce control batches".into(),
+            ));
+        }
+        let mut remote = None;
+        if let Some((_, h)) = batch::headers(records).find(|(_, h)| h.attributes & 0x10 != 0) {
+            let Some(id) = transactional_id else {
+                return Err(refuse(
+                    ResponseError::InvalidRequest,
+                    "transactional records need the producer's transactional id".into(),
+                ));
+            };
+            if self.is_cluster() && !self.txn.coordinates(id) {
+                remote = self
+                    .remote_txn_check(id, &h, topic, partition)
+                    .map_err(|(e, m)| refuse(e, m))?;
+            } else {
+                if let Some(e) = self.txn_id_refusal(Some(id), Some(records)) {
+                    return Err(refuse(
+                        e,
+                        "the producer id does not belong to this transactional id".into(),
+                    ));
+                }
+                // KIP-890: only into a partition of the producer's ongoing transaction, so a
+                // late retry can never open a transaction nobody will end.
+                if let Err(e) = self
+                    .txn
+                    .verify(h.producer_id, h.producer_epoch, topic, partition)
+                {
+                    let why = match e {
+                        ResponseError::InvalidProducerEpoch => {
+                            "the producer was fenced by a newer epoch"
+                        }
+                        _ => "the partition is not part of the producer's ongoing transaction",
+                    };
+                    debug!(topic, partition, producer_id = h.producer_id, error = ?e, "transactional produce refused");
+                    return Err(refuse(e, why.into()));
+                }
+            }
+        }
+        if let Some((_, h)) = batch::headers(records).next()
+            && let Some((e, m)) = self.plain_batch_in_transaction(topic, partition, &h)
+        {
+            return Err((e, m, Vec::new()));
+        }
+        if let Some((errors, message)) = self.keyless_refusal(topic, partition, Some(records)) {
+            return Err((ResponseError::InvalidRecord, Some(message), errors));
+        }
+        Ok(remote)
     }
 
     /// A compacted topic refuses records without a key (KIP-467): the per-record errors and
@@ -180,6 +280,18 @@ impl Broker {
         }
     }
 
+    /// acks=all on a partition with fewer in-sync replicas than the topic's
+    /// `min.insync.replicas` is refused, as Kafka does: standalone there is one replica; in
+    /// cluster mode the ISR `__meta` records (the write itself still needs a Raft majority).
+    fn min_insync_refusal(&self, topic: &str, partition: i32) -> Option<String> {
+        let isr = match self.meta() {
+            Some(m) => m.partition(topic, partition)?.in_sync().len(),
+            None => 1,
+        };
+        let min = self.min_insync_replicas(topic);
+        (isr < min).then(|| format!("{isr} in-sync replicas, min.insync.replicas is {min}"))
+    }
+
     /// The topic's `min.insync.replicas` (1 when unset).
     pub(super) fn min_insync_replicas(&self, topic: &str) -> usize {
         self.topics
@@ -215,32 +327,9 @@ impl Broker {
             ));
         }
         let info = groups::batch_info(first);
-        // In cluster mode this runs when a committed entry applies, on every replica: the
-        // leader verified the transaction before proposing it (`produce_cluster`).
-        if first.attributes & 0x10 != 0 && !self.is_cluster() {
-            // KIP-890: only into a partition of the producer's ongoing transaction, so a late
-            // retry can never open a transaction nobody will end.
-            if let Err(e) = self
-                .txn
-                .verify(info.producer_id, info.producer_epoch, topic, partition)
-            {
-                let why = match e {
-                    ResponseError::InvalidProducerEpoch => {
-                        "the producer was fenced by a newer epoch"
-                    }
-                    _ => "the partition is not part of the producer's ongoing transaction",
-                };
-                debug!(topic, partition, producer_id = info.producer_id, error = ?e, "transactional produce refused");
-                return Err((e, Some(why.into())));
-            }
-        }
+        // The transaction checks ran before (`partition_refusal`): standalone just now, in
+        // cluster mode on the leader before it proposed the entry.
         let table = self.producers.get(&(topic.to_string(), partition));
-        // In cluster mode the leader decided this before proposing (`produce_partition`).
-        if !self.is_cluster()
-            && let Some(refusal) = self.plain_batch_in_transaction(topic, partition, first)
-        {
-            return Err(refusal);
-        }
         let check = table.map_or(BatchCheck::Append, |t| t.check(&info));
         match check {
             BatchCheck::Append => Ok(Ok(Some((info, first.max_timestamp)))),
@@ -343,13 +432,7 @@ impl Broker {
         let Some(records) = records else {
             return Err((ResponseError::InvalidRecord, Some("no records".into())));
         };
-        if batch::headers(records).any(|(_, h)| h.is_control()) {
-            // Only the transaction coordinator writes markers (as Kafka).
-            return Err((
-                ResponseError::InvalidRecord,
-                Some("clients may not produce control batches".into()),
-            ));
-        }
+        // What else a client's records must pass was checked before (`partition_refusal`).
         let idempotent = match self.check_idempotent(topic, partition, records) {
             Ok(Ok(info)) => info,
             Ok(Err(duplicate_base)) => {

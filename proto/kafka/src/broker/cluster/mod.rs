@@ -34,6 +34,7 @@ mod txn;
 mod waits;
 pub use install::{InstallStep, REPLICA_FETCH_VERSION, replica_fetch};
 pub use quorum::{GroupProgress, METADATA_TOPIC, MetaQuorum, QuorumVoter};
+pub(super) use txn::RemoteCheck;
 #[cfg(test)]
 pub(super) use txn::txn_tests_marker_request;
 pub use txn::{OPERATOR_EPOCH, PeerRequest, WRITE_TXN_MARKERS_VERSION, markers_error};

@@ -109,16 +109,10 @@ impl Broker {
         now_ms: i64,
     ) -> Result<(), Refusal> {
         let acks = step.acks;
-        if !matches!(acks, -1..=1) {
-            return Err((ResponseError::InvalidRequiredAcks, None, -1, -1));
+        if let Some(e) = crate::broker::produce::target_refusal(acks, step.topic.as_deref()) {
+            return Err((e, None, -1, -1));
         }
-        let Some(n) = step.topic.as_deref() else {
-            return Err((ResponseError::UnknownTopicId, None, -1, -1));
-        };
-        // Only coordinators write the internal topics (as Kafka).
-        if crate::broker::is_internal(n) {
-            return Err((ResponseError::InvalidTopicException, None, -1, -1));
-        }
+        let n = step.topic.as_deref().expect("checked");
         if !self.meta().is_some_and(|m| m.topics.contains_key(n)) {
             let n = n.to_string();
             self.auto_create(&n, now_ms);
@@ -126,29 +120,20 @@ impl Broker {
         }
         self.check_leader(n, step.partition)
             .map_err(|h| (h.error, None, h.leader, h.epoch))?;
-        if acks == -1 {
-            self.check_min_insync(n, step.partition)
-                .map_err(|m| (ResponseError::NotEnoughReplicas, Some(m), -1, -1))?;
-        }
-        if let Some(f) = &self.storage_failure {
-            return Err((
-                ResponseError::KafkaStorageError,
-                Some(format!("storage failed: {f}")),
-                -1,
-                -1,
-            ));
-        }
-        let Some(records) = step.records.as_deref() else {
-            return Err((
-                ResponseError::InvalidRecord,
-                Some("no records".into()),
-                -1,
-                -1,
-            ));
-        };
+        // The same checks as standalone, decided here, not at apply: a replica whose producer
+        // table was rebuilt from a trimmed log might decide otherwise.
         let verify = self
-            .txn_produce_refusal(step.transactional_id.as_deref(), records, n, step.partition)
-            .map_err(|(e, m)| (e, Some(m), -1, -1))?;
+            .partition_refusal(
+                n,
+                step.partition,
+                acks,
+                step.transactional_id.as_deref(),
+                step.records.as_deref(),
+            )
+            .map_err(|(e, m, errors)| {
+                pr.record_errors = errors;
+                (e, m, -1, -1)
+            })?;
         if let Some(check) = verify
             && !step.verified
         {
@@ -158,19 +143,7 @@ impl Broker {
             }
             return self.verify_remotely(step, check);
         }
-        // Decided here, not at apply: a replica whose producer table was rebuilt from a
-        // trimmed log might decide otherwise.
-        if let Some((_, h)) = crate::batch::headers(records).next()
-            && let Some((e, m)) = self.plain_batch_in_transaction(n, step.partition, &h)
-        {
-            return Err((e, m, -1, -1));
-        }
-        // The same refusal as standalone: a compacted topic takes no keyless records
-        // (KIP-467's per-record errors).
-        if let Some((errors, message)) = self.keyless_refusal(n, step.partition, Some(records)) {
-            pr.record_errors = errors;
-            return Err((ResponseError::InvalidRecord, Some(message), -1, -1));
-        }
+        let records = step.records.as_deref().expect("checked");
         // Everything apply would refuse, at the time the entry carries (apply stamps and
         // checks with it too, so the outcome is the same); only the size after a
         // recompression is left to apply.
@@ -235,22 +208,6 @@ impl Broker {
                 response.node_endpoints.push(ep);
             }
         }
-    }
-
-    /// acks=all on a partition whose ISR is smaller than the topic's `min.insync.replicas` is
-    /// refused, as Kafka does (the write itself still needs a Raft majority either way).
-    fn check_min_insync(&self, topic: &str, partition: i32) -> Result<(), String> {
-        let Some(mp) = self.meta().and_then(|m| m.partition(topic, partition)) else {
-            return Ok(());
-        };
-        let min = self.min_insync_replicas(topic);
-        let isr = mp.in_sync().len();
-        if isr < min {
-            return Err(format!(
-                "{isr} in-sync replicas, min.insync.replicas is {min}"
-            ));
-        }
-        Ok(())
     }
 
     /// Proposes the creation of a topic a client asked for by name (auto-creation).

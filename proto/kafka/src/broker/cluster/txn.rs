@@ -76,7 +76,7 @@ const VERIFY_VERSION: i16 = 4;
 /// What a partition leader asks a transaction's coordinator on another node before it lets a
 /// producer's first transactional batch into a partition.
 #[derive(Debug, Clone)]
-pub(super) struct RemoteCheck {
+pub(in crate::broker) struct RemoteCheck {
     transactional_id: String,
     producer_id: i64,
     epoch: i16,
@@ -911,78 +911,37 @@ impl Broker {
         Ok((a.base_offset, start, a.log_append_time))
     }
 
-    /// The leader's checks of a transactional produce before it is proposed (apply runs only
-    /// the idempotence checks, which every replica decides alike): no control batch from a
-    /// client, the transactional id its producer id belongs to, and KIP-890's check that the
-    /// partition is in the ongoing transaction, when this node coordinates it. (A coordinator
-    /// on another node is not asked: Kafka's AddPartitionsToTxn v4 verification is not
-    /// implemented, so there the partition is trusted.)
-    pub(super) fn txn_produce_refusal(
+    /// A transactional batch whose coordinator is on another node (see `partition_refusal`):
+    /// only a batch that would open the transaction in this partition needs its word (later
+    /// ones belong to the transaction the first one opened); `Ok(None)` when none is needed.
+    pub(in crate::broker) fn remote_txn_check(
         &self,
-        transactional_id: Option<&str>,
-        records: &[u8],
+        transactional_id: &str,
+        h: &crate::batch::BatchHeader,
         topic: &str,
         partition: i32,
     ) -> Result<Option<RemoteCheck>, (ResponseError, String)> {
-        if crate::batch::headers(records).any(|(_, h)| h.is_control()) {
+        let c = self.cluster.as_ref().expect("cluster");
+        let group = c.meta.partition(topic, partition).map(|mp| mp.group);
+        let open = group.is_some_and(|g| {
+            c.txn.verified.get(&(g, h.producer_id)).map(String::as_str) == Some(transactional_id)
+        }) && self
+            .producers
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|t| t.in_transaction(h.producer_id, h.producer_epoch));
+        // A new leader verifies only once its earlier terms' markers applied: one applying
+        // while the verification is out would trip its guard and refuse a good batch.
+        if !open && !group.is_some_and(|g| c.leader_caught_up(g)) {
             return Err((
-                ResponseError::InvalidRecord,
-                "clients may not produce control batches".into(),
+                ResponseError::NotLeaderOrFollower,
+                "the partition's new leader is still applying earlier terms".into(),
             ));
         }
-        let Some((_, h)) = crate::batch::headers(records).find(|(_, h)| h.attributes & 0x10 != 0)
-        else {
-            return Ok(None);
-        };
-        let Some(id) = transactional_id else {
-            return Err((
-                ResponseError::InvalidRequest,
-                "transactional records need the producer's transactional id".into(),
-            ));
-        };
-        if !self.txn.coordinates(id) {
-            // Another node coordinates it: only a batch that would open the transaction here
-            // needs its word (later ones belong to the transaction the first one opened).
-            let c = self.cluster.as_ref().expect("cluster");
-            let group = c.meta.partition(topic, partition).map(|mp| mp.group);
-            let open = group.is_some_and(|g| {
-                c.txn.verified.get(&(g, h.producer_id)).map(String::as_str) == Some(id)
-            }) && self
-                .producers
-                .get(&(topic.to_string(), partition))
-                .is_some_and(|t| t.in_transaction(h.producer_id, h.producer_epoch));
-            // A new leader verifies only once its earlier terms' markers applied: one applying
-            // while the verification is out would trip its guard and refuse a good batch.
-            if !open && !group.is_some_and(|g| c.leader_caught_up(g)) {
-                return Err((
-                    ResponseError::NotLeaderOrFollower,
-                    "the partition's new leader is still applying earlier terms".into(),
-                ));
-            }
-            return Ok((!open).then(|| RemoteCheck {
-                transactional_id: id.to_string(),
-                producer_id: h.producer_id,
-                epoch: h.producer_epoch,
-            }));
-        }
-        if let Some(e) = self.txn_id_refusal(Some(id), Some(records)) {
-            return Err((
-                e,
-                "the producer id does not belong to this transactional id".into(),
-            ));
-        }
-        self.txn
-            .verify(h.producer_id, h.producer_epoch, topic, partition)
-            .map(|()| None)
-            .map_err(|e| {
-                let why = match e {
-                    ResponseError::InvalidProducerEpoch => {
-                        "the producer was fenced by a newer epoch"
-                    }
-                    _ => "the partition is not part of the producer's ongoing transaction",
-                };
-                (e, why.to_string())
-            })
+        Ok((!open).then(|| RemoteCheck {
+            transactional_id: transactional_id.to_string(),
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+        }))
     }
 
     /// Parks a produce partition until the transaction's coordinator (on another node)
