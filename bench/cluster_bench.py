@@ -5,7 +5,8 @@ in one invocation, so the cluster numbers are read as ratios of the standalone b
 For each target: produce --messages 100 B messages (acks=all, idempotent, linger.ms=5) to a
 3-partition topic and report msgs/s; then ack latency p50/p99 at a fixed --rate, with acks=all
 (idempotent) and with acks=1 (the cluster answers acks=1 once the leader's Raft log has the
-entry, before a majority does); and the brokers' peak RSS.
+entry, before a majority does); the brokers' peak RSS; and, per replica, the bytes it wrote to
+storage during the throughput run per byte of the topic's Kafka log it holds after it.
 Usage: bench/cluster_bench.py [--bin target/release/sluice] [--messages 300000] [--rate 5000]
 """
 import argparse, json, os, re, subprocess, tempfile, time
@@ -103,19 +104,42 @@ def latency(bs, acks):
     return q(0.5), q(0.99)
 
 
+def write_bytes(pid):
+    """Bytes the process caused to be written to storage (page cache pages it dirtied)."""
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(line for line in f if line.startswith("write_bytes:")).split()[1])
+
+
+def log_bytes(data_dir):
+    """Bytes of the `bench` topic's Kafka logs (segments and indexes) in a node's data dir."""
+    total = 0
+    logs = os.path.join(data_dir, "logs")
+    for d in os.listdir(logs):
+        if d.startswith("bench-"):
+            for f in os.listdir(os.path.join(logs, d)):
+                total += os.path.getsize(os.path.join(logs, d, f))
+    return total
+
+
 results = {}
 for target in ["standalone", "cluster"]:
     with tempfile.TemporaryDirectory() as tmp:
         procs, bs = start(target, tmp)
         try:
             peak = [0]
+            written = [write_bytes(x.pid) for x in procs]
             rate, acked = throughput(bs, procs, peak)
+            # Disk bytes per byte of log, per replica (the one-write-per-replica target: <= 1.2).
+            dirs = [f"{tmp}/s"] if target == "standalone" else [f"{tmp}/d{i + 1}" for i in range(3)]
+            amplification = [round((write_bytes(x.pid) - w) / max(1, log_bytes(d)), 2)
+                             for x, w, d in zip(procs, written, dirs)]
             p50, p99 = latency(bs, "all")
             p50_1, p99_1 = latency(bs, "1")
             results[target] = {"msgs_per_s": round(rate), "acked": acked, "p50_ms": round(p50, 2),
                                "p99_ms": round(p99, 2), "acks1_p50_ms": round(p50_1, 2),
                                "acks1_p99_ms": round(p99_1, 2),
-                               "peak_rss_mib_total": round(peak[0] / 1024, 1)}
+                               "peak_rss_mib_total": round(peak[0] / 1024, 1),
+                               "disk_bytes_per_log_byte": amplification}
         finally:
             for x in procs:
                 x.terminate()
