@@ -432,7 +432,15 @@ impl Broker {
         let Some(records) = records else {
             return Err((ResponseError::InvalidRecord, Some("no records".into())));
         };
-        // What else a client's records must pass was checked before (`partition_refusal`).
+        // What a client's records must pass was checked before (`partition_refusal`). Apply
+        // still refuses a control batch: a leader of a build before that check could have
+        // committed one, and every replica must refuse it alike (never a forged marker).
+        if batch::headers(records).any(|(_, h)| h.is_control()) {
+            return Err((
+                ResponseError::InvalidRecord,
+                Some("clients may not produce control batches".into()),
+            ));
+        }
         let idempotent = match self.check_idempotent(topic, partition, records) {
             Ok(Ok(info)) => info,
             Ok(Err(duplicate_base)) => {
