@@ -187,6 +187,17 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The monotonic clock (ms since the process's first reading), which no wall-clock step
+/// moves: one origin for the whole process, so the broker's group timers and the cluster's
+/// Raft loop agree (see `Broker::advance_clock`).
+pub fn mono_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 /// A running server, for `main` and tests.
 pub struct Server<R: Runtime> {
     rt: R,
@@ -617,8 +628,12 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
     let mut last_fired: Option<i64> = None;
     while !shared.shutting_down() {
         let listener = shared.timer.listen();
-        let next = shared.broker.lock().unwrap().poll_timeout();
         let now = now_ms();
+        let next = {
+            let mut broker = shared.broker.lock().unwrap();
+            broker.advance_clock(mono_ms());
+            broker.poll_timeout(now)
+        };
         match next {
             Some(at) if at <= now => {
                 if last_fired == Some(at) {
@@ -628,6 +643,7 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
                 }
                 last_fired = Some(at);
                 let mut broker = shared.broker.lock().unwrap();
+                broker.advance_clock(mono_ms());
                 broker.tick(now_ms());
                 deliver(&shared, &mut broker);
                 drop(broker);

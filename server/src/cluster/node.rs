@@ -258,15 +258,16 @@ async fn run_inner<R: Runtime>(
         "raft log loaded"
     );
 
-    let clock = Instant::now();
-    let now_ms = || clock.elapsed().as_millis() as u64;
+    // The process's monotonic clock: the broker's group timers run on the same one.
+    let now_ms = crate::server::mono_ms;
     let mut replica = Replica::new(
         ReplicaConfig {
             node_id,
             seed: entropy(),
             compact_step: cc.raft_compact_entries,
             replica_timeout_ms: cc.raft_replica_timeout_ms,
-            started_ms: clock.duration_since(started).as_millis() as u64,
+            // So that `started_ms + now` is the time since the process started.
+            started_ms: (started.elapsed().as_millis() as u64).saturating_sub(now_ms()),
             recovering: std::fs::read(data_dir.join(sluice_replica::RECOVERING_MARK))
                 .is_ok_and(|b| b.starts_with(b"recovering")),
             joining: cc.joining,

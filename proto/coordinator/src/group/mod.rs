@@ -132,10 +132,14 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// What a group operation may touch besides the group: config, clock, output, id generator.
+/// What a group operation may touch besides the group: config, clocks, output, id generator.
 pub(crate) struct Env<'a> {
     pub cfg: &'a GroupConfig,
+    /// The wall clock: state and commit timestamps.
     pub now_ms: i64,
+    /// The clock timers run on (heartbeat, join and sync deadlines): see
+    /// [`GroupCoordinator::set_monotonic`].
+    pub mono_ms: i64,
     pub out: &'a mut Out,
     pub ids: &'a mut MemberIds,
 }
@@ -148,6 +152,8 @@ pub struct GroupCoordinator {
     groups: BTreeMap<String, Group>,
     ids: MemberIds,
     next_expiry_check_ms: Option<i64>,
+    /// The monotonic clock as last handed in; `None`: timers run on the wall clock given.
+    mono: Option<i64>,
 }
 
 impl GroupCoordinator {
@@ -165,7 +171,16 @@ impl GroupCoordinator {
             groups: BTreeMap::new(),
             ids,
             next_expiry_check_ms: None,
+            mono: None,
         }
+    }
+
+    /// Hands in the server's monotonic clock (ms). From then on session, join and sync
+    /// timeouts run on it, so a wall clock stepped forward does not expire every member at once
+    /// (nor a step back hold expiries off); timestamps that are stored or shown keep the wall
+    /// clock each call is given. [`GroupCoordinator::poll_timeout`] answers on the wall clock.
+    pub fn set_monotonic(&mut self, mono_ms: i64) {
+        self.mono = Some(self.mono.map_or(mono_ms, |m| m.max(mono_ms)));
     }
 
     /// The configuration in use.
@@ -227,10 +242,12 @@ impl GroupCoordinator {
         ids: &'a mut MemberIds,
         out: &'a mut Out,
         now_ms: i64,
+        mono_ms: i64,
     ) -> Env<'a> {
         Env {
             cfg,
             now_ms,
+            mono_ms,
             out,
             ids,
         }
@@ -243,6 +260,7 @@ impl GroupCoordinator {
         req: JoinGroupRequest,
         now_ms: i64,
     ) -> Vec<Action> {
+        let timer_ms = self.mono.unwrap_or(now_ms);
         let mut out = Out::default();
         let p = ctx.pending();
         let group_id = req.group_id.0.as_str().to_owned();
@@ -302,7 +320,7 @@ impl GroupCoordinator {
             reason: req.reason.map(|r| r.as_str().to_owned()),
         };
         let group = self.groups.get_mut(&group_id).expect("created above");
-        let mut env = Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms);
+        let mut env = Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms, timer_ms);
         group.join(&mut env, args);
         out.into_actions()
     }
@@ -314,6 +332,7 @@ impl GroupCoordinator {
         req: SyncGroupRequest,
         now_ms: i64,
     ) -> Vec<Action> {
+        let timer_ms = self.mono.unwrap_or(now_ms);
         let mut out = Out::default();
         let p = ctx.pending();
         let group_id = req.group_id.0.as_str();
@@ -342,7 +361,8 @@ impl GroupCoordinator {
                             .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
                             .collect(),
                     };
-                    let mut env = Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms);
+                    let mut env =
+                        Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms, timer_ms);
                     group.sync(&mut env, args);
                 }
             },
@@ -366,7 +386,7 @@ impl GroupCoordinator {
             Ok(()) => match self.groups.get_mut(group_id) {
                 None => ResponseError::UnknownMemberId.code(),
                 Some(group) => group.heartbeat(
-                    now_ms,
+                    self.mono.unwrap_or(now_ms),
                     req.member_id.as_str(),
                     req.group_instance_id.as_ref().map(|s| s.as_str()),
                     req.generation_id,
@@ -384,6 +404,7 @@ impl GroupCoordinator {
         req: LeaveGroupRequest,
         now_ms: i64,
     ) -> Vec<Action> {
+        let timer_ms = self.mono.unwrap_or(now_ms);
         let mut out = Out::default();
         let group_id = req.group_id.0.as_str().to_owned();
         let leaving: Vec<(String, Option<String>, Option<String>)> = if ctx.api_version < 3 {
@@ -408,7 +429,8 @@ impl GroupCoordinator {
                     vec![ResponseError::UnknownMemberId.code(); leaving.len()],
                 ),
                 Some(group) => {
-                    let mut env = Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms);
+                    let mut env =
+                        Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms, timer_ms);
                     let codes = leaving
                         .iter()
                         .map(|(id, instance, reason)| {
@@ -447,12 +469,13 @@ impl GroupCoordinator {
     /// rebalance delay and offset expiry. Call when [`GroupCoordinator::poll_timeout`] has passed.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Action> {
         let mut out = Out::default();
+        let timer_ms = self.mono.unwrap_or(now_ms);
         for group in self.groups.values_mut() {
             if self.partitions.get(&group.partition) != Some(&PartitionStatus::Active) {
                 continue;
             }
-            if group.next_deadline().is_some_and(|d| d <= now_ms) {
-                let mut env = Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms);
+            if group.next_deadline().is_some_and(|d| d <= timer_ms) {
+                let mut env = Self::env_for(&self.cfg, &mut self.ids, &mut out, now_ms, timer_ms);
                 group.tick(&mut env);
             }
         }
@@ -463,15 +486,19 @@ impl GroupCoordinator {
         out.into_actions()
     }
 
-    /// When [`GroupCoordinator::tick`] next has work (absolute ms), or `None` if never.
+    /// When [`GroupCoordinator::tick`] next has work (absolute wall-clock ms, from `now_ms`, the
+    /// wall clock now), or `None` if never.
     ///
     /// Computed by scanning the groups: cheap for thousands of groups; a timer wheel would be the
     /// next step beyond that.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub fn poll_timeout(&self, now_ms: i64) -> Option<i64> {
+        // Group deadlines are on the timer clock: as a wall-clock time from `now_ms`.
+        let to_wall = |d: i64| now_ms.saturating_add(d - self.mono.unwrap_or(now_ms));
         self.groups
             .values()
             .filter(|g| self.partitions.get(&g.partition) == Some(&PartitionStatus::Active))
             .filter_map(Group::next_deadline)
+            .map(to_wall)
             .chain(self.next_expiry_check_ms)
             .min()
     }
@@ -551,7 +578,7 @@ impl GroupCoordinator {
             .filter(|g| g.partition == partition)
         {
             for m in g.members.values_mut() {
-                m.touch(now_ms);
+                m.touch(self.mono.unwrap_or(now_ms));
             }
         }
         self.partitions.insert(partition, PartitionStatus::Active);

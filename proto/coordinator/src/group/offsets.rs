@@ -165,7 +165,7 @@ impl GroupCoordinator {
             GroupState::Stable | GroupState::PreparingRebalance => {
                 // A commit proves the member alive; during a rebalance the heartbeat tells it to rejoin.
                 if let Some(m) = group.members.get_mut(member_id) {
-                    m.touch(now_ms);
+                    m.touch(self.mono.unwrap_or(now_ms));
                 }
             }
             GroupState::CompletingRebalance => {

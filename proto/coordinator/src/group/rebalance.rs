@@ -134,7 +134,7 @@ impl Group {
         } else if args.require_known_member_id {
             // KIP-394: remember the id; the member must come back with it within a session timeout.
             self.pending_members
-                .insert(new_id.clone(), env.now_ms + args.session_timeout_ms as i64);
+                .insert(new_id.clone(), env.mono_ms + args.session_timeout_ms as i64);
             env.out.respond(resp::join_error(
                 args.pending,
                 &new_id,
@@ -252,7 +252,7 @@ impl Group {
             awaiting_sync: None,
             is_new: true,
             // A new member cannot heartbeat while its join is parked: bound it separately.
-            heartbeat_deadline_ms: env.now_ms + env.cfg.new_member_join_timeout_ms,
+            heartbeat_deadline_ms: env.mono_ms + env.cfg.new_member_join_timeout_ms,
         };
         if self.is(GroupState::PreparingRebalance) && self.generation == 0 {
             self.new_member_added = true;
@@ -300,7 +300,7 @@ impl Group {
         member.rebalance_timeout_ms = args.rebalance_timeout_ms;
         member.session_timeout_ms = args.session_timeout_ms;
         member.awaiting_join = Some(args.pending);
-        member.touch(env.now_ms);
+        member.touch(env.mono_ms);
         if self.is_leader(old_id) {
             self.leader = Some(new_id.clone());
         }
@@ -380,18 +380,18 @@ impl Group {
         let timer = if self.is(GroupState::Empty) {
             let delay = env.cfg.initial_rebalance_delay_ms;
             JoinTimer::Initial {
-                deadline_ms: env.now_ms + delay,
+                deadline_ms: env.mono_ms + delay,
                 remaining_ms: (self.rebalance_timeout_ms() - delay).max(0),
             }
         } else {
             JoinTimer::Rebalance {
-                deadline_ms: env.now_ms + self.rebalance_timeout_ms(),
+                deadline_ms: env.mono_ms + self.rebalance_timeout_ms(),
             }
         };
         self.transition(GroupState::PreparingRebalance, env.now_ms);
         self.join_timer = Some(timer);
         match timer {
-            JoinTimer::Initial { deadline_ms, .. } if deadline_ms <= env.now_ms => {
+            JoinTimer::Initial { deadline_ms, .. } if deadline_ms <= env.mono_ms => {
                 self.on_join_timer(env)
             }
             JoinTimer::Initial { .. } => {}
@@ -418,7 +418,7 @@ impl Group {
                 self.new_member_added = false;
                 let delay = env.cfg.initial_rebalance_delay_ms.min(remaining_ms);
                 self.join_timer = Some(JoinTimer::Initial {
-                    deadline_ms: env.now_ms + delay,
+                    deadline_ms: env.mono_ms + delay,
                     remaining_ms: remaining_ms - delay,
                 });
             }
@@ -453,7 +453,7 @@ impl Group {
             tracing::warn!(group = %self.id, "no member rejoined; extending the join phase");
             // At least 1 ms, so a zero rebalance timeout cannot make the timer spin.
             self.join_timer = Some(JoinTimer::Rebalance {
-                deadline_ms: env.now_ms + self.rebalance_timeout_ms().max(1),
+                deadline_ms: env.mono_ms + self.rebalance_timeout_ms().max(1),
             });
             return;
         }
@@ -495,11 +495,11 @@ impl Group {
                 env.out.respond(resp::join(p, r));
             }
             let m = self.members.get_mut(&id).expect("member");
-            m.touch(env.now_ms);
+            m.touch(env.mono_ms);
             m.is_new = false;
             self.pending_sync.insert(id);
         }
-        self.sync_deadline_ms = Some(env.now_ms + self.rebalance_timeout_ms());
+        self.sync_deadline_ms = Some(env.mono_ms + self.rebalance_timeout_ms());
     }
 
     fn reset_and_propagate_assignment_error(&mut self, env: &mut Env<'_>, error: ResponseError) {
@@ -508,7 +508,7 @@ impl Group {
             m.assignment = Bytes::new();
             if let Some(p) = m.awaiting_sync.take() {
                 env.out.respond(resp::sync_error(p, error));
-                m.touch(env.now_ms);
+                m.touch(env.mono_ms);
             }
         }
     }
@@ -566,7 +566,7 @@ impl Group {
             GroupState::Stable => {
                 self.pending_sync.remove(&args.member_id);
                 let member = self.members.get_mut(&args.member_id).expect("validated");
-                member.touch(env.now_ms);
+                member.touch(env.mono_ms);
                 let assignment = member.assignment.clone();
                 env.out.respond(resp::sync(
                     p,
@@ -630,7 +630,7 @@ impl Group {
                     self.protocol_name.as_deref(),
                     m.assignment.clone(),
                 ));
-                m.touch(env.now_ms);
+                m.touch(env.mono_ms);
             }
         }
         self.transition(GroupState::Stable, env.now_ms);
@@ -643,10 +643,11 @@ impl Group {
         });
     }
 
-    /// Heartbeat, from `handleHeartbeat`; returns the error code to answer.
+    /// Heartbeat, from `handleHeartbeat` (`timer_ms`: the clock timers run on); returns the
+    /// error code to answer.
     pub(crate) fn heartbeat(
         &mut self,
-        now_ms: i64,
+        timer_ms: i64,
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
@@ -666,14 +667,14 @@ impl Group {
                 self.members
                     .get_mut(member_id)
                     .expect("validated")
-                    .touch(now_ms);
+                    .touch(timer_ms);
                 0
             }
             GroupState::PreparingRebalance => {
                 self.members
                     .get_mut(member_id)
                     .expect("validated")
-                    .touch(now_ms);
+                    .touch(timer_ms);
                 ResponseError::RebalanceInProgress.code()
             }
             GroupState::Dead => unreachable!(),
@@ -719,7 +720,7 @@ impl Group {
 
     /// Fires every expired timer of the group.
     pub(crate) fn tick(&mut self, env: &mut Env<'_>) {
-        let now = env.now_ms;
+        let now = env.mono_ms;
         if self.is(GroupState::PreparingRebalance)
             && let Some(
                 JoinTimer::Initial { deadline_ms, .. } | JoinTimer::Rebalance { deadline_ms },

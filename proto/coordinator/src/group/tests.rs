@@ -140,7 +140,7 @@ impl Harness {
     fn advance(&mut self, ms: i64) {
         let target = self.now + ms;
         for _ in 0..10_000 {
-            match self.c.poll_timeout() {
+            match self.c.poll_timeout(self.now) {
                 Some(t) if t <= target => {
                     self.now = self.now.max(t);
                     let actions = self.c.tick(self.now);
@@ -471,6 +471,36 @@ fn a_silent_member_is_evicted_after_its_session_timeout() {
     assert_eq!(
         (r.error_code, r.generation_id, r.members.len()),
         (0, generation + 1, 1)
+    );
+}
+
+#[test]
+fn sessions_run_on_the_monotonic_clock_once_it_is_handed_in() {
+    let mut h = Harness::quick();
+    let (leader, follower, generation) = h.stable_pair("g");
+    let start = h.now;
+    h.c.set_monotonic(start);
+    // The wall clock steps an hour ahead: no session is over, and the next deadline reported
+    // (on the wall clock) is still a session timeout away.
+    h.now += 3_600_000;
+    let actions = h.c.tick(h.now);
+    h.run(actions);
+    assert_eq!(h.c.group_state("g"), Some(GroupState::Stable));
+    assert!(
+        h.c.poll_timeout(h.now)
+            .is_some_and(|t| t > h.now && t <= h.now + SESSION_MS as i64)
+    );
+    // Monotonic time decides: the leader heartbeats, the silent follower is evicted once its
+    // session timeout has passed on that clock.
+    h.c.set_monotonic(start + 5_000);
+    assert_eq!(h.heartbeat("g", &leader, generation), 0);
+    h.c.set_monotonic(start + SESSION_MS as i64 + 1);
+    let actions = h.c.tick(h.now);
+    h.run(actions);
+    assert_eq!(h.c.group_state("g"), Some(GroupState::PreparingRebalance));
+    assert_eq!(
+        h.heartbeat("g", &follower, generation),
+        ResponseError::UnknownMemberId.code()
     );
 }
 

@@ -319,10 +319,12 @@ impl Broker {
         self.execute_txn(actions, None, now_ms);
     }
 
-    /// Absolute time (ms) at which [`Broker::tick`] is next needed, if any.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    /// Absolute wall-clock time (ms) at which [`Broker::tick`] is next needed, if any; `now_ms`
+    /// is the wall clock now (group timers run on the monotonic clock, see
+    /// [`Broker::advance_clock`]).
+    pub fn poll_timeout(&self, now_ms: i64) -> Option<i64> {
         let txn = self.txn.poll_timeout();
-        match (self.coordinator.poll_timeout(), txn) {
+        match (self.coordinator.poll_timeout(now_ms), txn) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -566,7 +566,7 @@ fn a_transaction_past_its_timeout_is_aborted() {
         Some("tx"),
         1_001,
     );
-    assert_eq!(b.poll_timeout(), Some(6_000));
+    assert_eq!(b.poll_timeout(0), Some(6_000));
     b.tick(6_000);
     sync(&mut b);
     sync(&mut b);

@@ -635,9 +635,11 @@ impl Broker {
         }
     }
 
-    /// Hands in the replica core's monotonic clock (ms), which this module's timers run on;
-    /// it never goes back.
+    /// Hands in the server's monotonic clock (ms, one origin per process), which the cluster
+    /// module's timers and the group coordinator's session, join and sync timeouts run on; it
+    /// never goes back. The server calls it before it hands the broker requests or ticks.
     pub fn advance_clock(&mut self, now: u64) {
+        self.coordinator.set_monotonic(now as i64);
         if let Some(c) = &mut self.cluster {
             c.mono = c.mono.max(now);
         }
