@@ -434,7 +434,7 @@ fn handle_frame(
     let group_api = is_group_api(ctx.api_key);
     let (reply, denied, parked_rx) = {
         let mut broker = shared.broker.lock().unwrap();
-        broker.advance_clock(crate::server::mono_ms());
+        broker.advance_clock(crate::server::mono_ms(), now_ms());
         let (reply, denied) = broker.handle_session(&peer.session, &ctx, request.body, now_ms());
         // Register before the lock is released: the answer may come from the next request.
         let parked_rx = match &reply {

@@ -631,7 +631,7 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
         let now = now_ms();
         let next = {
             let mut broker = shared.broker.lock().unwrap();
-            broker.advance_clock(mono_ms());
+            broker.advance_clock(mono_ms(), now_ms());
             broker.poll_timeout(now)
         };
         match next {
@@ -643,7 +643,7 @@ async fn coordinator_timer<R: Runtime>(rt: R, shared: Arc<Shared>) {
                 }
                 last_fired = Some(at);
                 let mut broker = shared.broker.lock().unwrap();
-                broker.advance_clock(mono_ms());
+                broker.advance_clock(mono_ms(), now_ms());
                 broker.tick(now_ms());
                 deliver(&shared, &mut broker);
                 drop(broker);

@@ -452,7 +452,7 @@ impl Replica {
     /// hand-off, and turns what Raft produced into transmits and [`Io`]. Call it on every wake.
     pub fn handle_timeout(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) -> Pass {
         let mut pass = Pass::default();
-        broker.advance_clock(now);
+        broker.advance_clock(now, wall_ms);
         if self.node.poll_timeout().is_none_or(|t| now >= t) {
             self.node.handle_timeout(now);
         }
@@ -1330,7 +1330,7 @@ impl Replica {
 
     /// Turns Raft's tasks into I/O (one persist batch for all groups) and broker events.
     fn drive(&mut self, now: u64, wall_ms: i64, broker: &mut Broker) {
-        broker.advance_clock(now);
+        broker.advance_clock(now, wall_ms);
         let mut persists = Vec::new();
         let mut written = std::collections::BTreeMap::new();
         while let Some((group, task)) = self.node.poll_task() {

@@ -467,9 +467,13 @@ struct Lateness {
 }
 
 impl Lateness {
-    /// A pass starts at `now` while the replica's next timer was due at `due`.
+    /// A pass starts at `now` while the replica's next timer was due at `due`. The first
+    /// pass is not counted: nothing was due before the loop started.
     fn note(&mut self, due: u64, now: u64) {
         self.passes += 1;
+        if self.passes == 1 {
+            return;
+        }
         let late = now.saturating_sub(due);
         self.worst_ms = self.worst_ms.max(late);
         self.over_tick += u64::from(late > 50);
@@ -684,8 +688,9 @@ async fn applier<R: Runtime>(
                 ApplyJob::Entries { group, entries } => {
                     let last = {
                         let mut broker = shared.broker.lock().unwrap();
-                        let last =
-                            apply_entries(&mut broker, group, entries, crate::server::now_ms());
+                        let wall = crate::server::now_ms();
+                        broker.advance_clock(crate::server::mono_ms(), wall);
+                        let last = apply_entries(&mut broker, group, entries, wall);
                         crate::server::deliver(&shared, &mut broker);
                         last
                     };

@@ -175,12 +175,23 @@ impl GroupCoordinator {
         }
     }
 
-    /// Hands in the server's monotonic clock (ms). From then on session, join and sync
-    /// timeouts run on it, so a wall clock stepped forward does not expire every member at once
-    /// (nor a step back hold expiries off); timestamps that are stored or shown keep the wall
-    /// clock each call is given. [`GroupCoordinator::poll_timeout`] answers on the wall clock.
-    pub fn set_monotonic(&mut self, mono_ms: i64) {
-        self.mono = Some(self.mono.map_or(mono_ms, |m| m.max(mono_ms)));
+    /// Hands in the server's monotonic clock (`mono_ms`) with the wall clock read at the same
+    /// moment (`now_ms`). From then on session, join and sync timeouts run on it, so a wall
+    /// clock stepped forward does not expire every member at once (nor a step back hold
+    /// expiries off); timestamps that are stored or shown keep the wall clock each call is
+    /// given. [`GroupCoordinator::poll_timeout`] answers on the wall clock. Deadlines set
+    /// before the first call (members loaded at start-up) are moved onto the new clock.
+    pub fn set_monotonic(&mut self, mono_ms: i64, now_ms: i64) {
+        match self.mono {
+            Some(m) => self.mono = Some(m.max(mono_ms)),
+            None => {
+                let delta = mono_ms.saturating_sub(now_ms);
+                for g in self.groups.values_mut() {
+                    g.shift_deadlines(delta);
+                }
+                self.mono = Some(mono_ms);
+            }
+        }
     }
 
     /// The configuration in use.

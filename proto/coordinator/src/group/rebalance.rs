@@ -783,6 +783,25 @@ impl Group {
     }
 
     /// The earliest time `tick` has work for this group.
+    /// Moves every deadline by `delta` ms: when the timers' clock changes from the wall clock
+    /// to the monotonic one (see `GroupCoordinator::set_monotonic`).
+    pub(crate) fn shift_deadlines(&mut self, delta: i64) {
+        for m in self.members.values_mut() {
+            m.heartbeat_deadline_ms = m.heartbeat_deadline_ms.saturating_add(delta);
+        }
+        for d in self.pending_members.values_mut() {
+            *d = d.saturating_add(delta);
+        }
+        if let Some(JoinTimer::Initial { deadline_ms, .. } | JoinTimer::Rebalance { deadline_ms }) =
+            &mut self.join_timer
+        {
+            *deadline_ms = deadline_ms.saturating_add(delta);
+        }
+        if let Some(d) = &mut self.sync_deadline_ms {
+            *d = d.saturating_add(delta);
+        }
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<i64> {
         let join = match (self.state, self.join_timer) {
             (

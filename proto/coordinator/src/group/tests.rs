@@ -476,12 +476,16 @@ fn a_silent_member_is_evicted_after_its_session_timeout() {
 
 #[test]
 fn sessions_run_on_the_monotonic_clock_once_it_is_handed_in() {
+    // The members' deadlines were set on the wall clock (as when a broker loads its groups
+    // at start-up); the monotonic clock handed in later reads far less (ms since the process
+    // started): the deadlines move onto it.
     let mut h = Harness::quick();
+    h.now = 1_700_000_000_000;
     let (leader, follower, generation) = h.stable_pair("g");
-    let start = h.now;
-    h.c.set_monotonic(start);
+    let start = 5;
+    h.c.set_monotonic(start, h.now);
     // The wall clock steps an hour ahead: no session is over, and the next deadline reported
-    // (on the wall clock) is still a session timeout away.
+    // (on the wall clock) is still at most a session timeout away.
     h.now += 3_600_000;
     let actions = h.c.tick(h.now);
     h.run(actions);
@@ -492,9 +496,9 @@ fn sessions_run_on_the_monotonic_clock_once_it_is_handed_in() {
     );
     // Monotonic time decides: the leader heartbeats, the silent follower is evicted once its
     // session timeout has passed on that clock.
-    h.c.set_monotonic(start + 5_000);
+    h.c.set_monotonic(start + 5_000, h.now);
     assert_eq!(h.heartbeat("g", &leader, generation), 0);
-    h.c.set_monotonic(start + SESSION_MS as i64 + 1);
+    h.c.set_monotonic(start + SESSION_MS as i64 + 1, h.now);
     let actions = h.c.tick(h.now);
     h.run(actions);
     assert_eq!(h.c.group_state("g"), Some(GroupState::PreparingRebalance));

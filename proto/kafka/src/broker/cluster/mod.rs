@@ -635,11 +635,12 @@ impl Broker {
         }
     }
 
-    /// Hands in the server's monotonic clock (ms, one origin per process), which the cluster
-    /// module's timers and the group coordinator's session, join and sync timeouts run on; it
-    /// never goes back. The server calls it before it hands the broker requests or ticks.
-    pub fn advance_clock(&mut self, now: u64) {
-        self.coordinator.set_monotonic(now as i64);
+    /// Hands in the server's monotonic clock (`now`, ms, one origin per process) and the wall
+    /// clock read with it: the cluster module's timers and the group coordinator's session,
+    /// join and sync timeouts run on the monotonic one, which never goes back. The server
+    /// calls it before it hands the broker requests, ticks or applies.
+    pub fn advance_clock(&mut self, now: u64, wall_ms: i64) {
+        self.coordinator.set_monotonic(now as i64, wall_ms);
         if let Some(c) = &mut self.cluster {
             c.mono = c.mono.max(now);
         }
