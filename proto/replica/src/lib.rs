@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use sluice_proto::broker::{Broker, GroupChange, GroupProgress, MetaQuorum, QuorumVoter};
 use sluice_proto::cluster::{PartitionEntry, PartitionImage, encode_compact_hint};
-use sluice_raft::eraftpb::{ConfState, Entry, HardState, MessageType, Snapshot};
+use sluice_raft::eraftpb::{ConfState, MessageType, Snapshot};
 use sluice_raft::{
     Apply, Driver, LogStore, META_GROUP, PeerBatch, PeerProgress, Persist, StateRole, Task,
 };
@@ -155,10 +155,6 @@ pub struct StoreCompaction {
     pub index: u64,
     /// The new snapshot (its data: where the partition log stood).
     pub snapshot: Snapshot,
-    /// Entries after it.
-    pub entries: Vec<Entry>,
-    /// The hard state to keep.
-    pub hard_state: HardState,
 }
 
 /// Entries and hard states to make durable, for any number of groups.
@@ -1222,8 +1218,6 @@ impl Replica {
             group,
             index,
             snapshot: store.snapshot_ref().clone(),
-            entries: store.entries_slice().to_vec(),
-            hard_state: store.hard_state().clone(),
         }));
     }
 
