@@ -3,9 +3,10 @@
 //! and at most one fdatasync, opening a group costs no I/O, and a node holds one file open for
 //! Raft whatever its number of partitions.
 //!
-//! Files `DATA/raft/wal/<seq>.wal` (16 hex digits), appended in order; the newest is active.
+//! Files `DATA/raft/wal/<seq>.wal` (16 hex digits), written in order; the newest is active.
 //! Each starts with [`MAGIC`] (format and version: a file this binary cannot read refuses the
-//! start instead of being misread). Records are `[u32 LE payload length][u32 LE CRC-32C of payload][payload]`, the payload
+//! start instead of being misread). Records are `[u32 LE payload length][u32 LE CRC-32C of the
+//! file's seq (u64 LE) and the payload][u64 LE the file's seq][payload]`, the payload
 //! `[kind u8][group u64 LE][body]`:
 //!
 //! - `Entries`: `[u32 LE length][protobuf Entry]`...; an entry at an index already held
@@ -23,11 +24,21 @@
 //! (a crash mid-write) is cut off at the first bad record; damage in an older file refuses the
 //! start, naming the file and offset.
 //!
-//! Space: the active file is sealed at [`FILE_BYTES`]. A sealed file is deleted (oldest first,
-//! after a sync) once no group needs a record in it: entries past the group's snapshot point,
-//! its latest snapshot or compaction, its latest hard state. When more than [`SEALED_MAX`]
-//! files are sealed, the groups that pin the oldest one (idle ones) are rewritten whole into
-//! the active file, so idle groups never keep old files alive.
+//! Space: the active file is sealed at [`FILE_BYTES`] (cut to what it holds). A sealed file
+//! goes (oldest first, after a sync) once no group needs a record in it: entries past the
+//! group's snapshot point, its latest snapshot or compaction, its latest hard state. When more
+//! than [`SEALED_MAX`] files are sealed, the groups that pin the oldest one (idle ones) are
+//! rewritten whole into the active file, so idle groups never keep old files alive.
+//!
+//! Reuse: up to [`FREE_MAX`] files that went are kept (`<seq>.free`) and become the next active
+//! file instead of a new one, written over from the start. An fdatasync of a write over
+//! existing blocks flushes only data; one that grows a file must also commit the file system's
+//! journal, which under ext4's ordered mode first waits for other files' dirty data (the
+//! segments): measured here, 0.15 ms against 0.29 ms on a quiet disk, and a lower acks=all p99
+//! under load. What a reused file held before is never read as records: each record carries
+//! its file's seq, and replay stops at the first record of another seq (in the newest file; a
+//! sealed file has no such tail). Version 1 files (records without the seq) are still read,
+//! never written or reused.
 //!
 //! Data dirs written by earlier versions (a directory per group, [`super::raft_store`]) are
 //! migrated group by group as each group opens.
@@ -35,6 +46,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use prost::Message as _;
@@ -43,14 +55,21 @@ use sluice_raft::{LogStore, META_GROUP, Persist};
 
 use super::raft_store::RaftStore;
 
-/// The first bytes of every log file: "SLWAL", two zero bytes, format version 1.
-pub const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
+/// The first bytes of every log file: "SLWAL", two zero bytes, format version 2.
+pub const MAGIC: &[u8; 8] = b"SLWAL\0\0\x02";
+/// Format version 1 (records without their file's seq): read, never written.
+pub const MAGIC_V1: &[u8; 8] = b"SLWAL\0\0\x01";
 /// A sealed file holds at least this much.
 pub const FILE_BYTES: u64 = 64 << 20;
 /// Sealed files kept before idle groups are rewritten to free the oldest.
 pub const SEALED_MAX: usize = 3;
-/// `[u32 length][u32 CRC-32C]` before every record's payload.
+/// Files kept for reuse once no group needs them.
+pub const FREE_MAX: usize = 2;
+/// `[u32 length][u32 CRC-32C]` before every record's payload in format 1 (and in the legacy
+/// per-group files, [`super::raft_store`]).
 pub(super) const RECORD_HEADER_BYTES: usize = 8;
+/// `[u32 length][u32 CRC-32C][u64 file seq]` before every record's payload in format 2.
+const RECORD_HEADER_V2: usize = 16;
 /// Larger records are corrupt by definition.
 const RECORD_BYTES_MAX: usize = 256 << 20;
 
@@ -155,10 +174,15 @@ pub struct RaftWal {
     file_bytes: u64,
     raft_dir: PathBuf,
     dir: PathBuf,
+    /// Written at `active_len` (positioned writes: a reused file is written over).
     active: File,
     active_seq: u64,
     active_len: u64,
     sealed: BTreeSet<u64>,
+    /// Sealed files of format 1 (never reused).
+    v1: BTreeSet<u64>,
+    /// Files kept for reuse, by the seq they were written with (`<seq>.free`).
+    free: Vec<u64>,
     pins: HashMap<u64, Pins>,
     /// Replayed groups not opened yet.
     recovered: HashMap<u64, Replayed>,
@@ -177,10 +201,7 @@ pub struct RaftWal {
 
 /// Creates a log file with its header, durably (the caller syncs the directory).
 fn new_file(path: &Path) -> io::Result<File> {
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(path)?;
+    let mut f = OpenOptions::new().create_new(true).write(true).open(path)?;
     f.write_all(MAGIC)?;
     f.sync_all()?;
     Ok(f)
@@ -188,6 +209,10 @@ fn new_file(path: &Path) -> io::Result<File> {
 
 fn wal_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.wal"))
+}
+
+fn free_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.free"))
 }
 
 pub(super) fn bad_data(msg: String) -> io::Error {
@@ -203,6 +228,7 @@ impl RaftWal {
             File::open(raft_dir)?.sync_all()?;
         }
         let mut seqs = BTreeSet::new();
+        let mut free = Vec::new();
         for e in fs::read_dir(&dir)? {
             let name = e?.file_name();
             let name = name.to_string_lossy();
@@ -210,7 +236,15 @@ impl RaftWal {
                 && let Ok(seq) = u64::from_str_radix(hex, 16)
             {
                 seqs.insert(seq);
+            } else if let Some(hex) = name.strip_suffix(".free")
+                && let Ok(seq) = u64::from_str_radix(hex, 16)
+            {
+                free.push(seq);
             }
+        }
+        free.sort_unstable();
+        while free.len() > FREE_MAX {
+            fs::remove_file(free_path(&dir, free.remove(0)))?;
         }
         let legacy = fs::read_dir(raft_dir)?.any(|e| {
             e.ok().is_some_and(|e| {
@@ -227,11 +261,14 @@ impl RaftWal {
         let mut pins: HashMap<u64, Pins> = HashMap::new();
         let last = seqs.last().copied();
         let mut active_len = 0;
+        let mut v1 = BTreeSet::new();
         for &seq in &seqs {
             let path = wal_path(&dir, seq);
             let mut bytes = Vec::new();
             File::open(&path)?.read_to_end(&mut bytes)?;
-            if !bytes.starts_with(MAGIC) {
+            if bytes.starts_with(MAGIC_V1) {
+                v1.insert(seq);
+            } else if !bytes.starts_with(MAGIC) {
                 if Some(seq) == last && MAGIC.starts_with(&bytes) {
                     // Created, header torn by a crash: nothing was ever written to it.
                     let mut f = OpenOptions::new().write(true).open(&path)?;
@@ -249,17 +286,39 @@ impl RaftWal {
             }
             let mut pos = MAGIC.len();
             while pos < bytes.len() {
-                let payload = match decode_checked(&bytes[pos..]) {
-                    Ok(p) => p,
-                    Err(reason) if Some(seq) == last => {
-                        let cut = (bytes.len() - pos) as u64;
+                let framed = if v1.contains(&seq) {
+                    match decode_checked(&bytes[pos..]) {
+                        Ok(p) => Framed::Record(p, RECORD_HEADER_BYTES),
+                        Err(reason) => Framed::Bad(reason),
+                    }
+                } else {
+                    decode_v2(&bytes[pos..], seq)
+                };
+                let payload = match framed {
+                    Framed::Record(p, header) => {
+                        pos += header;
+                        p
+                    }
+                    // The end of what this file holds: past it, a torn write, or what a
+                    // reused file held before. Cut, so nothing past it is ever read as this
+                    // file's (the next writes would land before it).
+                    bad if Some(seq) == last => {
                         let f = OpenOptions::new().write(true).open(&path)?;
                         f.set_len(pos as u64)?;
                         f.sync_all()?;
-                        loaded.truncated = Some((path.clone(), cut, reason));
+                        if let Framed::Bad(reason) = bad {
+                            let cut = (bytes.len() - pos) as u64;
+                            loaded.truncated = Some((path.clone(), cut, reason));
+                        }
                         break;
                     }
-                    Err(reason) => {
+                    Framed::Stale => {
+                        return Err(bad_data(format!(
+                            "{} is damaged at offset {pos} (a record of another file), before newer files: refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
+                            path.display()
+                        )));
+                    }
+                    Framed::Bad(reason) => {
                         return Err(bad_data(format!(
                             "{} is damaged at offset {pos} ({reason}), before newer files: refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
                             path.display()
@@ -268,7 +327,7 @@ impl RaftWal {
                 };
                 replay(&mut groups, &mut pins, seq, payload)
                     .map_err(|e| bad_data(format!("{} at offset {pos}: {e}", path.display())))?;
-                pos += RECORD_HEADER_BYTES + payload.len();
+                pos += payload.len();
                 loaded.records += 1;
             }
             if Some(seq) == last {
@@ -277,15 +336,18 @@ impl RaftWal {
         }
         loaded.groups = groups.len();
         let active_seq = match last {
-            Some(seq) => seq,
-            None => {
-                new_file(&wal_path(&dir, 1))?;
+            // Records of this version never go into a version 1 file: a new one follows it.
+            Some(seq) if !v1.contains(&seq) => seq,
+            last => {
+                let seq = last.map_or(1, |s| s + 1);
+                new_file(&wal_path(&dir, seq))?;
                 File::open(&dir)?.sync_all()?;
-                1
+                active_len = MAGIC.len() as u64;
+                seq
             }
         };
         let active = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(wal_path(&dir, active_seq))?;
         let sealed = seqs.into_iter().filter(|&s| s != active_seq).collect();
         let mut wal = RaftWal {
@@ -296,6 +358,8 @@ impl RaftWal {
             active_seq,
             active_len,
             sealed,
+            v1,
+            free,
             pins,
             recovered: groups,
             open: HashSet::new(),
@@ -479,7 +543,8 @@ impl RaftWal {
     /// sealed files no group needs.
     pub fn flush(&mut self, sync: bool) -> io::Result<()> {
         if !self.buf.is_empty() {
-            self.active.write_all(&self.buf)?;
+            // At the end of what this file holds (a failed write is written over next time).
+            self.active.write_all_at(&self.buf, self.active_len)?;
             self.active_len += self.buf.len() as u64;
             self.buf.clear();
         }
@@ -508,9 +573,28 @@ impl RaftWal {
         self.sealed.len()
     }
 
+    /// Files kept for reuse.
+    #[cfg(test)]
+    pub fn free_files(&self) -> usize {
+        self.free.len()
+    }
+
     fn seal(&mut self) -> io::Result<()> {
+        // A reused file may hold more than this life wrote: a sealed file is records to its end
+        // (durably so before a newer file exists, as replay relies on it).
+        if self.active.metadata()?.len() > self.active_len {
+            self.active.set_len(self.active_len)?;
+            self.active.sync_all()?;
+        }
         let next = self.active_seq + 1;
-        let file = new_file(&wal_path(&self.dir, next))?;
+        let path = wal_path(&self.dir, next);
+        let file = match self.free.pop() {
+            Some(old) => {
+                fs::rename(free_path(&self.dir, old), &path)?;
+                OpenOptions::new().write(true).open(&path)?
+            }
+            None => new_file(&path)?,
+        };
         File::open(&self.dir)?.sync_all()?;
         self.sealed.insert(self.active_seq);
         self.purge_due = true;
@@ -535,9 +619,16 @@ impl RaftWal {
         if doomed.is_empty() {
             return Ok(());
         }
-        for seq in &doomed {
-            fs::remove_file(wal_path(&self.dir, *seq))?;
-            self.sealed.remove(seq);
+        for &seq in &doomed {
+            let path = wal_path(&self.dir, seq);
+            if self.free.len() < FREE_MAX && !self.v1.contains(&seq) {
+                fs::rename(&path, free_path(&self.dir, seq))?;
+                self.free.push(seq);
+            } else {
+                fs::remove_file(&path)?;
+            }
+            self.sealed.remove(&seq);
+            self.v1.remove(&seq);
         }
         File::open(&self.dir)?.sync_all()
     }
@@ -595,17 +686,21 @@ impl RaftWal {
             .snapshot(file, index, kind == SNAPSHOT);
     }
 
-    /// Appends one framed record to the staging buffer.
+    /// Appends one framed record to the staging buffer (it goes to the active file: a file is
+    /// sealed only after what was staged is written).
     fn stage(&mut self, kind: u8, group: u64, body: impl FnOnce(&mut Vec<u8>)) {
         let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+        self.buf.extend_from_slice(&[0; RECORD_HEADER_V2]);
         self.buf.push(kind);
         self.buf.extend_from_slice(&group.to_le_bytes());
         body(&mut self.buf);
-        let payload = &self.buf[start + RECORD_HEADER_BYTES..];
-        let (len, crc) = (payload.len() as u32, crc32c::crc32c(payload));
+        let seq = self.active_seq.to_le_bytes();
+        let payload = &self.buf[start + RECORD_HEADER_V2..];
+        let len = payload.len() as u32;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&seq), payload);
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.buf[start + 8..start + 16].copy_from_slice(&seq);
     }
 }
 
@@ -740,7 +835,42 @@ fn take_framed<'a>(body: &mut &'a [u8], what: &str) -> Result<&'a [u8], String> 
     Ok(bytes)
 }
 
-/// Checks one `[len][crc][payload]` record and returns the payload.
+/// One record position read back (format 2).
+enum Framed<'a> {
+    /// A whole record of this file: its payload and header length.
+    Record(&'a [u8], usize),
+    /// A record of another file: what a reused file held before.
+    Stale,
+    /// Torn or corrupt.
+    Bad(String),
+}
+
+/// Checks one `[len][crc][seq][payload]` record of file `seq`.
+fn decode_v2(bytes: &[u8], seq: u64) -> Framed<'_> {
+    if bytes.len() < RECORD_HEADER_V2 {
+        return Framed::Bad(format!("short header ({} bytes)", bytes.len()));
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if bytes[8..16] != seq.to_le_bytes() {
+        return Framed::Stale;
+    }
+    if len > RECORD_BYTES_MAX {
+        return Framed::Bad(format!("record length {len} exceeds {RECORD_BYTES_MAX}"));
+    }
+    let Some(payload) = bytes.get(RECORD_HEADER_V2..RECORD_HEADER_V2 + len) else {
+        return Framed::Bad(format!(
+            "record of {len} bytes cut short at {}",
+            bytes.len() - RECORD_HEADER_V2
+        ));
+    };
+    if crc32c::crc32c_append(crc32c::crc32c(&bytes[8..16]), payload) != crc {
+        return Framed::Bad("CRC mismatch".into());
+    }
+    Framed::Record(payload, RECORD_HEADER_V2)
+}
+
+/// Checks one `[len][crc][payload]` record (format 1) and returns the payload.
 pub(super) fn decode_checked(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < RECORD_HEADER_BYTES {
         return Err(format!("short header ({} bytes)", bytes.len()));

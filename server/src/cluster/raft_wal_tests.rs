@@ -284,18 +284,169 @@ fn a_file_of_another_format_version_refuses_the_start_and_a_torn_header_is_resto
     let file = wal_files(&dir).remove(0);
     let mut bytes = fs::read(&file).unwrap();
     assert!(bytes.starts_with(MAGIC));
-    bytes[7] = 2;
+    bytes[7] = 3;
     fs::write(&file, &bytes).unwrap();
     let err = RaftWal::open(&dir).unwrap_err().to_string();
     assert!(err.contains("another version"), "{err}");
     // A crash right after creating the newest file can leave part of its header: nothing was
     // in it, so it starts again.
-    bytes[7] = 1;
+    bytes[7] = 2;
     fs::write(&file, &bytes).unwrap();
     fs::write(dir.join("wal").join(format!("{:016x}.wal", 2)), &MAGIC[..3]).unwrap();
     let (mut wal, loaded) = reopen(&dir);
     assert!(loaded.truncated.is_none());
     assert_eq!(wal.open_group(7, VOTERS).unwrap().last_index(), 2);
     assert!(fs::read(dir.join("wal/0000000000000002.wal")).unwrap() == MAGIC);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+fn wal_inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
+
+/// A busy group writing and compacting through small files until a file was reused and
+/// written into; returns the group's log as the test wrote it.
+fn write_until_a_file_is_reused(dir: &Path) -> LogStore {
+    let (mut wal, _) = reopen(dir);
+    wal.set_file_bytes(4096);
+    let mut busy = wal.open_group(1, VOTERS).unwrap();
+    let mut freed_inodes = Vec::new();
+    let mut reused_at = None;
+    for i in 2..2_000u64 {
+        let p = persist(vec![entry(i, 1)], 1, i, true);
+        busy.apply_persist(&p);
+        wal.write(&[(1, p)]).unwrap();
+        if i % 5 == 0 {
+            busy.compact(i - 2, b"image".to_vec());
+            wal.compact(1, busy.snapshot_ref());
+        }
+        for f in wal_files(dir) {
+            if f.extension().is_some_and(|e| e == "free") {
+                freed_inodes.push(wal_inode(&f));
+            }
+        }
+        assert!(wal.free_files() <= FREE_MAX);
+        let active = wal_files(dir)
+            .into_iter()
+            .rfind(|f| f.extension().is_some_and(|e| e == "wal"))
+            .unwrap();
+        if reused_at.is_none() && freed_inodes.contains(&wal_inode(&active)) {
+            reused_at = Some(i);
+        }
+        // A few records into the reused file: its tail still holds what it held before.
+        if reused_at.is_some_and(|at| i == at + 3) {
+            assert!(fs::metadata(&active).unwrap().len() > wal.active_len);
+            return busy;
+        }
+    }
+    panic!("no file was reused");
+}
+
+#[test]
+fn files_are_reused_and_what_they_held_before_is_never_read() {
+    let dir = temp_raft_dir("reuse");
+    let busy = write_until_a_file_is_reused(&dir);
+    // As after kill -9: what the reused file held before is not this file's, and not a torn
+    // write either.
+    let (mut wal, loaded) = reopen(&dir);
+    assert!(loaded.truncated.is_none(), "{:?}", loaded.truncated);
+    let b = wal.open_group(1, VOTERS).unwrap();
+    assert_eq!(b.snapshot_index(), busy.snapshot_index());
+    assert_eq!(b.entries_slice(), busy.entries_slice());
+    assert_eq!(b.hard_state(), busy.hard_state());
+    // Written on after the restart, replayed again.
+    let mut b = b;
+    let next = b.last_index() + 1;
+    let p = persist(vec![entry(next, 2)], 2, next, true);
+    b.apply_persist(&p);
+    wal.write(&[(1, p)]).unwrap();
+    drop(wal);
+    let (mut wal, loaded) = reopen(&dir);
+    assert!(loaded.truncated.is_none());
+    assert_eq!(
+        wal.open_group(1, VOTERS).unwrap().entries_slice(),
+        b.entries_slice()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_torn_record_in_a_reused_file_is_cut_and_reported() {
+    let dir = temp_raft_dir("reuse-torn");
+    let busy = write_until_a_file_is_reused(&dir);
+    let (wal, _) = reopen(&dir);
+    let end = wal.active_len;
+    drop(wal);
+    let active = wal_files(&dir)
+        .into_iter()
+        .rfind(|f| f.extension().is_some_and(|e| e == "wal"))
+        .unwrap();
+    // The last record's last byte (its hard state) flipped: a write that did not complete.
+    let mut bytes = fs::read(&active).unwrap();
+    bytes[end as usize - 1] ^= 0xff;
+    fs::write(&active, &bytes).unwrap();
+    let (mut wal, loaded) = reopen(&dir);
+    let (file, _, reason) = loaded.truncated.expect("torn record");
+    assert_eq!(file, active);
+    assert!(reason.contains("CRC"), "{reason}");
+    let b = wal.open_group(1, VOTERS).unwrap();
+    assert_eq!(b.entries_slice(), busy.entries_slice());
+    assert_eq!(b.hard_state().commit, busy.hard_state().commit - 1);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_version_1_log_is_read_and_continued_in_a_new_file() {
+    let dir = temp_raft_dir("v1");
+    fs::create_dir_all(dir.join("wal")).unwrap();
+    // Format 1: `[len][crc of payload][payload]`, no file seq.
+    let mut bytes = MAGIC_V1.to_vec();
+    for (kind, body) in [
+        (ENTRIES, {
+            let mut b = Vec::new();
+            put_entries(&mut b, &[entry(2, 1), entry(3, 1)]);
+            b
+        }),
+        (HARD_STATE, {
+            let hs = HardState {
+                term: 1,
+                vote: 1,
+                commit: 3,
+            };
+            hs.encode_to_vec()
+        }),
+    ] {
+        let mut payload = vec![kind];
+        payload.extend_from_slice(&7u64.to_le_bytes());
+        payload.extend_from_slice(&body);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+    }
+    fs::write(dir.join("wal/0000000000000001.wal"), &bytes).unwrap();
+    let (mut wal, loaded) = reopen(&dir);
+    assert!(loaded.truncated.is_none());
+    let mut g = wal.open_group(7, VOTERS).unwrap();
+    assert_eq!(g.last_index(), 3);
+    assert_eq!(g.hard_state().commit, 3);
+    let p = persist(vec![entry(4, 1)], 1, 4, true);
+    g.apply_persist(&p);
+    wal.write(&[(7, p)]).unwrap();
+    drop(wal);
+    // The old file is untouched; this version's records went to a new file.
+    assert_eq!(
+        fs::read(dir.join("wal/0000000000000001.wal")).unwrap(),
+        bytes
+    );
+    assert!(
+        fs::read(dir.join("wal/0000000000000002.wal"))
+            .unwrap()
+            .starts_with(MAGIC)
+    );
+    let (mut wal, _) = reopen(&dir);
+    let g2 = wal.open_group(7, VOTERS).unwrap();
+    assert_eq!(g2.entries_slice(), g.entries_slice());
+    assert_eq!(g2.hard_state(), g.hard_state());
     fs::remove_dir_all(&dir).unwrap();
 }
