@@ -5,9 +5,9 @@
 //!
 //! Files `DATA/raft/wal/<seq>.wal` (16 hex digits), written in order; the newest is active.
 //! Each starts with [`MAGIC`] (format and version: a file this binary cannot read refuses the
-//! start instead of being misread). Records are `[u32 LE payload length][u32 LE CRC-32C of the
-//! file's seq (u64 LE) and the payload][u64 LE the file's seq][payload]`, the payload
-//! `[kind u8][group u64 LE][body]`:
+//! start instead of being misread) and the file's nonce, a random u64 drawn each time the file
+//! is created or reused. Records are `[u32 LE payload length][u32 LE CRC-32C of the nonce (u64
+//! LE) and the payload][u64 LE the nonce][payload]`, the payload `[kind u8][group u64 LE][body]`:
 //!
 //! - `Entries`: `[u32 LE length][protobuf Entry]`...; an entry at an index already held
 //!   replaces the held suffix from there (a new leader overwriting an uncommitted tail).
@@ -36,9 +36,10 @@
 //! journal, which under ext4's ordered mode first waits for other files' dirty data (the
 //! segments): measured here, 0.15 ms against 0.29 ms on a quiet disk, and a lower acks=all p99
 //! under load. What a reused file held before is never read as records: each record carries
-//! its file's seq, and replay stops at the first record of another seq (in the newest file; a
-//! sealed file has no such tail). Version 1 files (records without the seq) are still read,
-//! never written or reused.
+//! its file's nonce, and replay stops at the first record of another (in the newest file; a
+//! sealed file has no such tail). The nonce is random, not the seq, because records hold
+//! client bytes: a producer could fill a file with records forged for a predictable value.
+//! Version 1 files (no nonce) are still read, never written or reused.
 //!
 //! Data dirs written by earlier versions (a directory per group, [`super::raft_store`]) are
 //! migrated group by group as each group opens.
@@ -68,8 +69,10 @@ pub const FREE_MAX: usize = 2;
 /// `[u32 length][u32 CRC-32C]` before every record's payload in format 1 (and in the legacy
 /// per-group files, [`super::raft_store`]).
 pub(super) const RECORD_HEADER_BYTES: usize = 8;
-/// `[u32 length][u32 CRC-32C][u64 file seq]` before every record's payload in format 2.
+/// `[u32 length][u32 CRC-32C][u64 file nonce]` before every record's payload in format 2.
 const RECORD_HEADER_V2: usize = 16;
+/// [`MAGIC`] and the file's nonce: the records start after it (format 2).
+const FILE_HEADER_V2: usize = 16;
 /// Larger records are corrupt by definition.
 const RECORD_BYTES_MAX: usize = 256 << 20;
 
@@ -177,6 +180,8 @@ pub struct RaftWal {
     /// Written at `active_len` (positioned writes: a reused file is written over).
     active: File,
     active_seq: u64,
+    /// The active file's nonce (see the module docs).
+    active_nonce: u64,
     active_len: u64,
     sealed: BTreeSet<u64>,
     /// Sealed files of format 1 (never reused).
@@ -199,12 +204,25 @@ pub struct RaftWal {
     legacy: bool,
 }
 
+/// A file's nonce: random, never 0 (a zeroed header is a torn write, not a record).
+fn new_nonce() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
+fn file_header(nonce: u64) -> [u8; FILE_HEADER_V2] {
+    let mut h = [0; FILE_HEADER_V2];
+    h[..MAGIC.len()].copy_from_slice(MAGIC);
+    h[MAGIC.len()..].copy_from_slice(&nonce.to_le_bytes());
+    h
+}
+
 /// Creates a log file with its header, durably (the caller syncs the directory).
-fn new_file(path: &Path) -> io::Result<File> {
+fn new_file(path: &Path) -> io::Result<(File, u64)> {
     let mut f = OpenOptions::new().create_new(true).write(true).open(path)?;
-    f.write_all(MAGIC)?;
+    let nonce = new_nonce();
+    f.write_all(&file_header(nonce))?;
     f.sync_all()?;
-    Ok(f)
+    Ok((f, nonce))
 }
 
 fn wal_path(dir: &Path, seq: u64) -> PathBuf {
@@ -261,30 +279,39 @@ impl RaftWal {
         let mut pins: HashMap<u64, Pins> = HashMap::new();
         let last = seqs.last().copied();
         let mut active_len = 0;
+        let mut active_nonce = 0;
         let mut v1 = BTreeSet::new();
         for &seq in &seqs {
             let path = wal_path(&dir, seq);
             let mut bytes = Vec::new();
             File::open(&path)?.read_to_end(&mut bytes)?;
+            let mut nonce = 0;
             if bytes.starts_with(MAGIC_V1) {
                 v1.insert(seq);
-            } else if !bytes.starts_with(MAGIC) {
-                if Some(seq) == last && MAGIC.starts_with(&bytes) {
+            } else if bytes.len() >= FILE_HEADER_V2 && bytes.starts_with(MAGIC) {
+                nonce = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+            } else {
+                let head = &bytes[..bytes.len().min(MAGIC.len())];
+                if Some(seq) == last && bytes.len() < FILE_HEADER_V2 && MAGIC.starts_with(head) {
                     // Created, header torn by a crash: nothing was ever written to it.
                     let mut f = OpenOptions::new().write(true).open(&path)?;
                     f.set_len(0)?;
-                    f.write_all(MAGIC)?;
+                    nonce = new_nonce();
+                    f.write_all(&file_header(nonce))?;
                     f.sync_all()?;
-                    bytes = MAGIC.to_vec();
+                    bytes = file_header(nonce).to_vec();
                 } else {
-                    let head = &bytes[..bytes.len().min(MAGIC.len())];
                     return Err(bad_data(format!(
                         "{} does not start with this version's Raft log header {MAGIC:?} (found {head:?}): written by another version of Sluice, or not a Raft log",
                         path.display()
                     )));
                 }
             }
-            let mut pos = MAGIC.len();
+            let mut pos = if v1.contains(&seq) {
+                MAGIC_V1.len()
+            } else {
+                FILE_HEADER_V2
+            };
             while pos < bytes.len() {
                 let framed = if v1.contains(&seq) {
                     match decode_checked(&bytes[pos..]) {
@@ -292,7 +319,7 @@ impl RaftWal {
                         Err(reason) => Framed::Bad(reason),
                     }
                 } else {
-                    decode_v2(&bytes[pos..], seq)
+                    decode_v2(&bytes[pos..], nonce)
                 };
                 let payload = match framed {
                     Framed::Record(p, header) => {
@@ -314,7 +341,7 @@ impl RaftWal {
                     }
                     Framed::Stale => {
                         return Err(bad_data(format!(
-                            "{} is damaged at offset {pos} (a record of another file), before newer files: refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
+                            "{} is damaged at offset {pos} (bytes of an earlier use of the file), before newer files: refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
                             path.display()
                         )));
                     }
@@ -332,6 +359,7 @@ impl RaftWal {
             }
             if Some(seq) == last {
                 active_len = pos as u64;
+                active_nonce = nonce;
             }
         }
         loaded.groups = groups.len();
@@ -339,10 +367,15 @@ impl RaftWal {
             // Records of this version never go into a version 1 file: a new one follows it.
             Some(seq) if !v1.contains(&seq) => seq,
             last => {
+                if let Some(seq) = last {
+                    // What was read may have been in the page cache only (a killed process):
+                    // durable before a newer file makes it an older one.
+                    File::open(wal_path(&dir, seq))?.sync_all()?;
+                }
                 let seq = last.map_or(1, |s| s + 1);
-                new_file(&wal_path(&dir, seq))?;
+                (_, active_nonce) = new_file(&wal_path(&dir, seq))?;
                 File::open(&dir)?.sync_all()?;
-                active_len = MAGIC.len() as u64;
+                active_len = FILE_HEADER_V2 as u64;
                 seq
             }
         };
@@ -356,6 +389,7 @@ impl RaftWal {
             dir,
             active,
             active_seq,
+            active_nonce,
             active_len,
             sealed,
             v1,
@@ -588,10 +622,17 @@ impl RaftWal {
         }
         let next = self.active_seq + 1;
         let path = wal_path(&self.dir, next);
-        let file = match self.free.pop() {
+        let (file, nonce) = match self.free.pop() {
             Some(old) => {
-                fs::rename(free_path(&self.dir, old), &path)?;
-                OpenOptions::new().write(true).open(&path)?
+                let free = free_path(&self.dir, old);
+                let f = OpenOptions::new().write(true).open(&free)?;
+                // A new nonce, durable before the file is a log file again: nothing it held
+                // before can pass for one of its records.
+                let nonce = new_nonce();
+                f.write_all_at(&file_header(nonce), 0)?;
+                f.sync_data()?;
+                fs::rename(&free, &path)?;
+                (f, nonce)
             }
             None => new_file(&path)?,
         };
@@ -600,7 +641,8 @@ impl RaftWal {
         self.purge_due = true;
         self.active = file;
         self.active_seq = next;
-        self.active_len = MAGIC.len() as u64;
+        self.active_nonce = nonce;
+        self.active_len = FILE_HEADER_V2 as u64;
         Ok(())
     }
 
@@ -694,13 +736,13 @@ impl RaftWal {
         self.buf.push(kind);
         self.buf.extend_from_slice(&group.to_le_bytes());
         body(&mut self.buf);
-        let seq = self.active_seq.to_le_bytes();
+        let nonce = self.active_nonce.to_le_bytes();
         let payload = &self.buf[start + RECORD_HEADER_V2..];
         let len = payload.len() as u32;
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&seq), payload);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&nonce), payload);
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        self.buf[start + 8..start + 16].copy_from_slice(&seq);
+        self.buf[start + 8..start + 16].copy_from_slice(&nonce);
     }
 }
 
@@ -839,20 +881,23 @@ fn take_framed<'a>(body: &mut &'a [u8], what: &str) -> Result<&'a [u8], String> 
 enum Framed<'a> {
     /// A whole record of this file: its payload and header length.
     Record(&'a [u8], usize),
-    /// A record of another file: what a reused file held before.
+    /// A record of an earlier use of the file.
     Stale,
     /// Torn or corrupt.
     Bad(String),
 }
 
-/// Checks one `[len][crc][seq][payload]` record of file `seq`.
-fn decode_v2(bytes: &[u8], seq: u64) -> Framed<'_> {
+/// Checks one `[len][crc][nonce][payload]` record of the file with `nonce`.
+fn decode_v2(bytes: &[u8], nonce: u64) -> Framed<'_> {
     if bytes.len() < RECORD_HEADER_V2 {
         return Framed::Bad(format!("short header ({} bytes)", bytes.len()));
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if bytes[8..16] != seq.to_le_bytes() {
+    if bytes[8..16] == [0; 8] {
+        return Framed::Bad("zeros where a record's header belongs".into());
+    }
+    if bytes[8..16] != nonce.to_le_bytes() {
         return Framed::Stale;
     }
     if len > RECORD_BYTES_MAX {

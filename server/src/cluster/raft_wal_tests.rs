@@ -296,7 +296,8 @@ fn a_file_of_another_format_version_refuses_the_start_and_a_torn_header_is_resto
     let (mut wal, loaded) = reopen(&dir);
     assert!(loaded.truncated.is_none());
     assert_eq!(wal.open_group(7, VOTERS).unwrap().last_index(), 2);
-    assert!(fs::read(dir.join("wal/0000000000000002.wal")).unwrap() == MAGIC);
+    let restored = fs::read(dir.join("wal/0000000000000002.wal")).unwrap();
+    assert!(restored.len() == FILE_HEADER_V2 && restored.starts_with(MAGIC));
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -305,21 +306,37 @@ fn wal_inode(path: &Path) -> u64 {
     fs::metadata(path).unwrap().ino()
 }
 
-/// A busy group writing and compacting through small files until a file was reused and
-/// written into; returns the group's log as the test wrote it.
-fn write_until_a_file_is_reused(dir: &Path) -> LogStore {
+fn active_file(dir: &Path) -> PathBuf {
+    wal_files(dir)
+        .into_iter()
+        .rfind(|f| f.extension().is_some_and(|e| e == "wal"))
+        .unwrap()
+}
+
+/// A busy group writing and compacting through small files until a file was reused and written
+/// into (and, with `until_sealed`, sealed and followed by another); returns the group's log as
+/// written and where the active file's records end (past it, a reused file still holds what it
+/// held before).
+fn write_through_a_reuse(dir: &Path, until_sealed: bool) -> (LogStore, u64) {
     let (mut wal, _) = reopen(dir);
     wal.set_file_bytes(4096);
     let mut busy = wal.open_group(1, VOTERS).unwrap();
     let mut freed_inodes = Vec::new();
-    let mut reused_at = None;
-    for i in 2..2_000u64 {
-        let p = persist(vec![entry(i, 1)], 1, i, true);
+    let mut reused: Option<(u64, u64)> = None; // (inode, at)
+    for i in 2..4_000u64 {
+        // Large records until a file is reused, small ones after: a reused file is sealed
+        // with what it held before still past its end.
+        let mut e = entry(i, 1);
+        if reused.is_none() {
+            e.data = vec![i as u8; 1_500];
+        }
+        let p = persist(vec![e], 1, i, true);
         busy.apply_persist(&p);
         wal.write(&[(1, p)]).unwrap();
         if i % 5 == 0 {
             busy.compact(i - 2, b"image".to_vec());
             wal.compact(1, busy.snapshot_ref());
+            wal.flush(true).unwrap();
         }
         for f in wal_files(dir) {
             if f.extension().is_some_and(|e| e == "free") {
@@ -327,36 +344,38 @@ fn write_until_a_file_is_reused(dir: &Path) -> LogStore {
             }
         }
         assert!(wal.free_files() <= FREE_MAX);
-        let active = wal_files(dir)
-            .into_iter()
-            .rfind(|f| f.extension().is_some_and(|e| e == "wal"))
-            .unwrap();
-        if reused_at.is_none() && freed_inodes.contains(&wal_inode(&active)) {
-            reused_at = Some(i);
-        }
-        // A few records into the reused file: its tail still holds what it held before.
-        if reused_at.is_some_and(|at| i == at + 3) {
-            assert!(fs::metadata(&active).unwrap().len() > wal.active_len);
-            return busy;
+        let active = wal_inode(&active_file(dir));
+        match reused {
+            None if freed_inodes.contains(&active) => reused = Some((active, i)),
+            // A few records into the reused file: its tail still holds what it held before.
+            Some((inode, at)) if !until_sealed && inode == active && i == at + 3 => {
+                let path = active_file(dir);
+                assert!(fs::metadata(&path).unwrap().len() > wal.active_len);
+                return (busy, wal.active_len);
+            }
+            // Sealed: a newer file is active.
+            Some((inode, at)) if until_sealed && inode != active && i > at + 3 => {
+                return (busy, wal.active_len);
+            }
+            _ => {}
         }
     }
-    panic!("no file was reused");
+    panic!("no file was reused (or sealed after)");
 }
 
 #[test]
 fn files_are_reused_and_what_they_held_before_is_never_read() {
     let dir = temp_raft_dir("reuse");
-    let busy = write_until_a_file_is_reused(&dir);
-    // As after kill -9: what the reused file held before is not this file's, and not a torn
+    let (busy, _) = write_through_a_reuse(&dir, false);
+    // As after kill -9: what the reused file held before is not this use's, and not a torn
     // write either.
     let (mut wal, loaded) = reopen(&dir);
     assert!(loaded.truncated.is_none(), "{:?}", loaded.truncated);
-    let b = wal.open_group(1, VOTERS).unwrap();
+    let mut b = wal.open_group(1, VOTERS).unwrap();
     assert_eq!(b.snapshot_index(), busy.snapshot_index());
     assert_eq!(b.entries_slice(), busy.entries_slice());
     assert_eq!(b.hard_state(), busy.hard_state());
     // Written on after the restart, replayed again.
-    let mut b = b;
     let next = b.last_index() + 1;
     let p = persist(vec![entry(next, 2)], 2, next, true);
     b.apply_persist(&p);
@@ -372,24 +391,51 @@ fn files_are_reused_and_what_they_held_before_is_never_read() {
 }
 
 #[test]
+fn a_sealed_reused_file_replays_whole_and_a_stale_tail_in_an_older_file_is_damage() {
+    let dir = temp_raft_dir("reuse-sealed");
+    let (busy, _) = write_through_a_reuse(&dir, true);
+    let (mut wal, loaded) = reopen(&dir);
+    assert!(loaded.truncated.is_none(), "{:?}", loaded.truncated);
+    let b = wal.open_group(1, VOTERS).unwrap();
+    assert_eq!(b.snapshot_index(), busy.snapshot_index());
+    assert_eq!(b.entries_slice(), busy.entries_slice());
+    assert_eq!(b.hard_state(), busy.hard_state());
+    drop(wal);
+    // An older file is records to its end: a tail of another use means damage.
+    let older = wal_files(&dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "wal"))
+        .rev()
+        .nth(1)
+        .unwrap();
+    let mut bytes = fs::read(&older).unwrap();
+    bytes.extend_from_slice(&20u32.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&12_345u64.to_le_bytes());
+    bytes.extend_from_slice(&[0; 20]);
+    fs::write(&older, &bytes).unwrap();
+    let err = RaftWal::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("damaged"), "{err}");
+    assert!(err.contains(&older.display().to_string()), "{err}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_torn_record_in_a_reused_file_is_cut_and_reported() {
     let dir = temp_raft_dir("reuse-torn");
-    let busy = write_until_a_file_is_reused(&dir);
-    let (wal, _) = reopen(&dir);
-    let end = wal.active_len;
-    drop(wal);
-    let active = wal_files(&dir)
-        .into_iter()
-        .rfind(|f| f.extension().is_some_and(|e| e == "wal"))
-        .unwrap();
-    // The last record's last byte (its hard state) flipped: a write that did not complete.
+    let (busy, end) = write_through_a_reuse(&dir, false);
+    let active = active_file(&dir);
+    // The last record's last byte (its hard state) flipped: a write that did not complete,
+    // with the file's earlier use still behind it.
     let mut bytes = fs::read(&active).unwrap();
+    assert!(bytes.len() as u64 > end);
     bytes[end as usize - 1] ^= 0xff;
     fs::write(&active, &bytes).unwrap();
     let (mut wal, loaded) = reopen(&dir);
-    let (file, _, reason) = loaded.truncated.expect("torn record");
+    let (file, cut, reason) = loaded.truncated.expect("torn record");
     assert_eq!(file, active);
     assert!(reason.contains("CRC"), "{reason}");
+    assert!(cut > 0);
     let b = wal.open_group(1, VOTERS).unwrap();
     assert_eq!(b.entries_slice(), busy.entries_slice());
     assert_eq!(b.hard_state().commit, busy.hard_state().commit - 1);
