@@ -56,8 +56,9 @@ use sluice_raft::{LogStore, META_GROUP, Persist};
 
 use super::raft_store::RaftStore;
 
-/// The first bytes of every log file: "SLWAL", two zero bytes, format version 2.
-pub const MAGIC: &[u8; 8] = b"SLWAL\0\0\x02";
+/// The first bytes of every log file: "SLWAL", two zero bytes, format version 3 (2 was a
+/// development layout without the nonce, never released: refused as another version).
+pub const MAGIC: &[u8; 8] = b"SLWAL\0\0\x03";
 /// Format version 1 (records without their file's seq): read, never written.
 pub const MAGIC_V1: &[u8; 8] = b"SLWAL\0\0\x01";
 /// A sealed file holds at least this much.
@@ -288,11 +289,23 @@ impl RaftWal {
             let mut nonce = 0;
             if bytes.starts_with(MAGIC_V1) {
                 v1.insert(seq);
-            } else if bytes.len() >= FILE_HEADER_V2 && bytes.starts_with(MAGIC) {
+            } else if bytes.len() >= FILE_HEADER_V2
+                && bytes.starts_with(MAGIC)
+                && bytes[8..16] != [0; 8]
+            {
                 nonce = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
             } else {
                 let head = &bytes[..bytes.len().min(MAGIC.len())];
-                if Some(seq) == last && bytes.len() < FILE_HEADER_V2 && MAGIC.starts_with(head) {
+                // A header cut short, or zeros where the nonce belongs, with nothing after it.
+                let torn = MAGIC.starts_with(head)
+                    && (bytes.len() < FILE_HEADER_V2 || bytes[8..].iter().all(|&b| b == 0));
+                if bytes.starts_with(MAGIC) && !torn {
+                    return Err(bad_data(format!(
+                        "{} has a damaged header (no nonce): refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
+                        path.display()
+                    )));
+                }
+                if Some(seq) == last && torn {
                     // Created, header torn by a crash: nothing was ever written to it.
                     let mut f = OpenOptions::new().write(true).open(&path)?;
                     f.set_len(0)?;
@@ -403,8 +416,9 @@ impl RaftWal {
             legacy,
         };
         // What was read may have been in the page cache only (a killed process): durable
-        // before older files go.
+        // before older files go; and the names (a file reused just before a crash).
         wal.active.sync_data()?;
+        File::open(&wal.dir)?.sync_all()?;
         wal.purge()?;
         Ok((wal, loaded))
     }
@@ -894,8 +908,9 @@ fn decode_v2(bytes: &[u8], nonce: u64) -> Framed<'_> {
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if bytes[8..16] == [0; 8] {
-        return Framed::Bad("zeros where a record's header belongs".into());
+    if bytes.iter().all(|&b| b == 0) {
+        // A file grown but not written (a crash); an earlier use's tail is never all zeros.
+        return Framed::Bad("zeros where records belong".into());
     }
     if bytes[8..16] != nonce.to_le_bytes() {
         return Framed::Stale;

@@ -284,13 +284,14 @@ fn a_file_of_another_format_version_refuses_the_start_and_a_torn_header_is_resto
     let file = wal_files(&dir).remove(0);
     let mut bytes = fs::read(&file).unwrap();
     assert!(bytes.starts_with(MAGIC));
-    bytes[7] = 3;
+    // Version 2, a development layout (records at offset 8 keyed to the file's seq).
+    bytes[7] = 2;
     fs::write(&file, &bytes).unwrap();
     let err = RaftWal::open(&dir).unwrap_err().to_string();
     assert!(err.contains("another version"), "{err}");
     // A crash right after creating the newest file can leave part of its header: nothing was
     // in it, so it starts again.
-    bytes[7] = 2;
+    bytes[7] = 3;
     fs::write(&file, &bytes).unwrap();
     fs::write(dir.join("wal").join(format!("{:016x}.wal", 2)), &MAGIC[..3]).unwrap();
     let (mut wal, loaded) = reopen(&dir);
@@ -317,7 +318,7 @@ fn active_file(dir: &Path) -> PathBuf {
 /// into (and, with `until_sealed`, sealed and followed by another); returns the group's log as
 /// written and where the active file's records end (past it, a reused file still holds what it
 /// held before).
-fn write_through_a_reuse(dir: &Path, until_sealed: bool) -> (LogStore, u64) {
+fn write_through_a_reuse(dir: &Path, until_sealed: bool, writes_after: u64) -> (LogStore, u64) {
     let (mut wal, _) = reopen(dir);
     wal.set_file_bytes(4096);
     let mut busy = wal.open_group(1, VOTERS).unwrap();
@@ -346,9 +347,16 @@ fn write_through_a_reuse(dir: &Path, until_sealed: bool) -> (LogStore, u64) {
         assert!(wal.free_files() <= FREE_MAX);
         let active = wal_inode(&active_file(dir));
         match reused {
-            None if freed_inodes.contains(&active) => reused = Some((active, i)),
+            None if freed_inodes.contains(&active) => {
+                reused = Some((active, i));
+                if writes_after == 0 && !until_sealed {
+                    // Nothing written to it yet: the earlier use's first record, whole and
+                    // CRC-valid for its own nonce, sits where this use's first one goes.
+                    return (busy, wal.active_len);
+                }
+            }
             // A few records into the reused file: its tail still holds what it held before.
-            Some((inode, at)) if !until_sealed && inode == active && i == at + 3 => {
+            Some((inode, at)) if !until_sealed && inode == active && i == at + writes_after => {
                 let path = active_file(dir);
                 assert!(fs::metadata(&path).unwrap().len() > wal.active_len);
                 return (busy, wal.active_len);
@@ -366,7 +374,7 @@ fn write_through_a_reuse(dir: &Path, until_sealed: bool) -> (LogStore, u64) {
 #[test]
 fn files_are_reused_and_what_they_held_before_is_never_read() {
     let dir = temp_raft_dir("reuse");
-    let (busy, _) = write_through_a_reuse(&dir, false);
+    let (busy, _) = write_through_a_reuse(&dir, false, 3);
     // As after kill -9: what the reused file held before is not this use's, and not a torn
     // write either.
     let (mut wal, loaded) = reopen(&dir);
@@ -391,9 +399,45 @@ fn files_are_reused_and_what_they_held_before_is_never_read() {
 }
 
 #[test]
+fn a_file_reused_just_before_a_crash_replays_none_of_its_earlier_use() {
+    let dir = temp_raft_dir("reuse-fresh");
+    let (busy, end) = write_through_a_reuse(&dir, false, 0);
+    assert_eq!(end, FILE_HEADER_V2 as u64);
+    let (mut wal, loaded) = reopen(&dir);
+    assert!(loaded.truncated.is_none(), "{:?}", loaded.truncated);
+    let b = wal.open_group(1, VOTERS).unwrap();
+    assert_eq!(b.entries_slice(), busy.entries_slice());
+    assert_eq!(b.hard_state(), busy.hard_state());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_header_without_its_nonce_before_records_refuses_the_start() {
+    let dir = temp_raft_dir("zero-nonce");
+    let (mut wal, _) = reopen(&dir);
+    wal.open_group(7, VOTERS).unwrap();
+    wal.write(&[(7, persist(vec![entry(2, 1)], 1, 2, true))])
+        .unwrap();
+    drop(wal);
+    let file = active_file(&dir);
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[8..16].fill(0);
+    fs::write(&file, &bytes).unwrap();
+    let err = RaftWal::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("damaged header"), "{err}");
+    // Nothing but the header, its nonce zeros: a creation cut short, started again.
+    fs::write(&file, &bytes[..FILE_HEADER_V2]).unwrap();
+    let (_, loaded) = reopen(&dir);
+    assert!(loaded.truncated.is_none());
+    let restored = fs::read(&file).unwrap();
+    assert!(restored.starts_with(MAGIC) && restored[8..16] != [0; 8]);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_sealed_reused_file_replays_whole_and_a_stale_tail_in_an_older_file_is_damage() {
     let dir = temp_raft_dir("reuse-sealed");
-    let (busy, _) = write_through_a_reuse(&dir, true);
+    let (busy, _) = write_through_a_reuse(&dir, true, 3);
     let (mut wal, loaded) = reopen(&dir);
     assert!(loaded.truncated.is_none(), "{:?}", loaded.truncated);
     let b = wal.open_group(1, VOTERS).unwrap();
@@ -423,7 +467,7 @@ fn a_sealed_reused_file_replays_whole_and_a_stale_tail_in_an_older_file_is_damag
 #[test]
 fn a_torn_record_in_a_reused_file_is_cut_and_reported() {
     let dir = temp_raft_dir("reuse-torn");
-    let (busy, end) = write_through_a_reuse(&dir, false);
+    let (busy, end) = write_through_a_reuse(&dir, false, 3);
     let active = active_file(&dir);
     // The last record's last byte (its hard state) flipped: a write that did not complete,
     // with the file's earlier use still behind it.
