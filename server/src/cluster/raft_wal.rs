@@ -70,10 +70,10 @@ pub const FREE_MAX: usize = 2;
 /// `[u32 length][u32 CRC-32C]` before every record's payload in format 1 (and in the legacy
 /// per-group files, [`super::raft_store`]).
 pub(super) const RECORD_HEADER_BYTES: usize = 8;
-/// `[u32 length][u32 CRC-32C][u64 file nonce]` before every record's payload in format 2.
-const RECORD_HEADER_V2: usize = 16;
-/// [`MAGIC`] and the file's nonce: the records start after it (format 2).
-const FILE_HEADER_V2: usize = 16;
+/// `[u32 length][u32 CRC-32C][u64 file nonce]` before every record's payload.
+const RECORD_HEADER_NONCED: usize = 16;
+/// [`MAGIC`] and the file's nonce: the records start after it.
+const FILE_HEADER_BYTES: usize = 16;
 /// Larger records are corrupt by definition.
 const RECORD_BYTES_MAX: usize = 256 << 20;
 
@@ -210,8 +210,8 @@ fn new_nonce() -> u64 {
     rand::random::<u64>().max(1)
 }
 
-fn file_header(nonce: u64) -> [u8; FILE_HEADER_V2] {
-    let mut h = [0; FILE_HEADER_V2];
+fn file_header(nonce: u64) -> [u8; FILE_HEADER_BYTES] {
+    let mut h = [0; FILE_HEADER_BYTES];
     h[..MAGIC.len()].copy_from_slice(MAGIC);
     h[MAGIC.len()..].copy_from_slice(&nonce.to_le_bytes());
     h
@@ -289,7 +289,7 @@ impl RaftWal {
             let mut nonce = 0;
             if bytes.starts_with(MAGIC_V1) {
                 v1.insert(seq);
-            } else if bytes.len() >= FILE_HEADER_V2
+            } else if bytes.len() >= FILE_HEADER_BYTES
                 && bytes.starts_with(MAGIC)
                 && bytes[8..16] != [0; 8]
             {
@@ -298,7 +298,7 @@ impl RaftWal {
                 let head = &bytes[..bytes.len().min(MAGIC.len())];
                 // A header cut short, or zeros where the nonce belongs, with nothing after it.
                 let torn = MAGIC.starts_with(head)
-                    && (bytes.len() < FILE_HEADER_V2 || bytes[8..].iter().all(|&b| b == 0));
+                    && (bytes.len() < FILE_HEADER_BYTES || bytes[8..].iter().all(|&b| b == 0));
                 if bytes.starts_with(MAGIC) && !torn {
                     return Err(bad_data(format!(
                         "{} has a damaged header (no nonce): refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
@@ -323,7 +323,7 @@ impl RaftWal {
             let mut pos = if v1.contains(&seq) {
                 MAGIC_V1.len()
             } else {
-                FILE_HEADER_V2
+                FILE_HEADER_BYTES
             };
             while pos < bytes.len() {
                 let framed = if v1.contains(&seq) {
@@ -332,7 +332,7 @@ impl RaftWal {
                         Err(reason) => Framed::Bad(reason),
                     }
                 } else {
-                    decode_v2(&bytes[pos..], nonce)
+                    decode_nonced(&bytes[pos..], nonce)
                 };
                 let payload = match framed {
                     Framed::Record(p, header) => {
@@ -352,13 +352,11 @@ impl RaftWal {
                         }
                         break;
                     }
-                    Framed::Stale => {
-                        return Err(bad_data(format!(
-                            "{} is damaged at offset {pos} (bytes of an earlier use of the file), before newer files: refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
-                            path.display()
-                        )));
-                    }
-                    Framed::Bad(reason) => {
+                    bad => {
+                        let reason = match bad {
+                            Framed::Bad(reason) => reason,
+                            _ => "bytes of an earlier use of the file".into(),
+                        };
                         return Err(bad_data(format!(
                             "{} is damaged at offset {pos} ({reason}), before newer files: refusing to guess what this node's Raft log holds (wipe the data dir to have the node copied from its peers)",
                             path.display()
@@ -388,7 +386,7 @@ impl RaftWal {
                 let seq = last.map_or(1, |s| s + 1);
                 (_, active_nonce) = new_file(&wal_path(&dir, seq))?;
                 File::open(&dir)?.sync_all()?;
-                active_len = FILE_HEADER_V2 as u64;
+                active_len = FILE_HEADER_BYTES as u64;
                 seq
             }
         };
@@ -656,7 +654,7 @@ impl RaftWal {
         self.active = file;
         self.active_seq = next;
         self.active_nonce = nonce;
-        self.active_len = FILE_HEADER_V2 as u64;
+        self.active_len = FILE_HEADER_BYTES as u64;
         Ok(())
     }
 
@@ -746,12 +744,12 @@ impl RaftWal {
     /// sealed only after what was staged is written).
     fn stage(&mut self, kind: u8, group: u64, body: impl FnOnce(&mut Vec<u8>)) {
         let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; RECORD_HEADER_V2]);
+        self.buf.extend_from_slice(&[0; RECORD_HEADER_NONCED]);
         self.buf.push(kind);
         self.buf.extend_from_slice(&group.to_le_bytes());
         body(&mut self.buf);
         let nonce = self.active_nonce.to_le_bytes();
-        let payload = &self.buf[start + RECORD_HEADER_V2..];
+        let payload = &self.buf[start + RECORD_HEADER_NONCED..];
         let len = payload.len() as u32;
         let crc = crc32c::crc32c_append(crc32c::crc32c(&nonce), payload);
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -891,7 +889,7 @@ fn take_framed<'a>(body: &mut &'a [u8], what: &str) -> Result<&'a [u8], String> 
     Ok(bytes)
 }
 
-/// One record position read back (format 2).
+/// One record position read back (format 3).
 enum Framed<'a> {
     /// A whole record of this file: its payload and header length.
     Record(&'a [u8], usize),
@@ -902,8 +900,8 @@ enum Framed<'a> {
 }
 
 /// Checks one `[len][crc][nonce][payload]` record of the file with `nonce`.
-fn decode_v2(bytes: &[u8], nonce: u64) -> Framed<'_> {
-    if bytes.len() < RECORD_HEADER_V2 {
+fn decode_nonced(bytes: &[u8], nonce: u64) -> Framed<'_> {
+    if bytes.len() < RECORD_HEADER_NONCED {
         return Framed::Bad(format!("short header ({} bytes)", bytes.len()));
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
@@ -918,16 +916,16 @@ fn decode_v2(bytes: &[u8], nonce: u64) -> Framed<'_> {
     if len > RECORD_BYTES_MAX {
         return Framed::Bad(format!("record length {len} exceeds {RECORD_BYTES_MAX}"));
     }
-    let Some(payload) = bytes.get(RECORD_HEADER_V2..RECORD_HEADER_V2 + len) else {
+    let Some(payload) = bytes.get(RECORD_HEADER_NONCED..RECORD_HEADER_NONCED + len) else {
         return Framed::Bad(format!(
             "record of {len} bytes cut short at {}",
-            bytes.len() - RECORD_HEADER_V2
+            bytes.len() - RECORD_HEADER_NONCED
         ));
     };
     if crc32c::crc32c_append(crc32c::crc32c(&bytes[8..16]), payload) != crc {
         return Framed::Bad("CRC mismatch".into());
     }
-    Framed::Record(payload, RECORD_HEADER_V2)
+    Framed::Record(payload, RECORD_HEADER_NONCED)
 }
 
 /// Checks one `[len][crc][payload]` record (format 1) and returns the payload.

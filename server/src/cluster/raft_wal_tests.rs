@@ -298,7 +298,7 @@ fn a_file_of_another_format_version_refuses_the_start_and_a_torn_header_is_resto
     assert!(loaded.truncated.is_none());
     assert_eq!(wal.open_group(7, VOTERS).unwrap().last_index(), 2);
     let restored = fs::read(dir.join("wal/0000000000000002.wal")).unwrap();
-    assert!(restored.len() == FILE_HEADER_V2 && restored.starts_with(MAGIC));
+    assert!(restored.len() == FILE_HEADER_BYTES && restored.starts_with(MAGIC));
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -402,7 +402,7 @@ fn files_are_reused_and_what_they_held_before_is_never_read() {
 fn a_file_reused_just_before_a_crash_replays_none_of_its_earlier_use() {
     let dir = temp_raft_dir("reuse-fresh");
     let (busy, end) = write_through_a_reuse(&dir, false, 0);
-    assert_eq!(end, FILE_HEADER_V2 as u64);
+    assert_eq!(end, FILE_HEADER_BYTES as u64);
     let (mut wal, loaded) = reopen(&dir);
     assert!(loaded.truncated.is_none(), "{:?}", loaded.truncated);
     let b = wal.open_group(1, VOTERS).unwrap();
@@ -426,7 +426,7 @@ fn a_header_without_its_nonce_before_records_refuses_the_start() {
     let err = RaftWal::open(&dir).unwrap_err().to_string();
     assert!(err.contains("damaged header"), "{err}");
     // Nothing but the header, its nonce zeros: a creation cut short, started again.
-    fs::write(&file, &bytes[..FILE_HEADER_V2]).unwrap();
+    fs::write(&file, &bytes[..FILE_HEADER_BYTES]).unwrap();
     let (_, loaded) = reopen(&dir);
     assert!(loaded.truncated.is_none());
     let restored = fs::read(&file).unwrap();
