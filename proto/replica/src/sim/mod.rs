@@ -624,12 +624,11 @@ impl Sim {
             self.violations.push(format!("node {id}: {e}"));
         }
         live.replica.handle_timeout(now, wall, &mut live.broker);
-        for g in live.replica.group_states().into_iter().filter(|g| g.leader) {
-            let first = *self.leaders.entry((g.group, g.term)).or_insert(id);
+        for (group, term, _, _) in live.replica.led_groups_view() {
+            let first = *self.leaders.entry((group, term)).or_insert(id);
             if first != id {
                 let v = format!(
-                    "group {} has two leaders in term {}: node {first} and node {id}",
-                    g.group, g.term
+                    "group {group} has two leaders in term {term}: node {first} and node {id}"
                 );
                 if !self.violations.contains(&v) {
                     self.violations.push(v);
