@@ -395,6 +395,7 @@ impl Transport {
             source,
         };
         let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
+        size_socket_buffers(&socket, node_id);
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
@@ -1351,6 +1352,40 @@ async fn read_loop(shared: &Shared, peer: &Peer, conn: &quinn::Connection) -> St
                 Err(e) => return format!("reading from node {}: {e}", peer.id),
             }
         }
+    }
+}
+
+/// Socket buffer size asked for on the peer socket, each way.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Raises the UDP socket's buffers: with the kernel's default (208 KiB) a follower's socket
+/// overflows under a leader's bursts of appends, each dropped datagram costs QUIC a loss
+/// recovery (a retransmission, a smaller congestion window) and an acks=all write waits for
+/// it. The kernel caps the size at `net.core.rmem_max` / `wmem_max`; a smaller result is
+/// logged, not fatal.
+fn size_socket_buffers(socket: &std::net::UdpSocket, node_id: u64) {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    let recv = sock.recv_buffer_size().unwrap_or(0);
+    let send = sock.send_buffer_size().unwrap_or(0);
+    // Linux reports twice the size granted (its bookkeeping overhead).
+    if recv < SOCKET_BUFFER_BYTES || send < SOCKET_BUFFER_BYTES {
+        info!(
+            node_id,
+            recv_bytes = recv,
+            send_bytes = send,
+            "node {node_id}: raft peer socket buffers are smaller than the {} MiB asked for; \
+             raise net.core.rmem_max and net.core.wmem_max to avoid dropped datagrams under load",
+            SOCKET_BUFFER_BYTES >> 20
+        );
+    } else {
+        debug!(
+            node_id,
+            recv_bytes = recv,
+            send_bytes = send,
+            "node {node_id}: raft peer socket buffers"
+        );
     }
 }
 
