@@ -439,9 +439,18 @@ impl Driver {
         }
     }
 
-    /// Proposes `data` as a new log entry (followers forward to the leader).
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<()> {
-        self.raw.propose(Vec::new(), data).map_err(Error::from)
+    /// Proposes `data` as a new log entry (followers forward to the leader). What
+    /// `RawNode::propose` does, with the payload kept as `Bytes`: its `Vec<u8>` would be copied
+    /// by a caller that still needs the payload.
+    pub fn propose(&mut self, data: impl Into<prost::bytes::Bytes>) -> Result<()> {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.raw.raft.id;
+        m.entries = vec![Entry {
+            data: data.into(),
+            ..Entry::default()
+        }];
+        self.raw.step(m).map_err(Error::from)
     }
 
     /// Proposes a membership change (single-step `ConfChange` or joint `ConfChangeV2`).
@@ -712,13 +721,13 @@ impl Driver {
         for entry in committed {
             let cs = match entry.get_entry_type() {
                 EntryType::EntryConfChange => {
-                    let Ok(cc) = ConfChange::decode(entry.data.as_slice()) else {
+                    let Ok(cc) = ConfChange::decode(&entry.data[..]) else {
                         continue;
                     };
                     self.raw.apply_conf_change(&cc)
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let Ok(cc) = ConfChangeV2::decode(entry.data.as_slice()) else {
+                    let Ok(cc) = ConfChangeV2::decode(&entry.data[..]) else {
                         continue;
                     };
                     self.raw.apply_conf_change(&cc)
@@ -860,7 +869,7 @@ mod tests {
                                             !e.data.is_empty()
                                                 && e.get_entry_type() == EntryType::EntryNormal
                                         })
-                                        .map(|e| e.data),
+                                        .map(|e| e.data.to_vec()),
                                 );
                                 d.applied(last);
                             }
@@ -910,7 +919,7 @@ mod tests {
                 Task::Persist(p) => persist = Some(p),
                 Task::Apply(Apply::Entries(es)) => {
                     assert!(
-                        es.iter().all(|e| e.data != b"batch-1"),
+                        es.iter().all(|e| e.data[..] != b"batch-1"[..]),
                         "applied before persisted"
                     )
                 }
@@ -918,7 +927,7 @@ mod tests {
             }
         }
         let persist = persist.expect("entry must be persisted");
-        assert_eq!(persist.entries.last().unwrap().data, b"batch-1");
+        assert_eq!(persist.entries.last().unwrap().data[..], b"batch-1"[..]);
         assert!(persist.must_sync);
         // raft-rs reads unpersisted entries from the store in the async flow.
         assert_eq!(
@@ -933,7 +942,7 @@ mod tests {
                 _ => None,
             })
             .flatten()
-            .map(|e| e.data)
+            .map(|e| e.data.to_vec())
             .collect();
         assert_eq!(applied, vec![b"batch-1".to_vec()]);
     }

@@ -385,7 +385,7 @@ impl Node {
     }
 
     /// Proposes `data` to `group`.
-    pub fn propose(&mut self, group: GroupId, data: Vec<u8>) -> Result<()> {
+    pub fn propose(&mut self, group: GroupId, data: impl Into<prost::bytes::Bytes>) -> Result<()> {
         self.awake(group)?.propose(data)
     }
 
@@ -647,7 +647,7 @@ mod tests {
                 }
                 while let Some(b) = n.poll_transmit() {
                     *sent.entry((b.from, b.to)).or_insert(0) += 1;
-                    inflight.push(PeerBatch::decode_from(&b.encode()).unwrap());
+                    inflight.push(PeerBatch::decode_from(&b.encode()[..]).unwrap());
                 }
             }
             if inflight.is_empty() {
@@ -708,7 +708,7 @@ mod tests {
             terms: Vec::new(),
         };
         // Node 2 acknowledged the log, but its records are still being copied.
-        nodes[0].step(PeerBatch::decode_from(&batch(vec![1]).encode()).unwrap());
+        nodes[0].step(PeerBatch::decode_from(&batch(vec![1]).encode()[..]).unwrap());
         assert!(snapshotting(&nodes[0], 1, 2));
         assert!(!snapshotting(&nodes[0], 2, 2), "only the group it named");
         assert!(!snapshotting(&nodes[0], 1, 3), "only the peer that said so");
@@ -771,7 +771,7 @@ mod tests {
         );
         assert!(raw.messages.is_empty(), "{:?}", raw.messages);
         // Expanded, they are what raft-rs sent: the followers answer, coalesced too.
-        let batch = PeerBatch::decode_from(&bytes).unwrap();
+        let batch = PeerBatch::decode_from(&bytes[..]).unwrap();
         assert_eq!(batch.messages.len(), 50);
         nodes[1].step(batch);
         let reply = nodes[1].poll_transmit().expect("responses");

@@ -205,7 +205,7 @@ impl PeerBatch {
 
     /// Parses a batch produced by [`PeerBatch::encode`], coalesced heartbeats expanded back
     /// into messages (after the others: raft-rs tolerates any order).
-    pub fn decode_from(bytes: &[u8]) -> Result<Self> {
+    pub fn decode_from(bytes: impl prost::bytes::Buf) -> Result<Self> {
         let mut batch = <PeerBatch as prost::Message>::decode(bytes)?;
         let (from, to) = (batch.from, batch.to);
         for (kind, beats) in [
@@ -250,7 +250,7 @@ mod tests {
         m.entries = vec![Entry {
             index: 5,
             term: 7,
-            data: b"record batch".to_vec(),
+            data: b"record batch".to_vec().into(),
             ..Default::default()
         }];
         let batch = PeerBatch {
@@ -275,8 +275,8 @@ mod tests {
             }],
         };
         let bytes = batch.encode();
-        assert_eq!(PeerBatch::decode_from(&bytes).unwrap(), batch);
-        assert!(PeerBatch::decode_from(&[0xff, 0xff]).is_err());
+        assert_eq!(PeerBatch::decode_from(&bytes[..]).unwrap(), batch);
+        assert!(PeerBatch::decode_from(&[0xff, 0xff][..]).is_err());
     }
 
     fn heartbeat(kind: MessageType, group: u64, term: u64, commit: u64) -> GroupMessage {
@@ -311,7 +311,7 @@ mod tests {
             bytes.len(),
             whole.len()
         );
-        let back = PeerBatch::decode_from(&bytes).unwrap();
+        let back = PeerBatch::decode_from(&bytes[..]).unwrap();
         assert!(back.heartbeats.is_none() && back.heartbeat_responses.is_none());
         // The uncoalesced message first, then the heartbeats in order, then the responses:
         // every message back, in its group, unchanged.
@@ -338,7 +338,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let err = PeerBatch::decode_from(&batch.encode_to_vec()).unwrap_err();
+        let err = PeerBatch::decode_from(&batch.encode_to_vec()[..]).unwrap_err();
         assert!(err.to_string().contains("2 groups, 1 terms"), "{err}");
     }
 }

@@ -58,13 +58,14 @@ pub fn apply_entries(
     } else {
         // Membership changes reach the broker as empty entries: they move the applied mark
         // (a snapshot for a replica being added must be taken at or after them).
-        let entries: Vec<(u64, u64, Vec<u8>)> = entries
+        // The payloads are shared with the Raft log (`Bytes`), not copied.
+        let entries: Vec<(u64, u64, bytes::Bytes)> = entries
             .into_iter()
             .map(|e| {
                 let data = if e.get_entry_type() == EntryType::EntryNormal {
-                    e.data.to_vec()
+                    e.data
                 } else {
-                    Vec::new()
+                    bytes::Bytes::new()
                 };
                 (e.index, e.term, data)
             })

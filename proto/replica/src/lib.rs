@@ -400,8 +400,8 @@ impl Replica {
     }
 
     /// A Raft batch arrived from `from` (the transport authenticated it). Batches whose ids do
-    /// not match are dropped with a warning.
-    pub fn handle_message(&mut self, from: u64, bytes: &[u8]) {
+    /// not match are dropped with a warning. Entries decoded from it share its bytes.
+    pub fn handle_message(&mut self, from: u64, bytes: bytes::Bytes) {
         let node_id = self.cfg.node_id;
         match PeerBatch::decode_from(bytes) {
             Ok(mut batch) if batch.from == from && batch.to == node_id => {
@@ -1300,26 +1300,29 @@ impl Replica {
         let node_id = self.cfg.node_id;
         let mut indexed = Vec::new();
         for p in broker.take_proposals() {
-            let leads = p.group == META_GROUP || self.leads(p.group);
+            let group = p.group;
+            // Shared with the entry raft-rs makes of it, not copied.
+            let data = bytes::Bytes::from(p.data);
+            let leads = group == META_GROUP || self.leads(group);
             let proposed = if leads {
                 self.node
-                    .propose(p.group, p.data.clone())
+                    .propose(group, data.clone())
                     .map_err(|e| e.to_string())
             } else {
                 Err("not the leader".to_string())
             };
             match proposed {
                 Ok(()) => {
-                    if p.group != META_GROUP
-                        && let Some(e) = PartitionEntry::decode(&p.data)
-                        && let Some(d) = self.node.group(p.group)
+                    if group != META_GROUP
+                        && let Some(e) = PartitionEntry::decode(&data)
+                        && let Some(d) = self.node.group(group)
                     {
-                        indexed.push((p.group, e.seq, d.last_index()));
+                        indexed.push((group, e.seq, d.last_index()));
                     }
                 }
                 Err(e) => {
-                    debug!(node_id, group = p.group, error = %e, "proposal dropped");
-                    broker.proposal_dropped(p.group, &p.data);
+                    debug!(node_id, group, error = %e, "proposal dropped");
+                    broker.proposal_dropped(group, &data);
                 }
             }
         }

@@ -13,7 +13,7 @@ pub(in crate::cluster) fn entry(index: u64, term: u64) -> Entry {
     Entry {
         index,
         term,
-        data: vec![index as u8; 100],
+        data: vec![index as u8; 100].into(),
         ..Default::default()
     }
 }
@@ -329,7 +329,7 @@ fn write_through_a_reuse(dir: &Path, until_sealed: bool, writes_after: u64) -> (
         // with what it held before still past its end.
         let mut e = entry(i, 1);
         if reused.is_none() {
-            e.data = vec![i as u8; 1_500];
+            e.data = vec![i as u8; 1_500].into();
         }
         let p = persist(vec![e], 1, i, true);
         busy.apply_persist(&p);

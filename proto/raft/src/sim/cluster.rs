@@ -458,7 +458,7 @@ impl World {
                     return Ok(());
                 }
                 let batch =
-                    PeerBatch::decode_from(&bytes).map_err(|e| format!("wire decode: {e}"))?;
+                    PeerBatch::decode_from(&bytes[..]).map_err(|e| format!("wire decode: {e}"))?;
                 self.nodes[i].node.as_mut().expect("alive").step(batch);
                 self.drain(i)?;
             }

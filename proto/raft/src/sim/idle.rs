@@ -103,7 +103,7 @@ pub fn measure(groups: u64, nodes: u64, warmup_secs: u64, measure_secs: u64) -> 
             node_ns += t0.elapsed().as_nanos() as u64;
             while inbox[i].front().is_some_and(|(at, _)| *at <= now_ms) {
                 let (_, b) = inbox[i].pop_front().expect("front");
-                let batch = PeerBatch::decode_from(&b).expect("decodes");
+                let batch = PeerBatch::decode_from(&b[..]).expect("decodes");
                 let t0 = Instant::now();
                 ns[i].step(batch);
                 node_ns += t0.elapsed().as_nanos() as u64;

@@ -542,7 +542,7 @@ impl Sim {
                     } else {
                         bytes
                     };
-                    live.replica.handle_message(from, &bytes);
+                    live.replica.handle_message(from, bytes.into());
                     live.due = self.now;
                 }
             }
@@ -1773,7 +1773,7 @@ fn silence_partition_1(broker: &Broker, bytes: Vec<u8>) -> Vec<u8> {
     else {
         return bytes;
     };
-    let Ok(mut batch) = sluice_raft::PeerBatch::decode_from(&bytes) else {
+    let Ok(mut batch) = sluice_raft::PeerBatch::decode_from(&bytes[..]) else {
         return bytes;
     };
     batch.messages.retain(|m| m.group != group);

@@ -17,8 +17,11 @@ pub struct Entry {
     pub term: u64,
     #[prost(uint64, tag = "3")]
     pub index: u64,
-    #[prost(bytes = "vec", tag = "4")]
-    pub data: ::prost::alloc::vec::Vec<u8>,
+    /// Sluice patch: `Bytes`, not `Vec<u8>` (prost-build's `.bytes([".eraftpb.Entry.data"])`),
+    /// so the copies raft-rs makes of an entry (for persisting, for each follower's append, for
+    /// applying) share its payload instead of copying it.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub data: ::prost::bytes::Bytes,
     #[prost(bytes = "vec", tag = "6")]
     pub context: ::prost::alloc::vec::Vec<u8>,
     /// Deprecated! It is kept for backward compatibility.

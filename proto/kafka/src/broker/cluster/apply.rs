@@ -408,12 +408,18 @@ impl Broker {
     }
 
     /// Applies committed entries of a partition group to the local log.
-    pub fn apply_partition(&mut self, group: u64, entries: &[(u64, u64, Vec<u8>)], now_ms: i64) {
+    pub fn apply_partition<D: AsRef<[u8]>>(
+        &mut self,
+        group: u64,
+        entries: &[(u64, u64, D)],
+        now_ms: i64,
+    ) {
         let me = self.config.node_id as u64;
         if let Some(c) = &mut self.cluster {
             c.clock_ms = now_ms;
         }
         for (index, term, data) in entries {
+            let data = data.as_ref();
             let Some(c) = &mut self.cluster else { return };
             let Some(applied) = c.applied.get_mut(&group) else {
                 return;
