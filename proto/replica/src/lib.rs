@@ -400,8 +400,10 @@ impl Replica {
     }
 
     /// A Raft batch arrived from `from` (the transport authenticated it). Batches whose ids do
-    /// not match are dropped with a warning. Entries decoded from it share its bytes.
-    pub fn handle_message(&mut self, from: u64, bytes: bytes::Bytes) {
+    /// not match are dropped with a warning. Entries are copied out of it: a batch holds many
+    /// groups' entries, and one kept entry (`__meta`'s log is never compacted) sharing the
+    /// batch's buffer would keep all of it.
+    pub fn handle_message(&mut self, from: u64, bytes: &[u8]) {
         let node_id = self.cfg.node_id;
         match PeerBatch::decode_from(bytes) {
             Ok(mut batch) if batch.from == from && batch.to == node_id => {

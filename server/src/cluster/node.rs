@@ -320,7 +320,7 @@ async fn run_inner<R: Runtime>(
     loop {
         // Drain what arrived, then let the replica run until it wants nothing more done.
         while let Some((from, bytes)) = inbox.try_recv() {
-            replica.handle_message(from, bytes);
+            replica.handle_message(from, &bytes);
         }
         while let Ok((group, index)) = done_rx.try_recv() {
             if let Err(e) = replica.applied(group, index) {
@@ -376,7 +376,7 @@ async fn run_inner<R: Runtime>(
         io.run(&mut replica).await?;
         let wait_ms = replica.poll_timeout().saturating_sub(now_ms());
         match wait(&rt, &inbox, &stop, &done_rx, &wal_rx, &shared, wait_ms).await {
-            Wake::Batch(from, bytes) => replica.handle_message(from, bytes),
+            Wake::Batch(from, bytes) => replica.handle_message(from, &bytes),
             Wake::Applied(group, index) => replica.applied(group, index)?,
             Wake::Wal(done) => io.wal_done(&mut replica, done)?,
             Wake::Timer => {}

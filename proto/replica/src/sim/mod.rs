@@ -536,13 +536,13 @@ impl Sim {
                         .u64(2)
                         .u64(from)
                         .u64(to)
-                        .bytes(&bytes);
+                        .words(&bytes);
                     let bytes = if self.cfg.sabotage == Some(Sabotage::SilenceAnIdlePartition) {
                         silence_partition_1(&live.broker, bytes)
                     } else {
                         bytes
                     };
-                    live.replica.handle_message(from, bytes.into());
+                    live.replica.handle_message(from, &bytes);
                     live.due = self.now;
                 }
             }
@@ -1225,7 +1225,7 @@ impl Sim {
             .iter()
             .filter(|e| e.index > from && e.index <= commit)
         {
-            let mut seen = (e.term, Fnv::default().bytes(&e.data).finish());
+            let mut seen = (e.term, Fnv::default().words(&e.data).finish());
             if self.cfg.sabotage == Some(Sabotage::ForkMeta) && id == 2 && e.index == commit {
                 seen.0 += 1;
             }
