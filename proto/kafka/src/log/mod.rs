@@ -768,18 +768,29 @@ impl PartitionLog {
     ) -> Result<bool, LogError> {
         let mut pos = seg.position_for(offset);
         let dir = &self.dir;
-        // Skip batches that end before `offset` (at most one index interval of them).
-        loop {
+        // Skip batches that end before `offset` (at most one index interval of them), reading
+        // their headers a window at a time: one read, not one per batch.
+        let window = self.config.index_interval_bytes as usize + batch::HEADER_BYTES;
+        let mut headers = Vec::new();
+        'skip: loop {
             if pos >= seg.size {
                 return Ok(false);
             }
-            let mut hb = [0u8; batch::HEADER_BYTES];
-            seg.file.read_exact_at(&mut hb, pos).map_err(io_err(dir))?;
-            let h = BatchHeader::parse(&hb)?;
-            if h.last_offset() >= offset {
-                break;
+            let n = (window as u64).min(seg.size - pos) as usize;
+            headers.resize(n.max(batch::HEADER_BYTES), 0);
+            seg.file
+                .read_exact_at(&mut headers, pos)
+                .map_err(io_err(dir))?;
+            let mut at = 0usize;
+            while let Some(hb) = headers.get(at..at + batch::HEADER_BYTES) {
+                let h = BatchHeader::parse(hb)?;
+                if h.last_offset() >= offset {
+                    pos += at as u64;
+                    break 'skip;
+                }
+                at += h.total_bytes();
             }
-            pos += h.total_bytes() as u64;
+            pos += at as u64;
         }
         let want = (room as u64).min(seg.size - pos) as usize;
         let want = want.max(batch::HEADER_BYTES.min((seg.size - pos) as usize));
