@@ -62,6 +62,9 @@ pub struct SimConfig {
     /// `__meta` leader stays down while something keeps pinging its peers in its name, so its
     /// quiesced followers never notice it died.
     pub bug_ghost_pings: bool,
+    /// Half of the faults crash a node, which restarts soon after: what the tests of the
+    /// deliberate disk bug use, as only crashes in quick succession turn it into lost writes.
+    pub crash_heavy: bool,
 }
 
 impl SimConfig {
@@ -93,6 +96,7 @@ impl SimConfig {
             bug_ack_before_durable: false,
             bug_misroute_heartbeats: false,
             bug_ghost_pings: false,
+            crash_heavy: false,
         }
     }
 
@@ -941,6 +945,12 @@ impl World {
             return Ok(());
         }
         let n = self.nodes.len();
+        if self.cfg.crash_heavy && self.rng.chance(0.5) {
+            let i = self.rng.range(0, n as u64) as usize;
+            self.crash(i);
+            self.after(50, 1_000, Ev::Restart { node: i });
+            return Ok(());
+        }
         let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
         let pick = self.rng.range(0, 100);
         match pick {

@@ -343,6 +343,8 @@ fn sim_catches_a_disk_that_acks_before_durable() {
         0..300,
         |seed| SimConfig {
             bug_ack_before_durable: true,
+            crash_heavy: true,
+            disk_latency_us: (5_000, 50_000),
             ..SimConfig::from_seed(seed)
         },
         QUIET,
