@@ -121,12 +121,24 @@ def log_bytes(data_dir):
     return total
 
 
+def udp_receive_drops():
+    """Datagrams the kernel dropped for full socket buffers, machine-wide (RcvbufErrors in
+    /proc/net/snmp): each one the QUIC transport must recover from. None off Linux."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 results = {}
 for target in ["standalone", "cluster"]:
     with tempfile.TemporaryDirectory() as tmp:
         procs, bs = start(target, tmp)
         try:
             peak = [0]
+            drops = udp_receive_drops()
             written = [write_bytes(x.pid) for x in procs]
             rate, acked = throughput(bs, procs, peak)
             # Disk bytes per byte of log, per replica (the one-write-per-replica target: <= 1.2).
@@ -140,6 +152,8 @@ for target in ["standalone", "cluster"]:
                                "acks1_p99_ms": round(p99_1, 2),
                                "peak_rss_mib_total": round(peak[0] / 1024, 1),
                                "disk_bytes_per_log_byte": amplification}
+            if target == "cluster" and drops is not None:
+                results[target]["udp_receive_drops"] = udp_receive_drops() - drops
         finally:
             for x in procs:
                 x.terminate()
