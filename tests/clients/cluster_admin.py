@@ -5,6 +5,7 @@
   describe [TOPIC]                     prints one Metadata response as JSON:
       {"controller": ID, "brokers": {"ID": "HOST:PORT"},
        "partitions": {"P": {"leader": ID, "replicas": [..], "isr": [..], "error": null}}}
+  delete TOPIC                         DeleteTopics; prints `ok`
   delete-records TOPIC --partition P --offset O
                                        DeleteRecords (retried while the cluster moves leaders);
                                        prints {"low_watermark": N}
@@ -17,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ap = argparse.ArgumentParser()
 ap.add_argument("--bootstrap", required=True)
 ap.add_argument("--timeout", type=float, default=30)
-ap.add_argument("op", choices=["create", "describe", "delete-records"])
+ap.add_argument("op", choices=["create", "describe", "delete", "delete-records"])
 ap.add_argument("topic", nargs="?")
 ap.add_argument("--partitions", type=int, default=1)
 ap.add_argument("--rf", type=int, default=3)
@@ -74,6 +75,9 @@ elif a.op == "describe":
             if time.time() > deadline:
                 sys.exit(f"no Metadata within {a.timeout} s: {e}")
             time.sleep(0.1)
+elif a.op == "delete":
+    admin.delete_topics([a.topic], operation_timeout=a.timeout)[a.topic].result(a.timeout)
+    print("ok", flush=True)
 elif a.op == "delete-records":
     while True:
         try:

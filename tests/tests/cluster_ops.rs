@@ -1,9 +1,9 @@
 //! Operator tools on a running cluster: Raft message tracing switched on and off for one node
-//! through its metrics endpoint, without a restart.
+//! through its metrics endpoint, without a restart; `__meta`'s log kept short by snapshots.
 
 use std::time::Duration;
 
-use sluice_tests::cluster::Cluster;
+use sluice_tests::cluster::{Cluster, create_topic, describe, leader_of, produce};
 
 #[test]
 fn raft_message_tracing_switches_on_and_off_at_run_time_for_one_node() {
@@ -280,4 +280,107 @@ fn a_new_topics_leaders_are_spread_evenly_and_elected_in_the_first_term() {
         leaders.iter().all(|(_, epoch, _)| *epoch == 1),
         "every leader elected in the first term: {leaders:?}"
     );
+}
+
+/// `__meta` compacts its log to an image of the metadata. A node that was down while topics
+/// were created and deleted gets the image, drops the deleted topic's records and hosts the new
+/// ones; a node restarted after compacting resumes from its own image.
+#[test]
+fn meta_log_compacts_and_a_node_that_was_away_catches_up_from_the_image() {
+    let mut c = Cluster::new(["127.0.0.1"; 3]);
+    c.cluster_flags = ["--raft-meta-compact-entries", "8"]
+        .map(String::from)
+        .to_vec();
+    c.start_all();
+    c.wait_for_meta_leader();
+    c.wait_for_kafka();
+    let all = c.bootstrap(&[0, 1, 2]);
+    create_topic(&all, "before", 2, 3);
+    let before = c.data_dir(2).join("logs").join("before-0");
+    assert!(before.is_dir(), "node 3 hosts before-0");
+
+    c.nodes[2].kill9();
+    let two = c.bootstrap(&[0, 1]);
+    for t in 0..4 {
+        create_topic(&two, &format!("while-away-{t}"), 2, 3);
+    }
+    let out = sluice_tests::python(
+        "cluster_admin.py",
+        &["--bootstrap", &two, "delete", "before"],
+    );
+    assert_eq!(out.trim(), "ok", "{out}");
+    create_topic(&two, "last", 3, 3);
+    let compacted = |i: usize| {
+        c.nodes[i]
+            .log()
+            .contains("__meta log compacted to a snapshot image")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(compacted(0) && compacted(1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes 1 and 2 did not compact __meta:\n{}\n{}",
+            c.nodes[0].log(),
+            c.nodes[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    c.nodes[2].restart();
+    c.nodes[2]
+        .wait_for_line("__meta snapshot received", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("node 3 got no image from the leader:\n{}", c.nodes[2].log()));
+    // It serves the metadata it missed, hosts the new partitions and dropped the deleted ones.
+    let three = c.bootstrap(&[2]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = describe(&three, "last");
+        let ready = (0..3).all(|p| leader_of(&md, p) > 0)
+            && c.data_dir(2).join("logs").join("last-2").is_dir()
+            && !before.exists();
+        if ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 did not catch up: {md}; before-0 still there: {}\n{}",
+            before.exists(),
+            c.nodes[2].log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let p = produce(&three, "last", 3, "after", 300, 1000, &[]);
+    p.assert_complete();
+
+    // A restart of a node that compacted resumes from its own image.
+    c.nodes[0].kill9();
+    c.nodes[0].restart();
+    c.nodes[0]
+        .wait_for_line(
+            "__meta resumes from its snapshot image",
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "node 1 did not resume from its image:\n{}",
+                c.nodes[0].log()
+            )
+        });
+    c.wait_for_kafka();
+    let one = c.bootstrap(&[0]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = describe(&one, "while-away-3");
+        if (0..2).all(|p| leader_of(&md, p) > 0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 1 lost metadata over its restart: {md}\n{}",
+            c.nodes[0].log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let p = produce(&one, "while-away-3", 2, "restarted", 200, 1000, &[]);
+    p.assert_complete();
 }

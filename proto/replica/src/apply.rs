@@ -28,6 +28,13 @@ pub enum ApplyJob {
         /// Where the leader's partition log stood.
         image: PartitionImage,
     },
+    /// A `__meta` snapshot to install ([`install_meta_image`]): the metadata at `index`.
+    MetaImage {
+        /// The snapshot's Raft index.
+        index: u64,
+        /// The image ([`sluice_proto::cluster::MetaState::encode_image`]).
+        data: Vec<u8>,
+    },
 }
 
 impl ApplyJob {
@@ -35,8 +42,25 @@ impl ApplyJob {
     pub fn group(&self) -> u64 {
         match self {
             ApplyJob::Entries { group, .. } | ApplyJob::Install { group, .. } => *group,
+            ApplyJob::MetaImage { .. } => META_GROUP,
         }
     }
+}
+
+/// Installs a `__meta` snapshot image in the broker; returns its index, to report applied. An
+/// image that cannot be installed is fatal to the node: the entries after it would apply to
+/// metadata that is not the cluster's.
+pub fn install_meta_image(
+    broker: &mut Broker,
+    index: u64,
+    data: &[u8],
+    wall_ms: i64,
+) -> Result<u64, String> {
+    let installed = broker.install_meta_image(index, data, wall_ms);
+    broker.finish_apply();
+    installed
+        .map(|()| index)
+        .map_err(|e| format!("the __meta snapshot image at index {index} cannot be installed: {e}"))
 }
 
 /// Applies one group's committed entries to the broker (`__meta` to the cluster metadata, a
@@ -55,6 +79,7 @@ pub fn apply_entries(
             .map(|e| (e.index, e.data.to_vec()))
             .collect();
         broker.apply_meta(&entries, wall_ms);
+        broker.meta_applied_to(last);
     } else {
         // Membership changes reach the broker as empty entries: they move the applied mark
         // (a snapshot for a replica being added must be taken at or after them).

@@ -41,7 +41,7 @@ use sluice_raft::{
 };
 use tracing::{debug, error, info, warn};
 
-pub use apply::{ApplyJob, apply_entries};
+pub use apply::{ApplyJob, apply_entries, install_meta_image};
 use liveness::Silence;
 use reach::Reach;
 use recovery::{Recovery, Standing};
@@ -109,6 +109,10 @@ pub struct ReplicaConfig {
     pub compact_step: u64,
     /// A follower silent this long (ms) leaves the ISR and stops holding compaction back.
     pub replica_timeout_ms: u64,
+    /// `__meta`'s log is compacted to a snapshot image of the metadata once it holds this many
+    /// applied entries (Kafka's `metadata.log.max.record.bytes.between.snapshots`, counted
+    /// in entries).
+    pub meta_compact_entries: u64,
     /// Milliseconds from process start to the replica clock's zero (for "elected after" logs).
     pub started_ms: u64,
     /// [`RECOVERING_MARK`] said `recovering` at start: the node stopped before it caught up
@@ -301,12 +305,15 @@ pub struct Replica {
     /// Groups whose spent vote (see `recovery`) is not durable yet.
     forgo_pending: BTreeSet<u64>,
     next_lost_report: u64,
+    /// The index of a `__meta` snapshot image handed to the broker and not yet reported
+    /// installed: until it is, the broker's metadata is not what `__meta` has applied.
+    meta_image_pending: Option<u64>,
     io: VecDeque<Io>,
 }
 
 impl Replica {
-    /// A replica whose `__meta` log is `meta` (re-applied from the start on every boot: its
-    /// state lives in memory only).
+    /// A replica whose `__meta` log is `meta`: its snapshot image (if it was compacted) and
+    /// the entries after it are applied again on every boot (the metadata lives in memory).
     pub fn new(cfg: ReplicaConfig, meta: LogStore) -> Result<Self, Error> {
         let node_id = cfg.node_id;
         let raft = |source| Error::Raft {
@@ -323,6 +330,11 @@ impl Replica {
         let mut node = sluice_raft::Node::new(config).map_err(raft)?;
         let empty = (meta.hard_state().term == 0 && !cfg.joining) || cfg.recovering;
         let voters = meta.conf_state().voters.clone();
+        // A compacted log resumes from its image, installed before the entries after it.
+        let image = (meta.snapshot_index() > 1)
+            .then(|| meta.snapshot_ref())
+            .filter(|snap| !snap.data.is_empty())
+            .map(|snap| (meta.snapshot_index(), snap.data.clone()));
         node.add_group(META_GROUP, meta, 0).map_err(raft)?;
         let mut recovery = Recovery::new(empty, META_GROUP);
         if empty {
@@ -337,6 +349,11 @@ impl Replica {
             }
         }
         let mut io = VecDeque::new();
+        let meta_image_pending = image.map(|(index, data)| {
+            info!(node_id, index, "__meta resumes from its snapshot image");
+            io.push_back(Io::Apply(ApplyJob::MetaImage { index, data }));
+            index
+        });
         // Written before anything this node persists can make its state look intact.
         if empty && !cfg.recovering && voters != [node_id] {
             io.push_back(Io::WriteMarks(vec![(
@@ -379,6 +396,7 @@ impl Replica {
             terms_out: BTreeMap::new(),
             forgo_pending: BTreeSet::new(),
             next_lost_report: 0,
+            meta_image_pending,
             recovery,
             opening: Default::default(),
             io,
@@ -401,8 +419,8 @@ impl Replica {
 
     /// A Raft batch arrived from `from` (the transport authenticated it). Batches whose ids do
     /// not match are dropped with a warning. Entries are copied out of it: a batch holds many
-    /// groups' entries, and one kept entry (`__meta`'s log is never compacted) sharing the
-    /// batch's buffer would keep all of it.
+    /// groups' entries, and one kept entry (`__meta` keeps thousands between compactions)
+    /// sharing the batch's buffer would keep all of it.
     pub fn handle_message(&mut self, from: u64, bytes: &[u8]) {
         let node_id = self.cfg.node_id;
         match PeerBatch::decode_from(bytes) {
@@ -445,6 +463,9 @@ impl Replica {
 
     /// The applier applied `group` up to `index`.
     pub fn applied(&mut self, group: u64, index: u64) -> Result<(), Error> {
+        if group == META_GROUP && self.meta_image_pending.is_some_and(|at| index >= at) {
+            self.meta_image_pending = None;
+        }
         if self.node.group(group).is_some() {
             self.node.applied(group, index).map_err(self.err(group))?;
         }
@@ -814,6 +835,9 @@ impl Replica {
 
     /// `__meta`'s applied index if it caught up with its commit index.
     pub fn meta_caught_up(&self) -> Option<u64> {
+        if self.meta_image_pending.is_some() {
+            return None;
+        }
         let meta = self.node.group(META_GROUP)?;
         (meta.applied_index() >= meta.commit_index()).then_some(meta.applied_index())
     }
@@ -978,6 +1002,50 @@ impl Replica {
         }
         for (group, index, image) in compactions {
             self.compact_group(group, index, image);
+        }
+        self.compact_meta(broker, false);
+    }
+
+    /// Compacts `__meta`'s log to an image of the metadata once it holds
+    /// `meta_compact_entries` applied entries. A leader waits until every peer it hears from
+    /// has what it applied (they go on with entries; a peer that was away gets the image).
+    /// `now`: a peer needs a newer image than the stored one (a node being added is not in its
+    /// membership): compact to what is applied at once.
+    fn compact_meta(&mut self, broker: &Broker, now: bool) {
+        let Some(d) = self.node.group(META_GROUP) else {
+            return;
+        };
+        let applied = d.applied_index();
+        if self.meta_image_pending.is_some()
+            || (!now && applied < d.store().snapshot_index() + self.cfg.meta_compact_entries.max(1))
+        {
+            return;
+        }
+        let me = self.cfg.node_id;
+        // A new leader knows nothing of its peers' logs yet (`matched` 0): it waits too.
+        if !now
+            && d.role() == StateRole::Leader
+            && d.progress()
+                .any(|p| p.id != me && !self.silent_peers.contains(&p.id) && p.matched < applied)
+        {
+            return;
+        }
+        // The broker's metadata must stand exactly at the index the log is compacted to (its
+        // applier may be ahead of what the replica heard back).
+        if broker.meta_applied() != Some(applied) {
+            return;
+        }
+        match broker.meta_image() {
+            Some((at, image)) if at == applied => {
+                info!(
+                    node_id = me,
+                    index = applied,
+                    bytes = image.len(),
+                    "__meta log compacted to a snapshot image"
+                );
+                self.compact_group(META_GROUP, applied, image);
+            }
+            _ => {}
         }
     }
 
@@ -1365,6 +1433,21 @@ impl Replica {
                 self.io
                     .push_back(Io::Apply(ApplyJob::Entries { group, entries }));
             }
+            Task::Apply(Apply::Snapshot(s)) if group == META_GROUP => {
+                let (index, term) = s.metadata.as_ref().map_or((0, 0), |m| (m.index, m.term));
+                info!(
+                    node_id,
+                    index,
+                    term,
+                    bytes = s.data.len(),
+                    "__meta snapshot received: its leader compacted past this node's log"
+                );
+                self.meta_image_pending = Some(index);
+                self.io.push_back(Io::Apply(ApplyJob::MetaImage {
+                    index,
+                    data: s.data,
+                }));
+            }
             Task::Apply(Apply::Snapshot(s)) => {
                 let (index, term) = s.metadata.as_ref().map_or((0, 0), |m| (m.index, m.term));
                 match PartitionImage::decode(&s.data) {
@@ -1419,7 +1502,9 @@ impl Replica {
                     node_id,
                     group, "a peer asked for a newer snapshot than the stored one"
                 );
-                if let Some((index, image)) = broker.compaction_now(group) {
+                if group == META_GROUP {
+                    self.compact_meta(broker, true);
+                } else if let Some((index, image)) = broker.compaction_now(group) {
                     self.compact_group(group, index, image);
                 }
             }

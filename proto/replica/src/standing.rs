@@ -148,7 +148,12 @@ impl Replica {
             return;
         }
         let node = &self.node;
-        let meta_applied = node.group(META_GROUP).map_or(0, |d| d.applied_index());
+        // Raft's applied index starts at a compacted log's snapshot, before the broker has
+        // installed the image: nothing counts as applied until it has.
+        let meta_applied = match self.meta_image_pending {
+            Some(_) => 0,
+            None => node.group(META_GROUP).map_or(0, |d| d.applied_index()),
+        };
         let changes = self.recovery.check(
             META_GROUP,
             |g| node.group(g).map(|d| d.commit_index()),

@@ -58,6 +58,10 @@ pub struct ClusterArgs {
     /// every replica [default: 1000]
     #[arg(long, env = "SLUICE_RAFT_COMPACT_ENTRIES", value_name = "N")]
     pub raft_compact_entries: Option<u64>,
+    /// Compact the `__meta` Raft log to a snapshot of the cluster metadata once it holds this
+    /// many applied entries; a node that was away longer gets the snapshot [default: 10000]
+    #[arg(long, env = "SLUICE_RAFT_META_COMPACT_ENTRIES", value_name = "N")]
+    pub raft_meta_compact_entries: Option<u64>,
     /// A replica silent this long stops holding back Raft log compaction; when it returns it
     /// catches up from a snapshot, copying records from another replica [default: 10000]
     #[arg(long, env = "SLUICE_RAFT_REPLICA_TIMEOUT_MS", value_name = "MS")]
@@ -67,6 +71,10 @@ pub struct ClusterArgs {
     #[arg(long, env = "SLUICE_RAFT_DEBUG")]
     pub raft_debug: bool,
 }
+
+/// `--raft-meta-compact-entries` by default: a few MB of entries (leader and ISR records are
+/// most of them) between snapshots of the metadata.
+const META_COMPACT_ENTRIES: u64 = 10_000;
 
 /// `sluice certs` options.
 #[derive(Debug, Args)]
@@ -96,6 +104,7 @@ pub struct FileCluster {
     tls_dir: Option<PathBuf>,
     cluster_id: Option<String>,
     raft_compact_entries: Option<u64>,
+    raft_meta_compact_entries: Option<u64>,
     raft_replica_timeout_ms: Option<u64>,
     raft_debug: Option<bool>,
 }
@@ -117,6 +126,8 @@ pub struct ClusterConfig {
     pub cluster_id_given: bool,
     /// Raft log compaction step, in entries (≥ 1).
     pub raft_compact_entries: u64,
+    /// `__meta` log compaction, in applied entries (≥ 1).
+    pub raft_meta_compact_entries: u64,
     /// Silence after which a replica no longer holds back compaction (ms).
     pub raft_replica_timeout_ms: u64,
     /// Raft message tracing from the start.
@@ -200,6 +211,11 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
                 .or(file.raft_compact_entries)
                 .unwrap_or(1000)
                 .max(1);
+            cc.raft_meta_compact_entries = args
+                .raft_meta_compact_entries
+                .or(file.raft_meta_compact_entries)
+                .unwrap_or(META_COMPACT_ENTRIES)
+                .max(1);
             cc.raft_replica_timeout_ms = args
                 .raft_replica_timeout_ms
                 .or(file.raft_replica_timeout_ms)
@@ -272,6 +288,13 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
     if raft_compact_entries == 0 {
         bail!("node {node_id}: --raft-compact-entries must be 1 or more");
     }
+    let raft_meta_compact_entries = args
+        .raft_meta_compact_entries
+        .or(file.raft_meta_compact_entries)
+        .unwrap_or(META_COMPACT_ENTRIES);
+    if raft_meta_compact_entries == 0 {
+        bail!("node {node_id}: --raft-meta-compact-entries must be 1 or more");
+    }
     let raft_replica_timeout_ms = args
         .raft_replica_timeout_ms
         .or(file.raft_replica_timeout_ms)
@@ -290,6 +313,7 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
         cluster_id,
         cluster_id_given,
         raft_compact_entries,
+        raft_meta_compact_entries,
         raft_replica_timeout_ms,
         raft_debug: args.raft_debug || file.raft_debug.unwrap_or(false),
         join: None,
@@ -340,6 +364,7 @@ fn resolve_join(
         cluster_id_given: given.is_some(),
         cluster_id: given.unwrap_or_default(),
         raft_compact_entries: 1000,
+        raft_meta_compact_entries: META_COMPACT_ENTRIES,
         raft_replica_timeout_ms: 10_000,
         raft_debug: false,
         join: Some(join_addr),

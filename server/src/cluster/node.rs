@@ -21,7 +21,9 @@ use bytes::Bytes;
 use futures_lite::future;
 use sluice_proto::runtime::Runtime;
 use sluice_raft::META_GROUP;
-use sluice_replica::{ApplyJob, Io, OpenGroup, Replica, ReplicaConfig, Shutdown, apply_entries};
+use sluice_replica::{
+    ApplyJob, Io, OpenGroup, Replica, ReplicaConfig, Shutdown, apply_entries, install_meta_image,
+};
 use sluice_transport_quic::{Inbox, Limits, NodeIdentity, Transport, TransportConfig};
 use tracing::{Instrument, debug, info, warn};
 
@@ -265,6 +267,7 @@ async fn run_inner<R: Runtime>(
             node_id,
             seed: entropy(),
             compact_step: cc.raft_compact_entries,
+            meta_compact_entries: cc.raft_meta_compact_entries,
             replica_timeout_ms: cc.raft_replica_timeout_ms,
             // So that `started_ms + now` is the time since the process started.
             started_ms: (started.elapsed().as_millis() as u64).saturating_sub(now_ms()),
@@ -302,7 +305,7 @@ async fn run_inner<R: Runtime>(
     );
 
     let (apply_tx, apply_rx) = async_channel::unbounded::<ApplyJob>();
-    let (done_tx, done_rx) = async_channel::unbounded::<(u64, u64)>();
+    let (done_tx, done_rx) = async_channel::unbounded::<Applied>();
     let span = tracing::Span::current();
     rt.spawn(applier(rt.clone(), node_id, shared.clone(), apply_rx, done_tx).instrument(span));
 
@@ -322,7 +325,8 @@ async fn run_inner<R: Runtime>(
         while let Some((from, bytes)) = inbox.try_recv() {
             replica.handle_message(from, &bytes);
         }
-        while let Ok((group, index)) = done_rx.try_recv() {
+        while let Ok(applied) = done_rx.try_recv() {
+            let (group, index) = applied.map_err(|e| anyhow::anyhow!("node {node_id}: {e}"))?;
             if let Err(e) = replica.applied(group, index) {
                 warn!(node_id, group, error = %e, "reporting applied failed");
             }
@@ -378,6 +382,7 @@ async fn run_inner<R: Runtime>(
         match wait(&rt, &inbox, &stop, &done_rx, &wal_rx, &shared, wait_ms).await {
             Wake::Batch(from, bytes) => replica.handle_message(from, &bytes),
             Wake::Applied(group, index) => replica.applied(group, index)?,
+            Wake::Fatal(e) => bail!("node {node_id}: {e}"),
             Wake::Wal(done) => io.wal_done(&mut replica, done)?,
             Wake::Timer => {}
             Wake::Closed => bail!("node {node_id}: the raft transport stopped"),
@@ -659,7 +664,7 @@ async fn applier<R: Runtime>(
     node_id: u64,
     shared: Arc<Shared>,
     jobs: async_channel::Receiver<ApplyJob>,
-    done: async_channel::Sender<(u64, u64)>,
+    done: async_channel::Sender<Applied>,
 ) {
     let (installed_tx, installed_rx) = async_channel::unbounded::<(u64, u64)>();
     // Jobs of groups with an install in progress.
@@ -673,7 +678,7 @@ async fn applier<R: Runtime>(
             None => break,
             Some(Ok(job)) => VecDeque::from([job]),
             Some(Err((group, index))) => {
-                if done.send((group, index)).await.is_err() {
+                if done.send(Ok((group, index))).await.is_err() {
                     break;
                 }
                 held.remove(&group).unwrap_or_default()
@@ -697,8 +702,24 @@ async fn applier<R: Runtime>(
                     shared.flush.notify(1);
                     shared.raft_wake.notify(1);
                     if let Some(last) = last
-                        && done.send((group, last)).await.is_err()
+                        && done.send(Ok((group, last))).await.is_err()
                     {
+                        return;
+                    }
+                }
+                ApplyJob::MetaImage { index, data } => {
+                    let installed = {
+                        let mut broker = shared.broker.lock().unwrap();
+                        let wall = crate::server::now_ms();
+                        broker.advance_clock(crate::server::mono_ms(), wall);
+                        let installed = install_meta_image(&mut broker, index, &data, wall);
+                        crate::server::deliver(&shared, &mut broker);
+                        installed
+                    };
+                    shared.flush.notify(1);
+                    shared.raft_wake.notify(1);
+                    let failed = installed.is_err();
+                    if done.send(installed.map(|i| (META_GROUP, i))).await.is_err() || failed {
                         return;
                     }
                 }
@@ -781,17 +802,22 @@ fn publish_gauges(replica: &Replica, transport: &Transport, shared: &Shared) {
 enum Wake {
     Batch(u64, Bytes),
     Applied(u64, u64),
+    /// The applier cannot go on (the metadata would part from the cluster's).
+    Fatal(String),
     Wal(std::io::Result<WalDone>),
     Timer,
     Closed,
     Stop,
 }
 
+/// What the applier reports: a group's applied index, or why it cannot go on.
+type Applied = Result<(u64, u64), String>;
+
 async fn wait<R: Runtime>(
     rt: &R,
     inbox: &Inbox,
     stop: &async_channel::Receiver<()>,
-    done: &async_channel::Receiver<(u64, u64)>,
+    done: &async_channel::Receiver<Applied>,
     wal: &async_channel::Receiver<std::io::Result<WalDone>>,
     shared: &Shared,
     wait_ms: u64,
@@ -805,7 +831,8 @@ async fn wait<R: Runtime>(
     };
     let applied = async {
         match done.recv().await {
-            Ok((g, i)) => Wake::Applied(g, i),
+            Ok(Ok((g, i))) => Wake::Applied(g, i),
+            Ok(Err(e)) => Wake::Fatal(e),
             Err(_) => std::future::pending().await,
         }
     };

@@ -36,7 +36,9 @@ use sluice_raft::rng::Rng;
 use sluice_raft::sim::Fnv;
 use sluice_raft::sim::net::{NetConfig, Network};
 
-use crate::{ApplyJob, Io, PersistBatch, Replica, ReplicaConfig, apply_entries};
+use crate::{
+    ApplyJob, Io, PersistBatch, Replica, ReplicaConfig, apply_entries, install_meta_image,
+};
 use client::{Client, Sent, TOPIC};
 
 /// The one-line command that replays `seed` with full output.
@@ -80,6 +82,8 @@ pub struct SimConfig {
     /// faults it is added to and removed from the cluster (AddRaftVoter / RemoveRaftVoter):
     /// `__meta`'s voters change under crashes, partitions and lost disks.
     pub members: bool,
+    /// `__meta` is compacted once it holds this many applied entries.
+    pub meta_compact_entries: u64,
 }
 
 /// The faults a single-fault run ([`SimConfig::only`]) injects on the partition leader.
@@ -115,6 +119,9 @@ impl SimConfig {
             commit_check: true,
             moves: false,
             members: false,
+            // Small (a run commits a few dozen `__meta` entries), so that compactions, images
+            // sent to nodes that were away and restarts from an image happen in most runs.
+            meta_compact_entries: 2 + seed % 12,
         }
     }
 }
@@ -139,6 +146,9 @@ pub enum Sabotage {
     /// Never answer the extra node's Raft messages (`members`): it is added but can never
     /// catch up, so `__meta`'s membership never settles.
     IgnoreTheJoiner,
+    /// Every `__meta` image a node installs gains a broker config no entry made (an image
+    /// that is not the state at its index).
+    CorruptMetaImage,
     /// Node 2's Raft writes go unrecorded, as if its disk acknowledged writes it dropped:
     /// commits counted on its acknowledgements lack a majority.
     UnrecordedAcks,
@@ -180,6 +190,8 @@ pub struct Outcome {
     pub joint_configs: usize,
     /// Of those, swaps: a voter added and another removed in one change.
     pub joint_swaps: usize,
+    /// `__meta` snapshot images installed.
+    pub meta_images: usize,
     /// What went wrong (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -295,6 +307,8 @@ struct Sim {
     member_changes: BTreeSet<u64>,
     /// What each node wrote and each leader committed: the joint-majority check.
     commits: quorum::Commits,
+    /// `__meta` snapshot images installed (sent by a leader, or resumed from at a restart).
+    meta_images: usize,
     violations: Vec<String>,
     digest: Fnv,
 }
@@ -360,6 +374,7 @@ impl Sim {
             meta_checked: Vec::new(),
             member_changes: BTreeSet::new(),
             commits: quorum::Commits::default(),
+            meta_images: 0,
             violations: Vec::new(),
             digest: Fnv::default(),
         }
@@ -493,6 +508,7 @@ impl Sim {
                 // over the network, which it does not model).
                 compact_step: u64::MAX / 2,
                 replica_timeout_ms: 10_000,
+                meta_compact_entries: self.cfg.meta_compact_entries,
                 started_ms: 0,
                 recovering: node
                     .fs
@@ -1000,6 +1016,25 @@ impl Sim {
                     && let Err(e) = live.replica.applied(group, last)
                 {
                     self.violations.push(format!("node {id}: {e}"));
+                }
+            }
+            ApplyJob::MetaImage { index, mut data } => {
+                if self.cfg.sabotage == Some(Sabotage::CorruptMetaImage)
+                    && let Some(Ok(mut meta)) =
+                        sluice_proto::cluster::MetaState::decode_image(&data)
+                {
+                    meta.broker_configs
+                        .insert(99, BTreeMap::from([("sabotage".into(), "1".into())]));
+                    data = meta.encode_image();
+                }
+                self.meta_images += 1;
+                match install_meta_image(&mut live.broker, index, &data, wall) {
+                    Ok(at) => {
+                        if let Err(e) = live.replica.applied(META_GROUP, at) {
+                            self.violations.push(format!("node {id}: {e}"));
+                        }
+                    }
+                    Err(e) => self.violations.push(format!("node {id}: {e}")),
                 }
             }
             ApplyJob::Install {
@@ -1561,10 +1596,37 @@ impl Sim {
         }
     }
 
+    /// Running nodes whose metadata stands at the same `__meta` index hold the same metadata,
+    /// however they got there (entries, an image from a leader, a restart from their own).
+    fn check_meta_states(&mut self) {
+        let mut at: BTreeMap<u64, (u64, &sluice_proto::cluster::MetaState)> = BTreeMap::new();
+        let mut found = Vec::new();
+        for n in &self.nodes {
+            let Some(live) = n.live.as_ref() else {
+                continue;
+            };
+            let (Some(index), Some(meta)) = (live.broker.meta_applied(), live.broker.meta()) else {
+                continue;
+            };
+            match at.get(&index) {
+                Some((other, theirs)) if *theirs != meta => found.push(format!(
+                    "nodes {other} and {} hold different metadata at __meta index {index}",
+                    n.id
+                )),
+                Some(_) => {}
+                None => {
+                    at.insert(index, (n.id, meta));
+                }
+            }
+        }
+        self.violations.extend(found);
+    }
+
     fn finish(&mut self) {
         if self.cfg.members {
             self.check_members_settled();
         }
+        self.check_meta_states();
         if !self.client.topic_ready {
             self.violations
                 .push("the topic was never created".to_string());
@@ -1759,6 +1821,7 @@ impl Sim {
             member_changes: self.member_changes.len(),
             joint_configs: self.commits.joint_configs(),
             joint_swaps: self.commits.joint_swaps(),
+            meta_images: self.meta_images,
             violations: std::mem::take(&mut self.violations),
         }
     }

@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::super::{Broker, OFFSETS_TOPIC, partition_dir};
 use super::{APPLIED_FILE, APPLIED_TABLE, Applied, GroupChange, META_GROUP, Role, Wait};
-use crate::cluster::{MetaCommand, MetaEvent, PartitionEntry, PartitionImage, ProposalId};
+use crate::cluster::{
+    MetaCommand, MetaEvent, MetaState, PartitionEntry, PartitionImage, ProposalId,
+};
 
 impl Broker {
     /// Leadership of a hosted partition group changed. `last_index` is the group's last log
@@ -112,6 +114,11 @@ impl Broker {
         let Some(c) = &mut self.cluster else { return };
         let mut events = Vec::new();
         for (index, data) in entries {
+            // Already in an installed image.
+            if *index <= c.meta_applied {
+                continue;
+            }
+            c.meta_applied = *index;
             match MetaCommand::decode(data) {
                 Ok(Some(cmd)) => {
                     debug!(node_id = c.node_id, index, command = ?cmd, "meta apply");
@@ -143,6 +150,100 @@ impl Broker {
             self.reconcile(now_ms);
         }
         self.deliver_finished();
+    }
+
+    /// Records that `__meta` entries up to `index` are applied (entries without a command,
+    /// such as membership changes, included): where [`Broker::meta_image`] stands.
+    pub fn meta_applied_to(&mut self, index: u64) {
+        if let Some(c) = &mut self.cluster {
+            c.meta_applied = c.meta_applied.max(index);
+        }
+    }
+
+    /// The `__meta` index the metadata stands at.
+    pub fn meta_applied(&self) -> Option<u64> {
+        self.cluster.as_ref().map(|c| c.meta_applied)
+    }
+
+    /// The metadata as `__meta` snapshot data, with the index it stands at.
+    pub fn meta_image(&self) -> Option<(u64, Vec<u8>)> {
+        let c = self.cluster.as_ref()?;
+        Some((c.meta_applied, c.meta.encode_image()))
+    }
+
+    /// Installs a `__meta` snapshot image taken at `index`: this node was behind what its
+    /// leader compacted away, or restarts from its own compacted log. Local topics and hosted
+    /// groups are brought in line as if every entry the image stands for had applied.
+    pub fn install_meta_image(
+        &mut self,
+        index: u64,
+        data: &[u8],
+        now_ms: i64,
+    ) -> Result<(), String> {
+        let state = match MetaState::decode_image(data) {
+            Some(decoded) => decoded?,
+            None => return Err("the snapshot holds no metadata image".to_string()),
+        };
+        let me = self.config.node_id;
+        let Some(c) = &mut self.cluster else {
+            return Ok(());
+        };
+        if index <= c.meta_applied {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut c.meta, state);
+        c.meta_applied = index;
+        info!(
+            node_id = me,
+            index,
+            topics = c.meta.topics.len(),
+            "installed a __meta snapshot image"
+        );
+        // Topics this node knew from the cluster and the image no longer has were deleted in
+        // the entries it skipped (a restart knew none yet: nothing local goes).
+        let deleted: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(name, t)| {
+                old.topics.get(*name).is_some_and(|o| o.id == t.id)
+                    && c.meta.topics.get(*name).is_none_or(|n| n.id != t.id)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        // Hosted groups whose replicas changed learn their voters and preferred leader.
+        let mut changes = Vec::new();
+        for (&group, (topic, partition)) in &c.meta.groups {
+            let (Some(new), true) = (
+                c.meta.partition(topic, *partition),
+                c.applied.contains_key(&group),
+            ) else {
+                continue;
+            };
+            if old.partition(topic, *partition) != Some(new) && new.hosted_on(me) {
+                changes.push(replicas_changed(group, topic, *partition, new));
+            }
+        }
+        c.group_changes.extend(changes);
+        self.security = c.meta.security.clone();
+        // Own `__meta` proposals the skipped entries may hold: their outcome is unknown here.
+        let waiting: Vec<u64> = c
+            .waits
+            .iter()
+            .filter(|(_, w)| matches!(w, Wait::Admin { group: None, .. }))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in waiting {
+            self.fail_wait(seq, ResponseError::RequestTimedOut);
+        }
+        for name in deleted {
+            info!(node_id = me, topic = %name, "topic deleted from the cluster");
+            if let Err((e, m)) = self.delete_topic_local(&name, now_ms) {
+                warn!(node_id = me, topic = %name, error = ?e, message = ?m, "removing a deleted topic failed");
+            }
+        }
+        self.reconcile(now_ms);
+        self.deliver_finished();
+        Ok(())
     }
 
     /// Makes local topics and hosted groups match the replicated metadata.
@@ -378,16 +479,7 @@ impl Broker {
                     info!(node_id = me, group, topic = %t, partition = p, replicas = ?mp.replicas, target = ?mp.target, "partition reassignment changed");
                     // A hosted group learns its (new) preferred leader.
                     if c.applied.contains_key(&group) && mp.hosted_on(me as i32) {
-                        let change = GroupChange::Add {
-                            group,
-                            voters: mp.initial_voters().iter().map(|&r| r as u64).collect(),
-                            preferred: mp.wanted().first().map_or(0, |&r| r as u64),
-                            applied: 0,
-                            campaign: false,
-                            joining: false,
-                            topic: t.to_string(),
-                            partition: p,
-                        };
+                        let change = replicas_changed(group, t, p, mp);
                         c.group_changes.push(change);
                     }
                 }
@@ -691,5 +783,24 @@ impl Broker {
             .as_ref()
             .and_then(|c| c.applied.get(&group))
             .map_or(0, |a| a.durable.0)
+    }
+}
+
+/// What a hosted group whose replicas changed learns: its voters and preferred leader.
+fn replicas_changed(
+    group: u64,
+    topic: &str,
+    partition: i32,
+    mp: &crate::cluster::MetaPartition,
+) -> GroupChange {
+    GroupChange::Add {
+        group,
+        voters: mp.initial_voters().iter().map(|&r| r as u64).collect(),
+        preferred: mp.wanted().first().map_or(0, |&r| r as u64),
+        applied: 0,
+        campaign: false,
+        joining: false,
+        topic: topic.to_string(),
+        partition,
     }
 }

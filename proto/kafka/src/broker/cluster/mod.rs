@@ -198,6 +198,8 @@ pub struct ClusterState {
     /// The listener of the request being handled (addresses in hints follow it).
     pub(in crate::broker) listener: Option<String>,
     pub(in crate::broker) meta: MetaState,
+    /// The `__meta` index `meta` stands at (the last entry applied, or the image installed).
+    meta_applied: u64,
     /// `__meta` leader and term as last reported (-1: unknown).
     meta_leader: (i32, u64),
     /// Hosted partition groups.
@@ -279,6 +281,7 @@ impl ClusterState {
             node_id,
             listener: None,
             meta: MetaState::new(members),
+            meta_applied: 0,
             meta_leader: (-1, 0),
             roles: HashMap::new(),
             applied: HashMap::new(),
