@@ -111,7 +111,7 @@ pub struct ReplicaConfig {
     pub replica_timeout_ms: u64,
     /// `__meta`'s log is compacted to a snapshot image of the metadata once it holds this many
     /// applied entries (Kafka's `metadata.log.max.record.bytes.between.snapshots`, counted
-    /// in entries).
+    /// in entries); 0: never (see docs/OPERATIONS.md on why that is the default for now).
     pub meta_compact_entries: u64,
     /// Milliseconds from process start to the replica clock's zero (for "elected after" logs).
     pub started_ms: u64,
@@ -1016,8 +1016,9 @@ impl Replica {
             return;
         };
         let applied = d.applied_index();
-        if self.meta_image_pending.is_some()
-            || (!now && applied < d.store().snapshot_index() + self.cfg.meta_compact_entries.max(1))
+        if self.cfg.meta_compact_entries == 0
+            || self.meta_image_pending.is_some()
+            || (!now && applied < d.store().snapshot_index() + self.cfg.meta_compact_entries)
         {
             return;
         }

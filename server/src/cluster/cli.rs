@@ -59,7 +59,8 @@ pub struct ClusterArgs {
     #[arg(long, env = "SLUICE_RAFT_COMPACT_ENTRIES", value_name = "N")]
     pub raft_compact_entries: Option<u64>,
     /// Compact the `__meta` Raft log to a snapshot of the cluster metadata once it holds this
-    /// many applied entries; a node that was away longer gets the snapshot [default: 10000]
+    /// many applied entries; a node that was away longer gets the snapshot. Experimental
+    /// [default: off]
     #[arg(long, env = "SLUICE_RAFT_META_COMPACT_ENTRIES", value_name = "N")]
     pub raft_meta_compact_entries: Option<u64>,
     /// A replica silent this long stops holding back Raft log compaction; when it returns it
@@ -72,9 +73,10 @@ pub struct ClusterArgs {
     pub raft_debug: bool,
 }
 
-/// `--raft-meta-compact-entries` by default: a few MB of entries (leader and ISR records are
-/// most of them) between snapshots of the metadata.
-const META_COMPACT_ENTRIES: u64 = 10_000;
+/// `--raft-meta-compact-entries` by default: off (0). With 10,000 partitions a leader re-sends
+/// its image to a follower that is busy applying, which then falls further behind
+/// (docs/OPERATIONS.md); until that is fixed, compaction is opt-in.
+const META_COMPACT_ENTRIES: u64 = 0;
 
 /// `sluice certs` options.
 #[derive(Debug, Args)]
@@ -126,7 +128,7 @@ pub struct ClusterConfig {
     pub cluster_id_given: bool,
     /// Raft log compaction step, in entries (≥ 1).
     pub raft_compact_entries: u64,
-    /// `__meta` log compaction, in applied entries (≥ 1).
+    /// `__meta` log compaction, in applied entries (0: off).
     pub raft_meta_compact_entries: u64,
     /// Silence after which a replica no longer holds back compaction (ms).
     pub raft_replica_timeout_ms: u64,
@@ -214,8 +216,7 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
             cc.raft_meta_compact_entries = args
                 .raft_meta_compact_entries
                 .or(file.raft_meta_compact_entries)
-                .unwrap_or(META_COMPACT_ENTRIES)
-                .max(1);
+                .unwrap_or(META_COMPACT_ENTRIES);
             cc.raft_replica_timeout_ms = args
                 .raft_replica_timeout_ms
                 .or(file.raft_replica_timeout_ms)
@@ -292,9 +293,6 @@ pub fn resolve(args: ClusterArgs, config: &Config) -> anyhow::Result<ClusterConf
         .raft_meta_compact_entries
         .or(file.raft_meta_compact_entries)
         .unwrap_or(META_COMPACT_ENTRIES);
-    if raft_meta_compact_entries == 0 {
-        bail!("node {node_id}: --raft-meta-compact-entries must be 1 or more");
-    }
     let raft_replica_timeout_ms = args
         .raft_replica_timeout_ms
         .or(file.raft_replica_timeout_ms)
