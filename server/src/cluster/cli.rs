@@ -73,9 +73,9 @@ pub struct ClusterArgs {
     pub raft_debug: bool,
 }
 
-/// `--raft-meta-compact-entries` by default: off (0). With 10,000 partitions a leader re-sends
-/// its image to a follower that is busy applying, which then falls further behind
-/// (docs/OPERATIONS.md); until that is fixed, compaction is opt-in.
+/// `--raft-meta-compact-entries` by default: off (0). At 10,000 partitions it destabilized the
+/// cluster in benchmark runs (likely a leader re-sending its image to a follower busy applying,
+/// not confirmed; docs/OPERATIONS.md): until that is understood, compaction is opt-in.
 const META_COMPACT_ENTRIES: u64 = 0;
 
 /// `sluice certs` options.
