@@ -691,16 +691,9 @@ async fn applier<R: Runtime>(
             }
             match job {
                 ApplyJob::Entries { group, entries } => {
-                    let last = {
-                        let mut broker = shared.broker.lock().unwrap();
-                        let wall = crate::server::now_ms();
-                        broker.advance_clock(crate::server::mono_ms(), wall);
-                        let last = apply_entries(&mut broker, group, entries, wall);
-                        crate::server::deliver(&shared, &mut broker);
-                        last
-                    };
-                    shared.flush.notify(1);
-                    shared.raft_wake.notify(1);
+                    let last = with_broker(&shared, |broker, wall| {
+                        apply_entries(broker, group, entries, wall)
+                    });
                     if let Some(last) = last
                         && done.send(Ok((group, last))).await.is_err()
                     {
@@ -708,16 +701,9 @@ async fn applier<R: Runtime>(
                     }
                 }
                 ApplyJob::MetaImage { index, data } => {
-                    let installed = {
-                        let mut broker = shared.broker.lock().unwrap();
-                        let wall = crate::server::now_ms();
-                        broker.advance_clock(crate::server::mono_ms(), wall);
-                        let installed = install_meta_image(&mut broker, index, &data, wall);
-                        crate::server::deliver(&shared, &mut broker);
-                        installed
-                    };
-                    shared.flush.notify(1);
-                    shared.raft_wake.notify(1);
+                    let installed = with_broker(&shared, |broker, wall| {
+                        install_meta_image(broker, index, &data, wall)
+                    });
                     let failed = installed.is_err();
                     if done.send(installed.map(|i| (META_GROUP, i))).await.is_err() || failed {
                         return;
@@ -808,6 +794,25 @@ enum Wake {
     Timer,
     Closed,
     Stop,
+}
+
+/// Runs `apply` on the broker at the current time, then delivers the answers it finished and
+/// wakes the flusher and the Raft loop.
+fn with_broker<T>(
+    shared: &Shared,
+    apply: impl FnOnce(&mut sluice_proto::broker::Broker, i64) -> T,
+) -> T {
+    let out = {
+        let mut broker = shared.broker.lock().unwrap();
+        let wall = crate::server::now_ms();
+        broker.advance_clock(crate::server::mono_ms(), wall);
+        let out = apply(&mut broker, wall);
+        crate::server::deliver(shared, &mut broker);
+        out
+    };
+    shared.flush.notify(1);
+    shared.raft_wake.notify(1);
+    out
 }
 
 /// What the applier reports: a group's applied index, or why it cannot go on.
